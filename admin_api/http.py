@@ -1,0 +1,217 @@
+"""The HTTP edge: JSON errors, tenancy by Host, request bodies validated by pydantic schemas, and
+the route registry that publishes the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from core.auth import Principal, authenticate
+from core.errors import DomainError, Forbidden, InvalidInput, TooLarge, UnknownTenant
+from core.hub import Hub
+from core.tenancy import TenantRef, TenantResolver
+
+logger = logging.getLogger(__name__)
+
+HUB = web.AppKey("hub", Hub)
+RESOLVER = web.AppKey("resolver", TenantResolver)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
+
+# Paths served without a tenant (the operator's health check).
+TENANTLESS = ("/healthz",)
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return web.json_response({"error": body}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DomainError as exc:
+        return web.json_response({"error": exc.to_dict()}, status=exc.status)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "request_too_large", "the request body is too large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason or "error")
+    except Exception:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "something went wrong on our side; it has been logged")
+
+
+@web.middleware
+async def tenancy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path not in TENANTLESS:
+        request["tenant"] = await request.app[RESOLVER].resolve(request.host)
+    return await handler(request)
+
+
+def tenant_of(request: web.Request) -> TenantRef:
+    tenant = request.get("tenant")
+    if tenant is None:
+        raise UnknownTenant("no tenant for this request")
+    return tenant
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def principal_of(request: web.Request, *, admin: bool = False) -> Principal:
+    hub = request.app[HUB]
+    tenant = tenant_of(request)
+    async with hub.db.read(tenant.id) as session:
+        principal = await authenticate(session, tenant.id, bearer_token(request))
+    if admin and not principal.is_admin:
+        raise Forbidden("this needs the admin role", code="admin_only")
+    return principal
+
+
+async def read_json(request: web.Request) -> Any:
+    hub = request.app[HUB]
+    if request.content_length is not None and request.content_length > hub.settings.max_request_bytes:
+        raise TooLarge(f"request body over {hub.settings.max_request_bytes} bytes", code="request_too_large")
+    raw = await request.read()
+    if not raw:
+        raise InvalidInput("a JSON body is required", code="invalid_json")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
+
+
+def validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        first = details[0] if details else {"loc": [], "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidInput(f"{where}: {first['msg']}", code="validation_error", details=details) from None
+
+
+async def body(request: web.Request, model: type[M]) -> M:
+    return validate(model, await read_json(request))
+
+
+def int_param(request: web.Request, name: str) -> int:
+    raw = request.match_info.get(name, "")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer", code="invalid_id") from None
+    if value <= 0 or value > 2**62:
+        raise InvalidInput(f"{name} is out of range", code="invalid_id")
+    return value
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: type[BaseModel] | None
+    auth: bool
+    tag: str
+
+
+class Api:
+    """Route registry: every JSON route of the API, with what the OpenAPI document needs."""
+
+    def __init__(self) -> None:
+        self.operations: list[Operation] = []
+
+    def route(
+        self, method: str, path: str, *, summary: str, body: type[BaseModel] | None = None, auth: bool = True,
+        tag: str = "tickets",
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.operations.append(Operation(method.upper(), path, handler, summary, body, auth, tag))
+            return handler
+
+        return register
+
+    def add_to(self, app: web.Application) -> None:
+        for op in self.operations:
+            app.router.add_route(op.method, op.path, op.handler)
+
+    def openapi(self) -> dict[str, Any]:
+        paths: dict[str, Any] = {}
+        schemas: dict[str, Any] = {}
+        for op in self.operations:
+            entry: dict[str, Any] = {
+                "summary": op.summary,
+                "tags": [op.tag],
+                "responses": {"default": {"description": "JSON; errors are {\"error\": {\"code\", \"message\"}}"}},
+            }
+            if op.auth:
+                entry["security"] = [{"bearer": []}]
+            if op.body is not None:
+                schema = op.body.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, sub in schema.pop("$defs", {}).items():
+                    schemas[name] = sub
+                schemas[op.body.__name__] = schema
+                entry["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}},
+                }
+            paths.setdefault(op.path, {})[op.method.lower()] = entry
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": "channelhub API", "version": "1"},
+            "paths": paths,
+            "components": {
+                "schemas": schemas,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+        }
+
+
+api = Api()
+
+
+SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
+
+
+class tracked:
+    """Keep an open websocket in the app's set so shutdown can close it instead of waiting on it."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self.sockets: set[web.WebSocketResponse] = request.app[SOCKETS]
+        self.ws = ws
+
+    def __enter__(self) -> web.WebSocketResponse:
+        self.sockets.add(self.ws)
+        return self.ws
+
+    def __exit__(self, *exc: object) -> None:
+        self.sockets.discard(self.ws)
+
+
+async def close_sockets(app: web.Application) -> None:
+    from aiohttp import WSCloseCode
+
+    sockets: set[web.WebSocketResponse] = app[SOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

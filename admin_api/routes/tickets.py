@@ -1,0 +1,117 @@
+"""Tickets over HTTP: the same operations the agent gateway offers, for scripts and integrations."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from admin_api.http import HUB, api, body, int_param, principal_of
+from admin_api.schemas import CreateTicketBody, MessageBody, TransferBody, UpdateTicketBody
+from core import tickets
+from core.errors import InvalidInput
+
+_STATUSES = {"new", "open", "pending", "solved", "closed"}
+
+
+def _query_int(request: web.Request, name: str, default: int | None, *, lo: int, hi: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer", code="invalid_query") from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}", code="invalid_query")
+    return value
+
+
+@api.route("GET", "/api/v1/tickets", summary="List tickets the caller may see, newest first "
+           "(?status=open,pending&assignee_id=&unassigned=1&before_id=&limit=)")
+async def list_tickets(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    status = [s for s in request.query.get("status", "").split(",") if s]
+    unknown = [s for s in status if s not in _STATUSES]
+    if unknown:
+        raise InvalidInput(f"unknown status {unknown[0]!r}", code="invalid_query")
+    rows = await tickets.list_tickets(
+        hub, principal, status=status or None,
+        assignee_id=_query_int(request, "assignee_id", None, lo=1, hi=2**62),
+        unassigned=request.query.get("unassigned") in ("1", "true"),
+        before_id=_query_int(request, "before_id", None, lo=1, hi=2**62),
+        limit=_query_int(request, "limit", 50, lo=1, hi=500) or 50,
+    )
+    return web.json_response({"tickets": rows})
+
+
+@api.route("POST", "/api/v1/tickets", summary="Create a ticket by hand", body=CreateTicketBody)
+async def create_ticket(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    data = await body(request, CreateTicketBody)
+    ticket = await tickets.create_ticket(
+        hub, principal, text=data.text, subject=data.subject, customer_id=data.customer_id,
+        customer_name=data.customer.name if data.customer else None,
+        customer_email=str(data.customer.email) if data.customer and data.customer.email else None,
+        channel=data.channel, assignee_id=data.assignee_id, group_id=data.group_id, priority=data.priority,
+        tags=data.tags,
+    )
+    return web.json_response({"ticket": ticket}, status=201)
+
+
+@api.route("GET", "/api/v1/tickets/{ticket_id}", summary="A ticket with its messages")
+async def get_ticket(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    return web.json_response(await tickets.get_ticket(hub, principal, int_param(request, "ticket_id")))
+
+
+@api.route("PATCH", "/api/v1/tickets/{ticket_id}",
+           summary="Change status (solve, reopen), priority, subject or tags", body=UpdateTicketBody)
+async def update_ticket(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    ticket_id = int_param(request, "ticket_id")
+    data = await body(request, UpdateTicketBody)
+    ticket = await tickets.update_ticket(hub, principal, ticket_id, **data.model_dump(exclude_none=True))
+    return web.json_response({"ticket": ticket})
+
+
+@api.route("POST", "/api/v1/tickets/{ticket_id}/messages",
+           summary="Reply to the customer (kind=reply, delivered through the outbox) or add an internal note",
+           body=MessageBody)
+async def add_message(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    ticket_id = int_param(request, "ticket_id")
+    data = await body(request, MessageBody)
+    message = await tickets.add_message(hub, principal, ticket_id, data.text, note=data.kind == "note")
+    return web.json_response({"message": message}, status=201)
+
+
+@api.route("POST", "/api/v1/tickets/{ticket_id}/transfer", summary="Transfer to an agent or a group",
+           body=TransferBody)
+async def transfer(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    ticket_id = int_param(request, "ticket_id")
+    data = await body(request, TransferBody)
+    ticket = await tickets.transfer(hub, principal, ticket_id, agent_id=data.agent_id, group_id=data.group_id)
+    return web.json_response({"ticket": ticket})
+
+
+async def _set_status(request: web.Request, status: str) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    ticket = await tickets.update_ticket(hub, principal, int_param(request, "ticket_id"), status=status)
+    return web.json_response({"ticket": ticket})
+
+
+@api.route("POST", "/api/v1/tickets/{ticket_id}/solve", summary="Mark solved")
+async def solve(request: web.Request) -> web.Response:
+    return await _set_status(request, "solved")
+
+
+@api.route("POST", "/api/v1/tickets/{ticket_id}/reopen", summary="Reopen a solved ticket")
+async def reopen(request: web.Request) -> web.Response:
+    return await _set_status(request, "open")

@@ -1,0 +1,86 @@
+"""What every channel connector speaks: normalized messages in, channel calls out.
+
+A connector knows its channel's protocol and nothing else: it never touches the database. It turns
+what arrives into an :class:`InboundMessage` for ``core.ingest`` and an :class:`OutboundMessage`
+into the channel's call, returning the channel's message id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from core.errors import DeliveryError
+from core.models import utcnow
+
+if TYPE_CHECKING:
+    from core.hub import Hub
+
+__all__ = ["Attachment", "Connector", "DeliveryError", "InboundMessage", "OutboundMessage"]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    name: str
+    content_type: str
+    url: str | None = None
+    size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "content_type": self.content_type, "url": self.url, "size": self.size}
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    tenant_id: int
+    channel: str
+    # The customer's identity on this channel (visitor id, openid, e-mail address, JID).
+    external_id: str
+    text: str
+    # The channel's own id for this message: the key that makes ingest idempotent.
+    channel_message_id: str
+    received_at: datetime = field(default_factory=utcnow)
+    attachments: tuple[Attachment, ...] = ()
+    customer_name: str | None = None
+    customer_email: str | None = None
+    subject: str | None = None
+    customer_attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    tenant_id: int
+    channel: str
+    external_id: str
+    text: str
+    message_id: int
+    ticket_id: int
+    attachments: tuple[Attachment, ...] = ()
+    author_name: str | None = None
+    created_at: datetime | None = None
+    # Channel-specific context (e.g. an e-mail thread's Message-ID) kept with the ticket.
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+class Connector:
+    """One per channel kind. Subclasses set ``kind`` and implement :meth:`send`."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def start(self) -> None:
+        """Open long-lived links (IMAP, XMPP) here; web-hook channels need nothing."""
+
+    async def stop(self) -> None:
+        """Close what :meth:`start` opened."""
+
+    async def send(self, message: OutboundMessage) -> str:
+        """Deliver ``message``; return the channel's message id or raise :class:`DeliveryError`."""
+        raise NotImplementedError
+
+    def routes(self) -> list[Any]:
+        """aiohttp route definitions this channel serves (web-hooks, widgets)."""
+        return []

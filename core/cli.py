@@ -1,0 +1,240 @@
+"""The ``channelhub`` command: serve, worker, migrate, tenant create, agent create, group create, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from core.config import Settings
+from core.db import Database, migrate
+from core.errors import DomainError
+
+logger = logging.getLogger("channelhub")
+
+DEMO_DOMAIN = "demo.localhost"
+DEMO_PASSWORD = "demo-password"
+DEMO_AGENTS = (
+    ("alice@demo.localhost", "Alice (admin)", "admin"),
+    ("bob@demo.localhost", "Bob", "agent"),
+)
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+async def _with_db(settings: Settings, job: Callable[[Database], Awaitable[Any]]) -> Any:
+    db = Database(settings.database_url)
+    try:
+        return await job(db)
+    finally:
+        await db.dispose()
+
+
+async def _tenant_id(db: Database, domain: str) -> int:
+    from core.models import Tenant
+    from core.seats import clean_domain
+
+    async with db.read() as session:
+        tid = (await session.execute(select(Tenant.id).where(Tenant.domain == clean_domain(domain)))).scalar()
+    if tid is None:
+        raise DomainError(f"no tenant at {domain}", code="unknown_tenant")
+    return int(tid)
+
+
+async def _ensure_demo(db: Database, settings: Settings) -> None:
+    from core import seats
+    from core.models import Agent, Tenant
+
+    async with db.session() as session:
+        tenant = (await session.execute(select(Tenant).where(Tenant.domain == DEMO_DOMAIN))).scalar_one_or_none()
+        if tenant is None:
+            tenant = await seats.create_tenant(session, name="Demo", domain=DEMO_DOMAIN)
+        for email, name, role in DEMO_AGENTS:
+            exists = (
+                await session.execute(select(Agent.id).where(Agent.tenant_id == tenant.id, Agent.email == email))
+            ).first()
+            if not exists:
+                await seats.create_agent(session, tenant.id, email=email, name=name, password=DEMO_PASSWORD,
+                                         role=role, capacity=5)
+    base = f"http://{DEMO_DOMAIN}:{settings.port}"
+    print(f"""
+channelhub is running in the embedded mode (database: {settings.database_url})
+
+  Demo tenant      {base}
+  Customer page    {base}/webchat/demo      (the web chat widget, one script tag)
+  Agent console    {base}/console
+  Agents           {DEMO_AGENTS[0][0]} (admin), {DEMO_AGENTS[1][0]} — password: {DEMO_PASSWORD}
+  API              {base}/api/v1/openapi.json
+  Sign in by API   curl -s {base}/api/v1/auth/login -H 'Content-Type: application/json' \\
+                        -d '{{"email": "{DEMO_AGENTS[1][0]}", "password": "{DEMO_PASSWORD}"}}'
+""", flush=True)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from admin_api.app import create_app
+
+    if args.migrate or args.demo:
+        asyncio.run(_with_db(settings, migrate))
+    if args.demo:
+        asyncio.run(_with_db(settings, lambda db: _ensure_demo(db, settings)))
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, shutdown_timeout=5,
+                access_log=None, print=lambda *_: logger.info("serving on http://%s:%s", settings.host, settings.port))
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from core import outbox
+    from core.hub import Hub
+
+    if not settings.redis_url:
+        print("channelhub worker needs CHANNELHUB_REDIS_URL; in the embedded mode `serve` runs the worker",
+              file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        outbox.start_worker(settings, threads=args.threads)
+        hub = Hub(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        logger.info("worker running (%s threads)", args.threads or settings.worker_threads)
+        try:
+            while not stop.is_set():
+                try:
+                    await outbox.sweep(hub)
+                except Exception:
+                    logger.exception("sweep failed")
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=settings.sweeper_interval)
+                except TimeoutError:
+                    pass
+        finally:
+            await hub.close()
+            await asyncio.to_thread(outbox.stop_worker)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    asyncio.run(_with_db(settings, lambda db: migrate(db, args.revision)))
+    print(f"database migrated to {args.revision}")
+    return 0
+
+
+def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
+    from core import seats
+
+    async def job(db: Database) -> int:
+        async with db.session() as session:
+            tenant = await seats.create_tenant(session, name=args.name, domain=args.domain)
+            return tenant.id
+
+    tid = asyncio.run(_with_db(settings, job))
+    print(f"tenant {tid} created at {args.domain}")
+    return 0
+
+
+def cmd_agent_create(settings: Settings, args: argparse.Namespace) -> int:
+    from core import seats
+
+    async def job(db: Database) -> dict[str, Any]:
+        tid = await _tenant_id(db, args.domain)
+        async with db.session(tid) as session:
+            return await seats.create_agent(session, tid, email=args.email, name=args.name, password=args.password,
+                                            role=args.role, capacity=args.capacity, group_ids=args.group)
+
+    agent = asyncio.run(_with_db(settings, job))
+    print(f"agent {agent['id']} ({agent['email']}, {agent['role']}) created")
+    return 0
+
+
+def cmd_group_create(settings: Settings, args: argparse.Namespace) -> int:
+    from core import seats
+
+    async def job(db: Database) -> dict[str, Any]:
+        tid = await _tenant_id(db, args.domain)
+        async with db.session(tid) as session:
+            return await seats.create_group(session, tid, name=args.name)
+
+    group = asyncio.run(_with_db(settings, job))
+    print(f"group {group['id']} ({group['name']}) created")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="channelhub", description="channelhub customer-service hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API, websockets and channels")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--migrate", action="store_true", help="migrate the database first")
+    serve.add_argument("--demo", action="store_true", help="migrate, create the demo tenant and print its URLs")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run dramatiq workers for outbound delivery (needs Redis)")
+    worker.add_argument("--threads", type=int)
+    worker.set_defaults(func=cmd_worker)
+
+    mig = sub.add_parser("migrate", help="bring the database schema up to date")
+    mig.add_argument("revision", nargs="?", default="head")
+    mig.set_defaults(func=cmd_migrate)
+
+    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="action", required=True)
+    tc = tenant.add_parser("create", help="create a tenant served at its own domain")
+    tc.add_argument("--name", required=True)
+    tc.add_argument("--domain", required=True)
+    tc.set_defaults(func=cmd_tenant_create)
+
+    agent = sub.add_parser("agent", help="manage agents (seats)").add_subparsers(dest="action", required=True)
+    ac = agent.add_parser("create", help="create an agent in a tenant")
+    ac.add_argument("--domain", required=True, help="the tenant's domain")
+    ac.add_argument("--email", required=True)
+    ac.add_argument("--name", required=True)
+    ac.add_argument("--password", required=True)
+    ac.add_argument("--role", default="agent", choices=["admin", "supervisor", "agent"])
+    ac.add_argument("--capacity", type=int, default=5)
+    ac.add_argument("--group", type=int, action="append", default=[], help="group id (repeatable)")
+    ac.set_defaults(func=cmd_agent_create)
+
+    group = sub.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
+    gc = group.add_parser("create", help="create a group in a tenant")
+    gc.add_argument("--domain", required=True)
+    gc.add_argument("--name", required=True)
+    gc.set_defaults(func=cmd_group_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    overrides = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None))) if v}
+    if overrides:
+        from dataclasses import replace
+
+        settings = replace(settings, **overrides)
+    _setup_logging(settings)
+    try:
+        return int(args.func(settings, args))
+    except DomainError as exc:
+        print(f"channelhub: {exc.message} ({exc.code})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

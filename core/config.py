@@ -1,0 +1,85 @@
+"""Settings from ``CHANNELHUB_*`` environment variables (and an optional ``.env`` file).
+
+The defaults give the embedded mode: a SQLite file under ./var, an in-process dramatiq broker and
+worker, and an in-process event bus. Setting ``CHANNELHUB_DATABASE_URL`` to PostgreSQL and
+``CHANNELHUB_REDIS_URL`` switches to the production shape (several processes).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _load_dotenv(path: Path) -> None:
+    """Fill os.environ from a simple KEY=VALUE file without overriding what is already set."""
+    if not path.is_file():
+        return
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite+aiosqlite:///./var/channelhub.db"
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Run the dramatiq worker threads inside `serve`. Defaults to on in the embedded mode (no
+    # Redis) and off when Redis is configured, where `channelhub worker` processes do the work.
+    embedded_worker: bool = True
+    worker_threads: int = 4
+    queue_namespace: str = "channelhub"
+    # Largest text of one message, in bytes of UTF-8 (documented in docs/api.md).
+    max_message_bytes: int = 16 * 1024
+    # Largest HTTP request body we accept at all.
+    max_request_bytes: int = 1024 * 1024
+    # An agent who has sent nothing over the gateway for this long is taken offline.
+    heartbeat_timeout: float = 60.0
+    token_ttl_hours: int = 24 * 14
+    sweeper_interval: float = 30.0
+    log_level: str = "INFO"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        if env is None:
+            _load_dotenv(Path(".env"))
+            env = dict(os.environ)
+
+        def get(name: str) -> str | None:
+            value = env.get(f"CHANNELHUB_{name}")
+            return value if value not in (None, "") else None
+
+        redis_url = get("REDIS_URL")
+        defaults = cls()
+        return cls(
+            database_url=get("DATABASE_URL") or defaults.database_url,
+            redis_url=redis_url,
+            host=get("HOST") or defaults.host,
+            port=int(get("PORT") or defaults.port),
+            embedded_worker=_bool(get("EMBEDDED_WORKER"), default=redis_url is None),
+            worker_threads=int(get("WORKER_THREADS") or defaults.worker_threads),
+            queue_namespace=get("QUEUE_NAMESPACE") or defaults.queue_namespace,
+            max_message_bytes=int(get("MAX_MESSAGE_BYTES") or defaults.max_message_bytes),
+            max_request_bytes=int(get("MAX_REQUEST_BYTES") or defaults.max_request_bytes),
+            heartbeat_timeout=float(get("HEARTBEAT_TIMEOUT") or defaults.heartbeat_timeout),
+            token_ttl_hours=int(get("TOKEN_TTL_HOURS") or defaults.token_ttl_hours),
+            sweeper_interval=float(get("SWEEPER_INTERVAL") or defaults.sweeper_interval),
+            log_level=get("LOG_LEVEL") or defaults.log_level,
+        )

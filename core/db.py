@@ -1,0 +1,138 @@
+"""Engines, sessions and migrations, one code path for SQLite (embedded) and PostgreSQL.
+
+SQLite: WAL journal, a busy timeout, and ``BEGIN IMMEDIATE`` for writing sessions so concurrent
+writers queue up instead of failing half-way ("database is locked"). Reads use a second engine
+with plain deferred transactions so they never wait for the write lock.
+
+Tenant scoping: a session opened with ``tenant_id`` adds ``tenant_id = :tid`` to every ORM
+query of a tenant-scoped model (``with_loader_criteria``), so a foreign row cannot be read or
+changed through it whatever id is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+
+from core import models
+
+logger = logging.getLogger(__name__)
+
+ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+
+# Every model with a tenant_id column.
+TENANT_SCOPED: tuple[type[models.Base], ...] = tuple(
+    mapper.class_ for mapper in models.Base.registry.mappers if "tenant_id" in mapper.columns
+)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _scope_to_tenant(state: ORMExecuteState) -> None:
+    tenant_id = state.session.info.get("tenant_id")
+    if tenant_id is None or not (state.is_select or state.is_update or state.is_delete):
+        return
+    for cls in TENANT_SCOPED:
+        state.statement = state.statement.options(
+            with_loader_criteria(cls, _tenant_criteria(tenant_id), include_aliases=True)
+        )
+
+
+def _tenant_criteria(tenant_id: int) -> Callable[[Any], Any]:
+    def criteria(cls: Any) -> Any:
+        return cls.tenant_id == tenant_id
+
+    return criteria
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so our BEGIN is the one that counts.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """The engines and session factories of one process (or one dramatiq event loop)."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = _sqlite_engine(url, immediate=True)
+            self.read_engine = _sqlite_engine(url, immediate=False)
+        else:
+            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self.read_engine = self.engine
+        self._writer = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self, tenant_id: int | None = None) -> AsyncIterator[AsyncSession]:
+        """A writing transaction: committed on success, rolled back on any error."""
+        async with self._writer() as session:
+            session.info["tenant_id"] = tenant_id
+            async with session.begin():
+                yield session
+
+    @asynccontextmanager
+    async def read(self, tenant_id: int | None = None) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction (never takes SQLite's write lock)."""
+        async with self._reader() as session:
+            session.info["tenant_id"] = tenant_id
+            async with session.begin():
+                yield session
+                await session.rollback()
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+async def migrate(db: Database, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with alembic, the only way the schema changes."""
+    from alembic import command
+
+    cfg = alembic_config(db.url)
+
+    def _upgrade(sync_conn: Any) -> None:
+        cfg.attributes["connection"] = sync_conn
+        command.upgrade(cfg, revision)
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_upgrade)
+    logger.info("database at %s", revision)

@@ -1,0 +1,104 @@
+"""The JSON shapes of tickets, messages and events, shared by the API, the gateway and the bus."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from core.models import Agent, Customer, Event, Message, Ticket
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def customer_dict(customer: Customer | None) -> dict[str, Any] | None:
+    if customer is None:
+        return None
+    return {"id": customer.id, "name": customer.name, "email": customer.email}
+
+
+def ticket_dict(ticket: Ticket, customer: Customer | None = None) -> dict[str, Any]:
+    return {
+        "id": ticket.id,
+        "subject": ticket.subject,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "channel": ticket.channel,
+        "tags": list(ticket.tags or []),
+        "group_id": ticket.group_id,
+        "assignee_id": ticket.assignee_id,
+        "customer_id": ticket.customer_id,
+        "customer": customer_dict(customer),
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
+        "last_message_at": iso(ticket.last_message_at),
+        "assigned_at": iso(ticket.assigned_at),
+        "first_response_at": iso(ticket.first_response_at),
+        "solved_at": iso(ticket.solved_at),
+        "reopen_count": ticket.reopen_count,
+    }
+
+
+def message_dict(
+    message: Message, *, agent: Agent | None = None, customer: Customer | None = None
+) -> dict[str, Any]:
+    author: dict[str, Any] | None
+    if message.direction == "inbound":
+        author = {"type": "customer", "id": message_customer_id(customer), "name": customer.name if customer else None}
+    elif message.author_agent_id is not None:
+        author = {"type": "agent", "id": message.author_agent_id, "name": agent.name if agent else None}
+    else:
+        author = None
+    return {
+        "id": message.id,
+        "ticket_id": message.ticket_id,
+        "direction": message.direction,
+        "text": message.body,
+        "attachments": list(message.attachments or []),
+        "author": author,
+        "channel": message.channel,
+        "delivery_state": message.delivery_state,
+        "created_at": iso(message.created_at),
+    }
+
+
+def message_customer_id(customer: Customer | None) -> int | None:
+    return customer.id if customer is not None else None
+
+
+def public_message(message: dict[str, Any]) -> dict[str, Any]:
+    """What a customer may see of a message: no internal ids of agents, no delivery internals."""
+    author = message.get("author")
+    return {
+        "id": message["id"],
+        "direction": message["direction"],
+        "text": message["text"],
+        "attachments": message["attachments"],
+        "created_at": message["created_at"],
+        "author": {"name": author.get("name")} if author and author.get("type") == "agent" else None,
+    }
+
+
+def event_dict(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "kind": event.kind,
+        "ticket_id": event.ticket_id,
+        "assignee_id": event.assignee_id,
+        "previous_assignee_id": event.previous_assignee_id,
+        "created_at": iso(event.created_at),
+        **event.payload,
+    }
+
+
+def agent_dict(agent: Agent) -> dict[str, Any]:
+    return {
+        "id": agent.id,
+        "name": agent.name,
+        "email": agent.email,
+        "role": agent.role,
+        "status": agent.status,
+        "capacity": agent.capacity,
+        "active": agent.active,
+    }

@@ -1,0 +1,473 @@
+"""The ticket flow: reply, note, create by hand, transfer, status / priority / tags, solve, reopen.
+
+Each operation is one short transaction that writes the change and its events; the events are
+published after commit, replies are handed to the outbox, and capacity that was freed is offered
+to the waiting queue at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.auth import Principal
+from core.errors import Conflict, InvalidInput, NotFound
+from core.events import EventKind, EventLog
+from core.ingest import check_text
+from core.models import (
+    ACTIVE_STATUSES,
+    Agent,
+    AgentGroup,
+    Customer,
+    CustomerIdentity,
+    DeliveryState,
+    Direction,
+    Group,
+    Message,
+    OutboxItem,
+    Priority,
+    Ticket,
+    TicketStatus,
+    utcnow,
+)
+from core.serialize import message_dict, ticket_dict
+
+if TYPE_CHECKING:
+    from core.hub import Hub
+
+logger = logging.getLogger(__name__)
+
+MAX_TAGS = 50
+MAX_TAG_LENGTH = 64
+
+
+@dataclass
+class _Outcome:
+    """What a committed operation leaves to do: publish, deliver, serve the queue."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    outbox_ids: list[int] = field(default_factory=list)
+    freed_capacity: bool = False
+
+
+async def _finish(hub: Hub, tenant_id: int, outcome: _Outcome) -> None:
+    await hub.publish(tenant_id, outcome.events)
+    if outcome.outbox_ids:
+        await hub.enqueue_delivery(outcome.outbox_ids)
+    if outcome.freed_capacity:
+        await serve_queue(hub, tenant_id)
+
+
+def can_see(principal: Principal, ticket: Ticket) -> bool:
+    """Admins and supervisors see every ticket of their tenant; agents theirs and unassigned ones."""
+    return principal.sees_all or ticket.assignee_id in (None, principal.agent_id)
+
+
+async def _ticket_for_change(session: AsyncSession, principal: Principal, ticket_id: int) -> tuple[Ticket, Customer]:
+    # The session is scoped to the principal's tenant: another tenant's id finds nothing.
+    row = (
+        await session.execute(
+            select(Ticket, Customer)
+            .join(Customer, Customer.id == Ticket.customer_id)
+            .where(Ticket.id == ticket_id)
+            .with_for_update(of=Ticket)
+        )
+    ).one_or_none()
+    if row is None or not can_see(principal, row[0]):
+        raise NotFound(f"ticket {ticket_id} not found", code="ticket_not_found")
+    return row[0], row[1]
+
+
+
+async def get_ticket(hub: Hub, principal: Principal, ticket_id: int, *, limit: int = 500) -> dict[str, Any]:
+    async with hub.db.read(principal.tenant_id) as session:
+        row = (
+            await session.execute(
+                select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id).where(Ticket.id == ticket_id)
+            )
+        ).one_or_none()
+        if row is None or not can_see(principal, row[0]):
+            raise NotFound(f"ticket {ticket_id} not found", code="ticket_not_found")
+        ticket, customer = row
+        messages = (
+            await session.execute(
+                select(Message, Agent)
+                .outerjoin(Agent, Agent.id == Message.author_agent_id)
+                .where(Message.ticket_id == ticket.id)
+                .order_by(Message.id)
+                .limit(limit)
+            )
+        ).all()
+        return {
+            "ticket": ticket_dict(ticket, customer),
+            "messages": [message_dict(m, agent=a, customer=customer) for m, a in messages],
+        }
+
+
+async def list_tickets(
+    hub: Hub,
+    principal: Principal,
+    *,
+    status: list[str] | None = None,
+    assignee_id: int | None = None,
+    unassigned: bool = False,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    stmt = select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id)
+    if not principal.sees_all:
+        stmt = stmt.where((Ticket.assignee_id == principal.agent_id) | Ticket.assignee_id.is_(None))
+    if status:
+        stmt = stmt.where(Ticket.status.in_(status))
+    if unassigned:
+        stmt = stmt.where(Ticket.assignee_id.is_(None))
+    elif assignee_id is not None:
+        stmt = stmt.where(Ticket.assignee_id == assignee_id)
+    if before_id is not None:
+        stmt = stmt.where(Ticket.id < before_id)
+    stmt = stmt.order_by(Ticket.id.desc()).limit(limit)
+    async with hub.db.read(principal.tenant_id) as session:
+        return [ticket_dict(t, c) for t, c in (await session.execute(stmt)).all()]
+
+
+async def _add_agent_message(
+    session: AsyncSession,
+    principal: Principal,
+    ticket: Ticket,
+    customer: Customer,
+    *,
+    direction: Direction,
+    text: str,
+    log: EventLog,
+    outcome: _Outcome,
+) -> dict[str, Any]:
+    now = utcnow()
+    outbound = direction == Direction.OUTBOUND
+    if outbound:
+        if ticket.identity_id is None:
+            raise Conflict(
+                "this ticket has no channel to reply on; add an internal note instead", code="no_reply_channel"
+            )
+        if ticket.status == TicketStatus.CLOSED:
+            raise Conflict("the ticket is closed; the customer's next message opens a new one", code="ticket_closed")
+    message = Message(
+        tenant_id=ticket.tenant_id,
+        ticket_id=ticket.id,
+        channel=ticket.channel,
+        direction=direction,
+        author_agent_id=principal.agent_id,
+        body=text,
+        attachments=[],
+        delivery_state=DeliveryState.PENDING if outbound else None,
+        created_at=now,
+    )
+    session.add(message)
+    previous = ticket.assignee_id
+    if ticket.assignee_id is None:
+        # Answering an unassigned ticket takes it.
+        ticket.assignee_id = principal.agent_id
+        ticket.assigned_at = now
+    if outbound:
+        if ticket.first_response_at is None:
+            ticket.first_response_at = now
+        if ticket.status == TicketStatus.NEW:
+            ticket.status = TicketStatus.OPEN
+        ticket.last_message_at = now
+    ticket.updated_at = now
+    await session.flush()
+    if outbound:
+        item = OutboxItem(tenant_id=ticket.tenant_id, message_id=message.id, channel=ticket.channel,
+                          next_attempt_at=now)
+        session.add(item)
+        await session.flush()
+        outcome.outbox_ids.append(item.id)
+    agent = await session.get(Agent, principal.agent_id)
+    tdict = ticket_dict(ticket, customer)
+    mdict = message_dict(message, agent=agent, customer=customer)
+    if previous != ticket.assignee_id:
+        log.add(EventKind.TICKET_ASSIGNED, tenant_id=ticket.tenant_id, ticket=ticket,
+                payload={"ticket": tdict, "reason": {"strategy": "claimed"}}, previous_assignee_id=previous)
+    log.add(EventKind.MESSAGE_CREATED, tenant_id=ticket.tenant_id, ticket=ticket,
+            payload={"ticket": tdict, "message": mdict})
+    return mdict
+
+
+async def add_message(hub: Hub, principal: Principal, ticket_id: int, text: str, *, note: bool) -> dict[str, Any]:
+    """An agent's reply to the customer (delivered through the outbox) or an internal note."""
+    text = check_text(text, hub.settings.max_message_bytes)
+    if not text.strip():
+        raise InvalidInput("text must not be empty", code="empty_text")
+    outcome = _Outcome()
+    async with hub.db.session(principal.tenant_id) as session:
+        ticket, customer = await _ticket_for_change(session, principal, ticket_id)
+        log = EventLog(session)
+        mdict = await _add_agent_message(
+            session, principal, ticket, customer, direction=Direction.NOTE if note else Direction.OUTBOUND,
+            text=text, log=log, outcome=outcome,
+        )
+        await session.flush()
+        outcome.events = log.published()
+    await _finish(hub, principal.tenant_id, outcome)
+    return mdict
+
+
+async def _check_agent(session: AsyncSession, agent_id: int) -> Agent:
+    agent = (await session.execute(select(Agent).where(Agent.id == agent_id))).scalar_one_or_none()
+    if agent is None or not agent.active:
+        raise NotFound(f"agent {agent_id} not found", code="agent_not_found")
+    return agent
+
+
+async def _check_group(session: AsyncSession, group_id: int) -> Group:
+    group = (await session.execute(select(Group).where(Group.id == group_id))).scalar_one_or_none()
+    if group is None:
+        raise NotFound(f"group {group_id} not found", code="group_not_found")
+    return group
+
+
+def _clean_tags(tags: list[str]) -> list[str]:
+    cleaned: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip():
+            raise InvalidInput("tags must be non-empty strings", code="invalid_tag")
+        tag = tag.strip().lower()
+        if len(tag) > MAX_TAG_LENGTH:
+            raise InvalidInput(f"a tag is at most {MAX_TAG_LENGTH} characters", code="invalid_tag")
+        if tag not in cleaned:
+            cleaned.append(tag)
+    if len(cleaned) > MAX_TAGS:
+        raise InvalidInput(f"at most {MAX_TAGS} tags", code="too_many_tags")
+    return cleaned
+
+
+async def create_ticket(
+    hub: Hub,
+    principal: Principal,
+    *,
+    text: str,
+    subject: str | None = None,
+    customer_id: int | None = None,
+    customer_name: str | None = None,
+    customer_email: str | None = None,
+    channel: str | None = None,
+    assignee_id: int | None = None,
+    group_id: int | None = None,
+    priority: str = Priority.NORMAL,
+    tags: list[str] | None = None,
+) -> dict[str, Any]:
+    """A ticket made by hand (a phone call, a walk-in). With ``channel`` the text goes out to the
+    customer on it; without, the ticket is a "manual" one and the text is its first internal note."""
+    text = check_text(text, hub.settings.max_message_bytes)
+    if not text.strip():
+        raise InvalidInput("text must not be empty", code="empty_text")
+    clean_tags = _clean_tags(tags or [])
+    outcome = _Outcome()
+    tenant_id = principal.tenant_id
+    async with hub.db.session(tenant_id) as session:
+        if customer_id is not None:
+            customer = (await session.execute(select(Customer).where(Customer.id == customer_id))).scalar_one_or_none()
+            if customer is None:
+                raise NotFound(f"customer {customer_id} not found", code="customer_not_found")
+        else:
+            if not (customer_name or customer_email):
+                raise InvalidInput("give customer_id, or a customer name or e-mail", code="customer_required")
+            customer = Customer(tenant_id=tenant_id, name=customer_name, email=customer_email, attributes={})
+            session.add(customer)
+            await session.flush()
+        identity_id = None
+        if channel is not None:
+            identity = (
+                await session.execute(
+                    select(CustomerIdentity).where(
+                        CustomerIdentity.customer_id == customer.id, CustomerIdentity.channel == channel
+                    ).limit(1)
+                )
+            ).scalar_one_or_none()
+            if identity is None:
+                raise Conflict(f"the customer has no identity on channel {channel!r}", code="no_identity_on_channel")
+            identity_id = identity.id
+        if assignee_id is not None:
+            await _check_agent(session, assignee_id)
+        if group_id is not None:
+            await _check_group(session, group_id)
+        now = utcnow()
+        ticket = Ticket(
+            tenant_id=tenant_id, customer_id=customer.id, identity_id=identity_id, channel=channel or "manual",
+            subject=(subject or text.strip().splitlines()[0])[:500], status=TicketStatus.NEW, priority=priority,
+            tags=clean_tags, group_id=group_id, assignee_id=assignee_id,
+            assigned_at=now if assignee_id else None, created_by_agent_id=principal.agent_id,
+            created_at=now, updated_at=now,
+        )
+        session.add(ticket)
+        await session.flush()
+        log = EventLog(session)
+        if ticket.assignee_id is None:
+            await hub.router.route(session, ticket)
+        log.add(EventKind.TICKET_CREATED, tenant_id=tenant_id, ticket=ticket,
+                payload={"ticket": ticket_dict(ticket, customer)})
+        await _add_agent_message(
+            session, principal, ticket, customer,
+            direction=Direction.OUTBOUND if channel else Direction.NOTE, text=text, log=log, outcome=outcome,
+        )
+        await session.flush()
+        outcome.events = log.published()
+        result = ticket_dict(ticket, customer)
+    await _finish(hub, tenant_id, outcome)
+    return result
+
+
+async def transfer(
+    hub: Hub, principal: Principal, ticket_id: int, *, agent_id: int | None = None, group_id: int | None = None
+) -> dict[str, Any]:
+    """Hand a ticket to another agent, or to a group (where the router picks an agent or it waits)."""
+    if (agent_id is None) == (group_id is None):
+        raise InvalidInput("transfer to exactly one of agent_id or group_id", code="transfer_target")
+    outcome = _Outcome()
+    async with hub.db.session(principal.tenant_id) as session:
+        ticket, customer = await _ticket_for_change(session, principal, ticket_id)
+        if ticket.status == TicketStatus.CLOSED:
+            raise Conflict("a closed ticket cannot be transferred", code="ticket_closed")
+        previous = ticket.assignee_id
+        now = utcnow()
+        log = EventLog(session)
+        if agent_id is not None:
+            await _check_agent(session, agent_id)
+            ticket.assignee_id = agent_id
+            ticket.assigned_at = now
+            reason: dict[str, Any] = {"strategy": "transfer", "by": principal.agent_id}
+        else:
+            assert group_id is not None
+            await _check_group(session, group_id)
+            ticket.group_id = group_id
+            ticket.assignee_id = None
+            ticket.assigned_at = None
+            await session.flush()
+            assignment = await hub.router.route(session, ticket)
+            reason = {"strategy": assignment.strategy if assignment else "queued", "group_id": group_id,
+                      "by": principal.agent_id}
+        ticket.updated_at = now
+        await session.flush()
+        kind = EventKind.TICKET_ASSIGNED if ticket.assignee_id is not None else EventKind.TICKET_UNASSIGNED
+        log.add(kind, tenant_id=principal.tenant_id, ticket=ticket,
+                payload={"ticket": ticket_dict(ticket, customer), "reason": reason}, previous_assignee_id=previous)
+        await session.flush()
+        outcome.events = log.published()
+        outcome.freed_capacity = previous is not None and previous != ticket.assignee_id
+        result = ticket_dict(ticket, customer)
+    await _finish(hub, principal.tenant_id, outcome)
+    return result
+
+
+_ALLOWED = {
+    TicketStatus.NEW: {TicketStatus.OPEN, TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED},
+    TicketStatus.OPEN: {TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED},
+    TicketStatus.PENDING: {TicketStatus.OPEN, TicketStatus.SOLVED, TicketStatus.CLOSED},
+    TicketStatus.SOLVED: {TicketStatus.OPEN, TicketStatus.CLOSED},
+    TicketStatus.CLOSED: set(),
+}
+
+
+async def update_ticket(
+    hub: Hub,
+    principal: Principal,
+    ticket_id: int,
+    *,
+    status: str | None = None,
+    priority: str | None = None,
+    tags: list[str] | None = None,
+    add_tags: list[str] | None = None,
+    remove_tags: list[str] | None = None,
+    subject: str | None = None,
+) -> dict[str, Any]:
+    """Change status (solve = "solved", reopen = "open" from solved), priority, tags or subject."""
+    outcome = _Outcome()
+    async with hub.db.session(principal.tenant_id) as session:
+        ticket, customer = await _ticket_for_change(session, principal, ticket_id)
+        now = utcnow()
+        changes: dict[str, Any] = {}
+        if status is not None and status != ticket.status:
+            try:
+                new = TicketStatus(status)
+            except ValueError:
+                raise InvalidInput(f"unknown status {status!r}", code="invalid_status") from None
+            if new not in _ALLOWED[TicketStatus(ticket.status)]:
+                raise Conflict(f"a {ticket.status} ticket cannot become {new}", code="invalid_transition")
+            was_active = ticket.status in ACTIVE_STATUSES
+            if ticket.status == TicketStatus.SOLVED and new == TicketStatus.OPEN:
+                ticket.reopen_count += 1
+                ticket.solved_at = None
+            if new == TicketStatus.SOLVED:
+                ticket.solved_at = now
+            if new == TicketStatus.CLOSED:
+                ticket.closed_at = now
+                ticket.solved_at = ticket.solved_at or now
+            changes["status"] = {"from": ticket.status, "to": new.value}
+            ticket.status = new
+            outcome.freed_capacity = was_active and new not in ACTIVE_STATUSES and ticket.assignee_id is not None
+        if priority is not None and priority != ticket.priority:
+            try:
+                Priority(priority)
+            except ValueError:
+                raise InvalidInput(f"unknown priority {priority!r}", code="invalid_priority") from None
+            changes["priority"] = {"from": ticket.priority, "to": priority}
+            ticket.priority = priority
+        new_tags = list(ticket.tags or [])
+        if tags is not None:
+            new_tags = _clean_tags(tags)
+        if add_tags:
+            new_tags = _clean_tags(new_tags + add_tags)
+        if remove_tags:
+            drop = set(_clean_tags(remove_tags))
+            new_tags = [t for t in new_tags if t not in drop]
+        if new_tags != list(ticket.tags or []):
+            changes["tags"] = {"from": list(ticket.tags or []), "to": new_tags}
+            ticket.tags = new_tags
+        if subject is not None and subject != ticket.subject:
+            if not subject.strip() or len(subject) > 500:
+                raise InvalidInput("subject must be 1 to 500 characters", code="invalid_subject")
+            changes["subject"] = {"from": ticket.subject, "to": subject}
+            ticket.subject = subject
+        if changes:
+            ticket.updated_at = now
+            await session.flush()
+            log = EventLog(session)
+            log.add(EventKind.TICKET_UPDATED, tenant_id=principal.tenant_id, ticket=ticket,
+                    payload={"ticket": ticket_dict(ticket, customer), "changes": changes, "by": principal.agent_id})
+            await session.flush()
+            outcome.events = log.published()
+        result = ticket_dict(ticket, customer)
+    await _finish(hub, principal.tenant_id, outcome)
+    return result
+
+
+async def serve_queue(hub: Hub, tenant_id: int) -> int:
+    """Offer freed capacity to waiting tickets, highest priority then oldest first."""
+    async with hub.db.session(tenant_id) as session:
+        assignments = await hub.router.drain(session, tenant_id)
+        if not assignments:
+            return 0
+        log = EventLog(session)
+        ids = [a.ticket_id for a in assignments]
+        rows = (
+            await session.execute(
+                select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id).where(Ticket.id.in_(ids))
+            )
+        ).all()
+        by_id = {t.id: (t, c) for t, c in rows}
+        for a in assignments:
+            ticket, customer = by_id[a.ticket_id]
+            log.add(EventKind.TICKET_ASSIGNED, tenant_id=tenant_id, ticket=ticket,
+                    payload={"ticket": ticket_dict(ticket, customer),
+                             "reason": {"strategy": a.strategy, "candidates": a.candidates, "from_queue": True}})
+        await session.flush()
+        events = log.published()
+    await hub.publish(tenant_id, events)
+    return len(assignments)
+
+
+async def agent_group_ids(session: AsyncSession, agent_id: int) -> list[int]:
+    return list((await session.execute(select(AgentGroup.group_id).where(AgentGroup.agent_id == agent_id))).scalars())
