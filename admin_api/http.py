@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 HUB = web.AppKey("hub", Hub)
 RESOLVER = web.AppKey("resolver", TenantResolver)
+TENANT = web.RequestKey("tenant", TenantRef)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -57,12 +58,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 @web.middleware
 async def tenancy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path not in TENANTLESS:
-        request["tenant"] = await request.app[RESOLVER].resolve(request.host)
+        request[TENANT] = await request.app[RESOLVER].resolve(request.host)
     return await handler(request)
 
 
 def tenant_of(request: web.Request) -> TenantRef:
-    tenant = request.get("tenant")
+    tenant = request.get(TENANT)
     if tenant is None:
         raise UnknownTenant("no tenant for this request")
     return tenant

@@ -106,7 +106,6 @@ class Database:
             session.info["tenant_id"] = tenant_id
             async with session.begin():
                 yield session
-                await session.rollback()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -1,0 +1,277 @@
+"""A small Python client for the hub: an agent (REST + the agent gateway) and a web chat visitor.
+
+    async with AgentClient("http://127.0.0.1:8080", host="acme.example.com") as agent:
+        await agent.login("li@acme.example.com", "secret")
+        await agent.connect()
+        event = await agent.wait_event(lambda e: e["kind"] == "message.created")
+        await agent.reply(event["ticket_id"], "Hello!")
+
+The agent client de-duplicates events by id and, after a reconnect, asks for what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+
+class HubError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class _Base:
+    def __init__(self, base_url: str, host: str | None = None, *, session: aiohttp.ClientSession | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.host = host
+        self._own_session = session is None
+        self.session = session or aiohttp.ClientSession()
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = dict(extra or {})
+        if self.host:
+            headers["Host"] = self.host
+        return headers
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.base_url[len("http"):]
+
+    async def request(self, method: str, path: str, json_body: Any = None, *, token: str | None = None,
+                      raw: bytes | None = None) -> Any:
+        headers = self._headers({"Authorization": f"Bearer {token}"} if token else None)
+        if raw is not None:
+            headers["Content-Type"] = "application/json"
+        async with self.session.request(method, self.base_url + path, json=json_body, data=raw,
+                                        headers=headers) as resp:
+            body = await resp.json(content_type=None)
+            if resp.status >= 400:
+                err = (body or {}).get("error", {})
+                raise HubError(resp.status, err.get("code", "?"), err.get("message", ""))
+            return body
+
+    async def close(self) -> None:
+        if self._own_session:
+            await self.session.close()
+
+
+class AgentClient(_Base):
+    def __init__(self, base_url: str, host: str | None = None, **kw: Any) -> None:
+        super().__init__(base_url, host, **kw)
+        self.token: str | None = None
+        self.agent: dict[str, Any] | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.welcome: dict[str, Any] | None = None
+        self.events: list[dict[str, Any]] = []
+        self.last_event_id: int | None = None
+        self._seen: set[int] = set()
+        self._results: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._changed = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+        self._refs = itertools.count(1)
+        self.errors: list[dict[str, Any]] = []
+
+    async def __aenter__(self) -> AgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def login(self, email: str, password: str) -> dict[str, Any]:
+        body = await self.request("POST", "/api/v1/auth/login", {"email": email, "password": password})
+        self.token, self.agent = body["token"], body["agent"]
+        return body
+
+    async def api(self, method: str, path: str, json_body: Any = None) -> Any:
+        return await self.request(method, path, json_body, token=self.token)
+
+    # --- the gateway ----------------------------------------------------------------------
+    async def connect(self, *, status: str = "online") -> dict[str, Any]:
+        self.ws = await self.session.ws_connect(self.ws_url + "/agent/ws", headers=self._headers())
+        await self.ws.send_json({"type": "hello", "token": self.token, "since": self.last_event_id,
+                                 "status": status})
+        msg = await self.ws.receive_json(timeout=10)
+        if msg.get("type") != "welcome":
+            raise HubError(401, msg.get("code", "?"), msg.get("message", ""))
+        self.welcome = msg
+        if self.last_event_id is None:
+            self.last_event_id = msg["last_event_id"]
+        for event in msg.get("events", []):
+            self._take(event)
+        self._reader = asyncio.create_task(self._read())
+        return msg
+
+    async def disconnect(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        self.ws = None
+        self._reader = None
+
+    def _take(self, event: dict[str, Any]) -> None:
+        if event["id"] in self._seen:
+            return
+        self._seen.add(event["id"])
+        self.events.append(event)
+        self.last_event_id = max(self.last_event_id or 0, event["id"])
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            frame = json.loads(msg.data)
+            kind = frame.get("type")
+            if kind == "event":
+                self._take(frame["event"])
+            elif kind == "result" and frame.get("ref") in self._results:
+                self._results.pop(frame["ref"]).set_result(frame)
+            elif kind == "error":
+                self.errors.append(frame)
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        assert self.ws is not None, "connect() first"
+        await self.ws.send_json(frame)
+
+    async def action(self, kind: str, timeout: float = 10, **fields: Any) -> dict[str, Any]:
+        ref = f"r{next(self._refs)}-{uuid.uuid4().hex[:6]}"
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._results[ref] = fut
+        await self.send_frame({"type": kind, "ref": ref, **fields})
+        frame = await asyncio.wait_for(fut, timeout)
+        if not frame.get("ok"):
+            err = frame.get("error", {})
+            raise HubError(400, err.get("code", "?"), err.get("message", ""))
+        return frame["data"]
+
+    async def reply(self, ticket_id: int, text: str) -> dict[str, Any]:
+        return (await self.action("reply", ticket_id=ticket_id, text=text))["message"]
+
+    async def note(self, ticket_id: int, text: str) -> dict[str, Any]:
+        return (await self.action("note", ticket_id=ticket_id, text=text))["message"]
+
+    async def set_status(self, ticket_id: int, status: str) -> dict[str, Any]:
+        return (await self.action("status", ticket_id=ticket_id, status=status))["ticket"]
+
+    async def transfer(self, ticket_id: int, *, agent_id: int | None = None, group_id: int | None = None) -> Any:
+        fields = {"agent_id": agent_id} if agent_id else {"group_id": group_id}
+        return (await self.action("transfer", ticket_id=ticket_id, **fields))["ticket"]
+
+    async def wait_event(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10,
+                         start: int = 0) -> dict[str, Any]:
+        """The first event (from index ``start`` of :attr:`events`) that matches."""
+        async def find() -> dict[str, Any]:
+            async with self._changed:
+                while True:
+                    for event in self.events[start:]:
+                        if predicate(event):
+                            return event
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(find(), timeout)
+
+    async def close(self) -> None:
+        await self.disconnect()
+        await super().close()
+
+
+class VisitorClient(_Base):
+    """A web chat customer, as the widget behaves: a websocket with a visitor id kept across reloads."""
+
+    def __init__(self, base_url: str, host: str | None = None, visitor_id: str | None = None, **kw: Any):
+        super().__init__(base_url, host, **kw)
+        self.visitor_id = visitor_id
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.frames: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> VisitorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def since(self) -> int:
+        return max(self.messages, default=0)
+
+    async def connect(self, **hello: Any) -> dict[str, Any]:
+        self.ws = await self.session.ws_connect(self.ws_url + "/webchat/ws", headers=self._headers())
+        await self.ws.send_json({"type": "hello", "visitor_id": self.visitor_id, "since": self.since, **hello})
+        welcome = await self.ws.receive_json(timeout=10)
+        if welcome.get("type") != "welcome":
+            raise HubError(400, welcome.get("code", "?"), welcome.get("message", ""))
+        self.visitor_id = welcome["visitor_id"]
+        for m in welcome["messages"]:
+            self.messages[m["id"]] = m
+        self._reader = asyncio.create_task(self._read())
+        return welcome
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            frame = json.loads(msg.data)
+            self.frames.append(frame)
+            if frame.get("type") in ("message", "ack") and "message" in frame:
+                self.messages[frame["message"]["id"]] = frame["message"]
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def send(self, text: str, client_id: str | None = None) -> str:
+        assert self.ws is not None, "connect() first"
+        client_id = client_id or uuid.uuid4().hex
+        await self.ws.send_json({"type": "message", "client_id": client_id, "text": text})
+        return client_id
+
+    async def wait_frame(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
+        async def find() -> dict[str, Any]:
+            async with self._changed:
+                while True:
+                    for frame in self.frames:
+                        if predicate(frame):
+                            return frame
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(find(), timeout)
+
+    async def wait_message(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
+        async def find() -> dict[str, Any]:
+            async with self._changed:
+                while True:
+                    for m in sorted(self.messages.values(), key=lambda m: m["id"]):
+                        if predicate(m):
+                            return m
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(find(), timeout)
+
+    async def disconnect(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        self.ws = None
+        self._reader = None
+
+    async def close(self) -> None:
+        await self.disconnect()
+        await super().close()

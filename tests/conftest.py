@@ -1,0 +1,214 @@
+"""Test fixtures: a real database (SQLite by default; PostgreSQL + Redis when
+``CHANNELHUB_TEST_DATABASE_URL`` / ``CHANNELHUB_TEST_REDIS_URL`` are set), migrated with alembic,
+and a real hub server on a loopback port. Each test makes its own tenants, which isolates it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy.engine import make_url
+
+from admin_api.app import create_app
+from admin_api.client import AgentClient, VisitorClient
+from core import seats
+from core.config import Settings
+from core.db import Database, migrate
+
+PG_URL = os.environ.get("CHANNELHUB_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("CHANNELHUB_TEST_REDIS_URL")
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _fresh_pg_database(url: str) -> str:
+    """A new, empty database for this run, named after the one in ``url``."""
+    import asyncpg
+
+    parsed = make_url(url)
+    name = f"{parsed.database or 'channelhub'}_{os.getpid()}"
+    admin = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
+                                  password=parsed.password, database="postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return parsed.set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_pg_database(url: str) -> None:
+    import asyncpg
+
+    parsed = make_url(url)
+    admin = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
+                                  password=parsed.password, database="postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
+    if PG_URL:
+        url = await _fresh_pg_database(PG_URL)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'hub.db'}"
+    s = Settings(
+        database_url=url,
+        redis_url=REDIS_URL,
+        embedded_worker=True,
+        queue_namespace=f"chtest{os.getpid()}",
+        sweeper_interval=2.0,
+    )
+    db = Database(url)
+    await migrate(db)
+    await db.dispose()
+    yield s
+    if PG_URL:
+        await _drop_pg_database(url)
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    settings: Settings
+    runner: web.AppRunner
+    app: web.Application
+
+
+async def start_server(settings: Settings) -> Server:
+    port = free_port()
+    app = create_app(replace(settings, port=port))
+    runner = web.AppRunner(app, shutdown_timeout=2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return Server(f"http://127.0.0.1:{port}", port, settings, runner, app)
+
+
+@pytest.fixture(scope="session")
+async def server(settings: Settings) -> AsyncIterator[Server]:
+    srv = await start_server(settings)
+    yield srv
+    await srv.runner.cleanup()
+
+
+@dataclass
+class AgentInfo:
+    id: int
+    email: str
+    name: str
+    role: str
+
+
+@dataclass
+class TenantInfo:
+    """A tenant made for one test, with helpers to act in it the way users do."""
+
+    id: int
+    domain: str
+    server: Server
+    settings: Settings
+    agents: list[AgentInfo] = field(default_factory=list)
+    _clients: list[Any] = field(default_factory=list)
+
+    async def add_agent(self, *, role: str = "agent", capacity: int = 5, name: str | None = None,
+                        group_ids: list[int] | None = None) -> AgentInfo:
+        n = len(self.agents) + 1
+        email = f"agent{n}@{self.domain}"
+        db = Database(self.settings.database_url)
+        try:
+            async with db.session(self.id) as session:
+                agent = await seats.create_agent(session, self.id, email=email, name=name or f"Agent {n}",
+                                                 password=PASSWORD, role=role, capacity=capacity,
+                                                 group_ids=group_ids)
+        finally:
+            await db.dispose()
+        info = AgentInfo(agent["id"], email, agent["name"], role)
+        self.agents.append(info)
+        return info
+
+    async def add_group(self, name: str) -> int:
+        db = Database(self.settings.database_url)
+        try:
+            async with db.session(self.id) as session:
+                return int((await seats.create_group(session, self.id, name=name))["id"])
+        finally:
+            await db.dispose()
+
+    def agent_client(self, server: Server | None = None) -> AgentClient:
+        client = AgentClient((server or self.server).url, host=self.domain)
+        self._clients.append(client)
+        return client
+
+    async def signed_in(self, agent: AgentInfo, *, connect: bool = True, server: Server | None = None) -> AgentClient:
+        client = self.agent_client(server)
+        await client.login(agent.email, PASSWORD)
+        if connect:
+            await client.connect()
+        return client
+
+    def visitor(self, visitor_id: str | None = None, server: Server | None = None) -> VisitorClient:
+        client = VisitorClient((server or self.server).url, host=self.domain, visitor_id=visitor_id)
+        self._clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()
+
+
+async def make_tenant(settings: Settings, server: Server, name: str = "Acme") -> TenantInfo:
+    domain = f"t{uuid.uuid4().hex[:12]}.example.com"
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            tenant = await seats.create_tenant(session, name=name, domain=domain)
+            tid = tenant.id
+    finally:
+        await db.dispose()
+    return TenantInfo(tid, domain, server, settings)
+
+
+@pytest.fixture
+async def tenant(settings: Settings, server: Server) -> AsyncIterator[TenantInfo]:
+    t = await make_tenant(settings, server)
+    yield t
+    await t.close()
+
+
+@pytest.fixture
+async def other_tenant(settings: Settings, server: Server) -> AsyncIterator[TenantInfo]:
+    t = await make_tenant(settings, server, name="Globex")
+    yield t
+    await t.close()
+
+
+async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll an async predicate until it returns something truthy (for state reached asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)
+
+
+ROOT = Path(__file__).resolve().parent.parent
