@@ -39,6 +39,14 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await _errors_as_json(request, handler)
+    if request.path.startswith("/webchat/"):
+        # The widget must be able to read our error answers from the customer's site.
+        response.headers.setdefault("Access-Control-Allow-Origin", "*")
+    return response
+
+
+async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except DomainError as exc:

@@ -173,8 +173,8 @@ class TenantInfo:
             await client.close()
 
 
-async def make_tenant(settings: Settings, server: Server, name: str = "Acme") -> TenantInfo:
-    domain = f"t{uuid.uuid4().hex[:12]}.example.com"
+async def make_tenant(settings: Settings, server: Server, name: str = "Acme", suffix: str = "example.com") -> TenantInfo:
+    domain = f"t{uuid.uuid4().hex[:12]}.{suffix}"
     db = Database(settings.database_url)
     try:
         async with db.session() as session:

@@ -28,6 +28,8 @@ STATIC = Path(__file__).parent / "static"
 VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 HELLO_TIMEOUT = 15.0
+# Web chat endpoints carry no credentials (the visitor id is in the body), so any origin may call them.
+CORS = {"Access-Control-Allow-Origin": "*"}
 
 
 def visitor_topic(tenant_id: int, visitor_id: str) -> str:
@@ -101,6 +103,9 @@ class WebchatConnector(Connector):
             web.get("/webchat/ws", self.websocket),
             web.post("/webchat/messages", self.post_message),
             web.get("/webchat/history", self.history),
+            # The widget runs on the customer's own site: its HTTP fallback is cross-origin.
+            web.options("/webchat/messages", self.preflight),
+            web.options("/webchat/history", self.preflight),
         ]
 
     # --- HTTP ---------------------------------------------------------------------------------
@@ -108,12 +113,18 @@ class WebchatConnector(Connector):
         _tenant_id(request)
         return web.FileResponse(STATIC / "widget.js", headers={
             "Content-Type": "application/javascript; charset=utf-8", "Cache-Control": "public, max-age=300",
-            "Access-Control-Allow-Origin": "*",
+            **CORS,
         })
 
     async def demo_page(self, request: web.Request) -> web.StreamResponse:
         _tenant_id(request)
         return web.FileResponse(STATIC / "demo.html", headers={"Content-Type": "text/html; charset=utf-8"})
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={
+            **CORS, "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "600",
+        })
 
     async def post_message(self, request: web.Request) -> web.Response:
         from admin_api.http import read_json
@@ -131,7 +142,7 @@ class WebchatConnector(Connector):
         message = await self.receive(tenant_id, visitor_id, client_id, data.get("text"),
                                      name=_opt_str(data, "name"), email=_opt_str(data, "email"))
         return web.json_response({"visitor_id": visitor_id, "message": message}, status=201,
-                                 headers={"Access-Control-Allow-Origin": "*"})
+                                 headers=CORS)
 
     async def history(self, request: web.Request) -> web.Response:
         tenant_id = _tenant_id(request)
@@ -141,7 +152,7 @@ class WebchatConnector(Connector):
         except ValueError:
             raise InvalidInput("since must be an integer", code="invalid_query") from None
         messages = await customer_history(self.hub, tenant_id, self.kind, visitor_id, since=max(since, 0))
-        return web.json_response({"messages": messages}, headers={"Access-Control-Allow-Origin": "*"})
+        return web.json_response({"messages": messages}, headers=CORS)
 
     # --- websocket ----------------------------------------------------------------------------
     async def websocket(self, request: web.Request) -> web.StreamResponse:

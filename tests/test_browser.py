@@ -1,0 +1,110 @@
+"""The widget and the agent console in a real headless Chromium (Debian's), driven by Playwright.
+
+Tenants here live under *.localhost, which Chromium resolves to the loopback address by itself, so
+the pages are loaded exactly as a customer and an agent load them: by the tenant's domain."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PASSWORD, Server, TenantInfo, make_tenant
+
+CHROMIUM = os.environ.get("CHANNELHUB_CHROMIUM", "/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        await b.close()
+
+
+@pytest.fixture
+async def local_tenant(settings: Any, server: Server) -> AsyncIterator[TenantInfo]:
+    t = await make_tenant(settings, server, suffix="localhost")
+    yield t
+    await t.close()
+
+
+def origin(tenant: TenantInfo) -> str:
+    return f"http://{tenant.domain}:{tenant.server.port}"
+
+
+async def test_widget_and_console_talk_live(browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:
+    agent = await local_tenant.add_agent(name="Li Na")
+    base = origin(local_tenant)
+
+    # The agent signs in to the console.
+    console_ctx = await browser.new_context()
+    console = await console_ctx.new_page()
+    await console.goto(f"{base}/console")
+    await console.fill("#login-email", agent.email)
+    await console.fill("#login-password", PASSWORD)
+    await console.click("#login-submit")
+    await console.wait_for_selector("#conn:has-text('connected')")
+
+    # A customer opens the shop page with the one script tag and writes.
+    shop_ctx = await browser.new_context()
+    shop = await shop_ctx.new_page()
+    await shop.goto(f"{base}/webchat/demo")
+    await shop.click("#chw-launcher")
+    await shop.wait_for_selector("#chw-status:has-text('online')")
+    await shop.fill("#chw-input", "Hi, my parcel is late")
+    await shop.click("#chw-send")
+    await shop.wait_for_selector(".chw-msg.chw-inbound:not(.chw-pending)")
+
+    # It appears in the agent's console, live; the agent opens it and answers.
+    ticket = console.locator("#tickets li.ticket").first
+    await ticket.wait_for()
+    await ticket.click()
+    await console.wait_for_selector("#thread .msg-inbound:has-text('my parcel is late')")
+    await console.fill("#reply-text", "Sorry! It arrives tomorrow.")
+    await console.click("#send-reply")
+    await console.wait_for_selector("#thread .msg-outbound:has-text('arrives tomorrow')")
+
+    reply = shop.locator(".chw-msg.chw-outbound")
+    await reply.wait_for()
+    assert await reply.text_content() is not None
+    assert "arrives tomorrow" in (await reply.text_content() or "")
+    await shop.screenshot(path=str(tmp_path / "widget.png"))
+    await console.screenshot(path=str(tmp_path / "console.png"))
+
+    # A reload keeps the conversation: same visitor, whole history.
+    await shop.reload()
+    await shop.click("#chw-launcher")
+    await shop.wait_for_selector(".chw-msg.chw-outbound:has-text('arrives tomorrow')")
+    assert await shop.locator(".chw-msg.chw-inbound:has-text('my parcel is late')").count() == 1
+    # User text is shown as text, never as markup.
+    await shop.fill("#chw-input", "<b>bold?</b>")
+    await shop.press("#chw-input", "Enter")
+    await shop.wait_for_selector(".chw-msg.chw-inbound:has-text('<b>bold?</b>')")
+    await console.wait_for_selector("#thread .msg-inbound:has-text('<b>bold?</b>')")
+    await console_ctx.close()
+    await shop_ctx.close()
+
+
+async def test_console_refuses_bad_password(browser: Any, local_tenant: TenantInfo) -> None:
+    agent = await local_tenant.add_agent()
+    ctx = await browser.new_context()
+    page = await ctx.new_page()
+    await page.goto(f"{origin(local_tenant)}/console")
+    await page.fill("#login-email", agent.email)
+    await page.fill("#login-password", "wrong password")
+    await page.click("#login-submit")
+    error = page.locator("#login-error")
+    await error.wait_for()
+    await page.wait_for_function("document.querySelector('#login-error').textContent.length > 0")
+    assert "wrong" in (await error.text_content() or "").lower()
+    await ctx.close()
