@@ -28,6 +28,24 @@ class HubError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+Item = dict[str, Any]
+
+
+async def _wait_until(
+    changed: asyncio.Condition, items: Callable[[], list[Item]], predicate: Callable[[Item], bool], timeout: float
+) -> Item:
+    """The first of ``items()`` that matches, waiting for the reader to add more as they arrive."""
+    async def find() -> Item:
+        async with changed:
+            while True:
+                for item in items():
+                    if predicate(item):
+                        return item
+                await changed.wait()
+
+    return await asyncio.wait_for(find(), timeout)
+
+
 class _Base:
     def __init__(self, base_url: str, host: str | None = None, *, session: aiohttp.ClientSession | None = None):
         self.base_url = base_url.rstrip("/")
@@ -173,15 +191,7 @@ class AgentClient(_Base):
     async def wait_event(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10,
                          start: int = 0) -> dict[str, Any]:
         """The first event (from index ``start`` of :attr:`events`) that matches."""
-        async def find() -> dict[str, Any]:
-            async with self._changed:
-                while True:
-                    for event in self.events[start:]:
-                        if predicate(event):
-                            return event
-                    await self._changed.wait()
-
-        return await asyncio.wait_for(find(), timeout)
+        return await _wait_until(self._changed, lambda: self.events[start:], predicate, timeout)
 
     async def close(self) -> None:
         await self.disconnect()
@@ -241,26 +251,11 @@ class VisitorClient(_Base):
         return client_id
 
     async def wait_frame(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
-        async def find() -> dict[str, Any]:
-            async with self._changed:
-                while True:
-                    for frame in self.frames:
-                        if predicate(frame):
-                            return frame
-                    await self._changed.wait()
-
-        return await asyncio.wait_for(find(), timeout)
+        return await _wait_until(self._changed, lambda: self.frames, predicate, timeout)
 
     async def wait_message(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
-        async def find() -> dict[str, Any]:
-            async with self._changed:
-                while True:
-                    for m in sorted(self.messages.values(), key=lambda m: m["id"]):
-                        if predicate(m):
-                            return m
-                    await self._changed.wait()
-
-        return await asyncio.wait_for(find(), timeout)
+        return await _wait_until(
+            self._changed, lambda: sorted(self.messages.values(), key=lambda m: m["id"]), predicate, timeout)
 
     async def disconnect(self) -> None:
         if self.ws is not None:

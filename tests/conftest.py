@@ -173,7 +173,9 @@ class TenantInfo:
             await client.close()
 
 
-async def make_tenant(settings: Settings, server: Server, name: str = "Acme", suffix: str = "example.com") -> TenantInfo:
+async def make_tenant(
+    settings: Settings, server: Server, name: str = "Acme", suffix: str = "example.com"
+) -> TenantInfo:
     domain = f"t{uuid.uuid4().hex[:12]}.{suffix}"
     db = Database(settings.database_url)
     try:

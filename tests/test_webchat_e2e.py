@@ -130,11 +130,13 @@ async def test_new_message_after_solve_reopens_and_after_close_opens_new_ticket(
     await client.reply(tid, "answer")
     await client.set_status(tid, "solved")
     await visitor.send("actually, one more thing")
-    again = await client.wait_event(lambda e: e["kind"] == "message.created" and e["message"]["text"].startswith("actually"))
+    again = await client.wait_event(
+        lambda e: e["kind"] == "message.created" and e["message"]["text"].startswith("actually"))
     assert again["ticket_id"] == tid
     assert again["ticket"]["status"] == "open" and again["ticket"]["reopen_count"] == 1
 
     await client.set_status(tid, "closed")
     await visitor.send("a new question")
-    newer = await client.wait_event(lambda e: e["kind"] == "message.created" and e["message"]["text"] == "a new question")
+    newer = await client.wait_event(
+        lambda e: e["kind"] == "message.created" and e["message"]["text"] == "a new question")
     assert newer["ticket_id"] != tid
