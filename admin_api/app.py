@@ -41,8 +41,7 @@ async def _on_startup(app: web.Application) -> None:
     await hub.start()
     outbox.setup(hub.settings)
     if hub.settings.embedded_worker:
-        outbox.start_worker(hub.settings)
-        app[OWNS_WORKER] = True
+        app[OWNS_WORKER] = outbox.start_worker(hub.settings)
     s = hub.settings
     app[TASKS] = [
         asyncio.create_task(_every(s.sweeper_interval, lambda: outbox.sweep(hub), "outbox sweeper")),

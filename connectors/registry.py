@@ -10,8 +10,23 @@ from connectors.webchat.connector import WebchatConnector
 if TYPE_CHECKING:
     from core.hub import Hub
 
-CONNECTORS: tuple[type[Connector], ...] = (WebchatConnector,)
+CONNECTORS: dict[str, type[Connector]] = {}
+
+
+def register(cls: type[Connector]) -> type[Connector]:
+    """Make a channel known to every hub built from now on (usable as a class decorator)."""
+    if not cls.kind:
+        raise ValueError(f"{cls.__name__} has no kind")
+    CONNECTORS[cls.kind] = cls
+    return cls
+
+
+def connector_class(kind: str) -> type[Connector] | None:
+    return CONNECTORS.get(kind)
 
 
 def build_connectors(hub: Hub) -> dict[str, Connector]:
-    return {cls.kind: cls(hub) for cls in CONNECTORS}
+    return {kind: cls(hub) for kind, cls in CONNECTORS.items()}
+
+
+register(WebchatConnector)

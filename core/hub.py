@@ -42,7 +42,15 @@ class Hub:
         await self.db.dispose()
 
     def connector(self, kind: str) -> Connector | None:
-        return self.connectors.get(kind)
+        found = self.connectors.get(kind)
+        if found is None:
+            # A channel registered after this hub was built (connectors.registry.register).
+            from connectors.registry import connector_class
+
+            cls = connector_class(kind)
+            if cls is not None:
+                found = self.connectors[kind] = cls(self)
+        return found
 
     async def publish(self, tenant_id: int, events: list[dict[str, Any]]) -> None:
         """Publish events already committed to the database."""

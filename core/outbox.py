@@ -84,15 +84,17 @@ def setup(settings: Settings) -> dramatiq.Broker:
         return broker
 
 
-def start_worker(settings: Settings, *, threads: int | None = None) -> dramatiq.Worker:
+def start_worker(settings: Settings, *, threads: int | None = None) -> bool:
+    """Start this process's worker threads; False when they were already running (not ours to stop)."""
     global _worker
     broker = setup(settings)
     with _lock:
-        if _worker is None:
-            # A short worker_timeout keeps the Redis consumer's idle polling (and so latency) low.
-            _worker = dramatiq.Worker(broker, worker_threads=threads or settings.worker_threads, worker_timeout=100)
-            _worker.start()
-        return _worker
+        if _worker is not None:
+            return False
+        # A short worker_timeout keeps the Redis consumer's idle polling (and so latency) low.
+        _worker = dramatiq.Worker(broker, worker_threads=threads or settings.worker_threads, worker_timeout=100)
+        _worker.start()
+        return True
 
 
 def stop_worker() -> None:

@@ -42,7 +42,8 @@ async def test_reconnecting_customer_gets_what_they_missed(tenant: TenantInfo) -
     client = await tenant.signed_in(agent)
     visitor = tenant.visitor()
     await visitor.connect()
-    await visitor.send("hello?")
+    cid = await visitor.send("hello?")
+    await visitor.wait_frame(lambda f: f.get("type") == "ack" and f["client_id"] == cid)
     created = await client.wait_event(lambda e: e["kind"] == "message.created")
     seen = visitor.since
 
