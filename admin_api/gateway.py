@@ -25,6 +25,7 @@ from core.events import tenant_topic, visible_to
 from core.feed import missed_events, snapshot
 from core.models import Presence
 from core.presence import heartbeat, set_presence
+from core.seats import profile
 
 logger = logging.getLogger(__name__)
 
@@ -123,15 +124,8 @@ class AgentConnection:
         last_id, open_tickets = await snapshot(self.hub, principal)
         missed = await missed_events(self.hub, principal, hello.since) if hello.since is not None else []
         missed = [e for e in missed if self._mark(e["id"])]
-        from sqlalchemy import select
-
-        from core.models import Agent
-        from core.serialize import agent_dict  # local: only needed here
-
-        async with self.hub.db.read(self.tenant.id) as session:
-            agent = (await session.execute(select(Agent).where(Agent.id == principal.agent_id))).scalar_one()
         await self.ws.send_str(json.dumps({
-            "type": "welcome", "agent": agent_dict(agent), "last_event_id": last_id,
+            "type": "welcome", "agent": await profile(self.hub, principal), "last_event_id": last_id,
             "tickets": open_tickets, "events": missed,
         }, default=str))
         return True

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import audit
-from core.auth import hash_password
+from core.auth import Principal, hash_password
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Agent, AgentGroup, Group, Role, Tenant
 from core.serialize import agent_dict
+
+if TYPE_CHECKING:
+    from core.hub import Hub
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
@@ -111,3 +114,10 @@ async def list_agents(session: AsyncSession) -> list[dict[str, Any]]:
 async def list_groups(session: AsyncSession) -> list[dict[str, Any]]:
     rows = (await session.execute(select(Group).order_by(Group.id))).scalars().all()
     return [{"id": g.id, "name": g.name} for g in rows]
+
+
+async def profile(hub: Hub, principal: Principal) -> dict[str, Any]:
+    """The signed-in agent as they see themselves."""
+    async with hub.db.read(principal.tenant_id) as session:
+        agent = (await session.execute(select(Agent).where(Agent.id == principal.agent_id))).scalar_one()
+    return agent_dict(agent)

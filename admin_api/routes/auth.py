@@ -12,6 +12,7 @@ from core import auth
 from core.errors import Unauthorized
 from core.models import Presence
 from core.presence import set_presence
+from core.seats import profile
 from core.serialize import agent_dict
 
 
@@ -56,10 +57,4 @@ async def logout(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
-    from sqlalchemy import select
-
-    from core.models import Agent
-
-    async with hub.db.read(principal.tenant_id) as session:
-        agent = (await session.execute(select(Agent).where(Agent.id == principal.agent_id))).scalar_one()
-    return web.json_response({"agent": agent_dict(agent)})
+    return web.json_response({"agent": await profile(hub, principal)})
