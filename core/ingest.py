@@ -82,6 +82,9 @@ async def _identity(session: AsyncSession, msg: InboundMessage) -> tuple[Custome
                 CustomerIdentity.channel == msg.channel,
                 CustomerIdentity.external_id == msg.external_id,
             )
+            # One customer's messages are taken one at a time, so two first messages arriving at
+            # once (a websocket and the HTTP fallback) cannot open two tickets.
+            .with_for_update(of=CustomerIdentity)
         )
     ).one_or_none()
     if row is not None:

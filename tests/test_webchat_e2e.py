@@ -141,3 +141,27 @@ async def test_new_message_after_solve_reopens_and_after_close_opens_new_ticket(
     newer = await client.wait_event(
         lambda e: e["kind"] == "message.created" and e["message"]["text"] == "a new question")
     assert newer["ticket_id"] != tid
+
+
+async def test_simultaneous_first_messages_open_one_ticket(tenant: TenantInfo) -> None:
+    import asyncio
+    import secrets
+
+    sup = await tenant.signed_in(await tenant.add_agent(role="supervisor", capacity=0))
+    visitor = tenant.visitor()
+    vid = secrets.token_urlsafe(18)
+    # A known customer whose last ticket is closed: the next messages open exactly one new ticket.
+    await visitor.request("POST", "/webchat/messages", {"visitor_id": vid, "client_id": "old", "text": "old"})
+    old = (await sup.api("GET", "/api/v1/tickets"))["tickets"][0]
+    await sup.api("PATCH", f"/api/v1/tickets/{old['id']}", {"status": "closed"})
+    posts = [visitor.request("POST", "/webchat/messages", {"visitor_id": vid, "client_id": f"c{i}", "text": f"m{i}"})
+             for i in range(8)]
+    # The same message retried at the same moment is still one message.
+    posts += [visitor.request("POST", "/webchat/messages", {"visitor_id": vid, "client_id": "c0", "text": "m0"})
+              for _ in range(3)]
+    results = await asyncio.gather(*posts)
+    assert len({r["message"]["id"] for r in results}) == 8
+    tickets = (await sup.api("GET", "/api/v1/tickets?status=new,open"))["tickets"]
+    assert len(tickets) == 1
+    detail = await sup.api("GET", f"/api/v1/tickets/{tickets[0]['id']}")
+    assert sorted(m["text"] for m in detail["messages"]) == [f"m{i}" for i in range(8)]
