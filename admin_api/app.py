@@ -39,6 +39,7 @@ async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str
 async def _on_startup(app: web.Application) -> None:
     hub = app[HUB]
     await hub.start()
+    hub.router.start()
     outbox.setup(hub.settings)
     if hub.settings.embedded_worker:
         app[OWNS_WORKER] = outbox.start_worker(hub.settings)
@@ -58,6 +59,7 @@ async def _on_cleanup(app: web.Application) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    await app[HUB].router.stop()
     if app.get(OWNS_WORKER):
         await asyncio.to_thread(outbox.stop_worker)
     await app[HUB].close()

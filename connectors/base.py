@@ -67,6 +67,9 @@ class Connector:
     """One per channel kind. Subclasses set ``kind`` and implement :meth:`send`."""
 
     kind: ClassVar[str] = ""
+    # A live conversation (chat) rather than a mailbox: when its agent drops, the ticket goes back
+    # to routing instead of waiting for them.
+    realtime: ClassVar[bool] = False
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub

@@ -25,6 +25,10 @@ def connector_class(kind: str) -> type[Connector] | None:
     return CONNECTORS.get(kind)
 
 
+def realtime_channels() -> frozenset[str]:
+    return frozenset(kind for kind, cls in CONNECTORS.items() if cls.realtime)
+
+
 def build_connectors(hub: Hub) -> dict[str, Connector]:
     return {kind: cls(hub) for kind, cls in CONNECTORS.items()}
 

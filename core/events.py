@@ -15,10 +15,13 @@ class EventKind:
     TICKET_CREATED = "ticket.created"
     TICKET_ASSIGNED = "ticket.assigned"
     TICKET_UNASSIGNED = "ticket.unassigned"
+    TICKET_QUEUED = "ticket.queued"
+    TICKET_OVERFLOWED = "ticket.overflowed"
     TICKET_UPDATED = "ticket.updated"
     MESSAGE_CREATED = "message.created"
     MESSAGE_DELIVERY = "message.delivery"
     AGENT_PRESENCE = "agent.presence"
+    AGENT_UPDATED = "agent.updated"
 
 
 def tenant_topic(tenant_id: int) -> str:
@@ -59,9 +62,16 @@ class EventLog:
         return [event_dict(row) for row in self.rows]
 
 
-def visible_to(event: dict[str, Any], agent_id: int, sees_all: bool) -> bool:
-    """An agent sees events of tickets assigned to them (before or after the change); admins and
-    supervisors see everything of their tenant."""
+def visible_to(event: dict[str, Any], agent_id: int, sees_all: bool, groups: frozenset[int] = frozenset()) -> bool:
+    """Admins and supervisors see everything of their tenant. An agent sees events of tickets
+    assigned to them (before or after the change), and of waiting tickets in their groups' queues
+    (or in the tenant-wide queue, for tickets without a group)."""
     if sees_all:
         return True
-    return event.get("assignee_id") == agent_id or event.get("previous_assignee_id") == agent_id
+    if event.get("assignee_id") == agent_id or event.get("previous_assignee_id") == agent_id:
+        return True
+    ticket = event.get("ticket")
+    if event.get("assignee_id") is None and ticket is not None and event.get("ticket_id") is not None:
+        group_id = ticket.get("group_id")
+        return group_id is None or group_id in groups
+    return False

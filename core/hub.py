@@ -9,7 +9,7 @@ from core.bus import Bus, make_bus
 from core.config import Settings
 from core.db import Database
 from core.events import tenant_topic
-from routing.router import LeastBusyRouter, Router
+from routing.router import Router
 
 if TYPE_CHECKING:
     from connectors.base import Connector
@@ -24,8 +24,8 @@ class Hub:
         self.settings = settings
         self.db = Database(settings.database_url)
         self.bus: Bus = make_bus(settings.redis_url, settings.queue_namespace)
-        self.router: Router = LeastBusyRouter()
         self.connectors: dict[str, Connector] = build_connectors(self)
+        self.router = Router(self)
 
     async def start(self) -> None:
         await self.bus.start()

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.base import InboundMessage
+from core.capacity import take_slot
 from core.errors import InvalidInput, TooLarge
 from core.events import EventKind, EventLog
 from core.models import (
@@ -29,6 +30,7 @@ from core.models import (
     TicketStatus,
 )
 from core.serialize import message_dict, ticket_dict
+from routing.router import RoutingState
 
 if TYPE_CHECKING:
     from core.hub import Hub
@@ -42,6 +44,8 @@ class IngestResult:
     ticket: dict[str, Any]
     duplicate: bool
     created_ticket: bool
+    # The ticket waits for the router (new, or reopened without its agent).
+    needs_routing: bool = False
 
 
 def check_text(text: str, limit: int) -> str:
@@ -151,11 +155,20 @@ async def _ingest_once(hub: Hub, msg: InboundMessage) -> tuple[IngestResult, lis
                 last_message_at=now,
             )
             session.add(ticket)
+            await hub.router.apply_rules(session, ticket, customer, msg.text)
         else:
             if ticket.status == TicketStatus.SOLVED:
                 ticket.reopen_count += 1
                 ticket.solved_at = None
                 ticket.status = TicketStatus.OPEN
+                # Back to the agent who solved it if they are online with room, else to routing.
+                if ticket.assignee_id is not None and await take_slot(
+                    session, ticket.assignee_id, ticket.channel, require_online=True
+                ):
+                    ticket.routing_state = RoutingState.ASSIGNED
+                else:
+                    ticket.assignee_id = None
+                    ticket.routing_state = RoutingState.PENDING
             elif ticket.status == TicketStatus.PENDING:
                 ticket.status = TicketStatus.OPEN
             ticket.last_message_at = now
@@ -172,22 +185,17 @@ async def _ingest_once(hub: Hub, msg: InboundMessage) -> tuple[IngestResult, lis
             created_at=now,
         )
         session.add(message)
-        assignment = None
-        if ticket.assignee_id is None:
-            assignment = await hub.router.route(session, ticket)
         await session.flush()
         tdict = ticket_dict(ticket, customer)
         mdict = message_dict(message, customer=customer)
         if created:
             log.add(EventKind.TICKET_CREATED, tenant_id=msg.tenant_id, ticket=ticket, payload={"ticket": tdict})
-        elif assignment is not None:
-            log.add(EventKind.TICKET_ASSIGNED, tenant_id=msg.tenant_id, ticket=ticket,
-                    payload={"ticket": tdict, "reason": {"strategy": assignment.strategy}})
         log.add(EventKind.MESSAGE_CREATED, tenant_id=msg.tenant_id, ticket=ticket,
                 payload={"ticket": tdict, "message": mdict})
         await session.flush()
         events = log.published()
-    return IngestResult(mdict, tdict, False, created), events
+        waiting = ticket.routing_state == RoutingState.PENDING
+    return IngestResult(mdict, tdict, False, created, waiting), events
 
 
 async def ingest(hub: Hub, msg: InboundMessage) -> IngestResult:
@@ -205,5 +213,7 @@ async def ingest(hub: Hub, msg: InboundMessage) -> IngestResult:
             logger.debug("ingest race on %s/%s; retrying", msg.channel, msg.channel_message_id)
             continue
         await hub.publish(msg.tenant_id, events)
+        if result.needs_routing:
+            hub.router.signal(msg.tenant_id)
         return result
     raise AssertionError("unreachable")

@@ -124,6 +124,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     domain: Mapped[str] = mapped_column(String(255), unique=True)
     status: Mapped[str] = mapped_column(String(20), default="active")
+    # Routing settings (validated by admin_api.schemas.RoutingSettingsBody): default group, business
+    # hours, what happens to an agent's chats when they drop, the default overflow wait.
+    routing: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -138,6 +141,13 @@ class Agent(Base):
     role: Mapped[str] = mapped_column(String(20), default=Role.AGENT)
     status: Mapped[str] = mapped_column(String(20), default=Presence.OFFLINE)
     capacity: Mapped[int] = mapped_column(Integer, default=5)
+    # Open tickets assigned (new, open, pending): kept in step with every change of a ticket's
+    # assignee or status, and only ever raised by a conditional UPDATE that checks capacity.
+    load: Mapped[int] = mapped_column(Integer, default=0)
+    # Per channel kind caps, e.g. {"webchat": 3}; a channel not named is bound only by capacity.
+    channel_capacity: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Skill levels, e.g. {"english": 3, "billing": 2}.
+    skills: Mapped[dict[str, Any]] = mapped_column(default=dict)
     active: Mapped[bool] = mapped_column(default=True)
     last_seen_at: Mapped[datetime | None]
     # Ties in "least busy" go to the agent who has waited longest for work.
@@ -151,6 +161,13 @@ class Group(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
+    # round_robin, least_busy, skills, sticky, manual
+    strategy: Mapped[str] = mapped_column(String(20), default="least_busy")
+    sticky_days: Mapped[int] = mapped_column(Integer, default=7)
+    # What a sticky group does when the last agent is not available.
+    sticky_fallback: Mapped[str] = mapped_column(String(20), default="least_busy")
+    overflow_group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"))
+    overflow_after_seconds: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -168,6 +185,7 @@ class Customer(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -190,6 +208,9 @@ class Ticket(Base):
         Index("ix_tickets_tenant_assignee_status", "tenant_id", "assignee_id", "status"),
         Index("ix_tickets_identity_status", "identity_id", "status"),
         Index("ix_tickets_tenant_status_created", "tenant_id", "status", "created_at"),
+        # The queue: waiting tickets in priority order, then oldest first.
+        Index("ix_tickets_queue", "tenant_id", "routing_state", "priority_rank", "created_at"),
+        Index("ix_tickets_overflow", "routing_state", "overflow_at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -200,7 +221,17 @@ class Ticket(Base):
     subject: Mapped[str | None] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(20), default=TicketStatus.NEW)
     priority: Mapped[str] = mapped_column(String(20), default=Priority.NORMAL)
+    # PRIORITY_RANK[priority], stored so the queue is served from an index.
+    priority_rank: Mapped[int] = mapped_column(Integer, default=1)
     tags: Mapped[list[Any]] = mapped_column(default=list)
+    required_skills: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # pending (to be routed), queued (waiting for an agent), assigned, idle (solved / closed)
+    routing_state: Mapped[str] = mapped_column(String(20), default="pending")
+    # When the ticket began waiting in its current group (overflow is timed from here).
+    queued_at: Mapped[datetime | None]
+    # When a waiting ticket moves on to its group's overflow (null: it waits where it is).
+    overflow_at: Mapped[datetime | None]
+    routing_rule: Mapped[str | None] = mapped_column(String(200))
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"))
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     created_by_agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
@@ -212,6 +243,42 @@ class Ticket(Base):
     solved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RoutingRule(Base):
+    """One ordered routing rule: all its conditions must hold; the first matching rule wins."""
+
+    __tablename__ = "routing_rules"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"), Index("ix_routing_rules_tenant_position",
+                                                                      "tenant_id", "position"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    conditions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    actions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AssignmentRecord(Base):
+    """Why a ticket went where it went: the rule that matched, the strategy, the candidates."""
+
+    __tablename__ = "assignment_records"
+    __table_args__ = (Index("ix_assignment_records_ticket", "ticket_id", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    # assigned, queued, overflowed, unassigned, claimed, transferred
+    outcome: Mapped[str] = mapped_column(String(20))
+    agent_id: Mapped[int | None] = mapped_column(Integer)
+    group_id: Mapped[int | None] = mapped_column(Integer)
+    rule: Mapped[str | None] = mapped_column(String(200))
+    strategy: Mapped[str | None] = mapped_column(String(20))
+    candidates: Mapped[list[Any]] = mapped_column(default=list)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Message(Base):

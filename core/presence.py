@@ -49,10 +49,14 @@ async def set_presence(
             await session.flush()
             events = log.published()
     await hub.publish(tenant_id, events)
-    if new == Presence.ONLINE and old != new:
-        from core.tickets import serve_queue
-
-        await serve_queue(hub, tenant_id)
+    if old == new:
+        return
+    if new == Presence.ONLINE:
+        hub.router.signal(tenant_id)
+    elif new == Presence.OFFLINE:
+        # Separate transaction after the presence change: tickets are locked before the agent, as
+        # everywhere else.
+        await hub.router.release_agent(tenant_id, agent_id)
 
 
 async def heartbeat(hub: Hub, tenant_id: int, agent_id: int) -> None:

@@ -1,8 +1,9 @@
 """The ticket flow: reply, note, create by hand, transfer, status / priority / tags, solve, reopen.
 
 Each operation is one short transaction that writes the change and its events; the events are
-published after commit, replies are handed to the outbox, and capacity that was freed is offered
-to the waiting queue at once.
+published after commit, replies are handed to the outbox, and the router is told when a ticket
+waits or capacity was freed. Locks are taken ticket first, then agents in id order (as the router
+does), so concurrent operations cannot deadlock.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Principal
+from core.capacity import counts, release_slot, take_slot
 from core.errors import Conflict, InvalidInput, NotFound
 from core.events import EventKind, EventLog
 from core.ingest import check_text
 from core.models import (
     ACTIVE_STATUSES,
+    PRIORITY_RANK,
     Agent,
     AgentGroup,
+    AssignmentRecord,
     Customer,
     CustomerIdentity,
     DeliveryState,
@@ -35,6 +39,7 @@ from core.models import (
     utcnow,
 )
 from core.serialize import message_dict, ticket_dict
+from routing.router import RoutingState, lock_agents
 
 if TYPE_CHECKING:
     from core.hub import Hub
@@ -51,20 +56,48 @@ class _Outcome:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     outbox_ids: list[int] = field(default_factory=list)
-    freed_capacity: bool = False
+    # A ticket now waits for routing, or capacity was freed: the router should run.
+    route: bool = False
 
 
 async def _finish(hub: Hub, tenant_id: int, outcome: _Outcome) -> None:
     await hub.publish(tenant_id, outcome.events)
     if outcome.outbox_ids:
         await hub.enqueue_delivery(outcome.outbox_ids)
-    if outcome.freed_capacity:
-        await serve_queue(hub, tenant_id)
+    if outcome.route:
+        hub.router.signal(tenant_id)
 
 
-def can_see(principal: Principal, ticket: Ticket) -> bool:
-    """Admins and supervisors see every ticket of their tenant; agents theirs and unassigned ones."""
-    return principal.sees_all or ticket.assignee_id in (None, principal.agent_id)
+async def can_see(session: AsyncSession, principal: Principal, ticket: Ticket) -> bool:
+    """Admins and supervisors see every ticket of their tenant; an agent sees tickets assigned to
+    them, and waiting ones in their groups' queues or in the tenant-wide queue (no group)."""
+    if principal.sees_all or ticket.assignee_id == principal.agent_id:
+        return True
+    if ticket.assignee_id is not None:
+        return False
+    return ticket.group_id is None or ticket.group_id in await agent_group_ids(session, principal.agent_id)
+
+
+def record(session: AsyncSession, ticket: Ticket, outcome: str, *, agent_id: int | None, by: int | None = None,
+           strategy: str | None = None, **detail: Any) -> None:
+    """Keep why a ticket went where it went (read back by GET /api/v1/tickets/{id}/routing)."""
+    session.add(AssignmentRecord(tenant_id=ticket.tenant_id, ticket_id=ticket.id, outcome=outcome, agent_id=agent_id,
+                                 group_id=ticket.group_id, rule=ticket.routing_rule, strategy=strategy,
+                                 candidates=[], detail={"by": by, **detail} if by else detail))
+
+
+async def _give(session: AsyncSession, ticket: Ticket, agent_id: int, *, previous: int | None) -> None:
+    """Make ``agent_id`` the assignee, moving the load from ``previous``; 409 when they have no room."""
+    if counts(previous, ticket.status):
+        await release_slot(session, previous)  # type: ignore[arg-type]
+    if ticket.status in ACTIVE_STATUSES and not await take_slot(session, agent_id, ticket.channel,
+                                                                require_online=False):
+        raise Conflict(f"agent {agent_id} has no room for another ticket", code="agent_at_capacity")
+    now = utcnow()
+    ticket.assignee_id = agent_id
+    ticket.assigned_at = now
+    ticket.routing_state = RoutingState.ASSIGNED if ticket.status in ACTIVE_STATUSES else RoutingState.IDLE
+    ticket.overflow_at = None
 
 
 async def _ticket_for_change(session: AsyncSession, principal: Principal, ticket_id: int) -> tuple[Ticket, Customer]:
@@ -77,7 +110,7 @@ async def _ticket_for_change(session: AsyncSession, principal: Principal, ticket
             .with_for_update(of=Ticket)
         )
     ).one_or_none()
-    if row is None or not can_see(principal, row[0]):
+    if row is None or not await can_see(session, principal, row[0]):
         raise NotFound(f"ticket {ticket_id} not found", code="ticket_not_found")
     return row[0], row[1]
 
@@ -90,7 +123,7 @@ async def get_ticket(hub: Hub, principal: Principal, ticket_id: int, *, limit: i
                 select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id).where(Ticket.id == ticket_id)
             )
         ).one_or_none()
-        if row is None or not can_see(principal, row[0]):
+        if row is None or not await can_see(session, principal, row[0]):
             raise NotFound(f"ticket {ticket_id} not found", code="ticket_not_found")
         ticket, customer = row
         messages = (
@@ -120,7 +153,9 @@ async def list_tickets(
 ) -> list[dict[str, Any]]:
     stmt = select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id)
     if not principal.sees_all:
-        stmt = stmt.where((Ticket.assignee_id == principal.agent_id) | Ticket.assignee_id.is_(None))
+        mine = select(AgentGroup.group_id).where(AgentGroup.agent_id == principal.agent_id)
+        stmt = stmt.where((Ticket.assignee_id == principal.agent_id) | (
+            Ticket.assignee_id.is_(None) & (Ticket.group_id.is_(None) | Ticket.group_id.in_(mine))))
     if status:
         stmt = stmt.where(Ticket.status.in_(status))
     if unassigned:
@@ -168,9 +203,9 @@ async def _add_agent_message(
     session.add(message)
     previous = ticket.assignee_id
     if ticket.assignee_id is None:
-        # Answering an unassigned ticket takes it.
-        ticket.assignee_id = principal.agent_id
-        ticket.assigned_at = now
+        # Answering an unassigned ticket takes it (within the agent's capacity).
+        await _give(session, ticket, principal.agent_id, previous=None)
+        record(session, ticket, "claimed", agent_id=principal.agent_id, by=principal.agent_id, how="answered")
     if outbound:
         if ticket.first_response_at is None:
             ticket.first_response_at = now
@@ -298,15 +333,20 @@ async def create_ticket(
         ticket = Ticket(
             tenant_id=tenant_id, customer_id=customer.id, identity_id=identity_id, channel=channel or "manual",
             subject=(subject or text.strip().splitlines()[0])[:500], status=TicketStatus.NEW, priority=priority,
-            tags=clean_tags, group_id=group_id, assignee_id=assignee_id,
-            assigned_at=now if assignee_id else None, created_by_agent_id=principal.agent_id,
-            created_at=now, updated_at=now,
+            priority_rank=PRIORITY_RANK[Priority(priority)], tags=clean_tags, group_id=group_id,
+            created_by_agent_id=principal.agent_id, created_at=now, updated_at=now,
+            routing_state=RoutingState.PENDING,
         )
         session.add(ticket)
         await session.flush()
         log = EventLog(session)
-        if ticket.assignee_id is None:
-            await hub.router.route(session, ticket)
+        if assignee_id is not None:
+            await _give(session, ticket, assignee_id, previous=None)
+            record(session, ticket, "assigned", agent_id=assignee_id, by=principal.agent_id, how="created by hand")
+        else:
+            if group_id is None:
+                await hub.router.apply_rules(session, ticket, customer, text)
+            outcome.route = True
         log.add(EventKind.TICKET_CREATED, tenant_id=tenant_id, ticket=ticket,
                 payload={"ticket": ticket_dict(ticket, customer)})
         await _add_agent_message(
@@ -336,19 +376,24 @@ async def transfer(
         log = EventLog(session)
         if agent_id is not None:
             await _check_agent(session, agent_id)
-            ticket.assignee_id = agent_id
-            ticket.assigned_at = now
+            if previous is not None:
+                await lock_agents(session, [previous, agent_id])
+            await _give(session, ticket, agent_id, previous=previous)
             reason: dict[str, Any] = {"strategy": "transfer", "by": principal.agent_id}
+            record(session, ticket, "transferred", agent_id=agent_id, by=principal.agent_id, from_agent_id=previous)
         else:
             assert group_id is not None
             await _check_group(session, group_id)
+            if counts(previous, ticket.status):
+                await release_slot(session, previous)  # type: ignore[arg-type]
             ticket.group_id = group_id
             ticket.assignee_id = None
             ticket.assigned_at = None
-            await session.flush()
-            assignment = await hub.router.route(session, ticket)
-            reason = {"strategy": assignment.strategy if assignment else "queued", "group_id": group_id,
-                      "by": principal.agent_id}
+            ticket.queued_at = None
+            ticket.routing_state = RoutingState.PENDING
+            reason = {"strategy": "transfer", "group_id": group_id, "by": principal.agent_id}
+            record(session, ticket, "transferred", agent_id=None, by=principal.agent_id, from_agent_id=previous,
+                   to_group_id=group_id)
         ticket.updated_at = now
         await session.flush()
         kind = EventKind.TICKET_ASSIGNED if ticket.assignee_id is not None else EventKind.TICKET_UNASSIGNED
@@ -356,7 +401,7 @@ async def transfer(
                 payload={"ticket": ticket_dict(ticket, customer), "reason": reason}, previous_assignee_id=previous)
         await session.flush()
         outcome.events = log.published()
-        outcome.freed_capacity = previous is not None and previous != ticket.assignee_id
+        outcome.route = previous is not None or ticket.assignee_id is None
         result = ticket_dict(ticket, customer)
     await _finish(hub, principal.tenant_id, outcome)
     return result
@@ -397,6 +442,7 @@ async def update_ticket(
             if new not in _ALLOWED[TicketStatus(ticket.status)]:
                 raise Conflict(f"a {ticket.status} ticket cannot become {new}", code="invalid_transition")
             was_active = ticket.status in ACTIVE_STATUSES
+            now_active = new in ACTIVE_STATUSES
             if ticket.status == TicketStatus.SOLVED and new == TicketStatus.OPEN:
                 ticket.reopen_count += 1
                 ticket.solved_at = None
@@ -407,7 +453,23 @@ async def update_ticket(
                 ticket.solved_at = ticket.solved_at or now
             changes["status"] = {"from": ticket.status, "to": new.value}
             ticket.status = new
-            outcome.freed_capacity = was_active and new not in ACTIVE_STATUSES and ticket.assignee_id is not None
+            if was_active and not now_active:
+                if ticket.assignee_id is not None:
+                    await release_slot(session, ticket.assignee_id)
+                ticket.routing_state = RoutingState.IDLE
+                ticket.overflow_at = None
+                outcome.route = True
+            elif now_active and not was_active:
+                # Reopened: back to its agent if they have room, else back to routing.
+                if ticket.assignee_id is not None and await take_slot(session, ticket.assignee_id, ticket.channel,
+                                                                      require_online=False):
+                    ticket.routing_state = RoutingState.ASSIGNED
+                else:
+                    if ticket.assignee_id is not None:
+                        changes["assignee_id"] = {"from": ticket.assignee_id, "to": None}
+                    ticket.assignee_id = None
+                    ticket.routing_state = RoutingState.PENDING
+                    outcome.route = True
         if priority is not None and priority != ticket.priority:
             try:
                 Priority(priority)
@@ -415,6 +477,7 @@ async def update_ticket(
                 raise InvalidInput(f"unknown priority {priority!r}", code="invalid_priority") from None
             changes["priority"] = {"from": ticket.priority, "to": priority}
             ticket.priority = priority
+            ticket.priority_rank = PRIORITY_RANK[Priority(priority)]
         new_tags = list(ticket.tags or [])
         if tags is not None:
             new_tags = _clean_tags(tags)
@@ -442,31 +505,6 @@ async def update_ticket(
         result = ticket_dict(ticket, customer)
     await _finish(hub, principal.tenant_id, outcome)
     return result
-
-
-async def serve_queue(hub: Hub, tenant_id: int) -> int:
-    """Offer freed capacity to waiting tickets, highest priority then oldest first."""
-    async with hub.db.session(tenant_id) as session:
-        assignments = await hub.router.drain(session, tenant_id)
-        if not assignments:
-            return 0
-        log = EventLog(session)
-        ids = [a.ticket_id for a in assignments]
-        rows = (
-            await session.execute(
-                select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id).where(Ticket.id.in_(ids))
-            )
-        ).all()
-        by_id = {t.id: (t, c) for t, c in rows}
-        for a in assignments:
-            ticket, customer = by_id[a.ticket_id]
-            log.add(EventKind.TICKET_ASSIGNED, tenant_id=tenant_id, ticket=ticket,
-                    payload={"ticket": ticket_dict(ticket, customer),
-                             "reason": {"strategy": a.strategy, "candidates": a.candidates, "from_queue": True}})
-        await session.flush()
-        events = log.published()
-    await hub.publish(tenant_id, events)
-    return len(assignments)
 
 
 async def agent_group_ids(session: AsyncSession, agent_id: int) -> list[int]:

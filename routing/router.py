@@ -1,120 +1,509 @@
-"""Assignment: which online agent with free capacity takes a ticket, and serving the waiting queue.
+"""The router: rules at the door, strategies per group, capacity, the queue, overflow, re-routing.
 
-The interface (:class:`Router`) is what core calls; the interim implementation is "least busy".
-Selection is a pure function (routing.strategies); committing it re-checks capacity under a row
-lock on the agent (``FOR UPDATE`` on PostgreSQL; SQLite writers are serialised by
-``BEGIN IMMEDIATE``), so concurrent processes never push an agent over capacity or assign a ticket
-twice.
+How a ticket moves:
+- ``core.ingest`` (or a ticket made by hand) applies the tenant's rules (:meth:`Router.apply_rules`)
+  and leaves the ticket ``pending``; after commit it signals the router.
+- The router's loop (one per hub process) routes in batches: it claims waiting tickets with
+  ``FOR UPDATE SKIP LOCKED`` (so processes never take the same ticket), highest priority then
+  oldest first, chooses agents from a snapshot (routing.strategies, pure), and commits every choice
+  at once with one conditional UPDATE of the agents' loads (``load + n <= capacity AND online``).
+  An agent who filled up or went offline meanwhile fails the condition; those tickets stay waiting
+  and the batch is retried. Under light load a batch is one ticket; under heavy load batches grow,
+  which is what keeps the decision rate high.
+- Tickets nobody can take become ``queued``; freeing capacity anywhere signals the router, which
+  serves the queue in order. A queued ticket whose group overflows moves on at ``overflow_at``.
+- Every decision is recorded (``assignment_records``): rule, strategy, candidates.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Integer, column, func, or_, select, update, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.models import ACTIVE_STATUSES, Agent, AgentGroup, Presence, Ticket, utcnow
-from routing.strategies import Candidate, least_busy
+from core.events import EventKind, EventLog
+from core.models import (
+    ACTIVE_STATUSES,
+    PRIORITY_RANK,
+    Agent,
+    AgentGroup,
+    AssignmentRecord,
+    Customer,
+    Group,
+    Presence,
+    Priority,
+    RoutingRule,
+    Tenant,
+    Ticket,
+    utcnow,
+)
+from core.serialize import ticket_dict
+from routing.rules import BusinessHours, RoutingContext, Rule, RuleMatch, compile_rule, evaluate
+from routing.strategies import AgentState, Choice, GroupPolicy, TicketView, choose
+
+if TYPE_CHECKING:
+    from core.hub import Hub
 
 logger = logging.getLogger(__name__)
 
+BATCH = 500
+RULES_TTL = 5.0
+DEFAULT_OVERFLOW_SECONDS = 600
+SWEEP_INTERVAL = 1.0
+
+
+async def lock_agents(session: AsyncSession, agent_ids: list[int]) -> None:
+    if agent_ids:
+        await session.execute(select(Agent.id).where(Agent.id.in_(sorted(set(agent_ids))))
+                              .order_by(Agent.id).with_for_update())
+
+
+class RoutingState:
+    PENDING = "pending"
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    IDLE = "idle"
+
+
+WAITING = (RoutingState.PENDING, RoutingState.QUEUED)
+
 
 @dataclass(frozen=True)
-class Assignment:
-    ticket_id: int
-    agent_id: int
-    strategy: str
-    candidates: int
+class TenantRouting:
+    """A tenant's routing configuration, compiled; cached briefly per process."""
+
+    rules: tuple[Rule, ...]
+    default_group_id: int | None
+    business_hours: BusinessHours | None
+    offline_policy: str  # "reroute" or "keep"
+    default_overflow_seconds: int | None  # None: tickets may wait without limit (the tenant chose so)
 
 
-class Router(Protocol):
-    async def route(self, session: AsyncSession, ticket: Ticket) -> Assignment | None:
-        """Assign ``ticket`` (already flushed, unassigned) within the caller's transaction, or leave it waiting."""
-
-    async def drain(self, session: AsyncSession, tenant_id: int, limit: int = 100) -> list[Assignment]:
-        """Hand waiting tickets to agents with room: highest priority first, then oldest."""
-
+def parse_settings(raw: dict[str, Any]) -> tuple[int | None, BusinessHours | None, str, int | None]:
+    hours = BusinessHours.parse(raw["business_hours"]) if raw.get("business_hours") else None
+    unlimited = bool(raw.get("unlimited_wait", False))
+    overflow = None if unlimited else int(raw.get("default_overflow_seconds") or DEFAULT_OVERFLOW_SECONDS)
+    return raw.get("default_group_id"), hours, raw.get("offline_policy", "reroute"), overflow
 
 
-PRIORITY_ORDER = case(
-    {"urgent": 3, "high": 2, "normal": 1, "low": 0}, value=Ticket.priority, else_=1
-)
+@dataclass
+class BatchResult:
+    examined: int = 0
+    assigned: int = 0
+    queued: int = 0
+    conflicts: int = 0
 
 
-class LeastBusyRouter:
-    strategy = "least_busy"
+class Router:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._config: dict[int, tuple[float, TenantRouting]] = {}
+        self._wanted: set[int] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
-    async def candidates(self, session: AsyncSession, tenant_id: int, group_id: int | None) -> list[Candidate]:
-        load = func.count(Ticket.id)
-        stmt = (
-            select(Agent.id, Agent.capacity, Agent.last_assigned_at, load)
-            .outerjoin(Ticket, and_(Ticket.assignee_id == Agent.id, Ticket.status.in_(ACTIVE_STATUSES)))
-            .where(Agent.tenant_id == tenant_id, Agent.active.is_(True), Agent.status == Presence.ONLINE)
-            .group_by(Agent.id, Agent.capacity, Agent.last_assigned_at)
-            .having(load < Agent.capacity)
+    # --- configuration --------------------------------------------------------------------
+    async def config(self, session: AsyncSession, tenant_id: int) -> TenantRouting:
+        hit = self._config.get(tenant_id)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        raw = (await session.execute(select(Tenant.routing).where(Tenant.id == tenant_id))).scalar_one_or_none() or {}
+        rows = (await session.execute(
+            select(RoutingRule).where(RoutingRule.tenant_id == tenant_id, RoutingRule.enabled.is_(True))
+            .order_by(RoutingRule.position, RoutingRule.id)
+        )).scalars().all()
+        rules = []
+        for r in rows:
+            try:
+                rules.append(compile_rule(r.id, r.name, r.conditions, r.actions))
+            except Exception:  # validated on the way in; a bad stored rule must not stop routing
+                logger.exception("routing rule %s of tenant %s does not compile; skipped", r.id, tenant_id)
+        default_group, hours, offline, overflow = parse_settings(raw)
+        cfg = TenantRouting(tuple(rules), default_group, hours, offline, overflow)
+        self._config[tenant_id] = (time.monotonic() + RULES_TTL, cfg)
+        return cfg
+
+    def forget(self, tenant_id: int) -> None:
+        """Drop the cached configuration (after a change; other processes expire theirs in seconds)."""
+        self._config.pop(tenant_id, None)
+
+    async def apply_rules(
+        self, session: AsyncSession, ticket: Ticket, customer: Customer, text: str
+    ) -> RuleMatch:
+        """Set a new ticket's group, priority, tags and required skills from the first matching rule."""
+        cfg = await self.config(session, ticket.tenant_id)
+        ctx = RoutingContext(
+            channel=ticket.channel, text=text, priority=ticket.priority,
+            customer_tags=frozenset(str(t).casefold() for t in (customer.tags or [])),
+            customer_attributes=dict(customer.attributes or {}), now=utcnow(), business_hours=cfg.business_hours,
         )
-        if group_id is not None:
-            stmt = stmt.where(
-                Agent.id.in_(select(AgentGroup.agent_id).where(AgentGroup.group_id == group_id))
-            )
-        rows = (await session.execute(stmt)).all()
-        return [Candidate(r[0], r[1], r[3], r[2]) for r in rows]
+        match = evaluate(cfg.rules, ctx, cfg.default_group_id)
+        a = match.actions
+        if a.group_id is not None and ticket.group_id is None:
+            ticket.group_id = a.group_id
+        if a.priority is not None:
+            ticket.priority = a.priority
+            ticket.priority_rank = PRIORITY_RANK[Priority(a.priority)]
+        if a.add_tags:
+            ticket.tags = list(dict.fromkeys([*(ticket.tags or []), *a.add_tags]))
+        if a.required_skills:
+            ticket.required_skills = dict(a.required_skills)
+        ticket.routing_rule = match.rule
+        ticket.routing_state = RoutingState.PENDING
+        return match
 
-    async def _lock_if_room(self, session: AsyncSession, agent_id: int) -> bool:
-        """Lock the agent row and re-count under the lock: the capacity check that counts."""
-        locked = (
-            await session.execute(
-                select(Agent.capacity, Agent.status, Agent.active).where(Agent.id == agent_id).with_for_update()
-            )
-        ).one_or_none()
-        if locked is None or not locked.active or locked.status != Presence.ONLINE:
-            return False
-        load = (
-            await session.execute(
-                select(func.count(Ticket.id)).where(
-                    Ticket.assignee_id == agent_id, Ticket.status.in_(ACTIVE_STATUSES)
-                )
-            )
-        ).scalar_one()
-        return int(load) < locked.capacity
+    # --- the loop -------------------------------------------------------------------------
+    def signal(self, tenant_id: int) -> None:
+        """Something changed (a ticket waits, capacity freed up): route this tenant soon."""
+        self._wanted.add(tenant_id)
+        self._wake.set()
 
-    async def route(self, session: AsyncSession, ticket: Ticket) -> Assignment | None:
-        candidates = await self.candidates(session, ticket.tenant_id, ticket.group_id)
-        for choice in least_busy(candidates):
-            if await self._lock_if_room(session, choice.agent_id):
-                now = utcnow()
-                ticket.assignee_id = choice.agent_id
-                ticket.assigned_at = now
-                ticket.updated_at = now
-                agent = await session.get(Agent, choice.agent_id)
-                if agent is not None:
-                    agent.last_assigned_at = now
-                await session.flush()
-                return Assignment(ticket.id, choice.agent_id, self.strategy, len(candidates))
-        return None
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="router")
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="router-sweeper")
 
-    async def drain(self, session: AsyncSession, tenant_id: int, limit: int = 100) -> list[Assignment]:
-        done: list[Assignment] = []
-        if not await self.candidates(session, tenant_id, None):
-            return done
-        waiting = (
-            await session.execute(
-                select(Ticket)
-                .where(
-                    Ticket.tenant_id == tenant_id,
-                    Ticket.assignee_id.is_(None),
-                    Ticket.status.in_(ACTIVE_STATUSES),
-                )
-                .order_by(PRIORITY_ORDER.desc(), Ticket.created_at, Ticket.id)
+    async def stop(self) -> None:
+        for task in (self._task, self._sweeper):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        self._task = self._sweeper = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            tenants, self._wanted = self._wanted, set()
+            for tenant_id in tenants:
+                try:
+                    await self.route_tenant(tenant_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("routing tenant %s failed; retrying soon", tenant_id)
+                    asyncio.get_running_loop().call_later(1.0, self.signal, tenant_id)
+
+    async def _sweep_loop(self) -> None:
+        """Pick up what no signal announced: other processes' leftovers, overflow deadlines."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                await self.overflow_due()
+                async with self.hub.db.read() as session:
+                    tenants = (await session.execute(
+                        select(Ticket.tenant_id).where(Ticket.routing_state == RoutingState.PENDING).distinct()
+                    )).scalars().all()
+                for tenant_id in tenants:
+                    self.signal(tenant_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("router sweep failed")
+
+    async def route_tenant(self, tenant_id: int) -> BatchResult:
+        """Route until nothing routable is left for the tenant."""
+        total = BatchResult()
+        while True:
+            result = await self.route_batch(tenant_id)
+            total.examined += result.examined
+            total.assigned += result.assigned
+            total.queued += result.queued
+            total.conflicts += result.conflicts
+            # Go on while work was done; stop when only unroutable tickets remain.
+            if result.assigned == 0 and result.conflicts == 0 and result.queued == 0:
+                return total
+            if result.examined < BATCH and result.conflicts == 0:
+                return total
+
+    # --- one batch ------------------------------------------------------------------------
+    async def _agents(
+        self, session: AsyncSession, tenant_id: int
+    ) -> tuple[list[AgentState], dict[int, list[AgentState]]]:
+        rows = (await session.execute(
+            select(Agent.id, Agent.capacity, Agent.load, Agent.last_assigned_at, Agent.skills, Agent.channel_capacity)
+            .where(Agent.tenant_id == tenant_id, Agent.active.is_(True), Agent.status == Presence.ONLINE,
+                   Agent.load < Agent.capacity)
+        )).all()
+        if not rows:
+            return [], {}
+        ids = [r[0] for r in rows]
+        memberships: dict[int, set[int]] = defaultdict(set)
+        for agent_id, group_id in (await session.execute(
+            select(AgentGroup.agent_id, AgentGroup.group_id).where(AgentGroup.tenant_id == tenant_id,
+                                                                   AgentGroup.agent_id.in_(ids))
+        )).all():
+            memberships[agent_id].add(group_id)
+        states = [AgentState(r[0], r[1], r[2], r[3], frozenset(memberships.get(r[0], ())),
+                             {k: int(v) for k, v in (r[4] or {}).items()},
+                             {k: int(v) for k, v in (r[5] or {}).items()}) for r in rows]
+        capped = [s.agent_id for s in states if s.channel_capacity]
+        if capped:
+            by_id = {s.agent_id: s for s in states}
+            for assignee, channel, n in (await session.execute(
+                select(Ticket.assignee_id, Ticket.channel, func.count(Ticket.id))
+                .where(Ticket.assignee_id.in_(capped), Ticket.status.in_(ACTIVE_STATUSES))
+                .group_by(Ticket.assignee_id, Ticket.channel)
+            )).all():
+                if assignee is not None:
+                    by_id[assignee].channel_load[channel] = int(n)
+        by_group: dict[int, list[AgentState]] = defaultdict(list)
+        for s in states:
+            for g in s.groups:
+                by_group[g].append(s)
+        return states, by_group
+
+    async def _sticky(self, session: AsyncSession, tickets: list[tuple[Ticket, Customer]],
+                      groups: dict[int, Group]) -> dict[int, int]:
+        """For tickets of sticky groups: the agent who last served the customer within the group's days."""
+        want: dict[int, int] = {}
+        for t, _c in tickets:
+            g = groups.get(t.group_id) if t.group_id is not None else None
+            if g is not None and g.strategy == "sticky":
+                want[t.customer_id] = max(want.get(t.customer_id, 0), g.sticky_days)
+        if not want:
+            return {}
+        since = utcnow() - timedelta(days=max(want.values()))
+        rows = (await session.execute(
+            select(Ticket.customer_id, Ticket.assignee_id, func.max(Ticket.assigned_at))
+            .where(Ticket.customer_id.in_(list(want)), Ticket.assignee_id.is_not(None), Ticket.assigned_at >= since)
+            .group_by(Ticket.customer_id, Ticket.assignee_id)
+        )).all()
+        best: dict[int, tuple[datetime, int]] = {}
+        for customer_id, agent_id, at in rows:
+            if at is None or agent_id is None or at < utcnow() - timedelta(days=want[customer_id]):
+                continue
+            if customer_id not in best or at > best[customer_id][0]:
+                best[customer_id] = (at, agent_id)
+        return {cid: agent for cid, (_at, agent) in best.items()}
+
+    async def route_batch(self, tenant_id: int, limit: int = BATCH) -> BatchResult:
+        result = BatchResult()
+        now = utcnow()
+        async with self.hub.db.session(tenant_id) as session:
+            agents, by_group = await self._agents(session, tenant_id)
+            groups = {g.id: g for g in (await session.execute(
+                select(Group).where(Group.tenant_id == tenant_id))).scalars().all()}
+            stmt = (
+                select(Ticket, Customer)
+                .join(Customer, Customer.id == Ticket.customer_id)
+                .where(Ticket.tenant_id == tenant_id, Ticket.routing_state.in_(WAITING),
+                       Ticket.assignee_id.is_(None), Ticket.status.in_(ACTIVE_STATUSES))
+                .order_by(Ticket.priority_rank.desc(), Ticket.created_at, Ticket.id)
                 .limit(limit)
-                .with_for_update(skip_locked=True)
+                .with_for_update(of=Ticket, skip_locked=True)
             )
-        ).scalars().all()
-        for ticket in waiting:
-            assignment = await self.route(session, ticket)
-            if assignment is not None:
-                done.append(assignment)
-        return done
+            # New tickets always get a look (to be routed or queued); waiting ones only where an agent
+            # has room, so tickets nobody can take never crowd out those somebody can.
+            servable = [g for g in by_group if g in groups and groups[g].strategy != "manual"]
+            waiting_ok = [Ticket.group_id.in_(servable)] if servable else []
+            if agents:
+                waiting_ok.append(Ticket.group_id.is_(None))
+            stmt = stmt.where(or_(Ticket.routing_state == RoutingState.PENDING, *waiting_ok))
+            tickets = [(t, c) for t, c in (await session.execute(stmt)).all()]
+            result.examined = len(tickets)
+            if not tickets:
+                return result
+            cfg = await self.config(session, tenant_id)
+            sticky = await self._sticky(session, tickets, groups)
+
+            choices: list[tuple[Ticket, Customer, Choice]] = []
+            for ticket, customer in tickets:
+                group = groups.get(ticket.group_id) if ticket.group_id is not None else None
+                policy = GroupPolicy(group.strategy, group.sticky_fallback) if group else GroupPolicy()
+                pool = by_group.get(ticket.group_id, []) if ticket.group_id is not None else agents
+                view = TicketView(ticket.id, ticket.channel, ticket.group_id,
+                                  {k: int(v) for k, v in (ticket.required_skills or {}).items()},
+                                  sticky.get(ticket.customer_id))
+                choice = choose(view, policy, pool)
+                if choice.agent_id is not None:
+                    next(a for a in pool if a.agent_id == choice.agent_id).take(ticket.channel, now)
+                choices.append((ticket, customer, choice))
+
+            granted = await self._commit_loads(session, choices, now)
+            log = EventLog(session)
+            records: list[AssignmentRecord] = []
+            for ticket, customer, choice in choices:
+                base = {"tenant_id": tenant_id, "ticket_id": ticket.id, "group_id": ticket.group_id,
+                        "rule": ticket.routing_rule, "strategy": choice.strategy, "candidates": choice.considered}
+                if choice.agent_id is not None and granted.get(choice.agent_id, 0) > 0:
+                    granted[choice.agent_id] -= 1
+                    ticket.assignee_id = choice.agent_id
+                    ticket.assigned_at = now
+                    ticket.updated_at = now
+                    ticket.routing_state = RoutingState.ASSIGNED
+                    ticket.overflow_at = None
+                    result.assigned += 1
+                    records.append(AssignmentRecord(outcome="assigned", agent_id=choice.agent_id, **base))
+                    log.add(EventKind.TICKET_ASSIGNED, tenant_id=tenant_id, ticket=ticket, payload={
+                        "ticket": ticket_dict(ticket, customer),
+                        "reason": {"rule": ticket.routing_rule, "strategy": choice.strategy,
+                                   "candidates": len(choice.considered),
+                                   "from_queue": ticket.queued_at is not None}})
+                elif choice.agent_id is not None:
+                    result.conflicts += 1  # the agent filled up or left meanwhile: try again
+                elif ticket.routing_state == RoutingState.PENDING:
+                    result.queued += 1
+                    ticket.routing_state = RoutingState.QUEUED
+                    ticket.queued_at = now
+                    ticket.overflow_at = self._overflow_at(ticket, groups, cfg, now)
+                    records.append(AssignmentRecord(outcome="queued", agent_id=None,
+                                                    detail={"note": choice.note}, **base))
+                    log.add(EventKind.TICKET_QUEUED, tenant_id=tenant_id, ticket=ticket, payload={
+                        "ticket": ticket_dict(ticket, customer),
+                        "reason": {"rule": ticket.routing_rule, "strategy": choice.strategy, "note": choice.note}})
+            session.add_all(records)
+            await session.flush()
+            events = log.published()
+        await self.hub.publish(tenant_id, events)
+        return result
+
+    async def _commit_loads(self, session: AsyncSession, choices: list[tuple[Ticket, Customer, Choice]],
+                            now: datetime) -> dict[int, int]:
+        """Raise every chosen agent's load at once, only where it stays within capacity and the agent
+        is still online. Returns how many tickets each agent was granted."""
+        wanted: dict[int, int] = defaultdict(int)
+        channels: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for ticket, _c, choice in choices:
+            if choice.agent_id is not None:
+                wanted[choice.agent_id] += 1
+                channels[choice.agent_id][ticket.channel] += 1
+        if not wanted:
+            return {}
+        # Lock the agents in id order first: every path that locks several agents does, so
+        # concurrent batches and transfers cannot deadlock.
+        await lock_agents(session, list(wanted))
+        v = values(column("id", Integer), column("n", Integer), name="wanted").data(list(wanted.items())).cte("wanted")
+        rows = (await session.execute(
+            update(Agent)
+            .where(Agent.id == v.c.id, Agent.load + v.c.n <= Agent.capacity, Agent.status == Presence.ONLINE,
+                   Agent.active.is_(True))
+            .values(load=Agent.load + v.c.n, last_assigned_at=now)
+            .returning(Agent.id, Agent.channel_capacity)
+            .execution_options(synchronize_session=False)
+        )).all()
+        granted = {agent_id: wanted[agent_id] for agent_id, _caps in rows}
+        # Per-channel caps, checked under the row locks the UPDATE now holds.
+        for agent_id, caps in rows:
+            for channel, n in channels[agent_id].items():
+                cap = (caps or {}).get(channel)
+                if cap is None:
+                    continue
+                current = int((await session.execute(select(func.count(Ticket.id)).where(
+                    Ticket.assignee_id == agent_id, Ticket.channel == channel,
+                    Ticket.status.in_(ACTIVE_STATUSES)))).scalar_one())
+                over = current + n - int(cap)
+                if over > 0:
+                    await session.execute(update(Agent).where(Agent.id == agent_id)
+                                          .values(load=Agent.load - over)
+                                          .execution_options(synchronize_session=False))
+                    granted[agent_id] -= over
+        return granted
+
+    @staticmethod
+    def _overflow_at(ticket: Ticket, groups: dict[int, Group], cfg: TenantRouting, now: datetime) -> datetime | None:
+        group = groups.get(ticket.group_id) if ticket.group_id is not None else None
+        if group is not None and group.overflow_group_id and group.overflow_after_seconds is not None:
+            return now + timedelta(seconds=group.overflow_after_seconds)
+        if ticket.group_id is None or cfg.default_overflow_seconds is None:
+            return None  # waits for any agent of the tenant, or the tenant chose to wait without limit
+        return now + timedelta(seconds=cfg.default_overflow_seconds)
+
+    # --- an agent who left ----------------------------------------------------------------
+    async def release_agent(self, tenant_id: int, agent_id: int) -> int:
+        """Send an offline agent's open chat tickets back to routing, unless the tenant keeps them."""
+        from connectors.registry import realtime_channels
+
+        async with self.hub.db.session(tenant_id) as session:
+            cfg = await self.config(session, tenant_id)
+            if cfg.offline_policy == "keep":
+                return 0
+            rows = (await session.execute(
+                select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id)
+                .where(Ticket.assignee_id == agent_id, Ticket.status.in_(ACTIVE_STATUSES),
+                       Ticket.channel.in_(realtime_channels()))
+                .order_by(Ticket.priority_rank.desc(), Ticket.created_at)
+                .with_for_update(of=Ticket)
+            )).all()
+            if not rows:
+                return 0
+            now = utcnow()
+            log = EventLog(session)
+            for ticket, customer in rows:
+                ticket.assignee_id = None
+                ticket.assigned_at = None
+                ticket.routing_state = RoutingState.PENDING
+                ticket.queued_at = None
+                ticket.updated_at = now
+                session.add(AssignmentRecord(tenant_id=tenant_id, ticket_id=ticket.id, outcome="unassigned",
+                                             agent_id=agent_id, group_id=ticket.group_id, rule=ticket.routing_rule,
+                                             strategy=None, candidates=[], detail={"reason": "agent went offline"}))
+                log.add(EventKind.TICKET_UNASSIGNED, tenant_id=tenant_id, ticket=ticket, previous_assignee_id=agent_id,
+                        payload={"ticket": ticket_dict(ticket, customer), "reason": {"agent_offline": agent_id}})
+            await session.execute(update(Agent).where(Agent.id == agent_id)
+                                  .values(load=Agent.load - len(rows))
+                                  .execution_options(synchronize_session=False))
+            await session.flush()
+            events = log.published()
+        await self.hub.publish(tenant_id, events)
+        self.signal(tenant_id)
+        return len(rows)
+
+    # --- overflow -------------------------------------------------------------------------
+    async def overflow_due(self) -> int:
+        """Move queued tickets whose wait ran out to the next group (or to any agent)."""
+        now = utcnow()
+        moved_by_tenant: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        async with self.hub.db.session() as session:
+            rows = (await session.execute(
+                select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id)
+                .where(Ticket.routing_state == RoutingState.QUEUED, Ticket.overflow_at <= now,
+                       Ticket.assignee_id.is_(None))
+                .order_by(Ticket.overflow_at).limit(BATCH)
+                .with_for_update(of=Ticket, skip_locked=True)
+            )).all()
+            if not rows:
+                return 0
+            group_ids = {t.group_id for t, _c in rows if t.group_id is not None}
+            groups = {g.id: g for g in (await session.execute(select(Group).where(Group.id.in_(group_ids))))
+                      .scalars().all()}
+            logs: dict[int, EventLog] = {}
+            for ticket, customer in rows:
+                cfg = await self.config(session, ticket.tenant_id)
+                group = groups.get(ticket.group_id) if ticket.group_id is not None else None
+                if group is not None and group.overflow_group_id and group.overflow_after_seconds is not None:
+                    target: int | None = group.overflow_group_id
+                elif cfg.default_group_id is not None and cfg.default_group_id != ticket.group_id:
+                    target = cfg.default_group_id
+                else:
+                    target = None  # any online agent of the tenant
+                previous = ticket.group_id
+                ticket.group_id = target
+                ticket.routing_state = RoutingState.PENDING
+                ticket.queued_at = now
+                ticket.overflow_at = None
+                ticket.updated_at = now
+                session.add(AssignmentRecord(tenant_id=ticket.tenant_id, ticket_id=ticket.id, outcome="overflowed",
+                                             group_id=target, rule=ticket.routing_rule, strategy=None, candidates=[],
+                                             detail={"from_group_id": previous, "to_group_id": target}))
+                log = logs.setdefault(ticket.tenant_id, EventLog(session))
+                log.add(EventKind.TICKET_OVERFLOWED, tenant_id=ticket.tenant_id, ticket=ticket, payload={
+                    "ticket": ticket_dict(ticket, customer), "from_group_id": previous, "to_group_id": target})
+            await session.flush()
+            for tenant_id, log in logs.items():
+                moved_by_tenant[tenant_id] = log.published()
+        for tenant_id, events in moved_by_tenant.items():
+            await self.hub.publish(tenant_id, events)
+            self.signal(tenant_id)
+        return len(rows)

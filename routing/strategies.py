@@ -1,26 +1,121 @@
-"""Choosing an agent: pure functions over candidates, kept apart from committing the choice."""
+"""Choosing an agent: pure functions over a snapshot of online agents with room, kept apart from
+committing the choice (routing.router), which re-checks capacity atomically.
+
+Strategies, chosen per group:
+- ``round_robin``: the agent whose last assignment is oldest (self-healing: no cursor to lose);
+- ``least_busy``: fewest open tickets, ties to the agent idle longest;
+- ``skills``: only agents whose skill levels cover the ticket's required skills, then least busy;
+- ``sticky``: the agent who last served this customer, if online with room, else the group's
+  fallback strategy;
+- ``manual``: nobody is chosen; the ticket waits in the group's queue for an agent to claim it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
+STRATEGIES = ("round_robin", "least_busy", "skills", "sticky", "manual")
+MAX_RECORDED = 20
 
 
-@dataclass(frozen=True)
-class Candidate:
+@dataclass
+class AgentState:
+    """One online agent as the router sees it for the length of one batch."""
+
     agent_id: int
     capacity: int
     load: int
     last_assigned_at: datetime | None
+    groups: frozenset[int] = frozenset()
+    skills: dict[str, int] = field(default_factory=dict)
+    channel_capacity: dict[str, int] = field(default_factory=dict)
+    channel_load: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def free(self) -> int:
-        return self.capacity - self.load
+    def room_for(self, channel: str) -> bool:
+        if self.load >= self.capacity:
+            return False
+        cap = self.channel_capacity.get(channel)
+        return cap is None or self.channel_load.get(channel, 0) < cap
+
+    def covers(self, required: dict[str, int]) -> bool:
+        return all(self.skills.get(skill, 0) >= level for skill, level in required.items())
+
+    def take(self, channel: str, when: datetime) -> None:
+        self.load += 1
+        self.channel_load[channel] = self.channel_load.get(channel, 0) + 1
+        self.last_assigned_at = when
+
+    def view(self, note: str | None = None) -> dict[str, Any]:
+        row: dict[str, Any] = {"agent_id": self.agent_id, "load": self.load, "capacity": self.capacity}
+        if note:
+            row["excluded"] = note
+        return row
 
 
-def least_busy(candidates: list[Candidate]) -> list[Candidate]:
-    """Candidates with room, best first: fewest open tickets, then the one idle longest."""
-    with_room = [c for c in candidates if c.free > 0]
-    return sorted(with_room, key=lambda c: (c.load, c.last_assigned_at or _NEVER, c.agent_id))
+@dataclass(frozen=True)
+class TicketView:
+    ticket_id: int
+    channel: str
+    group_id: int | None
+    required_skills: dict[str, int]
+    sticky_agent_id: int | None = None
+
+
+@dataclass(frozen=True)
+class GroupPolicy:
+    strategy: str = "least_busy"
+    sticky_fallback: str = "least_busy"
+
+
+@dataclass(frozen=True)
+class Choice:
+    agent_id: int | None
+    strategy: str
+    considered: list[dict[str, Any]]
+    note: str | None = None
+
+
+def _least_busy_key(a: AgentState) -> tuple[int, datetime, int]:
+    return (a.load, a.last_assigned_at or _NEVER, a.agent_id)
+
+
+def _round_robin_key(a: AgentState) -> tuple[datetime, int]:
+    return (a.last_assigned_at or _NEVER, a.agent_id)
+
+
+def choose(ticket: TicketView, policy: GroupPolicy, agents: list[AgentState]) -> Choice:
+    """Pick an agent for ``ticket`` among ``agents`` (the online agents of the tenant)."""
+    strategy = policy.strategy
+    if strategy == "manual":
+        return Choice(None, "manual", [], "waits for an agent of the group to claim it")
+    considered: list[dict[str, Any]] = []
+    pool: list[AgentState] = []
+    for agent in agents:
+        if ticket.group_id is not None and ticket.group_id not in agent.groups:
+            continue
+        if not agent.room_for(ticket.channel):
+            if len(considered) < MAX_RECORDED:
+                considered.append(agent.view("at capacity"))
+            continue
+        if (strategy == "skills" or ticket.required_skills) and not agent.covers(ticket.required_skills):
+            if len(considered) < MAX_RECORDED:
+                considered.append(agent.view("missing skills"))
+            continue
+        pool.append(agent)
+    if strategy == "sticky":
+        sticky = next((a for a in pool if a.agent_id == ticket.sticky_agent_id), None)
+        if sticky is not None:
+            considered.insert(0, sticky.view())
+            return Choice(sticky.agent_id, "sticky", considered[:MAX_RECORDED])
+        strategy = policy.sticky_fallback if policy.sticky_fallback != "sticky" else "least_busy"
+        if strategy == "manual":
+            return Choice(None, "manual", considered, "the last agent is not available; waits to be claimed")
+    key = _round_robin_key if strategy == "round_robin" else _least_busy_key
+    ranked = sorted(pool, key=key)
+    considered = [a.view() for a in ranked[:MAX_RECORDED]] + considered
+    if not ranked:
+        return Choice(None, strategy, considered[:MAX_RECORDED], "no online agent with room")
+    return Choice(ranked[0].agent_id, strategy, considered[:MAX_RECORDED])

@@ -19,9 +19,10 @@ async def test_customer_message_reaches_agent_and_reply_reaches_customer(tenant:
 
     created = await client.wait_event(lambda e: e["kind"] == "message.created")
     assert created["message"]["text"] == "Where is my order #1234?"
-    assert created["ticket"]["assignee_id"] == agent.id
     assert created["ticket"]["customer"]["name"] == "Wang Fang"
     ticket_id = created["ticket_id"]
+    assigned = await client.wait_event(lambda e: e["kind"] == "ticket.assigned" and e["ticket_id"] == ticket_id)
+    assert assigned["ticket"]["assignee_id"] == agent.id
 
     await client.reply(ticket_id, "It ships today.")
     answer = await visitor.wait_message(lambda m: m["direction"] == "outbound")

@@ -60,6 +60,7 @@ def _tenant_id(request: web.Request) -> int:
 
 class WebchatConnector(Connector):
     kind = "webchat"
+    realtime = True
 
     async def send(self, message: OutboundMessage) -> str:
         # Delivery is a publication to whichever hub process holds the visitor's socket; a visitor

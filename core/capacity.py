@@ -1,0 +1,66 @@
+"""Agents' load: the count of open tickets assigned to each, kept in ``agents.load``.
+
+Every change of a ticket's assignee or of its status between open and not open goes through here,
+in the same transaction as the change. A slot is only ever taken by one conditional UPDATE that
+checks capacity (and presence, for routing), so no agent goes over capacity however many processes
+assign at once: on PostgreSQL the row lock serialises competing UPDATEs and each re-checks the
+condition; SQLite writers are serialised by ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.models import ACTIVE_STATUSES, Agent, Presence, Ticket
+
+
+def counts(assignee_id: int | None, status: str) -> bool:
+    """Whether a ticket in this state occupies its assignee's capacity."""
+    return assignee_id is not None and status in ACTIVE_STATUSES
+
+
+async def take_slot(session: AsyncSession, agent_id: int, channel: str, *, require_online: bool) -> bool:
+    """Raise the agent's load by one if they have room (and are online, when asked). Holds the
+    agent's row lock until commit, so the per-channel check that follows is race-free."""
+    stmt = (
+        update(Agent)
+        .where(Agent.id == agent_id, Agent.active.is_(True), Agent.load < Agent.capacity)
+        .values(load=Agent.load + 1)
+        .returning(Agent.channel_capacity)
+    )
+    if require_online:
+        stmt = stmt.where(Agent.status == Presence.ONLINE)
+    row = (await session.execute(stmt.execution_options(synchronize_session=False))).one_or_none()
+    if row is None:
+        return False
+    cap = (row[0] or {}).get(channel)
+    if cap is not None and await channel_load(session, agent_id, channel) >= cap:
+        await release_slot(session, agent_id)
+        return False
+    return True
+
+
+async def release_slot(session: AsyncSession, agent_id: int) -> None:
+    await session.execute(
+        update(Agent).where(Agent.id == agent_id, Agent.load > 0).values(load=Agent.load - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def channel_load(session: AsyncSession, agent_id: int, channel: str) -> int:
+    return int((await session.execute(
+        select(func.count(Ticket.id)).where(
+            Ticket.assignee_id == agent_id, Ticket.channel == channel, Ticket.status.in_(ACTIVE_STATUSES))
+    )).scalar_one())
+
+
+async def heal(session: AsyncSession, agent_id: int) -> int:
+    """Recount one agent's load from the tickets (under the agent's row lock)."""
+    await session.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update())
+    actual = int((await session.execute(
+        select(func.count(Ticket.id)).where(Ticket.assignee_id == agent_id, Ticket.status.in_(ACTIVE_STATUSES))
+    )).scalar_one())
+    await session.execute(update(Agent).where(Agent.id == agent_id).values(load=actual)
+                          .execution_options(synchronize_session=False))
+    return actual
