@@ -52,6 +52,8 @@ class AgentConnection:
         self.seen_set: set[int] = set()
         self.last_beat = 0.0
         self.overflowed = False
+        # The agent's groups: which waiting tickets' events they see (refreshed with heartbeats).
+        self.groups: frozenset[int] = frozenset()
 
     # --- outgoing -------------------------------------------------------------------------
     def push(self, frame: dict[str, Any]) -> None:
@@ -76,7 +78,7 @@ class AgentConnection:
 
     def on_event(self, event: dict[str, Any]) -> None:
         assert self.principal is not None
-        if visible_to(event, self.principal.agent_id, self.principal.sees_all) and self._mark(event["id"]):
+        if visible_to(event, self.principal.agent_id, self.principal.sees_all, self.groups) and self._mark(event["id"]):
             self.push({"type": "event", "event": event})
 
     async def writer(self) -> None:
@@ -116,13 +118,14 @@ class AgentConnection:
             await self.ws.send_json({"type": "error", **exc.to_dict()})
             return False
         principal = self.principal
+        await self.refresh_groups()
         # Subscribe before reading the backlog, so nothing falls between the two; ids de-duplicate.
         self.subscription = self.hub.bus.subscribe(tenant_topic(self.tenant.id), self.on_event)
         status = hello.status if hello.status in (Presence.ONLINE, Presence.AWAY) else Presence.ONLINE
         await set_presence(self.hub, self.tenant.id, principal.agent_id, status)
         self.last_beat = time.monotonic()
         last_id, open_tickets = await snapshot(self.hub, principal)
-        missed = await missed_events(self.hub, principal, hello.since) if hello.since is not None else []
+        missed = await missed_events(self.hub, principal, hello.since, self.groups) if hello.since is not None else []
         missed = [e for e in missed if self._mark(e["id"])]
         await self.ws.send_str(json.dumps({
             "type": "welcome", "agent": await profile(self.hub, principal), "last_event_id": last_id,
@@ -130,12 +133,18 @@ class AgentConnection:
         }, default=str))
         return True
 
+    async def refresh_groups(self) -> None:
+        assert self.principal is not None
+        async with self.hub.db.read(self.tenant.id) as session:
+            self.groups = frozenset(await tickets.agent_group_ids(session, self.principal.agent_id))
+
     async def beat(self) -> None:
         # At most one database write per third of the timeout, however chatty the client is.
         now = time.monotonic()
         if self.principal is not None and now - self.last_beat > self.hub.settings.heartbeat_timeout / 3:
             self.last_beat = now
             await heartbeat(self.hub, self.tenant.id, self.principal.agent_id)
+            await self.refresh_groups()
 
     async def handle(self, data: dict[str, Any]) -> None:
         assert self.principal is not None
@@ -241,9 +250,13 @@ async def _get(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> 
     return await tickets.get_ticket(hub, p, ticket_id)
 
 
+async def _claim(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:
+    return {"ticket": await tickets.claim(hub, p, ticket_id)}
+
+
 ACTIONS = {
     "reply": _reply, "note": _note, "status": _status, "priority": _priority, "tags": _tags,
-    "transfer": _transfer, "get_ticket": _get,
+    "transfer": _transfer, "get_ticket": _get, "claim": _claim,
 }
 
 

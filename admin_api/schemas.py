@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
@@ -84,3 +84,65 @@ class CreateGroupBody(Strict):
 
 class PresenceBody(Strict):
     status: Literal["online", "away", "offline"]
+
+
+StrategyName = Literal["round_robin", "least_busy", "skills", "sticky", "manual"]
+
+
+class RuleBody(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    conditions: dict[str, Any] = Field(default_factory=dict)
+    actions: dict[str, Any]
+    enabled: bool = True
+    position: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class RulePatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    conditions: dict[str, Any] | None = None
+    actions: dict[str, Any] | None = None
+    enabled: bool | None = None
+    position: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class RuleOrderBody(Strict):
+    ids: list[int] = Field(min_length=1, max_length=1000)
+
+
+class RoutingSettingsBody(Strict):
+    default_group_id: int | None = Field(default=None, gt=0)
+    business_hours: dict[str, Any] | None = None
+    offline_policy: Literal["reroute", "keep"] = "reroute"
+    default_overflow_seconds: int = Field(default=600, ge=10, le=7 * 24 * 3600)
+    unlimited_wait: bool = False
+
+
+class GroupPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    strategy: StrategyName | None = None
+    sticky_days: int | None = Field(default=None, ge=1, le=365)
+    sticky_fallback: Literal["round_robin", "least_busy", "skills", "manual"] | None = None
+    overflow_group_id: int | None = Field(default=None, gt=0)
+    overflow_after_seconds: int | None = Field(default=None, ge=0, le=7 * 24 * 3600)
+    clear_overflow: bool = False
+
+
+class MembersBody(Strict):
+    agent_ids: list[int] = Field(max_length=1000)
+
+
+class AgentPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    role: RoleName | None = None
+    capacity: int | None = Field(default=None, ge=0, le=1000)
+    channel_capacity: dict[str, int] | None = None
+    skills: dict[str, int] | None = None
+    group_ids: list[int] | None = Field(default=None, max_length=100)
+    active: bool | None = None
+
+
+class CustomerPatch(Strict):
+    name: str | None = Field(default=None, max_length=200)
+    email: EmailStr | None = None
+    tags: list[str] | None = Field(default=None, max_length=50)
+    attributes: dict[str, Any] | None = None

@@ -42,7 +42,9 @@ async def snapshot(hub: Hub, principal: Principal) -> tuple[int, list[dict[str, 
     return last, [ticket_dict(t, c) for t, c in rows]
 
 
-async def missed_events(hub: Hub, principal: Principal, since: int) -> list[dict[str, Any]]:
+async def missed_events(
+    hub: Hub, principal: Principal, since: int, groups: frozenset[int] = frozenset()
+) -> list[dict[str, Any]]:
     async with hub.db.read(principal.tenant_id) as session:
         stmt = (
             select(Event)
@@ -52,8 +54,8 @@ async def missed_events(hub: Hub, principal: Principal, since: int) -> list[dict
             .limit(MAX_REPLAY)
         )
         if not principal.sees_all:
-            stmt = stmt.where(or_(Event.assignee_id == principal.agent_id,
+            stmt = stmt.where(or_(Event.assignee_id == principal.agent_id, Event.assignee_id.is_(None),
                                   Event.previous_assignee_id == principal.agent_id))
         rows = (await session.execute(stmt)).scalars().all()
     events = [event_dict(e) for e in rows]
-    return [e for e in events if visible_to(e, principal.agent_id, principal.sees_all)]
+    return [e for e in events if visible_to(e, principal.agent_id, principal.sees_all, groups)]

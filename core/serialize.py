@@ -100,5 +100,8 @@ def agent_dict(agent: Agent) -> dict[str, Any]:
         "role": agent.role,
         "status": agent.status,
         "capacity": agent.capacity,
+        "load": agent.load,
+        "channel_capacity": dict(agent.channel_capacity or {}),
+        "skills": dict(agent.skills or {}),
         "active": agent.active,
     }

@@ -38,7 +38,7 @@ from core.models import (
     TicketStatus,
     utcnow,
 )
-from core.serialize import message_dict, ticket_dict
+from core.serialize import iso, message_dict, ticket_dict
 from routing.router import RoutingState, lock_agents
 
 if TYPE_CHECKING:
@@ -509,3 +509,67 @@ async def update_ticket(
 
 async def agent_group_ids(session: AsyncSession, agent_id: int) -> list[int]:
     return list((await session.execute(select(AgentGroup.group_id).where(AgentGroup.agent_id == agent_id))).scalars())
+
+
+async def claim(hub: Hub, principal: Principal, ticket_id: int) -> dict[str, Any]:
+    """An agent takes a waiting ticket from their queue (how "manual" groups work), within capacity."""
+    outcome = _Outcome()
+    async with hub.db.session(principal.tenant_id) as session:
+        ticket, customer = await _ticket_for_change(session, principal, ticket_id)
+        if ticket.assignee_id == principal.agent_id:
+            return ticket_dict(ticket, customer)
+        if ticket.assignee_id is not None or ticket.status not in ACTIVE_STATUSES:
+            raise Conflict("only a waiting ticket can be claimed", code="not_waiting")
+        await _give(session, ticket, principal.agent_id, previous=None)
+        ticket.updated_at = utcnow()
+        record(session, ticket, "claimed", agent_id=principal.agent_id, by=principal.agent_id, how="claimed")
+        await session.flush()
+        log = EventLog(session)
+        log.add(EventKind.TICKET_ASSIGNED, tenant_id=principal.tenant_id, ticket=ticket,
+                payload={"ticket": ticket_dict(ticket, customer), "reason": {"strategy": "claimed"}})
+        await session.flush()
+        outcome.events = log.published()
+        result = ticket_dict(ticket, customer)
+    await _finish(hub, principal.tenant_id, outcome)
+    return result
+
+
+async def queue(
+    hub: Hub, principal: Principal, *, group_id: int | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Waiting tickets in the order they will be served: priority, then oldest first."""
+    stmt = (
+        select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id)
+        .where(Ticket.assignee_id.is_(None), Ticket.status.in_(ACTIVE_STATUSES),
+               Ticket.routing_state.in_((RoutingState.PENDING, RoutingState.QUEUED)))
+        .order_by(Ticket.priority_rank.desc(), Ticket.created_at, Ticket.id)
+        .limit(limit)
+    )
+    if group_id is not None:
+        stmt = stmt.where(Ticket.group_id == group_id)
+    if not principal.sees_all:
+        mine = select(AgentGroup.group_id).where(AgentGroup.agent_id == principal.agent_id)
+        stmt = stmt.where(Ticket.group_id.is_(None) | Ticket.group_id.in_(mine))
+    async with hub.db.read(principal.tenant_id) as session:
+        rows = (await session.execute(stmt)).all()
+    return [{**ticket_dict(t, c), "routing_state": t.routing_state, "queued_at": iso(t.queued_at),
+             "overflow_at": iso(t.overflow_at)} for t, c in rows]
+
+
+async def routing_history(hub: Hub, principal: Principal, ticket_id: int) -> dict[str, Any]:
+    """Why the ticket is where it is: every routing decision about it, oldest first."""
+    async with hub.db.read(principal.tenant_id) as session:
+        ticket = (await session.execute(select(Ticket).where(Ticket.id == ticket_id))).scalar_one_or_none()
+        if ticket is None or not await can_see(session, principal, ticket):
+            raise NotFound(f"ticket {ticket_id} not found", code="ticket_not_found")
+        rows = (await session.execute(
+            select(AssignmentRecord, Agent.name).outerjoin(Agent, Agent.id == AssignmentRecord.agent_id)
+            .where(AssignmentRecord.ticket_id == ticket_id).order_by(AssignmentRecord.id)
+        )).all()
+    return {
+        "ticket_id": ticket_id, "assignee_id": ticket.assignee_id, "group_id": ticket.group_id,
+        "rule": ticket.routing_rule, "routing_state": ticket.routing_state,
+        "decisions": [{"at": iso(r.created_at), "outcome": r.outcome, "agent_id": r.agent_id, "agent_name": name,
+                       "group_id": r.group_id, "rule": r.rule, "strategy": r.strategy, "candidates": r.candidates,
+                       **r.detail} for r, name in rows],
+    }

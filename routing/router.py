@@ -168,10 +168,16 @@ class Router:
 
     def start(self) -> None:
         if self._task is None:
+            from routing.config import CONFIG_TOPIC
+
+            # Another process changed a tenant's rules or settings: drop our copy.
+            self._config_sub = self.hub.bus.subscribe(CONFIG_TOPIC, lambda d: self.forget(int(d["tenant_id"])))
             self._task = asyncio.create_task(self._run(), name="router")
             self._sweeper = asyncio.create_task(self._sweep_loop(), name="router-sweeper")
 
     async def stop(self) -> None:
+        if getattr(self, "_config_sub", None) is not None:
+            self._config_sub.close()
         for task in (self._task, self._sweeper):
             if task is not None:
                 task.cancel()

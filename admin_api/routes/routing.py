@@ -1,0 +1,197 @@
+"""Routing over HTTP: rules and settings (admin), groups' strategies and overflow, agents' capacity
+and skills, customers' tags, the queue, claiming, and why a ticket went where it went."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from admin_api.http import HUB, api, body, int_param, principal_of
+from admin_api.schemas import (
+    AgentPatch,
+    CustomerPatch,
+    GroupPatch,
+    MembersBody,
+    RoutingSettingsBody,
+    RuleBody,
+    RuleOrderBody,
+    RulePatch,
+)
+from core import customers, tickets
+from routing import config
+
+
+@api.route("GET", "/api/v1/routing/rules", summary="The routing rules in order", tag="routing")
+async def list_rules(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request)
+    async with hub.db.read(p.tenant_id) as session:
+        return web.json_response({"rules": await config.list_rules(session)})
+
+
+@api.route("POST", "/api/v1/routing/rules", summary="Add a rule (admin); last unless a position is given",
+           body=RuleBody, tag="routing")
+async def create_rule(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request, admin=True)
+    data = await body(request, RuleBody)
+    async with hub.db.session(p.tenant_id) as session:
+        rule = await config.create_rule(session, p, name=data.name, conditions=data.conditions, actions=data.actions,
+                                        enabled=data.enabled, position=data.position, ip=request.remote)
+    await config.announce(hub, p.tenant_id)
+    return web.json_response({"rule": rule}, status=201)
+
+
+@api.route("GET", "/api/v1/routing/rules/{rule_id}", summary="One rule", tag="routing")
+async def get_rule(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request)
+    async with hub.db.read(p.tenant_id) as session:
+        return web.json_response({"rule": await config.get_rule(session, int_param(request, "rule_id"))})
+
+
+@api.route("PATCH", "/api/v1/routing/rules/{rule_id}", summary="Change a rule (admin)", body=RulePatch,
+           tag="routing")
+async def update_rule(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request, admin=True)
+    rule_id = int_param(request, "rule_id")
+    data = await body(request, RulePatch)
+    async with hub.db.session(p.tenant_id) as session:
+        rule = await config.update_rule(session, p, rule_id, data.model_dump(exclude_unset=True), request.remote)
+    await config.announce(hub, p.tenant_id)
+    return web.json_response({"rule": rule})
+
+
+@api.route("DELETE", "/api/v1/routing/rules/{rule_id}", summary="Delete a rule (admin)", tag="routing")
+async def delete_rule(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request, admin=True)
+    rule_id = int_param(request, "rule_id")
+    async with hub.db.session(p.tenant_id) as session:
+        await config.delete_rule(session, p, rule_id, request.remote)
+    await config.announce(hub, p.tenant_id)
+    return web.json_response({"deleted": rule_id})
+
+
+@api.route("PUT", "/api/v1/routing/rules/order", summary="Put the rules in this order (admin)",
+           body=RuleOrderBody, tag="routing")
+async def reorder_rules(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request, admin=True)
+    data = await body(request, RuleOrderBody)
+    async with hub.db.session(p.tenant_id) as session:
+        rules = await config.reorder_rules(session, p, data.ids, request.remote)
+    await config.announce(hub, p.tenant_id)
+    return web.json_response({"rules": rules})
+
+
+@api.route("GET", "/api/v1/routing/settings", summary="Default group, business hours, offline and overflow policy",
+           tag="routing")
+async def get_settings(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request)
+    async with hub.db.read(p.tenant_id) as session:
+        return web.json_response({"settings": await config.get_settings(session, p.tenant_id)})
+
+
+@api.route("PUT", "/api/v1/routing/settings", summary="Replace the routing settings (admin)",
+           body=RoutingSettingsBody, tag="routing")
+async def put_settings(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request, admin=True)
+    data = await body(request, RoutingSettingsBody)
+    async with hub.db.session(p.tenant_id) as session:
+        settings = await config.put_settings(session, p, data.model_dump(), request.remote)
+    await config.announce(hub, p.tenant_id)
+    return web.json_response({"settings": settings})
+
+
+@api.route("PATCH", "/api/v1/groups/{group_id}", summary="Change a group's name, strategy, stickiness or overflow "
+           "(admin)", body=GroupPatch, tag="routing")
+async def update_group(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request, admin=True)
+    group_id = int_param(request, "group_id")
+    data = await body(request, GroupPatch)
+    async with hub.db.session(p.tenant_id) as session:
+        group = await config.update_group(session, p, group_id, data.model_dump(exclude_unset=True), request.remote)
+    await config.announce(hub, p.tenant_id)
+    return web.json_response({"group": group})
+
+
+@api.route("PUT", "/api/v1/groups/{group_id}/members", summary="Set a group's agents (admin)", body=MembersBody,
+           tag="routing")
+async def set_members(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request, admin=True)
+    group_id = int_param(request, "group_id")
+    data = await body(request, MembersBody)
+    async with hub.db.session(p.tenant_id) as session:
+        ids = await config.set_members(session, p, group_id, data.agent_ids, request.remote)
+    await config.announce(hub, p.tenant_id)
+    return web.json_response({"group_id": group_id, "agent_ids": ids})
+
+
+@api.route("PATCH", "/api/v1/agents/{agent_id}", summary="Change an agent's role, capacity, per-channel capacity, "
+           "skills, groups or whether the seat is active (admin)", body=AgentPatch, tag="seats")
+async def update_agent(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request, admin=True)
+    agent_id = int_param(request, "agent_id")
+    data = await body(request, AgentPatch)
+    async with hub.db.session(p.tenant_id) as session:
+        agent = await config.update_agent(session, p, agent_id, data.model_dump(exclude_unset=True), request.remote)
+    await config.announce(hub, p.tenant_id)  # more room may serve the queue at once
+    return web.json_response({"agent": agent})
+
+
+@api.route("GET", "/api/v1/customers/{customer_id}", summary="A customer with tags, attributes and identities",
+           tag="customers")
+async def get_customer(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request)
+    async with hub.db.read(p.tenant_id) as session:
+        return web.json_response({"customer": await customers.get_customer(session, int_param(request, "customer_id"))})
+
+
+@api.route("PATCH", "/api/v1/customers/{customer_id}", summary="Change a customer's name, e-mail, tags or "
+           "attributes (VIP, language, region...)", body=CustomerPatch, tag="customers")
+async def update_customer(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request)
+    customer_id = int_param(request, "customer_id")
+    data = await body(request, CustomerPatch)
+    changes = data.model_dump(exclude_unset=True)
+    if changes.get("email") is not None:
+        changes["email"] = str(changes["email"])
+    async with hub.db.session(p.tenant_id) as session:
+        customer = await customers.update_customer(session, p, customer_id, changes, request.remote)
+    return web.json_response({"customer": customer})
+
+
+@api.route("GET", "/api/v1/queue", summary="Waiting tickets in the order they will be served (?group_id=&limit=)",
+           tag="routing")
+async def get_queue(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request)
+    from admin_api.routes.tickets import _query_int
+
+    rows = await tickets.queue(hub, p, group_id=_query_int(request, "group_id", None, lo=1, hi=2**62),
+                               limit=_query_int(request, "limit", 100, lo=1, hi=1000) or 100)
+    return web.json_response({"queue": rows})
+
+
+@api.route("POST", "/api/v1/tickets/{ticket_id}/claim", summary="Take a waiting ticket from the queue",
+           tag="routing")
+async def claim(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request)
+    return web.json_response({"ticket": await tickets.claim(hub, p, int_param(request, "ticket_id"))})
+
+
+@api.route("GET", "/api/v1/tickets/{ticket_id}/routing", summary="Why the ticket went where it went: rule, "
+           "strategy and candidates of every decision", tag="routing")
+async def routing_history(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    p = await principal_of(request)
+    return web.json_response(await tickets.routing_history(hub, p, int_param(request, "ticket_id")))
