@@ -202,8 +202,8 @@ async def _add_agent_message(
     )
     session.add(message)
     previous = ticket.assignee_id
-    if ticket.assignee_id is None:
-        # Answering an unassigned ticket takes it (within the agent's capacity).
+    if ticket.assignee_id is None and outbound:
+        # Answering an unassigned ticket takes it (within the agent's capacity); a note does not.
         await _give(session, ticket, principal.agent_id, previous=None)
         record(session, ticket, "claimed", agent_id=principal.agent_id, by=principal.agent_id, how="answered")
     if outbound:

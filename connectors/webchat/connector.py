@@ -81,7 +81,7 @@ class WebchatConnector(Connector):
 
     async def receive(
         self, tenant_id: int, visitor_id: str, client_id: str, text: Any, *, name: str | None = None,
-        email: str | None = None,
+        email: str | None = None, language: str | None = None,
     ) -> dict[str, Any]:
         if not isinstance(text, str) or not text.strip():
             raise InvalidInput("text must be a non-empty string", code="empty_text")
@@ -89,6 +89,9 @@ class WebchatConnector(Connector):
             tenant_id=tenant_id, channel=self.kind, external_id=visitor_id, text=text,
             # Scoped by visitor: one visitor can never collide with (or read) another's message.
             channel_message_id=f"{visitor_id}:{client_id}", customer_name=name, customer_email=email,
+            # The browser's language (routing rules can use it); trusted attributes such as VIP are
+            # set by agents and admins, never by the visitor.
+            customer_attributes={"language": language.lower()} if language else {},
         ))
         public = {k: result.message[k] for k in ("id", "direction", "text", "attachments", "created_at")}
         public["author"] = None
@@ -134,14 +137,15 @@ class WebchatConnector(Connector):
         data = await read_json(request)
         if not isinstance(data, dict):
             raise InvalidInput("the body is a JSON object", code="invalid_json")
-        unknown = set(data) - {"visitor_id", "client_id", "text", "name", "email"}
+        unknown = set(data) - {"visitor_id", "client_id", "text", "name", "email", "language"}
         if unknown:
             raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}", code="unknown_field")
         visitor_id = data.get("visitor_id") or new_visitor_id()
         check_visitor(visitor_id)
         client_id = check_client_id(data.get("client_id"))
         message = await self.receive(tenant_id, visitor_id, client_id, data.get("text"),
-                                     name=_opt_str(data, "name"), email=_opt_str(data, "email"))
+                                     name=_opt_str(data, "name"), email=_opt_str(data, "email"),
+                                     language=_opt_str(data, "language", 35))
         return web.json_response({"visitor_id": visitor_id, "message": message}, status=201,
                                  headers=CORS)
 
@@ -205,6 +209,7 @@ class WebchatConnector(Connector):
                 await ws.send_json({"type": "error", **exc.to_dict()})
                 return ws
             name, email = _opt_str(hello, "name"), _opt_str(hello, "email")
+            language = _opt_str(hello, "language", 35)
             subscription = self.hub.bus.subscribe(visitor_topic(tenant_id, visitor_id), push)
             history = await customer_history(self.hub, tenant_id, self.kind, visitor_id, since=since)
             await ws.send_str(json.dumps({"type": "welcome", "visitor_id": visitor_id, "messages": history}))
@@ -223,7 +228,7 @@ class WebchatConnector(Connector):
                     elif kind == "message":
                         client_id = check_client_id(data.get("client_id"))
                         message = await self.receive(tenant_id, visitor_id, client_id, data.get("text"),
-                                                     name=name, email=email)
+                                                     name=name, email=email, language=language)
                         push({"type": "ack", "client_id": client_id, "message": message})
                     else:
                         raise InvalidInput(f"unknown frame type {kind!r}", code="unknown_type")

@@ -275,7 +275,8 @@ ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};colo
       // Wait for HTTP posts in flight: the first may be creating our visitor id.
       httpChain.then(() => {
         if (ws !== sock) return;
-        const hello = { type: 'hello', visitor_id: visitorId, since, page: location.href };
+        const hello = { type: 'hello', visitor_id: visitorId, since, page: location.href,
+                        language: navigator.language || undefined };
         if (script && script.dataset.name) hello.name = script.dataset.name;
         if (script && script.dataset.email) hello.email = script.dataset.email;
         frame(hello);
