@@ -40,6 +40,8 @@ class Settings:
     # Redis) and off when Redis is configured, where `channelhub worker` processes do the work.
     embedded_worker: bool = True
     worker_threads: int = 4
+    # PostgreSQL connections per process (and as many again in bursts); mind max_connections.
+    db_pool_size: int = 10
     queue_namespace: str = "channelhub"
     # Largest text of one message, in bytes of UTF-8 (documented in docs/api.md).
     max_message_bytes: int = 16 * 1024
@@ -75,6 +77,7 @@ class Settings:
             port=int(get("PORT") or defaults.port),
             embedded_worker=_bool(get("EMBEDDED_WORKER"), default=redis_url is None),
             worker_threads=int(get("WORKER_THREADS") or defaults.worker_threads),
+            db_pool_size=int(get("DB_POOL_SIZE") or defaults.db_pool_size),
             queue_namespace=get("QUEUE_NAMESPACE") or defaults.queue_namespace,
             max_message_bytes=int(get("MAX_MESSAGE_BYTES") or defaults.max_message_bytes),
             max_request_bytes=int(get("MAX_REQUEST_BYTES") or defaults.max_request_bytes),

@@ -22,7 +22,7 @@ class Hub:
         from connectors.registry import build_connectors
 
         self.settings = settings
-        self.db = Database(settings.database_url)
+        self.db = Database(settings.database_url, pool_size=settings.db_pool_size)
         self.bus: Bus = make_bus(settings.redis_url, settings.queue_namespace)
         self.connectors: dict[str, Connector] = build_connectors(self)
         self.router = Router(self)

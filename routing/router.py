@@ -72,7 +72,6 @@ class RoutingState:
     IDLE = "idle"
 
 
-WAITING = (RoutingState.PENDING, RoutingState.QUEUED)
 
 
 @dataclass(frozen=True)
@@ -301,23 +300,30 @@ class Router:
             agents, by_group = await self._agents(session, tenant_id)
             groups = {g.id: g for g in (await session.execute(
                 select(Group).where(Group.tenant_id == tenant_id))).scalars().all()}
-            stmt = (
+            waiting = (
                 select(Ticket, Customer)
                 .join(Customer, Customer.id == Ticket.customer_id)
-                .where(Ticket.tenant_id == tenant_id, Ticket.routing_state.in_(WAITING),
-                       Ticket.assignee_id.is_(None), Ticket.status.in_(ACTIVE_STATUSES))
+                .where(Ticket.tenant_id == tenant_id, Ticket.assignee_id.is_(None), Ticket.status.in_(ACTIVE_STATUSES))
                 .order_by(Ticket.priority_rank.desc(), Ticket.created_at, Ticket.id)
-                .limit(limit)
                 .with_for_update(of=Ticket, skip_locked=True)
             )
-            # New tickets always get a look (to be routed or queued); waiting ones only where an agent
-            # has room, so tickets nobody can take never crowd out those somebody can.
+            # New tickets always get a look (to be routed or queued).
+            tickets = [(t, c) for t, c in (await session.execute(
+                waiting.where(Ticket.routing_state == RoutingState.PENDING).limit(limit))).all()]
+            # Waiting ones only where an agent has room, and no more than that room can take, so the
+            # queue is not re-read in full on every signal, and tickets nobody can take never crowd
+            # out those somebody can.
             servable = [g for g in by_group if g in groups and groups[g].strategy != "manual"]
             waiting_ok = [Ticket.group_id.in_(servable)] if servable else []
             if agents:
                 waiting_ok.append(Ticket.group_id.is_(None))
-            stmt = stmt.where(or_(Ticket.routing_state == RoutingState.PENDING, *waiting_ok))
-            tickets = [(t, c) for t, c in (await session.execute(stmt)).all()]
+            free = sum(a.capacity - a.load for a in agents)
+            if free > 0 and waiting_ok:
+                queued = (await session.execute(
+                    waiting.where(Ticket.routing_state == RoutingState.QUEUED, or_(*waiting_ok))
+                    .limit(min(limit, max(2 * free, 10))))).all()
+                tickets.extend((t, c) for t, c in queued)
+                tickets.sort(key=lambda tc: (-tc[0].priority_rank, tc[0].created_at, tc[0].id))
             result.examined = len(tickets)
             if not tickets:
                 return result
