@@ -17,15 +17,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
 from admin_api.client import AgentClient, HubError
 from admin_api.gateway import ACTIONS
 from admin_api.http import Operation
 from core.config import Settings
-from core.db import TENANT_SCOPED, Database
-from core.models import Agent, Group, LoginLog, Tenant, Ticket
+from core.db import Database
+from core.models import Agent, Group, Ticket
 from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
 from tests.support import (
     Http,
@@ -37,6 +36,7 @@ from tests.support import (
     op_id,
     op_key,
     operations,
+    tenant_rows,
 )
 
 MISSING_TICKET = 10**12
@@ -154,25 +154,7 @@ async def world(settings: Settings, server: Server) -> AsyncIterator[World]:
     await db.dispose()
 
 
-# --- the oracle: every stored row of a tenant ----------------------------------------------------
-async def tenant_rows(db: Database, tenant_id: int) -> dict[str, list[dict[str, Any]]]:
-    """All rows of the tenant, table by table (login attempts aside: a failed sign-in on B's
-    domain is B's own record of it)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    async with db.read() as session:
-        tenant = await session.get(Tenant, tenant_id)
-        assert tenant is not None
-        out["tenants"] = [{"name": tenant.name, "domain": tenant.domain, "status": tenant.status}]
-        for model in TENANT_SCOPED:
-            table: Any = model
-            if model is LoginLog:
-                continue
-            columns = [c.key for c in sa_inspect(model).column_attrs]
-            rows = (await session.execute(select(table).where(table.tenant_id == tenant_id))).scalars().all()
-            out[model.__tablename__] = sorted(({c: getattr(r, c) for c in columns} for r in rows), key=repr)
-    return out
-
-
+# --- the oracle -----------------------------------------------------------------------------------
 async def ids_of(db: Database, model: Any, tenant_id: int) -> set[int]:
     async with db.read() as session:
         return set((await session.execute(select(model.id).where(model.tenant_id == tenant_id))).scalars())
