@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from admin_api.http import HUB, tenant_of, tracked, validate
 from core import tickets
 from core.auth import Principal, authenticate
+from core.bus import Subscription
 from core.errors import DomainError, InvalidInput
 from core.events import tenant_topic, visible_to
 from core.feed import missed_events, snapshot
@@ -54,6 +55,7 @@ class AgentConnection:
         self.overflowed = False
         # The agent's groups: which waiting tickets' events they see (refreshed with heartbeats).
         self.groups: frozenset[int] = frozenset()
+        self.subscription: Subscription | None = None
 
     # --- outgoing -------------------------------------------------------------------------
     def push(self, frame: dict[str, Any]) -> None:
@@ -168,11 +170,13 @@ class AgentConnection:
         self.push({"type": "result", "ref": ref, "ok": True, "data": result})
 
     async def run(self) -> None:
-        if not await self.hello():
-            await self.ws.close()
-            return
-        writer = asyncio.create_task(self.writer())
+        writer: asyncio.Task[None] | None = None
         try:
+            # Inside the try: a hello that fails after subscribing must not leave the subscription.
+            if not await self.hello():
+                await self.ws.close()
+                return
+            writer = asyncio.create_task(self.writer())
             async for msg in self.ws:
                 if msg.type != WSMsgType.TEXT:
                     if msg.type == WSMsgType.BINARY:
@@ -195,8 +199,10 @@ class AgentConnection:
                     logger.exception("agent action failed")
                     self.error("internal_error", "the action failed on our side; it has been logged", ref)
         finally:
-            self.subscription.close()
-            writer.cancel()
+            if self.subscription is not None:
+                self.subscription.close()
+            if writer is not None:
+                writer.cancel()
 
 
 def _text(data: dict[str, Any]) -> str:
@@ -264,6 +270,6 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     ws = web.WebSocketResponse(max_msg_size=hub.settings.max_request_bytes, heartbeat=None)
     await ws.prepare(request)
-    with tracked(request, ws):
+    async with tracked(request, ws):
         await AgentConnection(request, ws).run()
     return ws

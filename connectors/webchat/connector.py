@@ -166,8 +166,9 @@ class WebchatConnector(Connector):
         await ws.prepare(request)
         from admin_api.http import tracked
 
-        with tracked(request, ws):
-            return await self._serve_socket(ws, tenant_id)
+        async with tracked(request, ws):
+            await self._serve_socket(ws, tenant_id)
+        return ws
 
     async def _serve_socket(self, ws: web.WebSocketResponse, tenant_id: int) -> web.WebSocketResponse:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=500)
