@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, Field
 
-from admin_api.http import HUB, tenant_of, tracked, validate
+from admin_api.http import HUB, parse_json, tenant_of, tracked, validate
 from core import tickets
 from core.auth import Principal, authenticate
 from core.bus import Subscription
@@ -107,15 +107,12 @@ class AgentConnection:
         if msg.type != WSMsgType.TEXT:
             return False
         try:
-            data = json.loads(msg.data)
+            data = parse_json(msg.data, "the hello frame")
             if not isinstance(data, dict) or data.get("type") != "hello":
                 raise InvalidInput('the first frame must be {"type": "hello", "token": ...}', code="hello_required")
             hello = validate(Hello, data)
             async with self.hub.db.read(self.tenant.id) as session:
                 self.principal = await authenticate(session, self.tenant.id, hello.token)
-        except ValueError:
-            await self.ws.send_json({"type": "error", "code": "invalid_json", "message": "frames are JSON text"})
-            return False
         except DomainError as exc:
             await self.ws.send_json({"type": "error", **exc.to_dict()})
             return False
@@ -185,13 +182,11 @@ class AgentConnection:
                 await self.beat()
                 ref = None
                 try:
-                    data = json.loads(msg.data)
+                    data = parse_json(msg.data, "a frame")
                     if not isinstance(data, dict):
                         raise InvalidInput("a frame is a JSON object", code="invalid_frame")
                     ref = data.get("ref")
                     await self.handle(data)
-                except ValueError:
-                    self.error("invalid_json", "frames are JSON text", ref)
                 except DomainError as exc:
                     self.push({"type": "result", "ref": ref, "ok": False, "error": exc.to_dict()}
                               if ref is not None else {"type": "error", **exc.to_dict()})

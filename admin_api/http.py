@@ -101,10 +101,17 @@ async def read_json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         raise InvalidInput("a JSON body is required", code="invalid_json")
+    return parse_json(raw, "the body")
+
+
+def parse_json(raw: str | bytes, what: str) -> Any:
+    """JSON from a request body or a websocket frame: whatever is wrong with it is invalid_json."""
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
+    except (ValueError, RecursionError):
+        # ValueError covers bad syntax and bad UTF-8; RecursionError comes from nesting deeper
+        # than the parser's recursion limit ("[[[[..."), which fits easily in an allowed body.
+        raise InvalidInput(f"{what} is not valid JSON", code="invalid_json") from None
 
 
 def validate(model: type[M], data: Any) -> M:

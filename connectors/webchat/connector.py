@@ -194,8 +194,10 @@ class WebchatConnector(Connector):
                 return ws
             if first.type != WSMsgType.TEXT:
                 return ws
+            from admin_api.http import parse_json
+
             try:
-                hello = json.loads(first.data)
+                hello = parse_json(first.data, "the hello frame")
                 if not isinstance(hello, dict) or hello.get("type") != "hello":
                     raise InvalidInput('the first frame must be {"type": "hello", ...}', code="hello_required")
                 visitor_id = hello.get("visitor_id") or new_visitor_id()
@@ -203,9 +205,6 @@ class WebchatConnector(Connector):
                 since = hello.get("since") or 0
                 if not isinstance(since, int) or since < 0:
                     raise InvalidInput("since must be a non-negative integer", code="invalid_since")
-            except ValueError:
-                await ws.send_json({"type": "error", "code": "invalid_json", "message": "frames are JSON text"})
-                return ws
             except DomainError as exc:
                 await ws.send_json({"type": "error", **exc.to_dict()})
                 return ws
@@ -220,7 +219,7 @@ class WebchatConnector(Connector):
                     continue
                 client_id = None
                 try:
-                    data = json.loads(msg.data)
+                    data = parse_json(msg.data, "a frame")
                     if not isinstance(data, dict):
                         raise InvalidInput("a frame is a JSON object", code="invalid_frame")
                     kind = data.get("type")
@@ -233,8 +232,6 @@ class WebchatConnector(Connector):
                         push({"type": "ack", "client_id": client_id, "message": message})
                     else:
                         raise InvalidInput(f"unknown frame type {kind!r}", code="unknown_type")
-                except ValueError:
-                    push({"type": "error", "code": "invalid_json", "message": "frames are JSON text"})
                 except DomainError as exc:
                     frame = {"type": "error", **exc.to_dict()}
                     if client_id is not None:
