@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, Field
 
-from admin_api.http import HUB, parse_json, tenant_of, tracked, validate
+from admin_api.http import HUB, check_strings, parse_json, tenant_of, tracked, validate
 from core import tickets
 from core.auth import Principal, authenticate
 from core.bus import Subscription
@@ -110,6 +110,7 @@ class AgentConnection:
             data = parse_json(msg.data, "the hello frame")
             if not isinstance(data, dict) or data.get("type") != "hello":
                 raise InvalidInput('the first frame must be {"type": "hello", "token": ...}', code="hello_required")
+            check_strings(data)
             hello = validate(Hello, data)
             async with self.hub.db.read(self.tenant.id) as session:
                 self.principal = await authenticate(session, self.tenant.id, hello.token)
@@ -186,6 +187,7 @@ class AgentConnection:
                     if not isinstance(data, dict):
                         raise InvalidInput("a frame is a JSON object", code="invalid_frame")
                     ref = data.get("ref")
+                    check_strings(data)
                     await self.handle(data)
                 except DomainError as exc:
                     self.push({"type": "result", "ref": ref, "ok": False, "error": exc.to_dict()}

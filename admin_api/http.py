@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -101,7 +102,9 @@ async def read_json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         raise InvalidInput("a JSON body is required", code="invalid_json")
-    return parse_json(raw, "the body")
+    data = parse_json(raw, "the body")
+    check_strings(data)
+    return data
 
 
 def parse_json(raw: str | bytes, what: str) -> Any:
@@ -112,6 +115,29 @@ def parse_json(raw: str | bytes, what: str) -> Any:
         # ValueError covers bad syntax and bad UTF-8; RecursionError comes from nesting deeper
         # than the parser's recursion limit ("[[[[..."), which fits easily in an allowed body.
         raise InvalidInput(f"{what} is not valid JSON", code="invalid_json") from None
+
+
+# NUL, which PostgreSQL text cannot hold (SQLite can: the same input must not succeed on one
+# database and fail with a 500 on the other), and unpaired surrogates, which are not UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_strings(data: Any) -> None:
+    """Refuse a decoded body or frame with a string (key or value) that cannot be stored."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                raise InvalidInput(f"{where or 'body'}: text may not contain NUL characters or unpaired surrogates",
+                                   code="invalid_text")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{where}.{key}" if where else str(key)
+                stack.append((key, path))
+                stack.append((item, path))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}.{i}" if where else str(i)) for i, item in enumerate(value))
 
 
 def validate(model: type[M], data: Any) -> M:

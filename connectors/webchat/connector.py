@@ -194,12 +194,13 @@ class WebchatConnector(Connector):
                 return ws
             if first.type != WSMsgType.TEXT:
                 return ws
-            from admin_api.http import parse_json
+            from admin_api.http import check_strings, parse_json
 
             try:
                 hello = parse_json(first.data, "the hello frame")
                 if not isinstance(hello, dict) or hello.get("type") != "hello":
                     raise InvalidInput('the first frame must be {"type": "hello", ...}', code="hello_required")
+                check_strings(hello)
                 visitor_id = hello.get("visitor_id") or new_visitor_id()
                 check_visitor(visitor_id)
                 since = hello.get("since") or 0
@@ -227,6 +228,7 @@ class WebchatConnector(Connector):
                         push({"type": "pong"})
                     elif kind == "message":
                         client_id = check_client_id(data.get("client_id"))
+                        check_strings(data)  # after client_id, so the refusal names the message
                         message = await self.receive(tenant_id, visitor_id, client_id, data.get("text"),
                                                      name=name, email=email, language=language)
                         push({"type": "ack", "client_id": client_id, "message": message})
