@@ -12,10 +12,10 @@ import json
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import Any, TypeGuard
 
 from aiohttp import WSMsgType, web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from admin_api.http import HUB, check_strings, parse_json, tenant_of, tracked, validate
 from core import tickets
@@ -24,7 +24,7 @@ from core.bus import Subscription
 from core.errors import DomainError, InvalidInput
 from core.events import tenant_topic, visible_to
 from core.feed import missed_events, snapshot
-from core.models import Presence
+from core.models import MAX_BIG_ID, MAX_ID, Presence
 from core.presence import heartbeat, set_presence
 from core.seats import profile
 
@@ -35,10 +35,17 @@ SEND_QUEUE = 2000
 
 
 class Hello(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     type: str
     token: str = Field(min_length=1, max_length=512)
-    since: int | None = Field(default=None, ge=0)
+    since: int | None = Field(default=None, ge=0, le=MAX_BIG_ID)
     status: str | None = None
+
+
+def _positive_id(value: Any, limit: int) -> TypeGuard[int]:
+    """A JSON integer (not a boolean) that a key column can hold."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit
 
 
 class AgentConnection:
@@ -162,7 +169,7 @@ class AgentConnection:
             self.error("unknown_type", f"unknown frame type {kind!r}", ref)
             return
         ticket_id = data.get("ticket_id")
-        if not isinstance(ticket_id, int) or isinstance(ticket_id, bool) or ticket_id <= 0:
+        if not _positive_id(ticket_id, MAX_BIG_ID):
             raise InvalidInput("ticket_id must be a positive integer", code="invalid_ticket_id")
         result = await action(self.hub, self.principal, ticket_id, data)
         self.push({"type": "result", "ref": ref, "ok": True, "data": result})
@@ -241,8 +248,8 @@ async def _transfer(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]
         value = data.get(name)
         if value is None:
             return None
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise InvalidInput(f"{name} must be a positive integer", code="invalid_id")
+        if not _positive_id(value, MAX_ID):
+            raise InvalidInput(f"{name} must be a positive integer up to {MAX_ID}", code="invalid_id")
         return value
 
     return {"ticket": await tickets.transfer(hub, p, ticket_id, agent_id=opt_id("agent_id"),

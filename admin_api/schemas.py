@@ -1,19 +1,30 @@
-"""Request bodies. Unknown fields are refused, so a typo is an error and not a silent no-op."""
+"""Request bodies. Unknown fields are refused, so a typo is an error and not a silent no-op.
+
+Types are strict: JSON's own types only, no coercion. Lax parsing turned ``true`` into the id 1
+and ``"7"`` into 7, so a client bug could transfer a ticket to agent 1 instead of being told.
+Ids are bounded by what their columns hold (see :data:`core.models.MAX_ID`).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from core.models import MAX_BIG_ID, MAX_ID
 
 StatusName = Literal["new", "open", "pending", "solved", "closed"]
 PriorityName = Literal["low", "normal", "high", "urgent"]
 RoleName = Literal["admin", "supervisor", "agent"]
 Tag = str
+# Agents and groups have INTEGER keys; customers (and tickets) BigId ones.
+AgentId = Annotated[int, Field(gt=0, le=MAX_ID)]
+GroupId = Annotated[int, Field(gt=0, le=MAX_ID)]
+CustomerId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
 
 
 class LoginBody(Strict):
@@ -34,11 +45,11 @@ class NewCustomer(Strict):
 class CreateTicketBody(Strict):
     text: str = Field(min_length=1)
     subject: str | None = Field(default=None, max_length=500)
-    customer_id: int | None = Field(default=None, gt=0)
+    customer_id: CustomerId | None = None
     customer: NewCustomer | None = None
     channel: str | None = Field(default=None, max_length=40)
-    assignee_id: int | None = Field(default=None, gt=0)
-    group_id: int | None = Field(default=None, gt=0)
+    assignee_id: AgentId | None = None
+    group_id: GroupId | None = None
     priority: PriorityName = "normal"
     tags: list[Tag] = Field(default_factory=list, max_length=50)
 
@@ -50,8 +61,8 @@ class CreateTicketBody(Strict):
 
 
 class TransferBody(Strict):
-    agent_id: int | None = Field(default=None, gt=0)
-    group_id: int | None = Field(default=None, gt=0)
+    agent_id: AgentId | None = None
+    group_id: GroupId | None = None
 
     @model_validator(mode="after")
     def one_target(self) -> TransferBody:
@@ -75,7 +86,7 @@ class CreateAgentBody(Strict):
     password: str = Field(min_length=8, max_length=1024)
     role: RoleName = "agent"
     capacity: int = Field(default=5, ge=0, le=1000)
-    group_ids: list[int] = Field(default_factory=list, max_length=100)
+    group_ids: list[GroupId] = Field(default_factory=list, max_length=100)
 
 
 class CreateGroupBody(Strict):
