@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from core.auth import Principal, authenticate
 from core.errors import DomainError, Forbidden, InvalidInput, TooLarge, UnknownTenant
 from core.hub import Hub
+from core.models import MAX_BIG_ID
 from core.tenancy import TenantRef, TenantResolver
 
 logger = logging.getLogger(__name__)
@@ -157,13 +158,25 @@ async def body(request: web.Request, model: type[M]) -> M:
     return validate(model, await read_json(request))
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def strict_int(raw: str) -> int:
+    """An integer written the plain way: an optional minus and ASCII digits. Python's int() also
+    takes " 7", "+7", "7_0" and other scripts' digits ("٣"), so many spellings would name one
+    ticket (and pass for a valid id in a log or a cache key)."""
+    if not _INTEGER.fullmatch(raw):
+        raise ValueError(f"not an integer: {raw!r}")
+    return int(raw)
+
+
 def int_param(request: web.Request, name: str) -> int:
     raw = request.match_info.get(name, "")
     try:
-        value = int(raw)
+        value = strict_int(raw)
     except ValueError:
         raise InvalidInput(f"{name} must be an integer", code="invalid_id") from None
-    if value <= 0 or value > 2**62:
+    if value <= 0 or value > MAX_BIG_ID:
         raise InvalidInput(f"{name} is out of range", code="invalid_id")
     return value
 

@@ -20,6 +20,7 @@ from connectors.base import Connector, InboundMessage, OutboundMessage
 from core.conversations import customer_history
 from core.errors import DomainError, InvalidInput
 from core.ingest import ingest
+from core.models import MAX_BIG_ID
 from core.serialize import iso
 
 logger = logging.getLogger(__name__)
@@ -150,12 +151,16 @@ class WebchatConnector(Connector):
                                  headers=CORS)
 
     async def history(self, request: web.Request) -> web.Response:
+        from admin_api.http import strict_int
+
         tenant_id = _tenant_id(request)
         visitor_id = check_visitor(request.query.get("visitor_id"))
         try:
-            since = int(request.query.get("since", "0"))
+            since = strict_int(request.query.get("since", "0"))
         except ValueError:
             raise InvalidInput("since must be an integer", code="invalid_query") from None
+        if since > MAX_BIG_ID:
+            raise InvalidInput("since is out of range", code="invalid_query")
         messages = await customer_history(self.hub, tenant_id, self.kind, visitor_id, since=max(since, 0))
         return web.json_response({"messages": messages}, headers=CORS)
 
@@ -204,7 +209,7 @@ class WebchatConnector(Connector):
                 visitor_id = hello.get("visitor_id") or new_visitor_id()
                 check_visitor(visitor_id)
                 since = hello.get("since") or 0
-                if not isinstance(since, int) or since < 0:
+                if not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_BIG_ID:
                     raise InvalidInput("since must be a non-negative integer", code="invalid_since")
             except DomainError as exc:
                 await ws.send_json({"type": "error", **exc.to_dict()})
