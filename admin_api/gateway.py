@@ -111,7 +111,11 @@ class AgentConnection:
         except TimeoutError:
             await self.ws.send_json({"type": "error", "code": "hello_timeout", "message": "send hello first"})
             return False
-        if msg.type != WSMsgType.TEXT:
+        if msg.type == WSMsgType.BINARY:
+            await self.ws.send_json({"type": "error", "code": "hello_required",
+                                     "message": 'frames are JSON text; the first is {"type": "hello", "token": ...}'})
+            return False
+        if msg.type != WSMsgType.TEXT:  # closing, or the client's protocol error
             return False
         try:
             data = parse_json(msg.data, "the hello frame")

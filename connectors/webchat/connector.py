@@ -197,7 +197,11 @@ class WebchatConnector(Connector):
             except TimeoutError:
                 await ws.send_json({"type": "error", "code": "hello_timeout", "message": "send hello first"})
                 return ws
-            if first.type != WSMsgType.TEXT:
+            if first.type == WSMsgType.BINARY:
+                await ws.send_json({"type": "error", "code": "hello_required",
+                                    "message": 'frames are JSON text; the first is {"type": "hello", ...}'})
+                return ws
+            if first.type != WSMsgType.TEXT:  # closing, or the client's protocol error
                 return ws
             from admin_api.http import check_strings, parse_json
 
@@ -221,6 +225,10 @@ class WebchatConnector(Connector):
             await ws.send_str(json.dumps({"type": "welcome", "visitor_id": visitor_id, "messages": history}))
             writer = asyncio.create_task(write())
             async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    # Silence would leave the widget waiting for an ack that never comes.
+                    push({"type": "error", "code": "invalid_frame", "message": "frames are JSON text"})
+                    continue
                 if msg.type != WSMsgType.TEXT:
                     continue
                 client_id = None
