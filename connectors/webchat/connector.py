@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from pydantic import BaseModel, ConfigDict
 
 from connectors.base import Connector, InboundMessage, OutboundMessage
 from core.conversations import customer_history
@@ -132,21 +133,15 @@ class WebchatConnector(Connector):
         })
 
     async def post_message(self, request: web.Request) -> web.Response:
-        from admin_api.http import read_json
+        from admin_api.http import read_json, validate
 
         tenant_id = _tenant_id(request)
-        data = await read_json(request)
-        if not isinstance(data, dict):
-            raise InvalidInput("the body is a JSON object", code="invalid_json")
-        unknown = set(data) - {"visitor_id", "client_id", "text", "name", "email", "language"}
-        if unknown:
-            raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}", code="unknown_field")
-        visitor_id = data.get("visitor_id") or new_visitor_id()
-        check_visitor(visitor_id)
-        client_id = check_client_id(data.get("client_id"))
-        message = await self.receive(tenant_id, visitor_id, client_id, data.get("text"),
-                                     name=_opt_str(data, "name"), email=_opt_str(data, "email"),
-                                     language=_opt_str(data, "language", 35))
+        data = validate(PostMessageBody, await read_json(request))
+        visitor_id = check_visitor(data.visitor_id or new_visitor_id())
+        client_id = check_client_id(data.client_id)
+        message = await self.receive(tenant_id, visitor_id, client_id, data.text,
+                                     name=_clean(data.name), email=_clean(data.email),
+                                     language=_clean(data.language, 35))
         return web.json_response({"visitor_id": visitor_id, "message": message}, status=201,
                                  headers=CORS)
 
@@ -263,8 +258,26 @@ class WebchatConnector(Connector):
         return ws
 
 
-def _opt_str(data: dict[str, Any], key: str, limit: int = 200) -> str | None:
-    value = data.get(key)
+def _clean(value: Any, limit: int = 200) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()[:limit]
     return None
+
+
+def _opt_str(data: dict[str, Any], key: str, limit: int = 200) -> str | None:
+    return _clean(data.get(key), limit)
+
+
+class PostMessageBody(BaseModel):
+    """The widget's HTTP fallback: the fields of a socket "message" frame plus who is writing.
+    Validated like every API body (unknown fields and wrong types are a validation_error naming
+    the field); the formats of visitor_id and client_id are checked as on the socket."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    visitor_id: str | None = None
+    client_id: str
+    text: str
+    name: str | None = None
+    email: str | None = None
+    language: str | None = None
