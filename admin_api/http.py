@@ -170,13 +170,14 @@ def strict_int(raw: str) -> int:
     return int(raw)
 
 
-def int_param(request: web.Request, name: str) -> int:
+def int_param(request: web.Request, name: str, *, limit: int = MAX_BIG_ID) -> int:
+    """A positive id from the path; ``limit`` is the largest its column holds (MAX_ID for INTEGER keys)."""
     raw = request.match_info.get(name, "")
     try:
         value = strict_int(raw)
     except ValueError:
         raise InvalidInput(f"{name} must be an integer", code="invalid_id") from None
-    if value <= 0 or value > MAX_BIG_ID:
+    if value <= 0 or value > limit:
         raise InvalidInput(f"{name} is out of range", code="invalid_id")
     return value
 

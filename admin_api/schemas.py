@@ -17,9 +17,10 @@ StatusName = Literal["new", "open", "pending", "solved", "closed"]
 PriorityName = Literal["low", "normal", "high", "urgent"]
 RoleName = Literal["admin", "supervisor", "agent"]
 Tag = str
-# Agents and groups have INTEGER keys; customers (and tickets) BigId ones.
+# Agents, groups and routing rules have INTEGER keys; customers (and tickets) BigId ones.
 AgentId = Annotated[int, Field(gt=0, le=MAX_ID)]
 GroupId = Annotated[int, Field(gt=0, le=MAX_ID)]
+RuleId = Annotated[int, Field(gt=0, le=MAX_ID)]
 CustomerId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
 
 
@@ -117,11 +118,11 @@ class RulePatch(Strict):
 
 
 class RuleOrderBody(Strict):
-    ids: list[int] = Field(min_length=1, max_length=1000)
+    ids: list[RuleId] = Field(min_length=1, max_length=1000)
 
 
 class RoutingSettingsBody(Strict):
-    default_group_id: int | None = Field(default=None, gt=0)
+    default_group_id: GroupId | None = None
     business_hours: dict[str, Any] | None = None
     offline_policy: Literal["reroute", "keep"] = "reroute"
     default_overflow_seconds: int = Field(default=600, ge=10, le=7 * 24 * 3600)
@@ -133,13 +134,13 @@ class GroupPatch(Strict):
     strategy: StrategyName | None = None
     sticky_days: int | None = Field(default=None, ge=1, le=365)
     sticky_fallback: Literal["round_robin", "least_busy", "skills", "manual"] | None = None
-    overflow_group_id: int | None = Field(default=None, gt=0)
+    overflow_group_id: GroupId | None = None
     overflow_after_seconds: int | None = Field(default=None, ge=0, le=7 * 24 * 3600)
     clear_overflow: bool = False
 
 
 class MembersBody(Strict):
-    agent_ids: list[int] = Field(max_length=1000)
+    agent_ids: list[AgentId] = Field(max_length=1000)
 
 
 class AgentPatch(Strict):
@@ -148,7 +149,7 @@ class AgentPatch(Strict):
     capacity: int | None = Field(default=None, ge=0, le=1000)
     channel_capacity: dict[str, int] | None = None
     skills: dict[str, int] | None = None
-    group_ids: list[int] | None = Field(default=None, max_length=100)
+    group_ids: list[GroupId] | None = Field(default=None, max_length=100)
     active: bool | None = None
 
 
