@@ -23,6 +23,7 @@ import pytest
 from admin_api.http import HUB, Operation
 from core.config import Settings
 from core.db import Database
+from core.models import MAX_BIG_ID, MAX_ID
 from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
 from tests.support import (
     Http,
@@ -38,6 +39,14 @@ from tests.support import (
 )
 
 MISSING_TICKET = 10**12
+# Each id in a path: the error for an id that exists nowhere, and the largest its column holds.
+ID_PARAMS = {
+    "ticket_id": ("ticket_not_found", MAX_BIG_ID),
+    "customer_id": ("customer_not_found", MAX_BIG_ID),
+    "agent_id": ("agent_not_found", MAX_ID),
+    "group_id": ("group_not_found", MAX_ID),
+    "rule_id": ("rule_not_found", MAX_ID),
+}
 DEEP = "[" * 100_000  # nesting deeper than any parser's recursion limit
 
 
@@ -65,10 +74,16 @@ class Shop:
     revoked_token: str
     ticket_id: int
     visitor_id: str
+    customer_id: int
+    rule_id: int
 
     @property
     def domain(self) -> str:
         return self.info.domain
+
+    def ids(self) -> dict[str, int]:
+        return {"ticket_id": self.ticket_id, "customer_id": self.customer_id, "agent_id": self.agent.id,
+                "group_id": self.group_id, "rule_id": self.rule_id}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
@@ -116,8 +131,12 @@ async def shop(settings: Settings, server: Server) -> AsyncIterator[Shop]:
             reply = await http("POST", f"/api/v1/tickets/{ticket_id}/messages", host=info.domain, token=admin_token,
                                json_body=body)
             assert reply.status == 201, reply
+        rule = await http("POST", "/api/v1/routing/rules", host=info.domain, token=admin_token,
+                          json_body={"name": "urgent words", "conditions": {"text_contains": ["urgent"]},
+                                     "actions": {"priority": "urgent"}})
+        assert rule.status == 201, rule
         s = Shop(info, http, db, server.app[HUB].settings, admin, agent, group_id, admin_token, agent_token, revoked,
-                 ticket_id, first.body["visitor_id"])
+                 ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"])
 
         async def delivered() -> bool:
             detail = await s.call("GET", f"/api/v1/tickets/{ticket_id}")
@@ -129,8 +148,8 @@ async def shop(settings: Settings, server: Server) -> AsyncIterator[Shop]:
     await db.dispose()
 
 
-def _path(op: Operation, shop: Shop, ticket_id: Any = None) -> str:
-    return op.path.format(ticket_id=shop.ticket_id if ticket_id is None else ticket_id)
+def _path(op: Operation, shop: Shop, **override: Any) -> str:
+    return op.path.format(**{**shop.ids(), **override})
 
 
 # --- per-route tables ------------------------------------------------------------------------------
@@ -146,6 +165,14 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
         ("PATCH", "/api/v1/tickets/{ticket_id}"): {"priority": "urgent"},
         ("POST", "/api/v1/tickets/{ticket_id}/messages"): {"text": "hello", "kind": "note"},
         ("POST", "/api/v1/tickets/{ticket_id}/transfer"): {"agent_id": shop.agent.id},
+        ("POST", "/api/v1/routing/rules"): {"name": f"rule {uuid.uuid4().hex[:6]}", "actions": {"priority": "high"}},
+        ("PATCH", "/api/v1/routing/rules/{rule_id}"): {"enabled": False},
+        ("PUT", "/api/v1/routing/rules/order"): {"ids": [shop.rule_id]},
+        ("PUT", "/api/v1/routing/settings"): {"offline_policy": "keep"},
+        ("PATCH", "/api/v1/groups/{group_id}"): {"strategy": "round_robin"},
+        ("PUT", "/api/v1/groups/{group_id}/members"): {"agent_ids": [shop.agent.id]},
+        ("PATCH", "/api/v1/agents/{agent_id}"): {"capacity": 3},
+        ("PATCH", "/api/v1/customers/{customer_id}"): {"tags": ["vip"]},
     }
 
 
@@ -204,6 +231,45 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
             ({"agent_id": 2**31}, "agent_id"), ({"agent_id": 2**63}, "agent_id"), ({"group_id": 2**40}, "group_id"),
             ({}, "body"), ({"agent_id": shop.agent.id, "group_id": shop.group_id}, "body"),
         ],
+        ("POST", "/api/v1/routing/rules"): [
+            ({"name": 5, "actions": {"priority": "high"}}, "name"), ({"name": "r"}, "actions"),
+            ({"name": "r", "actions": "high"}, "actions"), ({"name": "r", "actions": {}, "enabled": "yes"}, "enabled"),
+            ({"name": "r", "actions": {}, "position": -1}, "position"),
+            ({"name": "r", "actions": {}, "position": True}, "position"),
+        ],
+        ("PATCH", "/api/v1/routing/rules/{rule_id}"): [
+            ({"enabled": "no"}, "enabled"), ({"position": "1"}, "position"), ({"name": ""}, "name"),
+            ({"conditions": []}, "conditions"),
+        ],
+        ("PUT", "/api/v1/routing/rules/order"): [
+            ({"ids": str(shop.rule_id)}, "ids"), ({"ids": [True]}, "ids"), ({"ids": []}, "ids"),
+            ({"ids": [2**40]}, "ids"),
+        ],
+        ("PUT", "/api/v1/routing/settings"): [
+            ({"default_group_id": True}, "default_group_id"), ({"default_group_id": 2**40}, "default_group_id"),
+            ({"offline_policy": "drop"}, "offline_policy"),
+            ({"default_overflow_seconds": 5}, "default_overflow_seconds"),
+            ({"unlimited_wait": "yes"}, "unlimited_wait"),
+        ],
+        ("PATCH", "/api/v1/groups/{group_id}"): [
+            ({"strategy": "random"}, "strategy"), ({"sticky_days": 0}, "sticky_days"),
+            ({"overflow_group_id": str(shop.group_id)}, "overflow_group_id"),
+            ({"overflow_group_id": 2**40, "overflow_after_seconds": 60}, "overflow_group_id"),
+            ({"clear_overflow": "yes"}, "clear_overflow"),
+        ],
+        ("PUT", "/api/v1/groups/{group_id}/members"): [
+            ({"agent_ids": str(shop.agent.id)}, "agent_ids"), ({"agent_ids": [True]}, "agent_ids"),
+            ({"agent_ids": [2**40]}, "agent_ids"), ({}, "agent_ids"),
+        ],
+        ("PATCH", "/api/v1/agents/{agent_id}"): [
+            ({"capacity": True}, "capacity"), ({"role": "owner"}, "role"), ({"skills": {"english": "high"}}, "skills"),
+            ({"channel_capacity": {"webchat": True}}, "channel_capacity"), ({"group_ids": [2**40]}, "group_ids"),
+            ({"active": "yes"}, "active"),
+        ],
+        ("PATCH", "/api/v1/customers/{customer_id}"): [
+            ({"email": "nope"}, "email"), ({"tags": "vip"}, "tags"), ({"tags": [1]}, "tags"),
+            ({"attributes": "vip"}, "attributes"), ({"name": 5}, "name"),
+        ],
     }
 
 
@@ -217,8 +283,12 @@ def body_operations() -> list[Operation]:
     return [op for op in operations() if op.body is not None]
 
 
-def ticket_operations() -> list[Operation]:
-    return [op for op in operations() if "{ticket_id}" in op.path]
+def id_operations() -> list[Operation]:
+    return [op for op in operations() if "{" in op.path]
+
+
+def path_params(op: Operation) -> list[str]:
+    return [part[1:-1] for part in op.path.split("/") if part.startswith("{")]
 
 
 async def test_tables_cover_every_route_with_a_body(shop: Shop) -> None:
@@ -373,13 +443,18 @@ async def test_request_body_over_the_limit(shop: Shop) -> None:
 BAD_IDS = ["abc", "1.5", "0", "-3", "1e3", "9" * 30, "1_0", "+1", "%201", "%D9%A3", "0x10"]
 
 
-@pytest.mark.parametrize("op", ticket_operations(), ids=op_id)
-async def test_ticket_id_in_the_path(shop: Shop, op: Operation) -> None:
+@pytest.mark.parametrize("op", id_operations(), ids=op_id)
+async def test_ids_in_the_path(shop: Shop, op: Operation) -> None:
     before = await shop.rows()
     body = valid_bodies(shop).get(op_key(op))
-    for bad in BAD_IDS:
-        assert_error(await shop.call(op.method, _path(op, shop, bad), body=body), 422, "invalid_id")
-    assert_error(await shop.call(op.method, _path(op, shop, MISSING_TICKET), body=body), 404, "ticket_not_found")
+    for param in path_params(op):
+        assert param in ID_PARAMS, f"{op_id(op)}: say in ID_PARAMS what {param} is"
+        missing_code, largest = ID_PARAMS[param]
+        for bad in [*BAD_IDS, str(largest + 1)]:
+            reply = await shop.call(op.method, _path(op, shop, **{param: bad}), body=body)
+            assert_error(reply, 422, "invalid_id")
+        # The largest id the column holds is a valid id that exists nowhere.
+        assert_error(await shop.call(op.method, _path(op, shop, **{param: largest}), body=body), 404, missing_code)
     assert await shop.rows() == before
 
 
@@ -401,11 +476,33 @@ async def test_bearer_token_missing_or_invalid(shop: Shop, op: Operation) -> Non
     assert await shop.rows() == before
 
 
-async def test_only_admins_create_agents_and_groups(shop: Shop) -> None:
+ADMIN_ONLY = [
+    ("POST", "/api/v1/agents"), ("PATCH", "/api/v1/agents/{agent_id}"), ("POST", "/api/v1/groups"),
+    ("PATCH", "/api/v1/groups/{group_id}"), ("PUT", "/api/v1/groups/{group_id}/members"),
+    ("POST", "/api/v1/routing/rules"), ("PATCH", "/api/v1/routing/rules/{rule_id}"),
+    ("DELETE", "/api/v1/routing/rules/{rule_id}"), ("PUT", "/api/v1/routing/rules/order"),
+    ("PUT", "/api/v1/routing/settings"),
+]
+
+
+async def test_only_admins_manage_seats_groups_and_routing(shop: Shop) -> None:
     before = await shop.rows()
     v = valid_bodies(shop)
-    for path in ("/api/v1/agents", "/api/v1/groups"):
-        assert_error(await shop.call("POST", path, token=shop.agent_token, body=v[("POST", path)]), 403, "admin_only")
+    ops = {op_key(op): op for op in operations()}
+    for key in ADMIN_ONLY:
+        reply = await shop.call(key[0], _path(ops[key], shop), token=shop.agent_token, body=v.get(key))
+        assert_error(reply, 403, "admin_only")
+    assert await shop.rows() == before
+
+
+async def test_rule_actions_with_an_id_out_of_range(shop: Shop) -> None:
+    before = await shop.rows()
+    for group_id in (2**31, 2**63, True, "1"):
+        actions = {"group_id": group_id}
+        reply = await shop.call("POST", "/api/v1/routing/rules", body={"name": "far", "actions": actions})
+        assert_error(reply, 422, "invalid_rule")
+        reply = await shop.call("PATCH", f"/api/v1/routing/rules/{shop.rule_id}", body={"actions": actions})
+        assert_error(reply, 422, "invalid_rule")
     assert await shop.rows() == before
 
 
@@ -420,6 +517,8 @@ async def test_bad_query_parameters(shop: Shop) -> None:
                   "assignee_id=abc", "assignee_id=0", f"assignee_id={2**31}", f"assignee_id={2**62}",
                   "before_id=-1", "before_id=x", "limit=1_0"):
         assert_error(await shop.call("GET", f"/api/v1/tickets?{query}"), 422, "invalid_query")
+    for query in ("group_id=abc", "group_id=0", f"group_id={2**31}", "limit=0", "limit=1001", "limit=+5"):
+        assert_error(await shop.call("GET", f"/api/v1/queue?{query}"), 422, "invalid_query")
     for query, code in (("", "invalid_visitor"), ("visitor_id=short", "invalid_visitor"),
                         (f"visitor_id={shop.visitor_id}&since=abc", "invalid_query"),
                         (f"visitor_id={shop.visitor_id}&since={10**30}", "invalid_query")):
