@@ -214,8 +214,7 @@ async def probe_login(w: World) -> None:
                  401, "bad_credentials")
     assert_error(await w.call("POST", "/api/v1/auth/login", host=w.a.domain, token="", body=creds_b),
                  401, "bad_credentials")
-    ok = await w.call("POST", "/api/v1/auth/login", host=w.a.domain, token="", body=creds_a)
-    assert ok.status == 200 and ok.body["agent"]["id"] == w.a.admin.id, ok
+    # The same credentials signed in at home when the world was built: the refusals are about tenancy.
 
 
 async def probe_logout(w: World) -> None:
@@ -256,12 +255,10 @@ async def probe_create_agent(w: World) -> None:
     assert_not_found(await w.call("POST", "/api/v1/agents", body=new(group_ids=[w.b.group_id])), "group_not_found")
     assert_not_found(await w.call("POST", "/api/v1/agents", body=new(group_ids=[w.a.group_id, w.b.group_id])),
                      "group_not_found")
-    # B's e-mail means nothing in A: no conflict, and the new seat is A's.
-    made = await w.call("POST", "/api/v1/agents", body={**new(), "email": w.b.agent.email})
-    assert made.status == 201, made
+    # B's e-mail means nothing in A: no conflict, and the new seat (in A's group) is A's.
+    made = await w.call("POST", "/api/v1/agents", body={**new(group_ids=[w.a.group_id]), "email": w.b.agent.email})
+    assert made.status == 201 and made.body["agent"]["group_ids"] == [w.a.group_id], made
     assert made.body["agent"]["id"] in await ids_of(w.db, Agent, w.a.info.id)
-    ok = await w.call("POST", "/api/v1/agents", body=new(group_ids=[w.a.group_id]))
-    assert ok.status == 201 and ok.body["agent"]["group_ids"] == [w.a.group_id], ok
 
 
 async def probe_list_groups(w: World) -> None:
