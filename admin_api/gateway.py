@@ -12,18 +12,19 @@ import json
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import Any, TypeGuard
 
 from aiohttp import WSMsgType, web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from admin_api.http import HUB, tenant_of, tracked, validate
+from admin_api.http import HUB, check_strings, parse_json, tenant_of, tracked, validate
 from core import tickets
 from core.auth import Principal, authenticate
+from core.bus import Subscription
 from core.errors import DomainError, InvalidInput
 from core.events import tenant_topic, visible_to
 from core.feed import missed_events, snapshot
-from core.models import Presence
+from core.models import MAX_BIG_ID, MAX_ID, Presence
 from core.presence import heartbeat, set_presence
 from core.seats import profile
 
@@ -34,10 +35,17 @@ SEND_QUEUE = 2000
 
 
 class Hello(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     type: str
     token: str = Field(min_length=1, max_length=512)
-    since: int | None = Field(default=None, ge=0)
+    since: int | None = Field(default=None, ge=0, le=MAX_BIG_ID)
     status: str | None = None
+
+
+def _positive_id(value: Any, limit: int) -> TypeGuard[int]:
+    """A JSON integer (not a boolean) that a key column can hold."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit
 
 
 class AgentConnection:
@@ -54,6 +62,7 @@ class AgentConnection:
         self.overflowed = False
         # The agent's groups: which waiting tickets' events they see (refreshed with heartbeats).
         self.groups: frozenset[int] = frozenset()
+        self.subscription: Subscription | None = None
 
     # --- outgoing -------------------------------------------------------------------------
     def push(self, frame: dict[str, Any]) -> None:
@@ -102,18 +111,20 @@ class AgentConnection:
         except TimeoutError:
             await self.ws.send_json({"type": "error", "code": "hello_timeout", "message": "send hello first"})
             return False
-        if msg.type != WSMsgType.TEXT:
+        if msg.type == WSMsgType.BINARY:
+            await self.ws.send_json({"type": "error", "code": "hello_required",
+                                     "message": 'frames are JSON text; the first is {"type": "hello", "token": ...}'})
+            return False
+        if msg.type != WSMsgType.TEXT:  # closing, or the client's protocol error
             return False
         try:
-            data = json.loads(msg.data)
+            data = parse_json(msg.data, "the hello frame")
             if not isinstance(data, dict) or data.get("type") != "hello":
                 raise InvalidInput('the first frame must be {"type": "hello", "token": ...}', code="hello_required")
+            check_strings(data)
             hello = validate(Hello, data)
             async with self.hub.db.read(self.tenant.id) as session:
                 self.principal = await authenticate(session, self.tenant.id, hello.token)
-        except ValueError:
-            await self.ws.send_json({"type": "error", "code": "invalid_json", "message": "frames are JSON text"})
-            return False
         except DomainError as exc:
             await self.ws.send_json({"type": "error", **exc.to_dict()})
             return False
@@ -162,17 +173,19 @@ class AgentConnection:
             self.error("unknown_type", f"unknown frame type {kind!r}", ref)
             return
         ticket_id = data.get("ticket_id")
-        if not isinstance(ticket_id, int) or isinstance(ticket_id, bool) or ticket_id <= 0:
+        if not _positive_id(ticket_id, MAX_BIG_ID):
             raise InvalidInput("ticket_id must be a positive integer", code="invalid_ticket_id")
         result = await action(self.hub, self.principal, ticket_id, data)
         self.push({"type": "result", "ref": ref, "ok": True, "data": result})
 
     async def run(self) -> None:
-        if not await self.hello():
-            await self.ws.close()
-            return
-        writer = asyncio.create_task(self.writer())
+        writer: asyncio.Task[None] | None = None
         try:
+            # Inside the try: a hello that fails after subscribing must not leave the subscription.
+            if not await self.hello():
+                await self.ws.close()
+                return
+            writer = asyncio.create_task(self.writer())
             async for msg in self.ws:
                 if msg.type != WSMsgType.TEXT:
                     if msg.type == WSMsgType.BINARY:
@@ -181,13 +194,12 @@ class AgentConnection:
                 await self.beat()
                 ref = None
                 try:
-                    data = json.loads(msg.data)
+                    data = parse_json(msg.data, "a frame")
                     if not isinstance(data, dict):
                         raise InvalidInput("a frame is a JSON object", code="invalid_frame")
                     ref = data.get("ref")
+                    check_strings(data)
                     await self.handle(data)
-                except ValueError:
-                    self.error("invalid_json", "frames are JSON text", ref)
                 except DomainError as exc:
                     self.push({"type": "result", "ref": ref, "ok": False, "error": exc.to_dict()}
                               if ref is not None else {"type": "error", **exc.to_dict()})
@@ -195,8 +207,10 @@ class AgentConnection:
                     logger.exception("agent action failed")
                     self.error("internal_error", "the action failed on our side; it has been logged", ref)
         finally:
-            self.subscription.close()
-            writer.cancel()
+            if self.subscription is not None:
+                self.subscription.close()
+            if writer is not None:
+                writer.cancel()
 
 
 def _text(data: dict[str, Any]) -> str:
@@ -238,8 +252,8 @@ async def _transfer(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]
         value = data.get(name)
         if value is None:
             return None
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise InvalidInput(f"{name} must be a positive integer", code="invalid_id")
+        if not _positive_id(value, MAX_ID):
+            raise InvalidInput(f"{name} must be a positive integer up to {MAX_ID}", code="invalid_id")
         return value
 
     return {"ticket": await tickets.transfer(hub, p, ticket_id, agent_id=opt_id("agent_id"),
@@ -264,6 +278,6 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     ws = web.WebSocketResponse(max_msg_size=hub.settings.max_request_bytes, heartbeat=None)
     await ws.prepare(request)
-    with tracked(request, ws):
+    async with tracked(request, ws):
         await AgentConnection(request, ws).run()
     return ws

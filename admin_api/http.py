@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from pydantic import BaseModel, ValidationError
 
 from core.auth import Principal, authenticate
 from core.errors import DomainError, Forbidden, InvalidInput, TooLarge, UnknownTenant
 from core.hub import Hub
+from core.models import MAX_BIG_ID
 from core.tenancy import TenantRef, TenantResolver
 
 logger = logging.getLogger(__name__)
@@ -100,10 +103,42 @@ async def read_json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         raise InvalidInput("a JSON body is required", code="invalid_json")
+    data = parse_json(raw, "the body")
+    check_strings(data)
+    return data
+
+
+def parse_json(raw: str | bytes, what: str) -> Any:
+    """JSON from a request body or a websocket frame: whatever is wrong with it is invalid_json."""
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("the body is not valid JSON", code="invalid_json") from None
+    except (ValueError, RecursionError):
+        # ValueError covers bad syntax and bad UTF-8; RecursionError comes from nesting deeper
+        # than the parser's recursion limit ("[[[[..."), which fits easily in an allowed body.
+        raise InvalidInput(f"{what} is not valid JSON", code="invalid_json") from None
+
+
+# NUL, which PostgreSQL text cannot hold (SQLite can: the same input must not succeed on one
+# database and fail with a 500 on the other), and unpaired surrogates, which are not UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_strings(data: Any) -> None:
+    """Refuse a decoded body or frame with a string (key or value) that cannot be stored."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                raise InvalidInput(f"{where or 'body'}: text may not contain NUL characters or unpaired surrogates",
+                                   code="invalid_text")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{where}.{key}" if where else str(key)
+                stack.append((key, path))
+                stack.append((item, path))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}.{i}" if where else str(i)) for i, item in enumerate(value))
 
 
 def validate(model: type[M], data: Any) -> M:
@@ -123,13 +158,26 @@ async def body(request: web.Request, model: type[M]) -> M:
     return validate(model, await read_json(request))
 
 
-def int_param(request: web.Request, name: str) -> int:
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def strict_int(raw: str) -> int:
+    """An integer written the plain way: an optional minus and ASCII digits. Python's int() also
+    takes " 7", "+7", "7_0" and other scripts' digits ("٣"), so many spellings would name one
+    ticket (and pass for a valid id in a log or a cache key)."""
+    if not _INTEGER.fullmatch(raw):
+        raise ValueError(f"not an integer: {raw!r}")
+    return int(raw)
+
+
+def int_param(request: web.Request, name: str, *, limit: int = MAX_BIG_ID) -> int:
+    """A positive id from the path; ``limit`` is the largest its column holds (MAX_ID for INTEGER keys)."""
     raw = request.match_info.get(name, "")
     try:
-        value = int(raw)
+        value = strict_int(raw)
     except ValueError:
         raise InvalidInput(f"{name} must be an integer", code="invalid_id") from None
-    if value <= 0 or value > 2**62:
+    if value <= 0 or value > limit:
         raise InvalidInput(f"{name} is out of range", code="invalid_id")
     return value
 
@@ -204,23 +252,33 @@ SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
 
 
 class tracked:
-    """Keep an open websocket in the app's set so shutdown can close it instead of waiting on it."""
+    """Keep an open websocket in the app's set so shutdown can close it instead of waiting on it.
+
+    A failure inside is logged and closes the socket with 1011. Once the connection is upgraded it
+    can no longer carry an HTTP answer: letting the exception reach the error middleware would
+    write a 500 response into the websocket stream, which the client reads as a corrupt frame.
+    """
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
         self.sockets: set[web.WebSocketResponse] = request.app[SOCKETS]
         self.ws = ws
 
-    def __enter__(self) -> web.WebSocketResponse:
+    async def __aenter__(self) -> web.WebSocketResponse:
         self.sockets.add(self.ws)
         return self.ws
 
-    def __exit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool:
         self.sockets.discard(self.ws)
+        if not isinstance(exc, Exception):  # no error, or a cancellation that must go on
+            return False
+        logger.error("websocket handler failed", exc_info=(type(exc), exc, tb))
+        if not self.ws.closed:
+            await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
+        return True
 
 
 async def close_sockets(app: web.Application) -> None:
-    from aiohttp import WSCloseCode
-
     sockets: set[web.WebSocketResponse] = app[SOCKETS]
     for ws in list(sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

@@ -1,19 +1,31 @@
-"""Request bodies. Unknown fields are refused, so a typo is an error and not a silent no-op."""
+"""Request bodies. Unknown fields are refused, so a typo is an error and not a silent no-op.
+
+Types are strict: JSON's own types only, no coercion. Lax parsing turned ``true`` into the id 1
+and ``"7"`` into 7, so a client bug could transfer a ticket to agent 1 instead of being told.
+Ids are bounded by what their columns hold (see :data:`core.models.MAX_ID`).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+from core.models import MAX_BIG_ID, MAX_ID
 
 StatusName = Literal["new", "open", "pending", "solved", "closed"]
 PriorityName = Literal["low", "normal", "high", "urgent"]
 RoleName = Literal["admin", "supervisor", "agent"]
 Tag = str
+# Agents, groups and routing rules have INTEGER keys; customers (and tickets) BigId ones.
+AgentId = Annotated[int, Field(gt=0, le=MAX_ID)]
+GroupId = Annotated[int, Field(gt=0, le=MAX_ID)]
+RuleId = Annotated[int, Field(gt=0, le=MAX_ID)]
+CustomerId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
 
 
 class LoginBody(Strict):
@@ -34,11 +46,11 @@ class NewCustomer(Strict):
 class CreateTicketBody(Strict):
     text: str = Field(min_length=1)
     subject: str | None = Field(default=None, max_length=500)
-    customer_id: int | None = Field(default=None, gt=0)
+    customer_id: CustomerId | None = None
     customer: NewCustomer | None = None
     channel: str | None = Field(default=None, max_length=40)
-    assignee_id: int | None = Field(default=None, gt=0)
-    group_id: int | None = Field(default=None, gt=0)
+    assignee_id: AgentId | None = None
+    group_id: GroupId | None = None
     priority: PriorityName = "normal"
     tags: list[Tag] = Field(default_factory=list, max_length=50)
 
@@ -50,8 +62,8 @@ class CreateTicketBody(Strict):
 
 
 class TransferBody(Strict):
-    agent_id: int | None = Field(default=None, gt=0)
-    group_id: int | None = Field(default=None, gt=0)
+    agent_id: AgentId | None = None
+    group_id: GroupId | None = None
 
     @model_validator(mode="after")
     def one_target(self) -> TransferBody:
@@ -75,7 +87,7 @@ class CreateAgentBody(Strict):
     password: str = Field(min_length=8, max_length=1024)
     role: RoleName = "agent"
     capacity: int = Field(default=5, ge=0, le=1000)
-    group_ids: list[int] = Field(default_factory=list, max_length=100)
+    group_ids: list[GroupId] = Field(default_factory=list, max_length=100)
 
 
 class CreateGroupBody(Strict):
@@ -106,11 +118,11 @@ class RulePatch(Strict):
 
 
 class RuleOrderBody(Strict):
-    ids: list[int] = Field(min_length=1, max_length=1000)
+    ids: list[RuleId] = Field(min_length=1, max_length=1000)
 
 
 class RoutingSettingsBody(Strict):
-    default_group_id: int | None = Field(default=None, gt=0)
+    default_group_id: GroupId | None = None
     business_hours: dict[str, Any] | None = None
     offline_policy: Literal["reroute", "keep"] = "reroute"
     default_overflow_seconds: int = Field(default=600, ge=10, le=7 * 24 * 3600)
@@ -122,13 +134,13 @@ class GroupPatch(Strict):
     strategy: StrategyName | None = None
     sticky_days: int | None = Field(default=None, ge=1, le=365)
     sticky_fallback: Literal["round_robin", "least_busy", "skills", "manual"] | None = None
-    overflow_group_id: int | None = Field(default=None, gt=0)
+    overflow_group_id: GroupId | None = None
     overflow_after_seconds: int | None = Field(default=None, ge=0, le=7 * 24 * 3600)
     clear_overflow: bool = False
 
 
 class MembersBody(Strict):
-    agent_ids: list[int] = Field(max_length=1000)
+    agent_ids: list[AgentId] = Field(max_length=1000)
 
 
 class AgentPatch(Strict):
@@ -137,7 +149,7 @@ class AgentPatch(Strict):
     capacity: int | None = Field(default=None, ge=0, le=1000)
     channel_capacity: dict[str, int] | None = None
     skills: dict[str, int] | None = None
-    group_ids: list[int] | None = Field(default=None, max_length=100)
+    group_ids: list[GroupId] | None = Field(default=None, max_length=100)
     active: bool | None = None
 
 

@@ -63,6 +63,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT for the big tables.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
+# The largest id a key column can hold on both databases: INTEGER keys (tenants, agents, groups)
+# are int4 on PostgreSQL, BigId keys int8. An id from outside beyond these is refused as invalid
+# input; handed to the database it would overflow the driver (a 500), not simply match nothing.
+MAX_ID = 2**31 - 1
+MAX_BIG_ID = 2**63 - 1
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)

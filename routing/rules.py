@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.errors import InvalidInput
+from core.models import MAX_ID
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_PATTERN = 300
@@ -254,8 +255,9 @@ def compile_actions(actions: dict[str, Any]) -> RuleActions:
     if unknown:
         raise InvalidInput(f"unknown action {sorted(unknown)[0]!r}", code="invalid_rule")
     group_id = actions.get("group_id")
-    if group_id is not None and (not isinstance(group_id, int) or isinstance(group_id, bool) or group_id <= 0):
-        raise InvalidInput("group_id must be a positive integer", code="invalid_rule")
+    if group_id is not None and (not isinstance(group_id, int) or isinstance(group_id, bool)
+                                 or not 0 < group_id <= MAX_ID):
+        raise InvalidInput(f"group_id must be a positive integer up to {MAX_ID}", code="invalid_rule")
     priority = actions.get("priority")
     if priority is not None and priority not in ("low", "normal", "high", "urgent"):
         raise InvalidInput(f"unknown priority {priority!r}", code="invalid_rule")

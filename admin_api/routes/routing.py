@@ -17,6 +17,7 @@ from admin_api.schemas import (
     RulePatch,
 )
 from core import customers, tickets
+from core.models import MAX_ID
 from routing import config
 
 
@@ -45,8 +46,9 @@ async def create_rule(request: web.Request) -> web.Response:
 async def get_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
+    rule_id = int_param(request, "rule_id", limit=MAX_ID)
     async with hub.db.read(p.tenant_id) as session:
-        return web.json_response({"rule": await config.get_rule(session, int_param(request, "rule_id"))})
+        return web.json_response({"rule": await config.get_rule(session, rule_id)})
 
 
 @api.route("PATCH", "/api/v1/routing/rules/{rule_id}", summary="Change a rule (admin)", body=RulePatch,
@@ -54,7 +56,7 @@ async def get_rule(request: web.Request) -> web.Response:
 async def update_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
-    rule_id = int_param(request, "rule_id")
+    rule_id = int_param(request, "rule_id", limit=MAX_ID)
     data = await body(request, RulePatch)
     async with hub.db.session(p.tenant_id) as session:
         rule = await config.update_rule(session, p, rule_id, data.model_dump(exclude_unset=True), request.remote)
@@ -66,7 +68,7 @@ async def update_rule(request: web.Request) -> web.Response:
 async def delete_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
-    rule_id = int_param(request, "rule_id")
+    rule_id = int_param(request, "rule_id", limit=MAX_ID)
     async with hub.db.session(p.tenant_id) as session:
         await config.delete_rule(session, p, rule_id, request.remote)
     await config.announce(hub, p.tenant_id)
@@ -111,7 +113,7 @@ async def put_settings(request: web.Request) -> web.Response:
 async def update_group(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
-    group_id = int_param(request, "group_id")
+    group_id = int_param(request, "group_id", limit=MAX_ID)
     data = await body(request, GroupPatch)
     async with hub.db.session(p.tenant_id) as session:
         group = await config.update_group(session, p, group_id, data.model_dump(exclude_unset=True), request.remote)
@@ -124,7 +126,7 @@ async def update_group(request: web.Request) -> web.Response:
 async def set_members(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
-    group_id = int_param(request, "group_id")
+    group_id = int_param(request, "group_id", limit=MAX_ID)
     data = await body(request, MembersBody)
     async with hub.db.session(p.tenant_id) as session:
         ids = await config.set_members(session, p, group_id, data.agent_ids, request.remote)
@@ -137,7 +139,7 @@ async def set_members(request: web.Request) -> web.Response:
 async def update_agent(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
-    agent_id = int_param(request, "agent_id")
+    agent_id = int_param(request, "agent_id", limit=MAX_ID)
     data = await body(request, AgentPatch)
     async with hub.db.session(p.tenant_id) as session:
         agent = await config.update_agent(session, p, agent_id, data.model_dump(exclude_unset=True), request.remote)
@@ -176,7 +178,7 @@ async def get_queue(request: web.Request) -> web.Response:
     p = await principal_of(request)
     from admin_api.routes.tickets import _query_int
 
-    rows = await tickets.queue(hub, p, group_id=_query_int(request, "group_id", None, lo=1, hi=2**62),
+    rows = await tickets.queue(hub, p, group_id=_query_int(request, "group_id", None, lo=1, hi=MAX_ID),
                                limit=_query_int(request, "limit", 100, lo=1, hi=1000) or 100)
     return web.json_response({"queue": rows})
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin_api.http import HUB, api, body, int_param, principal_of
+from admin_api.http import HUB, api, body, int_param, principal_of, strict_int
 from admin_api.schemas import CreateTicketBody, MessageBody, TransferBody, UpdateTicketBody
 from core import tickets
 from core.errors import InvalidInput
+from core.models import MAX_BIG_ID, MAX_ID
 
 _STATUSES = {"new", "open", "pending", "solved", "closed"}
 
@@ -17,7 +18,7 @@ def _query_int(request: web.Request, name: str, default: int | None, *, lo: int,
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = strict_int(raw)
     except ValueError:
         raise InvalidInput(f"{name} must be an integer", code="invalid_query") from None
     if not lo <= value <= hi:
@@ -36,9 +37,9 @@ async def list_tickets(request: web.Request) -> web.Response:
         raise InvalidInput(f"unknown status {unknown[0]!r}", code="invalid_query")
     rows = await tickets.list_tickets(
         hub, principal, status=status or None,
-        assignee_id=_query_int(request, "assignee_id", None, lo=1, hi=2**62),
+        assignee_id=_query_int(request, "assignee_id", None, lo=1, hi=MAX_ID),
         unassigned=request.query.get("unassigned") in ("1", "true"),
-        before_id=_query_int(request, "before_id", None, lo=1, hi=2**62),
+        before_id=_query_int(request, "before_id", None, lo=1, hi=MAX_BIG_ID),
         limit=_query_int(request, "limit", 50, lo=1, hi=500) or 50,
     )
     return web.json_response({"tickets": rows})

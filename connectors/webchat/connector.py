@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from pydantic import BaseModel, ConfigDict
 
 from connectors.base import Connector, InboundMessage, OutboundMessage
 from core.conversations import customer_history
 from core.errors import DomainError, InvalidInput
 from core.ingest import ingest
+from core.models import MAX_BIG_ID
 from core.serialize import iso
 
 logger = logging.getLogger(__name__)
@@ -131,31 +133,29 @@ class WebchatConnector(Connector):
         })
 
     async def post_message(self, request: web.Request) -> web.Response:
-        from admin_api.http import read_json
+        from admin_api.http import read_json, validate
 
         tenant_id = _tenant_id(request)
-        data = await read_json(request)
-        if not isinstance(data, dict):
-            raise InvalidInput("the body is a JSON object", code="invalid_json")
-        unknown = set(data) - {"visitor_id", "client_id", "text", "name", "email", "language"}
-        if unknown:
-            raise InvalidInput(f"unknown field {sorted(unknown)[0]!r}", code="unknown_field")
-        visitor_id = data.get("visitor_id") or new_visitor_id()
-        check_visitor(visitor_id)
-        client_id = check_client_id(data.get("client_id"))
-        message = await self.receive(tenant_id, visitor_id, client_id, data.get("text"),
-                                     name=_opt_str(data, "name"), email=_opt_str(data, "email"),
-                                     language=_opt_str(data, "language", 35))
+        data = validate(PostMessageBody, await read_json(request))
+        visitor_id = check_visitor(data.visitor_id or new_visitor_id())
+        client_id = check_client_id(data.client_id)
+        message = await self.receive(tenant_id, visitor_id, client_id, data.text,
+                                     name=_clean(data.name), email=_clean(data.email),
+                                     language=_clean(data.language, 35))
         return web.json_response({"visitor_id": visitor_id, "message": message}, status=201,
                                  headers=CORS)
 
     async def history(self, request: web.Request) -> web.Response:
+        from admin_api.http import strict_int
+
         tenant_id = _tenant_id(request)
         visitor_id = check_visitor(request.query.get("visitor_id"))
         try:
-            since = int(request.query.get("since", "0"))
+            since = strict_int(request.query.get("since", "0"))
         except ValueError:
             raise InvalidInput("since must be an integer", code="invalid_query") from None
+        if since > MAX_BIG_ID:
+            raise InvalidInput("since is out of range", code="invalid_query")
         messages = await customer_history(self.hub, tenant_id, self.kind, visitor_id, since=max(since, 0))
         return web.json_response({"messages": messages}, headers=CORS)
 
@@ -166,8 +166,9 @@ class WebchatConnector(Connector):
         await ws.prepare(request)
         from admin_api.http import tracked
 
-        with tracked(request, ws):
-            return await self._serve_socket(ws, tenant_id)
+        async with tracked(request, ws):
+            await self._serve_socket(ws, tenant_id)
+        return ws
 
     async def _serve_socket(self, ws: web.WebSocketResponse, tenant_id: int) -> web.WebSocketResponse:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=500)
@@ -191,20 +192,24 @@ class WebchatConnector(Connector):
             except TimeoutError:
                 await ws.send_json({"type": "error", "code": "hello_timeout", "message": "send hello first"})
                 return ws
-            if first.type != WSMsgType.TEXT:
+            if first.type == WSMsgType.BINARY:
+                await ws.send_json({"type": "error", "code": "hello_required",
+                                    "message": 'frames are JSON text; the first is {"type": "hello", ...}'})
                 return ws
+            if first.type != WSMsgType.TEXT:  # closing, or the client's protocol error
+                return ws
+            from admin_api.http import check_strings, parse_json
+
             try:
-                hello = json.loads(first.data)
+                hello = parse_json(first.data, "the hello frame")
                 if not isinstance(hello, dict) or hello.get("type") != "hello":
                     raise InvalidInput('the first frame must be {"type": "hello", ...}', code="hello_required")
+                check_strings(hello)
                 visitor_id = hello.get("visitor_id") or new_visitor_id()
                 check_visitor(visitor_id)
                 since = hello.get("since") or 0
-                if not isinstance(since, int) or since < 0:
+                if not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_BIG_ID:
                     raise InvalidInput("since must be a non-negative integer", code="invalid_since")
-            except ValueError:
-                await ws.send_json({"type": "error", "code": "invalid_json", "message": "frames are JSON text"})
-                return ws
             except DomainError as exc:
                 await ws.send_json({"type": "error", **exc.to_dict()})
                 return ws
@@ -215,11 +220,15 @@ class WebchatConnector(Connector):
             await ws.send_str(json.dumps({"type": "welcome", "visitor_id": visitor_id, "messages": history}))
             writer = asyncio.create_task(write())
             async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    # Silence would leave the widget waiting for an ack that never comes.
+                    push({"type": "error", "code": "invalid_frame", "message": "frames are JSON text"})
+                    continue
                 if msg.type != WSMsgType.TEXT:
                     continue
                 client_id = None
                 try:
-                    data = json.loads(msg.data)
+                    data = parse_json(msg.data, "a frame")
                     if not isinstance(data, dict):
                         raise InvalidInput("a frame is a JSON object", code="invalid_frame")
                     kind = data.get("type")
@@ -227,13 +236,12 @@ class WebchatConnector(Connector):
                         push({"type": "pong"})
                     elif kind == "message":
                         client_id = check_client_id(data.get("client_id"))
+                        check_strings(data)  # after client_id, so the refusal names the message
                         message = await self.receive(tenant_id, visitor_id, client_id, data.get("text"),
                                                      name=name, email=email, language=language)
                         push({"type": "ack", "client_id": client_id, "message": message})
                     else:
                         raise InvalidInput(f"unknown frame type {kind!r}", code="unknown_type")
-                except ValueError:
-                    push({"type": "error", "code": "invalid_json", "message": "frames are JSON text"})
                 except DomainError as exc:
                     frame = {"type": "error", **exc.to_dict()}
                     if client_id is not None:
@@ -250,8 +258,26 @@ class WebchatConnector(Connector):
         return ws
 
 
-def _opt_str(data: dict[str, Any], key: str, limit: int = 200) -> str | None:
-    value = data.get(key)
+def _clean(value: Any, limit: int = 200) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()[:limit]
     return None
+
+
+def _opt_str(data: dict[str, Any], key: str, limit: int = 200) -> str | None:
+    return _clean(data.get(key), limit)
+
+
+class PostMessageBody(BaseModel):
+    """The widget's HTTP fallback: the fields of a socket "message" frame plus who is writing.
+    Validated like every API body (unknown fields and wrong types are a validation_error naming
+    the field); the formats of visitor_id and client_id are checked as on the socket."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    visitor_id: str | None = None
+    client_id: str
+    text: str
+    name: str | None = None
+    email: str | None = None
+    language: str | None = None

@@ -1,0 +1,146 @@
+"""Helpers shared by the tests that probe the edges: raw HTTP calls that keep the status and body
+(the client library raises on errors and drops the body), raw websockets, the error-shape check,
+and the routes of the API with their path parameters filled in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
+
+import admin_api.app  # noqa: F401  (importing the app registers every route)
+from admin_api.http import Operation, api
+from core.db import TENANT_SCOPED, Database
+from core.models import LoginLog, Tenant
+
+_NO_BODY = object()
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    text: str
+
+    def __repr__(self) -> str:
+        return f"Reply({self.status}, {self.text[:300]!r})"
+
+
+class Http:
+    """Raw HTTP against one server: any Host, any token, any body (JSON or bytes)."""
+
+    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+
+    async def __call__(
+        self, method: str, path: str, *, host: str, token: str | None = None, json_body: Any = _NO_BODY,
+        data: Any = None, headers: dict[str, str] | None = None,
+    ) -> Reply:
+        all_headers = {"Host": host, **(headers or {})}
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        if json_body is not _NO_BODY:
+            data = json.dumps(json_body).encode()
+        if data is not None:
+            all_headers.setdefault("Content-Type", "application/json")
+        async with self.session.request(method, self.base_url + path, data=data, headers=all_headers) as resp:
+            text = await resp.text(errors="replace")
+            try:
+                body = json.loads(text) if text else None
+            except ValueError:
+                body = None
+            return Reply(resp.status, body, text)
+
+    async def ws(self, path: str, *, host: str) -> aiohttp.ClientWebSocketResponse:
+        return await self.session.ws_connect(self.base_url + path, headers={"Host": host})
+
+
+def assert_error(reply: Reply, status: int, code: str | None = None) -> dict[str, Any]:
+    """The answer is ``status`` with exactly the documented error shape (and ``code`` when given)."""
+    assert reply.status == status, reply
+    assert isinstance(reply.body, dict) and set(reply.body) == {"error"}, reply
+    error = reply.body["error"]
+    assert isinstance(error, dict), reply
+    assert {"code", "message"} <= set(error) <= {"code", "message", "details"}, reply
+    assert isinstance(error["code"], str) and error["code"], reply
+    assert isinstance(error["message"], str) and error["message"], reply
+    if code is not None:
+        assert error["code"] == code, reply
+    return error
+
+
+def assert_error_frame(frame: dict[str, Any], code: str | None = None) -> dict[str, Any]:
+    """An error over a websocket: an ``error`` frame, or a failed ``result`` (when the frame had a ref)."""
+    if frame.get("type") == "result":
+        assert frame.get("ok") is False, frame
+        error = frame["error"]
+    else:
+        assert frame.get("type") == "error", frame
+        error = {k: v for k, v in frame.items() if k not in ("type", "ref", "client_id")}
+    assert {"code", "message"} <= set(error) <= {"code", "message", "details"}, frame
+    assert isinstance(error["code"], str) and isinstance(error["message"], str) and error["message"], frame
+    if code is not None:
+        assert error["code"] == code, frame
+    return error
+
+
+async def next_frame(ws: aiohttp.ClientWebSocketResponse, *, skip: Callable[[dict[str, Any]], bool] | None = None,
+                     wait: float = 5.0) -> dict[str, Any]:
+    """The next JSON frame (skipping those ``skip`` matches, e.g. live events); fails on close."""
+    async with asyncio.timeout(wait):
+        while True:
+            msg = await ws.receive()
+            assert msg.type == aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg.type} {msg.data!r}"
+            frame: dict[str, Any] = json.loads(msg.data)
+            if skip is None or not skip(frame):
+                return frame
+
+
+async def expect_closed(ws: aiohttp.ClientWebSocketResponse, wait: float = 5.0) -> None:
+    async with asyncio.timeout(wait):
+        while True:
+            msg = await ws.receive()
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                return
+            assert msg.type != aiohttp.WSMsgType.ERROR, msg
+
+
+def op_key(op: Operation) -> tuple[str, str]:
+    return (op.method, op.path)
+
+
+def op_id(op: Operation) -> str:
+    return f"{op.method} {op.path}"
+
+
+def operations() -> list[Operation]:
+    return list(api.operations)
+
+
+def fill(path: str, **params: Any) -> str:
+    return path.format(**params)
+
+
+async def tenant_rows(db: Database, tenant_id: int) -> dict[str, list[dict[str, Any]]]:
+    """Every stored row of a tenant, table by table: the oracle for "nothing changed" and "nothing
+    accepted was lost". Sign-in attempts are left out: a refused one is rightly recorded."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    async with db.read() as session:
+        tenant = await session.get(Tenant, tenant_id)
+        assert tenant is not None
+        out["tenants"] = [{"name": tenant.name, "domain": tenant.domain, "status": tenant.status}]
+        for model in TENANT_SCOPED:
+            table: Any = model
+            if model is LoginLog:
+                continue
+            columns = [c.key for c in sa_inspect(model).column_attrs]
+            rows = (await session.execute(select(table).where(table.tenant_id == tenant_id))).scalars().all()
+            out[model.__tablename__] = sorted(({c: getattr(r, c) for c in columns} for r in rows), key=repr)
+    return out

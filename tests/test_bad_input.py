@@ -1,0 +1,767 @@
+"""Every kind of bad input gets a clear error, and nothing accepted before is lost.
+
+HTTP errors must have exactly the shape {"error": {"code", "message"[, "details"]}}; websocket
+errors are an ``error`` frame (or a failed ``result`` when the frame had a ref) and the socket stays
+open. After each refusal, every stored row of the tenant is compared with what it was before: the
+bad input changed nothing and took nothing away.
+
+The per-route tables are checked against the route registry, so a new route with a body must say
+here what a valid and a badly typed body look like.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from admin_api.http import HUB, Operation
+from core.config import Settings
+from core.db import Database
+from core.models import MAX_BIG_ID, MAX_ID
+from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
+from tests.support import (
+    Http,
+    Reply,
+    assert_error,
+    assert_error_frame,
+    expect_closed,
+    next_frame,
+    op_id,
+    op_key,
+    operations,
+    tenant_rows,
+)
+
+MISSING_TICKET = 10**12
+# Each id in a path: the error for an id that exists nowhere, and the largest its column holds.
+ID_PARAMS = {
+    "ticket_id": ("ticket_not_found", MAX_BIG_ID),
+    "customer_id": ("customer_not_found", MAX_BIG_ID),
+    "agent_id": ("agent_not_found", MAX_ID),
+    "group_id": ("group_not_found", MAX_ID),
+    "rule_id": ("rule_not_found", MAX_ID),
+}
+DEEP = "[" * 100_000  # nesting deeper than any parser's recursion limit
+
+
+def _is_event(frame: dict[str, Any]) -> bool:
+    return frame.get("type") == "event"
+
+
+def _short(value: Any) -> str | None:
+    return value[:24] if isinstance(value, str) else None
+
+
+@dataclass
+class Shop:
+    """One tenant with an admin, a plain agent and a ticket that already holds a conversation."""
+
+    info: TenantInfo
+    http: Http
+    db: Database
+    settings: Settings
+    admin: AgentInfo
+    agent: AgentInfo
+    group_id: int
+    admin_token: str
+    agent_token: str
+    revoked_token: str
+    ticket_id: int
+    visitor_id: str
+    customer_id: int
+    rule_id: int
+
+    @property
+    def domain(self) -> str:
+        return self.info.domain
+
+    def ids(self) -> dict[str, int]:
+        return {"ticket_id": self.ticket_id, "customer_id": self.customer_id, "agent_id": self.agent.id,
+                "group_id": self.group_id, "rule_id": self.rule_id}
+
+    async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
+                   data: Any = None, headers: dict[str, str] | None = None) -> Reply:
+        kwargs: dict[str, Any] = {"data": data, "headers": headers}
+        if body is not None:
+            kwargs["json_body"] = body
+        return await self.http(method, path, host=self.domain, token=token if token is not None else self.admin_token,
+                               **kwargs)
+
+    async def rows(self) -> dict[str, list[dict[str, Any]]]:
+        return await tenant_rows(self.db, self.info.id)
+
+    async def texts(self, ticket_id: int | None = None) -> list[str]:
+        detail = await self.call("GET", f"/api/v1/tickets/{ticket_id or self.ticket_id}")
+        assert detail.status == 200, detail
+        return [m["text"] for m in detail.body["messages"]]
+
+
+async def _login(http: Http, domain: str, email: str) -> str:
+    reply = await http("POST", "/api/v1/auth/login", host=domain, json_body={"email": email, "password": PASSWORD})
+    assert reply.status == 200, reply
+    return str(reply.body["token"])
+
+
+@pytest.fixture(scope="module")
+async def shop(settings: Settings, server: Server) -> AsyncIterator[Shop]:
+    db = Database(settings.database_url)
+    info = await make_tenant(settings, server, name="Initech")
+    group_id = await info.add_group("Front desk")
+    admin = await info.add_agent(role="admin")
+    agent = await info.add_agent(role="agent", group_ids=[group_id])
+    async with aiohttp.ClientSession() as session:
+        http = Http(server.url, session)
+        admin_token = await _login(http, info.domain, admin.email)
+        agent_token = await _login(http, info.domain, agent.email)
+        revoked = await _login(http, info.domain, admin.email)
+        assert (await http("POST", "/api/v1/auth/logout", host=info.domain, token=revoked)).status == 200
+
+        first = await http("POST", "/webchat/messages", host=info.domain,
+                           json_body={"client_id": "first", "text": "My parcel never came", "name": "Milton"})
+        assert first.status == 201, first
+        tickets = (await http("GET", "/api/v1/tickets", host=info.domain, token=admin_token)).body["tickets"]
+        ticket_id = tickets[0]["id"]
+        for body in ({"text": "Sorry, sending another", "kind": "reply"}, {"text": "check stock", "kind": "note"}):
+            reply = await http("POST", f"/api/v1/tickets/{ticket_id}/messages", host=info.domain, token=admin_token,
+                               json_body=body)
+            assert reply.status == 201, reply
+        rule = await http("POST", "/api/v1/routing/rules", host=info.domain, token=admin_token,
+                          json_body={"name": "urgent words", "conditions": {"text_contains": ["urgent"]},
+                                     "actions": {"priority": "urgent"}})
+        assert rule.status == 201, rule
+        s = Shop(info, http, db, server.app[HUB].settings, admin, agent, group_id, admin_token, agent_token, revoked,
+                 ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"])
+
+        async def delivered() -> bool:
+            detail = await s.call("GET", f"/api/v1/tickets/{ticket_id}")
+            return all(m["delivery_state"] == "sent" for m in detail.body["messages"] if m["direction"] == "outbound")
+
+        await eventually(delivered)
+        yield s
+    await info.close()
+    await db.dispose()
+
+
+def _path(op: Operation, shop: Shop, **override: Any) -> str:
+    return op.path.format(**{**shop.ids(), **override})
+
+
+# --- per-route tables ------------------------------------------------------------------------------
+def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
+    """A body each route accepts (it is only ever sent spoiled here)."""
+    return {
+        ("POST", "/api/v1/auth/login"): {"email": shop.admin.email, "password": PASSWORD},
+        ("PUT", "/api/v1/me/presence"): {"status": "away"},
+        ("POST", "/api/v1/agents"): {"email": f"n-{uuid.uuid4().hex[:6]}@{shop.domain}", "name": "N",
+                                     "password": PASSWORD},
+        ("POST", "/api/v1/groups"): {"name": f"group {uuid.uuid4().hex[:6]}"},
+        ("POST", "/api/v1/tickets"): {"text": "Phoned in", "customer": {"name": "Walk-in"}},
+        ("PATCH", "/api/v1/tickets/{ticket_id}"): {"priority": "urgent"},
+        ("POST", "/api/v1/tickets/{ticket_id}/messages"): {"text": "hello", "kind": "note"},
+        ("POST", "/api/v1/tickets/{ticket_id}/transfer"): {"agent_id": shop.agent.id},
+        ("POST", "/api/v1/routing/rules"): {"name": f"rule {uuid.uuid4().hex[:6]}", "actions": {"priority": "high"}},
+        ("PATCH", "/api/v1/routing/rules/{rule_id}"): {"enabled": False},
+        ("PUT", "/api/v1/routing/rules/order"): {"ids": [shop.rule_id]},
+        ("PUT", "/api/v1/routing/settings"): {"offline_policy": "keep"},
+        ("PATCH", "/api/v1/groups/{group_id}"): {"strategy": "round_robin"},
+        ("PUT", "/api/v1/groups/{group_id}/members"): {"agent_ids": [shop.agent.id]},
+        ("PATCH", "/api/v1/agents/{agent_id}"): {"capacity": 3},
+        ("PATCH", "/api/v1/customers/{customer_id}"): {"tags": ["vip"]},
+    }
+
+
+def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], str]]]:
+    """Bodies with a wrong type or value, each with the field the error must name."""
+    v = valid_bodies(shop)
+    agents, tickets = v[("POST", "/api/v1/agents")], v[("POST", "/api/v1/tickets")]
+    return {
+        ("POST", "/api/v1/auth/login"): [
+            ({"email": 5, "password": PASSWORD}, "email"),
+            ({"email": shop.admin.email, "password": [PASSWORD]}, "password"),
+            ({"email": shop.admin.email}, "password"),
+        ],
+        ("PUT", "/api/v1/me/presence"): [({"status": "busy"}, "status"), ({"status": 1}, "status"),
+                                         ({"status": None}, "status")],
+        ("POST", "/api/v1/agents"): [
+            ({**agents, "email": "not-an-address"}, "email"),
+            ({**agents, "capacity": "five"}, "capacity"),
+            ({**agents, "capacity": True}, "capacity"),
+            ({**agents, "capacity": -1}, "capacity"),
+            ({**agents, "role": "owner"}, "role"),
+            ({**agents, "group_ids": str(shop.group_id)}, "group_ids"),
+            ({**agents, "group_ids": [True]}, "group_ids"),
+            ({**agents, "group_ids": [2**40]}, "group_ids"),
+            ({**agents, "password": "short"}, "password"),
+        ],
+        ("POST", "/api/v1/groups"): [({"name": 5}, "name"), ({"name": ""}, "name"), ({"name": None}, "name")],
+        ("POST", "/api/v1/tickets"): [
+            ({**tickets, "text": 5}, "text"),
+            ({**tickets, "text": ""}, "text"),
+            ({"text": "x", "customer_id": "abc"}, "customer_id"),
+            ({"text": "x", "customer_id": True}, "customer_id"),
+            ({"text": "x", "customer_id": 2**64}, "customer_id"),
+            ({**tickets, "tags": "a,b"}, "tags"),
+            ({**tickets, "tags": [1]}, "tags"),
+            ({**tickets, "priority": 3}, "priority"),
+            ({**tickets, "assignee_id": True}, "assignee_id"),
+            ({**tickets, "assignee_id": 2**40}, "assignee_id"),
+            ({**tickets, "group_id": str(shop.group_id)}, "group_id"),
+            ({**tickets, "customer": {"name": 5}}, "customer.name"),
+            ({**tickets, "customer": {"email": "nope"}}, "customer.email"),
+            ({"text": "x"}, "body"),  # neither customer_id nor customer
+        ],
+        ("PATCH", "/api/v1/tickets/{ticket_id}"): [
+            ({"status": ["solved"]}, "status"), ({"status": "done"}, "status"), ({"priority": True}, "priority"),
+            ({"tags": "x"}, "tags"), ({"subject": 7}, "subject"), ({"subject": ""}, "subject"),
+            ({"add_tags": [None]}, "add_tags"),
+        ],
+        ("POST", "/api/v1/tickets/{ticket_id}/messages"): [
+            ({"text": 5}, "text"), ({"text": None}, "text"), ({"text": ""}, "text"), ({"kind": "note"}, "text"),
+            ({"text": "x", "kind": "shout"}, "kind"),
+        ],
+        ("POST", "/api/v1/tickets/{ticket_id}/transfer"): [
+            ({"agent_id": "abc"}, "agent_id"), ({"agent_id": str(shop.agent.id)}, "agent_id"),
+            ({"agent_id": True}, "agent_id"), ({"agent_id": 1.5}, "agent_id"), ({"agent_id": 0}, "agent_id"),
+            ({"agent_id": 2**31}, "agent_id"), ({"agent_id": 2**63}, "agent_id"), ({"group_id": 2**40}, "group_id"),
+            ({}, "body"), ({"agent_id": shop.agent.id, "group_id": shop.group_id}, "body"),
+        ],
+        ("POST", "/api/v1/routing/rules"): [
+            ({"name": 5, "actions": {"priority": "high"}}, "name"), ({"name": "r"}, "actions"),
+            ({"name": "r", "actions": "high"}, "actions"), ({"name": "r", "actions": {}, "enabled": "yes"}, "enabled"),
+            ({"name": "r", "actions": {}, "position": -1}, "position"),
+            ({"name": "r", "actions": {}, "position": True}, "position"),
+        ],
+        ("PATCH", "/api/v1/routing/rules/{rule_id}"): [
+            ({"enabled": "no"}, "enabled"), ({"position": "1"}, "position"), ({"name": ""}, "name"),
+            ({"conditions": []}, "conditions"),
+        ],
+        ("PUT", "/api/v1/routing/rules/order"): [
+            ({"ids": str(shop.rule_id)}, "ids"), ({"ids": [True]}, "ids"), ({"ids": []}, "ids"),
+            ({"ids": [2**40]}, "ids"),
+        ],
+        ("PUT", "/api/v1/routing/settings"): [
+            ({"default_group_id": True}, "default_group_id"), ({"default_group_id": 2**40}, "default_group_id"),
+            ({"offline_policy": "drop"}, "offline_policy"),
+            ({"default_overflow_seconds": 5}, "default_overflow_seconds"),
+            ({"unlimited_wait": "yes"}, "unlimited_wait"),
+        ],
+        ("PATCH", "/api/v1/groups/{group_id}"): [
+            ({"strategy": "random"}, "strategy"), ({"sticky_days": 0}, "sticky_days"),
+            ({"overflow_group_id": str(shop.group_id)}, "overflow_group_id"),
+            ({"overflow_group_id": 2**40, "overflow_after_seconds": 60}, "overflow_group_id"),
+            ({"clear_overflow": "yes"}, "clear_overflow"),
+        ],
+        ("PUT", "/api/v1/groups/{group_id}/members"): [
+            ({"agent_ids": str(shop.agent.id)}, "agent_ids"), ({"agent_ids": [True]}, "agent_ids"),
+            ({"agent_ids": [2**40]}, "agent_ids"), ({}, "agent_ids"),
+        ],
+        ("PATCH", "/api/v1/agents/{agent_id}"): [
+            ({"capacity": True}, "capacity"), ({"role": "owner"}, "role"), ({"skills": {"english": "high"}}, "skills"),
+            ({"channel_capacity": {"webchat": True}}, "channel_capacity"), ({"group_ids": [2**40]}, "group_ids"),
+            ({"active": "yes"}, "active"),
+        ],
+        ("PATCH", "/api/v1/customers/{customer_id}"): [
+            ({"email": "nope"}, "email"), ({"tags": "vip"}, "tags"), ({"tags": [1]}, "tags"),
+            ({"attributes": "vip"}, "attributes"), ({"name": 5}, "name"),
+        ],
+    }
+
+
+def _names(error: dict[str, Any], field: str) -> bool:
+    """The message starts with the field's dotted path ("tags:", "tags.0:", "customer.name:")."""
+    message = str(error["message"])
+    return message.startswith(f"{field}:") or message.startswith(f"{field}.")
+
+
+def body_operations() -> list[Operation]:
+    return [op for op in operations() if op.body is not None]
+
+
+def id_operations() -> list[Operation]:
+    return [op for op in operations() if "{" in op.path]
+
+
+def path_params(op: Operation) -> list[str]:
+    return [part[1:-1] for part in op.path.split("/") if part.startswith("{")]
+
+
+async def test_tables_cover_every_route_with_a_body(shop: Shop) -> None:
+    with_body = {op_key(op) for op in body_operations()}
+    assert set(valid_bodies(shop)) == with_body
+    assert set(badly_typed(shop)) == with_body
+
+
+# --- HTTP bodies -------------------------------------------------------------------------------------
+INVALID_JSON = [b"{not json", b"", b"   ", b'{"text": "a"', b"\xff\xfe{}", b"{'text': 'single quotes'}",
+                DEEP.encode(), b'{"text": "a"} trailing']
+
+
+@pytest.mark.parametrize("op", body_operations(), ids=op_id)
+async def test_invalid_json_body(shop: Shop, op: Operation) -> None:
+    before = await shop.rows()
+    for raw in INVALID_JSON:
+        assert_error(await shop.call(op.method, _path(op, shop), data=raw), 422, "invalid_json")
+    assert await shop.rows() == before
+
+
+async def test_invalid_json_body_on_webchat(shop: Shop) -> None:
+    before = await shop.rows()
+    for raw in INVALID_JSON:
+        assert_error(await shop.call("POST", "/webchat/messages", data=raw), 422, "invalid_json")
+    assert await shop.rows() == before
+
+
+@pytest.mark.parametrize("op", body_operations(), ids=op_id)
+async def test_unknown_field_is_refused_and_named(shop: Shop, op: Operation) -> None:
+    before = await shop.rows()
+    valid = valid_bodies(shop)[op_key(op)]
+    error = assert_error(await shop.call(op.method, _path(op, shop), body={**valid, "surprise": 1}),
+                         422, "validation_error")
+    assert "surprise" in error["message"], error
+    assert ["surprise"] in [d["loc"] for d in error["details"]], error
+    # Nothing of the otherwise valid body was applied.
+    assert await shop.rows() == before
+
+
+async def test_unknown_nested_field_is_named(shop: Shop) -> None:
+    error = assert_error(await shop.call("POST", "/api/v1/tickets", body={"text": "x", "customer": {"phone": "1"}}),
+                         422, "validation_error")
+    assert "customer.phone" in error["message"], error
+
+
+async def test_unknown_field_on_webchat(shop: Shop) -> None:
+    before = await shop.rows()
+    reply = await shop.call("POST", "/webchat/messages",
+                            body={"visitor_id": shop.visitor_id, "client_id": "x1", "text": "hi", "surprise": 1})
+    error = assert_error(reply, 422, "validation_error")
+    assert "surprise" in error["message"], error
+    assert await shop.rows() == before
+
+
+@pytest.mark.parametrize("op", body_operations(), ids=op_id)
+async def test_wrong_types_and_values(shop: Shop, op: Operation) -> None:
+    before = await shop.rows()
+    for body, field in badly_typed(shop)[op_key(op)]:
+        reply = await shop.call(op.method, _path(op, shop), body=body)
+        error = assert_error(reply, 422, "validation_error")
+        assert _names(error, field), (body, error)
+    for not_an_object in ([], ["text"], "text", 5, True):
+        reply = await shop.call(op.method, _path(op, shop), data=json.dumps(not_an_object).encode())
+        assert_error(reply, 422, "validation_error")
+    reply = await shop.call(op.method, _path(op, shop), data=b"null")
+    assert_error(reply, 422)
+    assert await shop.rows() == before
+
+
+async def test_wrong_types_on_webchat(shop: Shop) -> None:
+    before = await shop.rows()
+    good = {"visitor_id": shop.visitor_id, "client_id": "typed", "text": "hi"}
+    for body, field in (({**good, "text": 5}, "text"), ({**good, "client_id": 5}, "client_id"),
+                        ({**good, "visitor_id": 5}, "visitor_id"), ({**good, "name": ["Milton"]}, "name"),
+                        ({**good, "email": 5}, "email")):
+        error = assert_error(await shop.call("POST", "/webchat/messages", body=body), 422, "validation_error")
+        assert _names(error, field), (body, error)
+    not_objects: list[Any] = [[], "text", 5]
+    for not_an_object in not_objects:
+        assert_error(await shop.call("POST", "/webchat/messages", data=json.dumps(not_an_object).encode()), 422)
+    assert await shop.rows() == before
+
+
+@pytest.mark.parametrize("text", ["nul \u0000 inside", "lone \ud800 surrogate"], ids=["nul", "surrogate"])
+async def test_text_that_cannot_be_stored_is_refused(shop: Shop, text: str) -> None:
+    """NUL characters (PostgreSQL text cannot hold them) and unpaired surrogates (not UTF-8) are
+    refused the same way on both databases, in every string of a body."""
+    before = await shop.rows()
+    raw = json.dumps({"text": text, "kind": "note"}).encode()  # ensure_ascii keeps them as \\u escapes
+    assert_error(await shop.call("POST", f"/api/v1/tickets/{shop.ticket_id}/messages", data=raw), 422, "invalid_text")
+    raw = json.dumps({"text": "fine", "customer": {"name": text}}).encode()
+    assert_error(await shop.call("POST", "/api/v1/tickets", data=raw), 422, "invalid_text")
+    raw = json.dumps({"tags": [text]}).encode()
+    assert_error(await shop.call("PATCH", f"/api/v1/tickets/{shop.ticket_id}", data=raw), 422, "invalid_text")
+    raw = json.dumps({"email": text, "password": "x"}).encode()
+    assert_error(await shop.call("POST", "/api/v1/auth/login", data=raw), 422, "invalid_text")
+    raw = json.dumps({"client_id": "nul1", "text": text}).encode()
+    assert_error(await shop.call("POST", "/webchat/messages", data=raw), 422, "invalid_text")
+    assert await shop.rows() == before
+
+
+# --- sizes -----------------------------------------------------------------------------------------------
+def _texts_at_limit(shop: Shop) -> tuple[str, str]:
+    """Text of exactly the limit in UTF-8 bytes (two-byte characters), and one byte more."""
+    limit = shop.settings.max_message_bytes
+    exact = "é" * (limit // 2) + "a" * (limit % 2)
+    assert len(exact.encode()) == limit
+    return exact, exact + "a"
+
+
+async def test_message_text_size_limit_over_http(shop: Shop) -> None:
+    exact, over = _texts_at_limit(shop)
+    path = f"/api/v1/tickets/{shop.ticket_id}/messages"
+    before = await shop.rows()
+    for kind in ("reply", "note"):
+        assert_error(await shop.call("POST", path, body={"text": over, "kind": kind}), 413, "message_too_large")
+    assert_error(await shop.call("POST", "/api/v1/tickets", body={"text": over, "customer": {"name": "Big"}}),
+                 413, "message_too_large")
+    assert_error(await shop.call("POST", "/webchat/messages", body={"visitor_id": shop.visitor_id, "client_id": "big",
+                                                                   "text": over}), 413, "message_too_large")
+    assert await shop.rows() == before
+
+    texts = await shop.texts()
+    ok = await shop.call("POST", path, body={"text": exact, "kind": "note"})
+    assert ok.status == 201, ok
+    ok = await shop.call("POST", "/webchat/messages", body={"visitor_id": shop.visitor_id, "client_id": "exact",
+                                                            "text": exact})
+    assert ok.status == 201, ok
+    assert await shop.texts() == [*texts, exact, exact]
+
+
+async def test_request_body_over_the_limit(shop: Shop) -> None:
+    limit = shop.settings.max_request_bytes
+    huge = json.dumps({"text": "a" * limit, "kind": "note"}).encode()
+    assert len(huge) > limit
+    before = await shop.rows()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(huge), 64 * 1024):
+            yield huge[i:i + 64 * 1024]
+
+    for path in (f"/api/v1/tickets/{shop.ticket_id}/messages", "/api/v1/tickets", "/webchat/messages"):
+        # With a Content-Length, and chunked (no length announced: the limit holds while reading).
+        assert_error(await shop.call("POST", path, data=huge), 413, "request_too_large")
+        assert_error(await shop.call("POST", path, data=chunks()), 413, "request_too_large")
+    assert await shop.rows() == before
+    assert (await shop.call("GET", f"/api/v1/tickets/{shop.ticket_id}")).status == 200
+
+
+# --- ids, tokens, roles, routes, queries ---------------------------------------------------------------------
+BAD_IDS = ["abc", "1.5", "0", "-3", "1e3", "9" * 30, "1_0", "+1", "%201", "%D9%A3", "0x10"]
+
+
+@pytest.mark.parametrize("op", id_operations(), ids=op_id)
+async def test_ids_in_the_path(shop: Shop, op: Operation) -> None:
+    before = await shop.rows()
+    body = valid_bodies(shop).get(op_key(op))
+    for param in path_params(op):
+        assert param in ID_PARAMS, f"{op_id(op)}: say in ID_PARAMS what {param} is"
+        missing_code, largest = ID_PARAMS[param]
+        for bad in [*BAD_IDS, str(largest + 1)]:
+            reply = await shop.call(op.method, _path(op, shop, **{param: bad}), body=body)
+            assert_error(reply, 422, "invalid_id")
+        # The largest id the column holds is a valid id that exists nowhere.
+        assert_error(await shop.call(op.method, _path(op, shop, **{param: largest}), body=body), 404, missing_code)
+    assert await shop.rows() == before
+
+
+@pytest.mark.parametrize("op", [op for op in operations() if op.auth], ids=op_id)
+async def test_bearer_token_missing_or_invalid(shop: Shop, op: Operation) -> None:
+    before = await shop.rows()
+    path = _path(op, shop)
+    body = valid_bodies(shop).get(op_key(op))
+    for headers, code in (({}, "unauthorized"), ({"Authorization": "Bearer"}, "unauthorized"),
+                          ({"Authorization": "Bearer    "}, "unauthorized"),
+                          ({"Authorization": "Basic YWRtaW46YWRtaW4="}, "unauthorized"),
+                          ({"Authorization": shop.admin_token}, "unauthorized"),
+                          ({"Authorization": "Bearer not-a-token"}, "invalid_token"),
+                          ({"Authorization": f"Bearer {shop.admin_token}x"}, "invalid_token"),
+                          ({"Authorization": f"Bearer {shop.revoked_token}"}, "invalid_token")):
+        kwargs: dict[str, Any] = {"json_body": body} if body is not None else {}
+        reply = await shop.http(op.method, path, host=shop.domain, headers=headers, **kwargs)
+        assert_error(reply, 401, code)
+    assert await shop.rows() == before
+
+
+ADMIN_ONLY = [
+    ("POST", "/api/v1/agents"), ("PATCH", "/api/v1/agents/{agent_id}"), ("POST", "/api/v1/groups"),
+    ("PATCH", "/api/v1/groups/{group_id}"), ("PUT", "/api/v1/groups/{group_id}/members"),
+    ("POST", "/api/v1/routing/rules"), ("PATCH", "/api/v1/routing/rules/{rule_id}"),
+    ("DELETE", "/api/v1/routing/rules/{rule_id}"), ("PUT", "/api/v1/routing/rules/order"),
+    ("PUT", "/api/v1/routing/settings"),
+]
+
+
+async def test_only_admins_manage_seats_groups_and_routing(shop: Shop) -> None:
+    before = await shop.rows()
+    v = valid_bodies(shop)
+    ops = {op_key(op): op for op in operations()}
+    for key in ADMIN_ONLY:
+        reply = await shop.call(key[0], _path(ops[key], shop), token=shop.agent_token, body=v.get(key))
+        assert_error(reply, 403, "admin_only")
+    assert await shop.rows() == before
+
+
+async def test_rule_actions_with_an_id_out_of_range(shop: Shop) -> None:
+    before = await shop.rows()
+    for group_id in (2**31, 2**63, True, "1"):
+        actions = {"group_id": group_id}
+        reply = await shop.call("POST", "/api/v1/routing/rules", body={"name": "far", "actions": actions})
+        assert_error(reply, 422, "invalid_rule")
+        reply = await shop.call("PATCH", f"/api/v1/routing/rules/{shop.rule_id}", body={"actions": actions})
+        assert_error(reply, 422, "invalid_rule")
+    assert await shop.rows() == before
+
+
+async def test_unknown_route_and_method_answer_json(shop: Shop) -> None:
+    assert_error(await shop.call("GET", "/api/v1/nothing-here"), 404, "not_found")
+    assert_error(await shop.call("DELETE", f"/api/v1/tickets/{shop.ticket_id}"), 405, "method_not_allowed")
+    assert_error(await shop.call("GET", "/api/v1/auth/login"), 405, "method_not_allowed")
+
+
+async def test_bad_query_parameters(shop: Shop) -> None:
+    for query in ("limit=abc", "limit=0", "limit=501", "limit=1.5", "status=bogus", "status=open,bogus",
+                  "assignee_id=abc", "assignee_id=0", f"assignee_id={2**31}", f"assignee_id={2**62}",
+                  "before_id=-1", "before_id=x", "limit=1_0"):
+        assert_error(await shop.call("GET", f"/api/v1/tickets?{query}"), 422, "invalid_query")
+    for query in ("group_id=abc", "group_id=0", f"group_id={2**31}", "limit=0", "limit=1001", "limit=+5"):
+        assert_error(await shop.call("GET", f"/api/v1/queue?{query}"), 422, "invalid_query")
+    for query, code in (("", "invalid_visitor"), ("visitor_id=short", "invalid_visitor"),
+                        (f"visitor_id={shop.visitor_id}&since=abc", "invalid_query"),
+                        (f"visitor_id={shop.visitor_id}&since={10**30}", "invalid_query")):
+        assert_error(await shop.call("GET", f"/webchat/history?{query}"), 422, code)
+    ok = await shop.call("GET", f"/webchat/history?visitor_id={shop.visitor_id}&since=-5")
+    assert ok.status == 200 and ok.body["messages"][0]["text"] == "My parcel never came", ok
+
+
+# --- web chat over HTTP: visitor and client ids, duplicates -----------------------------------------------
+async def test_bad_visitor_and_client_ids_on_webchat_post(shop: Shop) -> None:
+    before = await shop.rows()
+    good = {"visitor_id": shop.visitor_id, "client_id": "c-ok", "text": "hi"}
+    for body, code in (({**good, "visitor_id": "short"}, "invalid_visitor"),
+                       ({**good, "visitor_id": "has spaces in it, sixteen+"}, "invalid_visitor"),
+                       ({**good, "visitor_id": "x" * 65}, "invalid_visitor"),
+                       ({**good, "client_id": "has space"}, "invalid_client_id"),
+                       ({**good, "client_id": "x" * 101}, "invalid_client_id"),
+                       ({**good, "client_id": ""}, "invalid_client_id"),
+                       ({**good, "text": "   "}, "empty_text")):
+        assert_error(await shop.call("POST", "/webchat/messages", body=body), 422, code)
+    error = assert_error(await shop.call("POST", "/webchat/messages", body={"visitor_id": shop.visitor_id,
+                                                                            "text": "hi"}), 422)
+    assert "client_id" in error["message"], error
+    assert await shop.rows() == before
+
+
+async def test_duplicate_client_id_returns_the_first_message(shop: Shop) -> None:
+    client_id = f"dup-{uuid.uuid4().hex[:8]}"
+    first = await shop.call("POST", "/webchat/messages",
+                            body={"visitor_id": shop.visitor_id, "client_id": client_id, "text": "once"})
+    assert first.status == 201, first
+    after_first = await shop.rows()
+    again = await shop.call("POST", "/webchat/messages",
+                            body={"visitor_id": shop.visitor_id, "client_id": client_id, "text": "once, edited"})
+    assert again.status in (200, 201), again
+    assert again.body["message"] == first.body["message"]
+    assert await shop.rows() == after_first
+    assert (await shop.texts()).count("once") == 1
+    assert "once, edited" not in await shop.texts()
+
+    # The same client id over the socket (a widget that fell back to HTTP, then reconnected).
+    ws = await _visitor_socket(shop)
+    await ws.send_json({"type": "message", "client_id": client_id, "text": "once, by socket"})
+    ack = await next_frame(ws)
+    assert ack["type"] == "ack" and ack["client_id"] == client_id and ack["message"] == first.body["message"], ack
+    await ws.send_json({"type": "message", "client_id": client_id, "text": "and again"})
+    assert (await next_frame(ws))["message"] == first.body["message"]
+    await ws.close()
+    assert await shop.rows() == after_first
+
+
+# --- the agent websocket -----------------------------------------------------------------------------------
+async def _agent_socket(shop: Shop) -> aiohttp.ClientWebSocketResponse:
+    ws = await shop.http.ws("/agent/ws", host=shop.domain)
+    await ws.send_json({"type": "hello", "token": shop.admin_token})
+    welcome = await next_frame(ws)
+    assert welcome["type"] == "welcome", welcome
+    return ws
+
+
+async def _still_open(ws: aiohttp.ClientWebSocketResponse) -> None:
+    await ws.send_json({"type": "ping"})
+    assert (await next_frame(ws, skip=_is_event))["type"] == "pong"
+
+
+async def _send_raw(ws: aiohttp.ClientWebSocketResponse, frame: Any) -> None:
+    if isinstance(frame, bytes):
+        await ws.send_bytes(frame)
+    elif isinstance(frame, str):
+        await ws.send_str(frame)
+    else:
+        await ws.send_str(json.dumps(frame))
+
+
+async def test_agent_socket_malformed_frames(shop: Shop) -> None:
+    ws = await _agent_socket(shop)
+    before = await shop.rows()
+    t = shop.ticket_id
+    frames: list[tuple[Any, str]] = [
+        ("not json", "invalid_json"),
+        (DEEP, "invalid_json"),
+        ("[1, 2]", "invalid_frame"),
+        ('"hello"', "invalid_frame"),
+        ("null", "invalid_frame"),
+        (b"\x00\x01binary", "invalid_frame"),
+        ({"type": "explode"}, "unknown_type"),
+        ({"no": "type"}, "unknown_type"),
+        ({"type": "reply", "text": "x"}, "invalid_ticket_id"),
+        ({"type": "reply", "ticket_id": str(t), "text": "x"}, "invalid_ticket_id"),
+        ({"type": "reply", "ticket_id": True, "text": "x"}, "invalid_ticket_id"),
+        ({"type": "reply", "ticket_id": -1, "text": "x"}, "invalid_ticket_id"),
+        ({"type": "reply", "ticket_id": 1.5, "text": "x"}, "invalid_ticket_id"),
+        ({"type": "get_ticket", "ticket_id": 2**63}, "invalid_ticket_id"),
+        ({"type": "get_ticket", "ticket_id": MISSING_TICKET}, "ticket_not_found"),
+        ({"type": "reply", "ticket_id": t}, "empty_text"),
+        ({"type": "reply", "ticket_id": t, "text": 5}, "empty_text"),
+        ({"type": "note", "ticket_id": t, "text": "   "}, "empty_text"),
+        ({"type": "note", "ticket_id": t, "text": "nul \u0000"}, "invalid_text"),
+        ({"type": "note", "ticket_id": t, "text": "lone \ud800"}, "invalid_text"),
+        ({"type": "status", "ticket_id": t, "status": "exploded"}, "invalid_status"),
+        ({"type": "status", "ticket_id": t}, "invalid_status"),
+        ({"type": "priority", "ticket_id": t, "priority": "meh"}, "invalid_priority"),
+        ({"type": "tags", "ticket_id": t, "add": "x"}, "invalid_tag"),
+        ({"type": "tags", "ticket_id": t, "add": [5]}, "invalid_tag"),
+        ({"type": "transfer", "ticket_id": t}, "transfer_target"),
+        ({"type": "transfer", "ticket_id": t, "agent_id": "x"}, "invalid_id"),
+        ({"type": "transfer", "ticket_id": t, "agent_id": True}, "invalid_id"),
+        ({"type": "transfer", "ticket_id": t, "agent_id": 2**31}, "invalid_id"),
+        ({"type": "transfer", "ticket_id": t, "group_id": 2**63}, "invalid_id"),
+        ({"type": "presence", "status": "busy"}, "invalid_presence"),
+    ]
+    for frame, code in frames:
+        await _send_raw(ws, frame)
+        assert_error_frame(await next_frame(ws, skip=_is_event), code)
+        await _still_open(ws)
+        # With a ref, the failure is the result of that request.
+        if isinstance(frame, dict):
+            await ws.send_json({**frame, "ref": "r1"})
+            result = await next_frame(ws, skip=_is_event)
+            assert result.get("ref") == "r1", result
+            assert_error_frame(result, code)
+    assert await shop.rows() == before
+
+    # The socket still does real work, and the conversation is whole.
+    await ws.send_json({"type": "get_ticket", "ticket_id": t, "ref": "ok"})
+    result = await next_frame(ws, skip=_is_event)
+    assert result["ok"] is True and result["ref"] == "ok", result
+    assert [m["text"] for m in result["data"]["messages"]] == await shop.texts()
+    await ws.close()
+
+
+async def test_agent_socket_message_too_large(shop: Shop) -> None:
+    exact, over = _texts_at_limit(shop)
+    ws = await _agent_socket(shop)
+    before = await shop.rows()
+    texts = await shop.texts()
+    for kind in ("reply", "note"):
+        await ws.send_json({"type": kind, "ticket_id": shop.ticket_id, "text": over, "ref": kind})
+        result = await next_frame(ws, skip=_is_event)
+        assert result["ref"] == kind
+        assert_error_frame(result, "message_too_large")
+        await _still_open(ws)
+    assert await shop.rows() == before
+    await ws.send_json({"type": "note", "ticket_id": shop.ticket_id, "text": exact, "ref": "fits"})
+    result = await next_frame(ws, skip=_is_event)
+    assert result["ok"] is True and result["data"]["message"]["text"] == exact, result
+    assert await shop.texts() == [*texts, exact]
+    await ws.close()
+
+
+@pytest.mark.parametrize("first,code", [
+    ({"type": "ping"}, "hello_required"),
+    ({"type": "reply", "ticket_id": 1, "text": "x"}, "hello_required"),
+    ("[]", "hello_required"),
+    ("not json", "invalid_json"),
+    (DEEP, "invalid_json"),
+    (b"binary hello", "hello_required"),
+    ({"type": "hello"}, "validation_error"),
+    ({"type": "hello", "token": 5}, "validation_error"),
+    ({"type": "hello", "token": "not-a-token"}, "invalid_token"),
+    ({"type": "hello", "token": "TOKEN", "since": -1}, "validation_error"),
+    ({"type": "hello", "token": "TOKEN", "since": "5"}, "validation_error"),
+    ({"type": "hello", "token": "TOKEN", "since": 2**63}, "validation_error"),
+    ({"type": "hello", "token": "REVOKED"}, "invalid_token"),
+], ids=_short)
+async def test_agent_socket_hello_first_and_valid(shop: Shop, first: Any, code: str) -> None:
+    if isinstance(first, dict) and first.get("token") in ("TOKEN", "REVOKED"):
+        first = {**first, "token": shop.admin_token if first["token"] == "TOKEN" else shop.revoked_token}
+    before = await shop.rows()
+    ws = await shop.http.ws("/agent/ws", host=shop.domain)
+    await _send_raw(ws, first)
+    assert_error_frame(await next_frame(ws), code)
+    await expect_closed(ws)
+    assert await shop.rows() == before
+
+
+# --- the web chat websocket ----------------------------------------------------------------------------------
+async def _visitor_socket(shop: Shop) -> aiohttp.ClientWebSocketResponse:
+    ws = await shop.http.ws("/webchat/ws", host=shop.domain)
+    await ws.send_json({"type": "hello", "visitor_id": shop.visitor_id})
+    welcome = await next_frame(ws)
+    assert welcome["type"] == "welcome" and welcome["messages"], welcome
+    return ws
+
+
+async def test_webchat_socket_malformed_frames(shop: Shop) -> None:
+    ws = await _visitor_socket(shop)
+    before = await shop.rows()
+    _, over = _texts_at_limit(shop)
+    frames: list[tuple[Any, str, str | None]] = [
+        ("not json", "invalid_json", None),
+        (DEEP, "invalid_json", None),
+        ("[1]", "invalid_frame", None),
+        ("42", "invalid_frame", None),
+        (b"\x00binary", "invalid_frame", None),
+        ({"type": "explode"}, "unknown_type", None),
+        ({"type": "message", "text": "no client id"}, "invalid_client_id", None),
+        ({"type": "message", "client_id": "has space", "text": "x"}, "invalid_client_id", None),
+        ({"type": "message", "client_id": 5, "text": "x"}, "invalid_client_id", None),
+        ({"type": "message", "client_id": "x" * 101, "text": "x"}, "invalid_client_id", None),
+        ({"type": "message", "client_id": "w1"}, "empty_text", "w1"),
+        ({"type": "message", "client_id": "w2", "text": 5}, "empty_text", "w2"),
+        ({"type": "message", "client_id": "w3", "text": "  "}, "empty_text", "w3"),
+        ({"type": "message", "client_id": "w4", "text": over}, "message_too_large", "w4"),
+        ({"type": "message", "client_id": "w5", "text": "nul \u0000"}, "invalid_text", "w5"),
+        ({"type": "message", "client_id": "w6", "text": "lone \ud800"}, "invalid_text", "w6"),
+    ]
+    for frame, code, client_id in frames:
+        await _send_raw(ws, frame)
+        error = await next_frame(ws)
+        assert_error_frame(error, code)
+        if client_id is not None:
+            assert error.get("client_id") == client_id, error
+        await ws.send_json({"type": "ping"})
+        assert (await next_frame(ws))["type"] == "pong"
+    assert await shop.rows() == before
+
+    texts = await shop.texts()
+    await ws.send_json({"type": "message", "client_id": "w-ok", "text": "after all that"})
+    ack = await next_frame(ws)
+    assert ack["type"] == "ack" and ack["client_id"] == "w-ok", ack
+    assert await shop.texts() == [*texts, "after all that"]
+    await ws.close()
+
+
+@pytest.mark.parametrize("first,code", [
+    ({"type": "message", "client_id": "a", "text": "x"}, "hello_required"),
+    ("[]", "hello_required"),
+    ("not json", "invalid_json"),
+    (DEEP, "invalid_json"),
+    (b"binary hello", "hello_required"),
+    ({"type": "hello", "visitor_id": "short"}, "invalid_visitor"),
+    ({"type": "hello", "visitor_id": 12345678901234567890}, "invalid_visitor"),
+    ({"type": "hello", "visitor_id": "has spaces but long enough"}, "invalid_visitor"),
+    ({"type": "hello", "since": -1}, "invalid_since"),
+    ({"type": "hello", "since": "5"}, "invalid_since"),
+    ({"type": "hello", "since": True}, "invalid_since"),
+    ({"type": "hello", "since": 10**30}, "invalid_since"),
+], ids=_short)
+async def test_webchat_socket_hello_first_and_valid(shop: Shop, first: Any, code: str) -> None:
+    before = await shop.rows()
+    ws = await shop.http.ws("/webchat/ws", host=shop.domain)
+    await _send_raw(ws, first)
+    assert_error_frame(await next_frame(ws), code)
+    await expect_closed(ws)
+    assert await shop.rows() == before

@@ -1,0 +1,759 @@
+"""An agent of tenant A can read or change nothing of tenant B, whatever id they try, on every
+endpoint and over both websockets.
+
+The HTTP part is driven by the route registry: every operation of ``admin_api.http.api`` must have
+an entry in ``CASES`` (how to call it with B's ids and what must come back), so a new route without
+a cross-tenant check fails here. After each probe, every row of tenant B in the database is
+compared with what it was before: "changes nothing" is checked on the stored data itself.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from admin_api.client import AgentClient, HubError
+from admin_api.gateway import ACTIONS
+from admin_api.http import Operation
+from core.config import Settings
+from core.db import Database
+from core.models import MAX_ID, Agent, Group, RoutingRule, Ticket
+from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
+from tests.support import (
+    Http,
+    Reply,
+    assert_error,
+    assert_error_frame,
+    expect_closed,
+    next_frame,
+    op_id,
+    op_key,
+    operations,
+    tenant_rows,
+)
+
+MISSING_TICKET = 10**12
+MISSING_SMALL = MAX_ID  # agents, groups and rules have INTEGER (int4) keys
+UNKNOWN_DOMAIN = "nobody-lives-here.example.com"
+
+
+# --- the world: two tenants with the same shape --------------------------------------------------
+@dataclass
+class Side:
+    info: TenantInfo
+    admin: AgentInfo
+    agent: AgentInfo
+    group_id: int
+    group_name: str
+    admin_token: str
+    agent_token: str
+    open_ticket: int  # web chat, assigned to the agent, with inbound, note and outbound messages
+    solved_ticket: int
+    customer_id: int
+    visitor_id: str
+    rule_id: int
+    rule_name: str
+    waiting_ticket: int  # in the group's queue: nobody is online
+
+    @property
+    def domain(self) -> str:
+        return self.info.domain
+
+    def ids(self) -> dict[str, int]:
+        """This side's ids for every path parameter of the API."""
+        return {"ticket_id": self.open_ticket, "rule_id": self.rule_id, "group_id": self.group_id,
+                "agent_id": self.agent.id, "customer_id": self.customer_id}
+
+
+@dataclass
+class World:
+    a: Side
+    b: Side
+    http: Http
+    db: Database
+    server: Server
+
+    async def call(self, method: str, path: str, *, side: Side | None = None, host: str | None = None,
+                   token: str | None = None, body: Any = None) -> Reply:
+        """As A's admin on A's domain unless told otherwise."""
+        side = side or self.a
+        kwargs: dict[str, Any] = {} if body is None else {"json_body": body}
+        return await self.http(method, path, host=host or side.domain,
+                               token=token if token is not None else side.admin_token, **kwargs)
+
+
+async def _login(http: Http, domain: str, email: str) -> str:
+    reply = await http("POST", "/api/v1/auth/login", host=domain, json_body={"email": email, "password": PASSWORD})
+    assert reply.status == 200, reply
+    return str(reply.body["token"])
+
+
+async def _customer_writes(http: Http, domain: str, text: str, name: str) -> str:
+    reply = await http("POST", "/webchat/messages", host=domain,
+                       json_body={"client_id": uuid.uuid4().hex, "text": text, "name": name})
+    assert reply.status == 201, reply
+    return str(reply.body["visitor_id"])
+
+
+async def _ticket_of(http: Http, side_domain: str, token: str, text: str) -> dict[str, Any]:
+    reply = await http("GET", "/api/v1/tickets", host=side_domain, token=token)
+    assert reply.status == 200, reply
+    for ticket in reply.body["tickets"]:
+        detail = await http("GET", f"/api/v1/tickets/{ticket['id']}", host=side_domain, token=token)
+        if any(m["text"] == text for m in detail.body["messages"]):
+            return dict(ticket)
+    raise AssertionError(f"no ticket with {text!r}")
+
+
+async def _all_delivered(http: Http, domain: str, token: str, ticket_id: int) -> bool:
+    detail = await http("GET", f"/api/v1/tickets/{ticket_id}", host=domain, token=token)
+    return all(m["delivery_state"] == "sent" for m in detail.body["messages"] if m["direction"] == "outbound")
+
+
+async def _routed(db: Database, tenant_id: int) -> bool:
+    """No ticket of the tenant is waiting for the (background) router to look at it."""
+    async with db.read() as session:
+        pending = (await session.execute(select(Ticket.id).where(
+            Ticket.tenant_id == tenant_id, Ticket.routing_state == "pending"))).first()
+    return pending is None
+
+
+async def build_side(settings: Settings, server: Server, http: Http, db: Database, name: str) -> Side:
+    t = await make_tenant(settings, server, name=name)
+    group_name = f"{name} support"
+    group_id = await t.add_group(group_name)
+    admin = await t.add_agent(role="admin", name=f"{name} admin")
+    agent = await t.add_agent(role="agent", name=f"{name} agent", group_ids=[group_id])
+    admin_token = await _login(http, t.domain, admin.email)
+    agent_token = await _login(http, t.domain, agent.email)
+
+    first = f"Hello from a customer of {name}"
+    visitor_id = await _customer_writes(http, t.domain, first, f"{name} customer")
+    ticket = await _ticket_of(http, t.domain, admin_token, first)
+    open_id = int(ticket["id"])
+    for method, path, body in [
+        ("POST", f"/api/v1/tickets/{open_id}/transfer", {"agent_id": agent.id}),
+        ("POST", f"/api/v1/tickets/{open_id}/messages", {"text": f"{name} internal note", "kind": "note"}),
+        ("POST", f"/api/v1/tickets/{open_id}/messages", {"text": f"{name} answers", "kind": "reply"}),
+    ]:
+        reply = await http(method, path, host=t.domain, token=admin_token, json_body=body)
+        assert reply.status in (200, 201), reply
+
+    second = f"Another customer of {name}"
+    await _customer_writes(http, t.domain, second, f"{name} customer two")
+    solved = await _ticket_of(http, t.domain, admin_token, second)
+    reply = await http("POST", f"/api/v1/tickets/{solved['id']}/solve", host=t.domain, token=admin_token)
+    assert reply.status == 200, reply
+
+    # Routing configuration, and a ticket left waiting in the group's queue.
+    rule_name = f"{name} refunds"
+    rule = await http("POST", "/api/v1/routing/rules", host=t.domain, token=admin_token, json_body={
+        "name": rule_name, "conditions": {"text_contains": ["refund"]}, "actions": {"priority": "high"}})
+    assert rule.status == 201, rule
+    reply = await http("PUT", "/api/v1/routing/settings", host=t.domain, token=admin_token,
+                       json_body={"default_group_id": group_id})
+    assert reply.status == 200, reply
+    third = f"A refund, please ({name})"
+    await _customer_writes(http, t.domain, third, f"{name} customer three")
+    waiting = await _ticket_of(http, t.domain, admin_token, third)
+
+    # Replies are delivered and tickets routed in the background; wait, so the rows are at rest
+    # when they are compared.
+    await eventually(lambda: _all_delivered(http, t.domain, admin_token, open_id))
+    await eventually(lambda: _routed(db, t.id))
+    return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
+                int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]))
+
+
+@pytest.fixture(scope="module")
+async def world(settings: Settings, server: Server) -> AsyncIterator[World]:
+    db = Database(settings.database_url)
+    async with aiohttp.ClientSession() as session:
+        http = Http(server.url, session)
+        a = await build_side(settings, server, http, db, "Acme")
+        b = await build_side(settings, server, http, db, "Globex")
+        yield World(a, b, http, db, server)
+        await a.info.close()
+        await b.info.close()
+    await db.dispose()
+
+
+# --- the oracle -----------------------------------------------------------------------------------
+async def ids_of(db: Database, model: Any, tenant_id: int) -> set[int]:
+    async with db.read() as session:
+        return set((await session.execute(select(model.id).where(model.tenant_id == tenant_id))).scalars())
+
+
+def assert_not_found(reply: Reply, code: str) -> None:
+    assert_error(reply, 404, code)
+
+
+# --- how to call each operation with B's ids --------------------------------------------------------
+Probe = Callable[[World], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Case:
+    probe: Probe
+    # A body valid in shape, for the checks every operation gets (A's token on B's domain, any
+    # token on an unknown domain); the path is the operation's own, filled with B's ids.
+    body: Callable[[World], Any] | None = None
+
+
+async def probe_login(w: World) -> None:
+    creds_a = {"email": w.a.admin.email, "password": PASSWORD}
+    creds_b = {"email": w.b.admin.email, "password": PASSWORD}
+    assert_error(await w.call("POST", "/api/v1/auth/login", host=w.b.domain, token="", body=creds_a),
+                 401, "bad_credentials")
+    assert_error(await w.call("POST", "/api/v1/auth/login", host=w.a.domain, token="", body=creds_b),
+                 401, "bad_credentials")
+    # The same credentials signed in at home when the world was built: the refusals are about tenancy.
+
+
+async def probe_logout(w: World) -> None:
+    # Signing out on B's domain neither works nor revokes anything: the token still works at home.
+    assert_error(await w.call("POST", "/api/v1/auth/logout", host=w.b.domain), 401, "invalid_token")
+    assert_error(await w.call("POST", "/api/v1/auth/logout", host=w.a.domain, token=w.b.admin_token),
+                 401, "invalid_token")
+    assert (await w.call("GET", "/api/v1/me")).status == 200
+    assert (await w.call("GET", "/api/v1/me", side=w.b)).status == 200
+
+
+async def probe_me(w: World) -> None:
+    me = await w.call("GET", "/api/v1/me")
+    assert me.status == 200 and me.body["agent"]["id"] == w.a.admin.id, me
+    assert_error(await w.call("GET", "/api/v1/me", host=w.b.domain), 401, "invalid_token")
+
+
+async def probe_presence(w: World) -> None:
+    assert_error(await w.call("PUT", "/api/v1/me/presence", host=w.b.domain, body={"status": "online"}),
+                 401, "invalid_token")
+    assert_error(await w.call("PUT", "/api/v1/me/presence", token=w.b.agent_token, body={"status": "online"}),
+                 401, "invalid_token")
+
+
+async def probe_list_agents(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/agents")
+    assert reply.status == 200, reply
+    listed = {a["id"] for a in reply.body["agents"]}
+    assert listed == await ids_of(w.db, Agent, w.a.info.id)
+    assert not listed & await ids_of(w.db, Agent, w.b.info.id)
+    assert not {g for a in reply.body["agents"] for g in a["group_ids"]} & {w.b.group_id}
+
+
+async def probe_create_agent(w: World) -> None:
+    def new(**extra: Any) -> dict[str, Any]:
+        return {"email": f"new-{uuid.uuid4().hex[:8]}@{w.a.domain}", "name": "New", "password": PASSWORD, **extra}
+
+    assert_not_found(await w.call("POST", "/api/v1/agents", body=new(group_ids=[w.b.group_id])), "group_not_found")
+    assert_not_found(await w.call("POST", "/api/v1/agents", body=new(group_ids=[w.a.group_id, w.b.group_id])),
+                     "group_not_found")
+    # B's e-mail means nothing in A: no conflict, and the new seat (in A's group) is A's.
+    made = await w.call("POST", "/api/v1/agents", body={**new(group_ids=[w.a.group_id]), "email": w.b.agent.email})
+    assert made.status == 201 and made.body["agent"]["group_ids"] == [w.a.group_id], made
+    assert made.body["agent"]["id"] in await ids_of(w.db, Agent, w.a.info.id)
+
+
+async def probe_list_groups(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/groups")
+    assert reply.status == 200, reply
+    listed = {g["id"] for g in reply.body["groups"]}
+    assert listed == await ids_of(w.db, Group, w.a.info.id)
+    assert w.b.group_id not in listed and w.b.group_name not in {g["name"] for g in reply.body["groups"]}
+
+
+async def probe_create_group(w: World) -> None:
+    # A name B uses is free in A (and its use in B is not revealed by a conflict).
+    made = await w.call("POST", "/api/v1/groups", body={"name": w.b.group_name})
+    assert made.status == 201, made
+    assert made.body["group"]["id"] in await ids_of(w.db, Group, w.a.info.id)
+
+
+async def probe_list_tickets(w: World) -> None:
+    b_tickets = await ids_of(w.db, Ticket, w.b.info.id)
+    a_tickets = await ids_of(w.db, Ticket, w.a.info.id)
+    for query in ("", "?status=new,open,pending,solved,closed", f"?assignee_id={w.b.agent.id}",
+                  f"?before_id={max(b_tickets) + 1}", "?unassigned=1"):
+        reply = await w.call("GET", "/api/v1/tickets" + query)
+        assert reply.status == 200, reply
+        listed = {t["id"] for t in reply.body["tickets"]}
+        assert listed <= a_tickets and not listed & b_tickets, (query, listed)
+    everything = await w.call("GET", "/api/v1/tickets")
+    assert {w.a.open_ticket, w.a.solved_ticket} <= {t["id"] for t in everything.body["tickets"]}
+    assert (await w.call("GET", f"/api/v1/tickets?assignee_id={w.b.agent.id}")).body["tickets"] == []
+
+
+async def probe_create_ticket(w: World) -> None:
+    base = {"text": "Called about an invoice"}
+    new_customer = {"customer": {"name": "Walk-in"}}
+    cases = [
+        ({**base, "customer_id": w.b.customer_id}, "customer_not_found"),
+        ({**base, "customer_id": w.b.customer_id, "channel": "webchat"}, "customer_not_found"),
+        ({**base, **new_customer, "assignee_id": w.b.agent.id}, "agent_not_found"),
+        ({**base, **new_customer, "group_id": w.b.group_id}, "group_not_found"),
+        ({**base, "customer_id": w.a.customer_id, "assignee_id": w.b.agent.id}, "agent_not_found"),
+        ({**base, "customer_id": w.a.customer_id, "group_id": w.b.group_id}, "group_not_found"),
+    ]
+    before = await ids_of(w.db, Ticket, w.a.info.id)
+    for body, code in cases:
+        assert_not_found(await w.call("POST", "/api/v1/tickets", body=body), code)
+    assert await ids_of(w.db, Ticket, w.a.info.id) == before, "a refused ticket was stored"
+    # The same bodies with A's own ids are accepted: the refusals above are about tenancy.
+    ok = await w.call("POST", "/api/v1/tickets", body={**base, "customer_id": w.a.customer_id, "channel": "webchat",
+                                                        "assignee_id": w.a.agent.id, "group_id": w.a.group_id})
+    assert ok.status == 201, ok
+    assert ok.body["ticket"]["customer_id"] == w.a.customer_id
+
+
+async def _not_found_like_a_missing(w: World, method: str, template: str, b_ids: list[int], missing: int,
+                                    code: str, body: Any = None) -> None:
+    """B's ids answer exactly as an id that exists nowhere: nothing to tell them apart."""
+    absent = await w.call(method, template.format(missing), body=body)
+    assert_not_found(absent, code)
+    for b_id in b_ids:
+        reply = await w.call(method, template.format(b_id), body=body)
+        assert_not_found(reply, code)
+        assert reply.body["error"]["message"] == absent.body["error"]["message"].replace(str(missing), str(b_id))
+
+
+async def _not_found_like_a_missing_ticket(w: World, method: str, suffix: str, body: Any = None) -> None:
+    await _not_found_like_a_missing(w, method, "/api/v1/tickets/{}" + suffix,
+                                    [w.b.open_ticket, w.b.solved_ticket, w.b.waiting_ticket], MISSING_TICKET,
+                                    "ticket_not_found", body)
+
+
+async def probe_get_ticket(w: World) -> None:
+    await _not_found_like_a_missing_ticket(w, "GET", "")
+    # B's own agent, on A's domain with B's token, gets nothing either.
+    assert_error(await w.call("GET", f"/api/v1/tickets/{w.b.open_ticket}", token=w.b.agent_token),
+                 401, "invalid_token")
+    ok = await w.call("GET", f"/api/v1/tickets/{w.a.open_ticket}")
+    assert ok.status == 200 and len(ok.body["messages"]) == 3, ok
+
+
+async def probe_update_ticket(w: World) -> None:
+    for body in ({"status": "pending"}, {"status": "closed"}, {"priority": "urgent"}, {"tags": ["x"]},
+                 {"add_tags": ["vip"]}, {"remove_tags": ["x"]}, {"subject": "mine now"}):
+        await _not_found_like_a_missing_ticket(w, "PATCH", "", body)
+    ok = await w.call("PATCH", f"/api/v1/tickets/{w.a.open_ticket}", body={"priority": "high"})
+    assert ok.status == 200 and ok.body["ticket"]["priority"] == "high", ok
+
+
+async def probe_add_message(w: World) -> None:
+    for kind in ("reply", "note"):
+        await _not_found_like_a_missing_ticket(w, "POST", "/messages", {"text": "hi from A", "kind": kind})
+    ok = await w.call("POST", f"/api/v1/tickets/{w.a.open_ticket}/messages", body={"text": "A's note", "kind": "note"})
+    assert ok.status == 201, ok
+
+
+async def probe_transfer(w: World) -> None:
+    for target in ({"agent_id": w.a.agent.id}, {"group_id": w.a.group_id}, {"agent_id": w.b.agent.id},
+                   {"group_id": w.b.group_id}):
+        await _not_found_like_a_missing_ticket(w, "POST", "/transfer", target)
+    path = f"/api/v1/tickets/{w.a.open_ticket}/transfer"
+    assert_not_found(await w.call("POST", path, body={"agent_id": w.b.agent.id}), "agent_not_found")
+    assert_not_found(await w.call("POST", path, body={"agent_id": w.b.admin.id}), "agent_not_found")
+    assert_not_found(await w.call("POST", path, body={"group_id": w.b.group_id}), "group_not_found")
+    detail = await w.call("GET", f"/api/v1/tickets/{w.a.open_ticket}")
+    assert detail.body["ticket"]["assignee_id"] == w.a.agent.id
+    assert detail.body["ticket"]["group_id"] in (None, w.a.group_id)
+    ok = await w.call("POST", path, body={"agent_id": w.a.agent.id})
+    assert ok.status == 200, ok
+
+
+async def probe_solve(w: World) -> None:
+    await _not_found_like_a_missing_ticket(w, "POST", "/solve")
+    ok = await w.call("POST", f"/api/v1/tickets/{w.a.open_ticket}/solve")
+    assert ok.status == 200 and ok.body["ticket"]["status"] == "solved", ok
+    back = await w.call("POST", f"/api/v1/tickets/{w.a.open_ticket}/reopen")
+    assert back.status == 200 and back.body["ticket"]["status"] == "open", back
+
+
+async def probe_reopen(w: World) -> None:
+    await _not_found_like_a_missing_ticket(w, "POST", "/reopen")
+    ok = await w.call("POST", f"/api/v1/tickets/{w.a.solved_ticket}/reopen")
+    assert ok.status == 200 and ok.body["ticket"]["status"] == "open", ok
+    back = await w.call("POST", f"/api/v1/tickets/{w.a.solved_ticket}/solve")
+    assert back.status == 200, back
+
+
+async def probe_list_rules(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/routing/rules")
+    assert reply.status == 200, reply
+    listed = {r["id"] for r in reply.body["rules"]}
+    assert w.a.rule_id in listed and listed <= await ids_of(w.db, RoutingRule, w.a.info.id)
+    assert w.b.rule_id not in listed and w.b.rule_name not in {r["name"] for r in reply.body["rules"]}
+
+
+async def probe_create_rule(w: World) -> None:
+    def rule(**actions: Any) -> dict[str, Any]:
+        return {"name": f"rule {uuid.uuid4().hex[:6]}", "actions": actions}
+
+    assert_not_found(await w.call("POST", "/api/v1/routing/rules", body=rule(group_id=w.b.group_id)),
+                     "group_not_found")
+    # B's rule name is free in A.
+    made = await w.call("POST", "/api/v1/routing/rules", body={**rule(group_id=w.a.group_id), "name": w.b.rule_name})
+    assert made.status == 201, made
+    await w.call("DELETE", f"/api/v1/routing/rules/{made.body['rule']['id']}")
+
+
+async def probe_get_rule(w: World) -> None:
+    await _not_found_like_a_missing(w, "GET", "/api/v1/routing/rules/{}", [w.b.rule_id], MISSING_SMALL,
+                                    "rule_not_found")
+    assert (await w.call("GET", f"/api/v1/routing/rules/{w.a.rule_id}")).status == 200
+
+
+async def probe_update_rule(w: World) -> None:
+    for body in ({"enabled": False}, {"name": "taken over"}, {"actions": {"group_id": w.a.group_id}}):
+        await _not_found_like_a_missing(w, "PATCH", "/api/v1/routing/rules/{}", [w.b.rule_id], MISSING_SMALL,
+                                        "rule_not_found", body)
+    path = f"/api/v1/routing/rules/{w.a.rule_id}"
+    assert_not_found(await w.call("PATCH", path, body={"actions": {"group_id": w.b.group_id}}), "group_not_found")
+    assert (await w.call("PATCH", path, body={"enabled": True})).status == 200
+
+
+async def probe_delete_rule(w: World) -> None:
+    await _not_found_like_a_missing(w, "DELETE", "/api/v1/routing/rules/{}", [w.b.rule_id], MISSING_SMALL,
+                                    "rule_not_found")
+    made = await w.call("POST", "/api/v1/routing/rules", body={"name": "short-lived", "actions": {"priority": "low"}})
+    assert made.status == 201, made
+    assert (await w.call("DELETE", f"/api/v1/routing/rules/{made.body['rule']['id']}")).status == 200
+
+
+async def probe_reorder_rules(w: World) -> None:
+    mine = sorted(await ids_of(w.db, RoutingRule, w.a.info.id))
+    for ids in ([w.b.rule_id], [*mine, w.b.rule_id], [w.b.rule_id, *mine[1:]]):
+        assert_error(await w.call("PUT", "/api/v1/routing/rules/order", body={"ids": ids}), 422, "invalid_order")
+    ok = await w.call("PUT", "/api/v1/routing/rules/order", body={"ids": mine})
+    assert ok.status == 200 and [r["id"] for r in ok.body["rules"]] == mine, ok
+
+
+async def probe_get_settings(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/routing/settings")
+    assert reply.status == 200 and reply.body["settings"]["default_group_id"] == w.a.group_id, reply
+
+
+async def probe_put_settings(w: World) -> None:
+    assert_not_found(await w.call("PUT", "/api/v1/routing/settings", body={"default_group_id": w.b.group_id}),
+                     "group_not_found")
+    ok = await w.call("PUT", "/api/v1/routing/settings", body={"default_group_id": w.a.group_id})
+    assert ok.status == 200, ok
+
+
+async def probe_update_group(w: World) -> None:
+    for body in ({"name": "taken over"}, {"strategy": "round_robin"}, {"clear_overflow": True}):
+        await _not_found_like_a_missing(w, "PATCH", "/api/v1/groups/{}", [w.b.group_id], MISSING_SMALL,
+                                        "group_not_found", body)
+    path = f"/api/v1/groups/{w.a.group_id}"
+    assert_not_found(await w.call("PATCH", path, body={"overflow_group_id": w.b.group_id,
+                                                       "overflow_after_seconds": 60}), "group_not_found")
+    assert (await w.call("PATCH", path, body={"strategy": "least_busy"})).status == 200
+
+
+async def probe_set_members(w: World) -> None:
+    await _not_found_like_a_missing(w, "PUT", "/api/v1/groups/{}/members", [w.b.group_id], MISSING_SMALL,
+                                    "group_not_found", {"agent_ids": [w.a.agent.id]})
+    path = f"/api/v1/groups/{w.a.group_id}/members"
+    for agent_ids in ([w.b.agent.id], [w.a.agent.id, w.b.admin.id]):
+        assert_not_found(await w.call("PUT", path, body={"agent_ids": agent_ids}), "agent_not_found")
+    ok = await w.call("PUT", path, body={"agent_ids": [w.a.agent.id]})
+    assert ok.status == 200 and ok.body["agent_ids"] == [w.a.agent.id], ok
+
+
+async def probe_update_agent(w: World) -> None:
+    for body in ({"capacity": 1}, {"active": False}, {"role": "admin"}, {"group_ids": [w.a.group_id]}):
+        await _not_found_like_a_missing(w, "PATCH", "/api/v1/agents/{}", [w.b.agent.id, w.b.admin.id],
+                                        MISSING_SMALL, "agent_not_found", body)
+    path = f"/api/v1/agents/{w.a.agent.id}"
+    assert_not_found(await w.call("PATCH", path, body={"group_ids": [w.b.group_id]}), "group_not_found")
+    ok = await w.call("PATCH", path, body={"group_ids": [w.a.group_id]})
+    assert ok.status == 200 and ok.body["agent"]["group_ids"] == [w.a.group_id], ok
+
+
+async def probe_get_customer(w: World) -> None:
+    await _not_found_like_a_missing(w, "GET", "/api/v1/customers/{}", [w.b.customer_id], MISSING_TICKET,
+                                    "customer_not_found")
+    ok = await w.call("GET", f"/api/v1/customers/{w.a.customer_id}")
+    assert ok.status == 200 and ok.body["customer"]["identities"] == [
+        {"channel": "webchat", "external_id": w.a.visitor_id}], ok
+
+
+async def probe_update_customer(w: World) -> None:
+    for body in ({"tags": ["vip"]}, {"name": "taken over"}, {"attributes": {"vip": True}}):
+        await _not_found_like_a_missing(w, "PATCH", "/api/v1/customers/{}", [w.b.customer_id], MISSING_TICKET,
+                                        "customer_not_found", body)
+    assert (await w.call("PATCH", f"/api/v1/customers/{w.a.customer_id}", body={"tags": ["regular"]})).status == 200
+
+
+async def probe_queue(w: World) -> None:
+    b_tickets = await ids_of(w.db, Ticket, w.b.info.id)
+    b_queue = await w.call("GET", "/api/v1/queue", side=w.b)
+    assert w.b.waiting_ticket in {t["id"] for t in b_queue.body["queue"]}, "B's own queue shows its ticket"
+    for query in ("", f"?group_id={w.a.group_id}", f"?group_id={w.b.group_id}"):
+        reply = await w.call("GET", "/api/v1/queue" + query)
+        assert reply.status == 200, reply
+        assert not {t["id"] for t in reply.body["queue"]} & b_tickets, query
+    assert w.a.waiting_ticket in {t["id"] for t in (await w.call("GET", "/api/v1/queue")).body["queue"]}
+    assert (await w.call("GET", f"/api/v1/queue?group_id={w.b.group_id}")).body["queue"] == []
+
+
+async def probe_claim(w: World) -> None:
+    await _not_found_like_a_missing_ticket(w, "POST", "/claim")
+    assert_not_found(await w.call("POST", f"/api/v1/tickets/{w.b.waiting_ticket}/claim", token=w.a.agent_token),
+                     "ticket_not_found")
+
+
+async def probe_routing_history(w: World) -> None:
+    await _not_found_like_a_missing_ticket(w, "GET", "/routing")
+    ok = await w.call("GET", f"/api/v1/tickets/{w.a.waiting_ticket}/routing")
+    assert ok.status == 200 and ok.body["decisions"], ok
+
+
+CASES: dict[tuple[str, str], Case] = {
+    ("POST", "/api/v1/auth/login"): Case(probe_login,
+                                         lambda w: {"email": w.a.admin.email, "password": PASSWORD}),
+    ("POST", "/api/v1/auth/logout"): Case(probe_logout),
+    ("GET", "/api/v1/me"): Case(probe_me),
+    ("PUT", "/api/v1/me/presence"): Case(probe_presence, lambda w: {"status": "online"}),
+    ("GET", "/api/v1/agents"): Case(probe_list_agents),
+    ("POST", "/api/v1/agents"): Case(probe_create_agent,
+                                     lambda w: {"email": f"x@{w.b.domain}", "name": "X", "password": PASSWORD}),
+    ("PATCH", "/api/v1/agents/{agent_id}"): Case(probe_update_agent, lambda w: {"capacity": 1}),
+    ("GET", "/api/v1/groups"): Case(probe_list_groups),
+    ("POST", "/api/v1/groups"): Case(probe_create_group, lambda w: {"name": "Intruders"}),
+    ("PATCH", "/api/v1/groups/{group_id}"): Case(probe_update_group, lambda w: {"name": "Intruders"}),
+    ("PUT", "/api/v1/groups/{group_id}/members"): Case(probe_set_members, lambda w: {"agent_ids": [w.a.agent.id]}),
+    ("GET", "/api/v1/tickets"): Case(probe_list_tickets),
+    ("POST", "/api/v1/tickets"): Case(probe_create_ticket, lambda w: {"text": "x", "customer_id": w.b.customer_id}),
+    ("GET", "/api/v1/tickets/{ticket_id}"): Case(probe_get_ticket),
+    ("PATCH", "/api/v1/tickets/{ticket_id}"): Case(probe_update_ticket, lambda w: {"status": "closed"}),
+    ("POST", "/api/v1/tickets/{ticket_id}/messages"): Case(probe_add_message, lambda w: {"text": "x"}),
+    ("POST", "/api/v1/tickets/{ticket_id}/transfer"): Case(probe_transfer, lambda w: {"agent_id": w.a.agent.id}),
+    ("POST", "/api/v1/tickets/{ticket_id}/solve"): Case(probe_solve),
+    ("POST", "/api/v1/tickets/{ticket_id}/reopen"): Case(probe_reopen),
+    ("POST", "/api/v1/tickets/{ticket_id}/claim"): Case(probe_claim),
+    ("GET", "/api/v1/tickets/{ticket_id}/routing"): Case(probe_routing_history),
+    ("GET", "/api/v1/queue"): Case(probe_queue),
+    ("GET", "/api/v1/routing/rules"): Case(probe_list_rules),
+    ("POST", "/api/v1/routing/rules"): Case(probe_create_rule,
+                                            lambda w: {"name": "mine now", "actions": {"priority": "low"}}),
+    ("GET", "/api/v1/routing/rules/{rule_id}"): Case(probe_get_rule),
+    ("PATCH", "/api/v1/routing/rules/{rule_id}"): Case(probe_update_rule, lambda w: {"enabled": False}),
+    ("DELETE", "/api/v1/routing/rules/{rule_id}"): Case(probe_delete_rule),
+    ("PUT", "/api/v1/routing/rules/order"): Case(probe_reorder_rules, lambda w: {"ids": [w.b.rule_id]}),
+    ("GET", "/api/v1/routing/settings"): Case(probe_get_settings),
+    ("PUT", "/api/v1/routing/settings"): Case(probe_put_settings, lambda w: {"unlimited_wait": True}),
+    ("GET", "/api/v1/customers/{customer_id}"): Case(probe_get_customer),
+    ("PATCH", "/api/v1/customers/{customer_id}"): Case(probe_update_customer, lambda w: {"tags": ["x"]}),
+}
+
+
+def test_every_operation_has_a_cross_tenant_case() -> None:
+    routes = {op_key(op) for op in operations()}
+    assert routes, "no routes registered"
+    missing = sorted(routes - set(CASES))
+    assert not missing, f"operations without a cross-tenant check (add them to CASES): {missing}"
+    stale = sorted(set(CASES) - routes)
+    assert not stale, f"CASES for routes that no longer exist: {stale}"
+
+
+@pytest.mark.parametrize("op", operations(), ids=op_id)
+async def test_operation_reaches_nothing_of_another_tenant(world: World, op: Operation) -> None:
+    case = CASES.get(op_key(op))
+    if case is None:
+        pytest.fail(f"{op_id(op)} has no cross-tenant case in CASES")
+    b_before = await tenant_rows(world.db, world.b.info.id)
+    path = op.path.format(**world.b.ids())
+    body = case.body(world) if case.body is not None else None
+
+    # Whatever the route, another tenant's domain or an unknown one gives nothing.
+    unknown = await world.call(op.method, path, host=UNKNOWN_DOMAIN, body=body)
+    assert_error(unknown, 404, "unknown_tenant")
+    if op.auth:
+        assert_error(await world.call(op.method, path, host=world.b.domain, body=body), 401, "invalid_token")
+        assert_error(await world.call(op.method, path, host=world.b.domain, token=world.a.agent_token, body=body),
+                     401, "invalid_token")
+
+    await case.probe(world)
+
+    assert await tenant_rows(world.db, world.b.info.id) == b_before, f"{op_id(op)} changed tenant B's data"
+
+
+async def test_openapi_document_lists_exactly_the_checked_operations(world: World) -> None:
+    reply = await world.call("GET", "/api/v1/openapi.json")
+    assert reply.status == 200, reply
+    documented = {(m.upper(), p) for p, ops in reply.body["paths"].items() for m in ops}
+    assert documented == set(CASES)
+
+
+# --- the agent websocket ------------------------------------------------------------------------------
+async def test_agent_socket_refuses_a_token_of_another_tenant(world: World) -> None:
+    for token, domain in ((world.a.admin_token, world.b.domain), (world.b.agent_token, world.a.domain)):
+        ws = await world.http.ws("/agent/ws", host=domain)
+        await ws.send_json({"type": "hello", "token": token})
+        assert_error_frame(await next_frame(ws), "invalid_token")
+        await expect_closed(ws)
+    # On a domain no tenant has, there is no socket at all, and the refusal is JSON.
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await world.http.ws("/agent/ws", host=UNKNOWN_DOMAIN)
+    assert refused.value.status == 404
+    assert_error(await world.call("GET", "/agent/ws", host=UNKNOWN_DOMAIN), 404, "unknown_tenant")
+
+
+def _ws_fields(w: World) -> dict[str, list[dict[str, Any]]]:
+    """For every gateway action, the fields that go with a ticket id."""
+    return {
+        "reply": [{"text": "hello from A"}],
+        "note": [{"text": "A's note"}],
+        "status": [{"status": "pending"}, {"status": "closed"}, {"status": "open"}],
+        "priority": [{"priority": "urgent"}],
+        "tags": [{"tags": ["a"]}, {"add": ["b"]}, {"remove": ["x"]}],
+        "transfer": [{"agent_id": w.a.agent.id}, {"group_id": w.a.group_id}, {"agent_id": w.b.agent.id},
+                     {"group_id": w.b.group_id}],
+        "get_ticket": [{}],
+        "claim": [{}],
+    }
+
+
+async def _connected(w: World, side: Side, *, since: int | None = None) -> AgentClient:
+    client = side.info.agent_client()
+    client.token = side.admin_token
+    client.last_event_id = since
+    await client.connect()
+    return client
+
+
+async def test_agent_socket_actions_on_other_tenants_tickets_fail(world: World) -> None:
+    fields = _ws_fields(world)
+    assert set(fields) == set(ACTIONS), "every gateway action needs cross-tenant frames here"
+    b_before = await tenant_rows(world.db, world.b.info.id)
+    client = await _connected(world, world.a, since=0)
+
+    # What a connecting client is owed (snapshot and replayed events) is A's only.
+    assert client.welcome is not None
+    a_tickets = await ids_of(world.db, Ticket, world.a.info.id)
+    a_agents = await ids_of(world.db, Agent, world.a.info.id)
+    assert {t["id"] for t in client.welcome["tickets"]} <= a_tickets
+    assert client.welcome["events"], "since=0 replays the recent events of A"
+    for event in client.welcome["events"]:
+        assert event["ticket_id"] in a_tickets | {None}, event
+        if event["kind"] == "agent.presence":
+            assert event["agent_id"] in a_agents, event
+
+    for kind, variants in fields.items():
+        for extra in variants:
+            for ticket_id in (world.b.open_ticket, world.b.solved_ticket, world.b.waiting_ticket):
+                with pytest.raises(HubError) as failed:
+                    await client.action(kind, ticket_id=ticket_id, **extra)
+                assert failed.value.code == "ticket_not_found", (kind, extra, failed.value)
+    for extra, code in (({"agent_id": world.b.agent.id}, "agent_not_found"),
+                        ({"group_id": world.b.group_id}, "group_not_found")):
+        with pytest.raises(HubError) as failed:
+            await client.action("transfer", ticket_id=world.a.open_ticket, **extra)
+        assert failed.value.code == code, failed.value
+    # Frames without a ref get an error frame, not silence.
+    await client.send_frame({"type": "get_ticket", "ticket_id": world.b.open_ticket})
+    await eventually(lambda: _has_error(client, "ticket_not_found"))
+
+    mine = await client.action("get_ticket", ticket_id=world.a.open_ticket)
+    assert mine["ticket"]["id"] == world.a.open_ticket
+    await client.disconnect()
+    assert await tenant_rows(world.db, world.b.info.id) == b_before
+
+
+async def _has_error(client: AgentClient, code: str) -> bool:
+    return any(e.get("code") == code for e in client.errors)
+
+
+async def test_events_of_another_tenant_never_reach_a_connected_client(world: World) -> None:
+    a, b = world.a, world.b
+    watcher = await _connected(world, a)  # A's admin sees everything of A
+    b_client = b.info.agent_client()
+    b_client.token = b.agent_token
+    await b_client.connect()
+    try:
+        # B's customer writes, B's agent answers, the answer is delivered: all of it live in B.
+        b_visitor = b.info.visitor()
+        await b_visitor.connect(name="B's customer")
+        await b_visitor.send("B's secret order")
+        created = await b_client.wait_event(
+            lambda e: e["kind"] == "message.created" and e["message"]["text"] == "B's secret order")
+        b_ticket = created["ticket_id"]
+        # Routing runs in the background: the ticket reaches B's only online agent soon after.
+        await b_client.wait_event(lambda e: e["kind"] == "ticket.assigned" and e["ticket_id"] == b_ticket
+                                  and e["assignee_id"] == b.agent.id)
+        await b_client.reply(b_ticket, "B's secret answer")
+        await b_visitor.wait_message(lambda m: m["direction"] == "outbound")
+        await b_client.wait_event(lambda e: e["kind"] == "message.delivery" and e["ticket_id"] == b_ticket)
+        await b_client.set_status(b_ticket, "pending")
+        await b_client.wait_event(lambda e: e["kind"] == "ticket.updated" and e["ticket_id"] == b_ticket)
+
+        # A marker in A, published after all of B's: once A's client has it, B's would have come first.
+        a_visitor = a.info.visitor()
+        await a_visitor.connect()
+        await a_visitor.send("A's marker")
+        await watcher.wait_event(lambda e: e["kind"] == "message.created" and e["message"]["text"] == "A's marker")
+    finally:
+        # Leave B's agent offline again, as the other tests of this module expect.
+        await b_client.disconnect()
+        await world.call("PUT", "/api/v1/me/presence", side=b, token=b.agent_token, body={"status": "offline"})
+
+    b_event_ids = {e["id"] for e in b_client.events}
+    assert b_ticket in {e["ticket_id"] for e in b_client.events}, "B's own client got B's events"
+    a_tickets = await ids_of(world.db, Ticket, a.info.id)
+    for event in watcher.events:
+        assert event["id"] not in b_event_ids, event
+        assert event["ticket_id"] in a_tickets | {None}, event
+        assert event.get("agent_id") != b.agent.id, event
+        assert "secret" not in json.dumps(event), event
+    assert not watcher.errors
+
+
+# --- the web chat side -----------------------------------------------------------------------------------
+async def test_a_visitor_id_of_one_tenant_sees_nothing_on_another(world: World) -> None:
+    a, b = world.a, world.b
+    first = await world.http("POST", "/webchat/messages", host=a.domain,
+                             json_body={"client_id": "m1", "text": "A's private question"})
+    assert first.status == 201, first
+    vid = first.body["visitor_id"]
+
+    # History over HTTP and over the socket: all on A, nothing on B.
+    home = await world.http("GET", f"/webchat/history?visitor_id={vid}", host=a.domain)
+    assert [m["text"] for m in home.body["messages"]] == ["A's private question"]
+    away = await world.http("GET", f"/webchat/history?visitor_id={vid}", host=b.domain)
+    assert away.status == 200 and away.body["messages"] == [], away
+
+    on_a = a.info.visitor(vid)
+    assert [m["text"] for m in (await on_a.connect())["messages"]] == ["A's private question"]
+    on_b = b.info.visitor(vid)
+    welcome = await on_b.connect()
+    assert welcome["visitor_id"] == vid and welcome["messages"] == []
+
+    # A's agent answers: the visitor on A gets it; the same id on B does not.
+    ticket = await _ticket_of(world.http, a.domain, a.admin_token, "A's private question")
+    answer = await world.call("POST", f"/api/v1/tickets/{ticket['id']}/messages", body={"text": "A's private answer"})
+    assert answer.status == 201, answer
+    await on_a.wait_message(lambda m: m["text"] == "A's private answer")
+    assert on_b.ws is not None
+    await on_b.ws.send_json({"type": "ping"})
+    await on_b.wait_frame(lambda f: f.get("type") == "pong")
+    assert not any("private" in json.dumps(f) for f in on_b.frames), on_b.frames
+
+    # Writing as that id on B starts B's own conversation; A's ticket does not grow.
+    await on_b.send("Hello B")
+    await on_b.wait_frame(lambda f: f.get("type") == "ack")
+    a_detail = await world.call("GET", f"/api/v1/tickets/{ticket['id']}")
+    assert [m["text"] for m in a_detail.body["messages"]] == ["A's private question", "A's private answer"]
+    assert not any(m["text"] == "Hello B" for m in on_a.messages.values())
+    b_ticket = await _ticket_of(world.http, b.domain, b.admin_token, "Hello B")
+    assert b_ticket["id"] in await ids_of(world.db, Ticket, b.info.id)
+    assert b_ticket["customer_id"] != ticket["customer_id"]
+    b_detail = await world.call("GET", f"/api/v1/tickets/{b_ticket['id']}", side=b)
+    assert [m["text"] for m in b_detail.body["messages"]] == ["Hello B"]
