@@ -27,13 +27,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import insert, text  # noqa: E402
+from sqlalchemy import insert, text
 
-from core.auth import hash_password  # noqa: E402
-from core.config import Settings  # noqa: E402
-from core.db import migrate  # noqa: E402
-from core.hub import Hub  # noqa: E402
-from core.models import Agent, AgentGroup, Customer, Group, Tenant, Ticket, utcnow  # noqa: E402
+from core.auth import hash_password
+from core.config import Settings
+from core.db import migrate
+from core.hub import Hub
+from core.models import Agent, AgentGroup, Customer, Group, Tenant, Ticket, utcnow
 
 
 def pct(values: list[float], p: float) -> float:

@@ -12,7 +12,7 @@ changed through it whatever id is asked for.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,10 @@ logger = logging.getLogger(__name__)
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
-# Every model with a tenant_id column.
+# Every model that holds tenant data.
 TENANT_SCOPED: tuple[type[models.Base], ...] = tuple(
-    mapper.class_ for mapper in models.Base.registry.mappers if "tenant_id" in mapper.columns
+    cls for cls in (mapper.class_ for mapper in models.Base.registry.mappers)
+    if issubclass(cls, models.TenantScoped)
 )
 
 
@@ -39,17 +40,11 @@ def _scope_to_tenant(state: ORMExecuteState) -> None:
     tenant_id = state.session.info.get("tenant_id")
     if tenant_id is None or not (state.is_select or state.is_update or state.is_delete):
         return
-    for cls in TENANT_SCOPED:
-        state.statement = state.statement.options(
-            with_loader_criteria(cls, _tenant_criteria(tenant_id), include_aliases=True)
-        )
-
-
-def _tenant_criteria(tenant_id: int) -> Callable[[Any], Any]:
-    def criteria(cls: Any) -> Any:
-        return cls.tenant_id == tenant_id
-
-    return criteria
+    # One option for every tenant-data model (they share the TenantScoped mixin); the lambda is
+    # cached by SQLAlchemy with tenant_id as a bound parameter.
+    state.statement = state.statement.options(
+        with_loader_criteria(models.TenantScoped, lambda cls: cls.tenant_id == tenant_id, include_aliases=True)
+    )
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.models import Event, Ticket
-from core.serialize import event_dict
+from core.models import Event, Ticket, utcnow
+from core.serialize import iso
 
 
 class EventKind:
@@ -29,11 +30,12 @@ def tenant_topic(tenant_id: int) -> str:
 
 
 class EventLog:
-    """Events of one transaction, in order; flushed with it, published after it commits."""
+    """Events of one transaction, in order; inserted together (one statement) before it commits,
+    published after it commits."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self.rows: list[Event] = []
+        self.rows: list[dict[str, Any]] = []
 
     def add(
         self,
@@ -44,22 +46,34 @@ class EventLog:
         payload: dict[str, Any] | None = None,
         assignee_id: int | None = None,
         previous_assignee_id: int | None = None,
-    ) -> Event:
-        row = Event(
-            tenant_id=tenant_id,
-            ticket_id=ticket.id if ticket is not None else None,
-            kind=kind,
-            assignee_id=ticket.assignee_id if ticket is not None else assignee_id,
-            previous_assignee_id=previous_assignee_id,
-            payload=payload or {},
-        )
-        self.session.add(row)
-        self.rows.append(row)
-        return row
+    ) -> None:
+        self.rows.append({
+            "tenant_id": tenant_id,
+            "ticket_id": ticket.id if ticket is not None else None,
+            "kind": kind,
+            "assignee_id": ticket.assignee_id if ticket is not None else assignee_id,
+            "previous_assignee_id": previous_assignee_id,
+            "payload": payload or {},
+            "created_at": utcnow(),
+        })
 
-    def published(self) -> list[dict[str, Any]]:
-        """The events as the bus carries them (ids are set once the transaction flushed)."""
-        return [event_dict(row) for row in self.rows]
+    async def flush(self) -> list[dict[str, Any]]:
+        """Write the events; returns them as the bus carries them (with their ids)."""
+        if not self.rows:
+            return []
+        # One multi-row INSERT: both databases number the rows in the order of the VALUES list, so
+        # the returned ids, sorted, line up with self.rows (asking SQLAlchemy to guarantee the order
+        # instead makes it insert row by row on SQLite).
+        ids = sorted((await self.session.execute(insert(Event).returning(Event.id), self.rows)).scalars())
+        out = []
+        for event_id, row in zip(ids, self.rows, strict=True):
+            out.append({
+                "id": event_id, "kind": row["kind"], "ticket_id": row["ticket_id"], "assignee_id": row["assignee_id"],
+                "previous_assignee_id": row["previous_assignee_id"], "created_at": iso(row["created_at"]),
+                **row["payload"],
+            })
+        self.rows = []
+        return out
 
 
 def visible_to(event: dict[str, Any], agent_id: int, sees_all: bool, groups: frozenset[int] = frozenset()) -> bool:

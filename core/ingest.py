@@ -193,7 +193,7 @@ async def _ingest_once(hub: Hub, msg: InboundMessage) -> tuple[IngestResult, lis
         log.add(EventKind.MESSAGE_CREATED, tenant_id=msg.tenant_id, ticket=ticket,
                 payload={"ticket": tdict, "message": mdict})
         await session.flush()
-        events = log.published()
+        events = await log.flush()
         waiting = ticket.routing_state == RoutingState.PENDING
     return IngestResult(mdict, tdict, False, created, waiting), events
 

@@ -75,6 +75,14 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
 
+class TenantScoped:
+    """Marks a model that holds tenant data: sessions opened for a tenant add
+    ``tenant_id = :tid`` to every query of it (core.db). Each model declares its own column
+    (with its foreign key); this one only gives the criteria something to be written against."""
+
+    tenant_id = mapped_column(Integer)
+
+
 class TicketStatus(enum.StrEnum):
     NEW = "new"
     OPEN = "open"
@@ -136,7 +144,7 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Agent(Base):
+class Agent(TenantScoped, Base):
     __tablename__ = "agents"
     __table_args__ = (UniqueConstraint("tenant_id", "email"),)
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -161,7 +169,7 @@ class Agent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Group(Base):
+class Group(TenantScoped, Base):
     __tablename__ = "groups"
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -177,14 +185,14 @@ class Group(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class AgentGroup(Base):
+class AgentGroup(TenantScoped, Base):
     __tablename__ = "agent_groups"
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
     group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
 
 
-class Customer(Base):
+class Customer(TenantScoped, Base):
     __tablename__ = "customers"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -195,7 +203,7 @@ class Customer(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class CustomerIdentity(Base):
+class CustomerIdentity(TenantScoped, Base):
     """Who the customer is on one channel: a web chat visitor id, a WeChat openid, an address."""
 
     __tablename__ = "customer_identities"
@@ -208,7 +216,7 @@ class CustomerIdentity(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Ticket(Base):
+class Ticket(TenantScoped, Base):
     __tablename__ = "tickets"
     __table_args__ = (
         Index("ix_tickets_tenant_assignee_status", "tenant_id", "assignee_id", "status"),
@@ -251,7 +259,7 @@ class Ticket(Base):
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class RoutingRule(Base):
+class RoutingRule(TenantScoped, Base):
     """One ordered routing rule: all its conditions must hold; the first matching rule wins."""
 
     __tablename__ = "routing_rules"
@@ -268,7 +276,7 @@ class RoutingRule(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class AssignmentRecord(Base):
+class AssignmentRecord(TenantScoped, Base):
     """Why a ticket went where it went: the rule that matched, the strategy, the candidates."""
 
     __tablename__ = "assignment_records"
@@ -287,7 +295,7 @@ class AssignmentRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Message(Base):
+class Message(TenantScoped, Base):
     __tablename__ = "messages"
     __table_args__ = (
         # core.ingest is idempotent on (tenant, channel, channel message id) for what comes in.
@@ -308,7 +316,7 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class OutboxItem(Base):
+class OutboxItem(TenantScoped, Base):
     """A reply waiting to be delivered; written in the same transaction as its message."""
 
     __tablename__ = "outbox"
@@ -327,7 +335,7 @@ class OutboxItem(Base):
     sent_at: Mapped[datetime | None]
 
 
-class Event(Base):
+class Event(TenantScoped, Base):
     """Every change of state, in order. Live clients get it from the bus; reconnecting ones from here."""
 
     __tablename__ = "events"
@@ -343,7 +351,7 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class AuthToken(Base):
+class AuthToken(TenantScoped, Base):
     __tablename__ = "auth_tokens"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -355,7 +363,7 @@ class AuthToken(Base):
     revoked_at: Mapped[datetime | None]
 
 
-class AuditLog(Base):
+class AuditLog(TenantScoped, Base):
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_log_tenant_created", "tenant_id", "created_at"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -370,7 +378,7 @@ class AuditLog(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class LoginLog(Base):
+class LoginLog(TenantScoped, Base):
     __tablename__ = "login_log"
     __table_args__ = (Index("ix_login_log_tenant_created", "tenant_id", "created_at"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

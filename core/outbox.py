@@ -234,7 +234,7 @@ async def _record(
                 payload["error"] = {"code": error.code, "message": error.message}
             log.add(EventKind.MESSAGE_DELIVERY, tenant_id=item.tenant_id, ticket=ticket, payload=payload)
             await session.flush()
-            events = log.published()
+            events = await log.flush()
         else:
             events = []
     if error is not None:

@@ -47,7 +47,7 @@ async def set_presence(
             log.add(EventKind.AGENT_PRESENCE, tenant_id=tenant_id, assignee_id=agent_id,
                     payload={"agent_id": agent_id, "status": new.value, "previous": old})
             await session.flush()
-            events = log.published()
+            events = await log.flush()
     await hub.publish(tenant_id, events)
     if old == new:
         return

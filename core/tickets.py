@@ -245,7 +245,7 @@ async def add_message(hub: Hub, principal: Principal, ticket_id: int, text: str,
             text=text, log=log, outcome=outcome,
         )
         await session.flush()
-        outcome.events = log.published()
+        outcome.events = await log.flush()
     await _finish(hub, principal.tenant_id, outcome)
     return mdict
 
@@ -354,7 +354,7 @@ async def create_ticket(
             direction=Direction.OUTBOUND if channel else Direction.NOTE, text=text, log=log, outcome=outcome,
         )
         await session.flush()
-        outcome.events = log.published()
+        outcome.events = await log.flush()
         result = ticket_dict(ticket, customer)
     await _finish(hub, tenant_id, outcome)
     return result
@@ -400,7 +400,7 @@ async def transfer(
         log.add(kind, tenant_id=principal.tenant_id, ticket=ticket,
                 payload={"ticket": ticket_dict(ticket, customer), "reason": reason}, previous_assignee_id=previous)
         await session.flush()
-        outcome.events = log.published()
+        outcome.events = await log.flush()
         outcome.route = previous is not None or ticket.assignee_id is None
         result = ticket_dict(ticket, customer)
     await _finish(hub, principal.tenant_id, outcome)
@@ -501,7 +501,7 @@ async def update_ticket(
             log.add(EventKind.TICKET_UPDATED, tenant_id=principal.tenant_id, ticket=ticket,
                     payload={"ticket": ticket_dict(ticket, customer), "changes": changes, "by": principal.agent_id})
             await session.flush()
-            outcome.events = log.published()
+            outcome.events = await log.flush()
         result = ticket_dict(ticket, customer)
     await _finish(hub, principal.tenant_id, outcome)
     return result
@@ -528,7 +528,7 @@ async def claim(hub: Hub, principal: Principal, ticket_id: int) -> dict[str, Any
         log.add(EventKind.TICKET_ASSIGNED, tenant_id=principal.tenant_id, ticket=ticket,
                 payload={"ticket": ticket_dict(ticket, customer), "reason": {"strategy": "claimed"}})
         await session.flush()
-        outcome.events = log.published()
+        outcome.events = await log.flush()
         result = ticket_dict(ticket, customer)
     await _finish(hub, principal.tenant_id, outcome)
     return result

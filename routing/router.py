@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, column, func, or_, select, update, values
+from sqlalchemy import Integer, column, func, insert, or_, select, update, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.events import EventKind, EventLog
@@ -345,10 +345,11 @@ class Router:
 
             granted = await self._commit_loads(session, choices, now)
             log = EventLog(session)
-            records: list[AssignmentRecord] = []
+            records: list[dict[str, Any]] = []
             for ticket, customer, choice in choices:
                 base = {"tenant_id": tenant_id, "ticket_id": ticket.id, "group_id": ticket.group_id,
-                        "rule": ticket.routing_rule, "strategy": choice.strategy, "candidates": choice.considered}
+                        "rule": ticket.routing_rule, "strategy": choice.strategy, "candidates": choice.considered,
+                        "created_at": now}
                 if choice.agent_id is not None and granted.get(choice.agent_id, 0) > 0:
                     granted[choice.agent_id] -= 1
                     ticket.assignee_id = choice.agent_id
@@ -357,7 +358,7 @@ class Router:
                     ticket.routing_state = RoutingState.ASSIGNED
                     ticket.overflow_at = None
                     result.assigned += 1
-                    records.append(AssignmentRecord(outcome="assigned", agent_id=choice.agent_id, **base))
+                    records.append({"outcome": "assigned", "agent_id": choice.agent_id, "detail": {}, **base})
                     log.add(EventKind.TICKET_ASSIGNED, tenant_id=tenant_id, ticket=ticket, payload={
                         "ticket": ticket_dict(ticket, customer),
                         "reason": {"rule": ticket.routing_rule, "strategy": choice.strategy,
@@ -370,14 +371,14 @@ class Router:
                     ticket.routing_state = RoutingState.QUEUED
                     ticket.queued_at = now
                     ticket.overflow_at = self._overflow_at(ticket, groups, cfg, now)
-                    records.append(AssignmentRecord(outcome="queued", agent_id=None,
-                                                    detail={"note": choice.note}, **base))
+                    records.append({"outcome": "queued", "agent_id": None, "detail": {"note": choice.note}, **base})
                     log.add(EventKind.TICKET_QUEUED, tenant_id=tenant_id, ticket=ticket, payload={
                         "ticket": ticket_dict(ticket, customer),
                         "reason": {"rule": ticket.routing_rule, "strategy": choice.strategy, "note": choice.note}})
-            session.add_all(records)
             await session.flush()
-            events = log.published()
+            if records:
+                await session.execute(insert(AssignmentRecord), records)
+            events = await log.flush()
         await self.hub.publish(tenant_id, events)
         return result
 
@@ -467,7 +468,7 @@ class Router:
                                   .values(load=Agent.load - len(rows))
                                   .execution_options(synchronize_session=False))
             await session.flush()
-            events = log.published()
+            events = await log.flush()
         await self.hub.publish(tenant_id, events)
         self.signal(tenant_id)
         return len(rows)
@@ -514,7 +515,7 @@ class Router:
                     "ticket": ticket_dict(ticket, customer), "from_group_id": previous, "to_group_id": target})
             await session.flush()
             for tenant_id, log in logs.items():
-                moved_by_tenant[tenant_id] = log.published()
+                moved_by_tenant[tenant_id] = await log.flush()
         for tenant_id, events in moved_by_tenant.items():
             await self.hub.publish(tenant_id, events)
             self.signal(tenant_id)

@@ -12,13 +12,15 @@ Strategies, chosen per group:
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 STRATEGIES = ("round_robin", "least_busy", "skills", "sticky", "manual")
-MAX_RECORDED = 20
+MAX_RECORDED = 5
+MAX_EXCLUDED = 5
 
 
 @dataclass
@@ -87,35 +89,35 @@ def _round_robin_key(a: AgentState) -> tuple[datetime, int]:
 
 
 def choose(ticket: TicketView, policy: GroupPolicy, agents: list[AgentState]) -> Choice:
-    """Pick an agent for ``ticket`` among ``agents`` (the online agents of the tenant)."""
+    """Pick an agent for ``ticket`` among ``agents`` (the online agents of its group, or of the tenant)."""
     strategy = policy.strategy
     if strategy == "manual":
         return Choice(None, "manual", [], "waits for an agent of the group to claim it")
-    considered: list[dict[str, Any]] = []
+    excluded: list[dict[str, Any]] = []
     pool: list[AgentState] = []
+    check_skills = strategy == "skills" or bool(ticket.required_skills)
     for agent in agents:
         if ticket.group_id is not None and ticket.group_id not in agent.groups:
             continue
         if not agent.room_for(ticket.channel):
-            if len(considered) < MAX_RECORDED:
-                considered.append(agent.view("at capacity"))
+            if len(excluded) < MAX_EXCLUDED:
+                excluded.append(agent.view("at capacity"))
             continue
-        if (strategy == "skills" or ticket.required_skills) and not agent.covers(ticket.required_skills):
-            if len(considered) < MAX_RECORDED:
-                considered.append(agent.view("missing skills"))
+        if check_skills and not agent.covers(ticket.required_skills):
+            if len(excluded) < MAX_EXCLUDED:
+                excluded.append(agent.view("missing skills"))
             continue
         pool.append(agent)
     if strategy == "sticky":
         sticky = next((a for a in pool if a.agent_id == ticket.sticky_agent_id), None)
         if sticky is not None:
-            considered.insert(0, sticky.view())
-            return Choice(sticky.agent_id, "sticky", considered[:MAX_RECORDED])
+            return Choice(sticky.agent_id, "sticky", [sticky.view(), *excluded])
         strategy = policy.sticky_fallback if policy.sticky_fallback != "sticky" else "least_busy"
         if strategy == "manual":
-            return Choice(None, "manual", considered, "the last agent is not available; waits to be claimed")
+            return Choice(None, "manual", excluded, "the last agent is not available; waits to be claimed")
+    if not pool:
+        return Choice(None, strategy, excluded, "no online agent with room")
     key = _round_robin_key if strategy == "round_robin" else _least_busy_key
-    ranked = sorted(pool, key=key)
-    considered = [a.view() for a in ranked[:MAX_RECORDED]] + considered
-    if not ranked:
-        return Choice(None, strategy, considered[:MAX_RECORDED], "no online agent with room")
-    return Choice(ranked[0].agent_id, strategy, considered[:MAX_RECORDED])
+    # The best few are what a person asking "why Li?" wants to see; the rest is noise (and cost).
+    best = heapq.nsmallest(MAX_RECORDED, pool, key=key)
+    return Choice(best[0].agent_id, strategy, [a.view() for a in best] + excluded)
