@@ -29,9 +29,8 @@ logger = logging.getLogger(__name__)
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
 # Every model that holds tenant data.
-TENANT_SCOPED: tuple[type[models.Base], ...] = tuple(
-    cls for cls in (mapper.class_ for mapper in models.Base.registry.mappers)
-    if issubclass(cls, models.TenantScoped)
+TENANT_SCOPED: tuple[type[Any], ...] = tuple(
+    mapper.class_ for mapper in models.Base.registry.mappers if issubclass(mapper.class_, models.TenantScoped)
 )
 
 
