@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from connectors.base import Connector
 from connectors.webchat.connector import WebchatConnector
+from connectors.wechat.connector import WeChatConnector
 
 if TYPE_CHECKING:
     from core.hub import Hub
@@ -34,3 +35,4 @@ def build_connectors(hub: Hub) -> dict[str, Connector]:
 
 
 register(WebchatConnector)
+register(WeChatConnector)

@@ -52,6 +52,17 @@ class Settings:
     token_ttl_hours: int = 24 * 14
     sweeper_interval: float = 30.0
     log_level: str = "INFO"
+    # Key that encrypts channel credentials at rest (a Fernet key, or any passphrase). Unset in the
+    # embedded mode: one is generated once into ``secret_key_file``.
+    secret_key: str | None = None
+    secret_key_file: str = "./var/secret.key"
+    # WeChat APIs; tests and staging point these at a stand-in.
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wecom_api_base: str = "https://qyapi.weixin.qq.com"
+    # Largest WeChat push we read (the platform's own are a few KiB).
+    wechat_max_push_bytes: int = 64 * 1024
+    # Fetch media in the background as soon as a message is stored (else on first read).
+    wechat_prefetch_media: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -85,4 +96,10 @@ class Settings:
             token_ttl_hours=int(get("TOKEN_TTL_HOURS") or defaults.token_ttl_hours),
             sweeper_interval=float(get("SWEEPER_INTERVAL") or defaults.sweeper_interval),
             log_level=get("LOG_LEVEL") or defaults.log_level,
+            secret_key=get("SECRET_KEY"),
+            secret_key_file=get("SECRET_KEY_FILE") or defaults.secret_key_file,
+            wechat_api_base=(get("WECHAT_API_BASE") or defaults.wechat_api_base).rstrip("/"),
+            wecom_api_base=(get("WECOM_API_BASE") or defaults.wecom_api_base).rstrip("/"),
+            wechat_max_push_bytes=int(get("WECHAT_MAX_PUSH_BYTES") or defaults.wechat_max_push_bytes),
+            wechat_prefetch_media=_bool(get("WECHAT_PREFETCH_MEDIA"), default=True),
         )

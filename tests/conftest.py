@@ -34,6 +34,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The loopback stand-in for the WeChat APIs (tests/wechat/standin.py) listens here; the hub is
+# configured with it from the start, because dramatiq's worker hubs are built once per process.
+WECHAT_API_PORT = free_port()
+
+
 async def _fresh_pg_database(url: str) -> str:
     """A new, empty database for this run, named after the one in ``url``."""
     import asyncpg
@@ -74,6 +79,9 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         embedded_worker=True,
         queue_namespace=f"chtest{os.getpid()}",
         sweeper_interval=2.0,
+        secret_key="channelhub-test-secret-key",
+        wechat_api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",
+        wecom_api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/qy",
     )
     db = Database(url)
     await migrate(db)

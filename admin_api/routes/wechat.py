@@ -1,0 +1,101 @@
+"""WeChat accounts (admin) and the customers' WeChat media (agents).
+
+Secrets are write-only: they are stored encrypted and read back masked. Every change is audited
+(which fields changed, never their values).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from admin_api.http import HUB, api, body, int_param, principal_of, tenant_of
+from admin_api.schemas import CreateWeChatAccountBody, UpdateWeChatAccountBody
+from core import wechat_store
+from core.errors import DomainError, NotFound
+
+
+@api.route("GET", "/api/v1/wechat/accounts", summary="List the tenant's WeChat accounts (admin)", tag="wechat")
+async def list_accounts(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request, admin=True)
+    async with hub.db.read(principal.tenant_id) as session:
+        accounts = await wechat_store.list_accounts(session, hub.settings, tenant_of(request).domain)
+    return web.json_response({"accounts": accounts})
+
+
+@api.route("POST", "/api/v1/wechat/accounts", summary="Add an Official Account or WeCom kf account (admin)",
+           body=CreateWeChatAccountBody, tag="wechat")
+async def create_account(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request, admin=True)
+    data = await body(request, CreateWeChatAccountBody)
+    async with hub.db.session(principal.tenant_id) as session:
+        account = await wechat_store.create_account(
+            session, hub.settings, principal.tenant_id, tenant_of(request).domain, kind=data.kind, name=data.name,
+            app_id=str(data.app_id or data.corp_id), secret=data.secret, token=data.token, aes_key=data.aes_key,
+            mode=data.mode, open_kfid=data.open_kfid, actor_id=principal.agent_id, ip=request.remote,
+        )
+    return web.json_response({"account": account}, status=201)
+
+
+@api.route("GET", "/api/v1/wechat/accounts/{account_id}", summary="One WeChat account (admin)", tag="wechat")
+async def get_account(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request, admin=True)
+    account_id = int_param(request, "account_id")
+    async with hub.db.read(principal.tenant_id) as session:
+        account = await wechat_store.get_account(session, hub.settings, account_id, tenant_of(request).domain)
+    return web.json_response({"account": account})
+
+
+@api.route("PATCH", "/api/v1/wechat/accounts/{account_id}", summary="Change a WeChat account (admin)",
+           body=UpdateWeChatAccountBody, tag="wechat")
+async def update_account(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request, admin=True)
+    account_id = int_param(request, "account_id")
+    data = await body(request, UpdateWeChatAccountBody)
+    changes: dict[str, Any] = data.model_dump(exclude_unset=True)
+    if "corp_id" in changes:
+        changes["app_id"] = changes.pop("corp_id")
+    async with hub.db.session(principal.tenant_id) as session:
+        account = await wechat_store.update_account(
+            session, hub.settings, account_id, tenant_of(request).domain, changes, actor_id=principal.agent_id,
+            ip=request.remote,
+        )
+    return web.json_response({"account": account})
+
+
+@api.route("DELETE", "/api/v1/wechat/accounts/{account_id}", summary="Remove a WeChat account (admin)", tag="wechat")
+async def delete_account(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request, admin=True)
+    account_id = int_param(request, "account_id")
+    async with hub.db.session(principal.tenant_id) as session:
+        await wechat_store.delete_account(session, account_id, actor_id=principal.agent_id, ip=request.remote)
+    return web.json_response({"deleted": account_id})
+
+
+@api.route("GET", "/api/v1/wechat/media/{key}/{media_id}", summary="A customer's WeChat image, voice or video",
+           tag="wechat")
+async def get_media(request: web.Request) -> web.StreamResponse:
+    from connectors.wechat.api import ApiError, PlatformUnavailable
+    from connectors.wechat.connector import WeChatConnector
+
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    account = await wechat_store.account_by_key(hub, principal.tenant_id, request.match_info["key"])
+    connector = hub.connector("wechat")
+    if account is None or not isinstance(connector, WeChatConnector):
+        raise NotFound("no such WeChat account", code="account_not_found")
+    try:
+        content_type, data = await connector.media(account, request.match_info["media_id"])
+    except ApiError as exc:
+        raise NotFound(f"WeChat has no such media (errcode {exc.errcode})", code="media_not_found") from None
+    except PlatformUnavailable:
+        err = DomainError("WeChat is unreachable; try again", code="platform_unavailable")
+        err.status = 503
+        raise err from None
+    return web.Response(body=data, content_type=content_type, headers={"Cache-Control": "private, max-age=86400"})

@@ -1,0 +1,188 @@
+"""Benchmark: WeChat Official Account pushes into one `channelhub serve` process.
+
+Starts a hub (SQLite in a temporary folder by default; --pg URL --redis URL for the production
+shape), creates a tenant, an admin and an Official Account through the admin API, then sends
+signed pushes (AES-encrypted with --safe) built as the platform builds them, at rising rates,
+from many concurrent connections. Pushes are scheduled open-loop at the target rate and latency
+is measured from the scheduled send time, so a hub that falls behind shows it in p99 instead of
+silently slowing the client down.
+
+Prints one JSON object: per rate step, pushes/s offered and accepted ("success" answers), and
+p50/p99/max webhook response time in ms.
+
+    .venv/bin/python bench/wechat_ingest.py [--safe] [--rates 250,500,1000,1500] [--seconds 5]
+        [--connections 128] [--pg postgresql+asyncpg://...] [--redis redis://...] [--profile FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.wechat.platform import Push, Pusher, new_aes_key, new_app_id, new_openid  # noqa: E402
+
+DOMAIN = "bench.example.com"
+PASSWORD = "bench password 1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(cmd: list[str], env: dict[str, str]) -> None:
+    subprocess.run(cmd, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+async def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise SystemExit("the hub exited during start-up")
+            try:
+                async with http.get(url + "/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit("the hub did not come up")
+
+
+async def configure(url: str, safe: bool) -> tuple[str, Pusher]:
+    headers = {"Host": DOMAIN}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(url + "/api/v1/auth/login", json={"email": f"admin@{DOMAIN}", "password": PASSWORD}) as r:
+            token = (await r.json())["token"]
+        app_id, wx_token, aes_key = new_app_id(), "benchToken1", new_aes_key()
+        body = {"name": "bench", "app_id": app_id, "secret": "bench-secret", "token": wx_token,
+                "mode": "safe" if safe else "plain", "aes_key": aes_key}
+        async with http.post(url + "/api/v1/wechat/accounts", json=body,
+                             headers={"Authorization": f"Bearer {token}"}) as r:
+            account = (await r.json())["account"]
+    return account["key"], Pusher(app_id, wx_token, aes_key, "safe" if safe else "plain")
+
+
+async def step(url: str, key: str, pushes: list[Push], rate: float, connections: int) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(limit=connections)
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    async with aiohttp.ClientSession(connector=connector, headers={"Host": DOMAIN, "Content-Type": "text/xml"}) as http:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.05
+
+        async def one(i: int, push: Push) -> None:
+            scheduled = start + i / rate
+            delay = scheduled - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                async with http.post(f"{url}/wechat/oa/{key}", params=push.query, data=push.body) as resp:
+                    text = await resp.text()
+                    ok = resp.status == 200 and text == "success"
+                    reason = f"http {resp.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                ok, reason = False, type(exc).__name__
+            if ok:
+                latencies.append(loop.time() - scheduled)
+            else:
+                failures[reason] = failures.get(reason, 0) + 1
+
+        await asyncio.gather(*(one(i, p) for i, p in enumerate(pushes)))
+        elapsed = loop.time() - start
+    latencies.sort()
+
+    def pct(p: float) -> float | None:
+        return round(latencies[min(int(len(latencies) * p), len(latencies) - 1)] * 1000, 2) if latencies else None
+
+    return {"offered_per_s": rate, "sent": len(pushes), "accepted": len(latencies),
+            "accepted_per_s": round(len(latencies) / elapsed, 1), "failures": failures,
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": round(latencies[-1] * 1000, 2) if latencies else None}
+
+
+async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    key, pusher = await configure(url, args.safe)
+    openids = [new_openid() for _ in range(args.customers)]
+    steps = []
+    n = 0
+    for rate in [float(r) for r in args.rates.split(",")]:
+        count = int(rate * args.seconds)
+        # Built before the step so the client's signing and AES do not compete with the clock.
+        pushes = []
+        for _ in range(count):
+            openid = openids[n % len(openids)]
+            n += 1
+            pushes.append(pusher.push(pusher.xml("text", openid, content=f"message {n}"), openid))
+        result = await step(url, key, pushes, rate, args.connections)
+        steps.append(result)
+        print(json.dumps(result), file=sys.stderr)
+        await asyncio.sleep(1.0)
+    return {"benchmark": "wechat_ingest", "mode": "safe" if args.safe else "plain",
+            "database": "postgresql" if args.pg else "sqlite", "redis": bool(args.redis),
+            "connections": args.connections, "seconds_per_step": args.seconds, "customers": args.customers,
+            "cpus": os.cpu_count(), "steps": steps}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--safe", action="store_true", help="AES-encrypted pushes (safe mode)")
+    parser.add_argument("--rates", default="250,500,1000,1500,2000")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=128)
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--pg", help="PostgreSQL URL (postgresql+asyncpg://...)")
+    parser.add_argument("--redis", help="Redis URL")
+    parser.add_argument("--profile", help="run the hub under cProfile, writing the stats here")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="chbench-"))
+    port = free_port()
+    env = {**os.environ, "CHANNELHUB_DATABASE_URL": args.pg or f"sqlite+aiosqlite:///{tmp / 'hub.db'}",
+           "CHANNELHUB_PORT": str(port), "CHANNELHUB_SECRET_KEY": "bench-secret-key",
+           "CHANNELHUB_LOG_LEVEL": "WARNING", "CHANNELHUB_QUEUE_NAMESPACE": f"chbench{os.getpid()}",
+           # Pushes only: nothing would answer a media fetch or a reply here.
+           "CHANNELHUB_WECHAT_API_BASE": "http://127.0.0.1:9", "CHANNELHUB_WECHAT_PREFETCH_MEDIA": "0"}
+    if args.redis:
+        env["CHANNELHUB_REDIS_URL"] = args.redis
+    exe = [sys.executable, "-m", "core.cli"]
+    run([*exe, "migrate"], env)
+    run([*exe, "tenant", "create", "--name", "Bench", "--domain", DOMAIN], env)
+    run([*exe, "agent", "create", "--domain", DOMAIN, "--email", f"admin@{DOMAIN}", "--name", "Admin",
+         "--password", PASSWORD, "--role", "admin"], env)
+    serve = [*exe, "serve"]
+    if args.profile:
+        serve = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "core.cli", "serve"]
+    proc = subprocess.Popen(serve, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_up(url, proc))
+        result = asyncio.run(bench(args, url))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

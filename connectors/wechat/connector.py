@@ -1,0 +1,344 @@
+"""The WeChat connector: Official Account webhooks, WeCom kf callbacks, and replies.
+
+Inbound (``/wechat/oa/{key}`` and ``/wechat/kf/{key}`` on the tenant's domain): check the
+signature, decrypt in safe mode, parse, store through ``core.ingest`` (idempotent on the
+channel message id made from MsgId, or sender + CreateTime + event), answer ``success``. The
+platform retries a push it got no answer to within 5 s, so nothing slow happens before the
+answer: media are fetched after it, in the background (and on first read if that failed).
+
+Outbound: ``send`` goes through the customer-service message API (Official Account) or kf
+send_msg (WeCom), after counting the reply against the customer's 48-hour window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import xmltodict
+from aiohttp import web
+from wechatpy import parse_message
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.enterprise.crypto import WeChatCrypto as WeComCrypto
+from wechatpy.exceptions import InvalidSignatureException
+from wechatpy.utils import check_signature
+
+from connectors.base import Connector, InboundMessage, OutboundMessage
+from connectors.wechat.api import ApiError, PlatformUnavailable, WeChatApi
+from connectors.wechat.inbound import Parsed, parse_kf, parse_oa
+from core import wechat_store
+from core.errors import DeliveryError, DomainError, Forbidden, NotFound, TooLarge
+from core.ingest import ingest
+from core.wechat_store import AccountConfig
+
+logger = logging.getLogger(__name__)
+
+SUCCESS = "success"
+# What the platform's errcodes mean for a reply.
+WINDOW_CLOSED = 45015
+QUOTA_EXCEEDED = 45047
+SYSTEM_BUSY = -1
+UNREACHABLE = {40003: "not a follower of this account", 43004: "the customer unfollowed the account",
+               43019: "the customer blocked the account"}
+
+
+class BadPush(DomainError):
+    """A push that is not well-formed WeChat XML (400, unlike a valid but unacceptable body's 422)."""
+
+    status = 400
+    code = "invalid_xml"
+
+
+def _envelope(raw: bytes) -> dict[str, Any]:
+    """The outer XML of an encrypted push: well-formed, with an Encrypt element (else 400)."""
+    try:
+        data = xmltodict.parse(raw)["xml"]
+    except Exception:
+        raise BadPush("the push is not WeChat XML") from None
+    if not isinstance(data, dict) or not isinstance(data.get("Encrypt"), str):
+        raise BadPush("an encrypted push needs its Encrypt element")
+    return data
+
+
+def _tenant_id(request: web.Request) -> int:
+    from admin_api.http import tenant_of
+
+    return tenant_of(request).id
+
+
+class WeChatConnector(Connector):
+    kind = "wechat"
+
+    def __init__(self, hub: Any) -> None:
+        super().__init__(hub)
+        self.api = WeChatApi(hub)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.api.close()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/wechat/oa/{key}", self.oa_verify),
+            web.post("/wechat/oa/{key}", self.oa_push),
+            web.get("/wechat/kf/{key}", self.kf_verify),
+            web.post("/wechat/kf/{key}", self.kf_callback),
+        ]
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- common edge checks -------------------------------------------------------------------
+    async def _account(self, request: web.Request, kind: str) -> AccountConfig:
+        account = await wechat_store.account_by_key(self.hub, _tenant_id(request), request.match_info["key"])
+        if account is None or account.kind != kind:
+            raise NotFound("no such WeChat account here", code="account_not_found")
+        return account
+
+    async def _body(self, request: web.Request) -> bytes:
+        limit = self.hub.settings.wechat_max_push_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise TooLarge(f"a WeChat push is at most {limit} bytes", code="push_too_large")
+        raw = await request.content.read(limit + 1)
+        if len(raw) > limit:
+            raise TooLarge(f"a WeChat push is at most {limit} bytes", code="push_too_large")
+        if not raw.strip():
+            raise BadPush("empty push")
+        return raw
+
+    @staticmethod
+    def _query(request: web.Request, *names: str) -> list[str]:
+        values = [request.query.get(n, "") for n in names]
+        if not all(values):
+            raise Forbidden("the push is not signed", code="invalid_signature")
+        return values
+
+    # --- Official Account ---------------------------------------------------------------------
+    async def oa_verify(self, request: web.Request) -> web.Response:
+        """URL verification: echo ``echostr`` when the signature is ours (the same in every mode)."""
+        account = await self._account(request, "oa")
+        signature, timestamp, nonce = self._query(request, "signature", "timestamp", "nonce")
+        try:
+            check_signature(account.token, signature, timestamp, nonce)
+        except InvalidSignatureException:
+            logger.info("wechat account %s: URL verification with a bad signature", account.id)
+            raise Forbidden("bad signature", code="invalid_signature") from None
+        return web.Response(text=request.query.get("echostr", ""))
+
+    async def oa_push(self, request: web.Request) -> web.Response:
+        account = await self._account(request, "oa")
+        raw = await self._body(request)
+        signature, timestamp, nonce = self._query(request, "signature", "timestamp", "nonce")
+        try:
+            check_signature(account.token, signature, timestamp, nonce)
+        except InvalidSignatureException:
+            logger.info("wechat account %s: push with a bad signature refused", account.id)
+            raise Forbidden("bad signature", code="invalid_signature") from None
+        encrypted = request.query.get("encrypt_type", "raw").lower() == "aes"
+        if account.mode == "safe" and not encrypted:
+            # Safe mode means the platform encrypts every push; a plaintext one is not from it.
+            raise Forbidden("this account is in safe mode: pushes must be encrypted", code="encryption_required")
+        xml: str | bytes = raw
+        if encrypted:
+            if not account.aes_key:
+                raise BadPush("encrypted push, but no EncodingAESKey is configured", code="aes_key_missing")
+            msg_signature = request.query.get("msg_signature", "")
+            envelope = _envelope(raw)
+            try:
+                xml = WeChatCrypto(account.token, account.aes_key, account.app_id).decrypt_message(
+                    envelope, msg_signature, timestamp, nonce)
+            except InvalidSignatureException:
+                raise Forbidden("bad message signature", code="invalid_signature") from None
+            except Exception as exc:  # bad XML, base64, padding, or another AppID
+                logger.info("wechat account %s: undecryptable push (%s)", account.id, type(exc).__name__)
+                raise Forbidden("the push cannot be decrypted for this account", code="invalid_encryption") from None
+        try:
+            message = parse_message(xml)
+            data: dict[str, Any] = dict(message._data)
+        except Exception:
+            raise BadPush("the push is not WeChat XML") from None
+        parsed = parse_oa(account, data)
+        if not parsed.user_id:
+            raise BadPush("the push has no FromUserName")
+        await self._store(account, parsed)
+        # Safe mode accepts a plain "success" as well: there is nothing to reply synchronously.
+        return web.Response(text=SUCCESS)
+
+    async def _store(self, account: AccountConfig, parsed: Parsed) -> None:
+        result = await ingest(self.hub, InboundMessage(
+            tenant_id=account.tenant_id, channel=self.kind, external_id=account.external_id(parsed.user_id),
+            text=parsed.text, channel_message_id=parsed.channel_message_id, attachments=parsed.attachments,
+            customer_attributes={"wechat_account": account.name},
+        ))
+        if not result.duplicate and parsed.media and self.hub.settings.wechat_prefetch_media:
+            for _kind, media_id in parsed.media:
+                self._background(self._prefetch(account, media_id))
+
+    async def _prefetch(self, account: AccountConfig, media_id: str) -> None:
+        try:
+            await self.media(account, media_id)
+        except Exception as exc:
+            # Not lost: the media URL fetches it on first read (the platform keeps it 3 days).
+            logger.warning("wechat account %s: media prefetch failed (%s)", account.id, exc)
+
+    async def media(self, account: AccountConfig, media_id: str) -> tuple[str, bytes]:
+        """The stored media, fetched through the media API the first time."""
+        found = await wechat_store.get_media(self.hub, account.tenant_id, account.id, media_id)
+        if found is not None:
+            return found
+        content_type, data = await self.api.download(account, media_id)
+        await wechat_store.put_media(self.hub, account, media_id, content_type, data)
+        return content_type, data
+
+    # --- WeCom kf -----------------------------------------------------------------------------
+    def _wecom(self, account: AccountConfig) -> WeComCrypto:
+        assert account.aes_key is not None
+        return WeComCrypto(account.token, account.aes_key, account.app_id)
+
+    async def kf_verify(self, request: web.Request) -> web.Response:
+        """WeCom's URL check: the echostr is encrypted and signed with msg_signature."""
+        account = await self._account(request, "kf")
+        signature, timestamp, nonce, echostr = self._query(request, "msg_signature", "timestamp", "nonce", "echostr")
+        try:
+            plain = self._wecom(account).check_signature(signature, timestamp, nonce, echostr)
+        except InvalidSignatureException:
+            raise Forbidden("bad signature", code="invalid_signature") from None
+        except Exception:
+            raise Forbidden("the echostr cannot be decrypted for this account", code="invalid_encryption") from None
+        return web.Response(text=plain if isinstance(plain, str) else plain.decode())
+
+    async def kf_callback(self, request: web.Request) -> web.Response:
+        account = await self._account(request, "kf")
+        raw = await self._body(request)
+        signature, timestamp, nonce = self._query(request, "msg_signature", "timestamp", "nonce")
+        envelope = _envelope(raw)
+        try:
+            xml = self._wecom(account).decrypt_message(envelope, signature, timestamp, nonce)
+        except InvalidSignatureException:
+            raise Forbidden("bad signature", code="invalid_signature") from None
+        except Exception:
+            raise Forbidden("the callback cannot be decrypted for this account", code="invalid_encryption") from None
+        try:
+            data = xmltodict.parse(xml)["xml"]
+        except Exception:
+            raise BadPush("the callback is not XML") from None
+        event = str(data.get("Event") or "")
+        if event == "kf_msg_or_event":
+            # The callback carries no message: pull them (after answering) with its short-lived token.
+            self._background(self.kf_sync(account, str(data.get("Token") or "")))
+        else:
+            logger.info("wecom kf account %s: callback event %r acknowledged", account.id, event)
+        return web.Response(text=SUCCESS)
+
+    async def kf_sync(self, account: AccountConfig, callback_token: str) -> int:
+        """Pull new kf messages with sync_msg from the stored cursor; one puller at a time."""
+        got, cursor = await wechat_store.kf_begin_sync(self.hub, account)
+        if not got:
+            return 0  # the holder was told to pull again
+        taken = 0
+        try:
+            while True:
+                while True:
+                    body: dict[str, Any] = {"limit": 1000, "open_kfid": account.open_kfid}
+                    if cursor:
+                        body["cursor"] = cursor
+                    if callback_token:
+                        body["token"] = callback_token
+                    data = await self.api.call(account, "POST", "/cgi-bin/kf/sync_msg", json_body=body)
+                    for item in data.get("msg_list") or []:
+                        parsed = parse_kf(account, item) if isinstance(item, dict) else None
+                        if parsed is not None and parsed.user_id:
+                            await self._store(account, parsed)
+                            taken += 1
+                    # The cursor moves only after the batch is stored: a crash re-reads, ingest dedups.
+                    if data.get("next_cursor"):
+                        cursor = str(data["next_cursor"])
+                        await wechat_store.kf_save_cursor(self.hub, account, cursor)
+                    if not data.get("has_more"):
+                        break
+                if not await wechat_store.kf_end_sync(self.hub, account):
+                    return taken
+        except BaseException:
+            logger.exception("wecom kf account %s: sync_msg pull failed; the next callback resumes", account.id)
+            await wechat_store.kf_release(self.hub, account)
+            raise
+
+    # --- replies ------------------------------------------------------------------------------
+    async def send(self, message: OutboundMessage) -> str:
+        try:
+            kind, _app, _kfid, user_id = wechat_store.split_external_id(message.external_id)
+        except ValueError:
+            raise DeliveryError("this ticket's customer is not a WeChat user", retry=False,
+                                code="not_a_wechat_customer") from None
+        account = await wechat_store.account_for_identity(self.hub, message.tenant_id, message.external_id)
+        if account is None:
+            raise DeliveryError("the WeChat account this customer wrote to is no longer configured", retry=False,
+                                code="wechat_account_missing")
+        payloads = self._payloads(message)
+        for n, payload in enumerate(payloads):
+            opened = await wechat_store.reserve_reply(self.hub, account, user_id, message.external_id)
+            try:
+                if kind == "kf":
+                    await self.api.call(account, "POST", "/cgi-bin/kf/send_msg", json_body={
+                        "touser": user_id, "open_kfid": account.open_kfid,
+                        # WeCom de-duplicates on msgid: a redelivery after a crash is not sent twice.
+                        "msgid": f"ch{message.message_id}x{n}", **payload})
+                else:
+                    await self.api.call(account, "POST", "/cgi-bin/message/custom/send",
+                                        json_body={"touser": user_id, **payload})
+            except ApiError as exc:
+                if exc.errcode == QUOTA_EXCEEDED:
+                    await wechat_store.exhaust_reply(self.hub, account, user_id, opened)
+                elif exc.errcode != WINDOW_CLOSED:
+                    await wechat_store.release_reply(self.hub, account, user_id, opened)
+                raise self._delivery_error(exc) from exc
+            except PlatformUnavailable as exc:
+                await wechat_store.release_reply(self.hub, account, user_id, opened)
+                raise DeliveryError(f"WeChat is unreachable: {exc}", retry=True, code="network_error") from exc
+            except BaseException:
+                await wechat_store.release_reply(self.hub, account, user_id, opened)
+                raise
+        return f"wechat:{message.message_id}"
+
+    @staticmethod
+    def _payloads(message: OutboundMessage) -> list[dict[str, Any]]:
+        """Text, plus media already on the platform (``wechat-media:<type>:<media_id>`` attachments);
+        other attachments go out as links in the text."""
+        text = message.text
+        media: list[dict[str, Any]] = []
+        for att in message.attachments:
+            url = att.url or ""
+            if url.startswith("wechat-media:"):
+                _, mtype, media_id = url.split(":", 2)
+                if mtype in ("image", "voice", "video", "file"):
+                    media.append({"msgtype": mtype, mtype: {"media_id": media_id}})
+                    continue
+            if url:
+                text = f"{text}\n{att.name}: {url}" if text else f"{att.name}: {url}"
+        out = [{"msgtype": "text", "text": {"content": text}}] if text.strip() else []
+        return out + media
+
+    @staticmethod
+    def _delivery_error(exc: ApiError) -> DeliveryError:
+        code = exc.errcode
+        if code == WINDOW_CLOSED:
+            return DeliveryError("WeChat refused the reply: more than 48 hours since the customer's last message",
+                                 retry=False, code="reply_window_closed")
+        if code == QUOTA_EXCEEDED:
+            return DeliveryError("WeChat refused the reply: the 5 replies allowed after the customer's last"
+                                 " message are used up", retry=False, code="reply_quota_exceeded")
+        if code == SYSTEM_BUSY:
+            return DeliveryError("WeChat is busy (-1); retrying", retry=True, code="platform_busy")
+        if code in (40001, 40014, 42001):
+            return DeliveryError("WeChat refused the access token twice", retry=True, code="token_invalid")
+        if code in UNREACHABLE:
+            return DeliveryError(f"WeChat cannot deliver: {UNREACHABLE[code]}", retry=False,
+                                 code="recipient_unreachable")
+        return DeliveryError(f"WeChat refused the reply (errcode {code}: {exc.errmsg})", retry=False,
+                             code=f"wechat_error_{code}")

@@ -1,0 +1,84 @@
+"""Channel credentials at rest: encrypted with one key, never logged, shown masked.
+
+The key comes from ``CHANNELHUB_SECRET_KEY`` (a Fernet key, or any passphrase, which is stretched
+with SHA-256). In the embedded mode with no key set, one is generated once into
+``./var/secret.key`` (0600). Several processes must share the key: set it explicitly in
+production, where the file would differ per machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from core.config import Settings
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_cache: dict[tuple[str | None, str], Fernet] = {}
+
+
+class SecretError(Exception):
+    """A stored secret could not be decrypted (wrong or rotated key)."""
+
+
+def _fernet_key(material: str) -> bytes:
+    raw = material.strip().encode()
+    try:
+        if len(base64.urlsafe_b64decode(raw)) == 32:
+            return raw
+    except (ValueError, TypeError):
+        pass
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest())
+
+
+def _key_file(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: two processes starting at once cannot each write a different key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    key = Fernet.generate_key()
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    logger.warning("generated a new secret key in %s; back it up (channel credentials need it)", path)
+    return key.decode()
+
+
+def fernet(settings: Settings) -> Fernet:
+    ident = (settings.secret_key, settings.secret_key_file)
+    with _lock:
+        found = _cache.get(ident)
+        if found is None:
+            material = settings.secret_key or _key_file(Path(settings.secret_key_file))
+            if not settings.secret_key and settings.redis_url:
+                logger.warning("CHANNELHUB_SECRET_KEY is not set: every process must read the same %s",
+                               settings.secret_key_file)
+            found = _cache[ident] = Fernet(_fernet_key(material))
+        return found
+
+
+def encrypt(settings: Settings, value: str) -> str:
+    return fernet(settings).encrypt(value.encode()).decode()
+
+
+def decrypt(settings: Settings, value: str) -> str:
+    try:
+        return fernet(settings).decrypt(value.encode()).decode()
+    except InvalidToken:
+        raise SecretError("a stored secret cannot be decrypted with the configured key") from None
+
+
+def mask(value: str | None) -> str | None:
+    """What the API shows of a secret: enough to recognise it, not to use it."""
+    if not value:
+        return None
+    return "****" + value[-4:] if len(value) >= 12 else "****"

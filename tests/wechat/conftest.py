@@ -1,0 +1,81 @@
+"""WeChat fixtures: the loopback stand-in for the WeChat APIs, an admin, and accounts made through
+the admin API the way a tenant's admin makes them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from admin_api.client import AgentClient
+from tests.conftest import WECHAT_API_PORT, Server, TenantInfo
+from tests.wechat.platform import Push, Pusher, StandIn, new_aes_key, new_app_id
+
+
+@pytest.fixture(scope="session")
+async def wechat_api() -> AsyncIterator[StandIn]:
+    stand_in = StandIn()
+    runner = web.AppRunner(stand_in.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", WECHAT_API_PORT).start()
+    yield stand_in
+    await runner.cleanup()
+
+
+@dataclass
+class OaAccount:
+    id: int
+    key: str
+    app_id: str
+    secret: str
+    pusher: Pusher
+    info: dict[str, Any]
+    tenant: TenantInfo
+
+    @property
+    def path(self) -> str:
+        return f"/wechat/oa/{self.key}"
+
+    async def deliver(self, push: Push, *, host: str | None = None) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as http, http.post(
+            self.tenant.server.url + self.path, params=push.query, data=push.body,
+            headers={"Host": host or self.tenant.domain, "Content-Type": "text/xml"},
+        ) as resp:
+            return resp.status, await resp.text()
+
+
+async def admin_of(tenant: TenantInfo) -> AgentClient:
+    admin = next((a for a in tenant.agents if a.role == "admin"), None) or await tenant.add_agent(role="admin")
+    return await tenant.signed_in(admin, connect=False)
+
+
+async def make_oa_account(tenant: TenantInfo, wechat_api: StandIn, *, mode: str = "plain") -> OaAccount:
+    client = await admin_of(tenant)
+    app_id, secret, token = new_app_id(), "s3cret" + new_app_id(), "tok" + new_app_id()[2:12]
+    aes_key = new_aes_key() if mode != "plain" else None
+    body: dict[str, Any] = {"kind": "oa", "name": "Acme service", "app_id": app_id, "secret": secret,
+                            "token": token, "mode": mode}
+    if aes_key:
+        body["aes_key"] = aes_key
+    info = (await client.api("POST", "/api/v1/wechat/accounts", body))["account"]
+    wechat_api.secrets[app_id] = secret
+    return OaAccount(info["id"], info["key"], app_id, secret, Pusher(app_id, token, aes_key, mode), info, tenant)
+
+
+@pytest.fixture(params=["plain", "compat", "safe"])
+async def oa_account(request: Any, server: Server, tenant: TenantInfo, wechat_api: StandIn) -> OaAccount:
+    return await make_oa_account(tenant, wechat_api, mode=request.param)
+
+
+@pytest.fixture
+async def plain_account(server: Server, tenant: TenantInfo, wechat_api: StandIn) -> OaAccount:
+    return await make_oa_account(tenant, wechat_api, mode="plain")
+
+
+@pytest.fixture
+async def safe_account(server: Server, tenant: TenantInfo, wechat_api: StandIn) -> OaAccount:
+    return await make_oa_account(tenant, wechat_api, mode="safe")
