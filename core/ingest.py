@@ -51,8 +51,14 @@ class IngestResult:
 def check_text(text: str, limit: int) -> str:
     if not isinstance(text, str):
         raise InvalidInput("text must be a string", code="invalid_text")
-    if len(text.encode("utf-8")) > limit:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # an unpaired surrogate, whatever channel it came through
+        raise InvalidInput("text is not valid Unicode", code="invalid_text") from None
+    if size > limit:
         raise TooLarge(f"message text is larger than {limit} bytes", code="message_too_large")
+    if "\x00" in text:  # PostgreSQL cannot store it; no channel means it
+        raise InvalidInput("text contains a NUL character", code="invalid_text")
     return text
 
 

@@ -200,10 +200,11 @@ async def set_members(session: AsyncSession, p: Principal, group_id: int, agent_
 
 def _levels(value: dict[str, int], what: str, hi: int) -> dict[str, int]:
     out: dict[str, int] = {}
-    for key, level in value.items():
+    for raw, level in value.items():
+        key = raw.strip().lower()
         if not key or len(key) > 64 or not 0 <= level <= hi:
-            raise InvalidInput(f"{what}: {key!r} must map to 0-{hi}", code=f"invalid_{what}")
-        out[key.strip().lower()] = level
+            raise InvalidInput(f"{what}: {raw!r} must be a name mapped to 0-{hi}", code=f"invalid_{what}")
+        out[key] = level
     return out
 
 
