@@ -433,6 +433,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "bench_clients": round(self_cpu / wall * 100, 1),
                 "machine_busy_of_all_cores": round(busy * 100, 1),
             },
+            # CPU spent per completed round trip: what a rate costs, whatever else the machine is doing.
+            "cpu_ms_per_round_trip": {
+                name: round((cpu_after[name] - cpu_before[name]) / max(completed, 1) * 1000, 2) for name in cpu_after
+            },
             "load_average_1m_at_start": round(load_before, 2),
             "errors": stats.errors,
         }
