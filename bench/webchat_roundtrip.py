@@ -12,7 +12,9 @@ Measured, on one clock (the clients all live in this process):
   agent_to_customer  an agent's reply send -> the customer receives the outbound message
   customer_ack       a customer's send -> the customer receives the ack (the message is stored)
 
-Prints ONE JSON object on stdout (progress goes to stderr). Never part of the test run.
+Prints ONE JSON object on stdout (progress goes to stderr). Never part of the test run. "lost" counts
+what had not arrived when the drain after the last send ended (--drain seconds with nothing arriving,
+--max-drain at most): on an overloaded hub that includes messages that were merely very late.
 
     python bench/webchat_roundtrip.py --rate 300 --seconds 15
     python bench/webchat_roundtrip.py --pg postgresql+asyncpg://postgres@127.0.0.1/chbench \\
@@ -74,14 +76,20 @@ class Stats:
         self.last_arrival = now
         self.arrived.set()
 
-    async def wait_for(self, done: Callable[[], bool], *, idle: float) -> bool:
-        """Wait until ``done()``, or until nothing arrived for ``idle`` seconds; returns ``done()``."""
+    async def wait_for(self, done: Callable[[], bool], *, idle: float, limit: float = math.inf) -> bool:
+        """Wait until ``done()``, until nothing arrived for ``idle`` seconds, or at most ``limit``
+        seconds in all; returns ``done()``."""
+        deadline = time.perf_counter() + limit
         while not done():
             self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), idle)
-            except TimeoutError:
+            left = deadline - time.perf_counter()
+            if left <= 0:
                 break
+            try:
+                await asyncio.wait_for(self.arrived.wait(), min(idle, left))
+            except TimeoutError:
+                if min(idle, left) == idle:
+                    break
         return done()
 
     def note_error(self, what: str) -> None:
@@ -396,9 +404,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(max(delay, 0))
         send_end = time.perf_counter()
 
-        # Drain: wait for the stragglers, until --drain seconds pass with nothing arriving.
+        # Drain: wait for the stragglers, until --drain seconds pass with nothing arriving or
+        # --max-drain in all (an overloaded hub can take minutes; what is missing then is "lost").
         await stats.wait_for(lambda: len(stats.to_agent) >= total and len(stats.to_customer) >= total,
-                             idle=args.drain)
+                             idle=args.drain, limit=args.max_drain)
+        drain_seconds = time.perf_counter() - send_end
         end = stats.last_arrival or time.perf_counter()
         cpu_after = {p.name: p.cpu_seconds() for p in procs}
         self_cpu = time.process_time() - self_before
@@ -416,6 +426,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "customers": args.customers, "agents": args.agents, "capacity": capacity,
             "target_per_s": args.rate, "seconds": args.seconds,
             "sent_per_s": round(total / (send_end - t0), 1),
+            "drain_seconds": round(drain_seconds, 1),
             "achieved_per_s": round(completed / wall, 1) if wall > 0 else None,
             "customer_to_agent": percentiles(list(stats.to_agent.values())),
             "agent_to_customer": percentiles(list(stats.to_customer.values())),
@@ -485,6 +496,8 @@ def main() -> int:
     parser.add_argument("--embedded-worker", action="store_true",
                         help="with --redis: deliver in the serve process, not in a worker process")
     parser.add_argument("--drain", type=float, default=5.0, help="seconds to wait for stragglers without progress")
+    parser.add_argument("--max-drain", type=float, default=30.0,
+                        help="at most this many seconds of draining after the last send (default 30)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log-level", default="WARNING", help="the hub's log level (default WARNING)")
     parser.add_argument("--py-spy", metavar="FILE", help="record the serve process with py-spy (raw format)")
