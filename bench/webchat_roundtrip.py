@@ -437,6 +437,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "customer_ack": percentiles(list(stats.acked.values())),
             "counts": {
                 "sent": total,
+                "acked": len(stats.acked),
                 "received_by_agents": len(stats.to_agent),
                 "replies_sent": len(stats.reply_sent_at),
                 "replies_received": completed,
