@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-pg lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,28 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/channelhub serve --demo
 
+# The suite on SQLite with the in-process bus and broker (the embedded mode).
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# The same suite on PostgreSQL + Redis (what production runs), including the multi-process tests
+# that skip on SQLite. .ci/services starts PostgreSQL and Redis on loopback when they are not
+# answering (installing them as root if missing) and prints the URL to reach PostgreSQL; the
+# conftest makes a fresh database named after the URL's and drops it afterwards.
+# Another server: make test-pg TEST_PG_URL=postgresql+asyncpg://USER:PW@HOST/NAME TEST_REDIS_URL=redis://...
+TEST_PG_URL    ?=
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+test-pg: $(STAMP)
+	@set -e; \
+	if [ -n "$(TEST_PG_URL)" ]; then url="$(TEST_PG_URL)"; \
+	else prefix="$$(bash .ci/services)"; url="$$prefix/channelhub_test"; fi; \
+	echo "CHANNELHUB_TEST_DATABASE_URL=$$url CHANNELHUB_TEST_REDIS_URL=$(TEST_REDIS_URL)"; \
+	CHANNELHUB_TEST_DATABASE_URL="$$url" CHANNELHUB_TEST_REDIS_URL="$(TEST_REDIS_URL)" $(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/webchat_roundtrip.py

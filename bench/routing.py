@@ -177,9 +177,9 @@ async def main() -> None:
         doubles = (await s.execute(text(
             "SELECT count(*) FROM (SELECT ticket_id FROM assignment_records WHERE tenant_id = :t "
             "AND outcome = 'assigned' GROUP BY ticket_id HAVING count(*) > 1) x"), {"t": tid})).scalar_one()
-        states = dict((await s.execute(text(
+        states: dict[str, int] = {str(k): int(v) for k, v in (await s.execute(text(
             "SELECT routing_state, count(*) FROM tickets WHERE tenant_id = :t GROUP BY routing_state"),
-            {"t": tid})).all())
+            {"t": tid})).all()}
     decisions = len(decided_at)
     print(json.dumps({
         "database": "postgresql" if args.pg else "sqlite",

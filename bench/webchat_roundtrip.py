@@ -1,0 +1,525 @@
+#!/usr/bin/env python3
+"""Web chat round trip under load: customers write, agents answer, both sides timed.
+
+Starts a hub (`channelhub serve` in a subprocess; on SQLite in a temporary folder by default, or on
+PostgreSQL + Redis with ``--pg URL --redis URL``, where a `channelhub worker` process delivers the
+replies unless ``--embedded-worker``), creates a tenant and M agents, connects N web chat customers
+(VisitorClient) and M agents (AgentClient) that answer every customer message they get, then sends
+customer messages at ``--rate`` per second for ``--seconds``.
+
+Measured, on one clock (the clients all live in this process):
+  customer_to_agent  a customer's send -> the agent client receives the message.created event
+  agent_to_customer  an agent's reply send -> the customer receives the outbound message
+  customer_ack       a customer's send -> the customer receives the ack (the message is stored)
+
+Prints ONE JSON object on stdout (progress goes to stderr). Never part of the test run. "lost" counts
+what had not arrived when the drain after the last send ended (--drain seconds with nothing arriving,
+--max-drain at most): on an overloaded hub that includes messages that were merely very late.
+
+    python bench/webchat_roundtrip.py --rate 300 --seconds 15
+    python bench/webchat_roundtrip.py --pg postgresql+asyncpg://postgres@127.0.0.1/chbench \\
+        --redis redis://127.0.0.1:6379/14 --rate 300
+    python bench/webchat_roundtrip.py --rate 500 --py-spy /tmp/serve.txt   # profile the serve process
+
+With ``--pg`` a fresh database named after the URL's (suffixed with this process's id) is created on
+that server and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+
+from admin_api.client import AgentClient, HubError, VisitorClient  # noqa: E402
+
+PASSWORD = "bench-password-1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(*args: Any) -> None:
+    print("[bench]", *args, file=sys.stderr, flush=True)
+
+
+# --- measurements ------------------------------------------------------------------------------
+@dataclass
+class Stats:
+    sent_at: dict[int, float] = field(default_factory=dict)         # seq -> customer send time
+    to_agent: dict[int, float] = field(default_factory=dict)        # seq -> latency (s)
+    acked: dict[int, float] = field(default_factory=dict)           # seq -> latency (s)
+    reply_sent_at: dict[int, float] = field(default_factory=dict)   # seq -> agent reply send time
+    to_customer: dict[int, float] = field(default_factory=dict)     # seq -> latency (s)
+    errors: list[str] = field(default_factory=list)
+    last_arrival: float = 0.0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def mark_arrival(self, now: float) -> None:
+        self.last_arrival = now
+        self.arrived.set()
+
+    async def wait_for(self, done: Callable[[], bool], *, idle: float, limit: float = math.inf) -> bool:
+        """Wait until ``done()``, until nothing arrived for ``idle`` seconds, or at most ``limit``
+        seconds in all; returns ``done()``."""
+        deadline = time.perf_counter() + limit
+        while not done():
+            self.arrived.clear()
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self.arrived.wait(), min(idle, left))
+            except TimeoutError:
+                if min(idle, left) == idle:
+                    break
+        return done()
+
+    def note_error(self, what: str) -> None:
+        if len(self.errors) < 20:
+            self.errors.append(what)
+        elif len(self.errors) == 20:
+            self.errors.append("(more errors left out)")
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:  # nearest rank
+        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] * 1000
+
+    return {"p50_ms": round(rank(50), 2), "p95_ms": round(rank(95), 2), "p99_ms": round(rank(99), 2),
+            "max_ms": round(ordered[-1] * 1000, 2), "mean_ms": round(sum(ordered) / len(ordered) * 1000, 2)}
+
+
+def seq_of(text: str, prefix: str) -> int | None:
+    if not text.startswith(prefix):
+        return None
+    try:
+        return int(text[len(prefix):])
+    except ValueError:
+        return None
+
+
+# --- the simulated clients ---------------------------------------------------------------------
+class BenchAgent(AgentClient):
+    """An agent who answers every customer message at once; keeps no event list (memory, speed)."""
+
+    stats: Stats
+    _answers: set[asyncio.Task[None]]
+
+    def _take(self, event: dict[str, Any]) -> None:
+        if event["id"] in self._seen:
+            return
+        self._seen.add(event["id"])
+        self.last_event_id = max(self.last_event_id or 0, event["id"])
+        if event.get("kind") != "message.created":
+            return
+        message = event.get("message") or {}
+        if message.get("direction") != "inbound":
+            return
+        seq = seq_of(message.get("text", ""), "c")
+        if seq is None:
+            return
+        now = time.perf_counter()
+        sent = self.stats.sent_at.get(seq)
+        if sent is not None and seq not in self.stats.to_agent:
+            self.stats.to_agent[seq] = now - sent
+            self.stats.mark_arrival(now)
+        task = asyncio.get_running_loop().create_task(self._answer(event["ticket_id"], seq))
+        self._answers.add(task)  # a reference until done, or the task may be collected
+        task.add_done_callback(self._answers.discard)
+
+    async def _answer(self, ticket_id: int, seq: int) -> None:
+        self.stats.reply_sent_at[seq] = time.perf_counter()
+        try:
+            await self.reply(ticket_id, f"r{seq}")
+        except (HubError, TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            self.stats.note_error(f"reply to {seq}: {exc!r}")
+
+
+class BenchVisitor(VisitorClient):
+    """A customer who records acks and answers; keeps no frame list."""
+
+    stats: Stats
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            frame = json.loads(msg.data)
+            kind = frame.get("type")
+            now = time.perf_counter()
+            if kind == "ack":
+                seq = seq_of(frame["message"]["text"], "c")
+                if seq is not None and seq in self.stats.sent_at:
+                    self.stats.acked[seq] = now - self.stats.sent_at[seq]
+            elif kind == "message" and frame["message"]["direction"] == "outbound":
+                seq = seq_of(frame["message"]["text"], "r")
+                if seq is not None and seq in self.stats.reply_sent_at and seq not in self.stats.to_customer:
+                    self.stats.to_customer[seq] = now - self.stats.reply_sent_at[seq]
+                    self.stats.mark_arrival(now)
+            elif kind == "error":
+                self.stats.note_error(f"visitor error frame: {frame}")
+
+
+# --- the hub processes ---------------------------------------------------------------------------
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+
+    def cpu_seconds(self) -> float:
+        try:
+            fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def spawn(name: str, args: list[str], env: dict[str, str], workdir: Path, cprofile: str | None = None) -> Proc:
+    log_path = workdir / f"{name}.log"
+    log_file = log_path.open("wb")
+    python = [sys.executable, *(["-m", "cProfile", "-o", str(Path(cprofile).resolve())] if cprofile else [])]
+    popen = subprocess.Popen([*python, "-m", "core.cli", *args], env=env, cwd=workdir,
+                             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+    return Proc(name, popen, log_path, log_file)
+
+
+def stop(proc: Proc) -> None:
+    if proc.popen.poll() is None:
+        proc.popen.send_signal(signal.SIGTERM)
+        try:
+            proc.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.popen.wait()
+    proc.log_file.close()
+
+
+def machine_busy_ticks() -> tuple[int, int]:
+    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = parts[3] + parts[4]  # idle + iowait
+    return sum(parts) - idle, sum(parts)
+
+
+async def fresh_pg_database(url: str) -> str:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = f"{parsed.database or 'channelhub'}_bench{os.getpid()}"
+    admin = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
+                                  password=parsed.password, database="postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return parsed.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_pg_database(url: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
+                                  password=parsed.password, database="postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def prepare(url: str, domain: str, agents: int, capacity: int) -> list[str]:
+    """Migrate, then create the tenant and its agents (core.seats, as `channelhub agent create` does)."""
+    from core import seats
+    from core.db import Database, migrate
+
+    db = Database(url)
+    try:
+        await migrate(db)
+        async with db.session() as session:
+            tenant = await seats.create_tenant(session, name="Bench", domain=domain)
+            tid = tenant.id
+        emails = []
+        async with db.session(tid) as session:
+            for i in range(agents):
+                email = f"agent{i + 1}@{domain}"
+                await seats.create_agent(session, tid, email=email, name=f"Agent {i + 1}", password=PASSWORD,
+                                         role="agent", capacity=capacity)
+                emails.append(email)
+        return emails
+    finally:
+        await db.dispose()
+
+
+async def wait_healthy(url: str, proc: Proc, session: aiohttp.ClientSession, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_path.read_text()}")
+        try:
+            async with session.get(url + "/healthz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.name} did not answer /healthz within {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+def start_py_spy(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes]:
+    local = Path(sys.executable).parent / "py-spy"
+    exe = str(local) if local.exists() else shutil.which("py-spy")
+    if exe is None:
+        raise RuntimeError("--py-spy: py-spy not found (pip install py-spy)")
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(math.ceil(args.seconds)),
+                             "--rate", "250", "--format", "raw", "--output", args.py_spy, "--nonblocking",
+                             *(["--gil"] if args.py_spy_gil else [])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# --- the run ------------------------------------------------------------------------------------
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="chbench-"))
+    procs: list[Proc] = []
+    pg_url: str | None = None
+    clients: list[AgentClient | VisitorClient] = []
+    session: aiohttp.ClientSession | None = None
+    capacity = args.capacity or math.ceil(args.customers / args.agents)
+    if capacity * args.agents < args.customers:
+        log(f"warning: {args.agents} agents x capacity {capacity} < {args.customers} customers; "
+            "tickets beyond that wait unassigned and their messages count as lost")
+    try:
+        if args.pg:
+            pg_url = await fresh_pg_database(args.pg)
+            database_url = pg_url
+        else:
+            database_url = f"sqlite+aiosqlite:///{workdir / 'hub.db'}"
+        domain = f"bench-{uuid.uuid4().hex[:8]}.example.com"
+        emails = await prepare(database_url, domain, args.agents, capacity)
+
+        port = args.port or _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNELHUB_")}
+        env.update({"CHANNELHUB_DATABASE_URL": database_url, "CHANNELHUB_PORT": str(port),
+                    "CHANNELHUB_HOST": "127.0.0.1", "CHANNELHUB_LOG_LEVEL": args.log_level,
+                    "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+        if args.redis:
+            env["CHANNELHUB_REDIS_URL"] = args.redis
+            env["CHANNELHUB_QUEUE_NAMESPACE"] = f"bench{os.getpid()}"
+            if args.embedded_worker:
+                env["CHANNELHUB_EMBEDDED_WORKER"] = "1"
+        serve = spawn("serve", ["serve"], env, workdir, cprofile=args.cprofile)
+        procs.append(serve)
+        if args.redis and not args.embedded_worker:
+            procs.append(spawn("worker", ["worker"], env, workdir))
+        base = f"http://127.0.0.1:{port}"
+
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                        timeout=aiohttp.ClientTimeout(total=60))
+        await wait_healthy(base, serve, session)
+        kind = "postgresql" if args.pg else "sqlite"
+        log(f"hub up at {base} (serve pid {serve.popen.pid}, {kind}), logs in {workdir}")
+
+        stats = Stats()
+        agents: list[BenchAgent] = []
+        for email in emails:
+            agent = BenchAgent(base, host=domain, session=session)
+            agent.stats, agent._answers = stats, set()
+            clients.append(agent)
+            await agent.login(email, PASSWORD)
+            await agent.connect()
+            agents.append(agent)
+        visitors: list[BenchVisitor] = []
+        for i in range(args.customers):
+            visitor = BenchVisitor(base, host=domain, session=session)
+            visitor.stats = stats
+            clients.append(visitor)
+            await visitor.connect(name=f"Customer {i + 1}")
+            visitors.append(visitor)
+        log(f"{len(agents)} agents (capacity {capacity}) and {len(visitors)} customers connected")
+
+        # Warm-up: every customer's first message opens and assigns a ticket (the costlier path);
+        # it is not what a steady conversation costs, so it is left out of the figures. Ten at a
+        # time, so the burst does not open a connection pool's worth of transactions at once.
+        seq = 0
+        for start in range(0, len(visitors), 10):
+            for visitor in visitors[start:start + 10]:
+                seq += 1
+                stats.sent_at[seq] = time.perf_counter()
+                await visitor.send(f"c{seq}")
+            def warmed(n: int = seq) -> bool:
+                return len(stats.to_customer) >= n
+
+            if not await stats.wait_for(warmed, idle=30):
+                raise RuntimeError(f"warm-up: only {len(stats.to_customer)} of {seq} round trips completed")
+        stats.sent_at.clear()
+        stats.to_agent.clear()
+        stats.acked.clear()
+        stats.reply_sent_at.clear()
+        stats.to_customer.clear()
+        log(f"warm-up done ({seq} tickets); sending {args.rate}/s for {args.seconds}s")
+
+        py_spy = start_py_spy(args, serve.popen.pid) if args.py_spy else None
+
+        load_before = os.getloadavg()[0]
+        cpu_before = {p.name: p.cpu_seconds() for p in procs}
+        self_before = time.process_time()
+        busy_before = machine_busy_ticks()
+        total = int(args.rate * args.seconds)
+        first = seq + 1
+        t0 = time.perf_counter()
+        sent = 0
+        while sent < total:
+            due = min(total, int((time.perf_counter() - t0) * args.rate) + 1)
+            while sent < due:
+                seq += 1
+                visitor = visitors[(seq - first) % len(visitors)]
+                stats.sent_at[seq] = time.perf_counter()
+                await visitor.send(f"c{seq}")
+                sent += 1
+            next_at = t0 + sent / args.rate
+            delay = next_at - time.perf_counter()
+            await asyncio.sleep(max(delay, 0))
+        send_end = time.perf_counter()
+
+        # Drain: wait for the stragglers, until --drain seconds pass with nothing arriving or
+        # --max-drain in all (an overloaded hub can take minutes; what is missing then is "lost").
+        await stats.wait_for(lambda: len(stats.to_agent) >= total and len(stats.to_customer) >= total,
+                             idle=args.drain, limit=args.max_drain)
+        drain_seconds = time.perf_counter() - send_end
+        end = stats.last_arrival or time.perf_counter()
+        cpu_after = {p.name: p.cpu_seconds() for p in procs}
+        self_cpu = time.process_time() - self_before
+        busy_after = machine_busy_ticks()
+        if py_spy is not None:
+            await asyncio.to_thread(py_spy.wait, 60)
+
+        wall = end - t0
+        completed = len(stats.to_customer)
+        busy = (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1)
+        result: dict[str, Any] = {
+            "database": "postgresql" if args.pg else "sqlite",
+            "bus": "redis" if args.redis else "in-process",
+            "delivery": ("embedded worker" if (not args.redis or args.embedded_worker) else "worker process"),
+            "customers": args.customers, "agents": args.agents, "capacity": capacity,
+            "target_per_s": args.rate, "seconds": args.seconds,
+            "sent_per_s": round(total / (send_end - t0), 1),
+            "drain_seconds": round(drain_seconds, 1),
+            "achieved_per_s": round(completed / wall, 1) if wall > 0 else None,
+            "customer_to_agent": percentiles(list(stats.to_agent.values())),
+            "agent_to_customer": percentiles(list(stats.to_customer.values())),
+            "customer_ack": percentiles(list(stats.acked.values())),
+            "counts": {
+                "sent": total,
+                "acked": len(stats.acked),
+                "received_by_agents": len(stats.to_agent),
+                "replies_sent": len(stats.reply_sent_at),
+                "replies_received": completed,
+                "lost_customer_to_agent": total - len(stats.to_agent),
+                "lost_agent_to_customer": len(stats.reply_sent_at) - completed,
+            },
+            "cpu_percent_of_one_core": {
+                **{name: round((cpu_after[name] - cpu_before[name]) / wall * 100, 1) for name in cpu_after},
+                "bench_clients": round(self_cpu / wall * 100, 1),
+                "machine_busy_of_all_cores": round(busy * 100, 1),
+            },
+            # CPU spent per completed round trip: what a rate costs, whatever else the machine is doing.
+            "cpu_ms_per_round_trip": {
+                name: round((cpu_after[name] - cpu_before[name]) / max(completed, 1) * 1000, 2) for name in cpu_after
+            },
+            "load_average_1m_at_start": round(load_before, 2),
+            "errors": stats.errors,
+        }
+        if args.py_spy:
+            result["py_spy_profile"] = args.py_spy
+        return result
+    except BaseException:
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                log(f"--- {proc.name} output ---\n{proc.log_path.read_text(errors='replace')[-5000:]}")
+        raise
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+        if session is not None:
+            await session.close()
+        for proc in procs:
+            await asyncio.to_thread(stop, proc)
+        if pg_url is not None:
+            with contextlib.suppress(Exception):
+                await drop_pg_database(pg_url)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=100, help="web chat customers (default 100)")
+    parser.add_argument("--agents", type=int, default=10, help="agents answering (default 10)")
+    parser.add_argument("--rate", type=float, default=100, help="customer messages per second (default 100)")
+    parser.add_argument("--seconds", type=float, default=10, help="how long to send (default 10)")
+    parser.add_argument("--capacity", type=int, default=0,
+                        help="tickets per agent (default: enough for every customer)")
+    parser.add_argument("--pg", metavar="URL", help="PostgreSQL server (postgresql+asyncpg://...) instead of SQLite")
+    parser.add_argument("--redis", metavar="URL", help="Redis for the bus and the queue (with --pg)")
+    parser.add_argument("--embedded-worker", action="store_true",
+                        help="with --redis: deliver in the serve process, not in a worker process")
+    parser.add_argument("--drain", type=float, default=5.0, help="seconds to wait for stragglers without progress")
+    parser.add_argument("--max-drain", type=float, default=30.0,
+                        help="at most this many seconds of draining after the last send (default 30)")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--log-level", default="WARNING", help="the hub's log level (default WARNING)")
+    parser.add_argument("--py-spy", metavar="FILE", help="record the serve process with py-spy (raw format)")
+    parser.add_argument("--py-spy-gil", action="store_true",
+                        help="with --py-spy: only samples of the thread holding the GIL (where the CPU goes)")
+    parser.add_argument("--cprofile", metavar="FILE",
+                        help="run the serve process under cProfile (its main thread), stats written to FILE")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (hub logs, SQLite file)")
+    args = parser.parse_args()
+    if args.redis and not args.pg:
+        parser.error("--redis goes with --pg (several processes need a shared database)")
+    if args.pg and not args.redis:
+        log("--pg without --redis: in-process bus and broker in the one serve process")
+    result = asyncio.run(run(args))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

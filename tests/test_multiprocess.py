@@ -1,0 +1,200 @@
+"""The production shape on one machine: two `channelhub serve` processes and one `channelhub worker`,
+sharing the test run's PostgreSQL database and Redis. A customer talks to one process, the agent to
+the other, and the reply is delivered by the worker process: everything between them crosses Redis
+(the bus and the dramatiq queue) and PostgreSQL (presence, routing, history).
+
+Runs only on PostgreSQL + Redis (``make test-pg``); SQLite is the single-process embedded mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+import pytest
+
+from core.config import Settings
+from tests.conftest import ROOT, TenantInfo, free_port
+
+STARTUP_TIMEOUT = 30.0
+
+
+@dataclass
+class HubProcess:
+    """A `channelhub` subprocess; ``url`` makes it usable wherever the tests take a server."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    log_path: Path
+    log_file: IO[bytes]
+    url: str = ""
+
+    def output(self) -> str:
+        self.log_file.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    return path.open("wb")
+
+
+def _child_env(settings: Settings, namespace: str, port: int | None) -> dict[str, str]:
+    # Only what we choose: a developer's own CHANNELHUB_* variables must not change these processes.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNELHUB_")}
+    assert settings.redis_url is not None
+    env.update({
+        "CHANNELHUB_DATABASE_URL": settings.database_url,
+        "CHANNELHUB_REDIS_URL": settings.redis_url,
+        "CHANNELHUB_QUEUE_NAMESPACE": namespace,
+        "CHANNELHUB_HOST": "127.0.0.1",
+        "CHANNELHUB_LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    })
+    if port is not None:
+        env["CHANNELHUB_PORT"] = str(port)
+    # The children import the project from this checkout whatever their working directory is.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+async def _spawn(name: str, args: list[str], env: dict[str, str], workdir: Path) -> HubProcess:
+    log_path = workdir / f"{name}.log"
+    log_file = _open_log(log_path)
+    # cwd: a scratch folder, so no .env file or ./var of the checkout is picked up.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "core.cli", *args, env=env, cwd=workdir,
+        stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+    )
+    return HubProcess(name, proc, log_path, log_file)
+
+
+async def _wait_healthy(hub: HubProcess, session: aiohttp.ClientSession) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_TIMEOUT
+    while True:
+        if hub.proc.returncode is not None:
+            raise AssertionError(f"{hub.name} exited with {hub.proc.returncode} before it was ready")
+        try:
+            async with session.get(hub.url + "/healthz", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                if resp.status == 200 and (await resp.json()).get("ok"):
+                    return
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        if loop.time() > deadline:
+            raise AssertionError(f"{hub.name} did not answer /healthz within {STARTUP_TIMEOUT}s")
+        await asyncio.sleep(0.1)
+
+
+async def _stop(hub: HubProcess) -> None:
+    if hub.proc.returncode is None:
+        hub.proc.terminate()
+        try:
+            await asyncio.wait_for(hub.proc.wait(), timeout=10)
+        except TimeoutError:
+            hub.proc.kill()
+            await hub.proc.wait()
+    hub.log_file.close()
+
+
+def _check_alive(hubs: list[HubProcess], when: str) -> None:
+    for hub in hubs:
+        assert hub.proc.returncode is None, f"{hub.name} exited with {hub.proc.returncode} {when}"
+
+
+@asynccontextmanager
+async def hub_cluster(settings: Settings, workdir: Path) -> AsyncIterator[tuple[HubProcess, HubProcess, HubProcess]]:
+    """Two serve processes and a worker; always stopped, their output printed if anything failed."""
+    # A namespace of their own (it names both the Redis bus channel and the dramatiq queues).
+    # With the test run's settings.queue_namespace, the in-process `server` fixture of this session
+    # (its embedded worker listens on that namespace's queue) could take the delivery job and
+    # publish the reply itself, and the test would no longer show that `channelhub worker` delivers
+    # and that its publication reaches the serve processes. The in-process server's outbox sweeper
+    # still sees this database, but it only re-enqueues rows left undelivered for 30 s.
+    namespace = f"{settings.queue_namespace}-mp{uuid.uuid4().hex[:8]}"
+    hubs: list[HubProcess] = []
+    try:
+        for name in ("serve1", "serve2"):
+            port = free_port()
+            hub = await _spawn(name, ["serve"], _child_env(settings, namespace, port), workdir)
+            hub.url = f"http://127.0.0.1:{port}"
+            hubs.append(hub)
+        hubs.append(await _spawn("worker", ["worker", "--threads", "2"], _child_env(settings, namespace, None),
+                                 workdir))
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(*(_wait_healthy(h, session) for h in hubs if h.url))
+        # The worker has no health endpoint; jobs wait in Redis until it is up, but one that died
+        # at start (by now it has had the serve processes' start-up time) should fail here.
+        _check_alive(hubs, "at start")
+        yield hubs[0], hubs[1], hubs[2]
+        _check_alive(hubs, "during the test")
+    except BaseException:
+        for hub in hubs:
+            print(f"\n----- output of {hub.name} (pid {hub.proc.pid}) -----\n{hub.output()}", file=sys.stderr)
+        raise
+    finally:
+        await asyncio.gather(*(_stop(h) for h in hubs), return_exceptions=True)
+
+
+@pytest.fixture
+def multiprocess_settings(settings: Settings) -> Settings:
+    if settings.is_sqlite or not settings.redis_url:
+        pytest.skip("multi-process test: needs PostgreSQL and Redis "
+                    "(CHANNELHUB_TEST_DATABASE_URL and CHANNELHUB_TEST_REDIS_URL; `make test-pg`)")
+    return settings
+
+
+async def test_customer_and_agent_on_different_processes(
+    multiprocess_settings: Settings, tenant: TenantInfo, tmp_path: Path
+) -> None:
+    agent = await tenant.add_agent()
+    async with hub_cluster(multiprocess_settings, tmp_path) as (serve1, serve2, _worker):
+        # The agent on process 2: its presence is written to the shared database, where process 1's
+        # router finds it.
+        client = await tenant.signed_in(agent, server=serve2)
+        visitor = tenant.visitor(server=serve1)
+        await visitor.connect(name="Zhang Wei")
+
+        # Customer -> agent, live: stored and routed by process 1, published on the Redis bus,
+        # pushed by process 2.
+        client_id = await visitor.send("My parcel never arrived.")
+        await visitor.wait_frame(lambda f: f.get("type") == "ack" and f.get("client_id") == client_id)
+        created = await client.wait_event(
+            lambda e: e["kind"] == "message.created" and e["message"]["direction"] == "inbound")
+        assert created["message"]["text"] == "My parcel never arrived."
+        assert created["ticket"]["assignee_id"] == agent.id
+        ticket_id = created["ticket_id"]
+
+        # Agent -> customer, live: stored by process 2, delivered by the worker process (the serve
+        # processes run no worker with Redis configured), pushed to the customer by process 1.
+        await client.reply(ticket_id, "Sorry! A new one leaves today.")
+        answer = await visitor.wait_message(lambda m: m["direction"] == "outbound")
+        assert answer["text"] == "Sorry! A new one leaves today."
+        assert answer["author"] == {"name": agent.name}
+        delivered = await client.wait_event(lambda e: e["kind"] == "message.delivery")
+        assert delivered["delivery_state"] == "sent"
+
+        # The customer comes back on the other process: the history is all there.
+        visitor_id = visitor.visitor_id
+        await visitor.close()
+        again = tenant.visitor(visitor_id=visitor_id, server=serve2)
+        welcome = await again.connect()
+        assert [(m["direction"], m["text"]) for m in welcome["messages"]] == [
+            ("inbound", "My parcel never arrived."),
+            ("outbound", "Sorry! A new one leaves today."),
+        ]
+
+        # And the conversation goes on from there, now with both on process 2 and the worker.
+        await again.send("Thanks, what is the tracking number?")
+        follow_up = await client.wait_event(
+            lambda e: e["kind"] == "message.created" and e["message"]["text"].startswith("Thanks"))
+        assert follow_up["ticket_id"] == ticket_id
+        await client.reply(ticket_id, "SF1234567890.")
+        assert (await again.wait_message(lambda m: m["text"] == "SF1234567890."))["direction"] == "outbound"
