@@ -182,6 +182,19 @@ def int_param(request: web.Request, name: str, *, limit: int = MAX_BIG_ID) -> in
     return value
 
 
+_WORD_ID = re.compile(r"[A-Za-z0-9_.=+-]+")
+
+
+def word_param(request: web.Request, name: str, *, max_length: int) -> str:
+    """A textual id from the path (a webhook key, a platform's media id): 1 to ``max_length``
+    (what its column holds) letters, digits or ``_ . = + -``. Anything else names nothing and is
+    refused before it reaches the database (NUL and overlong values fail there) or another API."""
+    raw = request.match_info.get(name, "")
+    if len(raw) > max_length or not _WORD_ID.fullmatch(raw):
+        raise InvalidInput(f"{name} must be 1-{max_length} letters, digits, _ . = + or -", code="invalid_id")
+    return raw
+
+
 @dataclass
 class Operation:
     method: str

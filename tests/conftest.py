@@ -22,6 +22,7 @@ from admin_api.client import AgentClient, VisitorClient
 from core import seats
 from core.config import Settings
 from core.db import Database, migrate
+from tests.wechat.platform import StandIn
 
 PG_URL = os.environ.get("CHANNELHUB_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("CHANNELHUB_TEST_REDIS_URL")
@@ -107,6 +108,17 @@ async def start_server(settings: Settings) -> Server:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return Server(f"http://127.0.0.1:{port}", port, settings, runner, app)
+
+
+@pytest.fixture(scope="session")
+async def wechat_api() -> AsyncIterator[StandIn]:
+    """The loopback stand-in for the WeChat and WeCom APIs, on WECHAT_API_PORT."""
+    stand_in = StandIn()
+    runner = web.AppRunner(stand_in.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", WECHAT_API_PORT).start()
+    yield stand_in
+    await runner.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import pytest
 from admin_api.http import HUB, Operation
 from core.config import Settings
 from core.db import Database
-from core.models import MAX_BIG_ID, MAX_ID
+from core.models import MAX_BIG_ID, MAX_ID, WeChatMedia
 from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
 from tests.support import (
     Http,
@@ -37,6 +37,7 @@ from tests.support import (
     operations,
     tenant_rows,
 )
+from tests.wechat.platform import StandIn, new_aes_key, new_app_id
 
 MISSING_TICKET = 10**12
 # Each id in a path: the error for an id that exists nowhere, and the largest its column holds.
@@ -46,7 +47,15 @@ ID_PARAMS = {
     "agent_id": ("agent_not_found", MAX_ID),
     "group_id": ("group_not_found", MAX_ID),
     "rule_id": ("rule_not_found", MAX_ID),
+    "account_id": ("account_not_found", MAX_ID),
 }
+# Each textual id in a path (a WeChat account's webhook key, a WeChat media id): the error for one
+# that exists nowhere, and the longest its column holds.
+WORD_PARAMS = {
+    "key": ("account_not_found", 40),
+    "media_id": ("media_not_found", 255),
+}
+BAD_WORDS = ["has%20space", "%00", "nul%00x", "%D9%A3", "caf%C3%A9", "a;b", "a%22b", "a%3Cb%3E", "~tilde", "a,b"]
 DEEP = "[" * 100_000  # nesting deeper than any parser's recursion limit
 
 
@@ -76,14 +85,17 @@ class Shop:
     visitor_id: str
     customer_id: int
     rule_id: int
+    wechat: dict[str, Any]  # an Official Account, as the admin API shows it
+    media_id: str  # a customer's image, kept for that account
 
     @property
     def domain(self) -> str:
         return self.info.domain
 
-    def ids(self) -> dict[str, int]:
+    def ids(self) -> dict[str, int | str]:
         return {"ticket_id": self.ticket_id, "customer_id": self.customer_id, "agent_id": self.agent.id,
-                "group_id": self.group_id, "rule_id": self.rule_id}
+                "group_id": self.group_id, "rule_id": self.rule_id, "account_id": self.wechat["id"],
+                "key": self.wechat["key"], "media_id": self.media_id}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
@@ -109,7 +121,7 @@ async def _login(http: Http, domain: str, email: str) -> str:
 
 
 @pytest.fixture(scope="module")
-async def shop(settings: Settings, server: Server) -> AsyncIterator[Shop]:
+async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> AsyncIterator[Shop]:
     db = Database(settings.database_url)
     info = await make_tenant(settings, server, name="Initech")
     group_id = await info.add_group("Front desk")
@@ -135,8 +147,23 @@ async def shop(settings: Settings, server: Server) -> AsyncIterator[Shop]:
                           json_body={"name": "urgent words", "conditions": {"text_contains": ["urgent"]},
                                      "actions": {"priority": "urgent"}})
         assert rule.status == 201, rule
+        wechat_body = _wechat_body()
+        account = await http("POST", "/api/v1/wechat/accounts", host=info.domain, token=admin_token,
+                             json_body=wechat_body)
+        assert account.status == 201, account
+        wechat_api.secrets[wechat_body["app_id"]] = wechat_body["secret"]
+        media_id = f"MEDIA_{uuid.uuid4().hex}"
+        async with db.session(info.id) as session:  # as the connector keeps it after fetching it once
+            session.add(WeChatMedia(tenant_id=info.id, account_id=account.body["account"]["id"], media_id=media_id,
+                                    content_type="image/jpeg", size=5, data=b"photo"))
+        # A media id the hub does not keep is asked of the platform, with the account's access token:
+        # fetch that token now, so its cache (a row when there is no Redis) is at rest for the tests.
+        missing = await http("GET", f"/api/v1/wechat/media/{account.body['account']['key']}/MEDIA_none",
+                             host=info.domain, token=agent_token)
+        assert_error(missing, 404, "media_not_found")
         s = Shop(info, http, db, server.app[HUB].settings, admin, agent, group_id, admin_token, agent_token, revoked,
-                 ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"])
+                 ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"],
+                 account.body["account"], media_id)
 
         async def delivered() -> bool:
             detail = await s.call("GET", f"/api/v1/tickets/{ticket_id}")
@@ -146,6 +173,11 @@ async def shop(settings: Settings, server: Server) -> AsyncIterator[Shop]:
         yield s
     await info.close()
     await db.dispose()
+
+
+def _wechat_body(**extra: Any) -> dict[str, Any]:
+    return {"name": "Initech service", "app_id": new_app_id(), "secret": "s3cret-" + uuid.uuid4().hex,
+            "token": "tok" + uuid.uuid4().hex[:10], "aes_key": new_aes_key(), "mode": "safe", **extra}
 
 
 def _path(op: Operation, shop: Shop, **override: Any) -> str:
@@ -173,6 +205,8 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
         ("PUT", "/api/v1/groups/{group_id}/members"): {"agent_ids": [shop.agent.id]},
         ("PATCH", "/api/v1/agents/{agent_id}"): {"capacity": 3},
         ("PATCH", "/api/v1/customers/{customer_id}"): {"tags": ["vip"]},
+        ("POST", "/api/v1/wechat/accounts"): _wechat_body(),
+        ("PATCH", "/api/v1/wechat/accounts/{account_id}"): {"name": "Renamed", "mode": "compat"},
     }
 
 
@@ -180,6 +214,8 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
     """Bodies with a wrong type or value, each with the field the error must name."""
     v = valid_bodies(shop)
     agents, tickets = v[("POST", "/api/v1/agents")], v[("POST", "/api/v1/tickets")]
+    wechat = v[("POST", "/api/v1/wechat/accounts")]
+    no_app_id = {k: val for k, val in wechat.items() if k != "app_id"}
     return {
         ("POST", "/api/v1/auth/login"): [
             ({"email": 5, "password": PASSWORD}, "email"),
@@ -269,6 +305,25 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
         ("PATCH", "/api/v1/customers/{customer_id}"): [
             ({"email": "nope"}, "email"), ({"tags": "vip"}, "tags"), ({"tags": [1]}, "tags"),
             ({"attributes": "vip"}, "attributes"), ({"name": 5}, "name"),
+        ],
+        ("POST", "/api/v1/wechat/accounts"): [
+            ({**wechat, "name": 5}, "name"), ({**wechat, "name": ""}, "name"), ({**wechat, "name": "n" * 201}, "name"),
+            ({**wechat, "kind": "mp"}, "kind"), ({**wechat, "mode": "secure"}, "mode"), ({**wechat, "mode": 1}, "mode"),
+            ({**wechat, "app_id": 12345678}, "app_id"), ({**wechat, "app_id": "wx"}, "app_id"),
+            ({**wechat, "app_id": "wx" + "0" * 63}, "app_id"), ({**wechat, "secret": ["s"]}, "secret"),
+            ({**wechat, "secret": ""}, "secret"), ({**wechat, "token": "t"}, "token"),
+            ({**wechat, "token": 123}, "token"),
+            ({**wechat, "aes_key": wechat["aes_key"][:42]}, "aes_key"), ({**wechat, "aes_key": 5}, "aes_key"),
+            ({**wechat, "aes_key": wechat["aes_key"] + "="}, "aes_key"), ({**wechat, "open_kfid": True}, "open_kfid"),
+            ({k: val for k, val in wechat.items() if k != "secret"}, "secret"),
+            (no_app_id, "body"), ({**wechat, "corp_id": "ww" + new_app_id()}, "body"),
+        ],
+        ("PATCH", "/api/v1/wechat/accounts/{account_id}"): [
+            ({"name": 5}, "name"), ({"name": ""}, "name"), ({"active": "yes"}, "active"), ({"active": 1}, "active"),
+            ({"mode": "secure"}, "mode"), ({"aes_key": "short"}, "aes_key"), ({"aes_key": ["x"]}, "aes_key"),
+            ({"token": 123}, "token"), ({"token": "t"}, "token"), ({"secret": ""}, "secret"),
+            ({"app_id": "x"}, "app_id"),
+            ({"open_kfid": 5}, "open_kfid"),
         ],
     }
 
@@ -448,7 +503,16 @@ async def test_ids_in_the_path(shop: Shop, op: Operation) -> None:
     before = await shop.rows()
     body = valid_bodies(shop).get(op_key(op))
     for param in path_params(op):
-        assert param in ID_PARAMS, f"{op_id(op)}: say in ID_PARAMS what {param} is"
+        if param in WORD_PARAMS:
+            missing_code, longest = WORD_PARAMS[param]
+            for bad in [*BAD_WORDS, "A" * (longest + 1), "A" * 4000]:
+                reply = await shop.call(op.method, _path(op, shop, **{param: bad}), body=body)
+                assert_error(reply, 422, "invalid_id")
+            # The longest one the column holds is a valid id that exists nowhere.
+            reply = await shop.call(op.method, _path(op, shop, **{param: "A" * longest}), body=body)
+            assert_error(reply, 404, missing_code)
+            continue
+        assert param in ID_PARAMS, f"{op_id(op)}: say in ID_PARAMS or WORD_PARAMS what {param} is"
         missing_code, largest = ID_PARAMS[param]
         for bad in [*BAD_IDS, str(largest + 1)]:
             reply = await shop.call(op.method, _path(op, shop, **{param: bad}), body=body)
@@ -481,7 +545,9 @@ ADMIN_ONLY = [
     ("PATCH", "/api/v1/groups/{group_id}"), ("PUT", "/api/v1/groups/{group_id}/members"),
     ("POST", "/api/v1/routing/rules"), ("PATCH", "/api/v1/routing/rules/{rule_id}"),
     ("DELETE", "/api/v1/routing/rules/{rule_id}"), ("PUT", "/api/v1/routing/rules/order"),
-    ("PUT", "/api/v1/routing/settings"),
+    ("PUT", "/api/v1/routing/settings"), ("GET", "/api/v1/wechat/accounts"), ("POST", "/api/v1/wechat/accounts"),
+    ("GET", "/api/v1/wechat/accounts/{account_id}"), ("PATCH", "/api/v1/wechat/accounts/{account_id}"),
+    ("DELETE", "/api/v1/wechat/accounts/{account_id}"),
 ]
 
 
@@ -765,3 +831,35 @@ async def test_webchat_socket_hello_first_and_valid(shop: Shop, first: Any, code
     assert_error_frame(await next_frame(ws), code)
     await expect_closed(ws)
     assert await shop.rows() == before
+
+
+# --- WeChat accounts: values the console would not accept --------------------------------------------------
+async def test_wechat_configuration_the_platform_would_refuse(shop: Shop) -> None:
+    """Well-typed values that WeChat would not accept get their own clear code, on create and change,
+    and nothing is stored; the account and its media are served as before."""
+    before = await shop.rows()
+    good = _wechat_body()
+    path = f"/api/v1/wechat/accounts/{shop.wechat['id']}"
+    bad_keys = ["A" * 42 + "!", "=" * 43, " " * 43, "é" * 43, "A" * 41 + "=="]
+    for aes_key in bad_keys:
+        assert_error(await shop.call("POST", "/api/v1/wechat/accounts", body={**good, "aes_key": aes_key}),
+                     422, "invalid_aes_key")
+        assert_error(await shop.call("PATCH", path, body={"aes_key": aes_key}), 422, "invalid_aes_key")
+    for body, code in (({**good, "aes_key": None}, "aes_key_required"),
+                       ({**good, "mode": "compat", "aes_key": None}, "aes_key_required"),
+                       ({**good, "token": "bad token!"}, "invalid_token"),
+                       ({**good, "token": "tök"}, "invalid_token"),
+                       ({**good, "app_id": "wx 1234 5678"}, "invalid_app_id"),
+                       ({**good, "kind": "kf", "app_id": None, "corp_id": "ww1234567890"}, "open_kfid_required"),
+                       ({**good, "app_id": shop.wechat["app_id"]}, "account_exists")):
+        reply = await shop.call("POST", "/api/v1/wechat/accounts", body=body)
+        assert_error(reply, 409 if code == "account_exists" else 422, code)
+    for body, code in (({"aes_key": None}, "aes_key_required"), ({"token": "bad token!"}, "invalid_token"),
+                       ({"app_id": "wx/1234"}, "invalid_app_id"), ({"name": "nul \u0000"}, "invalid_text")):
+        assert_error(await shop.call("PATCH", path, data=json.dumps(body).encode()), 422, code)
+    assert await shop.rows() == before
+    shown = await shop.call("GET", path)
+    assert shown.status == 200 and shown.body["account"] == shop.wechat, shown
+    media = await shop.call("GET", f"/api/v1/wechat/media/{shop.wechat['key']}/{shop.media_id}",
+                            token=shop.agent_token)
+    assert media.status == 200 and media.text == "photo", media

@@ -24,7 +24,7 @@ from admin_api.gateway import ACTIONS
 from admin_api.http import Operation
 from core.config import Settings
 from core.db import Database
-from core.models import MAX_ID, Agent, Group, RoutingRule, Ticket
+from core.models import MAX_ID, Agent, Group, RoutingRule, Ticket, WeChatAccount, WeChatMedia
 from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
 from tests.support import (
     Http,
@@ -38,10 +38,13 @@ from tests.support import (
     operations,
     tenant_rows,
 )
+from tests.wechat.platform import StandIn, new_aes_key, new_app_id
 
 MISSING_TICKET = 10**12
 MISSING_SMALL = MAX_ID  # agents, groups and rules have INTEGER (int4) keys
 UNKNOWN_DOMAIN = "nobody-lives-here.example.com"
+MISSING_KEY = "NoSuchWebhookKey0000000000"  # shaped like an account key (token_urlsafe(18))
+MISSING_MEDIA = "MEDIA_no_such_media_anywhere"
 
 
 # --- the world: two tenants with the same shape --------------------------------------------------
@@ -61,15 +64,26 @@ class Side:
     rule_id: int
     rule_name: str
     waiting_ticket: int  # in the group's queue: nobody is online
+    wechat: dict[str, Any]  # an Official Account, as the admin API shows it
+    media_id: str  # a customer's image, stored for that account
 
     @property
     def domain(self) -> str:
         return self.info.domain
 
-    def ids(self) -> dict[str, int]:
+    @property
+    def account_id(self) -> int:
+        return int(self.wechat["id"])
+
+    @property
+    def key(self) -> str:
+        return str(self.wechat["key"])
+
+    def ids(self) -> dict[str, int | str]:
         """This side's ids for every path parameter of the API."""
         return {"ticket_id": self.open_ticket, "rule_id": self.rule_id, "group_id": self.group_id,
-                "agent_id": self.agent.id, "customer_id": self.customer_id}
+                "agent_id": self.agent.id, "customer_id": self.customer_id, "account_id": self.account_id,
+                "key": self.key, "media_id": self.media_id}
 
 
 @dataclass
@@ -125,7 +139,29 @@ async def _routed(db: Database, tenant_id: int) -> bool:
     return pending is None
 
 
-async def build_side(settings: Settings, server: Server, http: Http, db: Database, name: str) -> Side:
+def wechat_body(name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "app_id": new_app_id(), "secret": "s3cret" + new_app_id(), "token": "tok" + name,
+            "aes_key": new_aes_key(), "mode": "safe", **extra}
+
+
+async def _wechat_account(http: Http, db: Database, wechat_api: StandIn, t: TenantInfo, token: str,
+                          name: str) -> tuple[dict[str, Any], str]:
+    """An Official Account made through the admin API, and a customer's image kept for it (as the
+    connector keeps it after fetching it once; the platform's media ids are per account)."""
+    body = wechat_body(name)
+    made = await http("POST", "/api/v1/wechat/accounts", host=t.domain, token=token, json_body=body)
+    assert made.status == 201, made
+    wechat_api.secrets[body["app_id"]] = body["secret"]
+    media_id = f"MEDIA_{name}_{uuid.uuid4().hex[:12]}"
+    async with db.session(t.id) as session:
+        data = f"{name}'s customer photo".encode()
+        session.add(WeChatMedia(tenant_id=t.id, account_id=made.body["account"]["id"], media_id=media_id,
+                                content_type="image/jpeg", size=len(data), data=data))
+    return dict(made.body["account"]), media_id
+
+
+async def build_side(settings: Settings, server: Server, http: Http, db: Database, wechat_api: StandIn,
+                     name: str) -> Side:
     t = await make_tenant(settings, server, name=name)
     group_name = f"{name} support"
     group_id = await t.add_group(group_name)
@@ -168,17 +204,19 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     # when they are compared.
     await eventually(lambda: _all_delivered(http, t.domain, admin_token, open_id))
     await eventually(lambda: _routed(db, t.id))
+    wechat, media_id = await _wechat_account(http, db, wechat_api, t, admin_token, name)
     return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
-                int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]))
+                int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
+                wechat, media_id)
 
 
 @pytest.fixture(scope="module")
-async def world(settings: Settings, server: Server) -> AsyncIterator[World]:
+async def world(settings: Settings, server: Server, wechat_api: StandIn) -> AsyncIterator[World]:
     db = Database(settings.database_url)
     async with aiohttp.ClientSession() as session:
         http = Http(server.url, session)
-        a = await build_side(settings, server, http, db, "Acme")
-        b = await build_side(settings, server, http, db, "Globex")
+        a = await build_side(settings, server, http, db, wechat_api, "Acme")
+        b = await build_side(settings, server, http, db, wechat_api, "Globex")
         yield World(a, b, http, db, server)
         await a.info.close()
         await b.info.close()
@@ -312,13 +350,13 @@ async def probe_create_ticket(w: World) -> None:
     assert ok.body["ticket"]["customer_id"] == w.a.customer_id
 
 
-async def _not_found_like_a_missing(w: World, method: str, template: str, b_ids: list[int], missing: int,
-                                    code: str, body: Any = None) -> None:
+async def _not_found_like_a_missing(w: World, method: str, template: str, b_ids: list[Any], missing: Any,
+                                    code: str, body: Any = None, token: str | None = None) -> None:
     """B's ids answer exactly as an id that exists nowhere: nothing to tell them apart."""
-    absent = await w.call(method, template.format(missing), body=body)
+    absent = await w.call(method, template.format(missing), body=body, token=token)
     assert_not_found(absent, code)
     for b_id in b_ids:
-        reply = await w.call(method, template.format(b_id), body=body)
+        reply = await w.call(method, template.format(b_id), body=body, token=token)
         assert_not_found(reply, code)
         assert reply.body["error"]["message"] == absent.body["error"]["message"].replace(str(missing), str(b_id))
 
@@ -516,6 +554,66 @@ async def probe_routing_history(w: World) -> None:
     assert ok.status == 200 and ok.body["decisions"], ok
 
 
+# --- WeChat accounts and media ------------------------------------------------------------------------------
+async def probe_list_wechat_accounts(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/wechat/accounts")
+    assert reply.status == 200, reply
+    listed = reply.body["accounts"]
+    assert {a["id"] for a in listed} == await ids_of(w.db, WeChatAccount, w.a.info.id)
+    assert w.a.account_id in {a["id"] for a in listed}
+    assert not {a["id"] for a in listed} & await ids_of(w.db, WeChatAccount, w.b.info.id)
+    shown = json.dumps(listed)
+    assert w.b.key not in shown and w.b.wechat["app_id"] not in shown and w.b.domain not in shown
+
+
+async def probe_create_wechat_account(w: World) -> None:
+    # B's AppID is free in A: no conflict reveals that B uses it, and the account made is A's.
+    body = wechat_body("Mine", app_id=w.b.wechat["app_id"])
+    made = await w.call("POST", "/api/v1/wechat/accounts", body=body)
+    assert made.status == 201, made
+    account = made.body["account"]
+    assert account["id"] in await ids_of(w.db, WeChatAccount, w.a.info.id)
+    assert account["key"] != w.b.key and account["webhook_url"].startswith(f"https://{w.a.domain}/")
+    assert (await w.call("DELETE", f"/api/v1/wechat/accounts/{account['id']}")).status == 200
+
+
+async def probe_get_wechat_account(w: World) -> None:
+    await _not_found_like_a_missing(w, "GET", "/api/v1/wechat/accounts/{}", [w.b.account_id], MISSING_SMALL,
+                                    "account_not_found")
+    ok = await w.call("GET", f"/api/v1/wechat/accounts/{w.a.account_id}")
+    assert ok.status == 200 and ok.body["account"]["key"] == w.a.key, ok
+
+
+async def probe_update_wechat_account(w: World) -> None:
+    for body in ({"name": "taken over"}, {"active": False}, {"secret": "stolen-secret"}, {"token": "mine123"},
+                 {"aes_key": new_aes_key()}, {"mode": "plain", "aes_key": None}, {"app_id": new_app_id()}):
+        await _not_found_like_a_missing(w, "PATCH", "/api/v1/wechat/accounts/{}", [w.b.account_id], MISSING_SMALL,
+                                        "account_not_found", body)
+    ok = await w.call("PATCH", f"/api/v1/wechat/accounts/{w.a.account_id}", body={"name": "Acme service"})
+    assert ok.status == 200 and ok.body["account"]["name"] == "Acme service", ok
+
+
+async def probe_delete_wechat_account(w: World) -> None:
+    await _not_found_like_a_missing(w, "DELETE", "/api/v1/wechat/accounts/{}", [w.b.account_id], MISSING_SMALL,
+                                    "account_not_found")
+    made = await w.call("POST", "/api/v1/wechat/accounts", body=wechat_body("Shortlived"))
+    assert made.status == 201, made
+    assert (await w.call("DELETE", f"/api/v1/wechat/accounts/{made.body['account']['id']}")).status == 200
+
+
+async def probe_wechat_media(w: World) -> None:
+    for token in (w.a.admin_token, w.a.agent_token):
+        # B's account key (with B's media id, or any) is no account at all in A...
+        for media_id in (w.b.media_id, MISSING_MEDIA):
+            await _not_found_like_a_missing(w, "GET", "/api/v1/wechat/media/{}/" + media_id, [w.b.key], MISSING_KEY,
+                                            "account_not_found", token=token)
+        # ...and B's media id under A's own account is a media id that exists nowhere.
+        await _not_found_like_a_missing(w, "GET", f"/api/v1/wechat/media/{w.a.key}/{{}}", [w.b.media_id],
+                                        MISSING_MEDIA, "media_not_found", token=token)
+    ok = await w.call("GET", f"/api/v1/wechat/media/{w.a.key}/{w.a.media_id}", token=w.a.agent_token)
+    assert ok.status == 200 and ok.text == "Acme's customer photo", ok
+
+
 CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/auth/login"): Case(probe_login,
                                          lambda w: {"email": w.a.admin.email, "password": PASSWORD}),
@@ -552,6 +650,14 @@ CASES: dict[tuple[str, str], Case] = {
     ("PUT", "/api/v1/routing/settings"): Case(probe_put_settings, lambda w: {"unlimited_wait": True}),
     ("GET", "/api/v1/customers/{customer_id}"): Case(probe_get_customer),
     ("PATCH", "/api/v1/customers/{customer_id}"): Case(probe_update_customer, lambda w: {"tags": ["x"]}),
+    ("GET", "/api/v1/wechat/accounts"): Case(probe_list_wechat_accounts),
+    ("POST", "/api/v1/wechat/accounts"): Case(probe_create_wechat_account,
+                                              lambda w: wechat_body("Intruder", app_id=w.b.wechat["app_id"])),
+    ("GET", "/api/v1/wechat/accounts/{account_id}"): Case(probe_get_wechat_account),
+    ("PATCH", "/api/v1/wechat/accounts/{account_id}"): Case(probe_update_wechat_account,
+                                                            lambda w: {"name": "taken over", "active": False}),
+    ("DELETE", "/api/v1/wechat/accounts/{account_id}"): Case(probe_delete_wechat_account),
+    ("GET", "/api/v1/wechat/media/{key}/{media_id}"): Case(probe_wechat_media),
 }
 
 

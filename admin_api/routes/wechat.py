@@ -10,10 +10,15 @@ from typing import Any
 
 from aiohttp import web
 
-from admin_api.http import HUB, api, body, int_param, principal_of, tenant_of
+from admin_api.http import HUB, api, body, int_param, principal_of, tenant_of, word_param
 from admin_api.schemas import CreateWeChatAccountBody, UpdateWeChatAccountBody
 from core import wechat_store
 from core.errors import DomainError, NotFound
+from core.models import MAX_ID
+
+# What the columns hold (WeChatAccount.key, WeChatMedia.media_id): a longer one names nothing.
+MAX_KEY = 40
+MAX_MEDIA_ID = 255
 
 
 @api.route("GET", "/api/v1/wechat/accounts", summary="List the tenant's WeChat accounts (admin)", tag="wechat")
@@ -44,7 +49,7 @@ async def create_account(request: web.Request) -> web.Response:
 async def get_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
-    account_id = int_param(request, "account_id")
+    account_id = int_param(request, "account_id", limit=MAX_ID)
     async with hub.db.read(principal.tenant_id) as session:
         account = await wechat_store.get_account(session, hub.settings, account_id, tenant_of(request).domain)
     return web.json_response({"account": account})
@@ -55,7 +60,7 @@ async def get_account(request: web.Request) -> web.Response:
 async def update_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
-    account_id = int_param(request, "account_id")
+    account_id = int_param(request, "account_id", limit=MAX_ID)
     data = await body(request, UpdateWeChatAccountBody)
     changes: dict[str, Any] = data.model_dump(exclude_unset=True)
     if "corp_id" in changes:
@@ -72,7 +77,7 @@ async def update_account(request: web.Request) -> web.Response:
 async def delete_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
-    account_id = int_param(request, "account_id")
+    account_id = int_param(request, "account_id", limit=MAX_ID)
     async with hub.db.session(principal.tenant_id) as session:
         await wechat_store.delete_account(session, account_id, actor_id=principal.agent_id, ip=request.remote)
     return web.json_response({"deleted": account_id})
@@ -86,12 +91,14 @@ async def get_media(request: web.Request) -> web.StreamResponse:
 
     hub = request.app[HUB]
     principal = await principal_of(request)
-    account = await wechat_store.account_by_key(hub, principal.tenant_id, request.match_info["key"])
+    key = word_param(request, "key", max_length=MAX_KEY)
+    media_id = word_param(request, "media_id", max_length=MAX_MEDIA_ID)
+    account = await wechat_store.account_by_key(hub, principal.tenant_id, key)
     connector = hub.connector("wechat")
     if account is None or not isinstance(connector, WeChatConnector):
         raise NotFound("no such WeChat account", code="account_not_found")
     try:
-        content_type, data = await connector.media(account, request.match_info["media_id"])
+        content_type, data = await connector.media(account, media_id)
     except ApiError as exc:
         raise NotFound(f"WeChat has no such media (errcode {exc.errcode})", code="media_not_found") from None
     except PlatformUnavailable:

@@ -1,29 +1,18 @@
-"""WeChat fixtures: the loopback stand-in for the WeChat APIs, an admin, and accounts made through
-the admin API the way a tenant's admin makes them."""
+"""WeChat fixtures: an admin, and accounts made through the admin API the way a tenant's admin makes
+them. The loopback stand-in for the WeChat APIs (``wechat_api``) is in tests/conftest.py: the
+cross-tenant and bad-input tests use it too."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from admin_api.client import AgentClient
-from tests.conftest import WECHAT_API_PORT, Server, TenantInfo
+from tests.conftest import Server, TenantInfo
 from tests.wechat.platform import Push, Pusher, StandIn, new_aes_key, new_app_id
-
-
-@pytest.fixture(scope="session")
-async def wechat_api() -> AsyncIterator[StandIn]:
-    stand_in = StandIn()
-    runner = web.AppRunner(stand_in.app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", WECHAT_API_PORT).start()
-    yield stand_in
-    await runner.cleanup()
 
 
 @dataclass
