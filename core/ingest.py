@@ -220,6 +220,6 @@ async def ingest(hub: Hub, msg: InboundMessage) -> IngestResult:
             continue
         await hub.publish(msg.tenant_id, events)
         if result.needs_routing:
-            hub.router.signal(msg.tenant_id)
+            hub.router.signal(msg.tenant_id, capacity=False)
         return result
     raise AssertionError("unreachable")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, column, func, insert, or_, select, update, values
+from sqlalchemy import Integer, String, cast, column, func, insert, or_, select, update, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.events import EventKind, EventLog
@@ -57,6 +57,7 @@ BATCH = 500
 RULES_TTL = 5.0
 DEFAULT_OVERFLOW_SECONDS = 600
 SWEEP_INTERVAL = 1.0
+SNAPSHOT_TTL = 1.0
 
 
 async def lock_agents(session: AsyncSession, agent_ids: list[int]) -> None:
@@ -104,6 +105,10 @@ class Router:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._config: dict[int, tuple[float, TenantRouting]] = {}
+        # The online agents with room, per tenant, reused by consecutive batches for a moment. Safe
+        # because it is only a guess: the conditional capacity UPDATE decides, a failed guess drops
+        # the snapshot, and anything that frees capacity or changes agents drops it too.
+        self._snapshots: dict[int, tuple[float, list[AgentState], dict[int, list[AgentState]]]] = {}
         self._wanted: set[int] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -133,6 +138,7 @@ class Router:
     def forget(self, tenant_id: int) -> None:
         """Drop the cached configuration (after a change; other processes expire theirs in seconds)."""
         self._config.pop(tenant_id, None)
+        self._snapshots.pop(tenant_id, None)
 
     async def apply_rules(
         self, session: AsyncSession, ticket: Ticket, customer: Customer, text: str
@@ -160,8 +166,11 @@ class Router:
         return match
 
     # --- the loop -------------------------------------------------------------------------
-    def signal(self, tenant_id: int) -> None:
-        """Something changed (a ticket waits, capacity freed up): route this tenant soon."""
+    def signal(self, tenant_id: int, *, capacity: bool = True) -> None:
+        """Something changed (a ticket waits; with ``capacity``, agents or their load changed too):
+        route this tenant soon."""
+        if capacity:
+            self._snapshots.pop(tenant_id, None)
         self._wanted.add(tenant_id)
         self._wake.set()
 
@@ -236,23 +245,30 @@ class Router:
     async def _agents(
         self, session: AsyncSession, tenant_id: int
     ) -> tuple[list[AgentState], dict[int, list[AgentState]]]:
+        online = (Agent.tenant_id == tenant_id, Agent.active.is_(True), Agent.status == Presence.ONLINE,
+                  Agent.load < Agent.capacity)
         rows = (await session.execute(
-            select(Agent.id, Agent.capacity, Agent.load, Agent.last_assigned_at, Agent.skills, Agent.channel_capacity)
-            .where(Agent.tenant_id == tenant_id, Agent.active.is_(True), Agent.status == Presence.ONLINE,
-                   Agent.load < Agent.capacity)
-        )).all()
+            select(Agent.id, Agent.capacity, Agent.load, Agent.last_assigned_at).where(*online))).all()
         if not rows:
             return [], {}
-        ids = [r[0] for r in rows]
         memberships: dict[int, set[int]] = defaultdict(set)
         for agent_id, group_id in (await session.execute(
-            select(AgentGroup.agent_id, AgentGroup.group_id).where(AgentGroup.tenant_id == tenant_id,
-                                                                   AgentGroup.agent_id.in_(ids))
+            select(AgentGroup.agent_id, AgentGroup.group_id).join(Agent, Agent.id == AgentGroup.agent_id)
+            .where(*online)
         )).all():
             memberships[agent_id].add(group_id)
-        states = [AgentState(r[0], r[1], r[2], r[3], frozenset(memberships.get(r[0], ())),
-                             {k: int(v) for k, v in (r[4] or {}).items()},
-                             {k: int(v) for k, v in (r[5] or {}).items()}) for r in rows]
+        # Skills and per-channel caps are rare: read (and decode) them only where they are set.
+        extras = {r[0]: r for r in (await session.execute(
+            select(Agent.id, Agent.skills, Agent.channel_capacity).where(
+                *online, or_(cast(Agent.skills, String) != "{}", cast(Agent.channel_capacity, String) != "{}"))
+        )).all()}
+        states = []
+        for r in rows:
+            extra = extras.get(r[0])
+            states.append(AgentState(
+                r[0], r[1], r[2], r[3], frozenset(memberships.get(r[0], ())),
+                {k: int(v) for k, v in (extra[1] or {}).items()} if extra else {},
+                {k: int(v) for k, v in (extra[2] or {}).items()} if extra else {}))
         capped = [s.agent_id for s in states if s.channel_capacity]
         if capped:
             by_id = {s.agent_id: s for s in states}
@@ -297,7 +313,12 @@ class Router:
         result = BatchResult()
         now = utcnow()
         async with self.hub.db.session(tenant_id) as session:
-            agents, by_group = await self._agents(session, tenant_id)
+            snap = self._snapshots.get(tenant_id)
+            if snap is not None and snap[0] > time.monotonic():
+                agents, by_group = snap[1], snap[2]
+            else:
+                agents, by_group = await self._agents(session, tenant_id)
+                self._snapshots[tenant_id] = (time.monotonic() + SNAPSHOT_TTL, agents, by_group)
             groups = {g.id: g for g in (await session.execute(
                 select(Group).where(Group.tenant_id == tenant_id))).scalars().all()}
             waiting = (
@@ -366,6 +387,7 @@ class Router:
                                    "from_queue": ticket.queued_at is not None}})
                 elif choice.agent_id is not None:
                     result.conflicts += 1  # the agent filled up or left meanwhile: try again
+                    self._snapshots.pop(tenant_id, None)
                 elif ticket.routing_state == RoutingState.PENDING:
                     result.queued += 1
                     ticket.routing_state = RoutingState.QUEUED
