@@ -78,7 +78,9 @@ def setup(settings: Settings) -> dramatiq.Broker:
             max_retries=MAX_ATTEMPTS,
             min_backoff=MIN_BACKOFF_MS,
             max_backoff=MAX_BACKOFF_MS,
-            retry_when=lambda retries, exc: isinstance(exc, RetryLater) and retries < MAX_ATTEMPTS,
+            # Any failure (a channel's, or the database's before the send) is tried again; the claim
+            # on the row keeps a retry from overlapping a delivery still in progress.
+            retry_when=lambda retries, exc: retries < MAX_ATTEMPTS,
         )(_deliver_actor)
         _broker = broker
         return broker
@@ -197,7 +199,17 @@ async def deliver(hub: Any, outbox_id: int) -> str:
         except Exception as exc:  # a connector bug or network trouble: worth another try
             logger.warning("delivery of outbox %s raised %r", outbox_id, exc)
             error = DeliveryError(f"{type(exc).__name__}: {exc}", retry=True)
-    return await _record(hub, item, message, ticket, channel_message_id, error)
+    # The channel has answered: recording that must not be lost to a passing database error, or the
+    # sweeper would send the reply again once the claim runs out.
+    for attempt in range(5):
+        try:
+            return await _record(hub, item, message, ticket, channel_message_id, error)
+        except Exception:
+            if attempt == 4:
+                raise
+            logger.warning("recording the delivery of outbox %s failed; trying again", outbox_id, exc_info=True)
+            await asyncio.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 async def _record(
