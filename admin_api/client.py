@@ -52,6 +52,8 @@ class _Base:
         self.host = host
         self._own_session = session is None
         self.session = session or aiohttp.ClientSession()
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = dict(extra or {})
@@ -76,7 +78,19 @@ class _Base:
                 raise HubError(resp.status, err.get("code", "?"), err.get("message", ""))
             return body
 
+    async def disconnect(self) -> None:
+        """Close the websocket (the HTTP session stays for reconnecting)."""
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        self.ws = None
+        self._reader = None
+
     async def close(self) -> None:
+        await self.disconnect()
         if self._own_session:
             await self.session.close()
 
@@ -86,14 +100,12 @@ class AgentClient(_Base):
         super().__init__(base_url, host, **kw)
         self.token: str | None = None
         self.agent: dict[str, Any] | None = None
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.welcome: dict[str, Any] | None = None
         self.events: list[dict[str, Any]] = []
         self.last_event_id: int | None = None
         self._seen: set[int] = set()
         self._results: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._changed = asyncio.Condition()
-        self._reader: asyncio.Task[None] | None = None
         self._refs = itertools.count(1)
         self.errors: list[dict[str, Any]] = []
 
@@ -127,15 +139,6 @@ class AgentClient(_Base):
         self._reader = asyncio.create_task(self._read())
         return msg
 
-    async def disconnect(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        self.ws = None
-        self._reader = None
 
     def _take(self, event: dict[str, Any]) -> None:
         if event["id"] in self._seen:
@@ -193,10 +196,6 @@ class AgentClient(_Base):
         """The first event (from index ``start`` of :attr:`events`) that matches."""
         return await _wait_until(self._changed, lambda: self.events[start:], predicate, timeout)
 
-    async def close(self) -> None:
-        await self.disconnect()
-        await super().close()
-
 
 class VisitorClient(_Base):
     """A web chat customer, as the widget behaves: a websocket with a visitor id kept across reloads."""
@@ -204,11 +203,9 @@ class VisitorClient(_Base):
     def __init__(self, base_url: str, host: str | None = None, visitor_id: str | None = None, **kw: Any):
         super().__init__(base_url, host, **kw)
         self.visitor_id = visitor_id
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.messages: dict[int, dict[str, Any]] = {}
         self.frames: list[dict[str, Any]] = []
         self._changed = asyncio.Condition()
-        self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> VisitorClient:
         return self
@@ -256,17 +253,3 @@ class VisitorClient(_Base):
     async def wait_message(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
         return await _wait_until(
             self._changed, lambda: sorted(self.messages.values(), key=lambda m: m["id"]), predicate, timeout)
-
-    async def disconnect(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        self.ws = None
-        self._reader = None
-
-    async def close(self) -> None:
-        await self.disconnect()
-        await super().close()

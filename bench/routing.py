@@ -31,7 +31,7 @@ from sqlalchemy import insert, text
 
 from core.auth import hash_password
 from core.config import Settings
-from core.db import migrate
+from core.db import create_pg_database, drop_pg_database, migrate
 from core.hub import Hub
 from core.models import Agent, AgentGroup, Customer, Group, Tenant, Ticket, utcnow
 
@@ -41,29 +41,6 @@ def pct(values: list[float], p: float) -> float:
         return 0.0
     values = sorted(values)
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
-
-
-async def fresh_pg(url: str) -> str:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    name = f"bench_routing_{os.getpid()}"
-    conn = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username, database="postgres")
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return parsed.set(database=name).render_as_string(hide_password=False)
-
-
-async def drop_pg(url: str) -> None:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    conn = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username, database="postgres")
-    await conn.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-    await conn.close()
 
 
 async def setup(hub: Hub, args: argparse.Namespace, rng: random.Random) -> int:
@@ -127,7 +104,7 @@ async def main() -> None:
     rng = random.Random(1)
 
     tmp = tempfile.TemporaryDirectory()
-    url = await fresh_pg(args.pg) if args.pg else f"sqlite+aiosqlite:///{tmp.name}/bench.db"
+    url = await create_pg_database(args.pg, f"bench_routing_{os.getpid()}") if args.pg else f"sqlite+aiosqlite:///{tmp.name}/bench.db"
     hub = Hub(Settings(database_url=url, embedded_worker=False))
     await migrate(hub.db)
     tid = await setup(hub, args, rng)
@@ -198,7 +175,7 @@ async def main() -> None:
     }, indent=1))
     await hub.close()
     if args.pg:
-        await drop_pg(url)
+        await drop_pg_database(url)
     tmp.cleanup()
 
 

@@ -49,8 +49,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from admin_api.client import AgentClient, HubError, VisitorClient  # noqa: E402
+from core.db import create_pg_database, drop_pg_database  # noqa: E402
 
 PASSWORD = "bench-password-1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -225,35 +227,6 @@ def machine_busy_ticks() -> tuple[int, int]:
     return sum(parts) - idle, sum(parts)
 
 
-async def fresh_pg_database(url: str) -> str:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    name = f"{parsed.database or 'channelhub'}_bench{os.getpid()}"
-    admin = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
-                                  password=parsed.password, database="postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return parsed.set(database=name).render_as_string(hide_password=False)
-
-
-async def drop_pg_database(url: str) -> None:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    admin = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
-                                  password=parsed.password, database="postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def prepare(url: str, domain: str, agents: int, capacity: int) -> list[str]:
     """Migrate, then create the tenant and its agents (core.seats, as `channelhub agent create` does)."""
     from core import seats
@@ -317,7 +290,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "tickets beyond that wait unassigned and their messages count as lost")
     try:
         if args.pg:
-            pg_url = await fresh_pg_database(args.pg)
+            pg_url = await create_pg_database(
+                args.pg, f"{make_url(args.pg).database or 'channelhub'}_bench{os.getpid()}")
             database_url = pg_url
         else:
             database_url = f"sqlite+aiosqlite:///{workdir / 'hub.db'}"

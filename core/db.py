@@ -156,3 +156,31 @@ async def migrate(db: Database, revision: str = "head") -> None:
     async with db.engine.begin() as conn:
         await conn.run_sync(_upgrade)
     logger.info("database at %s", revision)
+
+
+async def _pg_admin(url: str) -> Any:
+    import asyncpg
+
+    parsed = make_url(url)
+    return await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
+                                 password=parsed.password, database="postgres")
+
+
+async def create_pg_database(url: str, name: str) -> str:
+    """A new, empty PostgreSQL database ``name`` on the server of ``url`` (replacing one of that
+    name); returns its URL. For test runs and benchmarks, which each want a clean database."""
+    admin = await _pg_admin(url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_pg_database(url: str) -> None:
+    admin = await _pg_admin(url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+    finally:
+        await admin.close()

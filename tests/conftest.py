@@ -21,7 +21,7 @@ from admin_api.app import create_app
 from admin_api.client import AgentClient, VisitorClient
 from core import seats
 from core.config import Settings
-from core.db import Database, migrate
+from core.db import Database, create_pg_database, drop_pg_database, migrate
 from tests.wechat.platform import StandIn
 
 PG_URL = os.environ.get("CHANNELHUB_TEST_DATABASE_URL")
@@ -40,38 +40,10 @@ def free_port() -> int:
 WECHAT_API_PORT = free_port()
 
 
-async def _fresh_pg_database(url: str) -> str:
-    """A new, empty database for this run, named after the one in ``url``."""
-    import asyncpg
-
-    parsed = make_url(url)
-    name = f"{parsed.database or 'channelhub'}_{os.getpid()}"
-    admin = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
-                                  password=parsed.password, database="postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return parsed.set(database=name).render_as_string(hide_password=False)
-
-
-async def _drop_pg_database(url: str) -> None:
-    import asyncpg
-
-    parsed = make_url(url)
-    admin = await asyncpg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
-                                  password=parsed.password, database="postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 @pytest.fixture(scope="session")
 async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
     if PG_URL:
-        url = await _fresh_pg_database(PG_URL)
+        url = await create_pg_database(PG_URL, f"{make_url(PG_URL).database or 'channelhub'}_{os.getpid()}")
     else:
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'hub.db'}"
     s = Settings(
@@ -89,7 +61,7 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
     await db.dispose()
     yield s
     if PG_URL:
-        await _drop_pg_database(url)
+        await drop_pg_database(url)
 
 
 @dataclass
