@@ -11,7 +11,6 @@ changed through it whatever id is asked for.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -85,40 +84,15 @@ class Database:
                                               pool_pre_ping=True)
             self.read_engine = self.engine
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._turn: asyncio.Lock | None = None
-        self._turn_owner: asyncio.Task[Any] | None = None
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self, tenant_id: int | None = None) -> AsyncIterator[AsyncSession]:
         """A writing transaction: committed on success, rolled back on any error."""
-        async with self._write_turn():
-            async with self._writer() as session:
-                session.info["tenant_id"] = tenant_id
-                async with session.begin():
-                    yield session
-
-    @asynccontextmanager
-    async def _write_turn(self) -> AsyncIterator[None]:
-        """On SQLite, this process's writers take turns here instead of inside SQLite, whose busy
-        handler sleeps in steps of up to 100 ms: measured with 30 concurrent ingests, 106-128/s with
-        p99 1.4-2.3 s waiting in SQLite against 155-198/s with p99 0.24 s queued here. Other
-        processes (a worker's event loop) still meet at SQLite's lock. PostgreSQL needs no turns."""
-        if not self.is_sqlite:
-            yield
-            return
-        task = asyncio.current_task()
-        if self._turn_owner is task:  # a nested writer in the same task would wait on itself
-            yield
-            return
-        if self._turn is None:
-            self._turn = asyncio.Lock()
-        async with self._turn:
-            self._turn_owner = task
-            try:
-                yield
-            finally:
-                self._turn_owner = None
+        async with self._writer() as session:
+            session.info["tenant_id"] = tenant_id
+            async with session.begin():
+                yield session
 
     @asynccontextmanager
     async def read(self, tenant_id: int | None = None) -> AsyncIterator[AsyncSession]:
