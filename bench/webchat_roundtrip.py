@@ -128,12 +128,22 @@ class BenchAgent(AgentClient):
 
     stats: Stats
     _answers: set[asyncio.Task[None]]
+    # Tickets seen before the router assigned them: ticket id -> the message waiting for an answer.
+    _unassigned: dict[int, int]
 
     def _take(self, event: dict[str, Any]) -> None:
         if event["id"] in self._seen:
             return
         self._seen.add(event["id"])
         self.last_event_id = max(self.last_event_id or 0, event["id"])
+        me = (self.agent or {}).get("id")
+        if event.get("kind") == "ticket.assigned" and (event.get("ticket") or {}).get("assignee_id") == me:
+            # A new ticket's first message is seen by every agent before the router picks one:
+            # the one it picks answers it now.
+            seq = self._unassigned.pop(event["ticket_id"], None)
+            if seq is not None:
+                self._spawn_answer(event["ticket_id"], seq)
+            return
         if event.get("kind") != "message.created":
             return
         message = event.get("message") or {}
@@ -142,12 +152,21 @@ class BenchAgent(AgentClient):
         seq = seq_of(message.get("text", ""), "c")
         if seq is None:
             return
+        assignee = (event.get("ticket") or {}).get("assignee_id")
+        if assignee is None:
+            self._unassigned[event["ticket_id"]] = seq
+            return
+        if assignee != me:
+            return
         now = time.perf_counter()
         sent = self.stats.sent_at.get(seq)
         if sent is not None and seq not in self.stats.to_agent:
             self.stats.to_agent[seq] = now - sent
             self.stats.mark_arrival(now)
-        task = asyncio.get_running_loop().create_task(self._answer(event["ticket_id"], seq))
+        self._spawn_answer(event["ticket_id"], seq)
+
+    def _spawn_answer(self, ticket_id: int, seq: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._answer(ticket_id, seq))
         self._answers.add(task)  # a reference until done, or the task may be collected
         task.add_done_callback(self._answers.discard)
 
@@ -324,7 +343,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         agents: list[BenchAgent] = []
         for email in emails:
             agent = BenchAgent(base, host=domain, session=session)
-            agent.stats, agent._answers = stats, set()
+            agent.stats, agent._answers, agent._unassigned = stats, set(), {}
             clients.append(agent)
             await agent.login(email, PASSWORD)
             await agent.connect()
