@@ -53,14 +53,3 @@ async def channel_load(session: AsyncSession, agent_id: int, channel: str) -> in
         select(func.count(Ticket.id)).where(
             Ticket.assignee_id == agent_id, Ticket.channel == channel, Ticket.status.in_(ACTIVE_STATUSES))
     )).scalar_one())
-
-
-async def heal(session: AsyncSession, agent_id: int) -> int:
-    """Recount one agent's load from the tickets (under the agent's row lock)."""
-    await session.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update())
-    actual = int((await session.execute(
-        select(func.count(Ticket.id)).where(Ticket.assignee_id == agent_id, Ticket.status.in_(ACTIVE_STATUSES))
-    )).scalar_one())
-    await session.execute(update(Agent).where(Agent.id == agent_id).values(load=actual)
-                          .execution_options(synchronize_session=False))
-    return actual

@@ -9,7 +9,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.models import Event, Ticket, utcnow
-from core.serialize import iso
+from core.serialize import event_view
 
 
 class EventKind:
@@ -65,13 +65,7 @@ class EventLog:
         # the returned ids, sorted, line up with self.rows (asking SQLAlchemy to guarantee the order
         # instead makes it insert row by row on SQLite).
         ids = sorted((await self.session.execute(insert(Event).returning(Event.id), self.rows)).scalars())
-        out = []
-        for event_id, row in zip(ids, self.rows, strict=True):
-            out.append({
-                "id": event_id, "kind": row["kind"], "ticket_id": row["ticket_id"], "assignee_id": row["assignee_id"],
-                "previous_assignee_id": row["previous_assignee_id"], "created_at": iso(row["created_at"]),
-                **row["payload"],
-            })
+        out = [event_view(event_id, row) for event_id, row in zip(ids, self.rows, strict=True)]
         self.rows = []
         return out
 

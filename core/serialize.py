@@ -45,7 +45,8 @@ def message_dict(
 ) -> dict[str, Any]:
     author: dict[str, Any] | None
     if message.direction == "inbound":
-        author = {"type": "customer", "id": message_customer_id(customer), "name": customer.name if customer else None}
+        author = {"type": "customer", "id": customer.id if customer else None,
+                  "name": customer.name if customer else None}
     elif message.author_agent_id is not None:
         author = {"type": "agent", "id": message.author_agent_id, "name": agent.name if agent else None}
     else:
@@ -63,10 +64,6 @@ def message_dict(
     }
 
 
-def message_customer_id(customer: Customer | None) -> int | None:
-    return customer.id if customer is not None else None
-
-
 def public_message(message: dict[str, Any]) -> dict[str, Any]:
     """What a customer may see of a message: no internal ids of agents, no delivery internals."""
     author = message.get("author")
@@ -81,14 +78,21 @@ def public_message(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def event_dict(event: Event) -> dict[str, Any]:
+    return event_view(event.id, {"kind": event.kind, "ticket_id": event.ticket_id, "assignee_id": event.assignee_id,
+                                 "previous_assignee_id": event.previous_assignee_id,
+                                 "created_at": event.created_at, "payload": event.payload})
+
+
+def event_view(event_id: int, row: dict[str, Any]) -> dict[str, Any]:
+    """An event as clients get it, live from the bus or replayed from the table: the same shape."""
     return {
-        "id": event.id,
-        "kind": event.kind,
-        "ticket_id": event.ticket_id,
-        "assignee_id": event.assignee_id,
-        "previous_assignee_id": event.previous_assignee_id,
-        "created_at": iso(event.created_at),
-        **event.payload,
+        "id": event_id,
+        "kind": row["kind"],
+        "ticket_id": row["ticket_id"],
+        "assignee_id": row["assignee_id"],
+        "previous_assignee_id": row["previous_assignee_id"],
+        "created_at": iso(row["created_at"]),
+        **row["payload"],
     }
 
 
