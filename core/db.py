@@ -11,7 +11,10 @@ changed through it whatever id is asked for.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,6 +47,74 @@ def _scope_to_tenant(state: ORMExecuteState) -> None:
     state.statement = state.statement.options(
         with_loader_criteria(models.TenantScoped, lambda cls: cls.tenant_id == tenant_id, include_aliases=True)
     )
+
+
+class WriteLock:
+    """A first-come, first-served lock shared by every event loop (thread) of the process.
+
+    SQLite has one writer at a time. Left to itself, a writer that finds the database locked
+    sleeps in SQLite's busy handler (1, 2, 5 ... 100 ms) and polls, so under load a write waits
+    far longer than the one before it takes, and whoever polls at the right moment wins. Queueing
+    the process's writers here hands the database from one to the next the moment it is free.
+    It must span loops: the embedded dramatiq worker writes from its own loop, and a per-loop
+    ``asyncio.Lock`` would leave it to the busy handler, behind every writer of the web loop.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+
+    async def acquire(self) -> None:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            with self._mutex:
+                try:
+                    self._waiters.remove((loop, waiter))
+                    queued = True
+                except ValueError:
+                    queued = False
+            # Handed over before the cancellation took: pass it on. (If the hand-over's callback
+            # has not run yet, it finds the waiter cancelled and passes it on itself.)
+            if not queued and waiter.done() and not waiter.cancelled():
+                self.release()
+            raise
+
+    def release(self) -> None:
+        with self._mutex:
+            if not self._waiters:
+                self._held = False
+                return
+            loop, waiter = self._waiters.popleft()
+        # Still held: ownership passes straight to the next waiter, in its own loop.
+        try:
+            loop.call_soon_threadsafe(self._hand_over, waiter)
+        except RuntimeError:  # that loop is closed: its waiter will never run
+            self.release()
+
+    def _hand_over(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.cancelled():
+            self.release()
+        else:
+            waiter.set_result(None)
+
+
+_write_locks: dict[str, WriteLock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def write_lock(url: str) -> WriteLock:
+    """The process's lock for one SQLite database file (every engine on it shares it)."""
+    with _write_locks_guard:
+        return _write_locks.setdefault(url, WriteLock())
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
@@ -85,14 +156,22 @@ class Database:
             self.read_engine = self.engine
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        self._write_lock = write_lock(url) if self.is_sqlite else None
 
     @asynccontextmanager
     async def session(self, tenant_id: int | None = None) -> AsyncIterator[AsyncSession]:
         """A writing transaction: committed on success, rolled back on any error."""
-        async with self._writer() as session:
-            session.info["tenant_id"] = tenant_id
-            async with session.begin():
-                yield session
+        lock = self._write_lock
+        if lock is not None:
+            await lock.acquire()
+        try:
+            async with self._writer() as session:
+                session.info["tenant_id"] = tenant_id
+                async with session.begin():
+                    yield session
+        finally:
+            if lock is not None:
+                lock.release()
 
     @asynccontextmanager
     async def read(self, tenant_id: int | None = None) -> AsyncIterator[AsyncSession]:
