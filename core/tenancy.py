@@ -6,11 +6,11 @@ lasts ``TTL`` seconds.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from core.cache import TTLCache
 from core.db import Database
 from core.errors import UnknownTenant
 from core.models import Tenant
@@ -35,31 +35,21 @@ def normalize_host(host: str | None) -> str:
 class TenantResolver:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._cache: dict[str, tuple[float, TenantRef | None]] = {}
+        self._cache: TTLCache[str, TenantRef] = TTLCache(TTL)
 
     async def resolve(self, host: str | None) -> TenantRef:
         domain = normalize_host(host)
-        now = time.monotonic()
-        hit = self._cache.get(domain)
-        if hit is not None and hit[0] > now:
-            ref = hit[1]
-        else:
-            async with self.db.read() as session:
-                row = (
-                    await session.execute(
-                        select(Tenant.id, Tenant.name, Tenant.domain).where(
-                            Tenant.domain == domain, Tenant.status == "active"
-                        )
-                    )
-                ).one_or_none()
-            ref = TenantRef(row.id, row.name, row.domain) if row else None
-            # Misses are cached briefly too, so a flood of unknown hosts costs one query a second.
-            self._cache[domain] = (now + (TTL if ref else 1.0), ref)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
+        ref = await self._cache.get(domain, lambda: self._load(domain))
         if ref is None:
             raise UnknownTenant(f"no tenant is served at {domain or '(no host)'}")
         return ref
 
+    async def _load(self, domain: str) -> TenantRef | None:
+        async with self.db.read() as session:
+            row = (await session.execute(
+                select(Tenant.id, Tenant.name, Tenant.domain).where(Tenant.domain == domain, Tenant.status == "active")
+            )).one_or_none()
+        return TenantRef(row.id, row.name, row.domain) if row else None
+
     def forget(self, domain: str) -> None:
-        self._cache.pop(normalize_host(domain), None)
+        self._cache.forget(normalize_host(domain))

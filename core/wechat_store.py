@@ -12,7 +12,6 @@ import base64
 import binascii
 import re
 import secrets as pysecrets
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import secrets
 from core.audit import audit
+from core.cache import TTLCache
 from core.config import Settings
 from core.errors import Conflict, DeliveryError, InvalidInput, NotFound
 from core.models import (
@@ -100,8 +100,8 @@ def _config(settings: Settings, acc: WeChatAccount) -> AccountConfig:
     )
 
 
-_by_key: dict[str, tuple[float, AccountConfig | None]] = {}
-_by_identity: dict[tuple[int, str, str, str | None], tuple[float, AccountConfig | None]] = {}
+_by_key: TTLCache[str, AccountConfig] = TTLCache(ACCOUNT_TTL)
+_by_identity: TTLCache[tuple[int, str, str, str | None], AccountConfig] = TTLCache(ACCOUNT_TTL)
 
 
 def forget_accounts() -> None:
@@ -111,17 +111,13 @@ def forget_accounts() -> None:
 
 async def account_by_key(hub: Hub, tenant_id: int, key: str) -> AccountConfig | None:
     """The tenant's active account behind a webhook URL (None for another tenant's key)."""
-    now = time.monotonic()
-    hit = _by_key.get(key)
-    if hit is not None and hit[0] > now:
-        found = hit[1]
-    else:
+
+    async def load() -> AccountConfig | None:
         async with hub.db.read() as session:
             acc = (await session.execute(select(WeChatAccount).where(WeChatAccount.key == key))).scalar_one_or_none()
-        found = _config(hub.settings, acc) if acc is not None else None
-        _by_key[key] = (now + (ACCOUNT_TTL if found else 1.0), found)
-        if len(_by_key) > 10_000:
-            _by_key.clear()
+        return _config(hub.settings, acc) if acc is not None else None
+
+    found = await _by_key.get(key, load)
     if found is None or found.tenant_id != tenant_id or not found.active:
         return None
     return found
@@ -129,20 +125,17 @@ async def account_by_key(hub: Hub, tenant_id: int, key: str) -> AccountConfig | 
 
 async def account_for_identity(hub: Hub, tenant_id: int, external_id: str) -> AccountConfig | None:
     kind, app_id, open_kfid, _user = split_external_id(external_id)
-    ident = (tenant_id, kind, app_id, open_kfid)
-    now = time.monotonic()
-    hit = _by_identity.get(ident)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    async with hub.db.read(tenant_id) as session:
-        stmt = select(WeChatAccount).where(WeChatAccount.kind == kind, WeChatAccount.app_id == app_id,
-                                           WeChatAccount.active.is_(True))
-        if open_kfid is not None:
-            stmt = stmt.where(WeChatAccount.open_kfid == open_kfid)
-        acc = (await session.execute(stmt.order_by(WeChatAccount.id).limit(1))).scalar_one_or_none()
-    found = _config(hub.settings, acc) if acc is not None else None
-    _by_identity[ident] = (now + (ACCOUNT_TTL if found else 1.0), found)
-    return found
+
+    async def load() -> AccountConfig | None:
+        async with hub.db.read(tenant_id) as session:
+            stmt = select(WeChatAccount).where(WeChatAccount.kind == kind, WeChatAccount.app_id == app_id,
+                                               WeChatAccount.active.is_(True))
+            if open_kfid is not None:
+                stmt = stmt.where(WeChatAccount.open_kfid == open_kfid)
+            acc = (await session.execute(stmt.order_by(WeChatAccount.id).limit(1))).scalar_one_or_none()
+        return _config(hub.settings, acc) if acc is not None else None
+
+    return await _by_identity.get((tenant_id, kind, app_id, open_kfid), load)
 
 
 # --- configuration (admin API) ---------------------------------------------------------------
