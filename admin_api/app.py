@@ -40,6 +40,7 @@ async def _on_startup(app: web.Application) -> None:
     hub = app[HUB]
     await hub.start()
     hub.router.start()
+    hub.inbox.start()
     outbox.setup(hub.settings)
     if hub.settings.embedded_worker:
         app[OWNS_WORKER] = outbox.start_worker(hub.settings)
@@ -59,6 +60,8 @@ async def _on_cleanup(app: web.Application) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    # Accepted messages are landed before anything stops; what waits in the inbox stays for later.
+    await app[HUB].inbox.stop()
     await app[HUB].router.stop()
     if app.get(OWNS_WORKER):
         await asyncio.to_thread(outbox.stop_worker)

@@ -30,6 +30,10 @@ class Attachment:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "content_type": self.content_type, "url": self.url, "size": self.size}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attachment:
+        return cls(name=data["name"], content_type=data["content_type"], url=data.get("url"), size=data.get("size"))
+
 
 @dataclass(frozen=True)
 class InboundMessage:

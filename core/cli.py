@@ -1,4 +1,5 @@
-"""The ``channelhub`` command: serve, worker, migrate, tenant create, agent create, group create, demo."""
+"""The ``channelhub`` command: serve, worker, migrate, tenant create, agent create, group create, inbox,
+demo."""
 
 from __future__ import annotations
 
@@ -88,9 +89,23 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         asyncio.run(_with_db(settings, migrate))
     if args.demo:
         asyncio.run(_with_db(settings, lambda db: _ensure_demo(db, settings)))
+    loop = _new_loop(settings)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, shutdown_timeout=5,
-                access_log=None, print=lambda *_: logger.info("serving on http://%s:%s", settings.host, settings.port))
+                access_log=None, print=lambda *_: logger.info("serving on http://%s:%s", settings.host, settings.port),
+                loop=loop)
     return 0
+
+
+def _new_loop(settings: Settings) -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed and wanted (it serves HTTP in about half the CPU time)."""
+    if settings.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            logger.info("uvloop is not installed; serving on asyncio's own event loop")
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -174,6 +189,23 @@ def cmd_group_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inbox(settings: Settings, args: argparse.Namespace) -> int:
+    from core import inbox
+
+    async def job(db: Database) -> tuple[int, dict[str, int], list[dict[str, Any]]]:
+        retried = await inbox.retry_failed(db) if args.retry_failed else 0
+        return retried, await inbox.counts(db), await inbox.failed(db)
+
+    retried, counts, failed = asyncio.run(_with_db(settings, job))
+    if args.retry_failed:
+        print(f"{retried} failed message(s) put back in line")
+    print(f"inbox: {counts['pending']} waiting, {counts['failed']} failed")
+    for row in failed:
+        print(f"  #{row['id']} tenant {row['tenant_id']} {row['channel']} {row['channel_message_id']} "
+              f"received {row['received_at']:%Y-%m-%d %H:%M:%S} after {row['attempts']} attempts: {row['last_error']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="channelhub", description="channelhub customer-service hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--capacity", type=int, default=5)
     ac.add_argument("--group", type=int, action="append", default=[], help="group id (repeatable)")
     ac.set_defaults(func=cmd_agent_create)
+
+    box = sub.add_parser("inbox", help="what web-hook channels accepted and is not yet a ticket; failed messages")
+    box.add_argument("--retry-failed", action="store_true", help="put messages that failed back in line")
+    box.set_defaults(func=cmd_inbox)
 
     group = sub.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
     gc = group.add_parser("create", help="create a group in a tenant")

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.models import Event, Ticket, utcnow
-from core.serialize import event_view
+from core.models import Event, Ticket, table_of, utcnow
+from core.serialize import TicketRow, event_view
 
 
 class EventKind:
@@ -42,7 +42,7 @@ class EventLog:
         kind: str,
         *,
         tenant_id: int,
-        ticket: Ticket | None = None,
+        ticket: Ticket | TicketRow | None = None,
         payload: dict[str, Any] | None = None,
         assignee_id: int | None = None,
         previous_assignee_id: int | None = None,
@@ -64,7 +64,9 @@ class EventLog:
         # One multi-row INSERT: both databases number the rows in the order of the VALUES list, so
         # the returned ids, sorted, line up with self.rows (asking SQLAlchemy to guarantee the order
         # instead makes it insert row by row on SQLite).
-        ids = sorted((await self.session.execute(insert(Event).returning(Event.id), self.rows)).scalars())
+        # The table, not the mapped class: a Core INSERT skips the ORM's per-row bulk machinery.
+        table = table_of(Event)
+        ids = sorted((await self.session.execute(insert(table).returning(table.c.id), self.rows)).scalars())
         out = [event_view(event_id, row) for event_id, row in zip(ids, self.rows, strict=True)]
         self.rows = []
         return out

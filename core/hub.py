@@ -9,6 +9,7 @@ from core.bus import Bus, make_bus
 from core.config import Settings
 from core.db import Database
 from core.events import tenant_topic
+from core.inbox import Inbox
 from routing.router import Router
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ class Hub:
         self.bus: Bus = make_bus(settings.redis_url, settings.queue_namespace)
         self.connectors: dict[str, Connector] = build_connectors(self)
         self.router = Router(self)
+        self.inbox = Inbox(self)
 
     async def start(self) -> None:
         await self.bus.start()

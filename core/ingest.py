@@ -1,18 +1,26 @@
 """``ingest``: the one way a message comes in, from every channel.
 
 In one transaction it finds or creates the customer and their joinable ticket, stores the message,
-routes a ticket that has no agent, and records the events; after commit the events are published.
-It is idempotent on (tenant, channel, channel message id): a retried web-hook, a re-fetched e-mail
-or a reconnecting client returns the message stored the first time.
+applies the routing rules to a new ticket, and records the events; after commit the events are
+published and the router is told about tickets that wait. It is idempotent on (tenant, channel,
+channel message id): a retried web-hook, a re-fetched e-mail or a reconnecting client returns the
+message stored the first time.
+
+It works on batches: :func:`ingest_in` takes any number of messages of one tenant and does the
+same few statements for a hundred as for one (duplicates, identities, tickets, messages and events
+are each read or written once per batch). A single message (:func:`ingest`) is a batch of one, so
+there is one code path; the inbox (core.inbox) drains web-hook channels in batches of a hundred.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,20 +30,26 @@ from core.errors import InvalidInput, TooLarge
 from core.events import EventKind, EventLog
 from core.models import (
     JOINABLE_STATUSES,
+    PRIORITY_RANK,
     Customer,
     CustomerIdentity,
     Direction,
     Message,
+    Priority,
     Ticket,
     TicketStatus,
+    table_of,
 )
-from core.serialize import message_dict, ticket_dict
+from core.serialize import CUSTOMER_ROW_FIELDS, TICKET_ROW_FIELDS, CustomerRow, TicketRow, message_dict, ticket_dict
 from routing.router import RoutingState
 
 if TYPE_CHECKING:
     from core.hub import Hub
 
 logger = logging.getLogger(__name__)
+
+# What the identity and message-id columns hold.
+MAX_ID_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -62,65 +76,14 @@ def check_text(text: str, limit: int) -> str:
     return text
 
 
-async def _existing(session: AsyncSession, msg: InboundMessage) -> IngestResult | None:
-    row = (
-        await session.execute(
-            select(Message, Ticket, Customer)
-            .join(Ticket, Ticket.id == Message.ticket_id)
-            .join(Customer, Customer.id == Ticket.customer_id)
-            .where(
-                Message.tenant_id == msg.tenant_id,
-                Message.channel == msg.channel,
-                Message.direction == Direction.INBOUND,
-                Message.channel_message_id == msg.channel_message_id,
-            )
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    message, ticket, customer = row
-    return IngestResult(message_dict(message, customer=customer), ticket_dict(ticket, customer), True, False)
-
-
-async def _identity(session: AsyncSession, msg: InboundMessage) -> tuple[CustomerIdentity, Customer]:
-    row = (
-        await session.execute(
-            select(CustomerIdentity, Customer)
-            .join(Customer, Customer.id == CustomerIdentity.customer_id)
-            .where(
-                CustomerIdentity.tenant_id == msg.tenant_id,
-                CustomerIdentity.channel == msg.channel,
-                CustomerIdentity.external_id == msg.external_id,
-            )
-            # One customer's messages are taken one at a time, so two first messages arriving at
-            # once (a websocket and the HTTP fallback) cannot open two tickets.
-            .with_for_update(of=CustomerIdentity)
-        )
-    ).one_or_none()
-    if row is not None:
-        identity, customer = row
-        changed = False
-        if msg.customer_name and customer.name != msg.customer_name:
-            customer.name, changed = msg.customer_name, True
-        if msg.customer_email and not customer.email:
-            customer.email, changed = msg.customer_email, True
-        if changed:
-            await session.flush()
-        return identity, customer
-    customer = Customer(
-        tenant_id=msg.tenant_id,
-        name=msg.customer_name,
-        email=msg.customer_email,
-        attributes=dict(msg.customer_attributes),
-    )
-    session.add(customer)
-    await session.flush()
-    identity = CustomerIdentity(
-        tenant_id=msg.tenant_id, customer_id=customer.id, channel=msg.channel, external_id=msg.external_id
-    )
-    session.add(identity)
-    await session.flush()
-    return identity, customer
+def check_message(msg: InboundMessage, limit: int) -> None:
+    """What any channel's message must be before it is stored (or put in the inbox)."""
+    check_text(msg.text, limit)
+    if not msg.external_id or not msg.channel_message_id:
+        raise InvalidInput("a message needs the sender's identity and the channel's message id")
+    if len(msg.external_id) > MAX_ID_LENGTH or len(msg.channel_message_id) > MAX_ID_LENGTH:
+        raise InvalidInput(f"the sender's identity and the message id are at most {MAX_ID_LENGTH} characters",
+                           code="invalid_id")
 
 
 def _subject(msg: InboundMessage) -> str:
@@ -130,96 +93,268 @@ def _subject(msg: InboundMessage) -> str:
     return first_line[:80]
 
 
-async def _ingest_once(hub: Hub, msg: InboundMessage) -> tuple[IngestResult, list[dict[str, Any]]]:
-    async with hub.db.session(msg.tenant_id) as session:
-        existing = await _existing(session, msg)
-        if existing is not None:
-            return existing, []
-        identity, customer = await _identity(session, msg)
-        ticket = (
-            await session.execute(
-                select(Ticket)
-                .where(Ticket.identity_id == identity.id, Ticket.status.in_(JOINABLE_STATUSES))
-                .order_by(Ticket.id.desc())
-                .limit(1)
-                .with_for_update()
-            )
-        ).scalar_one_or_none()
-        log = EventLog(session)
-        now = msg.received_at
-        created = ticket is None
-        if ticket is None:
-            ticket = Ticket(
-                tenant_id=msg.tenant_id,
-                customer_id=customer.id,
-                identity_id=identity.id,
-                channel=msg.channel,
-                subject=_subject(msg),
-                status=TicketStatus.NEW,
-                created_at=now,
-                updated_at=now,
-                last_message_at=now,
-            )
-            session.add(ticket)
-            await hub.router.apply_rules(session, ticket, customer, msg.text)
-        else:
-            if ticket.status == TicketStatus.SOLVED:
-                ticket.reopen_count += 1
-                ticket.solved_at = None
-                ticket.status = TicketStatus.OPEN
-                # Back to the agent who solved it if they are online with room, else to routing.
-                if ticket.assignee_id is not None and await take_slot(
-                    session, ticket.assignee_id, ticket.channel, require_online=True
-                ):
-                    ticket.routing_state = RoutingState.ASSIGNED
-                else:
-                    ticket.assignee_id = None
-                    ticket.routing_state = RoutingState.PENDING
-            elif ticket.status == TicketStatus.PENDING:
-                ticket.status = TicketStatus.OPEN
-            ticket.last_message_at = now
-            ticket.updated_at = now
-        await session.flush()
-        message = Message(
-            tenant_id=msg.tenant_id,
-            ticket_id=ticket.id,
-            channel=msg.channel,
-            direction=Direction.INBOUND,
-            body=msg.text,
-            attachments=[a.to_dict() for a in msg.attachments],
-            channel_message_id=msg.channel_message_id,
-            created_at=now,
+async def _existing(session: AsyncSession, tenant_id: int, msgs: Sequence[InboundMessage]
+                    ) -> dict[tuple[str, str], IngestResult]:
+    """The messages of this batch stored before (a retry), by (channel, channel message id)."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for m in msgs:
+        wanted[m.channel].add(m.channel_message_id)
+    found: dict[tuple[str, str], IngestResult] = {}
+    for channel, cmids in wanted.items():
+        rows = await session.execute(
+            select(Message, Ticket, Customer)
+            .join(Ticket, Ticket.id == Message.ticket_id)
+            .join(Customer, Customer.id == Ticket.customer_id)
+            .where(Message.tenant_id == tenant_id, Message.channel == channel,
+                   Message.direction == Direction.INBOUND, Message.channel_message_id.in_(cmids))
         )
-        session.add(message)
-        await session.flush()
-        tdict = ticket_dict(ticket, customer)
-        mdict = message_dict(message, customer=customer)
-        if created:
-            log.add(EventKind.TICKET_CREATED, tenant_id=msg.tenant_id, ticket=ticket, payload={"ticket": tdict})
-        log.add(EventKind.MESSAGE_CREATED, tenant_id=msg.tenant_id, ticket=ticket,
+        for message, ticket, customer in rows:
+            found[(channel, message.channel_message_id or "")] = IngestResult(
+                message_dict(message, customer=customer), ticket_dict(ticket, customer), True, False)
+    return found
+
+
+async def _identities(session: AsyncSession, tenant_id: int, msgs: Sequence[InboundMessage]
+                      ) -> dict[tuple[str, str], tuple[int, CustomerRow]]:
+    """Every sender's identity id and customer, created for first-time senders. The identities
+    are locked, so one customer's messages are taken one batch at a time: two first messages
+    arriving at once (a websocket and the HTTP fallback) cannot open two tickets."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for m in msgs:
+        wanted[m.channel].add(m.external_id)
+    found: dict[tuple[str, str], tuple[int, CustomerRow]] = {}
+    for channel, external_ids in wanted.items():
+        rows = await session.execute(
+            select(CustomerIdentity.id, CustomerIdentity.external_id, *_CUSTOMER_COLUMNS)
+            .join(Customer, Customer.id == CustomerIdentity.customer_id)
+            .where(CustomerIdentity.tenant_id == tenant_id, CustomerIdentity.channel == channel,
+                   CustomerIdentity.external_id.in_(external_ids))
+            .with_for_update(of=CustomerIdentity)
+        )
+        for row in rows:
+            found[(channel, row[1])] = (row[0], CustomerRow(*row[2:]))
+    changed: dict[int, CustomerRow] = {}
+    new: dict[tuple[str, str], dict[str, Any]] = {}
+    for m in msgs:
+        key = (m.channel, m.external_id)
+        if key in found:
+            customer = found[key][1]
+            if m.customer_name and customer.name != m.customer_name[:200]:
+                customer.name = m.customer_name[:200]
+                changed[customer.id] = customer
+            if m.customer_email and not customer.email:
+                customer.email = m.customer_email[:320]
+                changed[customer.id] = customer
+        elif key not in new:
+            new[key] = {"tenant_id": tenant_id, "name": m.customer_name[:200] if m.customer_name else None,
+                        "email": m.customer_email[:320] if m.customer_email else None,
+                        "attributes": dict(m.customer_attributes), "tags": [], "created_at": m.received_at}
+    for customer in changed.values():
+        await session.execute(update(Customer).where(Customer.id == customer.id)
+                              .values(name=customer.name, email=customer.email)
+                              .execution_options(synchronize_session=False))
+    if new:
+        # One multi-row INSERT each; the new customers' ids, sorted, follow the VALUES order.
+        rows_ = list(new.values())
+        table = table_of(Customer)
+        customer_ids = sorted((await session.execute(insert(table).returning(table.c.id), rows_)).scalars())
+        customers = {key: CustomerRow(cid, row["name"], row["email"], [], row["attributes"])
+                     for (key, row), cid in zip(new.items(), customer_ids, strict=True)}
+        # A first message from the same sender stored by another process meanwhile makes this an
+        # IntegrityError: the caller retries, and then finds that identity.
+        table = table_of(CustomerIdentity)
+        made = await session.execute(
+            insert(table).returning(table.c.id, table.c.channel, table.c.external_id),
+            [{"tenant_id": tenant_id, "customer_id": customers[key].id, "channel": key[0], "external_id": key[1],
+              "created_at": new[key]["created_at"]} for key in new])
+        for identity_id, channel, external_id in made:
+            found[(channel, external_id)] = (identity_id, customers[(channel, external_id)])
+    return found
+
+
+_CUSTOMER_COLUMNS = tuple(getattr(Customer, name) for name in CUSTOMER_ROW_FIELDS)
+_TICKET_COLUMNS = tuple(getattr(Ticket, name) for name in TICKET_ROW_FIELDS)
+# What a customer's message can change on a ticket they already have.
+_JOIN_CHANGES = ("status", "assignee_id", "routing_state", "reopen_count", "solved_at", "last_message_at",
+                 "updated_at")
+
+
+async def _joinable(session: AsyncSession, identity_ids: list[int]) -> dict[int, TicketRow]:
+    """Each identity's newest ticket a message can join (locked)."""
+    rows = await session.execute(
+        select(*_TICKET_COLUMNS).where(Ticket.identity_id.in_(identity_ids), Ticket.status.in_(JOINABLE_STATUSES))
+        .order_by(Ticket.id).with_for_update()
+    )
+    return {t.identity_id: t for t in (TicketRow(*row) for row in rows) if t.identity_id is not None}
+
+
+async def _join(session: AsyncSession, ticket: TicketRow, msg: InboundMessage) -> None:
+    """A customer's message on their ticket: a solved one reopens, a pending one is open again."""
+    now = msg.received_at
+    if ticket.status == TicketStatus.SOLVED:
+        ticket.reopen_count += 1
+        ticket.solved_at = None
+        ticket.status = TicketStatus.OPEN
+        # Back to the agent who solved it if they are online with room, else to routing.
+        if ticket.assignee_id is not None and await take_slot(
+            session, ticket.assignee_id, ticket.channel, require_online=True
+        ):
+            ticket.routing_state = RoutingState.ASSIGNED
+        else:
+            ticket.assignee_id = None
+            ticket.routing_state = RoutingState.PENDING
+    elif ticket.status == TicketStatus.PENDING:
+        ticket.status = TicketStatus.OPEN
+    if ticket.last_message_at is None or ticket.last_message_at < now:
+        ticket.last_message_at = now
+    if ticket.updated_at < now:
+        ticket.updated_at = now
+
+
+def _new_ticket(tenant_id: int, identity_id: int, customer: CustomerRow, msg: InboundMessage) -> TicketRow:
+    now = msg.received_at
+    return TicketRow(id=0, tenant_id=tenant_id, customer_id=customer.id, identity_id=identity_id, channel=msg.channel,
+                     subject=_subject(msg), status=TicketStatus.NEW, priority=Priority.NORMAL,
+                     priority_rank=PRIORITY_RANK[Priority.NORMAL], tags=[], required_skills={},
+                     routing_state=RoutingState.PENDING, routing_rule=None, group_id=None, assignee_id=None,
+                     created_at=now, updated_at=now, last_message_at=now, assigned_at=None,
+                     first_response_at=None, solved_at=None, reopen_count=0)
+
+
+async def _write_tickets(session: AsyncSession, created: list[TicketRow], joined: list[TicketRow]) -> None:
+    """The batch's new tickets in one INSERT, the joined ones in one UPDATE (executemany)."""
+    if created:
+        table = table_of(Ticket)
+        values = [{name: getattr(t, name) for name in TICKET_ROW_FIELDS if name != "id"} for t in created]
+        # Each new ticket is a different identity's: the ids come back keyed by identity.
+        rows = await session.execute(insert(table).returning(table.c.id, table.c.identity_id), values)
+        ids = {identity_id: ticket_id for ticket_id, identity_id in rows}
+        for t in created:
+            t.id = ids[t.identity_id]
+    if joined:
+        table = table_of(Ticket)
+        stmt = (update(table).where(table.c.id == bindparam("_id"))
+                .values({name: bindparam(name) for name in _JOIN_CHANGES}))
+        await session.execute(stmt, [{"_id": t.id, **{name: getattr(t, name) for name in _JOIN_CHANGES}}
+                                     for t in joined])
+
+
+async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessage]
+                    ) -> tuple[list[IngestResult], list[dict[str, Any]]]:
+    """Store messages of one tenant in ``session``'s transaction (checked with :func:`check_message`
+    beforehand). Returns a result per message, in order, and the events to publish after commit."""
+    if not msgs:
+        return [], []
+    tenant_id = msgs[0].tenant_id
+    if any(m.tenant_id != tenant_id for m in msgs):
+        raise ValueError("ingest_in takes the messages of one tenant")
+    results: list[IngestResult | None] = [None] * len(msgs)
+    existing = await _existing(session, tenant_id, msgs)
+    # The batch itself may hold one message twice (a retry that landed beside the first try).
+    first: dict[tuple[str, str], int] = {}
+    fresh: list[int] = []
+    for i, m in enumerate(msgs):
+        key = (m.channel, m.channel_message_id)
+        if key in existing:
+            results[i] = existing[key]
+        elif key not in first:
+            first[key] = i
+            fresh.append(i)
+    if not fresh:
+        return _with_repeats(msgs, results, first), []
+
+    people = await _identities(session, tenant_id, [msgs[i] for i in fresh])
+    tickets = await _joinable(session, sorted({people[(msgs[i].channel, msgs[i].external_id)][0] for i in fresh}))
+    # Walk the batch in order: a sender's first message opens a ticket, the rest join it.
+    plan: list[tuple[int, TicketRow, CustomerRow, bool]] = []
+    created: list[TicketRow] = []
+    joined: dict[int, TicketRow] = {}
+    for i in fresh:
+        m = msgs[i]
+        identity_id, customer = people[(m.channel, m.external_id)]
+        ticket = tickets.get(identity_id)
+        is_new = ticket is None
+        if ticket is None:
+            ticket = tickets[identity_id] = _new_ticket(tenant_id, identity_id, customer, m)
+            await hub.router.apply_rules(session, ticket, customer, m.text)
+            created.append(ticket)
+        else:
+            await _join(session, ticket, m)
+            if ticket.id:  # not one this batch opened
+                joined[ticket.id] = ticket
+        plan.append((i, ticket, customer, is_new))
+    await _write_tickets(session, created, list(joined.values()))
+
+    rows = [{"tenant_id": tenant_id, "ticket_id": ticket.id, "channel": msgs[i].channel,
+             "direction": Direction.INBOUND, "body": msgs[i].text,
+             "attachments": [a.to_dict() for a in msgs[i].attachments],
+             "channel_message_id": msgs[i].channel_message_id, "created_at": msgs[i].received_at}
+            for i, ticket, _, _ in plan]
+    # One multi-row INSERT; both databases number the rows in the order of the VALUES list.
+    table = table_of(Message)
+    ids = sorted((await session.execute(insert(table).returning(table.c.id), rows)).scalars())
+    log = EventLog(session)
+    views: dict[int, dict[str, Any]] = {}
+    for (i, ticket, customer, is_new), message_id, row in zip(plan, ids, rows, strict=True):
+        tdict = views.get(ticket.id)
+        if tdict is None:
+            tdict = views[ticket.id] = ticket_dict(ticket, customer)
+        mdict = message_dict(Message(id=message_id, **row), customer=customer)
+        if is_new:
+            log.add(EventKind.TICKET_CREATED, tenant_id=tenant_id, ticket=ticket, payload={"ticket": tdict})
+        log.add(EventKind.MESSAGE_CREATED, tenant_id=tenant_id, ticket=ticket,
                 payload={"ticket": tdict, "message": mdict})
-        await session.flush()
-        events = await log.flush()
-        waiting = ticket.routing_state == RoutingState.PENDING
-    return IngestResult(mdict, tdict, False, created, waiting), events
+        results[i] = IngestResult(mdict, tdict, False, is_new, ticket.routing_state == RoutingState.PENDING)
+    events = await log.flush()
+    return _with_repeats(msgs, results, first), events
+
+
+def _with_repeats(msgs: Sequence[InboundMessage], results: list[IngestResult | None],
+                  first: dict[tuple[str, str], int]) -> list[IngestResult]:
+    out: list[IngestResult] = []
+    for m, result in zip(msgs, results, strict=True):
+        if result is None:
+            original = results[first[(m.channel, m.channel_message_id)]]
+            assert original is not None
+            result = IngestResult(original.message, original.ticket, True, False)
+        out.append(result)
+    return out
+
+
+async def after_commit(hub: Hub, tenant_id: int, results: Sequence[IngestResult], events: list[dict[str, Any]]) -> None:
+    """Publish what a committed batch recorded, and wake the router for tickets that wait."""
+    await hub.publish(tenant_id, events)
+    if any(r.needs_routing for r in results):
+        hub.router.signal(tenant_id, capacity=False)
+
+
+async def ingest_many(hub: Hub, msgs: Sequence[InboundMessage]) -> list[IngestResult]:
+    """Store messages (of any tenants), one transaction per tenant."""
+    for m in msgs:
+        check_message(m, hub.settings.max_message_bytes)
+    by_tenant: dict[int, list[int]] = defaultdict(list)
+    for i, m in enumerate(msgs):
+        by_tenant[m.tenant_id].append(i)
+    out: list[IngestResult | None] = [None] * len(msgs)
+    for tenant_id, positions in by_tenant.items():
+        batch = [msgs[i] for i in positions]
+        for attempt in range(3):
+            try:
+                async with hub.db.session(tenant_id) as session:
+                    results, events = await ingest_in(session, hub, batch)
+            except IntegrityError:
+                # Two deliveries of one message (or two first messages of one new customer) raced
+                # another process; the loser rolled back, and the retry finds what the winner stored.
+                if attempt == 2:
+                    raise
+                logger.debug("ingest race for tenant %s; retrying", tenant_id)
+                continue
+            await after_commit(hub, tenant_id, results, events)
+            for i, result in zip(positions, results, strict=True):
+                out[i] = result
+            break
+    return [r for r in out if r is not None]
 
 
 async def ingest(hub: Hub, msg: InboundMessage) -> IngestResult:
-    check_text(msg.text, hub.settings.max_message_bytes)
-    if not msg.external_id or not msg.channel_message_id:
-        raise InvalidInput("a message needs the sender's identity and the channel's message id")
-    for attempt in range(3):
-        try:
-            result, events = await _ingest_once(hub, msg)
-        except IntegrityError:
-            # Two deliveries of one message (or two first messages of one new customer) raced;
-            # the loser's transaction rolled back, and the retry finds what the winner stored.
-            if attempt == 2:
-                raise
-            logger.debug("ingest race on %s/%s; retrying", msg.channel, msg.channel_message_id)
-            continue
-        await hub.publish(msg.tenant_id, events)
-        if result.needs_routing:
-            hub.router.signal(msg.tenant_id, capacity=False)
-        return result
-    raise AssertionError("unreachable")
+    return (await ingest_many(hub, [msg]))[0]

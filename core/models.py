@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -74,6 +75,11 @@ MAX_BIG_ID = 2**63 - 1
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's table, for Core statements on hot paths (they skip the ORM's per-row machinery)."""
+    return cast(Table, model.__table__)
 
 
 class TenantScoped:
@@ -334,6 +340,37 @@ class OutboxItem(TenantScoped, Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+
+class InboxState(enum.StrEnum):
+    PENDING = "pending"
+    # Failed every attempt: kept aside for an operator to look at, out of the drainer's way.
+    FAILED = "failed"
+
+
+class InboxItem(TenantScoped, Base):
+    """A message a web-hook channel accepted and has not yet turned into a ticket (core.inbox).
+
+    Written (in group commits) before the web-hook answers; deleted in the transaction that
+    ingests it. The key makes a retried push land once while its first try is still waiting.
+    """
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "channel", "channel_message_id"),
+        Index("ix_inbox_state_next_attempt_id", "state", "next_attempt_at", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(40))
+    channel_message_id: Mapped[str] = mapped_column(String(255))
+    # The rest of the InboundMessage (sender, text, attachments, customer details).
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(20), default=InboxState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Event(TenantScoped, Base):

@@ -2,23 +2,68 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from core.models import Agent, Customer, Event, Message, Ticket
 
 
+@dataclass(slots=True)
+class CustomerRow:
+    """A customer read as plain columns (the hot paths skip the ORM's per-object bookkeeping)."""
+
+    id: int
+    name: str | None
+    email: str | None
+    tags: list[Any]
+    attributes: dict[str, Any]
+
+
+@dataclass(slots=True)
+class TicketRow:
+    """A ticket read (or about to be written) as plain columns, changed in place and written back
+    with one statement per batch by core.ingest."""
+
+    id: int
+    tenant_id: int
+    customer_id: int
+    identity_id: int | None
+    channel: str
+    subject: str | None
+    status: str
+    priority: str
+    priority_rank: int
+    tags: list[Any]
+    required_skills: dict[str, Any]
+    routing_state: str
+    routing_rule: str | None
+    group_id: int | None
+    assignee_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    last_message_at: datetime | None
+    assigned_at: datetime | None
+    first_response_at: datetime | None
+    solved_at: datetime | None
+    reopen_count: int
+
+
+TICKET_ROW_FIELDS = tuple(f.name for f in fields(TicketRow))
+CUSTOMER_ROW_FIELDS = tuple(f.name for f in fields(CustomerRow))
+
+
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def customer_dict(customer: Customer | None) -> dict[str, Any] | None:
+def customer_dict(customer: Customer | CustomerRow | None) -> dict[str, Any] | None:
     if customer is None:
         return None
     return {"id": customer.id, "name": customer.name, "email": customer.email}
 
 
-def ticket_dict(ticket: Ticket, customer: Customer | None = None) -> dict[str, Any]:
+def ticket_dict(ticket: Ticket | TicketRow, customer: Customer | CustomerRow | None = None) -> dict[str, Any]:
     return {
         "id": ticket.id,
         "subject": ticket.subject,
@@ -41,7 +86,7 @@ def ticket_dict(ticket: Ticket, customer: Customer | None = None) -> dict[str, A
 
 
 def message_dict(
-    message: Message, *, agent: Agent | None = None, customer: Customer | None = None
+    message: Message, *, agent: Agent | None = None, customer: Customer | CustomerRow | None = None
 ) -> dict[str, Any]:
     author: dict[str, Any] | None
     if message.direction == "inbound":

@@ -44,7 +44,7 @@ from core.models import (
     Ticket,
     utcnow,
 )
-from core.serialize import ticket_dict
+from core.serialize import CustomerRow, TicketRow, ticket_dict
 from routing.rules import BusinessHours, RoutingContext, Rule, RuleMatch, compile_rule, evaluate
 from routing.strategies import AgentState, Choice, GroupPolicy, TicketView, choose
 
@@ -141,7 +141,7 @@ class Router:
         self._snapshots.pop(tenant_id, None)
 
     async def apply_rules(
-        self, session: AsyncSession, ticket: Ticket, customer: Customer, text: str
+        self, session: AsyncSession, ticket: Ticket | TicketRow, customer: Customer | CustomerRow, text: str
     ) -> RuleMatch:
         """Set a new ticket's group, priority, tags and required skills from the first matching rule."""
         cfg = await self.config(session, ticket.tenant_id)

@@ -1,10 +1,11 @@
 """The WeChat connector: Official Account webhooks, WeCom kf callbacks, and replies.
 
 Inbound (``/wechat/oa/{key}`` and ``/wechat/kf/{key}`` on the tenant's domain): check the
-signature, decrypt in safe mode, parse, store through ``core.ingest`` (idempotent on the
-channel message id made from MsgId, or sender + CreateTime + event), answer ``success``. The
-platform retries a push it got no answer to within 5 s, so nothing slow happens before the
-answer: media are fetched after it, in the background (and on first read if that failed).
+signature, decrypt in safe mode, parse, land it in the inbox (core.inbox: a group commit of a
+few milliseconds, idempotent on the channel message id made from MsgId, or sender + CreateTime +
+event), answer ``success``; the inbox makes the ticket right after. The platform retries a push
+it got no answer to within 5 s, so nothing slow happens before the answer: media are fetched
+after it, in the background (and on first read if that failed).
 
 Outbound: ``send`` goes through the customer-service message API (Official Account) or kf
 send_msg (WeCom), after counting the reply against the customer's 48-hour window.
@@ -16,9 +17,7 @@ import asyncio
 import logging
 from typing import Any
 
-import xmltodict
 from aiohttp import web
-from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.enterprise.crypto import WeChatCrypto as WeComCrypto
 from wechatpy.exceptions import InvalidSignatureException
@@ -27,9 +26,10 @@ from wechatpy.utils import check_signature
 from connectors.base import Connector, InboundMessage, OutboundMessage
 from connectors.wechat.api import ApiError, PlatformUnavailable, WeChatApi
 from connectors.wechat.inbound import Parsed, parse_kf, parse_oa
+from connectors.wechat.xmlparse import NotWeChatXml, parse_xml
 from core import wechat_store
 from core.errors import DeliveryError, DomainError, Forbidden, NotFound, TooLarge
-from core.ingest import ingest
+from core.ingest import check_message
 from core.wechat_store import AccountConfig
 
 logger = logging.getLogger(__name__)
@@ -50,13 +50,17 @@ class BadPush(DomainError):
     code = "invalid_xml"
 
 
+def _xml(raw: bytes | str, what: str = "the push") -> dict[str, Any]:
+    try:
+        return parse_xml(raw)
+    except NotWeChatXml:
+        raise BadPush(f"{what} is not WeChat XML") from None
+
+
 def _envelope(raw: bytes) -> dict[str, Any]:
     """The outer XML of an encrypted push: well-formed, with an Encrypt element (else 400)."""
-    try:
-        data = xmltodict.parse(raw)["xml"]
-    except Exception:
-        raise BadPush("the push is not WeChat XML") from None
-    if not isinstance(data, dict) or not isinstance(data.get("Encrypt"), str):
+    data = _xml(raw)
+    if not isinstance(data.get("Encrypt"), str) or not data["Encrypt"]:
         raise BadPush("an encrypted push needs its Encrypt element")
     return data
 
@@ -158,27 +162,40 @@ class WeChatConnector(Connector):
             except Exception as exc:  # bad XML, base64, padding, or another AppID
                 logger.info("wechat account %s: undecryptable push (%s)", account.id, type(exc).__name__)
                 raise Forbidden("the push cannot be decrypted for this account", code="invalid_encryption") from None
-        try:
-            message = parse_message(xml)
-            data: dict[str, Any] = dict(message._data)
-        except Exception:
-            raise BadPush("the push is not WeChat XML") from None
+        data = _xml(xml)
+        if not isinstance(data.get("MsgType"), str) or not data["MsgType"].strip():
+            raise BadPush("the push has no MsgType")
         parsed = parse_oa(account, data)
         if not parsed.user_id:
             raise BadPush("the push has no FromUserName")
-        await self._store(account, parsed)
+        await self._store(account, [parsed])
         # Safe mode accepts a plain "success" as well: there is nothing to reply synchronously.
         return web.Response(text=SUCCESS)
 
-    async def _store(self, account: AccountConfig, parsed: Parsed) -> None:
-        result = await ingest(self.hub, InboundMessage(
+    def _inbound(self, account: AccountConfig, parsed: Parsed) -> InboundMessage:
+        return InboundMessage(
             tenant_id=account.tenant_id, channel=self.kind, external_id=account.external_id(parsed.user_id),
             text=parsed.text, channel_message_id=parsed.channel_message_id, attachments=parsed.attachments,
             customer_attributes={"wechat_account": account.name},
-        ))
-        if not result.duplicate and parsed.media and self.hub.settings.wechat_prefetch_media:
-            for _kind, media_id in parsed.media:
-                self._background(self._prefetch(account, media_id))
+        )
+
+    def _storable(self, account: AccountConfig, parsed: Parsed) -> bool:
+        """A pulled message the hub cannot store is skipped (and logged), so the cursor moves on."""
+        try:
+            check_message(self._inbound(account, parsed), self.hub.settings.max_message_bytes)
+        except DomainError as exc:
+            logger.warning("wecom kf account %s: message %s skipped: %s", account.id, parsed.channel_message_id, exc)
+            return False
+        return True
+
+    async def _store(self, account: AccountConfig, parsed: list[Parsed]) -> None:
+        """Into the inbox (durable when this returns); tickets are made of it right after."""
+        new = await self.hub.inbox.accept([self._inbound(account, p) for p in parsed])
+        if self.hub.settings.wechat_prefetch_media:
+            for p, is_new in zip(parsed, new, strict=True):
+                if is_new:
+                    for _kind, media_id in p.media:
+                        self._background(self._prefetch(account, media_id))
 
     async def _prefetch(self, account: AccountConfig, media_id: str) -> None:
         try:
@@ -224,10 +241,7 @@ class WeChatConnector(Connector):
             raise Forbidden("bad signature", code="invalid_signature") from None
         except Exception:
             raise Forbidden("the callback cannot be decrypted for this account", code="invalid_encryption") from None
-        try:
-            data = xmltodict.parse(xml)["xml"]
-        except Exception:
-            raise BadPush("the callback is not XML") from None
+        data = _xml(xml, "the callback")
         event = str(data.get("Event") or "")
         if event == "kf_msg_or_event":
             # The callback carries no message: pull them (after answering) with its short-lived token.
@@ -251,11 +265,10 @@ class WeChatConnector(Connector):
                     if callback_token:
                         body["token"] = callback_token
                     data = await self.api.call(account, "POST", "/cgi-bin/kf/sync_msg", json_body=body)
-                    for item in data.get("msg_list") or []:
-                        parsed = parse_kf(account, item) if isinstance(item, dict) else None
-                        if parsed is not None and parsed.user_id:
-                            await self._store(account, parsed)
-                            taken += 1
+                    page = [parse_kf(account, item) for item in data.get("msg_list") or [] if isinstance(item, dict)]
+                    kept = [p for p in page if p is not None and p.user_id and self._storable(account, p)]
+                    await self._store(account, kept)
+                    taken += len(kept)
                     # The cursor moves only after the batch is stored: a crash re-reads, ingest dedups.
                     if data.get("next_cursor"):
                         cursor = str(data["next_cursor"])

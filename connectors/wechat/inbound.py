@@ -60,7 +60,7 @@ def _short_hash(value: str) -> str:
 
 
 def parse_oa(account: AccountConfig, data: dict[str, Any]) -> Parsed:
-    """One Official Account push: the fields of ``wechatpy.parse_message(xml)._data``."""
+    """One Official Account push: the fields of its XML (connectors.wechat.xmlparse)."""
     msg_type = _s(data, "MsgType").lower()
     user = _s(data, "FromUserName")
     create_time = _s(data, "CreateTime")
@@ -69,6 +69,10 @@ def parse_oa(account: AccountConfig, data: dict[str, Any]) -> Parsed:
     if msg_type == "event":
         event = _s(data, "Event")
         key = _s(data, "EventKey")
+        if event.lower() == "subscribe" and key.startswith("qrscene_"):
+            # A follow through a QR code: named as wechatpy's parser names it, so the message id
+            # made below stays what it was when pushes were parsed by wechatpy.
+            event, key = "subscribe_scan", key[len("qrscene_"):]
         # Events carry no MsgId: sender + CreateTime + event (+ key) is what identifies a retry.
         cmid = f"{prefix}:ev:{user}:{create_time}:{event.lower()}"
         if key:
@@ -100,8 +104,7 @@ def parse_oa(account: AccountConfig, data: dict[str, Any]) -> Parsed:
 def _event(user: str, cmid: str, event: str, key: str, data: dict[str, Any]) -> Parsed:
     name = event.lower()
     if name in ("subscribe", "subscribe_scan"):
-        # wechatpy's parser renames a QR-code subscription to subscribe_scan and strips "qrscene_".
-        scene = key[len("qrscene_"):] if key.startswith("qrscene_") else key if name == "subscribe_scan" else ""
+        scene = key if name == "subscribe_scan" else ""
         return Parsed(user, "[event] subscribe" + (f" (scene {scene})" if scene else ""), cmid)
     if name == "unsubscribe":
         return Parsed(user, "[event] unsubscribe", cmid)

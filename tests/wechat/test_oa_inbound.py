@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from core.db import Database
-from core.models import CustomerIdentity, Message, Ticket, WeChatMedia
+from core.models import CustomerIdentity, InboxItem, Message, Ticket, WeChatMedia
 from tests.conftest import Server, TenantInfo, eventually
 from tests.wechat.conftest import OaAccount, admin_of, make_oa_account
 from tests.wechat.platform import Pusher, StandIn, new_openid, sign
@@ -41,8 +41,15 @@ MEDIA = {"image": "image/jpeg", "voice": "audio/amr", "voice_recognition": "audi
 
 
 async def messages_of(settings: Any, tenant_id: int) -> list[tuple[Message, str]]:
+    """The tenant's inbound WeChat messages, once nothing of the tenant's waits in the inbox (a
+    push answered "success" is in the inbox; it becomes a message moments later)."""
     db = Database(settings.database_url)
     try:
+        async def drained() -> bool:
+            async with db.read(tenant_id) as session:
+                return (await session.execute(select(InboxItem.id).limit(1))).first() is None
+
+        await eventually(drained)
         async with db.read(tenant_id) as session:
             rows = (await session.execute(
                 select(Message, CustomerIdentity.external_id)

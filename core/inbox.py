@@ -1,0 +1,316 @@
+"""The inbox: web-hook channels store what arrives first and make tickets of it after.
+
+A web-hook has to answer fast (WeChat gives up on an answer after 5 s and pushes again), while
+turning a message into a ticket takes a transaction of its own. So a web-hook hands its messages
+to :meth:`Inbox.accept`, which lands them in the ``inbox`` table and returns once they are
+committed: durable, and answered in milliseconds. The web-hook then says "success".
+
+- **Group commit.** One writer task per process lands everything that arrived while the previous
+  commit was in flight in one multi-row INSERT, so a thousand pushes a second cost a few dozen
+  transactions, not a thousand. ``ON CONFLICT DO NOTHING`` on (tenant, channel, channel message
+  id) makes a retry that arrives while the first try waits land once.
+- **Drain.** A drainer task per process takes the oldest waiting rows (``FOR UPDATE SKIP LOCKED``,
+  so processes never take the same rows), ingests them in batches with :func:`core.ingest.ingest_in`
+  and deletes them in the same transaction: a message becomes a ticket message exactly once, and
+  a crash at any point leaves it in the inbox for the next drain (every process polls, so rows a
+  dead process landed are drained by the others). Ingest stays idempotent for a push retried
+  after its first try was drained.
+- **Nothing is lost, nothing blocks.** A batch that fails is retried a row at a time; a row that
+  keeps failing is retried with backoff and, after ``MAX_ATTEMPTS``, set aside as ``failed`` with
+  its error for an operator (``channelhub inbox``), instead of holding up everything behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from connectors.base import Attachment, InboundMessage
+from core.ingest import IngestResult, after_commit, check_message, ingest_in
+from core.models import InboxItem, InboxState, table_of, utcnow
+
+if TYPE_CHECKING:
+    from core.db import Database
+    from core.hub import Hub
+
+logger = logging.getLogger(__name__)
+
+# Rows ingested per drain transaction: large enough that the per-transaction cost is shared out,
+# small enough that the transaction (SQLite's one writer) is short.
+DRAIN_BATCH = 100
+# Messages landed per group commit at the most.
+LAND_BATCH = 1000
+# How often every process looks for rows it was not told about (landed by another process, or
+# left by a crash, or due for another attempt).
+POLL_SECONDS = 1.0
+MAX_ATTEMPTS = 8
+
+_KEY = ("tenant_id", "channel", "channel_message_id")
+
+
+def encode(msg: InboundMessage) -> dict[str, Any]:
+    """The parts of a message the inbox row's own columns do not hold."""
+    return {
+        "external_id": msg.external_id, "text": msg.text,
+        "attachments": [a.to_dict() for a in msg.attachments],
+        "customer_name": msg.customer_name, "customer_email": msg.customer_email, "subject": msg.subject,
+        "customer_attributes": dict(msg.customer_attributes),
+    }
+
+
+def decode(tenant_id: int, channel: str, channel_message_id: str, received_at: datetime,
+           payload: dict[str, Any]) -> InboundMessage:
+    return InboundMessage(
+        tenant_id=tenant_id, channel=channel, external_id=payload["external_id"], text=payload["text"],
+        channel_message_id=channel_message_id, received_at=received_at,
+        attachments=tuple(Attachment.from_dict(a) for a in payload.get("attachments") or ()),
+        customer_name=payload.get("customer_name"), customer_email=payload.get("customer_email"),
+        subject=payload.get("subject"), customer_attributes=dict(payload.get("customer_attributes") or {}),
+    )
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(2 ** attempts, 600))
+
+
+class Inbox:
+    """One per hub process: the group-commit writer and the drainer."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._waiting: deque[tuple[list[InboundMessage], asyncio.Future[list[bool]]]] = deque()
+        self._writer_wake = asyncio.Event()
+        self._drain_wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._writer is None:
+            self._closing = False
+            self._writer = asyncio.create_task(self._write_loop(), name="inbox writer")
+            if self.hub.settings.inbox_drain:
+                self._drainer = asyncio.create_task(self._drain_loop(), name="inbox drainer")
+
+    async def stop(self) -> None:
+        """Land what was accepted (its web-hooks are waiting for the answer), then stop draining."""
+        writer, drainer = self._writer, self._drainer
+        self._writer = self._drainer = None
+        if writer is not None:
+            self._closing = True
+            self._writer_wake.set()
+            try:
+                await asyncio.wait_for(writer, timeout=10)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+        if drainer is not None:
+            drainer.cancel()
+            await asyncio.gather(drainer, return_exceptions=True)
+
+    # --- accepting ----------------------------------------------------------------------------
+    async def accept(self, msgs: Sequence[InboundMessage]) -> list[bool]:
+        """Store messages durably before the channel is answered. Returns, per message, whether it
+        is new to the inbox (False for a retry of one still waiting there). Bad messages are
+        refused here, with the error ingest would give, so the channel hears of it."""
+        for m in msgs:
+            check_message(m, self.hub.settings.max_message_bytes)
+        if not msgs:
+            return []
+        if self._writer is None or self._closing:  # not serving (a CLI, a test hub): land directly
+            flags = await self._land(list(msgs))
+            self._drain_wake.set()
+            return flags
+        waiter: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((list(msgs), waiter))
+        self._writer_wake.set()
+        return await waiter
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._waiting:
+                if self._closing:
+                    return
+                await self._writer_wake.wait()
+                self._writer_wake.clear()
+                continue
+            # Everything that queued while the last commit was in flight goes in this one.
+            taken: list[tuple[list[InboundMessage], asyncio.Future[list[bool]]]] = []
+            count = 0
+            while self._waiting and count < LAND_BATCH:
+                item = self._waiting.popleft()
+                taken.append(item)
+                count += len(item[0])
+            try:
+                flags = await self._land([m for msgs, _ in taken for m in msgs])
+            except BaseException as exc:
+                if not isinstance(exc, asyncio.CancelledError):
+                    logger.exception("inbox: landing %d message(s) failed", count)
+                for _, waiter in taken:
+                    if not waiter.done():
+                        waiter.set_exception(exc if isinstance(exc, Exception) else RuntimeError("hub stopping"))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            at = 0
+            for msgs, waiter in taken:
+                if not waiter.done():
+                    waiter.set_result(flags[at:at + len(msgs)])
+                at += len(msgs)
+            self._drain_wake.set()
+
+    def _insert(self) -> Any:
+        # The table, not the mapped class: a Core INSERT skips the ORM's per-row bulk machinery.
+        table = table_of(InboxItem)
+        return ((sqlite_insert if self.hub.db.is_sqlite else pg_insert)(table)
+                .on_conflict_do_nothing(index_elements=list(_KEY))
+                .returning(table.c.tenant_id, table.c.channel, table.c.channel_message_id))
+
+    async def _land(self, msgs: list[InboundMessage]) -> list[bool]:
+        rows: dict[tuple[int, str, str], dict[str, Any]] = {}
+        for m in msgs:
+            key = (m.tenant_id, m.channel, m.channel_message_id)
+            if key not in rows:
+                rows[key] = {"tenant_id": m.tenant_id, "channel": m.channel, "channel_message_id": m.channel_message_id,
+                             "payload": encode(m), "received_at": m.received_at, "next_attempt_at": m.received_at,
+                             "state": InboxState.PENDING, "attempts": 0}
+        async with self.hub.db.session() as session:
+            landed = {(r[0], r[1], r[2]) for r in await session.execute(self._insert(), list(rows.values()))}
+        flags = []
+        for m in msgs:
+            key = (m.tenant_id, m.channel, m.channel_message_id)
+            flags.append(key in landed)
+            landed.discard(key)  # a second copy in the same batch is not new
+        return flags
+
+    # --- draining -----------------------------------------------------------------------------
+    async def _drain_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._drain_wake.wait(), POLL_SECONDS)
+            except TimeoutError:
+                pass
+            self._drain_wake.clear()
+            try:
+                while await self.drain_once() >= DRAIN_BATCH:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("inbox: drain failed; trying again in %s s", POLL_SECONDS)
+
+    async def drain_once(self, limit: int = DRAIN_BATCH) -> int:
+        """Ingest up to ``limit`` waiting rows; returns how many were taken."""
+        claimed: list[int] = []
+        for attempt in range(3):
+            try:
+                return await self._drain(limit, claimed)
+            except IntegrityError:
+                # A first message of a new customer raced another process's: the retry finds it.
+                if attempt < 2:
+                    continue
+            except Exception:
+                if not claimed:
+                    raise  # nothing was read: the database itself is in trouble
+                logger.exception("inbox: a batch of %d failed; taking its rows one at a time", len(claimed))
+            break
+        # One row that cannot be ingested must not hold up the others.
+        for item_id in list(claimed):
+            try:
+                await self._drain(1, [], only=item_id)
+            except Exception as exc:
+                await self._failed(item_id, exc)
+        return len(claimed)
+
+    async def _drain(self, limit: int, claimed: list[int], *, only: int | None = None) -> int:
+        claimed.clear()
+        done: list[tuple[int, list[IngestResult], list[dict[str, Any]]]] = []
+        async with self.hub.db.session() as session:
+            stmt = (select(InboxItem.id, InboxItem.tenant_id, InboxItem.channel, InboxItem.channel_message_id,
+                           InboxItem.received_at, InboxItem.payload)
+                    .where(InboxItem.state == InboxState.PENDING)
+                    .order_by(InboxItem.id).limit(limit).with_for_update(skip_locked=True))
+            stmt = stmt.where(InboxItem.id == only) if only is not None else stmt.where(
+                InboxItem.next_attempt_at <= utcnow())
+            rows = (await session.execute(stmt)).all()
+            if not rows:
+                return 0
+            claimed.extend(r.id for r in rows)
+            by_tenant: dict[int, list[InboundMessage]] = defaultdict(list)
+            for r in rows:
+                by_tenant[r.tenant_id].append(decode(r.tenant_id, r.channel, r.channel_message_id, r.received_at,
+                                                     r.payload))
+            for tenant_id, msgs in by_tenant.items():
+                results, events = await _scoped_ingest(session, self.hub, tenant_id, msgs)
+                done.append((tenant_id, results, events))
+            await session.execute(delete(InboxItem).where(InboxItem.id.in_(claimed)))
+        for tenant_id, results, events in done:
+            await after_commit(self.hub, tenant_id, results, events)
+        return len(rows)
+
+    async def _failed(self, item_id: int, exc: Exception) -> None:
+        # The row's id only: its text is the customer's and stays out of the logs.
+        async with self.hub.db.session() as session:
+            attempts = (await session.execute(
+                select(InboxItem.attempts).where(InboxItem.id == item_id).with_for_update())).scalar_one_or_none()
+            if attempts is None:
+                return
+            attempts += 1
+            state = InboxState.FAILED if attempts >= MAX_ATTEMPTS else InboxState.PENDING
+            await session.execute(
+                update(InboxItem).where(InboxItem.id == item_id)
+                .values(attempts=attempts, state=state, last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                        next_attempt_at=utcnow() + backoff(attempts))
+                .execution_options(synchronize_session=False))
+        log = logger.error if state == InboxState.FAILED else logger.warning
+        log("inbox: row %s failed (attempt %d of %d): %s", item_id, attempts, MAX_ATTEMPTS, type(exc).__name__)
+
+
+# --- for operators (``channelhub inbox``) --------------------------------------------------------
+
+
+async def counts(db: Database) -> dict[str, int]:
+    async with db.read() as session:
+        rows = (await session.execute(select(InboxItem.state, func.count()).group_by(InboxItem.state))).all()
+    return {InboxState.PENDING: 0, InboxState.FAILED: 0, **{state: int(n) for state, n in rows}}
+
+
+async def failed(db: Database, limit: int = 100) -> list[dict[str, Any]]:
+    """Rows set aside, oldest first: where they came from and why they failed (not their text)."""
+    async with db.read() as session:
+        rows = (await session.execute(
+            select(InboxItem.id, InboxItem.tenant_id, InboxItem.channel, InboxItem.channel_message_id,
+                   InboxItem.received_at, InboxItem.attempts, InboxItem.last_error)
+            .where(InboxItem.state == InboxState.FAILED).order_by(InboxItem.id).limit(limit))).all()
+    return [dict(r._mapping) for r in rows]
+
+
+async def retry_failed(db: Database) -> int:
+    """Put the rows set aside back in line (after their cause was mended); the drainers take them
+    within a poll."""
+    async with db.session() as session:
+        result = await session.execute(
+            update(InboxItem).where(InboxItem.state == InboxState.FAILED)
+            .values(state=InboxState.PENDING, attempts=0, next_attempt_at=utcnow())
+            .execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def _scoped_ingest(session: AsyncSession, hub: Hub, tenant_id: int, msgs: list[InboundMessage]
+                         ) -> tuple[list[IngestResult], list[dict[str, Any]]]:
+    """Ingest one tenant's rows with the session scoped to that tenant, as a request's would be."""
+    session.info["tenant_id"] = tenant_id
+    try:
+        return await ingest_in(session, hub, msgs)
+    finally:
+        session.info["tenant_id"] = None
