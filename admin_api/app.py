@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 TASKS = web.AppKey("tasks", list)
 OWNS_WORKER = web.AppKey("owns_worker", bool)
+GC_THRESHOLD = 25_000
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
@@ -49,6 +51,13 @@ async def _on_startup(app: web.Application) -> None:
         asyncio.create_task(_every(s.sweeper_interval, lambda: outbox.sweep(hub), "outbox sweeper")),
         asyncio.create_task(_every(max(s.heartbeat_timeout / 4, 0.5), lambda: presence.reap(hub), "presence reaper")),
     ]
+    # What start-up made (modules, the models' metadata, compiled statements) lives as long as the
+    # process: keep it out of the collector's full passes, which otherwise walk all of it and
+    # pause every request in flight for tens of milliseconds under load.
+    gc.freeze()
+    # A request makes a few thousand short-lived objects; at the default threshold (700) the
+    # youngest generation is collected several times per request, for nothing that lives on.
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 async def _on_shutdown(app: web.Application) -> None:

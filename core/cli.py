@@ -89,23 +89,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         asyncio.run(_with_db(settings, migrate))
     if args.demo:
         asyncio.run(_with_db(settings, lambda db: _ensure_demo(db, settings)))
-    loop = _new_loop(settings)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, shutdown_timeout=5,
-                access_log=None, print=lambda *_: logger.info("serving on http://%s:%s", settings.host, settings.port),
-                loop=loop)
+                access_log=None, print=lambda *_: logger.info("serving on http://%s:%s", settings.host, settings.port))
     return 0
-
-
-def _new_loop(settings: Settings) -> asyncio.AbstractEventLoop:
-    """uvloop where it is installed and wanted (it serves HTTP in about half the CPU time)."""
-    if settings.uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            logger.info("uvloop is not installed; serving on asyncio's own event loop")
-        else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:

@@ -66,8 +66,6 @@ class Settings:
     # Turn what web-hooks landed in the inbox into tickets in this process (core.inbox). Off for
     # processes that should only answer web-hooks, with others (or a later start) draining.
     inbox_drain: bool = True
-    # Serve on uvloop (when installed) rather than asyncio's pure-Python event loop.
-    uvloop: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -108,5 +106,4 @@ class Settings:
             wechat_max_push_bytes=int(get("WECHAT_MAX_PUSH_BYTES") or defaults.wechat_max_push_bytes),
             wechat_prefetch_media=_bool(get("WECHAT_PREFETCH_MEDIA"), default=True),
             inbox_drain=_bool(get("INBOX_DRAIN"), default=True),
-            uvloop=_bool(get("UVLOOP"), default=True),
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
@@ -20,9 +21,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 
 from core import models
@@ -117,11 +125,39 @@ def write_lock(url: str) -> WriteLock:
         return _write_locks.setdefault(url, WriteLock())
 
 
+class _InlineConnection(aiosqlite.Connection):
+    """aiosqlite's connection, with each call made right away on the calling thread instead of
+    being handed to the connection's own thread and back.
+
+    The hand-over costs more than the work: about 0.15 ms of CPU per call on this machine against
+    a few microseconds for the statement itself, and SQLAlchemy makes three or four calls per
+    statement. The write engine uses it: its transactions are short, and the process's writers
+    take turns on :class:`WriteLock` before ``BEGIN IMMEDIATE``, so a statement never waits for
+    SQLite's lock while holding up the event loop (only another process writing to the same file
+    could make it wait, up to the busy timeout). Reads, which can be long, keep aiosqlite's thread.
+    """
+
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        return fn(*args, **kwargs)
+
+
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
     parsed = make_url(url)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    database = parsed.database or ":memory:"
+    if database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if immediate:
+        def connector() -> sqlite3.Connection:
+            return sqlite3.connect(database, timeout=30, check_same_thread=False)
+
+        async def inline() -> aiosqlite.Connection:
+            return await _InlineConnection(connector, iter_chunk_size=64)
+
+        engine = create_async_engine(url, async_creator=inline)
+    else:
+        engine = create_async_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -169,6 +205,21 @@ class Database:
                 session.info["tenant_id"] = tenant_id
                 async with session.begin():
                     yield session
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """A writing transaction without an ORM session, for Core statements on hot paths (a
+        third cheaper than a session's). Nothing scopes it to a tenant: it is for tables the
+        caller addresses by key (the inbox), never for a request's reads."""
+        lock = self._write_lock
+        if lock is not None:
+            await lock.acquire()
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
         finally:
             if lock is not None:
                 lock.release()

@@ -40,7 +40,15 @@ from core.models import (
     TicketStatus,
     table_of,
 )
-from core.serialize import CUSTOMER_ROW_FIELDS, TICKET_ROW_FIELDS, CustomerRow, TicketRow, message_dict, ticket_dict
+from core.serialize import (
+    CUSTOMER_ROW_FIELDS,
+    TICKET_ROW_FIELDS,
+    CustomerRow,
+    MessageRow,
+    TicketRow,
+    message_dict,
+    ticket_dict,
+)
 from routing.router import RoutingState
 
 if TYPE_CHECKING:
@@ -285,21 +293,22 @@ async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessa
         plan.append((i, ticket, customer, is_new))
     await _write_tickets(session, created, list(joined.values()))
 
-    rows = [{"tenant_id": tenant_id, "ticket_id": ticket.id, "channel": msgs[i].channel,
-             "direction": Direction.INBOUND, "body": msgs[i].text,
-             "attachments": [a.to_dict() for a in msgs[i].attachments],
-             "channel_message_id": msgs[i].channel_message_id, "created_at": msgs[i].received_at}
-            for i, ticket, _, _ in plan]
+    stored = [MessageRow(0, ticket.id, msgs[i].channel, Direction.INBOUND, msgs[i].text,
+                         [a.to_dict() for a in msgs[i].attachments], msgs[i].received_at) for i, ticket, _, _ in plan]
+    rows = [{"tenant_id": tenant_id, "ticket_id": m.ticket_id, "channel": m.channel, "direction": m.direction,
+             "body": m.body, "attachments": m.attachments, "channel_message_id": msgs[i].channel_message_id,
+             "created_at": m.created_at} for m, (i, _, _, _) in zip(stored, plan, strict=True)]
     # One multi-row INSERT; both databases number the rows in the order of the VALUES list.
     table = table_of(Message)
     ids = sorted((await session.execute(insert(table).returning(table.c.id), rows)).scalars())
     log = EventLog(session)
     views: dict[int, dict[str, Any]] = {}
-    for (i, ticket, customer, is_new), message_id, row in zip(plan, ids, rows, strict=True):
+    for (i, ticket, customer, is_new), message, message_id in zip(plan, stored, ids, strict=True):
+        message.id = message_id
         tdict = views.get(ticket.id)
         if tdict is None:
             tdict = views[ticket.id] = ticket_dict(ticket, customer)
-        mdict = message_dict(Message(id=message_id, **row), customer=customer)
+        mdict = message_dict(message, customer=customer)
         if is_new:
             log.add(EventKind.TICKET_CREATED, tenant_id=tenant_id, ticket=ticket, payload={"ticket": tdict})
         log.add(EventKind.MESSAGE_CREATED, tenant_id=tenant_id, ticket=ticket,

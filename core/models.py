@@ -359,12 +359,15 @@ class InboxItem(TenantScoped, Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "channel", "channel_message_id"),
         Index("ix_inbox_state_next_attempt_id", "state", "next_attempt_at", "id"),
+        # A customer's messages not yet made tickets count for their reply window (WeChat's 48 h).
+        Index("ix_inbox_sender", "tenant_id", "channel", "external_id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(40))
     channel_message_id: Mapped[str] = mapped_column(String(255))
-    # The rest of the InboundMessage (sender, text, attachments, customer details).
+    external_id: Mapped[str] = mapped_column(String(255))
+    # The rest of the InboundMessage (text, attachments, customer details).
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     state: Mapped[str] = mapped_column(String(20), default=InboxState.PENDING)

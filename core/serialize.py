@@ -49,6 +49,21 @@ class TicketRow:
     reopen_count: int
 
 
+@dataclass(slots=True)
+class MessageRow:
+    """A message just written by a Core INSERT (core.ingest), for :func:`message_dict`."""
+
+    id: int
+    ticket_id: int
+    channel: str
+    direction: str
+    body: str
+    attachments: list[Any]
+    created_at: datetime
+    author_agent_id: int | None = None
+    delivery_state: str | None = None
+
+
 TICKET_ROW_FIELDS = tuple(f.name for f in fields(TicketRow))
 CUSTOMER_ROW_FIELDS = tuple(f.name for f in fields(CustomerRow))
 
@@ -86,7 +101,7 @@ def ticket_dict(ticket: Ticket | TicketRow, customer: Customer | CustomerRow | N
 
 
 def message_dict(
-    message: Message, *, agent: Agent | None = None, customer: Customer | CustomerRow | None = None
+    message: Message | MessageRow, *, agent: Agent | None = None, customer: Customer | CustomerRow | None = None
 ) -> dict[str, Any]:
     author: dict[str, Any] | None
     if message.direction == "inbound":

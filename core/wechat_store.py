@@ -13,7 +13,7 @@ import binascii
 import re
 import secrets as pysecrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, or_, select, update
@@ -28,6 +28,7 @@ from core.errors import Conflict, DeliveryError, InvalidInput, NotFound
 from core.models import (
     CustomerIdentity,
     Direction,
+    InboxItem,
     Message,
     Ticket,
     WeChatAccount,
@@ -346,20 +347,27 @@ async def db_token_store(hub: Hub, account: AccountConfig, token: str | None, ex
 
 
 async def _last_inbound(session: AsyncSession, external_id: str) -> datetime | None:
-    value = (await session.execute(
+    """When the customer last wrote: their newest stored message, or one still in the inbox (an
+    answer sent right after the customer wrote must count the new window, not the old one)."""
+    stored = (await session.execute(
         select(func.max(Message.created_at))
         .join(Ticket, Ticket.id == Message.ticket_id)
         .join(CustomerIdentity, CustomerIdentity.id == Ticket.identity_id)
         .where(CustomerIdentity.channel == CHANNEL, CustomerIdentity.external_id == external_id,
                Message.direction == Direction.INBOUND)
     )).scalar_one_or_none()
+    waiting = (await session.execute(
+        select(func.max(InboxItem.received_at))
+        .where(InboxItem.channel == CHANNEL, InboxItem.external_id == external_id)
+    )).scalar_one_or_none()
+    times = [_aware(v) for v in (stored, waiting) if v is not None]
+    return max(times) if times else None
+
+
+def _aware(value: Any) -> datetime:
     if isinstance(value, str):  # SQLite's max() hands back text
         value = datetime.fromisoformat(value)
-    if value is not None and value.tzinfo is None:
-        from datetime import UTC
-
-        value = value.replace(tzinfo=UTC)
-    return value
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 async def reserve_reply(hub: Hub, account: AccountConfig, user_id: str, external_id: str) -> datetime:

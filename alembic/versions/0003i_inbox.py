@@ -25,6 +25,7 @@ def upgrade() -> None:
     sa.Column('tenant_id', sa.Integer(), nullable=False),
     sa.Column('channel', sa.String(length=40), nullable=False),
     sa.Column('channel_message_id', sa.String(length=255), nullable=False),
+    sa.Column('external_id', sa.String(length=255), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('state', sa.String(length=20), nullable=False),
@@ -37,9 +38,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('inbox', schema=None) as batch_op:
         batch_op.create_index('ix_inbox_state_next_attempt_id', ['state', 'next_attempt_at', 'id'], unique=False)
+        batch_op.create_index('ix_inbox_sender', ['tenant_id', 'channel', 'external_id'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('inbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_inbox_sender')
         batch_op.drop_index('ix_inbox_state_next_attempt_id')
     op.drop_table('inbox')
