@@ -7,8 +7,11 @@ from many concurrent connections. Pushes are scheduled open-loop at the target r
 is measured from the scheduled send time, so a hub that falls behind shows it in p99 instead of
 silently slowing the client down.
 
-Prints one JSON object: per rate step, pushes/s offered and accepted ("success" answers), and
-p50/p99/max webhook response time in ms.
+Prints one JSON object: per rate step, pushes/s offered and accepted ("success" answers),
+p50/p99/max webhook response time in ms, the hub's CPU time per push (user + system, read from
+/proc: a figure that holds when the machine is busy with other work, unlike the rates), and how
+long after the step's last answer the inbox was empty (every accepted push a ticket message).
+At the end it checks that every accepted push became exactly one message.
 
     .venv/bin/python bench/wechat_ingest.py [--safe] [--rates 250,500,1000,1500] [--seconds 5]
         [--connections 128] [--pg postgresql+asyncpg://...] [--redis redis://...] [--profile FILE]
@@ -26,14 +29,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.db import Database, create_pg_database, drop_pg_database  # noqa: E402
+from core.models import InboxItem, Message  # noqa: E402
 from tests.wechat.platform import Push, Pusher, new_aes_key, new_app_id, new_openid  # noqa: E402
 
 DOMAIN = "bench.example.com"
@@ -79,6 +86,22 @@ async def configure(url: str, safe: bool) -> tuple[str, Pusher]:
     return account["key"], Pusher(app_id, wx_token, aes_key, "safe" if safe else "plain")
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def inbox_left(db: Database) -> int:
+    async with db.read() as session:
+        return int((await session.execute(select(func.count()).select_from(InboxItem))).scalar_one())
+
+
+async def messages_stored(db: Database) -> int:
+    async with db.read() as session:
+        return int((await session.execute(
+            select(func.count()).select_from(Message).where(Message.channel == "wechat"))).scalar_one())
+
+
 async def step(url: str, key: str, pushes: list[Push], rate: float, connections: int) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=connections)
     latencies: list[float] = []
@@ -116,8 +139,9 @@ async def step(url: str, key: str, pushes: list[Push], rate: float, connections:
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": round(latencies[-1] * 1000, 2) if latencies else None}
 
 
-async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
+async def bench(args: argparse.Namespace, url: str, db_url: str, pid: int) -> dict[str, Any]:
     key, pusher = await configure(url, args.safe)
+    db = Database(db_url)
     openids = [new_openid() for _ in range(args.customers)]
     steps = []
     n = 0
@@ -129,11 +153,21 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
             openid = openids[n % len(openids)]
             n += 1
             pushes.append(pusher.push(pusher.xml("text", openid, content=f"message {n}"), openid))
+        cpu_before = cpu_seconds(pid)
         result = await step(url, key, pushes, rate, args.connections)
+        answered = time.monotonic()
+        while args.drain and await inbox_left(db):  # noqa: ASYNC110 (another process drains it)
+            await asyncio.sleep(0.05)
+        result["drained_after_s"] = round(time.monotonic() - answered, 2)
+        result["hub_cpu_ms_per_push"] = round((cpu_seconds(pid) - cpu_before) * 1000 / max(len(pushes), 1), 3)
         steps.append(result)
         print(json.dumps(result), file=sys.stderr)
         await asyncio.sleep(1.0)
-    return {"benchmark": "wechat_ingest", "mode": "safe" if args.safe else "plain",
+    stored = await messages_stored(db) if args.drain else await inbox_left(db)
+    await db.dispose()
+    accepted = sum(s["accepted"] for s in steps)
+    return {"every_accepted_push_stored_once": stored == accepted, "messages": stored, "drain": args.drain,
+            "benchmark": "wechat_ingest", "mode": "safe" if args.safe else "plain",
             "database": "postgresql" if args.pg else "sqlite", "redis": bool(args.redis),
             "connections": args.connections, "seconds_per_step": args.seconds, "customers": args.customers,
             "cpus": os.cpu_count(), "steps": steps}
@@ -148,18 +182,24 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--pg", help="PostgreSQL URL (postgresql+asyncpg://...)")
     parser.add_argument("--redis", help="Redis URL")
+    parser.add_argument("--no-drain", dest="drain", action="store_false",
+                        help="the hub only accepts (CHANNELHUB_INBOX_DRAIN=0): the cost of answering alone")
     parser.add_argument("--profile", help="run the hub under cProfile, writing the stats here")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="chbench-"))
     port = free_port()
-    env = {**os.environ, "CHANNELHUB_DATABASE_URL": args.pg or f"sqlite+aiosqlite:///{tmp / 'hub.db'}",
+    db_url = (asyncio.run(create_pg_database(args.pg, f"bench_wechat_{os.getpid()}")) if args.pg
+              else f"sqlite+aiosqlite:///{tmp / 'hub.db'}")
+    env = {**os.environ, "CHANNELHUB_DATABASE_URL": db_url,
            "CHANNELHUB_PORT": str(port), "CHANNELHUB_SECRET_KEY": "bench-secret-key",
            "CHANNELHUB_LOG_LEVEL": "WARNING", "CHANNELHUB_QUEUE_NAMESPACE": f"chbench{os.getpid()}",
            # Pushes only: nothing would answer a media fetch or a reply here.
            "CHANNELHUB_WECHAT_API_BASE": "http://127.0.0.1:9", "CHANNELHUB_WECHAT_PREFETCH_MEDIA": "0"}
     if args.redis:
         env["CHANNELHUB_REDIS_URL"] = args.redis
+    if not args.drain:
+        env["CHANNELHUB_INBOX_DRAIN"] = "0"
     exe = [sys.executable, "-m", "core.cli"]
     run([*exe, "migrate"], env)
     run([*exe, "tenant", "create", "--name", "Bench", "--domain", DOMAIN], env)
@@ -172,7 +212,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     try:
         asyncio.run(wait_up(url, proc))
-        result = asyncio.run(bench(args, url))
+        result = asyncio.run(bench(args, url, db_url, proc.pid))
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -180,6 +220,8 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+        if args.pg:
+            asyncio.run(drop_pg_database(db_url))
     print(json.dumps(result, indent=2))
     return 0
 
