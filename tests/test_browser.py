@@ -108,3 +108,30 @@ async def test_console_refuses_bad_password(browser: Any, local_tenant: TenantIn
     await page.wait_for_function("document.querySelector('#login-error').textContent.length > 0")
     assert "wrong" in (await error.text_content() or "").lower()
     await ctx.close()
+
+
+async def test_widget_shows_attached_files_as_links_the_customer_opens(browser: Any, local_tenant: TenantInfo) -> None:
+    agent = await local_tenant.add_agent()
+    client = await local_tenant.signed_in(agent)
+    base = origin(local_tenant)
+    ctx = await browser.new_context()
+    shop = await ctx.new_page()
+    await shop.goto(f"{base}/webchat/demo")
+    await shop.click("#chw-launcher")
+    await shop.wait_for_selector("#chw-status:has-text('online')")
+    await shop.fill("#chw-input", "Please send the manual")
+    await shop.click("#chw-send")
+    created = await client.wait_event(lambda e: e["kind"] == "message.created")
+
+    manual = await client.upload("manual <v2>.pdf", b"%PDF-1.4 the manual", "application/pdf")
+    await client.reply(created["ticket_id"], "Here you are", attachments=[manual["id"]])
+    link = shop.locator(".chw-msg.chw-outbound a.chw-file")
+    await link.wait_for()
+    assert await link.text_content() == "manual <v2>.pdf"  # a name is text, never markup
+    href = await link.get_attribute("href") or ""
+    assert href.startswith(f"{base}/files/{manual['id']}/"), href
+    assert await link.get_attribute("target") == "_blank"
+    # The customer's browser opens it without any sign-in.
+    opened = await shop.evaluate("async (u) => { const r = await fetch(u); return [r.status, await r.text()]; }", href)
+    assert opened == [200, "%PDF-1.4 the manual"]
+    await ctx.close()

@@ -77,17 +77,20 @@ async def test_kf_callback_pull_and_reply(tenant: TenantInfo, settings: Any, wec
     first = await eventually(lambda: stored(4))
     assert [m.body for m, _ in first] == ["[event] enter_session", "kf message 2", "[image]", "kf message 5"]
     assert {ext for _, ext in first} == {f"kf:{corp_id}:{open_kfid}:{user}"}
-    assert wechat_api.sync_calls[0]["token"] == "SYNC_TOKEN_1"
-    assert wechat_api.sync_calls[0]["open_kfid"] == open_kfid
-    assert "cursor" not in wechat_api.sync_calls[0]
+    # The stand-in serves the whole session: only this account's pulls are this test's.
+    def pulls() -> list[dict[str, Any]]:
+        return [c for c in wechat_api.sync_calls if c["open_kfid"] == open_kfid]
+
+    assert pulls()[0]["token"] == "SYNC_TOKEN_1"
+    assert "cursor" not in pulls()[0]
 
     # More messages: the next pull starts from the stored cursor.
-    calls_before = len(wechat_api.sync_calls)
+    calls_before = len(pulls())
     wechat_api.kf_messages[open_kfid].append(kf_item(6, user, open_kfid))
     await callback("SYNC_TOKEN_2")
     after = await eventually(lambda: stored(5))
     assert [m.body for m, _ in after][-1] == "kf message 6"
-    assert wechat_api.sync_calls[calls_before]["cursor"] == "5"
+    assert pulls()[calls_before]["cursor"] == "5"
     await asyncio.sleep(0)  # give a stray extra pull the chance to show up before we count
     assert len(await messages_of(settings, tenant.id)) == 5
 
