@@ -17,8 +17,8 @@ from admin_api.client import AgentClient
 from core.db import Database
 from core.models import WeChatUpload, utcnow
 from tests.conftest import TenantInfo
-from tests.wechat.conftest import OaAccount, admin_of
-from tests.wechat.platform import StandIn, new_aes_key, wecom_callback
+from tests.wechat.conftest import OaAccount, make_kf_account
+from tests.wechat.platform import StandIn
 from tests.wechat.test_kf import kf_item
 from tests.wechat.test_oa_outbound import _conversation, _delivery
 
@@ -139,22 +139,12 @@ async def test_an_official_account_sends_other_files_as_links(
 
 
 async def test_kf_sends_files_images_and_unsupported_formats_as_media(tenant: TenantInfo, wechat_api: StandIn) -> None:
-    admin = await admin_of(tenant)
-    corp_id, open_kfid = "ww" + secrets.token_hex(8), "wk" + secrets.token_hex(8)
-    token, aes_key, secret = "kfTok" + secrets.token_hex(4), new_aes_key(), "kfsecret" + secrets.token_hex(8)
-    account = (await admin.api("POST", "/api/v1/wechat/accounts", {
-        "kind": "kf", "name": "WeCom service", "corp_id": corp_id, "secret": secret, "token": token,
-        "aes_key": aes_key, "open_kfid": open_kfid}))["account"]
-    wechat_api.secrets[corp_id] = secret
+    kf = await make_kf_account(tenant, wechat_api)
     user = "wm" + secrets.token_hex(10)
-    wechat_api.kf_messages[open_kfid] = [kf_item(1, user, open_kfid)]
+    wechat_api.kf_messages[kf.open_kfid] = [kf_item(1, user, kf.open_kfid)]
     agent = await tenant.add_agent()
     client = await tenant.signed_in(agent)
-    push = wecom_callback(corp_id, token, aes_key, "SYNC", open_kfid)
-    async with aiohttp.ClientSession() as http, http.post(
-            tenant.server.url + f"/wechat/kf/{account['key']}", params=push.query, data=push.body,
-            headers={"Host": tenant.domain}) as resp:
-        assert resp.status == 200
+    assert await kf.callback("SYNC") == (200, "success")
     created = await client.wait_event(lambda e: e["kind"] == "message.created")
     ticket_id = int(created["ticket_id"])
 
