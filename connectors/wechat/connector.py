@@ -56,6 +56,8 @@ MEDIA_TYPES = {
 }
 # The platform's size limits for temporary media.
 MEDIA_LIMITS = {"image": 10 * 2**20, "voice": 2 * 2**20, "video": 10 * 2**20, "file": 20 * 2**20}
+# One message to send, and the id of our attachment whose upload it carries (None for text).
+Payload = tuple[dict[str, Any], int | None]
 # The platform does not know (or no longer knows) a media_id.
 INVALID_MEDIA_ID = 40007
 
@@ -317,7 +319,7 @@ class WeChatConnector(Connector):
                                 code="wechat_account_missing")
         # Uploads first: a file the platform refuses fails the reply before any part of it is sent.
         payloads = await self._payloads(account, message)
-        for n, payload in enumerate(payloads):
+        for n, (payload, uploaded) in enumerate(payloads):
             opened = await wechat_store.reserve_reply(self.hub, account, user_id, message.external_id)
             try:
                 if kind == "kf":
@@ -333,9 +335,9 @@ class WeChatConnector(Connector):
                     await wechat_store.exhaust_reply(self.hub, account, user_id, opened)
                 elif exc.errcode != WINDOW_CLOSED:
                     await wechat_store.release_reply(self.hub, account, user_id, opened)
-                if exc.errcode == INVALID_MEDIA_ID and (ours := [a.id for a in message.attachments if a.id]):
+                if exc.errcode == INVALID_MEDIA_ID and uploaded is not None:
                     # Our upload expired on the platform sooner than it said: upload again on the retry.
-                    await wechat_store.forget_uploads(self.hub, account, ours)
+                    await wechat_store.forget_uploads(self.hub, account, [uploaded])
                     raise DeliveryError("WeChat no longer had an uploaded file; uploading it again", retry=True,
                                         code="media_expired") from exc
                 raise self._delivery_error(exc) from exc
@@ -347,29 +349,32 @@ class WeChatConnector(Connector):
                 raise
         return f"wechat:{message.message_id}"
 
-    async def _payloads(self, account: AccountConfig, message: OutboundMessage) -> list[dict[str, Any]]:
+    async def _payloads(self, account: AccountConfig, message: OutboundMessage) -> list[Payload]:
         """Text, plus media: our own files (uploaded, or the earlier upload reused) and media already on
         the platform (``wechat-media:<type>:<media_id>``). What WeChat cannot show as media on this
-        kind of account goes out as a link in the text."""
+        kind of account goes out as a link in the text. Each payload comes with the id of the
+        attachment whose upload it sends, if any."""
         text = message.text
-        media: list[dict[str, Any]] = []
+        media: list[Payload] = []
         for att in message.attachments:
             url = att.url or ""
             if att.id is not None:
                 mtype = media_type(account.kind, att.content_type)
                 if mtype is not None:
-                    media.append(_media_payload(mtype, await self._media_id(account, message.tenant_id, att, mtype)))
+                    media_id = await self._media_id(account, message.tenant_id, att, mtype)
+                    media.append((_media_payload(mtype, media_id), att.id))
                     continue
                 # An Official Account has no file messages: the customer gets the signed link.
                 url = await attachments.public_url(self.hub, message.tenant_id, att.id)
             elif url.startswith("wechat-media:"):
                 _, mtype, media_id = url.split(":", 2)
                 if mtype in MEDIA_LIMITS:
-                    media.append(_media_payload(mtype, media_id))
+                    media.append((_media_payload(mtype, media_id), None))
                     continue
             if url:
                 text = f"{text}\n{att.name}: {url}" if text.strip() else f"{att.name}: {url}"
-        out = [{"msgtype": "text", "text": {"content": text}}] if text.strip() else []
+        out: list[Payload] = (
+            [({"msgtype": "text", "text": {"content": text}}, None)] if text.strip() else [])
         return out + media
 
     async def _media_id(self, account: AccountConfig, tenant_id: int, att: Attachment, mtype: str) -> str:

@@ -77,6 +77,12 @@ async def test_an_image_is_uploaded_once_and_sent_by_media_id(
     assert second["media_id"] != media_id
     assert _sent(wechat_api, openid)[-1] == {"msgtype": "image", "image": {"media_id": second["media_id"]}}
 
+    # The platform forgot an upload sooner than it said (40007): the retry uploads it again.
+    wechat_api.script[openid] = [40007]
+    assert (await _reply(client, ticket_id, "", photo))["delivery_state"] == "sent"
+    third = _uploads(wechat_api, name)[2]
+    assert _sent(wechat_api, openid)[-1] == {"msgtype": "image", "image": {"media_id": third["media_id"]}}
+
 
 async def test_upload_failures_are_retried_and_a_refused_token_refreshed_once(
     plain_account: OaAccount, wechat_api: StandIn,
