@@ -29,6 +29,15 @@ from wechatpy.utils import check_signature
 from connectors.base import Attachment, Connector, InboundMessage, OutboundMessage
 from connectors.wechat.api import ApiError, PlatformUnavailable, WeChatApi
 from connectors.wechat.inbound import Parsed, parse_kf, parse_oa
+from connectors.wechat.outbound import (
+    INVALID_MEDIA_ID,
+    MEDIA_LIMITS,
+    Payload,
+    media_payload,
+    media_type,
+    size_mb,
+    unreachable,
+)
 from core import attachments, wechat_store
 from core.errors import DeliveryError, DomainError, Forbidden, NotFound, TooLarge
 from core.ingest import ingest
@@ -44,40 +53,6 @@ QUOTA_EXCEEDED = 45047
 SYSTEM_BUSY = -1
 UNREACHABLE = {40003: "not a follower of this account", 43004: "the customer unfollowed the account",
                43019: "the customer blocked the account"}
-
-
-# What each kind of account takes as temporary media, by content type (anything else is a "file"
-# on WeCom kf and a link on an Official Account, which has no file messages). Formats beyond these
-# the platform refuses (e.g. WebP images, MP3 voice on WeCom), so they go as files or links too.
-MEDIA_TYPES = {
-    "oa": {"image/jpeg": "image", "image/png": "image", "image/gif": "image", "audio/amr": "voice",
-           "audio/mpeg": "voice", "video/mp4": "video"},
-    "kf": {"image/jpeg": "image", "image/png": "image", "audio/amr": "voice", "video/mp4": "video"},
-}
-# The platform's size limits for temporary media.
-MEDIA_LIMITS = {"image": 10 * 2**20, "voice": 2 * 2**20, "video": 10 * 2**20, "file": 20 * 2**20}
-# One message to send, and the id of our attachment whose upload it carries (None for text).
-Payload = tuple[dict[str, Any], int | None]
-# The platform does not know (or no longer knows) a media_id.
-INVALID_MEDIA_ID = 40007
-
-
-def media_type(account_kind: str, content_type: str) -> str | None:
-    """How a file of ``content_type`` goes out on this kind of account: a media type, or None for a link."""
-    found = MEDIA_TYPES.get(account_kind, {}).get(content_type)
-    return found or ("file" if account_kind == "kf" else None)
-
-
-def _media_payload(mtype: str, media_id: str) -> dict[str, Any]:
-    return {"msgtype": mtype, mtype: {"media_id": media_id}}
-
-
-def _mb(size: int) -> str:
-    return f"{size / 2**20:.1f} MB"
-
-
-def _unreachable(exc: PlatformUnavailable) -> DeliveryError:
-    return DeliveryError(f"WeChat is unreachable: {exc}", retry=True, code="network_error")
 
 
 class BadPush(DomainError):
@@ -343,7 +318,7 @@ class WeChatConnector(Connector):
                 raise self._delivery_error(exc) from exc
             except PlatformUnavailable as exc:
                 await wechat_store.release_reply(self.hub, account, user_id, opened)
-                raise _unreachable(exc) from exc
+                raise unreachable(exc) from exc
             except BaseException:
                 await wechat_store.release_reply(self.hub, account, user_id, opened)
                 raise
@@ -362,14 +337,14 @@ class WeChatConnector(Connector):
                 mtype = media_type(account.kind, att.content_type)
                 if mtype is not None:
                     media_id = await self._media_id(account, message.tenant_id, att, mtype)
-                    media.append((_media_payload(mtype, media_id), att.id))
+                    media.append((media_payload(mtype, media_id), att.id))
                     continue
                 # An Official Account has no file messages: the customer gets the signed link.
                 url = await attachments.public_url(self.hub, message.tenant_id, att.id)
             elif url.startswith("wechat-media:"):
                 _, mtype, media_id = url.split(":", 2)
                 if mtype in MEDIA_LIMITS:
-                    media.append((_media_payload(mtype, media_id), None))
+                    media.append((media_payload(mtype, media_id), None))
                     continue
             if url:
                 text = f"{text}\n{att.name}: {url}" if text.strip() else f"{att.name}: {url}"
@@ -382,8 +357,8 @@ class WeChatConnector(Connector):
         assert att.id is not None
         limit = MEDIA_LIMITS[mtype]
         if (att.size or 0) > limit:
-            raise DeliveryError(f"{att.name} is {_mb(att.size or 0)}; WeChat takes a {mtype} of at most {_mb(limit)}",
-                                retry=False, code="media_too_large")
+            raise DeliveryError(f"{att.name} is {size_mb(att.size or 0)}; WeChat takes a {mtype} of at most"
+                                f" {size_mb(limit)}", retry=False, code="media_too_large")
         found = await wechat_store.uploaded_media(self.hub, account, att.id, mtype)
         if found is not None:
             return found
@@ -398,7 +373,7 @@ class WeChatConnector(Connector):
         except ApiError as exc:
             raise self._delivery_error(exc) from exc
         except PlatformUnavailable as exc:
-            raise _unreachable(exc) from exc
+            raise unreachable(exc) from exc
         await wechat_store.remember_upload(self.hub, account, att.id, mtype, media_id, started)
         return media_id
 
