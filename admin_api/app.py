@@ -13,7 +13,7 @@ from aiohttp import web
 
 from admin_api.gateway import agent_ws
 from admin_api.http import HUB, RESOLVER, SOCKETS, api, close_sockets, errors_middleware, tenancy_middleware
-from admin_api.routes import auth, routing, seats, tickets, wechat  # noqa: F401  (registers the routes)
+from admin_api.routes import attachments, auth, routing, seats, tickets, wechat  # noqa: F401  (registers the routes)
 from core import outbox, presence
 from core.config import Settings
 from core.hub import Hub

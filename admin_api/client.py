@@ -66,11 +66,12 @@ class _Base:
         return "ws" + self.base_url[len("http"):]
 
     async def request(self, method: str, path: str, json_body: Any = None, *, token: str | None = None,
-                      raw: bytes | None = None) -> Any:
+                      raw: bytes | None = None, content_type: str = "application/json",
+                      params: dict[str, str] | None = None) -> Any:
         headers = self._headers({"Authorization": f"Bearer {token}"} if token else None)
         if raw is not None:
-            headers["Content-Type"] = "application/json"
-        async with self.session.request(method, self.base_url + path, json=json_body, data=raw,
+            headers["Content-Type"] = content_type
+        async with self.session.request(method, self.base_url + path, json=json_body, data=raw, params=params,
                                         headers=headers) as resp:
             body = await resp.json(content_type=None)
             if resp.status >= 400:
@@ -178,11 +179,19 @@ class AgentClient(_Base):
             raise HubError(400, err.get("code", "?"), err.get("message", ""))
         return frame["data"]
 
-    async def reply(self, ticket_id: int, text: str) -> dict[str, Any]:
-        return (await self.action("reply", ticket_id=ticket_id, text=text))["message"]
+    async def reply(self, ticket_id: int, text: str, *, attachments: list[int] | None = None) -> dict[str, Any]:
+        extra: dict[str, Any] = {"attachments": attachments} if attachments else {}
+        return (await self.action("reply", ticket_id=ticket_id, text=text, **extra))["message"]
 
-    async def note(self, ticket_id: int, text: str) -> dict[str, Any]:
-        return (await self.action("note", ticket_id=ticket_id, text=text))["message"]
+    async def note(self, ticket_id: int, text: str, *, attachments: list[int] | None = None) -> dict[str, Any]:
+        extra: dict[str, Any] = {"attachments": attachments} if attachments else {}
+        return (await self.action("note", ticket_id=ticket_id, text=text, **extra))["message"]
+
+    async def upload(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> dict[str, Any]:
+        """Upload a file to attach to replies and notes: {id, name, content_type, size, url}."""
+        body = await self.request("POST", "/api/v1/attachments", token=self.token, raw=data,
+                                  content_type=content_type, params={"name": name})
+        return dict(body["attachment"])
 
     async def set_status(self, ticket_id: int, status: str) -> dict[str, Any]:
         return (await self.action("status", ticket_id=ticket_id, status=status))["ticket"]

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from admin_api.http import HUB, check_strings, parse_json, tenant_of, tracked, validate
 from core import tickets
+from core.attachments import MAX_PER_MESSAGE as MAX_ATTACHMENTS
 from core.auth import Principal, authenticate
 from core.bus import Subscription
 from core.errors import DomainError, InvalidInput
@@ -213,19 +214,25 @@ class AgentConnection:
                 writer.cancel()
 
 
-def _text(data: dict[str, Any]) -> str:
-    text = data.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInput("text must be a non-empty string", code="empty_text")
-    return text
+async def _message(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any], *, note: bool) -> Any:
+    """A reply or note: text, and uploaded attachments by id (then the text may be empty)."""
+    ids = data.get("attachments", [])
+    if not isinstance(ids, list) or len(ids) > MAX_ATTACHMENTS or not all(_positive_id(i, MAX_BIG_ID) for i in ids):
+        raise InvalidInput(f"attachments must be a list of at most {MAX_ATTACHMENTS} attachment ids",
+                           code="invalid_attachments")
+    text = data.get("text", "")
+    if not isinstance(text, str) or (not text.strip() and not ids):
+        raise InvalidInput("text must be a non-empty string (it may be empty when attachments are given)",
+                           code="empty_text")
+    return {"message": await tickets.add_message(hub, p, ticket_id, text, note=note, attachment_ids=ids)}
 
 
 async def _reply(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:
-    return {"message": await tickets.add_message(hub, p, ticket_id, _text(data), note=False)}
+    return await _message(hub, p, ticket_id, data, note=False)
 
 
 async def _note(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:
-    return {"message": await tickets.add_message(hub, p, ticket_id, _text(data), note=True)}
+    return await _message(hub, p, ticket_id, data, note=True)
 
 
 async def _status(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:

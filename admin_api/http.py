@@ -108,6 +108,21 @@ async def read_json(request: web.Request) -> Any:
     return data
 
 
+async def read_file_body(request: web.Request, limit: int, *, code: str, what: str) -> bytes:
+    """A raw body of at most ``limit`` bytes, read as it streams in (the app's JSON body limit does
+    not apply): refused at once when its Content-Length says more, else as soon as it grows past."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"{what} is larger than {limit} bytes", code=code)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"{what} is larger than {limit} bytes", code=code)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def parse_json(raw: str | bytes, what: str) -> Any:
     """JSON from a request body or a websocket frame: whatever is wrong with it is invalid_json."""
     try:
@@ -204,6 +219,8 @@ class Operation:
     body: type[BaseModel] | None
     auth: bool
     tag: str
+    # A route whose body is not JSON but the raw bytes of a file (an upload).
+    raw_body: bool = False
 
 
 class Api:
@@ -214,10 +231,10 @@ class Api:
 
     def route(
         self, method: str, path: str, *, summary: str, body: type[BaseModel] | None = None, auth: bool = True,
-        tag: str = "tickets",
+        tag: str = "tickets", raw_body: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.operations.append(Operation(method.upper(), path, handler, summary, body, auth, tag))
+            self.operations.append(Operation(method.upper(), path, handler, summary, body, auth, tag, raw_body))
             return handler
 
         return register
@@ -246,6 +263,9 @@ class Api:
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}},
                 }
+            elif op.raw_body:
+                entry["requestBody"] = {"required": True,
+                                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
             paths.setdefault(op.path, {})[op.method.lower()] = entry
         return {
             "openapi": "3.1.0",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator, model_validator
 
 from core.models import MAX_BIG_ID, MAX_ID
 
@@ -22,6 +22,7 @@ AgentId = Annotated[int, Field(gt=0, le=MAX_ID)]
 GroupId = Annotated[int, Field(gt=0, le=MAX_ID)]
 RuleId = Annotated[int, Field(gt=0, le=MAX_ID)]
 CustomerId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
+AttachmentId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
 
 
 class Strict(BaseModel):
@@ -34,8 +35,17 @@ class LoginBody(Strict):
 
 
 class MessageBody(Strict):
-    text: str = Field(min_length=1)
+    # Declared before text, so text's check can see them: text may be empty only with attachments.
+    attachments: list[AttachmentId] = Field(default_factory=list, max_length=10)
+    text: str = Field(default="", validate_default=True)
     kind: Literal["reply", "note"] = "reply"
+
+    @field_validator("text")
+    @classmethod
+    def _text_or_attachments(cls, value: str, info: ValidationInfo) -> str:
+        if not value and not info.data.get("attachments"):
+            raise ValueError("text is required (it may be empty only when attachments are given)")
+        return value
 
 
 class NewCustomer(Strict):

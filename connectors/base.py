@@ -26,9 +26,15 @@ class Attachment:
     content_type: str
     url: str | None = None
     size: int | None = None
+    # Set for a file an agent uploaded (core.attachments): the connector fetches its bytes by id.
+    id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "content_type": self.content_type, "url": self.url, "size": self.size}
+        out: dict[str, Any] = {"name": self.name, "content_type": self.content_type, "url": self.url,
+                               "size": self.size}
+        if self.id is not None:
+            out["id"] = self.id
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Attachment:

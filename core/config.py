@@ -45,8 +45,10 @@ class Settings:
     queue_namespace: str = "channelhub"
     # Largest text of one message, in bytes of UTF-8 (documented in docs/api.md).
     max_message_bytes: int = 16 * 1024
-    # Largest HTTP request body we accept at all.
+    # Largest HTTP request body we accept at all (an attachment upload has its own limit below).
     max_request_bytes: int = 1024 * 1024
+    # Largest file an agent may attach to a message (kept in the database, like WeChat media).
+    max_attachment_bytes: int = 10 * 1024 * 1024
     # An agent who has sent nothing over the gateway for this long is taken offline.
     heartbeat_timeout: float = 60.0
     token_ttl_hours: int = 24 * 14
@@ -95,6 +97,7 @@ class Settings:
             queue_namespace=get("QUEUE_NAMESPACE") or defaults.queue_namespace,
             max_message_bytes=int(get("MAX_MESSAGE_BYTES") or defaults.max_message_bytes),
             max_request_bytes=int(get("MAX_REQUEST_BYTES") or defaults.max_request_bytes),
+            max_attachment_bytes=int(get("MAX_ATTACHMENT_BYTES") or defaults.max_attachment_bytes),
             heartbeat_timeout=float(get("HEARTBEAT_TIMEOUT") or defaults.heartbeat_timeout),
             token_ttl_hours=int(get("TOKEN_TTL_HOURS") or defaults.token_ttl_hours),
             sweeper_interval=float(get("SWEEPER_INTERVAL") or defaults.sweeper_interval),

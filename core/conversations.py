@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from core.attachments import for_customer
 from core.models import Agent, CustomerIdentity, Direction, Message, Ticket
 from core.serialize import message_dict, public_message
 
@@ -37,4 +38,5 @@ async def customer_history(
                 .limit(limit)
             )
         ).all()
-    return [public_message(message_dict(m, agent=a)) for m, a in reversed(rows)]
+    return [{**public_message(message_dict(m, agent=a)),
+             "attachments": for_customer(hub.settings, tenant_id, m.attachments or [])} for m, a in reversed(rows)]

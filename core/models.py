@@ -432,6 +432,22 @@ class LoginLog(TenantScoped, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class StoredAttachment(TenantScoped, Base):
+    """A file an agent uploaded to attach to messages. The bytes live here for now (as WeChat media
+    do), so every process serves the same file; ``sha256`` identifies the content."""
+
+    __tablename__ = "attachments"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    uploaded_by_agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # --- WeChat channel (connectors/wechat) --------------------------------------------------------
 
 
@@ -502,3 +518,17 @@ class WeChatReplyWindow(TenantScoped, Base):
     # The customer's message that opened the window.
     opened_at: Mapped[datetime]
     sent: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WeChatUpload(TenantScoped, Base):
+    """One of our attachments uploaded to an account as temporary media: the platform keeps it 3
+    days, so a retry or another reply within that time sends the same media_id again."""
+
+    __tablename__ = "wechat_uploads"
+    account_id: Mapped[int] = mapped_column(ForeignKey("wechat_accounts.id", ondelete="CASCADE"), primary_key=True)
+    attachment_id: Mapped[int] = mapped_column(ForeignKey("attachments.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    media_type: Mapped[str] = mapped_column(String(10))  # image, voice, video, file
+    media_id: Mapped[str] = mapped_column(String(255))
+    # When the upload began (the platform's 3 days start no earlier).
+    uploaded_at: Mapped[datetime]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ from core.config import Settings
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
+_keys: dict[tuple[str | None, str], bytes] = {}
 _cache: dict[tuple[str | None, str], Fernet] = {}
 
 
@@ -53,17 +55,37 @@ def _key_file(path: Path) -> str:
     return key.decode()
 
 
-def fernet(settings: Settings) -> Fernet:
+def _key(settings: Settings) -> bytes:
     ident = (settings.secret_key, settings.secret_key_file)
     with _lock:
-        found = _cache.get(ident)
+        found = _keys.get(ident)
         if found is None:
             material = settings.secret_key or _key_file(Path(settings.secret_key_file))
             if not settings.secret_key and settings.redis_url:
                 logger.warning("CHANNELHUB_SECRET_KEY is not set: every process must read the same %s",
                                settings.secret_key_file)
-            found = _cache[ident] = Fernet(_fernet_key(material))
+            found = _keys[ident] = _fernet_key(material)
         return found
+
+
+def fernet(settings: Settings) -> Fernet:
+    ident = (settings.secret_key, settings.secret_key_file)
+    found = _cache.get(ident)
+    if found is None:
+        found = _cache[ident] = Fernet(_key(settings))
+    return found
+
+
+def sign(settings: Settings, purpose: str, message: str) -> str:
+    """A URL-safe HMAC-SHA256 of ``message`` (32 characters), under a key derived from the secret key
+    for ``purpose`` alone: a signature made for one use is worth nothing for another."""
+    key = hmac.new(_key(settings), f"channelhub:{purpose}".encode(), hashlib.sha256).digest()
+    mac = hmac.new(key, message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:24]).decode()
+
+
+def verify(settings: Settings, purpose: str, message: str, signature: str) -> bool:
+    return hmac.compare_digest(sign(settings, purpose, message).encode(), signature.encode())
 
 
 def encrypt(settings: Settings, value: str) -> str:

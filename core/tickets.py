@@ -9,12 +9,14 @@ does), so concurrent operations cannot deadlock.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import attachments
 from core.auth import Principal
 from core.capacity import counts, release_slot, take_slot
 from core.errors import Conflict, InvalidInput, NotFound
@@ -179,6 +181,7 @@ async def _add_agent_message(
     text: str,
     log: EventLog,
     outcome: _Outcome,
+    files: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     now = utcnow()
     outbound = direction == Direction.OUTBOUND
@@ -196,7 +199,7 @@ async def _add_agent_message(
         direction=direction,
         author_agent_id=principal.agent_id,
         body=text,
-        attachments=[],
+        attachments=files or [],
         delivery_state=DeliveryState.PENDING if outbound else None,
         created_at=now,
     )
@@ -231,18 +234,22 @@ async def _add_agent_message(
     return mdict
 
 
-async def add_message(hub: Hub, principal: Principal, ticket_id: int, text: str, *, note: bool) -> dict[str, Any]:
-    """An agent's reply to the customer (delivered through the outbox) or an internal note."""
+async def add_message(hub: Hub, principal: Principal, ticket_id: int, text: str, *, note: bool,
+                      attachment_ids: Sequence[int] = ()) -> dict[str, Any]:
+    """An agent's reply to the customer (delivered through the outbox) or an internal note, with
+    files uploaded before (core.attachments); the text may be empty when there is a file."""
     text = check_text(text, hub.settings.max_message_bytes)
-    if not text.strip():
-        raise InvalidInput("text must not be empty", code="empty_text")
+    if not text.strip() and not attachment_ids:
+        raise InvalidInput("text must not be empty (it may be only when the message has attachments)",
+                           code="empty_text")
     outcome = _Outcome()
     async with hub.db.session(principal.tenant_id) as session:
         ticket, customer = await _ticket_for_change(session, principal, ticket_id)
+        files = await attachments.for_message(session, attachment_ids)
         log = EventLog(session)
         mdict = await _add_agent_message(
             session, principal, ticket, customer, direction=Direction.NOTE if note else Direction.OUTBOUND,
-            text=text, log=log, outcome=outcome,
+            text=text, log=log, outcome=outcome, files=files,
         )
         await session.flush()
         outcome.events = await log.flush()

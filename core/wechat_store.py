@@ -35,6 +35,7 @@ from core.models import (
     WeChatMedia,
     WeChatReplyWindow,
     WeChatToken,
+    WeChatUpload,
     utcnow,
 )
 
@@ -45,6 +46,9 @@ CHANNEL = "wechat"
 ACCOUNT_TTL = 10.0
 REPLY_WINDOW = timedelta(hours=48)
 REPLIES_PER_WINDOW = 5
+# Temporary media live 3 days on the platform; reuse an upload for a little less, so it cannot
+# expire between being chosen and being sent.
+UPLOAD_REUSE = timedelta(days=3) - timedelta(hours=2)
 KINDS = ("oa", "kf")
 MODES = ("plain", "compat", "safe")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9]{3,32}$")
@@ -524,3 +528,35 @@ async def kf_release(hub: Hub, account: AccountConfig) -> None:
             update(WeChatAccount).where(WeChatAccount.id == account.id).values(kf_sync_until=None)
             .execution_options(synchronize_session=False)
         )
+
+
+# --- our attachments uploaded as temporary media ------------------------------------------------
+
+
+async def uploaded_media(hub: Hub, account: AccountConfig, attachment_id: int, media_type: str) -> str | None:
+    """The media_id of an earlier upload of this attachment to this account, while the platform keeps it."""
+    async with hub.db.read(account.tenant_id) as session:
+        return (await session.execute(
+            select(WeChatUpload.media_id).where(
+                WeChatUpload.account_id == account.id, WeChatUpload.attachment_id == attachment_id,
+                WeChatUpload.media_type == media_type, WeChatUpload.uploaded_at > utcnow() - UPLOAD_REUSE)
+        )).scalar_one_or_none()
+
+
+async def remember_upload(hub: Hub, account: AccountConfig, attachment_id: int, media_type: str, media_id: str,
+                          uploaded_at: datetime) -> None:
+    try:
+        async with hub.db.session(account.tenant_id) as session:
+            await session.execute(delete(WeChatUpload).where(WeChatUpload.account_id == account.id,
+                                                             WeChatUpload.attachment_id == attachment_id))
+            session.add(WeChatUpload(account_id=account.id, attachment_id=attachment_id, tenant_id=account.tenant_id,
+                                     media_type=media_type, media_id=media_id, uploaded_at=uploaded_at))
+    except IntegrityError:
+        pass  # another delivery uploaded it at the same moment: its media_id is as good
+
+
+async def forget_uploads(hub: Hub, account: AccountConfig, attachment_ids: list[int]) -> None:
+    """The platform no longer knows these media ids (expired early): the next try uploads again."""
+    async with hub.db.session(account.tenant_id) as session:
+        await session.execute(delete(WeChatUpload).where(WeChatUpload.account_id == account.id,
+                                                         WeChatUpload.attachment_id.in_(attachment_ids)))

@@ -52,6 +52,8 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         embedded_worker=True,
         queue_namespace=f"chtest{os.getpid()}",
         sweeper_interval=2.0,
+        # Small enough to test the limit quickly, still above max_request_bytes and WeChat's voice limit.
+        max_attachment_bytes=3 * 1024 * 1024,
         secret_key="channelhub-test-secret-key",
         wechat_api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",
         wecom_api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/qy",

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -48,12 +49,14 @@ ID_PARAMS = {
     "group_id": ("group_not_found", MAX_ID),
     "rule_id": ("rule_not_found", MAX_ID),
     "account_id": ("account_not_found", MAX_ID),
+    "attachment_id": ("attachment_not_found", MAX_BIG_ID),
 }
 # Each textual id in a path (a WeChat account's webhook key, a WeChat media id): the error for one
 # that exists nowhere, and the longest its column holds.
 WORD_PARAMS = {
     "key": ("account_not_found", 40),
     "media_id": ("media_not_found", 255),
+    "signature": ("attachment_not_found", 64),  # of a customer's link to a file
 }
 BAD_WORDS = ["has%20space", "%00", "nul%00x", "%D9%A3", "caf%C3%A9", "a;b", "a%22b", "a%3Cb%3E", "~tilde", "a,b"]
 DEEP = "[" * 100_000  # nesting deeper than any parser's recursion limit
@@ -87,6 +90,8 @@ class Shop:
     rule_id: int
     wechat: dict[str, Any]  # an Official Account, as the admin API shows it
     media_id: str  # a customer's image, kept for that account
+    attachment: dict[str, Any]  # a file attached to the agent's reply
+    file_path: str  # the customer's signed link to it
 
     @property
     def domain(self) -> str:
@@ -95,7 +100,8 @@ class Shop:
     def ids(self) -> dict[str, int | str]:
         return {"ticket_id": self.ticket_id, "customer_id": self.customer_id, "agent_id": self.agent.id,
                 "group_id": self.group_id, "rule_id": self.rule_id, "account_id": self.wechat["id"],
-                "key": self.wechat["key"], "media_id": self.media_id}
+                "key": self.wechat["key"], "media_id": self.media_id, "attachment_id": self.attachment["id"],
+                "signature": self.file_path.rsplit("/", 1)[1]}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
@@ -139,7 +145,11 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
         assert first.status == 201, first
         tickets = (await http("GET", "/api/v1/tickets", host=info.domain, token=admin_token)).body["tickets"]
         ticket_id = tickets[0]["id"]
-        for body in ({"text": "Sorry, sending another", "kind": "reply"}, {"text": "check stock", "kind": "note"}):
+        label = await http("POST", "/api/v1/attachments?name=label.pdf", host=info.domain, token=agent_token,
+                           data=b"%PDF shipping label", headers={"Content-Type": "application/pdf"})
+        assert label.status == 201, label
+        for body in ({"text": "Sorry, sending another", "kind": "reply",
+                      "attachments": [label.body["attachment"]["id"]]}, {"text": "check stock", "kind": "note"}):
             reply = await http("POST", f"/api/v1/tickets/{ticket_id}/messages", host=info.domain, token=admin_token,
                                json_body=body)
             assert reply.status == 201, reply
@@ -161,9 +171,11 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
         missing = await http("GET", f"/api/v1/wechat/media/{account.body['account']['key']}/MEDIA_none",
                              host=info.domain, token=agent_token)
         assert_error(missing, 404, "media_not_found")
+        history = await http("GET", f"/webchat/history?visitor_id={first.body['visitor_id']}", host=info.domain)
+        [file_path] = [a["url"] for m in history.body["messages"] for a in m["attachments"]]
         s = Shop(info, http, db, server.app[HUB].settings, admin, agent, group_id, admin_token, agent_token, revoked,
                  ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"],
-                 account.body["account"], media_id)
+                 account.body["account"], media_id, label.body["attachment"], file_path)
 
         async def delivered() -> bool:
             detail = await s.call("GET", f"/api/v1/tickets/{ticket_id}")
@@ -260,6 +272,13 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
         ("POST", "/api/v1/tickets/{ticket_id}/messages"): [
             ({"text": 5}, "text"), ({"text": None}, "text"), ({"text": ""}, "text"), ({"kind": "note"}, "text"),
             ({"text": "x", "kind": "shout"}, "kind"),
+            ({"text": "", "attachments": []}, "text"), ({"attachments": [], "kind": "note"}, "text"),
+            ({"text": "x", "attachments": str(shop.attachment["id"])}, "attachments"),
+            ({"text": "x", "attachments": [True]}, "attachments"), ({"text": "x", "attachments": [0]}, "attachments"),
+            ({"text": "x", "attachments": [str(shop.attachment["id"])]}, "attachments"),
+            ({"text": "x", "attachments": [2**63]}, "attachments"),
+            ({"text": "x", "attachments": [1.5]}, "attachments"),
+            ({"text": "x", "attachments": [shop.attachment["id"]] * 11}, "attachments"),
         ],
         ("POST", "/api/v1/tickets/{ticket_id}/transfer"): [
             ({"agent_id": "abc"}, "agent_id"), ({"agent_id": str(shop.agent.id)}, "agent_id"),
@@ -863,3 +882,47 @@ async def test_wechat_configuration_the_platform_would_refuse(shop: Shop) -> Non
     media = await shop.call("GET", f"/api/v1/wechat/media/{shop.wechat['key']}/{shop.media_id}",
                             token=shop.agent_token)
     assert media.status == 200 and media.text == "photo", media
+
+
+# --- attachments --------------------------------------------------------------------------------------------
+async def test_uploads_that_are_refused_store_nothing(shop: Shop) -> None:
+    limit = shop.settings.max_attachment_bytes
+    before = await shop.rows()
+
+    async def upload(query: str, data: Any, content_type: str = "application/pdf") -> Reply:
+        return await shop.call("POST", "/api/v1/attachments" + query, token=shop.agent_token, data=data,
+                               headers={"Content-Type": content_type})
+
+    for query in ("", "?name=", "?name=%20%20", "?name=" + "a" * 201, "?name=a/b.pdf", "?name=..%5Cb.pdf",
+                  "?name=%2Fetc%2Fpasswd", "?name=..", "?name=nul%00.pdf", "?name=tab%09.pdf"):
+        assert_error(await upload(query, b"%PDF"), 422, "invalid_attachment_name")
+    for content_type in ("pdf", "image/", "/png", "image/png/x", "a" * 97 + "/pdf", "image/pn g"):
+        assert_error(await upload("?name=x.pdf", b"%PDF", content_type), 422, "invalid_content_type")
+    assert_error(await upload("?name=empty.pdf", b""), 400, "empty_attachment")
+
+    big = b"x" * (limit + 1)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 256 * 1024):
+            yield big[i:i + 256 * 1024]
+
+    # Told by its Content-Length, and found while reading a chunked body.
+    assert_error(await upload("?name=big.pdf", big), 413, "attachment_too_large")
+    assert_error(await upload("?name=big.pdf", chunks()), 413, "attachment_too_large")
+
+    # A reply or note naming a file that does not exist stores nothing, even beside one that does.
+    path = f"/api/v1/tickets/{shop.ticket_id}/messages"
+    for kind in ("reply", "note"):
+        for ids in ([MISSING_TICKET], [shop.attachment["id"], MISSING_TICKET]):
+            reply = await shop.call("POST", path, body={"text": "see file", "kind": kind, "attachments": ids})
+            error = assert_error(reply, 404, "attachment_not_found")
+            assert str(MISSING_TICKET) in error["message"], error
+    assert await shop.rows() == before
+
+    # Exactly the limit, with no type given and any name a person would give (the body limit of
+    # JSON requests does not apply).
+    exact = await upload("?name=" + quote("Lieferschein März (1).bin"), b"y" * limit, "")
+    assert exact.status == 201, exact
+    assert (exact.body["attachment"]["size"], exact.body["attachment"]["content_type"]) == (
+        limit, "application/octet-stream")
+    assert exact.body["attachment"]["name"] == "Lieferschein März (1).bin"

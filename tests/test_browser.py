@@ -42,6 +42,19 @@ def origin(tenant: TenantInfo) -> str:
     return f"http://{tenant.domain}:{tenant.server.port}"
 
 
+async def _customer_writes(browser: Any, base: str, text: str) -> tuple[Any, Any]:
+    """A customer opens the demo shop page (the one script tag), opens the chat and writes."""
+    ctx = await browser.new_context()
+    shop = await ctx.new_page()
+    await shop.goto(f"{base}/webchat/demo")
+    await shop.click("#chw-launcher")
+    await shop.wait_for_selector("#chw-status:has-text('online')")
+    await shop.fill("#chw-input", text)
+    await shop.click("#chw-send")
+    await shop.wait_for_selector(".chw-msg.chw-inbound:not(.chw-pending)")
+    return ctx, shop
+
+
 async def test_widget_and_console_talk_live(browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:
     agent = await local_tenant.add_agent(name="Li Na")
     base = origin(local_tenant)
@@ -56,14 +69,7 @@ async def test_widget_and_console_talk_live(browser: Any, local_tenant: TenantIn
     await console.wait_for_selector("#conn:has-text('connected')")
 
     # A customer opens the shop page with the one script tag and writes.
-    shop_ctx = await browser.new_context()
-    shop = await shop_ctx.new_page()
-    await shop.goto(f"{base}/webchat/demo")
-    await shop.click("#chw-launcher")
-    await shop.wait_for_selector("#chw-status:has-text('online')")
-    await shop.fill("#chw-input", "Hi, my parcel is late")
-    await shop.click("#chw-send")
-    await shop.wait_for_selector(".chw-msg.chw-inbound:not(.chw-pending)")
+    shop_ctx, shop = await _customer_writes(browser, base, "Hi, my parcel is late")
 
     # It appears in the agent's console, live; the agent opens it and answers.
     ticket = console.locator("#tickets li.ticket").first
@@ -107,4 +113,25 @@ async def test_console_refuses_bad_password(browser: Any, local_tenant: TenantIn
     await error.wait_for()
     await page.wait_for_function("document.querySelector('#login-error').textContent.length > 0")
     assert "wrong" in (await error.text_content() or "").lower()
+    await ctx.close()
+
+
+async def test_widget_shows_attached_files_as_links_the_customer_opens(browser: Any, local_tenant: TenantInfo) -> None:
+    agent = await local_tenant.add_agent()
+    client = await local_tenant.signed_in(agent)
+    base = origin(local_tenant)
+    ctx, shop = await _customer_writes(browser, base, "Please send the manual")
+    created = await client.wait_event(lambda e: e["kind"] == "message.created")
+
+    manual = await client.upload("manual <v2>.pdf", b"%PDF-1.4 the manual", "application/pdf")
+    await client.reply(created["ticket_id"], "Here you are", attachments=[manual["id"]])
+    link = shop.locator(".chw-msg.chw-outbound a.chw-file")
+    await link.wait_for()
+    assert await link.text_content() == "manual <v2>.pdf"  # a name is text, never markup
+    href = await link.get_attribute("href") or ""
+    assert href.startswith(f"{base}/files/{manual['id']}/"), href
+    assert await link.get_attribute("target") == "_blank"
+    # The customer's browser opens it without any sign-in.
+    opened = await shop.evaluate("async (u) => { const r = await fetch(u); return [r.status, await r.text()]; }", href)
+    assert opened == [200, "%PDF-1.4 the manual"]
     await ctx.close()

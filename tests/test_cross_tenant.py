@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -24,7 +25,7 @@ from admin_api.gateway import ACTIONS
 from admin_api.http import Operation
 from core.config import Settings
 from core.db import Database
-from core.models import MAX_ID, Agent, Group, RoutingRule, Ticket, WeChatAccount, WeChatMedia
+from core.models import MAX_ID, Agent, Group, Message, RoutingRule, StoredAttachment, Ticket, WeChatAccount, WeChatMedia
 from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
 from tests.support import (
     Http,
@@ -66,6 +67,16 @@ class Side:
     waiting_ticket: int  # in the group's queue: nobody is online
     wechat: dict[str, Any]  # an Official Account, as the admin API shows it
     media_id: str  # a customer's image, stored for that account
+    attachment: dict[str, Any]  # a file the admin attached to the open ticket's reply
+    file_path: str  # the signed link the web chat customer was given for it
+
+    @property
+    def attachment_id(self) -> int:
+        return int(self.attachment["id"])
+
+    @property
+    def signature(self) -> str:
+        return self.file_path.rsplit("/", 1)[1]
 
     @property
     def domain(self) -> str:
@@ -83,7 +94,8 @@ class Side:
         """This side's ids for every path parameter of the API."""
         return {"ticket_id": self.open_ticket, "rule_id": self.rule_id, "group_id": self.group_id,
                 "agent_id": self.agent.id, "customer_id": self.customer_id, "account_id": self.account_id,
-                "key": self.key, "media_id": self.media_id}
+                "key": self.key, "media_id": self.media_id, "attachment_id": self.attachment_id,
+                "signature": self.signature}
 
 
 @dataclass
@@ -174,10 +186,12 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     visitor_id = await _customer_writes(http, t.domain, first, f"{name} customer")
     ticket = await _ticket_of(http, t.domain, admin_token, first)
     open_id = int(ticket["id"])
+    attachment = await _upload(http, t.domain, admin_token, f"{name} invoice.pdf", f"{name}'s invoice".encode())
     for method, path, body in [
         ("POST", f"/api/v1/tickets/{open_id}/transfer", {"agent_id": agent.id}),
         ("POST", f"/api/v1/tickets/{open_id}/messages", {"text": f"{name} internal note", "kind": "note"}),
-        ("POST", f"/api/v1/tickets/{open_id}/messages", {"text": f"{name} answers", "kind": "reply"}),
+        ("POST", f"/api/v1/tickets/{open_id}/messages", {"text": f"{name} answers", "kind": "reply",
+                                                         "attachments": [attachment["id"]]}),
     ]:
         reply = await http(method, path, host=t.domain, token=admin_token, json_body=body)
         assert reply.status in (200, 201), reply
@@ -205,9 +219,18 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     await eventually(lambda: _all_delivered(http, t.domain, admin_token, open_id))
     await eventually(lambda: _routed(db, t.id))
     wechat, media_id = await _wechat_account(http, db, wechat_api, t, admin_token, name)
+    history = await http("GET", f"/webchat/history?visitor_id={visitor_id}", host=t.domain)
+    [file_path] = [a["url"] for m in history.body["messages"] for a in m["attachments"]]
     return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
                 int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
-                wechat, media_id)
+                wechat, media_id, attachment, file_path)
+
+
+async def _upload(http: Http, domain: str, token: str, name: str, data: bytes) -> dict[str, Any]:
+    reply = await http("POST", "/api/v1/attachments?" + urlencode({"name": name}), host=domain, token=token,
+                       data=data, headers={"Content-Type": "application/pdf"})
+    assert reply.status == 201, reply
+    return dict(reply.body["attachment"])
 
 
 @pytest.fixture(scope="module")
@@ -387,6 +410,20 @@ async def probe_update_ticket(w: World) -> None:
 async def probe_add_message(w: World) -> None:
     for kind in ("reply", "note"):
         await _not_found_like_a_missing_ticket(w, "POST", "/messages", {"text": "hi from A", "kind": kind})
+        await _not_found_like_a_missing_ticket(w, "POST", "/messages", {"kind": kind,
+                                                                        "attachments": [w.a.attachment_id]})
+    # B's file on A's own ticket is a file that exists nowhere, and nothing is stored.
+    path = f"/api/v1/tickets/{w.a.open_ticket}/messages"
+    before = await ids_of(w.db, Message, w.a.info.id)
+    for kind in ("reply", "note"):
+        absent = await w.call("POST", path, body={"kind": kind, "attachments": [MISSING_TICKET]})
+        assert_not_found(absent, "attachment_not_found")
+        for ids in ([w.b.attachment_id], [w.a.attachment_id, w.b.attachment_id]):
+            reply = await w.call("POST", path, body={"text": "with B's file", "kind": kind, "attachments": ids})
+            assert_not_found(reply, "attachment_not_found")
+            assert reply.body["error"]["message"] == absent.body["error"]["message"].replace(
+                str(MISSING_TICKET), str(w.b.attachment_id))
+    assert await ids_of(w.db, Message, w.a.info.id) == before
     ok = await w.call("POST", f"/api/v1/tickets/{w.a.open_ticket}/messages", body={"text": "A's note", "kind": "note"})
     assert ok.status == 201, ok
 
@@ -614,6 +651,38 @@ async def probe_wechat_media(w: World) -> None:
     assert ok.status == 200 and ok.text == "Acme's customer photo", ok
 
 
+async def probe_upload(w: World) -> None:
+    made = await _upload(w.http, w.a.domain, w.a.agent_token, w.b.attachment["name"], b"A's own file")
+    assert made["id"] in await ids_of(w.db, StoredAttachment, w.a.info.id)
+    assert made["id"] not in await ids_of(w.db, StoredAttachment, w.b.info.id)
+    ok = await w.http("GET", made["url"], host=w.a.domain, token=w.a.agent_token)
+    assert (ok.status, ok.text) == (200, "A's own file"), ok
+
+
+async def probe_get_attachment(w: World) -> None:
+    for token in (w.a.admin_token, w.a.agent_token):
+        await _not_found_like_a_missing(w, "GET", "/api/v1/attachments/{}", [w.b.attachment_id], MISSING_TICKET,
+                                        "attachment_not_found", token=token)
+    ok = await w.call("GET", f"/api/v1/attachments/{w.a.attachment_id}", token=w.a.agent_token)
+    assert (ok.status, ok.text) == (200, "Acme's invoice"), ok
+
+
+async def probe_public_file(w: World) -> None:
+    # B's customer's link on A's domain, and any mix of the two tenants' ids and signatures, is a
+    # file that exists nowhere.
+    for path in (w.b.file_path, f"/files/{w.a.attachment_id}/{w.b.signature}",
+                 f"/files/{w.b.attachment_id}/{w.a.signature}"):
+        attachment_id = path.split("/")[2]
+        absent = await w.http("GET", f"/files/{MISSING_TICKET}/{path.rsplit('/', 1)[1]}", host=w.a.domain)
+        assert_not_found(absent, "attachment_not_found")
+        reply = await w.http("GET", path, host=w.a.domain)
+        assert_not_found(reply, "attachment_not_found")
+        assert reply.body["error"]["message"] == absent.body["error"]["message"].replace(str(MISSING_TICKET),
+                                                                                         attachment_id)
+    ok = await w.http("GET", w.a.file_path, host=w.a.domain)
+    assert (ok.status, ok.text) == (200, "Acme's invoice"), ok
+
+
 CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/auth/login"): Case(probe_login,
                                          lambda w: {"email": w.a.admin.email, "password": PASSWORD}),
@@ -632,7 +701,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/tickets"): Case(probe_create_ticket, lambda w: {"text": "x", "customer_id": w.b.customer_id}),
     ("GET", "/api/v1/tickets/{ticket_id}"): Case(probe_get_ticket),
     ("PATCH", "/api/v1/tickets/{ticket_id}"): Case(probe_update_ticket, lambda w: {"status": "closed"}),
-    ("POST", "/api/v1/tickets/{ticket_id}/messages"): Case(probe_add_message, lambda w: {"text": "x"}),
+    ("POST", "/api/v1/tickets/{ticket_id}/messages"): Case(probe_add_message,
+                                                           lambda w: {"text": "x", "attachments": [w.a.attachment_id]}),
     ("POST", "/api/v1/tickets/{ticket_id}/transfer"): Case(probe_transfer, lambda w: {"agent_id": w.a.agent.id}),
     ("POST", "/api/v1/tickets/{ticket_id}/solve"): Case(probe_solve),
     ("POST", "/api/v1/tickets/{ticket_id}/reopen"): Case(probe_reopen),
@@ -658,6 +728,9 @@ CASES: dict[tuple[str, str], Case] = {
                                                             lambda w: {"name": "taken over", "active": False}),
     ("DELETE", "/api/v1/wechat/accounts/{account_id}"): Case(probe_delete_wechat_account),
     ("GET", "/api/v1/wechat/media/{key}/{media_id}"): Case(probe_wechat_media),
+    ("POST", "/api/v1/attachments"): Case(probe_upload),
+    ("GET", "/api/v1/attachments/{attachment_id}"): Case(probe_get_attachment),
+    ("GET", "/files/{attachment_id}/{signature}"): Case(probe_public_file),
 }
 
 

@@ -79,14 +79,16 @@ async def update_ticket(request: web.Request) -> web.Response:
 
 
 @api.route("POST", "/api/v1/tickets/{ticket_id}/messages",
-           summary="Reply to the customer (kind=reply, delivered through the outbox) or add an internal note",
+           summary="Reply to the customer (kind=reply, delivered through the outbox) or add an internal note,"
+           " with uploaded attachments",
            body=MessageBody)
 async def add_message(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
     ticket_id = int_param(request, "ticket_id")
     data = await body(request, MessageBody)
-    message = await tickets.add_message(hub, principal, ticket_id, data.text, note=data.kind == "note")
+    message = await tickets.add_message(hub, principal, ticket_id, data.text, note=data.kind == "note",
+                                        attachment_ids=data.attachments)
     return web.json_response({"message": message}, status=201)
 
 

@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict
 
 from connectors.base import Connector, InboundMessage, OutboundMessage
+from core.attachments import for_customer
 from core.conversations import customer_history
 from core.errors import DomainError, InvalidInput
 from core.ingest import ingest
@@ -73,7 +74,9 @@ class WebchatConnector(Connector):
                 "id": message.message_id,
                 "direction": "outbound",
                 "text": message.text,
-                "attachments": [a.to_dict() for a in message.attachments],
+                # Our own files by a signed link: the visitor opens them without signing in.
+                "attachments": for_customer(self.hub.settings, message.tenant_id,
+                                            [a.to_dict() for a in message.attachments]),
                 "created_at": iso(message.created_at),
                 "author": {"name": message.author_name} if message.author_name else None,
             },

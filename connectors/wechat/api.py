@@ -36,6 +36,10 @@ EARLY_REFRESH = timedelta(seconds=300)
 LOCK_SECONDS = 10.0
 WAIT_FOR_OTHER = 5.0
 MAX_MEDIA_BYTES = 20 * 1024 * 1024
+# A file of up to 20 MB can take longer than a JSON call's 15 s to reach the platform.
+UPLOAD_TIMEOUT = aiohttp.ClientTimeout(total=120, connect=5)
+# Form fields of a multipart upload: field name -> (file name, content type, bytes).
+Files = dict[str, tuple[str, str, bytes]]
 
 
 class ApiError(Exception):
@@ -77,9 +81,17 @@ class WeChatApi:
         return s.wecom_api_base if account.kind == "kf" else s.wechat_api_base
 
     # --- HTTP ---------------------------------------------------------------------------------
-    async def _json(self, method: str, url: str, *, params: dict[str, str], json_body: Any = None) -> dict[str, Any]:
+    async def _json(self, method: str, url: str, *, params: dict[str, str], json_body: Any = None,
+                    files: Files | None = None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"params": params, "json": json_body}
+        if files:
+            # A new form each time: a form is spent once sent, and a refused token sends it again.
+            form = aiohttp.FormData()
+            for field, (filename, content_type, content) in files.items():
+                form.add_field(field, content, filename=filename, content_type=content_type)
+            kwargs.update(data=form, timeout=UPLOAD_TIMEOUT)
         try:
-            async with self.session().request(method, url, params=params, json=json_body) as resp:
+            async with self.session().request(method, url, **kwargs) as resp:
                 if resp.status >= 500:
                     raise PlatformUnavailable(f"HTTP {resp.status}")
                 data = await resp.json(content_type=None)
@@ -90,12 +102,13 @@ class WeChatApi:
         return data
 
     async def call(self, account: AccountConfig, method: str, path: str, *, json_body: Any = None,
-                   params: dict[str, str] | None = None) -> dict[str, Any]:
+                   params: dict[str, str] | None = None, files: Files | None = None) -> dict[str, Any]:
         """One API call with the shared token; an invalid token is refreshed once and the call retried."""
         token = await self.token(account)
         for attempt in range(2):
             data = await self._json(method, self.base(account) + path,
-                                    params={**(params or {}), "access_token": token}, json_body=json_body)
+                                    params={**(params or {}), "access_token": token}, json_body=json_body,
+                                    files=files)
             errcode = int(data.get("errcode") or 0)
             if errcode in TOKEN_ERRORS and attempt == 0:
                 logger.info("wechat account %s: token refused (%s); refreshing once", account.id, errcode)
@@ -105,6 +118,16 @@ class WeChatApi:
                 raise ApiError(errcode, str(data.get("errmsg") or ""))
             return data
         raise AssertionError("unreachable")
+
+    async def upload(self, account: AccountConfig, media_type: str, name: str, content_type: str,
+                     content: bytes) -> str:
+        """Upload temporary media (kept 3 days by the platform; the same path on WeCom); its media_id."""
+        data = await self.call(account, "POST", "/cgi-bin/media/upload", params={"type": media_type},
+                               files={"media": (name, content_type, content)})
+        media_id = data.get("media_id")
+        if not isinstance(media_id, str) or not media_id:
+            raise ApiError(-2, "the media upload answered without a media_id")
+        return media_id
 
     async def download(self, account: AccountConfig, media_id: str) -> tuple[str, bytes]:
         """A customer's media through the media API (temporary media live 3 days on the platform)."""

@@ -8,7 +8,9 @@ it got no answer to within 5 s, so nothing slow happens before the answer: media
 after it, in the background (and on first read if that failed).
 
 Outbound: ``send`` goes through the customer-service message API (Official Account) or kf
-send_msg (WeCom), after counting the reply against the customer's 48-hour window.
+send_msg (WeCom), after counting the reply against the customer's 48-hour window. Files agents
+attached are uploaded as temporary media first (once per account and file, reused for the 3 days
+the platform keeps them); what the account cannot show as media goes as a signed link.
 """
 
 from __future__ import annotations
@@ -23,13 +25,23 @@ from wechatpy.enterprise.crypto import WeChatCrypto as WeComCrypto
 from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.utils import check_signature
 
-from connectors.base import Connector, InboundMessage, OutboundMessage
+from connectors.base import Attachment, Connector, InboundMessage, OutboundMessage
 from connectors.wechat.api import ApiError, PlatformUnavailable, WeChatApi
 from connectors.wechat.inbound import Parsed, parse_kf, parse_oa
+from connectors.wechat.outbound import (
+    INVALID_MEDIA_ID,
+    MEDIA_LIMITS,
+    Payload,
+    media_payload,
+    media_type,
+    size_mb,
+    unreachable,
+)
 from connectors.wechat.xmlparse import NotWeChatXml, parse_xml
-from core import wechat_store
+from core import attachments, wechat_store
 from core.errors import DeliveryError, DomainError, Forbidden, NotFound, TooLarge
 from core.ingest import check_message
+from core.models import utcnow
 from core.wechat_store import AccountConfig
 
 logger = logging.getLogger(__name__)
@@ -293,8 +305,9 @@ class WeChatConnector(Connector):
         if account is None:
             raise DeliveryError("the WeChat account this customer wrote to is no longer configured", retry=False,
                                 code="wechat_account_missing")
-        payloads = self._payloads(message)
-        for n, payload in enumerate(payloads):
+        # Uploads first: a file the platform refuses fails the reply before any part of it is sent.
+        payloads = await self._payloads(account, message)
+        for n, (payload, uploaded) in enumerate(payloads):
             opened = await wechat_store.reserve_reply(self.hub, account, user_id, message.external_id)
             try:
                 if kind == "kf":
@@ -310,32 +323,72 @@ class WeChatConnector(Connector):
                     await wechat_store.exhaust_reply(self.hub, account, user_id, opened)
                 elif exc.errcode != WINDOW_CLOSED:
                     await wechat_store.release_reply(self.hub, account, user_id, opened)
+                if exc.errcode == INVALID_MEDIA_ID and uploaded is not None:
+                    # Our upload expired on the platform sooner than it said: upload again on the retry.
+                    await wechat_store.forget_uploads(self.hub, account, [uploaded])
+                    raise DeliveryError("WeChat no longer had an uploaded file; uploading it again", retry=True,
+                                        code="media_expired") from exc
                 raise self._delivery_error(exc) from exc
             except PlatformUnavailable as exc:
                 await wechat_store.release_reply(self.hub, account, user_id, opened)
-                raise DeliveryError(f"WeChat is unreachable: {exc}", retry=True, code="network_error") from exc
+                raise unreachable(exc) from exc
             except BaseException:
                 await wechat_store.release_reply(self.hub, account, user_id, opened)
                 raise
         return f"wechat:{message.message_id}"
 
-    @staticmethod
-    def _payloads(message: OutboundMessage) -> list[dict[str, Any]]:
-        """Text, plus media already on the platform (``wechat-media:<type>:<media_id>`` attachments);
-        other attachments go out as links in the text."""
+    async def _payloads(self, account: AccountConfig, message: OutboundMessage) -> list[Payload]:
+        """Text, plus media: our own files (uploaded, or the earlier upload reused) and media already on
+        the platform (``wechat-media:<type>:<media_id>``). What WeChat cannot show as media on this
+        kind of account goes out as a link in the text. Each payload comes with the id of the
+        attachment whose upload it sends, if any."""
         text = message.text
-        media: list[dict[str, Any]] = []
+        media: list[Payload] = []
         for att in message.attachments:
             url = att.url or ""
-            if url.startswith("wechat-media:"):
+            if att.id is not None:
+                mtype = media_type(account.kind, att.content_type)
+                if mtype is not None:
+                    media_id = await self._media_id(account, message.tenant_id, att, mtype)
+                    media.append((media_payload(mtype, media_id), att.id))
+                    continue
+                # An Official Account has no file messages: the customer gets the signed link.
+                url = await attachments.public_url(self.hub, message.tenant_id, att.id)
+            elif url.startswith("wechat-media:"):
                 _, mtype, media_id = url.split(":", 2)
-                if mtype in ("image", "voice", "video", "file"):
-                    media.append({"msgtype": mtype, mtype: {"media_id": media_id}})
+                if mtype in MEDIA_LIMITS:
+                    media.append((media_payload(mtype, media_id), None))
                     continue
             if url:
-                text = f"{text}\n{att.name}: {url}" if text else f"{att.name}: {url}"
-        out = [{"msgtype": "text", "text": {"content": text}}] if text.strip() else []
+                text = f"{text}\n{att.name}: {url}" if text.strip() else f"{att.name}: {url}"
+        out: list[Payload] = (
+            [({"msgtype": "text", "text": {"content": text}}, None)] if text.strip() else [])
         return out + media
+
+    async def _media_id(self, account: AccountConfig, tenant_id: int, att: Attachment, mtype: str) -> str:
+        """The platform's media_id for one of our files: uploaded once, reused while the platform keeps it."""
+        assert att.id is not None
+        limit = MEDIA_LIMITS[mtype]
+        if (att.size or 0) > limit:
+            raise DeliveryError(f"{att.name} is {size_mb(att.size or 0)}; WeChat takes a {mtype} of at most"
+                                f" {size_mb(limit)}", retry=False, code="media_too_large")
+        found = await wechat_store.uploaded_media(self.hub, account, att.id, mtype)
+        if found is not None:
+            return found
+        try:
+            file = await attachments.load(self.hub, tenant_id, att.id)
+        except NotFound:
+            raise DeliveryError(f"the attached file {att.name} no longer exists", retry=False,
+                                code="attachment_missing") from None
+        started = utcnow()
+        try:
+            media_id = await self.api.upload(account, mtype, file.name, file.content_type, file.data)
+        except ApiError as exc:
+            raise self._delivery_error(exc) from exc
+        except PlatformUnavailable as exc:
+            raise unreachable(exc) from exc
+        await wechat_store.remember_upload(self.hub, account, att.id, mtype, media_id, started)
+        return media_id
 
     @staticmethod
     def _delivery_error(exc: ApiError) -> DeliveryError:

@@ -4,6 +4,7 @@ cross-tenant and bad-input tests use it too."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from admin_api.client import AgentClient
 from tests.conftest import Server, TenantInfo
-from tests.wechat.platform import Push, Pusher, StandIn, new_aes_key, new_app_id
+from tests.wechat.platform import Push, Pusher, StandIn, new_aes_key, new_app_id, wecom_callback
 
 
 @dataclass
@@ -68,3 +69,36 @@ async def plain_account(server: Server, tenant: TenantInfo, wechat_api: StandIn)
 @pytest.fixture
 async def safe_account(server: Server, tenant: TenantInfo, wechat_api: StandIn) -> OaAccount:
     return await make_oa_account(tenant, wechat_api, mode="safe")
+
+
+@dataclass
+class KfAccount:
+    """A WeCom customer-service account made through the admin API, and its callback as WeCom sends it."""
+
+    info: dict[str, Any]
+    corp_id: str
+    open_kfid: str
+    token: str
+    aes_key: str
+    tenant: TenantInfo
+
+    @property
+    def url(self) -> str:
+        return self.tenant.server.url + f"/wechat/kf/{self.info['key']}"
+
+    async def callback(self, sync_token: str) -> tuple[int, str]:
+        push = wecom_callback(self.corp_id, self.token, self.aes_key, sync_token, self.open_kfid)
+        async with aiohttp.ClientSession() as http, http.post(self.url, params=push.query, data=push.body,
+                                                              headers={"Host": self.tenant.domain}) as resp:
+            return resp.status, await resp.text()
+
+
+async def make_kf_account(tenant: TenantInfo, wechat_api: StandIn) -> KfAccount:
+    admin = await admin_of(tenant)
+    corp_id, open_kfid = "ww" + secrets.token_hex(8), "wk" + secrets.token_hex(8)
+    token, aes_key, secret = "kfTok" + secrets.token_hex(4), new_aes_key(), "kfsecret" + secrets.token_hex(8)
+    info = (await admin.api("POST", "/api/v1/wechat/accounts", {
+        "kind": "kf", "name": "WeCom service", "corp_id": corp_id, "secret": secret, "token": token,
+        "aes_key": aes_key, "open_kfid": open_kfid}))["account"]
+    wechat_api.secrets[corp_id] = secret
+    return KfAccount(info, corp_id, open_kfid, token, aes_key, tenant)

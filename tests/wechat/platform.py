@@ -5,8 +5,8 @@
   and safe modes, encrypted with the account's EncodingAESKey by wechatpy's own crypto, with the
   query string the platform adds (signature, timestamp, nonce, openid, encrypt_type, msg_signature).
 * :class:`StandIn` is a loopback stand-in for the WeChat and WeCom HTTP APIs: tokens, the
-  customer-service message API, media, and WeCom kf sync_msg / send_msg. It records every call
-  and can be scripted to fail.
+  customer-service message API, media (download and temporary upload), and WeCom kf sync_msg /
+  send_msg. It records every call and can be scripted to fail.
 """
 
 from __future__ import annotations
@@ -129,12 +129,18 @@ class StandIn:
         self.kf_messages: dict[str, list[dict[str, Any]]] = {}  # open_kfid -> all messages, in order
         self.sync_calls: list[dict[str, Any]] = []
         self.kf_sent: list[dict[str, Any]] = []
+        # Temporary media uploaded (media/upload): one entry per accepted upload, and every attempt.
+        self.uploads: list[dict[str, Any]] = []
+        self.upload_attempts: list[dict[str, Any]] = []
+        # file name -> what to do on its next uploads (as ``script``).
+        self.upload_script: dict[str, list[Any]] = {}
         self._n = 0
 
     def app(self) -> web.Application:
         app = web.Application()
         for prefix in ("/oa", "/qy"):
             app.router.add_get(f"{prefix}/cgi-bin/media/get", self.media_get)
+            app.router.add_post(f"{prefix}/cgi-bin/media/upload", self.media_upload)
         app.router.add_get("/oa/cgi-bin/token", self.oa_token)
         app.router.add_post("/oa/cgi-bin/message/custom/send", self.custom_send)
         app.router.add_get("/qy/cgi-bin/gettoken", self.wecom_token)
@@ -168,10 +174,13 @@ class StandIn:
     def _token_ok(self, request: web.Request) -> bool:
         return request.query.get("access_token", "") in self.tokens
 
-    async def _scripted(self, request: web.Request, touser: str, body: dict[str, Any]) -> web.Response | None:
-        steps = self.script.get(touser) or []
+    async def _scripted(self, request: web.Request, touser: str, body: dict[str, Any], *,
+                        script: dict[str, list[Any]] | None = None,
+                        attempts: list[dict[str, Any]] | None = None) -> web.Response | None:
+        steps = (self.script if script is None else script).get(touser) or []
         step = steps.pop(0) if steps else None
-        self.attempts.append({**body, "outcome": step if step is not None else "ok"})
+        outcome = step if step is not None else "ok"
+        (self.attempts if attempts is None else attempts).append({**body, "outcome": outcome})
         if step == "drop":
             assert request.transport is not None
             request.transport.close()  # the connection dies mid-request: a network failure
@@ -199,6 +208,29 @@ class StandIn:
         if found is None:
             return web.json_response({"errcode": 40007, "errmsg": "invalid media_id"})
         return web.Response(body=found[1], content_type=found[0])
+
+    async def media_upload(self, request: web.Request) -> web.Response:
+        """Temporary media: multipart with the file in the ``media`` field, answered with its media_id."""
+        if not self._token_ok(request):
+            return web.json_response({"errcode": 40001, "errmsg": "invalid credential"})
+        form = await request.post()
+        media = form.get("media")
+        if not isinstance(media, web.FileField):
+            return web.json_response({"errcode": 41005, "errmsg": "media data missing"})
+        data = media.file.read()
+        upload = {"base": request.path.split("/")[1], "type": request.query.get("type", ""),
+                  "filename": media.filename, "content_type": media.content_type, "size": len(data),
+                  "sha256": hashlib.sha256(data).hexdigest()}
+        failed = await self._scripted(request, media.filename, upload, script=self.upload_script,
+                                      attempts=self.upload_attempts)
+        if failed is not None:
+            return failed
+        self._n += 1
+        media_id = f"UPLOADED{self._n}_{secrets.token_hex(6)}"
+        self.media[media_id] = (media.content_type, data)
+        self.uploads.append({**upload, "media_id": media_id})
+        return web.json_response({"errcode": 0, "errmsg": "ok", "type": upload["type"], "media_id": media_id,
+                                  "created_at": int(time.time())})
 
     async def kf_sync(self, request: web.Request) -> web.Response:
         if not self._token_ok(request):

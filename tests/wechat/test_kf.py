@@ -12,8 +12,8 @@ import aiohttp
 from wechatpy.enterprise.crypto import PrpCrypto
 
 from tests.conftest import TenantInfo, eventually
-from tests.wechat.conftest import admin_of
-from tests.wechat.platform import Push, StandIn, new_aes_key, sign, wecom_callback
+from tests.wechat.conftest import make_kf_account
+from tests.wechat.platform import StandIn, sign
 from tests.wechat.test_oa_inbound import messages_of
 
 
@@ -31,15 +31,10 @@ def kf_item(n: int, user: str, open_kfid: str, *, origin: int = 3, msgtype: str 
 
 
 async def test_kf_callback_pull_and_reply(tenant: TenantInfo, settings: Any, wechat_api: StandIn) -> None:
-    admin = await admin_of(tenant)
-    corp_id, open_kfid = "ww" + secrets.token_hex(8), "wk" + secrets.token_hex(8)
-    token, aes_key, secret = "kfTok" + secrets.token_hex(4), new_aes_key(), "kfsecret" + secrets.token_hex(8)
-    account = (await admin.api("POST", "/api/v1/wechat/accounts", {
-        "kind": "kf", "name": "WeCom service", "corp_id": corp_id, "secret": secret, "token": token,
-        "aes_key": aes_key, "open_kfid": open_kfid}))["account"]
-    wechat_api.secrets[corp_id] = secret
+    kf = await make_kf_account(tenant, wechat_api)
+    account, corp_id, open_kfid, token, aes_key = kf.info, kf.corp_id, kf.open_kfid, kf.token, kf.aes_key
     assert account["mode"] == "safe"
-    url = tenant.server.url + f"/wechat/kf/{account['key']}"
+    url = kf.url
     headers = {"Host": tenant.domain}
 
     # URL verification: WeCom sends an encrypted echostr signed with msg_signature.
@@ -62,10 +57,7 @@ async def test_kf_callback_pull_and_reply(tenant: TenantInfo, settings: Any, wec
     ]
 
     async def callback(sync_token: str) -> None:
-        push: Push = wecom_callback(corp_id, token, aes_key, sync_token, open_kfid)
-        async with aiohttp.ClientSession() as http, http.post(url, params=push.query, data=push.body,
-                                                              headers=headers) as resp:
-            assert (resp.status, await resp.text()) == (200, "success")
+        assert await kf.callback(sync_token) == (200, "success")
 
     # Four callbacks at once (the platform retries too): each message is still taken once.
     await asyncio.gather(*(callback("SYNC_TOKEN_1") for _ in range(4)))
@@ -77,17 +69,20 @@ async def test_kf_callback_pull_and_reply(tenant: TenantInfo, settings: Any, wec
     first = await eventually(lambda: stored(4))
     assert [m.body for m, _ in first] == ["[event] enter_session", "kf message 2", "[image]", "kf message 5"]
     assert {ext for _, ext in first} == {f"kf:{corp_id}:{open_kfid}:{user}"}
-    assert wechat_api.sync_calls[0]["token"] == "SYNC_TOKEN_1"
-    assert wechat_api.sync_calls[0]["open_kfid"] == open_kfid
-    assert "cursor" not in wechat_api.sync_calls[0]
+    # The stand-in serves the whole session: only this account's pulls are this test's.
+    def pulls() -> list[dict[str, Any]]:
+        return [c for c in wechat_api.sync_calls if c["open_kfid"] == open_kfid]
+
+    assert pulls()[0]["token"] == "SYNC_TOKEN_1"
+    assert "cursor" not in pulls()[0]
 
     # More messages: the next pull starts from the stored cursor.
-    calls_before = len(wechat_api.sync_calls)
+    calls_before = len(pulls())
     wechat_api.kf_messages[open_kfid].append(kf_item(6, user, open_kfid))
     await callback("SYNC_TOKEN_2")
     after = await eventually(lambda: stored(5))
     assert [m.body for m, _ in after][-1] == "kf message 6"
-    assert wechat_api.sync_calls[calls_before]["cursor"] == "5"
+    assert pulls()[calls_before]["cursor"] == "5"
     await asyncio.sleep(0)  # give a stray extra pull the chance to show up before we count
     assert len(await messages_of(settings, tenant.id)) == 5
 

@@ -74,6 +74,7 @@ ${R} .chw-msg{max-width:80%;padding:8px 11px;border-radius:14px;white-space:pre-
 ${R} .chw-inbound{align-self:flex-end;background:${BLUE};color:#fff;border-bottom-right-radius:4px}
 ${R} .chw-outbound{align-self:flex-start;background:#eef1f4;border-bottom-left-radius:4px}
 ${R} .chw-outbound[data-author]::before{content:attr(data-author);display:block;margin-bottom:2px;font-size:11px;font-weight:600;color:#57606a}
+${R} .chw-file{display:block;margin-top:4px;color:inherit;text-decoration:underline}
 ${R} .chw-pending{opacity:.6}
 ${R} .chw-failed{background:#cf222e;cursor:help}
 ${R} .chw-compose{display:flex;gap:8px;padding:10px;border-top:1px solid #eaeef2}
@@ -139,6 +140,24 @@ ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};colo
     return el;
   }
 
+  // Files the agent attached: links the visitor opens in a new tab (the hub signs them, so no
+  // sign-in is needed). Relative links are the hub's own, not the page's; only http(s) is followed.
+  function addFiles(el, files) {
+    for (const f of Array.isArray(files) ? files : []) {
+      if (!f || typeof f.url !== 'string') continue;
+      let href;
+      try { href = new URL(f.url, ORIGIN); } catch { continue; }
+      if (href.protocol !== 'https:' && href.protocol !== 'http:') continue;
+      const a = document.createElement('a');
+      a.className = 'chw-file';
+      a.href = href.href;
+      a.target = '_blank';
+      a.rel = 'noopener noreferrer';
+      a.textContent = typeof f.name === 'string' && f.name ? f.name : 'attachment';
+      el.appendChild(a);
+    }
+  }
+
   // Confirmed messages are kept in id order, above any pending (id-less) ones.
   function place(el, id) {
     let before = null;
@@ -152,6 +171,7 @@ ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};colo
     if (!m || !Number.isInteger(m.id) || shown.has(m.id)) return; // de-duplicate by id
     messages.set(m.id, m);
     const el = bubble(m.direction, m.text || '');
+    addFiles(el, m.attachments);
     el.dataset.id = String(m.id);
     if (m.direction !== 'inbound' && m.author && m.author.name) el.dataset.author = m.author.name;
     if (m.created_at) el.title = new Date(m.created_at).toLocaleString();

@@ -1,0 +1,52 @@
+"""Attachments: agents upload files for their messages; customers open them by a signed link."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from admin_api.http import HUB, api, int_param, principal_of, read_file_body, tenant_of, word_param
+from core import attachments
+from core.errors import DomainError
+
+# A signature is 32 characters (core.secrets.sign); the path allows a little more, which then
+# simply matches nothing.
+MAX_SIGNATURE = 64
+
+
+def _serve(file: attachments.File, cache: str) -> web.Response:
+    return web.Response(body=file.data, content_type=file.content_type,
+                        headers={**attachments.disposition(file), "Cache-Control": cache})
+
+
+@api.route("POST", "/api/v1/attachments", tag="attachments", raw_body=True,
+           summary="Upload a file to attach to messages: the body is the file, Content-Type its type, ?name= its name")
+async def upload(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    name = attachments.check_name(request.query.get("name"))
+    content_type = attachments.check_content_type(request.headers.get("Content-Type"))
+    data = await read_file_body(request, hub.settings.max_attachment_bytes, code="attachment_too_large",
+                                what="the file")
+    if not data:
+        raise DomainError("the file is empty: send its bytes as the request body", code="empty_attachment")
+    stored = await attachments.store(hub, principal.tenant_id, principal.agent_id, name, content_type, data)
+    return web.json_response({"attachment": stored}, status=201)
+
+
+@api.route("GET", "/api/v1/attachments/{attachment_id}", tag="attachments", summary="An uploaded file (signed in)")
+async def download(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    file = await attachments.load(hub, principal.tenant_id, int_param(request, "attachment_id"))
+    return _serve(file, "private, max-age=86400")
+
+
+@api.route("GET", "/files/{attachment_id}/{signature}", tag="attachments", auth=False,
+           summary="An attached file by the signed link a customer was given (no sign-in)")
+async def public_download(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    attachment_id = int_param(request, "attachment_id")
+    signature = word_param(request, "signature", max_length=MAX_SIGNATURE)
+    file = await attachments.load_signed(hub, tenant_of(request).id, attachment_id, signature)
+    # The link is the credential: keep it out of shared caches.
+    return _serve(file, "private, max-age=86400")

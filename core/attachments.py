@@ -1,0 +1,198 @@
+"""Files agents attach to replies and notes.
+
+An agent uploads a file once (``POST /api/v1/attachments``) and names its id in a message. The
+bytes are kept in the database, like WeChat media, so every process serves the same file; the
+message row keeps a small description of each ({id, name, content_type, size, url}).
+
+Agents fetch a file at its ``url`` (signed in). Customers cannot sign in, so what they are shown
+is a signed link instead (``/files/{id}/{signature}``): an HMAC of the tenant and the id under the
+operator's secret key. It cannot be guessed or moved to another id or tenant, and checking it
+needs no lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import secrets
+from core.config import Settings
+from core.errors import InvalidInput, NotFound
+from core.models import StoredAttachment, Tenant
+
+if TYPE_CHECKING:
+    from core.hub import Hub
+
+MAX_NAME = 200
+MAX_PER_MESSAGE = 10
+SIGNING_PURPOSE = "attachment-link"
+# type/subtype as RFC 6838 allows them, lower case, within what the column holds.
+_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+MAX_CONTENT_TYPE = 100
+# Types a browser may show in place; anything else is served as a download. Served from the
+# tenant's own domain, an uploaded HTML or SVG file shown in place could run script there.
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"})
+
+
+@dataclass(frozen=True)
+class File:
+    id: int
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    data: bytes
+
+
+def check_name(raw: str | None) -> str:
+    """A file name as the customer will see it: 1-200 characters, no folders, nothing invisible."""
+    if raw is None or not raw.strip():
+        raise InvalidInput("the file name is required: ?name=<file name>", code="invalid_attachment_name")
+    if len(raw) > MAX_NAME:
+        raise InvalidInput(f"the file name is at most {MAX_NAME} characters", code="invalid_attachment_name")
+    if "/" in raw or "\\" in raw or raw.strip() in (".", ".."):
+        raise InvalidInput("the file name may not contain a path (/ or \\)", code="invalid_attachment_name")
+    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in raw):
+        raise InvalidInput("the file name may not contain control characters", code="invalid_attachment_name")
+    return raw.strip()
+
+
+def check_content_type(raw: str | None) -> str:
+    """The upload's Content-Type without parameters (``application/octet-stream`` when none is given)."""
+    value = (raw or "").split(";", 1)[0].strip().lower() or "application/octet-stream"
+    if len(value) > MAX_CONTENT_TYPE or not _CONTENT_TYPE.fullmatch(value):
+        raise InvalidInput("Content-Type must be a media type such as image/png", code="invalid_content_type")
+    return value
+
+
+def agent_url(attachment_id: int) -> str:
+    return f"/api/v1/attachments/{attachment_id}"
+
+
+def _signed(tenant_id: int, attachment_id: int) -> str:
+    return f"{tenant_id}:{attachment_id}"
+
+
+def signature(settings: Settings, tenant_id: int, attachment_id: int) -> str:
+    return secrets.sign(settings, SIGNING_PURPOSE, _signed(tenant_id, attachment_id))
+
+
+def public_path(settings: Settings, tenant_id: int, attachment_id: int) -> str:
+    """The customer's link, relative to the tenant's domain (the widget resolves it against its origin)."""
+    return f"/files/{attachment_id}/{signature(settings, tenant_id, attachment_id)}"
+
+
+class _Described(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+
+
+def attachment_dict(row: _Described) -> dict[str, Any]:
+    """What a message keeps of an attachment, and what the upload answers."""
+    return {"id": row.id, "name": row.name, "content_type": row.content_type, "size": row.size,
+            "url": agent_url(row.id)}
+
+
+def for_customer(settings: Settings, tenant_id: int, attachments: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Attachments as a customer gets them: our own files by their signed link, without our ids."""
+    out: list[dict[str, Any]] = []
+    for att in attachments:
+        if att.get("id") is None:
+            out.append(dict(att))
+        else:
+            out.append({"name": att["name"], "content_type": att["content_type"], "size": att["size"],
+                        "url": public_path(settings, tenant_id, int(att["id"]))})
+    return out
+
+
+_domains: dict[int, tuple[float, str]] = {}
+
+
+async def public_url(hub: Hub, tenant_id: int, attachment_id: int) -> str:
+    """The customer's link in full, for channels that show it as text (tenant domains are served over HTTPS)."""
+    now = time.monotonic()
+    hit = _domains.get(tenant_id)
+    if hit is None or hit[0] < now:
+        async with hub.db.read() as session:
+            domain = (await session.execute(select(Tenant.domain).where(Tenant.id == tenant_id))).scalar_one()
+        hit = _domains[tenant_id] = (now + 60.0, domain)
+    return f"https://{hit[1]}{public_path(hub.settings, tenant_id, attachment_id)}"
+
+
+async def store(hub: Hub, tenant_id: int, agent_id: int | None, name: str, content_type: str,
+                data: bytes) -> dict[str, Any]:
+    async with hub.db.session(tenant_id) as session:
+        row = StoredAttachment(tenant_id=tenant_id, uploaded_by_agent_id=agent_id, name=name,
+                               content_type=content_type, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                               data=data)
+        session.add(row)
+        await session.flush()
+        return attachment_dict(row)
+
+
+def _not_found(attachment_id: int) -> NotFound:
+    return NotFound(f"attachment {attachment_id} not found", code="attachment_not_found")
+
+
+async def load(hub: Hub, tenant_id: int, attachment_id: int) -> File:
+    """The file with its bytes; another tenant's id is not found, exactly like a missing one."""
+    async with hub.db.read(tenant_id) as session:
+        row = (await session.execute(
+            select(StoredAttachment.id, StoredAttachment.name, StoredAttachment.content_type, StoredAttachment.size,
+                   StoredAttachment.sha256, StoredAttachment.data).where(StoredAttachment.id == attachment_id)
+        )).one_or_none()
+    if row is None:
+        raise _not_found(attachment_id)
+    return File(*row)
+
+
+async def load_signed(hub: Hub, tenant_id: int, attachment_id: int, signature_: str) -> File:
+    """A file by the customer's link; a wrong signature is not found, like a missing id."""
+    if not secrets.verify(hub.settings, SIGNING_PURPOSE, _signed(tenant_id, attachment_id), signature_):
+        raise _not_found(attachment_id)
+    return await load(hub, tenant_id, attachment_id)
+
+
+async def for_message(session: AsyncSession, attachment_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The descriptions a message keeps, in the order given (repeats dropped). Run in the message's
+    own (tenant-scoped) transaction: an id that is missing or another tenant's refuses the message."""
+    wanted = list(dict.fromkeys(attachment_ids))
+    if len(wanted) > MAX_PER_MESSAGE:
+        raise InvalidInput(f"a message has at most {MAX_PER_MESSAGE} attachments", code="too_many_attachments")
+    if not wanted:
+        return []
+    rows = {row.id: row for row in (await session.execute(
+        select(StoredAttachment.id, StoredAttachment.name, StoredAttachment.content_type, StoredAttachment.size)
+        .where(StoredAttachment.id.in_(wanted))
+    )).all()}
+    for attachment_id in wanted:
+        if attachment_id not in rows:
+            raise _not_found(attachment_id)
+    return [attachment_dict(rows[i]) for i in wanted]
+
+
+def disposition(file: File) -> dict[str, str]:
+    """Headers that serve a file safely from the tenant's domain."""
+    from urllib.parse import quote
+
+    how = "inline" if file.content_type in INLINE_TYPES else "attachment"
+    return {
+        "Content-Disposition": f"{how}; filename*=UTF-8''{quote(file.name, safe='')}",
+        "X-Content-Type-Options": "nosniff",
+        # Even a file shown in place runs nothing and reaches nothing of the tenant's site.
+        "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; media-src 'self'",
+        "ETag": f'"{file.sha256}"',
+    }
