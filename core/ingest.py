@@ -137,6 +137,9 @@ async def _identities(session: AsyncSession, tenant_id: int, msgs: Sequence[Inbo
             .join(Customer, Customer.id == CustomerIdentity.customer_id)
             .where(CustomerIdentity.tenant_id == tenant_id, CustomerIdentity.channel == channel,
                    CustomerIdentity.external_id.in_(external_ids))
+            # Locked in id order, as the tickets below are, so two batches sharing senders on
+            # PostgreSQL wait for each other instead of deadlocking.
+            .order_by(CustomerIdentity.id)
             .with_for_update(of=CustomerIdentity)
         )
         for row in rows:

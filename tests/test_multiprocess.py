@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import aiohttp
 import pytest
@@ -58,6 +58,10 @@ def _child_env(settings: Settings, namespace: str, port: int | None) -> dict[str
         "CHANNELHUB_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     })
+    if settings.secret_key:  # the channel credentials the test run stored must decrypt here too
+        env["CHANNELHUB_SECRET_KEY"] = settings.secret_key
+    env["CHANNELHUB_WECHAT_API_BASE"] = settings.wechat_api_base
+    env["CHANNELHUB_WECOM_API_BASE"] = settings.wecom_api_base
     if port is not None:
         env["CHANNELHUB_PORT"] = str(port)
     # The children import the project from this checkout whatever their working directory is.
@@ -200,3 +204,52 @@ async def test_customer_and_agent_on_different_processes(
         assert follow_up["ticket_id"] == ticket_id
         await client.reply(ticket_id, "SF1234567890.")
         assert (await again.wait_message(lambda m: m["text"] == "SF1234567890."))["direction"] == "outbound"
+
+
+async def test_wechat_pushes_to_two_processes_become_one_message_each(
+    multiprocess_settings: Settings, tenant: TenantInfo, tmp_path: Path, wechat_api: Any,
+) -> None:
+    """Every push delivered to both processes at once (the platform's retries can land anywhere
+    behind a load balancer): each lands once, the three drainers (two processes and this test
+    run's own server) share the inbox, and every message is stored exactly once, none set aside."""
+    from sqlalchemy import func, select
+
+    from core.db import Database
+    from core.models import CustomerIdentity, InboxItem, Message, Ticket
+    from tests.conftest import eventually
+    from tests.wechat.conftest import make_oa_account
+    from tests.wechat.platform import new_openid
+
+    account = await make_oa_account(tenant, wechat_api, mode="safe")
+    customers = [new_openid() for _ in range(20)]
+    pushes = [account.pusher.message("text", customers[n % len(customers)], content=f"message {n}")
+              for n in range(200)]
+    async with hub_cluster(multiprocess_settings, tmp_path) as (serve1, serve2, _worker):
+        async with aiohttp.ClientSession(headers={"Host": tenant.domain, "Content-Type": "text/xml"}) as http:
+            async def deliver(url: str, push: Any) -> tuple[int, str]:
+                async with http.post(url + account.path, params=push.query, data=push.body) as resp:
+                    return resp.status, await resp.text()
+
+            answers = await asyncio.gather(*(deliver(url, push) for push in pushes for url in (serve1.url, serve2.url)))
+        assert set(answers) == {(200, "success")}
+
+        db = Database(multiprocess_settings.database_url)
+        try:
+            async def drained() -> bool:
+                async with db.read(tenant.id) as session:
+                    return (await session.execute(select(func.count()).select_from(InboxItem))).scalar_one() == 0
+
+            await eventually(drained, timeout=60)
+            async with db.read(tenant.id) as session:
+                rows = (await session.execute(
+                    select(Message.body, CustomerIdentity.external_id, Ticket.id)
+                    .join(Ticket, Ticket.id == Message.ticket_id)
+                    .join(CustomerIdentity, CustomerIdentity.id == Ticket.identity_id)
+                    .where(Message.channel == "wechat"))).all()
+        finally:
+            await db.dispose()
+    assert sorted(body for body, _, _ in rows) == sorted(f"message {n}" for n in range(200))
+    tickets: dict[str, set[int]] = {}
+    for _, external_id, ticket_id in rows:
+        tickets.setdefault(external_id, set()).add(ticket_id)
+    assert len(tickets) == len(customers) and all(len(ids) == 1 for ids in tickets.values())
