@@ -350,21 +350,25 @@ async def db_token_store(hub: Hub, account: AccountConfig, token: str | None, ex
 # --- reply window: 48 hours from the customer's last message, 5 replies in it ------------------
 
 
-async def _last_inbound(session: AsyncSession, external_id: str) -> datetime | None:
+async def _last_inbound(session: AsyncSession, tenant_id: int, external_id: str) -> datetime | None:
     """When the customer last wrote: their newest stored message, or one still in the inbox (an
-    answer sent right after the customer wrote must count the new window, not the old one)."""
-    stored = (await session.execute(
+    answer sent right after the customer wrote must count the new window, not the old one).
+
+    One statement, so one snapshot: as two, the inbox could be read after a drain moved the
+    message out and the messages before it moved in, and the new message seen in neither."""
+    stored = (
         select(func.max(Message.created_at))
         .join(Ticket, Ticket.id == Message.ticket_id)
         .join(CustomerIdentity, CustomerIdentity.id == Ticket.identity_id)
-        .where(CustomerIdentity.channel == CHANNEL, CustomerIdentity.external_id == external_id,
-               Message.direction == Direction.INBOUND)
-    )).scalar_one_or_none()
-    waiting = (await session.execute(
+        .where(CustomerIdentity.tenant_id == tenant_id, CustomerIdentity.channel == CHANNEL,
+               CustomerIdentity.external_id == external_id, Message.direction == Direction.INBOUND)
+    ).scalar_subquery()
+    waiting = (
         select(func.max(InboxItem.received_at))
-        .where(InboxItem.channel == CHANNEL, InboxItem.external_id == external_id)
-    )).scalar_one_or_none()
-    times = [_aware(v) for v in (stored, waiting) if v is not None]
+        .where(InboxItem.tenant_id == tenant_id, InboxItem.channel == CHANNEL, InboxItem.external_id == external_id)
+    ).scalar_subquery()
+    row = (await session.execute(select(stored, waiting))).one()
+    times = [_aware(v) for v in row if v is not None]
     return max(times) if times else None
 
 
@@ -382,7 +386,7 @@ async def reserve_reply(hub: Hub, account: AccountConfig, user_id: str, external
     for attempt in range(2):
         try:
             async with hub.db.session(account.tenant_id) as session:
-                opened = await _last_inbound(session, external_id)
+                opened = await _last_inbound(session, account.tenant_id, external_id)
                 if opened is None or utcnow() - opened > REPLY_WINDOW:
                     raise DeliveryError(
                         "the customer last wrote more than 48 hours ago; WeChat only accepts replies within"

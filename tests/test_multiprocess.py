@@ -21,8 +21,9 @@ from typing import IO, Any
 import aiohttp
 import pytest
 
+from admin_api.http import HUB
 from core.config import Settings
-from tests.conftest import ROOT, TenantInfo, free_port
+from tests.conftest import ROOT, Server, TenantInfo, free_port
 
 STARTUP_TIMEOUT = 30.0
 
@@ -148,11 +149,20 @@ async def hub_cluster(settings: Settings, workdir: Path) -> AsyncIterator[tuple[
 
 
 @pytest.fixture
-def multiprocess_settings(settings: Settings) -> Settings:
+async def multiprocess_settings(settings: Settings, server: Server) -> AsyncIterator[Settings]:
     if settings.is_sqlite or not settings.redis_url:
         pytest.skip("multi-process test: needs PostgreSQL and Redis "
                     "(CHANNELHUB_TEST_DATABASE_URL and CHANNELHUB_TEST_REDIS_URL; `make test-pg`)")
-    return settings
+    # The test run's own server shares the database. Its router's sweep would route a ticket the
+    # cluster made if it ran between that ticket's commit and the cluster's own routing, and
+    # publish the assignment on the test run's bus namespace, where the cluster's agents never
+    # hear it. Its router rests while a cluster runs.
+    router = server.app[HUB].router
+    await router.stop()
+    try:
+        yield settings
+    finally:
+        router.start()
 
 
 async def test_customer_and_agent_on_different_processes(
