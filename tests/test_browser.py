@@ -135,3 +135,53 @@ async def test_widget_shows_attached_files_as_links_the_customer_opens(browser: 
     opened = await shop.evaluate("async (u) => { const r = await fetch(u); return [r.status, await r.text()]; }", href)
     assert opened == [200, "%PDF-1.4 the manual"]
     await ctx.close()
+
+
+# A real 2x2 PNG, so the console's thumbnail has something to decode.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a730000001049444154789c63f8cfc0"
+    "00440c100a001fee03fd8b5f14d40000000049454e44ae426082")
+
+
+async def test_console_sends_and_shows_attachments(browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:
+    agent = await local_tenant.add_agent(name="Li Na")
+    base = origin(local_tenant)
+    console_ctx = await browser.new_context(accept_downloads=True)
+    console = await console_ctx.new_page()
+    await console.goto(f"{base}/console")
+    await console.fill("#login-email", agent.email)
+    await console.fill("#login-password", PASSWORD)
+    await console.click("#login-submit")
+    await console.wait_for_selector("#conn:has-text('connected')")
+    shop_ctx, shop = await _customer_writes(browser, base, "What does the label look like?")
+
+    ticket = console.locator("#tickets li.ticket").first
+    await ticket.wait_for()
+    await ticket.click()
+    await console.wait_for_selector("#thread .msg-inbound:has-text('label look like')")
+    # The agent picks a picture and sends it with a line of text.
+    await console.set_input_files("#attach-file", files=[
+        {"name": "label.png", "mimeType": "image/png", "buffer": PNG}])
+    await console.fill("#reply-text", "Like this one:")
+    await console.click("#send-reply")
+    sent = console.locator("#thread .msg-outbound:has-text('Like this one:')")
+    await sent.wait_for()
+    await sent.locator("a.att:has-text('label.png')").wait_for()
+    # The thumbnail was fetched with the agent's token and decoded.
+    await console.wait_for_function(
+        "() => { const i = document.querySelector('#thread .msg-outbound img.att-img');"
+        " return i && i.complete && i.naturalWidth === 2; }")
+    async with console.expect_download() as download_info:
+        await sent.locator("a.att").click()
+    download = await download_info.value
+    assert download.suggested_filename == "label.png"
+    saved = tmp_path / "downloaded.png"
+    await download.save_as(saved)
+    assert saved.read_bytes() == PNG
+    assert await console.input_value("#reply-text") == ""
+
+    # The customer gets it as a link in the widget.
+    await shop.locator(".chw-msg.chw-outbound a.chw-file:has-text('label.png')").wait_for()
+    await console.screenshot(path=str(tmp_path / "console-attachment.png"))
+    await console_ctx.close()
+    await shop_ctx.close()

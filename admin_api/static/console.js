@@ -26,7 +26,7 @@
     app: $('#app'), conn: $('#conn'), agentName: $('#agent-name'), presence: $('#presence'),
     logout: $('#logout'), tickets: $('#tickets'), empty: $('#ticket-empty'), detail: $('#ticket-detail'),
     subject: $('#ticket-subject'), info: $('#ticket-info'), status: $('#ticket-status'),
-    thread: $('#thread'), replyText: $('#reply-text'), sendReply: $('#send-reply'),
+    thread: $('#thread'), replyText: $('#reply-text'), sendReply: $('#send-reply'), attachFile: $('#attach-file'),
     sendNote: $('#send-note'), viewError: $('#view-error'), transferBox: $('#transfer-box'),
     transferKind: $('#transfer-kind'), transferId: $('#transfer-id'), transfer: $('#transfer'),
   };
@@ -432,15 +432,62 @@
     if (document.activeElement !== ui.status) ui.status.value = t.status;
   }
 
+  const fileSize = (n) => (n >= 1048576 ? `${(n / 1048576).toFixed(1)} MB` : n >= 1024 ? `${Math.round(n / 1024)} KB` : `${n} B`);
+
+  // Our files (uploads, a customer's WeChat media) need the agent's token, which a plain link
+  // cannot carry: they are fetched with it and handed to the browser as a blob.
+  async function fileBlobUrl(url) {
+    const res = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` } });
+    if (!res.ok) throw new Error(`The file cannot be opened (${res.status})`);
+    return URL.createObjectURL(await res.blob());
+  }
+
+  function attachmentEl(a) {
+    const url = typeof a.url === 'string' ? a.url : '';
+    const name = a.name || 'file';
+    const link = h('a', 'att', a.size ? `${name} (${fileSize(a.size)})` : name);
+    const box = h('div', 'att-box');
+    box.append(link);
+    if (url.startsWith('/api/')) {
+      link.href = '#';
+      link.addEventListener('click', async (e) => {
+        e.preventDefault();
+        try {
+          const save = h('a');
+          save.href = await fileBlobUrl(url);
+          save.download = name;
+          document.body.append(save);
+          save.click();
+          save.remove();
+          setTimeout(() => URL.revokeObjectURL(save.href), 60000);
+        } catch (err) {
+          ui.viewError.textContent = err.message;
+        }
+      });
+      if (/^image\//.test(a.content_type || '')) {
+        const img = h('img', 'att-img');
+        img.alt = name;
+        fileBlobUrl(url).then((u) => { img.src = u; }).catch(() => img.remove());
+        box.append(img);
+      }
+    } else if (/^https?:\/\//i.test(url)) { // anything else (javascript:, data:) stays a plain label
+      link.href = url;
+      link.target = '_blank';
+      link.rel = 'noopener noreferrer';
+    }
+    return box;
+  }
+
   function messageEl(m) {
     const dir = ['inbound', 'outbound', 'note'].includes(m.direction) ? m.direction : 'inbound';
     const el = h('div', `msg msg-${dir}`, m.text || '');
     el.dataset.id = String(m.id);
     const author = (m.author && m.author.name)
       || (dir === 'inbound' ? (state.viewTicket && state.viewTicket.customer && state.viewTicket.customer.name) || 'Customer' : 'Agent');
-    // Shown by CSS (::before), so the element's textContent stays exactly the message text.
+    // Shown by CSS (::before), so the element's text starts with exactly the message text.
     el.dataset.meta = [author, dir === 'note' ? 'internal note' : '', time(m.created_at)].filter(Boolean).join(' · ');
     if (m.created_at) el.title = new Date(m.created_at).toLocaleString();
+    for (const a of Array.isArray(m.attachments) ? m.attachments : []) if (a && typeof a === 'object') el.append(attachmentEl(a));
     return el;
   }
 
@@ -517,19 +564,34 @@
     ui.sendNote.disabled = busy;
   }
 
+  async function upload(file) {
+    const res = await fetch(`/api/v1/attachments?name=${encodeURIComponent(file.name)}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${state.token}`, 'Content-Type': file.type || 'application/octet-stream' },
+      body: file,
+    });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(`${file.name}: ${(data.error && data.error.message) || `upload failed (${res.status})`}`);
+    return data.attachment.id;
+  }
+
   async function submitText(type) {
     const text = ui.replyText.value.trim();
+    const files = [...ui.attachFile.files];
     const id = state.selectedId;
-    if (!text || id == null) return;
+    if ((!text && !files.length) || id == null) return;
     setBusy(true);
     ui.viewError.textContent = '';
     try {
-      const data = await action({ type, ticket_id: id, text });
+      const frame = { type, ticket_id: id, text };
+      if (files.length) frame.attachments = await Promise.all(files.map(upload));
+      const data = await action(frame);
       if (ui.replyText.value.trim() === text) ui.replyText.value = '';
+      ui.attachFile.value = '';
       if (data.message && state.selectedId === id) addThreadMessage(data.message);
       if (data.ticket) upsertTicket(data.ticket);
     } catch (err) {
-      ui.viewError.textContent = err.message; // the text stays in the box for another try
+      ui.viewError.textContent = err.message; // the text and files stay for another try
     } finally {
       setBusy(false);
     }
