@@ -55,18 +55,24 @@ async def _customer_writes(browser: Any, base: str, text: str) -> tuple[Any, Any
     return ctx, shop
 
 
+async def _agent_signs_in(browser: Any, base: str, email: str, **context: Any) -> tuple[Any, Any]:
+    """An agent opens the console, signs in and waits until it is connected."""
+    ctx = await browser.new_context(**context)
+    console = await ctx.new_page()
+    await console.goto(f"{base}/console")
+    await console.fill("#login-email", email)
+    await console.fill("#login-password", PASSWORD)
+    await console.click("#login-submit")
+    await console.wait_for_selector("#conn:has-text('connected')")
+    return ctx, console
+
+
 async def test_widget_and_console_talk_live(browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:
     agent = await local_tenant.add_agent(name="Li Na")
     base = origin(local_tenant)
 
     # The agent signs in to the console.
-    console_ctx = await browser.new_context()
-    console = await console_ctx.new_page()
-    await console.goto(f"{base}/console")
-    await console.fill("#login-email", agent.email)
-    await console.fill("#login-password", PASSWORD)
-    await console.click("#login-submit")
-    await console.wait_for_selector("#conn:has-text('connected')")
+    console_ctx, console = await _agent_signs_in(browser, base, agent.email)
 
     # A customer opens the shop page with the one script tag and writes.
     shop_ctx, shop = await _customer_writes(browser, base, "Hi, my parcel is late")
@@ -146,13 +152,7 @@ PNG = bytes.fromhex(
 async def test_console_sends_and_shows_attachments(browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:
     agent = await local_tenant.add_agent(name="Li Na")
     base = origin(local_tenant)
-    console_ctx = await browser.new_context(accept_downloads=True)
-    console = await console_ctx.new_page()
-    await console.goto(f"{base}/console")
-    await console.fill("#login-email", agent.email)
-    await console.fill("#login-password", PASSWORD)
-    await console.click("#login-submit")
-    await console.wait_for_selector("#conn:has-text('connected')")
+    console_ctx, console = await _agent_signs_in(browser, base, agent.email, accept_downloads=True)
     shop_ctx, shop = await _customer_writes(browser, base, "What does the label look like?")
 
     ticket = console.locator("#tickets li.ticket").first
