@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import secrets
+from core.cache import TTLCache
 from core.config import Settings
 from core.errors import InvalidInput, NotFound
 from core.models import StoredAttachment, Tenant
@@ -118,18 +118,18 @@ def for_customer(settings: Settings, tenant_id: int, attachments: Sequence[dict[
     return out
 
 
-_domains: dict[int, tuple[float, str]] = {}
+_domains: TTLCache[int, str] = TTLCache(60.0)
 
 
 async def public_url(hub: Hub, tenant_id: int, attachment_id: int) -> str:
     """The customer's link in full, for channels that show it as text (tenant domains are served over HTTPS)."""
-    now = time.monotonic()
-    hit = _domains.get(tenant_id)
-    if hit is None or hit[0] < now:
+
+    async def load() -> str | None:
         async with hub.db.read() as session:
-            domain = (await session.execute(select(Tenant.domain).where(Tenant.id == tenant_id))).scalar_one()
-        hit = _domains[tenant_id] = (now + 60.0, domain)
-    return f"https://{hit[1]}{public_path(hub.settings, tenant_id, attachment_id)}"
+            return (await session.execute(select(Tenant.domain).where(Tenant.id == tenant_id))).scalar_one()
+
+    domain = await _domains.get(tenant_id, load)
+    return f"https://{domain}{public_path(hub.settings, tenant_id, attachment_id)}"
 
 
 async def store(hub: Hub, tenant_id: int, agent_id: int | None, name: str, content_type: str,
