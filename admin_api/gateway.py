@@ -17,7 +17,6 @@ from typing import Any, TypeGuard
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field
 
-from admin_api.http import HUB, check_strings, parse_json, tenant_of, tracked, validate
 from core import tickets
 from core.attachments import MAX_PER_MESSAGE as MAX_ATTACHMENTS
 from core.auth import Principal, authenticate
@@ -28,6 +27,9 @@ from core.feed import missed_events, snapshot
 from core.models import MAX_BIG_ID, MAX_ID, Presence
 from core.presence import heartbeat, set_presence
 from core.seats import profile
+from web.api import RouteTable
+from web.http import HUB, check_strings, parse_json, tenant_of, validate
+from web.sockets import tracked
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +283,10 @@ ACTIONS = {
 }
 
 
+ROUTES = RouteTable("agents")
+
+
+@ROUTES.websocket("/agent/ws", summary="The agent gateway (docs/agent-protocol.md)")
 async def agent_ws(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     ws = web.WebSocketResponse(max_msg_size=hub.settings.max_request_bytes, heartbeat=None)

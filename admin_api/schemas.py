@@ -7,26 +7,16 @@ Ids are bounded by what their columns hold (see :data:`core.models.MAX_ID`).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationInfo, field_validator, model_validator
+from pydantic import EmailStr, Field, ValidationInfo, field_validator, model_validator
 
-from core.models import MAX_BIG_ID, MAX_ID
+from web.schemas import AgentId, AttachmentId, CustomerId, GroupId, RuleId, Strict
 
 StatusName = Literal["new", "open", "pending", "solved", "closed"]
 PriorityName = Literal["low", "normal", "high", "urgent"]
 RoleName = Literal["admin", "supervisor", "agent"]
 Tag = str
-# Agents, groups and routing rules have INTEGER keys; customers (and tickets) BigId ones.
-AgentId = Annotated[int, Field(gt=0, le=MAX_ID)]
-GroupId = Annotated[int, Field(gt=0, le=MAX_ID)]
-RuleId = Annotated[int, Field(gt=0, le=MAX_ID)]
-CustomerId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
-AttachmentId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
 
 
 class LoginBody(Strict):
@@ -168,41 +158,3 @@ class CustomerPatch(Strict):
     email: EmailStr | None = None
     tags: list[str] | None = Field(default=None, max_length=50)
     attributes: dict[str, Any] | None = None
-
-
-# --- WeChat accounts ----------------------------------------------------------------------------
-WeChatKind = Literal["oa", "kf"]
-WeChatMode = Literal["plain", "compat", "safe"]
-
-
-class CreateWeChatAccountBody(Strict):
-    kind: WeChatKind = "oa"
-    name: str = Field(min_length=1, max_length=200)
-    # Official Account: its AppID. WeCom kf: the corp id (corp_id is accepted as a synonym).
-    app_id: str | None = Field(default=None, min_length=4, max_length=64)
-    corp_id: str | None = Field(default=None, min_length=4, max_length=64)
-    secret: str = Field(min_length=1, max_length=256)
-    token: str = Field(min_length=3, max_length=32)
-    aes_key: str | None = Field(default=None, min_length=43, max_length=43)
-    mode: WeChatMode = "plain"
-    open_kfid: str | None = Field(default=None, min_length=4, max_length=64)
-
-    @model_validator(mode="after")
-    def _one_id(self) -> CreateWeChatAccountBody:
-        if self.app_id and self.corp_id and self.app_id != self.corp_id:
-            raise ValueError("give app_id or corp_id, not both")
-        if not (self.app_id or self.corp_id):
-            raise ValueError("app_id (Official Account) or corp_id (WeCom kf) is required")
-        return self
-
-
-class UpdateWeChatAccountBody(Strict):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    app_id: str | None = Field(default=None, min_length=4, max_length=64)
-    corp_id: str | None = Field(default=None, min_length=4, max_length=64)
-    secret: str | None = Field(default=None, min_length=1, max_length=256)
-    token: str | None = Field(default=None, min_length=3, max_length=32)
-    aes_key: str | None = Field(default=None, min_length=43, max_length=43)
-    mode: WeChatMode | None = None
-    open_kfid: str | None = Field(default=None, min_length=4, max_length=64)
-    active: bool | None = None

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import connectors.registry  # noqa: F401  (the channels' own tables join core's metadata)
 from alembic import context
 from core.models import Base
 

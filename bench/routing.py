@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert, text
 
+from channelhub.app import build_hub
 from core.auth import hash_password
 from core.config import Settings
 from core.db import create_pg_database, drop_pg_database, migrate
@@ -114,7 +115,7 @@ async def main() -> None:
 
     tmp = tempfile.TemporaryDirectory()
     url = await create_pg_database(args.pg, f"bench_routing_{os.getpid()}") if args.pg else f"sqlite+aiosqlite:///{tmp.name}/bench.db"
-    hub = Hub(Settings(database_url=url, embedded_worker=False))
+    hub = build_hub(Settings(database_url=url, embedded_worker=False))
     await migrate(hub.db)
     tid = await setup(hub, args, rng)
     await analyze(hub)

@@ -224,7 +224,7 @@ def spawn(name: str, args: list[str], env: dict[str, str], workdir: Path, cprofi
     log_path = workdir / f"{name}.log"
     log_file = log_path.open("wb")
     python = [sys.executable, *(["-m", "cProfile", "-o", str(Path(cprofile).resolve())] if cprofile else [])]
-    popen = subprocess.Popen([*python, "-m", "core.cli", *args], env=env, cwd=workdir,
+    popen = subprocess.Popen([*python, "-m", "channelhub.cli", *args], env=env, cwd=workdir,
                              stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
     return Proc(name, popen, log_path, log_file)
 

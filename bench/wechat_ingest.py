@@ -200,14 +200,14 @@ def main() -> int:
         env["CHANNELHUB_REDIS_URL"] = args.redis
     if not args.drain:
         env["CHANNELHUB_INBOX_DRAIN"] = "0"
-    exe = [sys.executable, "-m", "core.cli"]
+    exe = [sys.executable, "-m", "channelhub.cli"]
     run([*exe, "migrate"], env)
     run([*exe, "tenant", "create", "--name", "Bench", "--domain", DOMAIN], env)
     run([*exe, "agent", "create", "--domain", DOMAIN, "--email", f"admin@{DOMAIN}", "--name", "Admin",
          "--password", PASSWORD, "--role", "admin"], env)
     serve = [*exe, "serve"]
     if args.profile:
-        serve = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "core.cli", "serve"]
+        serve = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "channelhub.cli", "serve"]
     proc = subprocess.Popen(serve, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -15,6 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.models import ACTIVE_STATUSES, Agent, Presence, Ticket
 
 
+async def lock_agents(session: AsyncSession, agent_ids: list[int]) -> None:
+    """Lock agents' rows in id order: every path that locks several agents does, so concurrent
+    routing batches and transfers wait for each other instead of deadlocking."""
+    if agent_ids:
+        await session.execute(select(Agent.id).where(Agent.id.in_(sorted(set(agent_ids))))
+                              .order_by(Agent.id).with_for_update())
+
+
 def counts(assignee_id: int | None, status: str) -> bool:
     """Whether a ticket in this state occupies its assignee's capacity."""
     return assignee_id is not None and status in ACTIVE_STATUSES

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, Self, TypeVar
 
 
 def _load_dotenv(path: Path) -> None:
@@ -24,7 +25,13 @@ def _load_dotenv(path: Path) -> None:
         os.environ.setdefault(key.strip(), value.strip().strip("'\""))
 
 
-def _bool(value: str | None, default: bool) -> bool:
+def env_value(env: dict[str, str], name: str) -> str | None:
+    """``CHANNELHUB_<name>`` from ``env``; unset and empty are the same."""
+    value = env.get(f"CHANNELHUB_{name}")
+    return value if value not in (None, "") else None
+
+
+def env_bool(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
@@ -58,17 +65,14 @@ class Settings:
     # embedded mode: one is generated once into ``secret_key_file``.
     secret_key: str | None = None
     secret_key_file: str = "./var/secret.key"
-    # WeChat APIs; tests and staging point these at a stand-in.
-    wechat_api_base: str = "https://api.weixin.qq.com"
-    wecom_api_base: str = "https://qyapi.weixin.qq.com"
-    # Largest WeChat push we read (the platform's own are a few KiB).
-    wechat_max_push_bytes: int = 64 * 1024
-    # Fetch media in the background as soon as a message is stored (else on first read).
-    wechat_prefetch_media: bool = True
     # Turn what web-hooks landed in the inbox into tickets in this process (core.inbox). Off for
     # processes that should only answer web-hooks, with others (or a later start) draining.
     inbox_drain: bool = True
-    extra: dict[str, str] = field(default_factory=dict)
+    # Every CHANNELHUB_* variable as it was read: each channel reads its own settings from here
+    # (connectors/<kind>/settings.py), so core knows no channel's options.
+    env: dict[str, str] = field(default_factory=dict)
+    # Channel settings given as objects (tests, embedding), by channel kind; they win over env.
+    channels: dict[str, object] = field(default_factory=dict)
 
     @property
     def is_sqlite(self) -> bool:
@@ -81,8 +85,7 @@ class Settings:
             env = dict(os.environ)
 
         def get(name: str) -> str | None:
-            value = env.get(f"CHANNELHUB_{name}")
-            return value if value not in (None, "") else None
+            return env_value(env, name)
 
         redis_url = get("REDIS_URL")
         defaults = cls()
@@ -91,7 +94,7 @@ class Settings:
             redis_url=redis_url,
             host=get("HOST") or defaults.host,
             port=int(get("PORT") or defaults.port),
-            embedded_worker=_bool(get("EMBEDDED_WORKER"), default=redis_url is None),
+            embedded_worker=env_bool(get("EMBEDDED_WORKER"), default=redis_url is None),
             worker_threads=int(get("WORKER_THREADS") or defaults.worker_threads),
             db_pool_size=int(get("DB_POOL_SIZE") or defaults.db_pool_size),
             queue_namespace=get("QUEUE_NAMESPACE") or defaults.queue_namespace,
@@ -104,9 +107,23 @@ class Settings:
             log_level=get("LOG_LEVEL") or defaults.log_level,
             secret_key=get("SECRET_KEY"),
             secret_key_file=get("SECRET_KEY_FILE") or defaults.secret_key_file,
-            wechat_api_base=(get("WECHAT_API_BASE") or defaults.wechat_api_base).rstrip("/"),
-            wecom_api_base=(get("WECOM_API_BASE") or defaults.wecom_api_base).rstrip("/"),
-            wechat_max_push_bytes=int(get("WECHAT_MAX_PUSH_BYTES") or defaults.wechat_max_push_bytes),
-            wechat_prefetch_media=_bool(get("WECHAT_PREFETCH_MEDIA"), default=True),
-            inbox_drain=_bool(get("INBOX_DRAIN"), default=True),
+            inbox_drain=env_bool(get("INBOX_DRAIN"), default=True),
+            env={k: v for k, v in env.items() if k.startswith("CHANNELHUB_")},
         )
+
+    def channel(self, kind: str, cls: type[ChannelSettingsT]) -> ChannelSettingsT:
+        """A channel's settings: the object given in ``channels``, else read from ``env``."""
+        given = self.channels.get(kind)
+        if given is None:
+            return cls.from_env(self.env)
+        if not isinstance(given, cls):
+            raise TypeError(f"settings for channel {kind!r} must be a {cls.__name__}, not {type(given).__name__}")
+        return given
+
+
+class ChannelSettings(Protocol):
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Self: ...
+
+
+ChannelSettingsT = TypeVar("ChannelSettingsT", bound=ChannelSettings)

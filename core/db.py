@@ -39,10 +39,10 @@ logger = logging.getLogger(__name__)
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
-# Every model that holds tenant data.
-TENANT_SCOPED: tuple[type[Any], ...] = tuple(
-    mapper.class_ for mapper in models.Base.registry.mappers if issubclass(mapper.class_, models.TenantScoped)
-)
+def tenant_scoped_models() -> tuple[type[models.TenantScoped], ...]:
+    """Every model that holds tenant data: core's, and those of the channels imported so far."""
+    return tuple(mapper.class_ for mapper in models.Base.registry.mappers
+                 if issubclass(mapper.class_, models.TenantScoped))
 
 
 @event.listens_for(Session, "do_orm_execute")

@@ -1,35 +1,68 @@
-"""The hub: what one process (or one worker event loop) holds — database, bus, router, connectors."""
+"""The hub: what one process holds — settings, database, bus, inbox, router, outbox, connectors.
+
+Core builds none of the layers above it: the composition root (``channelhub.app``) hands the hub
+its channels (``connectors.registry.CHANNELS``) and the router to use (``routing.router.Router``),
+so core imports no channel and nothing of routing. There is one hub per process, on the process's
+event loop: the web app, the inbox, the router and the outbox's delivery all share it.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.bus import Bus, make_bus
+from core.channels import ChannelInfo, Connector
 from core.config import Settings
 from core.db import Database
 from core.events import tenant_topic
 from core.inbox import Inbox
-from routing.router import Router
 
 if TYPE_CHECKING:
-    from connectors.base import Connector
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from core.models import Customer, Ticket
+    from core.outbox import Outbox
+    from core.serialize import CustomerRow, TicketRow
 
 logger = logging.getLogger(__name__)
 
 
+class RouterPort(Protocol):
+    """What core asks of the router (routing.router.Router): rules at the door, and a nudge when a
+    ticket waits or capacity was freed."""
+
+    async def apply_rules(self, session: AsyncSession, ticket: Ticket | TicketRow,
+                          customer: Customer | CustomerRow, text: str) -> object: ...
+
+    def signal(self, tenant_id: int, *, capacity: bool = True) -> None: ...
+
+    async def release_agent(self, tenant_id: int, agent_id: int) -> int: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Hub:
-    def __init__(self, settings: Settings) -> None:
-        from connectors.registry import build_connectors
+    def __init__(self, settings: Settings, channels: Sequence[ChannelInfo], *,
+                 router: Callable[[Hub], RouterPort], bus: Bus | None = None) -> None:
+        from core.outbox import Outbox
 
         self.settings = settings
         self.db = Database(settings.database_url, pool_size=settings.db_pool_size)
-        self.bus: Bus = make_bus(settings.redis_url, settings.queue_namespace)
-        self.connectors: dict[str, Connector] = build_connectors(self)
-        self.router = Router(self)
+        self.bus: Bus = bus if bus is not None else make_bus(settings.redis_url, settings.queue_namespace)
+        self.channels: dict[str, ChannelInfo] = {c.kind: c for c in channels}
+        # Tickets of live chats go back to routing when their agent drops (routing.router).
+        self.live_channels = frozenset(c.kind for c in channels if c.live_chat)
+        self.connectors: dict[str, Connector] = {c.kind: c.connector(self) for c in channels}
         self.inbox = Inbox(self)
+        self.outbox: Outbox = Outbox(self)
+        self.router: RouterPort = router(self)
 
     async def start(self) -> None:
+        """Begin receiving from the bus and open the channels' long-lived links."""
         await self.bus.start()
         for connector in self.connectors.values():
             await connector.start()
@@ -44,15 +77,7 @@ class Hub:
         await self.db.dispose()
 
     def connector(self, kind: str) -> Connector | None:
-        found = self.connectors.get(kind)
-        if found is None:
-            # A channel registered after this hub was built (connectors.registry.register).
-            from connectors.registry import connector_class
-
-            cls = connector_class(kind)
-            if cls is not None:
-                found = self.connectors[kind] = cls(self)
-        return found
+        return self.connectors.get(kind)
 
     async def publish(self, tenant_id: int, events: list[dict[str, Any]]) -> None:
         """Publish events already committed to the database."""
@@ -60,6 +85,4 @@ class Hub:
             await self.bus.publish_many([(tenant_topic(tenant_id), e) for e in events])
 
     async def enqueue_delivery(self, outbox_ids: list[int]) -> None:
-        from core.outbox import enqueue
-
-        await enqueue(self.settings, outbox_ids)
+        await self.outbox.enqueue(outbox_ids)

@@ -35,7 +35,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connectors.base import Attachment, InboundMessage
+from core.channels import Attachment, InboundMessage
 from core.ingest import IngestResult, after_commit, check_message, ingest_in
 from core.models import InboxItem, InboxState, table_of, utcnow
 

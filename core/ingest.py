@@ -24,8 +24,8 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connectors.base import InboundMessage
 from core.capacity import take_slot
+from core.channels import InboundMessage
 from core.errors import InvalidInput, TooLarge
 from core.events import EventKind, EventLog
 from core.models import (
@@ -49,7 +49,7 @@ from core.serialize import (
     message_dict,
     ticket_dict,
 )
-from routing.router import RoutingState
+from core.transitions import RoutingState
 
 if TYPE_CHECKING:
     from core.hub import Hub

@@ -10,28 +10,29 @@
   tells the agent why through an event.
 * The sweeper re-enqueues rows that a crash left behind.
 
-Embedded mode: a StubBroker and worker threads in the serving process. With Redis configured: a
-RedisBroker, and ``channelhub worker`` processes run the actor.
+Embedded mode: deliveries are tasks on the hub's own loop (:class:`Outbox`). With Redis configured:
+a RedisBroker, and ``channelhub worker`` processes run the actor, handing each delivery to their
+hub's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
-from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import AsyncIO
 from sqlalchemy import or_, select, update
 
-from connectors.base import Attachment, OutboundMessage
+from core.channels import Attachment, OutboundMessage
 from core.config import Settings
 from core.errors import DeliveryError
 from core.events import EventKind, EventLog
 from core.models import Agent, CustomerIdentity, DeliveryState, Message, OutboxItem, Ticket, utcnow
+
+if TYPE_CHECKING:
+    from core.hub import Hub
 
 logger = logging.getLogger(__name__)
 
@@ -42,120 +43,131 @@ CLAIM_SECONDS = 60
 MIN_BACKOFF_MS = 500
 MAX_BACKOFF_MS = 60_000
 
-_lock = threading.Lock()
-_broker: dramatiq.Broker | None = None
-_actor: Any = None
-_settings: Settings | None = None
-_worker: dramatiq.Worker | None = None
-# The hub each dramatiq event loop uses (engines and connections are bound to one loop).
-_loop_hubs: dict[int, Any] = {}
-
-
 class RetryLater(Exception):
-    """Raised from the actor so dramatiq retries the delivery with backoff."""
+    """Raised from the dramatiq actor so dramatiq retries the delivery with backoff."""
 
 
-def setup(settings: Settings) -> dramatiq.Broker:
-    """Create the process's broker and actor once (dramatiq's broker is process-global)."""
-    global _broker, _actor, _settings
-    with _lock:
-        _settings = settings
-        if _broker is not None:
-            return _broker
-        broker: dramatiq.Broker
-        if settings.redis_url:
+def backoff_seconds(attempt: int) -> float:
+    """How long to wait before try ``attempt + 1`` (attempt counts from 1)."""
+    return min(MIN_BACKOFF_MS * 2 ** max(attempt - 1, 0), MAX_BACKOFF_MS) / 1000
+
+
+class Outbox:
+    """One per hub: hands outbox rows to delivery and runs the deliveries this process takes.
+
+    Embedded mode (no Redis): the queue is this hub's own event loop. A row is delivered by a task
+    right after its reply commits, at most ``worker_threads`` at once, and a retry is scheduled on
+    the loop after its backoff; the sweeper re-enqueues what a crash left in the table.
+
+    With Redis: a dramatiq ``RedisBroker`` carries the row ids to whichever process runs workers
+    (``channelhub worker``, or ``serve`` with ``CHANNELHUB_EMBEDDED_WORKER=1``). The actor runs on
+    a dramatiq worker thread and hands the delivery over to this hub's loop, so a process still
+    has one hub, one set of engines and one loop; dramatiq keeps the retries and their backoff.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.settings: Settings = hub.settings
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(max(self.settings.worker_threads, 1))
+        self._worker: dramatiq.Worker | None = None
+        self._broker: dramatiq.Broker | None = None
+        self._actor: Any = None
+        if self.settings.redis_url:
             from dramatiq.brokers.redis import RedisBroker
 
-            broker = RedisBroker(url=settings.redis_url, namespace=f"{settings.queue_namespace}-dramatiq")
-        else:
-            broker = StubBroker()
-        broker.add_middleware(AsyncIO())
-        dramatiq.set_broker(broker)
-        _actor = dramatiq.actor(
-            actor_name="channelhub.deliver",
-            queue_name=QUEUE,
-            broker=broker,
-            max_retries=MAX_ATTEMPTS,
-            min_backoff=MIN_BACKOFF_MS,
-            max_backoff=MAX_BACKOFF_MS,
-            # Any failure (a channel's, or the database's before the send) is tried again; the claim
-            # on the row keeps a retry from overlapping a delivery still in progress.
-            retry_when=lambda retries, exc: retries < MAX_ATTEMPTS,
-        )(_deliver_actor)
-        _broker = broker
-        return broker
+            self._broker = RedisBroker(url=self.settings.redis_url,
+                                       namespace=f"{self.settings.queue_namespace}-dramatiq")
+            self._actor = dramatiq.actor(
+                actor_name="channelhub.deliver",
+                queue_name=QUEUE,
+                broker=self._broker,
+                max_retries=MAX_ATTEMPTS,
+                min_backoff=MIN_BACKOFF_MS,
+                max_backoff=MAX_BACKOFF_MS,
+                # Any failure (a channel's, or the database's before the send) is tried again; the claim
+                # on the row keeps a retry from overlapping a delivery still in progress.
+                retry_when=lambda retries, exc: retries < MAX_ATTEMPTS,
+            )(self._deliver_on_hub_loop)
+
+    @property
+    def local(self) -> bool:
+        """Deliveries run as tasks on this hub's loop (the embedded mode)."""
+        return self._broker is None
+
+    def start(self, *, worker: bool, threads: int | None = None) -> None:
+        """Begin taking deliveries in this process: always in the embedded mode; with Redis only
+        when ``worker`` (dramatiq worker threads consuming the shared queue)."""
+        self._loop = asyncio.get_running_loop()
+        if worker and self._broker is not None and self._worker is None:
+            # A short worker_timeout keeps the Redis consumer's idle polling (and so latency) low.
+            self._worker = dramatiq.Worker(self._broker, worker_threads=threads or self.settings.worker_threads,
+                                           worker_timeout=100)
+            self._worker.start()
+
+    async def stop(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            # Its threads may be waiting on this loop: stop them from another thread.
+            await asyncio.to_thread(worker.stop, 5000)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._broker is not None:
+            await asyncio.to_thread(self._broker.close)
+
+    async def enqueue(self, outbox_ids: list[int]) -> None:
+        if self._broker is None:
+            for oid in outbox_ids:
+                self._spawn(oid, 0.0, 1)
+            return
+        # redis-py is blocking: keep it off the event loop.
+        actor = self._actor
+        await asyncio.to_thread(lambda: [actor.send(oid) for oid in outbox_ids])
+
+    # --- embedded: tasks on the hub's loop ---------------------------------------------------------
+    def _spawn(self, outbox_id: int, delay: float, attempt: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(outbox_id, delay, attempt),
+                                                      name=f"deliver-{outbox_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, outbox_id: int, delay: float, attempt: int) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            async with self._slots:
+                outcome = await deliver(self.hub, outbox_id)
+        except Exception:
+            # The database failed before the channel was called: the row is still claimable.
+            logger.warning("delivery of outbox %s failed; retrying", outbox_id, exc_info=True)
+            outcome = "retry"
+        if outcome == "retry" and attempt < MAX_ATTEMPTS:
+            self._spawn(outbox_id, backoff_seconds(attempt), attempt + 1)
+
+    # --- with Redis: dramatiq's worker threads hand over to the hub's loop -------------------------
+    def _deliver_on_hub_loop(self, outbox_id: int) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise RetryLater("this process's hub is not running")
+        outcome = asyncio.run_coroutine_threadsafe(deliver(self.hub, outbox_id), loop).result()
+        if outcome == "retry":
+            raise RetryLater(f"outbox {outbox_id} will be retried")
 
 
-def start_worker(settings: Settings, *, threads: int | None = None) -> bool:
-    """Start this process's worker threads; False when they were already running (not ours to stop)."""
-    global _worker
-    broker = setup(settings)
-    with _lock:
-        if _worker is not None:
-            return False
-        # A short worker_timeout keeps the Redis consumer's idle polling (and so latency) low.
-        _worker = dramatiq.Worker(broker, worker_threads=threads or settings.worker_threads, worker_timeout=100)
-        _worker.start()
-        return True
-
-
-def stop_worker() -> None:
-    global _worker
-    with _lock:
-        worker, _worker = _worker, None
-    if worker is None:
-        return
-    from dramatiq.asyncio import get_event_loop_thread
-
-    loop_thread = get_event_loop_thread()
-    if loop_thread is not None:
-        for key, hub in list(_loop_hubs.items()):
-            try:
-                loop_thread.run_coroutine(hub.close())
-            except Exception:
-                logger.exception("closing the worker hub failed")
-            _loop_hubs.pop(key, None)
-    worker.stop(timeout=5000)
-
-
-async def enqueue(settings: Settings, outbox_ids: list[int]) -> None:
-    setup(settings)
-    assert _actor is not None
-    if isinstance(_broker, StubBroker):
-        for oid in outbox_ids:
-            _actor.send(oid)
-        return
-    # redis-py is blocking: keep it off the event loop.
-    await asyncio.to_thread(lambda: [_actor.send(oid) for oid in outbox_ids])
-
-
-async def _worker_hub() -> Any:
-    from core.hub import Hub
-
-    key = id(asyncio.get_running_loop())
-    hub = _loop_hubs.get(key)
-    if hub is None:
-        assert _settings is not None, "outbox.setup() was not called"
-        hub = Hub(_settings)
-        _loop_hubs[key] = hub
-    return hub
-
-
-async def _deliver_actor(outbox_id: int) -> None:
-    hub = await _worker_hub()
-    outcome = await deliver(hub, outbox_id)
-    if outcome == "retry":
-        raise RetryLater(f"outbox {outbox_id} will be retried")
-
-
-async def deliver(hub: Any, outbox_id: int) -> str:
-    """Deliver one outbox row. Returns "sent", "retry", "failed" or "skipped" (not ours to send)."""
+async def deliver(hub: Hub, outbox_id: int) -> str:
+    """Deliver one outbox row. Returns "sent", "retry", "failed" or "skipped": another process holds
+    it, or it is of a channel this hub does not serve (a process delivers only for its own channels;
+    one that serves the channel takes the row, from the queue or the sweeper)."""
     now = utcnow()
     async with hub.db.session() as session:
         claimed = await session.execute(
             update(OutboxItem)
             .where(
                 OutboxItem.id == outbox_id,
+                OutboxItem.channel.in_(list(hub.connectors)),
                 or_(
                     OutboxItem.state == DeliveryState.PENDING,
                     (OutboxItem.state == DeliveryState.SENDING) & (OutboxItem.locked_until < now),
@@ -165,7 +177,7 @@ async def deliver(hub: Any, outbox_id: int) -> str:
                     locked_until=now + timedelta(seconds=CLAIM_SECONDS))
             .execution_options(synchronize_session=False)
         )
-        if claimed.rowcount != 1:
+        if getattr(claimed, "rowcount", 0) != 1:
             return "skipped"
         row = (
             await session.execute(
@@ -178,12 +190,10 @@ async def deliver(hub: Any, outbox_id: int) -> str:
             )
         ).one()
     item, message, ticket, identity, agent = row
-    connector = hub.connector(item.channel)
+    connector = hub.connectors[item.channel]  # the claim took only rows of our channels
     error: DeliveryError | None = None
     channel_message_id: str | None = None
-    if connector is None:
-        error = DeliveryError(f"no connector for channel {item.channel!r}", retry=False, code="no_connector")
-    elif identity is None:
+    if identity is None:
         error = DeliveryError("the ticket has no customer identity to send to", retry=False, code="no_identity")
     else:
         out = OutboundMessage(
@@ -213,7 +223,7 @@ async def deliver(hub: Any, outbox_id: int) -> str:
 
 
 async def _record(
-    hub: Any, item: OutboxItem, message: Message, ticket: Ticket, channel_message_id: str | None,
+    hub: Hub, item: OutboxItem, message: Message, ticket: Ticket, channel_message_id: str | None,
     error: DeliveryError | None,
 ) -> str:
     now = utcnow()
@@ -224,7 +234,7 @@ async def _record(
         state, outcome = DeliveryState.FAILED, "failed"
     else:
         state, outcome = DeliveryState.PENDING, "retry"
-    backoff = min(MIN_BACKOFF_MS * 2 ** (item.attempts - 1), MAX_BACKOFF_MS) / 1000
+    backoff = backoff_seconds(item.attempts)
     async with hub.db.session(item.tenant_id) as session:
         await session.execute(
             update(OutboxItem).where(OutboxItem.id == item.id).values(
@@ -255,7 +265,7 @@ async def _record(
     return outcome
 
 
-async def sweep(hub: Any, *, grace_seconds: float = 30.0, limit: int = 500) -> int:
+async def sweep(hub: Hub, *, grace_seconds: float = 30.0, limit: int = 500) -> int:
     """Re-enqueue rows a crash or a lost queue message left behind; the claim keeps this harmless."""
     now = utcnow()
     async with hub.db.read() as session:
@@ -264,6 +274,7 @@ async def sweep(hub: Any, *, grace_seconds: float = 30.0, limit: int = 500) -> i
                 await session.execute(
                     select(OutboxItem.id)
                     .where(
+                        OutboxItem.channel.in_(list(hub.connectors)),
                         or_(
                             (OutboxItem.state == DeliveryState.PENDING)
                             & (OutboxItem.next_attempt_at < now - timedelta(seconds=grace_seconds)),
@@ -277,5 +288,5 @@ async def sweep(hub: Any, *, grace_seconds: float = 30.0, limit: int = 500) -> i
         )
     if ids:
         logger.info("sweeper re-enqueues %d outbox rows", len(ids))
-        await enqueue(hub.settings, ids)
+        await hub.outbox.enqueue(ids)
     return len(ids)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import attachments
 from core.auth import Principal
-from core.capacity import counts, release_slot, take_slot
+from core.capacity import counts, lock_agents, release_slot, take_slot
 from core.errors import Conflict, InvalidInput, NotFound
 from core.events import EventKind, EventLog
 from core.ingest import check_text
@@ -41,7 +41,7 @@ from core.models import (
     utcnow,
 )
 from core.serialize import iso, message_dict, ticket_dict
-from routing.router import RoutingState, lock_agents
+from core.transitions import RoutingState
 
 if TYPE_CHECKING:
     from core.hub import Hub

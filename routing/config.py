@@ -16,7 +16,7 @@ from core.auth import Principal
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Agent, AgentGroup, Group, RoutingRule, Tenant, utcnow
 from core.serialize import agent_dict, iso
-from routing.router import parse_settings
+from routing.router import Router, parse_settings
 from routing.rules import compile_rule
 from routing.strategies import STRATEGIES
 
@@ -28,7 +28,8 @@ CONFIG_TOPIC = "routing-config"
 
 async def announce(hub: Hub, tenant_id: int) -> None:
     """Drop cached configuration here and, over the bus, in every other process; then route."""
-    hub.router.forget(tenant_id)
+    if isinstance(hub.router, Router):  # the bus brings the same news a moment later
+        hub.router.forget(tenant_id)
     await hub.bus.publish(CONFIG_TOPIC, {"tenant_id": tenant_id})
     hub.router.signal(tenant_id)
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Integer, String, cast, column, func, insert, or_, select, update, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.capacity import lock_agents
 from core.events import EventKind, EventLog
 from core.models import (
     ACTIVE_STATUSES,
@@ -45,6 +46,7 @@ from core.models import (
     utcnow,
 )
 from core.serialize import CustomerRow, TicketRow, ticket_dict
+from core.transitions import RoutingState
 from routing.rules import BusinessHours, RoutingContext, Rule, RuleMatch, compile_rule, evaluate
 from routing.strategies import AgentState, Choice, GroupPolicy, TicketView, choose
 
@@ -58,21 +60,6 @@ RULES_TTL = 5.0
 DEFAULT_OVERFLOW_SECONDS = 600
 SWEEP_INTERVAL = 1.0
 SNAPSHOT_TTL = 1.0
-
-
-async def lock_agents(session: AsyncSession, agent_ids: list[int]) -> None:
-    if agent_ids:
-        await session.execute(select(Agent.id).where(Agent.id.in_(sorted(set(agent_ids))))
-                              .order_by(Agent.id).with_for_update())
-
-
-class RoutingState:
-    PENDING = "pending"
-    QUEUED = "queued"
-    ASSIGNED = "assigned"
-    IDLE = "idle"
-
-
 
 
 @dataclass(frozen=True)
@@ -458,8 +445,6 @@ class Router:
     # --- an agent who left ----------------------------------------------------------------
     async def release_agent(self, tenant_id: int, agent_id: int) -> int:
         """Send an offline agent's open chat tickets back to routing, unless the tenant keeps them."""
-        from connectors.registry import realtime_channels
-
         async with self.hub.db.session(tenant_id) as session:
             cfg = await self.config(session, tenant_id)
             if cfg.offline_policy == "keep":
@@ -467,7 +452,7 @@ class Router:
             rows = (await session.execute(
                 select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id)
                 .where(Ticket.assignee_id == agent_id, Ticket.status.in_(ACTIVE_STATUSES),
-                       Ticket.channel.in_(realtime_channels()))
+                       Ticket.channel.in_(self.hub.live_channels))
                 .order_by(Ticket.priority_rank.desc(), Ticket.created_at)
                 .with_for_update(of=Ticket)
             )).all()

@@ -8,7 +8,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,15 @@ import pytest
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
-from admin_api.app import create_app
 from admin_api.client import AgentClient, VisitorClient
+from channelhub.app import create_app
+from connectors.registry import CHANNELS
+from connectors.wechat.settings import WeChatSettings
 from core import seats
 from core.config import Settings
 from core.db import Database, create_pg_database, drop_pg_database, migrate
 from tests.wechat.platform import StandIn
+from web.channels import ChannelSpec
 
 PG_URL = os.environ.get("CHANNELHUB_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("CHANNELHUB_TEST_REDIS_URL")
@@ -35,8 +38,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# The loopback stand-in for the WeChat APIs (tests/wechat/standin.py) listens here; the hub is
-# configured with it from the start, because dramatiq's worker hubs are built once per process.
+# The loopback stand-in for the WeChat APIs (tests/wechat/platform.py) listens here; every hub the
+# tests build (the server's, those of the multi-process tests) is configured with it.
 WECHAT_API_PORT = free_port()
 
 
@@ -55,8 +58,8 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         # Small enough to test the limit quickly, still above max_request_bytes and WeChat's voice limit.
         max_attachment_bytes=3 * 1024 * 1024,
         secret_key="channelhub-test-secret-key",
-        wechat_api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",
-        wecom_api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/qy",
+        channels={"wechat": WeChatSettings(api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",
+                                           wecom_api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/qy")},
     )
     db = Database(url)
     await migrate(db)
@@ -75,9 +78,9 @@ class Server:
     app: web.Application
 
 
-async def start_server(settings: Settings) -> Server:
+async def start_server(settings: Settings, channels: Sequence[ChannelSpec] = CHANNELS) -> Server:
     port = free_port()
-    app = create_app(replace(settings, port=port))
+    app = create_app(replace(settings, port=port), channels)
     runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

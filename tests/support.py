@@ -14,10 +14,10 @@ import aiohttp
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
-import admin_api.app  # noqa: F401  (importing the app registers every route)
-from admin_api.http import Operation, api
-from core.db import TENANT_SCOPED, Database
+from channelhub.app import build_api
+from core.db import Database, tenant_scoped_models
 from core.models import LoginLog, Tenant
+from web.api import Operation
 
 _NO_BODY = object()
 
@@ -121,7 +121,8 @@ def op_id(op: Operation) -> str:
 
 
 def operations() -> list[Operation]:
-    return list(api.operations)
+    """Every HTTP operation the test server serves (the admin API's and every channel's)."""
+    return list(build_api().operations)
 
 
 def fill(path: str, **params: Any) -> str:
@@ -136,7 +137,7 @@ async def tenant_rows(db: Database, tenant_id: int) -> dict[str, list[dict[str, 
         tenant = await session.get(Tenant, tenant_id)
         assert tenant is not None
         out["tenants"] = [{"name": tenant.name, "domain": tenant.domain, "status": tenant.status}]
-        for model in TENANT_SCOPED:
+        for model in tenant_scoped_models():
             table: Any = model
             if model is LoginLog:
                 continue

@@ -21,10 +21,10 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from admin_api.http import HUB, Operation
+from connectors.wechat.models import WeChatMedia
 from core.config import Settings
 from core.db import Database
-from core.models import MAX_BIG_ID, MAX_ID, WeChatMedia
+from core.models import MAX_BIG_ID, MAX_ID
 from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
 from tests.support import (
     Http,
@@ -39,6 +39,8 @@ from tests.support import (
     tenant_rows,
 )
 from tests.wechat.platform import StandIn, new_aes_key, new_app_id
+from web.api import Operation
+from web.http import HUB
 
 MISSING_TICKET = 10**12
 # Each id in a path: the error for an id that exists nowhere, and the largest its column holds.

@@ -15,7 +15,7 @@ from tests.conftest import PASSWORD, ROOT, Server
 def run(settings: Any, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CHANNELHUB_DATABASE_URL": settings.database_url, "CHANNELHUB_LOG_LEVEL": "WARNING"}
     env.pop("CHANNELHUB_REDIS_URL", None)
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "channelhub.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
 
 

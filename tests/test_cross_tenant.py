@@ -1,7 +1,7 @@
 """An agent of tenant A can read or change nothing of tenant B, whatever id they try, on every
 endpoint and over both websockets.
 
-The HTTP part is driven by the route registry: every operation of ``admin_api.http.api`` must have
+The HTTP part is driven by the route registry: every operation of the app's ``web.api.Api`` (``channelhub.app.build_api``) must have
 an entry in ``CASES`` (how to call it with B's ids and what must come back), so a new route without
 a cross-tenant check fails here. After each probe, every row of tenant B in the database is
 compared with what it was before: "changes nothing" is checked on the stored data itself.
@@ -22,10 +22,10 @@ from sqlalchemy import select
 
 from admin_api.client import AgentClient, HubError
 from admin_api.gateway import ACTIONS
-from admin_api.http import Operation
+from connectors.wechat.models import WeChatAccount, WeChatMedia
 from core.config import Settings
 from core.db import Database
-from core.models import MAX_ID, Agent, Group, Message, RoutingRule, StoredAttachment, Ticket, WeChatAccount, WeChatMedia
+from core.models import MAX_ID, Agent, Group, Message, RoutingRule, StoredAttachment, Ticket
 from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
 from tests.support import (
     Http,
@@ -40,6 +40,7 @@ from tests.support import (
     tenant_rows,
 )
 from tests.wechat.platform import StandIn, new_aes_key, new_app_id
+from web.api import Operation
 
 MISSING_TICKET = 10**12
 MISSING_SMALL = MAX_ID  # agents, groups and rules have INTEGER (int4) keys

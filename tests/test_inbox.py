@@ -17,15 +17,15 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-from admin_api.http import HUB
-from connectors.base import Attachment, InboundMessage
+from channelhub.app import build_hub
 from core import inbox
+from core.channels import Attachment, InboundMessage
 from core.db import Database
-from core.hub import Hub
 from core.ingest import ingest_many
 from core.models import InboxItem, InboxState, Message, Ticket, utcnow
 from tests.conftest import Server, TenantInfo, eventually
 from tests.test_cli import run
+from web.http import HUB
 
 
 def _msg(tenant: TenantInfo, sender: str, text: str, cmid: str | None = None, **extra: Any) -> InboundMessage:
@@ -111,7 +111,7 @@ async def test_what_another_process_landed_is_drained_by_the_running_hub(
 ) -> None:
     # A hub that is not serving lands directly and never drains: a process that died right after
     # answering the web-hook.
-    gone = Hub(replace(settings, inbox_drain=False))
+    gone = build_hub(replace(settings, inbox_drain=False))
     try:
         landed = await gone.inbox.accept([_msg(tenant, "frank", "from a process that died", "f-1"),
                                           _msg(tenant, "frank", "from a process that died", "f-1")])

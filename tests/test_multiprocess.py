@@ -21,9 +21,10 @@ from typing import IO, Any
 import aiohttp
 import pytest
 
-from admin_api.http import HUB
+from connectors.wechat.settings import WeChatSettings
 from core.config import Settings
 from tests.conftest import ROOT, Server, TenantInfo, free_port
+from web.http import HUB
 
 STARTUP_TIMEOUT = 30.0
 
@@ -61,8 +62,9 @@ def _child_env(settings: Settings, namespace: str, port: int | None) -> dict[str
     })
     if settings.secret_key:  # the channel credentials the test run stored must decrypt here too
         env["CHANNELHUB_SECRET_KEY"] = settings.secret_key
-    env["CHANNELHUB_WECHAT_API_BASE"] = settings.wechat_api_base
-    env["CHANNELHUB_WECOM_API_BASE"] = settings.wecom_api_base
+    wechat = settings.channel("wechat", WeChatSettings)
+    env["CHANNELHUB_WECHAT_API_BASE"] = wechat.api_base
+    env["CHANNELHUB_WECOM_API_BASE"] = wechat.wecom_api_base
     if port is not None:
         env["CHANNELHUB_PORT"] = str(port)
     # The children import the project from this checkout whatever their working directory is.
@@ -75,7 +77,7 @@ async def _spawn(name: str, args: list[str], env: dict[str, str], workdir: Path)
     log_file = _open_log(log_path)
     # cwd: a scratch folder, so no .env file or ./var of the checkout is picked up.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "core.cli", *args, env=env, cwd=workdir,
+        sys.executable, "-m", "channelhub.cli", *args, env=env, cwd=workdir,
         stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
     )
     return HubProcess(name, proc, log_path, log_file)

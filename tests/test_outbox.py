@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -16,14 +17,16 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from admin_api.http import HUB
-from connectors.base import Connector, InboundMessage, OutboundMessage
-from connectors.registry import register
+from connectors.registry import CHANNELS
+from core.channels import Connector, InboundMessage, OutboundMessage
+from core.config import Settings
 from core.db import Database
 from core.errors import DeliveryError
 from core.ingest import ingest
 from core.models import DeliveryState, Direction, Message, OutboxItem, utcnow
-from tests.conftest import Server, TenantInfo, eventually, free_port
+from tests.conftest import Server, TenantInfo, eventually, free_port, make_tenant, start_server
+from web.channels import ChannelSpec
+from web.http import HUB
 
 
 class StandIn:
@@ -47,7 +50,6 @@ class StandIn:
 STAND_IN = StandIn()
 
 
-@register
 class RelayConnector(Connector):
     """A minimal channel: POST the reply to the platform, as an HTTP API channel would."""
 
@@ -66,6 +68,27 @@ class RelayConnector(Connector):
         if resp.status >= 400:
             raise DeliveryError("the platform refused this message", retry=False, code="refused")
         return str(body["id"])
+
+
+RELAY = ChannelSpec(kind=RelayConnector.kind, live_chat=False, connector=RelayConnector)
+
+
+@pytest.fixture(scope="module")
+async def server(settings: Settings) -> AsyncIterator[Server]:
+    """A hub serving the relay channel beside the real ones: channels are handed to the hub, so the
+    test builds one with its own. Its queue namespace is its own too, so the test run's main server
+    (which has no relay connector) never takes its deliveries."""
+    srv = await start_server(replace(settings, queue_namespace=f"{settings.queue_namespace}-relay"),
+                             channels=(*CHANNELS, RELAY))
+    yield srv
+    await srv.runner.cleanup()
+
+
+@pytest.fixture
+async def tenant(settings: Settings, server: Server) -> AsyncIterator[TenantInfo]:
+    t = await make_tenant(settings, server)
+    yield t
+    await t.close()
 
 
 @pytest.fixture(scope="module")

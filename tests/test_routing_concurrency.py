@@ -38,7 +38,7 @@ async def start_hubs(settings: Any, n: int, namespace: str) -> list[Proc]:
     procs = []
     for _ in range(n):
         port = free_port()
-        cmd = [sys.executable, "-m", "core.cli", "serve", "--port", str(port)]
+        cmd = [sys.executable, "-m", "channelhub.cli", "serve", "--port", str(port)]
         p = subprocess.Popen(cmd, cwd=ROOT, env=env,  # noqa: ASYNC220 (a few processes, started once)
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         procs.append(Proc(f"http://127.0.0.1:{port}", p))

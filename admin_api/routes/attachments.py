@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin_api.http import HUB, api, int_param, principal_of, read_file_body, tenant_of, word_param
 from core import attachments
 from core.errors import DomainError
+from web.api import RouteTable
+from web.http import HUB, int_param, principal_of, read_file_body, tenant_of, word_param
+
+ROUTES = RouteTable("attachments")
 
 # A signature is 32 characters (core.secrets.sign); the path allows a little more, which then
 # simply matches nothing.
@@ -18,7 +21,7 @@ def _serve(file: attachments.File, cache: str) -> web.Response:
                         headers={**attachments.disposition(file), "Cache-Control": cache})
 
 
-@api.route("POST", "/api/v1/attachments", tag="attachments", raw_body=True,
+@ROUTES.route("POST", "/api/v1/attachments", raw_body=True,
            summary="Upload a file to attach to messages: the body is the file, Content-Type its type, ?name= its name")
 async def upload(request: web.Request) -> web.Response:
     hub = request.app[HUB]
@@ -33,7 +36,7 @@ async def upload(request: web.Request) -> web.Response:
     return web.json_response({"attachment": stored}, status=201)
 
 
-@api.route("GET", "/api/v1/attachments/{attachment_id}", tag="attachments", summary="An uploaded file (signed in)")
+@ROUTES.route("GET", "/api/v1/attachments/{attachment_id}", summary="An uploaded file (signed in)")
 async def download(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -41,7 +44,7 @@ async def download(request: web.Request) -> web.Response:
     return _serve(file, "private, max-age=86400")
 
 
-@api.route("GET", "/files/{attachment_id}/{signature}", tag="attachments", auth=False,
+@ROUTES.route("GET", "/files/{attachment_id}/{signature}", auth=False,
            summary="An attached file by the signed link a customer was given (no sign-in)")
 async def public_download(request: web.Request) -> web.Response:
     hub = request.app[HUB]

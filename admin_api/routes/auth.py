@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from admin_api.http import HUB, api, bearer_token, body, principal_of, tenant_of
 from admin_api.schemas import LoginBody
 from core import auth
 from core.errors import Unauthorized
@@ -14,14 +13,18 @@ from core.models import Presence
 from core.presence import set_presence
 from core.seats import profile
 from core.serialize import agent_dict
+from web.api import RouteTable
+from web.http import HUB, bearer_token, body, principal_of, tenant_of
+
+ROUTES = RouteTable("auth")
 
 
 def client_ip(request: web.Request) -> str | None:
     return request.remote
 
 
-@api.route("POST", "/api/v1/auth/login", summary="Sign in with e-mail and password; returns a bearer token",
-           body=LoginBody, auth=False, tag="auth")
+@ROUTES.route("POST", "/api/v1/auth/login", summary="Sign in with e-mail and password; returns a bearer token",
+           body=LoginBody, auth=False)
 async def login(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     tenant = tenant_of(request)
@@ -41,7 +44,7 @@ async def login(request: web.Request) -> web.Response:
     return web.json_response({"token": token, "agent": agent_dict(agent)})
 
 
-@api.route("POST", "/api/v1/auth/logout", summary="Revoke this token and go offline", tag="auth")
+@ROUTES.route("POST", "/api/v1/auth/logout", summary="Revoke this token and go offline")
 async def logout(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -53,7 +56,7 @@ async def logout(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-@api.route("GET", "/api/v1/me", summary="The signed-in agent", tag="auth")
+@ROUTES.route("GET", "/api/v1/me", summary="The signed-in agent")
 async def me(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)

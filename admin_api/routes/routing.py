@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin_api.http import HUB, api, body, int_param, principal_of
 from admin_api.schemas import (
     AgentPatch,
     CustomerPatch,
@@ -19,9 +18,13 @@ from admin_api.schemas import (
 from core import customers, tickets
 from core.models import MAX_ID
 from routing import config
+from web.api import RouteTable
+from web.http import HUB, body, int_param, principal_of
+
+ROUTES = RouteTable("routing")
 
 
-@api.route("GET", "/api/v1/routing/rules", summary="The routing rules in order", tag="routing")
+@ROUTES.route("GET", "/api/v1/routing/rules", summary="The routing rules in order")
 async def list_rules(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
@@ -29,8 +32,8 @@ async def list_rules(request: web.Request) -> web.Response:
         return web.json_response({"rules": await config.list_rules(session)})
 
 
-@api.route("POST", "/api/v1/routing/rules", summary="Add a rule (admin); last unless a position is given",
-           body=RuleBody, tag="routing")
+@ROUTES.route("POST", "/api/v1/routing/rules", summary="Add a rule (admin); last unless a position is given",
+           body=RuleBody)
 async def create_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -42,7 +45,7 @@ async def create_rule(request: web.Request) -> web.Response:
     return web.json_response({"rule": rule}, status=201)
 
 
-@api.route("GET", "/api/v1/routing/rules/{rule_id}", summary="One rule", tag="routing")
+@ROUTES.route("GET", "/api/v1/routing/rules/{rule_id}", summary="One rule")
 async def get_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
@@ -51,8 +54,7 @@ async def get_rule(request: web.Request) -> web.Response:
         return web.json_response({"rule": await config.get_rule(session, rule_id)})
 
 
-@api.route("PATCH", "/api/v1/routing/rules/{rule_id}", summary="Change a rule (admin)", body=RulePatch,
-           tag="routing")
+@ROUTES.route("PATCH", "/api/v1/routing/rules/{rule_id}", summary="Change a rule (admin)", body=RulePatch)
 async def update_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -64,7 +66,7 @@ async def update_rule(request: web.Request) -> web.Response:
     return web.json_response({"rule": rule})
 
 
-@api.route("DELETE", "/api/v1/routing/rules/{rule_id}", summary="Delete a rule (admin)", tag="routing")
+@ROUTES.route("DELETE", "/api/v1/routing/rules/{rule_id}", summary="Delete a rule (admin)")
 async def delete_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -75,8 +77,8 @@ async def delete_rule(request: web.Request) -> web.Response:
     return web.json_response({"deleted": rule_id})
 
 
-@api.route("PUT", "/api/v1/routing/rules/order", summary="Put the rules in this order (admin)",
-           body=RuleOrderBody, tag="routing")
+@ROUTES.route("PUT", "/api/v1/routing/rules/order", summary="Put the rules in this order (admin)",
+           body=RuleOrderBody)
 async def reorder_rules(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -87,8 +89,7 @@ async def reorder_rules(request: web.Request) -> web.Response:
     return web.json_response({"rules": rules})
 
 
-@api.route("GET", "/api/v1/routing/settings", summary="Default group, business hours, offline and overflow policy",
-           tag="routing")
+@ROUTES.route("GET", "/api/v1/routing/settings", summary="Default group, business hours, offline and overflow policy")
 async def get_settings(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
@@ -96,8 +97,8 @@ async def get_settings(request: web.Request) -> web.Response:
         return web.json_response({"settings": await config.get_settings(session, p.tenant_id)})
 
 
-@api.route("PUT", "/api/v1/routing/settings", summary="Replace the routing settings (admin)",
-           body=RoutingSettingsBody, tag="routing")
+@ROUTES.route("PUT", "/api/v1/routing/settings", summary="Replace the routing settings (admin)",
+           body=RoutingSettingsBody)
 async def put_settings(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -108,8 +109,8 @@ async def put_settings(request: web.Request) -> web.Response:
     return web.json_response({"settings": settings})
 
 
-@api.route("PATCH", "/api/v1/groups/{group_id}", summary="Change a group's name, strategy, stickiness or overflow "
-           "(admin)", body=GroupPatch, tag="routing")
+@ROUTES.route("PATCH", "/api/v1/groups/{group_id}", summary="Change a group's name, strategy, stickiness or overflow "
+           "(admin)", body=GroupPatch)
 async def update_group(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -121,8 +122,7 @@ async def update_group(request: web.Request) -> web.Response:
     return web.json_response({"group": group})
 
 
-@api.route("PUT", "/api/v1/groups/{group_id}/members", summary="Set a group's agents (admin)", body=MembersBody,
-           tag="routing")
+@ROUTES.route("PUT", "/api/v1/groups/{group_id}/members", summary="Set a group's agents (admin)", body=MembersBody)
 async def set_members(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -134,7 +134,7 @@ async def set_members(request: web.Request) -> web.Response:
     return web.json_response({"group_id": group_id, "agent_ids": ids})
 
 
-@api.route("PATCH", "/api/v1/agents/{agent_id}", summary="Change an agent's role, capacity, per-channel capacity, "
+@ROUTES.route("PATCH", "/api/v1/agents/{agent_id}", summary="Change an agent's role, capacity, per-channel capacity, "
            "skills, groups or whether the seat is active (admin)", body=AgentPatch, tag="seats")
 async def update_agent(request: web.Request) -> web.Response:
     hub = request.app[HUB]
@@ -147,7 +147,7 @@ async def update_agent(request: web.Request) -> web.Response:
     return web.json_response({"agent": agent})
 
 
-@api.route("GET", "/api/v1/customers/{customer_id}", summary="A customer with tags, attributes and identities",
+@ROUTES.route("GET", "/api/v1/customers/{customer_id}", summary="A customer with tags, attributes and identities",
            tag="customers")
 async def get_customer(request: web.Request) -> web.Response:
     hub = request.app[HUB]
@@ -156,7 +156,7 @@ async def get_customer(request: web.Request) -> web.Response:
         return web.json_response({"customer": await customers.get_customer(session, int_param(request, "customer_id"))})
 
 
-@api.route("PATCH", "/api/v1/customers/{customer_id}", summary="Change a customer's name, e-mail, tags or "
+@ROUTES.route("PATCH", "/api/v1/customers/{customer_id}", summary="Change a customer's name, e-mail, tags or "
            "attributes (VIP, language, region...)", body=CustomerPatch, tag="customers")
 async def update_customer(request: web.Request) -> web.Response:
     hub = request.app[HUB]
@@ -171,8 +171,7 @@ async def update_customer(request: web.Request) -> web.Response:
     return web.json_response({"customer": customer})
 
 
-@api.route("GET", "/api/v1/queue", summary="Waiting tickets in the order they will be served (?group_id=&limit=)",
-           tag="routing")
+@ROUTES.route("GET", "/api/v1/queue", summary="Waiting tickets in the order they will be served (?group_id=&limit=)")
 async def get_queue(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
@@ -183,16 +182,15 @@ async def get_queue(request: web.Request) -> web.Response:
     return web.json_response({"queue": rows})
 
 
-@api.route("POST", "/api/v1/tickets/{ticket_id}/claim", summary="Take a waiting ticket from the queue",
-           tag="routing")
+@ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/claim", summary="Take a waiting ticket from the queue")
 async def claim(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
     return web.json_response({"ticket": await tickets.claim(hub, p, int_param(request, "ticket_id"))})
 
 
-@api.route("GET", "/api/v1/tickets/{ticket_id}/routing", summary="Why the ticket went where it went: rule, "
-           "strategy and candidates of every decision", tag="routing")
+@ROUTES.route("GET", "/api/v1/tickets/{ticket_id}/routing", summary="Why the ticket went where it went: rule, "
+           "strategy and candidates of every decision")
 async def routing_history(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin_api.http import HUB, api, body, principal_of
 from admin_api.schemas import CreateAgentBody, CreateGroupBody, PresenceBody
 from core import seats
 from core.presence import set_presence
+from web.api import RouteTable
+from web.http import HUB, body, principal_of
+
+ROUTES = RouteTable("seats")
 
 
-@api.route("GET", "/api/v1/agents", summary="List the tenant's agents", tag="seats")
+@ROUTES.route("GET", "/api/v1/agents", summary="List the tenant's agents")
 async def list_agents(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -18,7 +21,7 @@ async def list_agents(request: web.Request) -> web.Response:
         return web.json_response({"agents": await seats.list_agents(session)})
 
 
-@api.route("POST", "/api/v1/agents", summary="Add an agent (admin)", body=CreateAgentBody, tag="seats")
+@ROUTES.route("POST", "/api/v1/agents", summary="Add an agent (admin)", body=CreateAgentBody)
 async def create_agent(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -32,7 +35,7 @@ async def create_agent(request: web.Request) -> web.Response:
     return web.json_response({"agent": agent}, status=201)
 
 
-@api.route("GET", "/api/v1/groups", summary="List the tenant's groups", tag="seats")
+@ROUTES.route("GET", "/api/v1/groups", summary="List the tenant's groups")
 async def list_groups(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -40,7 +43,7 @@ async def list_groups(request: web.Request) -> web.Response:
         return web.json_response({"groups": await seats.list_groups(session)})
 
 
-@api.route("POST", "/api/v1/groups", summary="Add a group (admin)", body=CreateGroupBody, tag="seats")
+@ROUTES.route("POST", "/api/v1/groups", summary="Add a group (admin)", body=CreateGroupBody)
 async def create_group(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -51,7 +54,7 @@ async def create_group(request: web.Request) -> web.Response:
     return web.json_response({"group": group}, status=201)
 
 
-@api.route("PUT", "/api/v1/me/presence", summary="Set the caller's presence (online, away, offline)",
+@ROUTES.route("PUT", "/api/v1/me/presence", summary="Set the caller's presence (online, away, offline)",
            body=PresenceBody, tag="auth")
 async def put_presence(request: web.Request) -> web.Response:
     hub = request.app[HUB]

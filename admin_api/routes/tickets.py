@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin_api.http import HUB, api, body, int_param, principal_of, strict_int
 from admin_api.schemas import CreateTicketBody, MessageBody, TransferBody, UpdateTicketBody
 from core import tickets
 from core.errors import InvalidInput
 from core.models import MAX_BIG_ID, MAX_ID
+from web.api import RouteTable
+from web.http import HUB, body, int_param, principal_of, strict_int
+
+ROUTES = RouteTable("tickets")
 
 _STATUSES = {"new", "open", "pending", "solved", "closed"}
 
@@ -26,7 +29,7 @@ def _query_int(request: web.Request, name: str, default: int | None, *, lo: int,
     return value
 
 
-@api.route("GET", "/api/v1/tickets", summary="List tickets the caller may see, newest first "
+@ROUTES.route("GET", "/api/v1/tickets", summary="List tickets the caller may see, newest first "
            "(?status=open,pending&assignee_id=&unassigned=1&before_id=&limit=)")
 async def list_tickets(request: web.Request) -> web.Response:
     hub = request.app[HUB]
@@ -45,7 +48,7 @@ async def list_tickets(request: web.Request) -> web.Response:
     return web.json_response({"tickets": rows})
 
 
-@api.route("POST", "/api/v1/tickets", summary="Create a ticket by hand", body=CreateTicketBody)
+@ROUTES.route("POST", "/api/v1/tickets", summary="Create a ticket by hand", body=CreateTicketBody)
 async def create_ticket(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -60,14 +63,14 @@ async def create_ticket(request: web.Request) -> web.Response:
     return web.json_response({"ticket": ticket}, status=201)
 
 
-@api.route("GET", "/api/v1/tickets/{ticket_id}", summary="A ticket with its messages")
+@ROUTES.route("GET", "/api/v1/tickets/{ticket_id}", summary="A ticket with its messages")
 async def get_ticket(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
     return web.json_response(await tickets.get_ticket(hub, principal, int_param(request, "ticket_id")))
 
 
-@api.route("PATCH", "/api/v1/tickets/{ticket_id}",
+@ROUTES.route("PATCH", "/api/v1/tickets/{ticket_id}",
            summary="Change status (solve, reopen), priority, subject or tags", body=UpdateTicketBody)
 async def update_ticket(request: web.Request) -> web.Response:
     hub = request.app[HUB]
@@ -78,7 +81,7 @@ async def update_ticket(request: web.Request) -> web.Response:
     return web.json_response({"ticket": ticket})
 
 
-@api.route("POST", "/api/v1/tickets/{ticket_id}/messages",
+@ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/messages",
            summary="Reply to the customer (kind=reply, delivered through the outbox) or add an internal note,"
            " with uploaded attachments",
            body=MessageBody)
@@ -92,7 +95,7 @@ async def add_message(request: web.Request) -> web.Response:
     return web.json_response({"message": message}, status=201)
 
 
-@api.route("POST", "/api/v1/tickets/{ticket_id}/transfer", summary="Transfer to an agent or a group",
+@ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/transfer", summary="Transfer to an agent or a group",
            body=TransferBody)
 async def transfer(request: web.Request) -> web.Response:
     hub = request.app[HUB]
@@ -110,11 +113,11 @@ async def _set_status(request: web.Request, status: str) -> web.Response:
     return web.json_response({"ticket": ticket})
 
 
-@api.route("POST", "/api/v1/tickets/{ticket_id}/solve", summary="Mark solved")
+@ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/solve", summary="Mark solved")
 async def solve(request: web.Request) -> web.Response:
     return await _set_status(request, "solved")
 
 
-@api.route("POST", "/api/v1/tickets/{ticket_id}/reopen", summary="Reopen a solved ticket")
+@ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/reopen", summary="Reopen a solved ticket")
 async def reopen(request: web.Request) -> web.Response:
     return await _set_status(request, "open")

@@ -4,7 +4,7 @@ processes.
 wechatpy's clients are blocking and hard-code their URLs (FACTS.md), and these endpoints are plain
 JSON, so we call them ourselves; the base URLs come from settings so tests use a stand-in.
 
-The token lives in Redis when configured, else in the database (core.wechat_store), and in a
+The token lives in Redis when configured, else in the database (connectors/wechat/store.py), and in a
 small per-process cache in front. Only one process refreshes it at a time (a Redis SET NX lock
 or a database lease); the others wait for the new token rather than each fetching one (a new
 token makes the previous one expire within minutes, so a stampede would break the others).
@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from core import secrets, wechat_store
+from connectors.wechat import store as wechat_store
+from connectors.wechat.settings import WeChatSettings
+from connectors.wechat.store import AccountConfig
+from core import secrets
 from core.models import utcnow
-from core.wechat_store import AccountConfig
 
 if TYPE_CHECKING:
     from core.hub import Hub
@@ -56,8 +58,9 @@ class PlatformUnavailable(Exception):
 
 
 class WeChatApi:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, settings: WeChatSettings) -> None:
         self.hub = hub
+        self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._redis: Any = None
         self._local: dict[int, tuple[str, datetime]] = {}
@@ -77,8 +80,8 @@ class WeChatApi:
         return self._session
 
     def base(self, account: AccountConfig) -> str:
-        s = self.hub.settings
-        return s.wecom_api_base if account.kind == "kf" else s.wechat_api_base
+        s = self.settings
+        return s.wecom_api_base if account.kind == "kf" else s.api_base
 
     # --- HTTP ---------------------------------------------------------------------------------
     async def _json(self, method: str, url: str, *, params: dict[str, str], json_body: Any = None,

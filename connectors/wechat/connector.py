@@ -1,11 +1,11 @@
 """The WeChat connector: Official Account webhooks, WeCom kf callbacks, and replies.
 
-Inbound (``/wechat/oa/{key}`` and ``/wechat/kf/{key}`` on the tenant's domain): check the
-signature, decrypt in safe mode, parse, land it in the inbox (core.inbox: a group commit of a
-few milliseconds, idempotent on the channel message id made from MsgId, or sender + CreateTime +
-event), answer ``success``; the inbox makes the ticket right after. The platform retries a push
-it got no answer to within 5 s, so nothing slow happens before the answer: media are fetched
-after it, in the background (and on first read if that failed).
+Inbound (``/wechat/oa/{key}`` and ``/wechat/kf/{key}`` on the tenant's domain, in routes.py):
+check the signature, decrypt in safe mode, parse, land it in the inbox (:meth:`store`; core.inbox:
+a group commit of a few milliseconds, idempotent on the channel message id made from MsgId, or
+sender + CreateTime + event), answer ``success``; the inbox makes the ticket right after. The
+platform retries a push it got no answer to within 5 s, so nothing slow happens before the answer:
+media are fetched after it, in the background (and on first read if that failed).
 
 Outbound: ``send`` goes through the customer-service message API (Official Account) or kf
 send_msg (WeCom), after counting the reply against the customer's 48-hour window. Files agents
@@ -17,17 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
-from aiohttp import web
-from wechatpy.crypto import WeChatCrypto
-from wechatpy.enterprise.crypto import WeChatCrypto as WeComCrypto
-from wechatpy.exceptions import InvalidSignatureException
-from wechatpy.utils import check_signature
-
-from connectors.base import Attachment, Connector, InboundMessage, OutboundMessage
+from connectors.wechat import store as wechat_store
 from connectors.wechat.api import ApiError, PlatformUnavailable, WeChatApi
-from connectors.wechat.inbound import Parsed, parse_kf, parse_oa
+from connectors.wechat.inbound import Parsed, parse_kf
 from connectors.wechat.outbound import (
     INVALID_MEDIA_ID,
     MEDIA_LIMITS,
@@ -37,12 +32,14 @@ from connectors.wechat.outbound import (
     size_mb,
     unreachable,
 )
-from connectors.wechat.xmlparse import NotWeChatXml, parse_xml
-from core import attachments, wechat_store
-from core.errors import DeliveryError, DomainError, Forbidden, NotFound, TooLarge
+from connectors.wechat.settings import WeChatSettings
+from connectors.wechat.store import AccountConfig
+from core import attachments
+from core.channels import Attachment, Connector, InboundMessage, OutboundMessage
+from core.errors import DeliveryError, DomainError, NotFound
+from core.hub import Hub
 from core.ingest import check_message
 from core.models import utcnow
-from core.wechat_store import AccountConfig
 
 logger = logging.getLogger(__name__)
 
@@ -55,40 +52,13 @@ UNREACHABLE = {40003: "not a follower of this account", 43004: "the customer unf
                43019: "the customer blocked the account"}
 
 
-class BadPush(DomainError):
-    """A push that is not well-formed WeChat XML (400, unlike a valid but unacceptable body's 422)."""
-
-    status = 400
-    code = "invalid_xml"
-
-
-def _xml(raw: bytes | str, what: str = "the push") -> dict[str, Any]:
-    try:
-        return parse_xml(raw)
-    except NotWeChatXml:
-        raise BadPush(f"{what} is not WeChat XML") from None
-
-
-def _envelope(raw: bytes) -> dict[str, Any]:
-    """The outer XML of an encrypted push: well-formed, with an Encrypt element (else 400)."""
-    data = _xml(raw)
-    if not isinstance(data.get("Encrypt"), str) or not data["Encrypt"]:
-        raise BadPush("an encrypted push needs its Encrypt element")
-    return data
-
-
-def _tenant_id(request: web.Request) -> int:
-    from admin_api.http import tenant_of
-
-    return tenant_of(request).id
-
-
 class WeChatConnector(Connector):
     kind = "wechat"
 
-    def __init__(self, hub: Any) -> None:
+    def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
-        self.api = WeChatApi(hub)
+        self.settings = hub.settings.channel(self.kind, WeChatSettings)
+        self.api = WeChatApi(hub, self.settings)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def stop(self) -> None:
@@ -97,92 +67,11 @@ class WeChatConnector(Connector):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.api.close()
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/wechat/oa/{key}", self.oa_verify),
-            web.post("/wechat/oa/{key}", self.oa_push),
-            web.get("/wechat/kf/{key}", self.kf_verify),
-            web.post("/wechat/kf/{key}", self.kf_callback),
-        ]
-
-    def _background(self, coro: Any) -> None:
+    def background(self, coro: Coroutine[Any, Any, object]) -> None:
+        """Work that follows an answer (media prefetch, a kf pull): cancelled when the hub stops."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # --- common edge checks -------------------------------------------------------------------
-    async def _account(self, request: web.Request, kind: str) -> AccountConfig:
-        account = await wechat_store.account_by_key(self.hub, _tenant_id(request), request.match_info["key"])
-        if account is None or account.kind != kind:
-            raise NotFound("no such WeChat account here", code="account_not_found")
-        return account
-
-    async def _body(self, request: web.Request) -> bytes:
-        limit = self.hub.settings.wechat_max_push_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise TooLarge(f"a WeChat push is at most {limit} bytes", code="push_too_large")
-        raw = await request.content.read(limit + 1)
-        if len(raw) > limit:
-            raise TooLarge(f"a WeChat push is at most {limit} bytes", code="push_too_large")
-        if not raw.strip():
-            raise BadPush("empty push")
-        return raw
-
-    @staticmethod
-    def _query(request: web.Request, *names: str) -> list[str]:
-        values = [request.query.get(n, "") for n in names]
-        if not all(values):
-            raise Forbidden("the push is not signed", code="invalid_signature")
-        return values
-
-    # --- Official Account ---------------------------------------------------------------------
-    async def oa_verify(self, request: web.Request) -> web.Response:
-        """URL verification: echo ``echostr`` when the signature is ours (the same in every mode)."""
-        account = await self._account(request, "oa")
-        signature, timestamp, nonce = self._query(request, "signature", "timestamp", "nonce")
-        try:
-            check_signature(account.token, signature, timestamp, nonce)
-        except InvalidSignatureException:
-            logger.info("wechat account %s: URL verification with a bad signature", account.id)
-            raise Forbidden("bad signature", code="invalid_signature") from None
-        return web.Response(text=request.query.get("echostr", ""))
-
-    async def oa_push(self, request: web.Request) -> web.Response:
-        account = await self._account(request, "oa")
-        raw = await self._body(request)
-        signature, timestamp, nonce = self._query(request, "signature", "timestamp", "nonce")
-        try:
-            check_signature(account.token, signature, timestamp, nonce)
-        except InvalidSignatureException:
-            logger.info("wechat account %s: push with a bad signature refused", account.id)
-            raise Forbidden("bad signature", code="invalid_signature") from None
-        encrypted = request.query.get("encrypt_type", "raw").lower() == "aes"
-        if account.mode == "safe" and not encrypted:
-            # Safe mode means the platform encrypts every push; a plaintext one is not from it.
-            raise Forbidden("this account is in safe mode: pushes must be encrypted", code="encryption_required")
-        xml: str | bytes = raw
-        if encrypted:
-            if not account.aes_key:
-                raise BadPush("encrypted push, but no EncodingAESKey is configured", code="aes_key_missing")
-            msg_signature = request.query.get("msg_signature", "")
-            envelope = _envelope(raw)
-            try:
-                xml = WeChatCrypto(account.token, account.aes_key, account.app_id).decrypt_message(
-                    envelope, msg_signature, timestamp, nonce)
-            except InvalidSignatureException:
-                raise Forbidden("bad message signature", code="invalid_signature") from None
-            except Exception as exc:  # bad XML, base64, padding, or another AppID
-                logger.info("wechat account %s: undecryptable push (%s)", account.id, type(exc).__name__)
-                raise Forbidden("the push cannot be decrypted for this account", code="invalid_encryption") from None
-        data = _xml(xml)
-        if not isinstance(data.get("MsgType"), str) or not data["MsgType"].strip():
-            raise BadPush("the push has no MsgType")
-        parsed = parse_oa(account, data)
-        if not parsed.user_id:
-            raise BadPush("the push has no FromUserName")
-        await self._store(account, [parsed])
-        # Safe mode accepts a plain "success" as well: there is nothing to reply synchronously.
-        return web.Response(text=SUCCESS)
 
     def _inbound(self, account: AccountConfig, parsed: Parsed) -> InboundMessage:
         return InboundMessage(
@@ -200,14 +89,14 @@ class WeChatConnector(Connector):
             return False
         return True
 
-    async def _store(self, account: AccountConfig, parsed: list[Parsed]) -> None:
+    async def store(self, account: AccountConfig, parsed: list[Parsed]) -> None:
         """Into the inbox (durable when this returns); tickets are made of it right after."""
         new = await self.hub.inbox.accept([self._inbound(account, p) for p in parsed])
-        if self.hub.settings.wechat_prefetch_media:
+        if self.settings.prefetch_media:
             for p, is_new in zip(parsed, new, strict=True):
                 if is_new:
                     for _kind, media_id in p.media:
-                        self._background(self._prefetch(account, media_id))
+                        self.background(self._prefetch(account, media_id))
 
     async def _prefetch(self, account: AccountConfig, media_id: str) -> None:
         try:
@@ -224,43 +113,6 @@ class WeChatConnector(Connector):
         content_type, data = await self.api.download(account, media_id)
         await wechat_store.put_media(self.hub, account, media_id, content_type, data)
         return content_type, data
-
-    # --- WeCom kf -----------------------------------------------------------------------------
-    def _wecom(self, account: AccountConfig) -> WeComCrypto:
-        assert account.aes_key is not None
-        return WeComCrypto(account.token, account.aes_key, account.app_id)
-
-    async def kf_verify(self, request: web.Request) -> web.Response:
-        """WeCom's URL check: the echostr is encrypted and signed with msg_signature."""
-        account = await self._account(request, "kf")
-        signature, timestamp, nonce, echostr = self._query(request, "msg_signature", "timestamp", "nonce", "echostr")
-        try:
-            plain = self._wecom(account).check_signature(signature, timestamp, nonce, echostr)
-        except InvalidSignatureException:
-            raise Forbidden("bad signature", code="invalid_signature") from None
-        except Exception:
-            raise Forbidden("the echostr cannot be decrypted for this account", code="invalid_encryption") from None
-        return web.Response(text=plain if isinstance(plain, str) else plain.decode())
-
-    async def kf_callback(self, request: web.Request) -> web.Response:
-        account = await self._account(request, "kf")
-        raw = await self._body(request)
-        signature, timestamp, nonce = self._query(request, "msg_signature", "timestamp", "nonce")
-        envelope = _envelope(raw)
-        try:
-            xml = self._wecom(account).decrypt_message(envelope, signature, timestamp, nonce)
-        except InvalidSignatureException:
-            raise Forbidden("bad signature", code="invalid_signature") from None
-        except Exception:
-            raise Forbidden("the callback cannot be decrypted for this account", code="invalid_encryption") from None
-        data = _xml(xml, "the callback")
-        event = str(data.get("Event") or "")
-        if event == "kf_msg_or_event":
-            # The callback carries no message: pull them (after answering) with its short-lived token.
-            self._background(self.kf_sync(account, str(data.get("Token") or "")))
-        else:
-            logger.info("wecom kf account %s: callback event %r acknowledged", account.id, event)
-        return web.Response(text=SUCCESS)
 
     async def kf_sync(self, account: AccountConfig, callback_token: str) -> int:
         """Pull new kf messages with sync_msg from the stored cursor; one puller at a time."""
@@ -279,7 +131,7 @@ class WeChatConnector(Connector):
                     data = await self.api.call(account, "POST", "/cgi-bin/kf/sync_msg", json_body=body)
                     page = [parse_kf(account, item) for item in data.get("msg_list") or [] if isinstance(item, dict)]
                     kept = [p for p in page if p is not None and p.user_id and self._storable(account, p)]
-                    await self._store(account, kept)
+                    await self.store(account, kept)
                     taken += len(kept)
                     # The cursor moves only after the batch is stored: a crash re-reads, ingest dedups.
                     if data.get("next_cursor"):

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from connectors.base import Attachment
-from core.wechat_store import AccountConfig
+from connectors.wechat.store import AccountConfig
+from core.channels import Attachment
 
 logger = logging.getLogger(__name__)
 

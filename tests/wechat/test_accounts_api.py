@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from admin_api.client import HubError
+from connectors.wechat.models import WeChatAccount
 from core.db import Database
-from core.models import AuditLog, WeChatAccount
+from core.models import AuditLog
 from tests.conftest import TenantInfo
 from tests.wechat.conftest import admin_of
 from tests.wechat.platform import new_aes_key, new_app_id

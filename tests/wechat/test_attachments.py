@@ -14,8 +14,9 @@ import aiohttp
 from sqlalchemy import update
 
 from admin_api.client import AgentClient
+from connectors.wechat.models import WeChatUpload
 from core.db import Database
-from core.models import WeChatUpload, utcnow
+from core.models import utcnow
 from tests.conftest import TenantInfo
 from tests.wechat.conftest import OaAccount, make_kf_account
 from tests.wechat.platform import StandIn

@@ -11,8 +11,9 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
+from connectors.wechat.models import WeChatMedia
 from core.db import Database
-from core.models import CustomerIdentity, InboxItem, Message, Ticket, WeChatMedia
+from core.models import CustomerIdentity, InboxItem, Message, Ticket
 from tests.conftest import Server, TenantInfo, eventually
 from tests.wechat.conftest import OaAccount, admin_of, make_oa_account
 from tests.wechat.platform import Pusher, StandIn, new_openid, sign

@@ -8,13 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 from admin_api.client import AgentClient
-from admin_api.http import HUB
-from connectors.base import InboundMessage
+from core.channels import InboundMessage
 from core.ingest import ingest
 from core.models import utcnow
 from tests.conftest import Server, TenantInfo
 from tests.wechat.conftest import OaAccount
 from tests.wechat.platform import StandIn, new_openid
+from web.http import HUB
 
 
 async def _conversation(account: OaAccount, text: str = "hello") -> tuple[AgentClient, str, int]:

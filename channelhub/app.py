@@ -1,4 +1,9 @@
-"""The aiohttp application factory and its lifecycle."""
+"""The composition root: one hub per process, built from settings and channels, served by aiohttp.
+
+Everything is built here and passed down: the hub (core) gets its channels and its router; the
+API registry gets the admin API's route tables and each channel's; the application gets the
+registry's routes. Nothing below this module builds a layer above itself.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,44 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from admin_api.gateway import agent_ws
-from admin_api.http import HUB, RESOLVER, SOCKETS, api, close_sockets, errors_middleware, tenancy_middleware
-from admin_api.routes import attachments, auth, routing, seats, tickets, wechat  # noqa: F401  (registers the routes)
+import admin_api
+from connectors.registry import CHANNELS
 from core import outbox, presence
 from core.config import Settings
 from core.hub import Hub
 from core.tenancy import TenantResolver
+from routing.router import Router
+from web.api import Api, RouteTable
+from web.channels import ChannelSpec
+from web.http import API, HUB, RESOLVER, errors_middleware, tenancy_middleware
+from web.sockets import SOCKETS, close_sockets
 
 logger = logging.getLogger(__name__)
 
-STATIC = Path(__file__).parent / "static"
 TASKS = web.AppKey("tasks", list)
-OWNS_WORKER = web.AppKey("owns_worker", bool)
 GC_THRESHOLD = 25_000
+
+
+def build_hub(settings: Settings, channels: Sequence[ChannelSpec] = CHANNELS) -> Hub:
+    """The hub of one process (serve, worker or a command), with its router."""
+    return Hub(settings, channels, router=Router)
+
+
+def route_tables(channels: Sequence[ChannelSpec] = CHANNELS) -> list[RouteTable]:
+    tables = list(admin_api.ROUTE_TABLES)
+    for channel in channels:
+        tables.extend(channel.routes)
+        tables.extend(channel.admin_routes)
+    return tables
+
+
+def build_api(channels: Sequence[ChannelSpec] = CHANNELS) -> Api:
+    """Every route of an application serving ``channels``: what it serves and what OpenAPI lists."""
+    return Api(route_tables(channels))
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
@@ -43,9 +67,9 @@ async def _on_startup(app: web.Application) -> None:
     await hub.start()
     hub.router.start()
     hub.inbox.start()
-    outbox.setup(hub.settings)
-    if hub.settings.embedded_worker:
-        app[OWNS_WORKER] = outbox.start_worker(hub.settings)
+    # Embedded: deliveries run on this loop. With Redis: worker threads here only when asked
+    # (CHANNELHUB_EMBEDDED_WORKER=1); otherwise `channelhub worker` processes deliver.
+    hub.outbox.start(worker=hub.settings.embedded_worker)
     s = hub.settings
     app[TASKS] = [
         asyncio.create_task(_every(s.sweeper_interval, lambda: outbox.sweep(hub), "outbox sweeper")),
@@ -69,48 +93,37 @@ async def _on_cleanup(app: web.Application) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    hub = app[HUB]
     # Accepted messages are landed before anything stops; what waits in the inbox stays for later.
-    await app[HUB].inbox.stop()
-    await app[HUB].router.stop()
-    if app.get(OWNS_WORKER):
-        await asyncio.to_thread(outbox.stop_worker)
-    await app[HUB].close()
+    await hub.inbox.stop()
+    await hub.router.stop()
+    await hub.outbox.stop()
+    await hub.close()
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(api.openapi())
+    return web.json_response(request.app[API].openapi())
 
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def console(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "console.html", headers={"Content-Type": "text/html; charset=utf-8"})
-
-
-async def console_js(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "console.js",
-                            headers={"Content-Type": "application/javascript; charset=utf-8"})
-
-
-def create_app(settings: Settings | None = None) -> web.Application:
+def create_app(settings: Settings | None = None, channels: Sequence[ChannelSpec] = CHANNELS) -> web.Application:
     settings = settings or Settings.from_env()
     app = web.Application(
         middlewares=[errors_middleware, tenancy_middleware], client_max_size=settings.max_request_bytes
     )
-    hub = Hub(settings)
+    hub = build_hub(settings, channels)
+    api = build_api(channels)
     app[HUB] = hub
+    app[API] = api
     app[RESOLVER] = TenantResolver(hub.db)
     app[SOCKETS] = set()
     api.add_to(app)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/agent/ws", agent_ws)
-    app.router.add_get("/console", console)
-    app.router.add_get("/console.js", console_js)
-    for connector in hub.connectors.values():
-        app.router.add_routes(connector.routes())
+    app.router.add_routes(admin_api.console_routes())
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)

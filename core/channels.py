@@ -1,15 +1,17 @@
-"""What every channel connector speaks: normalized messages in, channel calls out.
+"""What every channel speaks with core: normalized messages in, channel calls out.
 
-A connector knows its channel's protocol and nothing else: it never touches the database. It turns
-what arrives into an :class:`InboundMessage` for ``core.ingest`` and an :class:`OutboundMessage`
-into the channel's call, returning the channel's message id.
+A channel package (``connectors/<kind>/``) turns what arrives into an :class:`InboundMessage` for
+``core.ingest`` (or the inbox) and an :class:`OutboundMessage` into the channel's call, returning
+the channel's message id. Core is handed the channels it serves as :class:`ChannelInfo`
+descriptions (the composition root passes ``connectors.registry.CHANNELS``); it never imports a
+channel package.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from core.errors import DeliveryError
 from core.models import utcnow
@@ -17,7 +19,7 @@ from core.models import utcnow
 if TYPE_CHECKING:
     from core.hub import Hub
 
-__all__ = ["Attachment", "Connector", "DeliveryError", "InboundMessage", "OutboundMessage"]
+__all__ = ["Attachment", "ChannelInfo", "Connector", "DeliveryError", "InboundMessage", "OutboundMessage"]
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,9 @@ class OutboundMessage:
 
 
 class Connector:
-    """One per channel kind. Subclasses set ``kind`` and implement :meth:`send`."""
+    """One per channel kind and hub. Subclasses set ``kind`` and implement :meth:`send`."""
 
     kind: ClassVar[str] = ""
-    # A live conversation (chat) rather than a mailbox: when its agent drops, the ticket goes back
-    # to routing instead of waiting for them.
-    realtime: ClassVar[bool] = False
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -94,6 +93,17 @@ class Connector:
         """Deliver ``message``; return the channel's message id or raise :class:`DeliveryError`."""
         raise NotImplementedError
 
-    def routes(self) -> list[Any]:
-        """aiohttp route definitions this channel serves (web-hooks, widgets)."""
-        return []
+
+class ChannelInfo(Protocol):
+    """What core needs to know of a channel (``web.channels.ChannelSpec`` is the full description)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    # A live conversation (chat) rather than a mailbox: when its agent drops, the ticket goes back
+    # to routing instead of waiting for them.
+    @property
+    def live_chat(self) -> bool: ...
+
+    @property
+    def connector(self) -> type[Connector]: ...

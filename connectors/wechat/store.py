@@ -1,5 +1,6 @@
-"""What the WeChat connector keeps: accounts, the shared access token, media, reply windows and
-the WeCom kf cursor. The connector never touches the database; it calls these.
+"""What the WeChat channel keeps in its own tables (connectors/wechat/models.py): accounts, the
+shared access token, media, reply windows and the WeCom kf cursor, written with core's database
+API. The connector and the routes call these; nothing outside the channel does.
 
 Accounts are read on every push, so they are cached per process for ``ACCOUNT_TTL`` seconds (a
 change made through the API is seen at once by the process that made it, by the others within
@@ -20,29 +21,21 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from connectors.wechat.models import WeChatAccount, WeChatMedia, WeChatReplyWindow, WeChatToken, WeChatUpload
 from core import secrets
 from core.audit import audit
 from core.cache import TTLCache
 from core.config import Settings
 from core.errors import Conflict, DeliveryError, InvalidInput, NotFound
-from core.models import (
-    CustomerIdentity,
-    Direction,
-    InboxItem,
-    Message,
-    Ticket,
-    WeChatAccount,
-    WeChatMedia,
-    WeChatReplyWindow,
-    WeChatToken,
-    WeChatUpload,
-    utcnow,
-)
+from core.models import CustomerIdentity, Direction, InboxItem, Message, Ticket, utcnow
 
 if TYPE_CHECKING:
     from core.hub import Hub
 
 CHANNEL = "wechat"
+# What the columns hold (WeChatAccount.key, WeChatMedia.media_id): a longer one names nothing.
+MAX_KEY = 40
+MAX_MEDIA_ID = 255
 ACCOUNT_TTL = 10.0
 REPLY_WINDOW = timedelta(hours=48)
 REPLIES_PER_WINDOW = 5

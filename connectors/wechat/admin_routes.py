@@ -10,18 +10,20 @@ from typing import Any
 
 from aiohttp import web
 
-from admin_api.http import HUB, api, body, int_param, principal_of, tenant_of, word_param
-from admin_api.schemas import CreateWeChatAccountBody, UpdateWeChatAccountBody
-from core import wechat_store
+from connectors.wechat import store as wechat_store
+from connectors.wechat.api import ApiError, PlatformUnavailable
+from connectors.wechat.routes import connector_of
+from connectors.wechat.schemas import CreateWeChatAccountBody, UpdateWeChatAccountBody
+from connectors.wechat.store import MAX_KEY, MAX_MEDIA_ID
 from core.errors import DomainError, NotFound
 from core.models import MAX_ID
+from web.api import RouteTable
+from web.http import HUB, body, int_param, principal_of, tenant_of, word_param
 
-# What the columns hold (WeChatAccount.key, WeChatMedia.media_id): a longer one names nothing.
-MAX_KEY = 40
-MAX_MEDIA_ID = 255
+ADMIN_ROUTES = RouteTable("wechat")
 
 
-@api.route("GET", "/api/v1/wechat/accounts", summary="List the tenant's WeChat accounts (admin)", tag="wechat")
+@ADMIN_ROUTES.route("GET", "/api/v1/wechat/accounts", summary="List the tenant's WeChat accounts (admin)")
 async def list_accounts(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -30,8 +32,8 @@ async def list_accounts(request: web.Request) -> web.Response:
     return web.json_response({"accounts": accounts})
 
 
-@api.route("POST", "/api/v1/wechat/accounts", summary="Add an Official Account or WeCom kf account (admin)",
-           body=CreateWeChatAccountBody, tag="wechat")
+@ADMIN_ROUTES.route("POST", "/api/v1/wechat/accounts", summary="Add an Official Account or WeCom kf account (admin)",
+           body=CreateWeChatAccountBody)
 async def create_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -45,7 +47,7 @@ async def create_account(request: web.Request) -> web.Response:
     return web.json_response({"account": account}, status=201)
 
 
-@api.route("GET", "/api/v1/wechat/accounts/{account_id}", summary="One WeChat account (admin)", tag="wechat")
+@ADMIN_ROUTES.route("GET", "/api/v1/wechat/accounts/{account_id}", summary="One WeChat account (admin)")
 async def get_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -55,8 +57,8 @@ async def get_account(request: web.Request) -> web.Response:
     return web.json_response({"account": account})
 
 
-@api.route("PATCH", "/api/v1/wechat/accounts/{account_id}", summary="Change a WeChat account (admin)",
-           body=UpdateWeChatAccountBody, tag="wechat")
+@ADMIN_ROUTES.route("PATCH", "/api/v1/wechat/accounts/{account_id}", summary="Change a WeChat account (admin)",
+           body=UpdateWeChatAccountBody)
 async def update_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -73,7 +75,7 @@ async def update_account(request: web.Request) -> web.Response:
     return web.json_response({"account": account})
 
 
-@api.route("DELETE", "/api/v1/wechat/accounts/{account_id}", summary="Remove a WeChat account (admin)", tag="wechat")
+@ADMIN_ROUTES.route("DELETE", "/api/v1/wechat/accounts/{account_id}", summary="Remove a WeChat account (admin)")
 async def delete_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -83,19 +85,15 @@ async def delete_account(request: web.Request) -> web.Response:
     return web.json_response({"deleted": account_id})
 
 
-@api.route("GET", "/api/v1/wechat/media/{key}/{media_id}", summary="A customer's WeChat image, voice or video",
-           tag="wechat")
+@ADMIN_ROUTES.route("GET", "/api/v1/wechat/media/{key}/{media_id}", summary="A customer's WeChat image, voice or video")
 async def get_media(request: web.Request) -> web.StreamResponse:
-    from connectors.wechat.api import ApiError, PlatformUnavailable
-    from connectors.wechat.connector import WeChatConnector
-
     hub = request.app[HUB]
     principal = await principal_of(request)
     key = word_param(request, "key", max_length=MAX_KEY)
     media_id = word_param(request, "media_id", max_length=MAX_MEDIA_ID)
     account = await wechat_store.account_by_key(hub, principal.tenant_id, key)
-    connector = hub.connector("wechat")
-    if account is None or not isinstance(connector, WeChatConnector):
+    connector = connector_of(request)
+    if account is None:
         raise NotFound("no such WeChat account", code="account_not_found")
     try:
         content_type, data = await connector.media(account, media_id)

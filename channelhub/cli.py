@@ -83,7 +83,7 @@ channelhub is running in the embedded mode (database: {settings.database_url})
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from admin_api.app import create_app
+    from channelhub.app import create_app
 
     if args.migrate or args.demo:
         asyncio.run(_with_db(settings, migrate))
@@ -95,8 +95,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from channelhub.app import build_hub
     from core import outbox
-    from core.hub import Hub
 
     if not settings.redis_url:
         print("channelhub worker needs CHANNELHUB_REDIS_URL; in the embedded mode `serve` runs the worker",
@@ -104,8 +104,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> None:
-        outbox.start_worker(settings, threads=args.threads)
-        hub = Hub(settings)
+        # One hub on this loop: dramatiq's worker threads hand each delivery over to it.
+        hub = build_hub(settings)
+        await hub.start()
+        hub.outbox.start(worker=True, threads=args.threads)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,8 +124,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                 except TimeoutError:
                     pass
         finally:
+            await hub.outbox.stop()
             await hub.close()
-            await asyncio.to_thread(outbox.stop_worker)
 
     asyncio.run(main())
     return 0

@@ -1,17 +1,14 @@
-"""The HTTP edge: JSON errors, tenancy by Host, request bodies validated by pydantic schemas, and
-the route registry that publishes the OpenAPI document."""
+"""The HTTP edge shared by the admin API and the channels: JSON errors, tenancy by Host, the signed-in
+agent, request bodies validated by pydantic schemas, and strict ids from paths and queries."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, TypeVar
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from core.auth import Principal, authenticate
@@ -19,14 +16,15 @@ from core.errors import DomainError, Forbidden, InvalidInput, TooLarge, UnknownT
 from core.hub import Hub
 from core.models import MAX_BIG_ID
 from core.tenancy import TenantRef, TenantResolver
+from web.api import Api, Handler
 
 logger = logging.getLogger(__name__)
 
 HUB = web.AppKey("hub", Hub)
+API = web.AppKey("api", Api)
 RESOLVER = web.AppKey("resolver", TenantResolver)
 TENANT = web.RequestKey("tenant", TenantRef)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
 
 # Paths served without a tenant (the operator's health check).
@@ -43,8 +41,9 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _errors_as_json(request, handler)
-    if request.path.startswith("/webchat/"):
-        # The widget must be able to read our error answers from the customer's site.
+    resource = request.match_info.route.resource
+    if resource is not None and resource.canonical in request.app[API].cors_paths:
+        # A page on another site (the web chat widget) must be able to read our error answers too.
         response.headers.setdefault("Access-Control-Allow-Origin", "*")
     return response
 
@@ -208,110 +207,3 @@ def word_param(request: web.Request, name: str, *, max_length: int) -> str:
     if len(raw) > max_length or not _WORD_ID.fullmatch(raw):
         raise InvalidInput(f"{name} must be 1-{max_length} letters, digits, _ . = + or -", code="invalid_id")
     return raw
-
-
-@dataclass
-class Operation:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    body: type[BaseModel] | None
-    auth: bool
-    tag: str
-    # A route whose body is not JSON but the raw bytes of a file (an upload).
-    raw_body: bool = False
-
-
-class Api:
-    """Route registry: every JSON route of the API, with what the OpenAPI document needs."""
-
-    def __init__(self) -> None:
-        self.operations: list[Operation] = []
-
-    def route(
-        self, method: str, path: str, *, summary: str, body: type[BaseModel] | None = None, auth: bool = True,
-        tag: str = "tickets", raw_body: bool = False,
-    ) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
-            self.operations.append(Operation(method.upper(), path, handler, summary, body, auth, tag, raw_body))
-            return handler
-
-        return register
-
-    def add_to(self, app: web.Application) -> None:
-        for op in self.operations:
-            app.router.add_route(op.method, op.path, op.handler)
-
-    def openapi(self) -> dict[str, Any]:
-        paths: dict[str, Any] = {}
-        schemas: dict[str, Any] = {}
-        for op in self.operations:
-            entry: dict[str, Any] = {
-                "summary": op.summary,
-                "tags": [op.tag],
-                "responses": {"default": {"description": "JSON; errors are {\"error\": {\"code\", \"message\"}}"}},
-            }
-            if op.auth:
-                entry["security"] = [{"bearer": []}]
-            if op.body is not None:
-                schema = op.body.model_json_schema(ref_template="#/components/schemas/{model}")
-                for name, sub in schema.pop("$defs", {}).items():
-                    schemas[name] = sub
-                schemas[op.body.__name__] = schema
-                entry["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}},
-                }
-            elif op.raw_body:
-                entry["requestBody"] = {"required": True,
-                                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
-            paths.setdefault(op.path, {})[op.method.lower()] = entry
-        return {
-            "openapi": "3.1.0",
-            "info": {"title": "channelhub API", "version": "1"},
-            "paths": paths,
-            "components": {
-                "schemas": schemas,
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            },
-        }
-
-
-api = Api()
-
-
-SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
-
-
-class tracked:
-    """Keep an open websocket in the app's set so shutdown can close it instead of waiting on it.
-
-    A failure inside is logged and closes the socket with 1011. Once the connection is upgraded it
-    can no longer carry an HTTP answer: letting the exception reach the error middleware would
-    write a 500 response into the websocket stream, which the client reads as a corrupt frame.
-    """
-
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
-        self.sockets: set[web.WebSocketResponse] = request.app[SOCKETS]
-        self.ws = ws
-
-    async def __aenter__(self) -> web.WebSocketResponse:
-        self.sockets.add(self.ws)
-        return self.ws
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> bool:
-        self.sockets.discard(self.ws)
-        if not isinstance(exc, Exception):  # no error, or a cancellation that must go on
-            return False
-        logger.error("websocket handler failed", exc_info=(type(exc), exc, tb))
-        if not self.ws.closed:
-            await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
-        return True
-
-
-async def close_sockets(app: web.Application) -> None:
-    sockets: set[web.WebSocketResponse] = app[SOCKETS]
-    for ws in list(sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

@@ -1,0 +1,28 @@
+"""Strict request models: unknown fields are refused, so a typo is an error and not a silent no-op.
+
+Types are strict: JSON's own types only, no coercion. Lax parsing turned ``true`` into the id 1
+and ``"7"`` into 7, so a client bug could transfer a ticket to agent 1 instead of being told.
+Ids are bounded by what their columns hold (see :data:`core.models.MAX_ID`). The admin API's
+bodies, the channels' bodies and the websocket frames all build on these.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.models import MAX_BIG_ID, MAX_ID
+
+# Agents, groups and routing rules have INTEGER keys; customers, tickets and attachments BigId ones.
+AgentId = Annotated[int, Field(gt=0, le=MAX_ID)]
+GroupId = Annotated[int, Field(gt=0, le=MAX_ID)]
+RuleId = Annotated[int, Field(gt=0, le=MAX_ID)]
+CustomerId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
+TicketId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
+AttachmentId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
+EventId = Annotated[int, Field(ge=0, le=MAX_BIG_ID)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
