@@ -18,12 +18,12 @@ from core.config import Settings
 from core.db import Database
 from core.events import tenant_topic
 from core.inbox import Inbox
+from core.outbox import Outbox
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from core.models import Customer, Ticket
-    from core.outbox import Outbox
     from core.serialize import CustomerRow, TicketRow
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,6 @@ class RouterPort(Protocol):
 class Hub:
     def __init__(self, settings: Settings, channels: Sequence[ChannelInfo], *,
                  router: Callable[[Hub], RouterPort], bus: Bus | None = None) -> None:
-        from core.outbox import Outbox
-
         self.settings = settings
         self.db = Database(settings.database_url, pool_size=settings.db_pool_size)
         self.bus: Bus = bus if bus is not None else make_bus(settings.redis_url, settings.queue_namespace)

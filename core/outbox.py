@@ -49,7 +49,7 @@ class RetryLater(Exception):
 
 def backoff_seconds(attempt: int) -> float:
     """How long to wait before try ``attempt + 1`` (attempt counts from 1)."""
-    return min(MIN_BACKOFF_MS * 2 ** max(attempt - 1, 0), MAX_BACKOFF_MS) / 1000
+    return min(MIN_BACKOFF_MS << max(attempt - 1, 0), MAX_BACKOFF_MS) / 1000
 
 
 class Outbox:
@@ -77,7 +77,7 @@ class Outbox:
         if self.settings.redis_url:
             from dramatiq.brokers.redis import RedisBroker
 
-            self._broker = RedisBroker(url=self.settings.redis_url,
+            self._broker = RedisBroker(url=self.settings.redis_url,  # type: ignore[no-untyped-call]
                                        namespace=f"{self.settings.queue_namespace}-dramatiq")
             self._actor = dramatiq.actor(
                 actor_name="channelhub.deliver",

@@ -16,15 +16,12 @@ from core.auth import Principal
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Agent, AgentGroup, Group, RoutingRule, Tenant, utcnow
 from core.serialize import agent_dict, iso
-from routing.router import Router, parse_settings
+from routing.router import CONFIG_TOPIC, Router, parse_settings
 from routing.rules import compile_rule
 from routing.strategies import STRATEGIES
 
 if TYPE_CHECKING:
     from core.hub import Hub
-
-CONFIG_TOPIC = "routing-config"
-
 
 async def announce(hub: Hub, tenant_id: int) -> None:
     """Drop cached configuration here and, over the bus, in every other process; then route."""

@@ -60,6 +60,8 @@ RULES_TTL = 5.0
 DEFAULT_OVERFLOW_SECONDS = 600
 SWEEP_INTERVAL = 1.0
 SNAPSHOT_TTL = 1.0
+# Where a process announces that a tenant's rules or settings changed (routing.config.announce).
+CONFIG_TOPIC = "routing-config"
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,6 @@ class Router:
 
     def start(self) -> None:
         if self._task is None:
-            from routing.config import CONFIG_TOPIC
-
             # Another process changed a tenant's rules or settings: drop our copy.
             self._config_sub = self.hub.bus.subscribe(CONFIG_TOPIC, lambda d: self.forget(int(d["tenant_id"])))
             self._task = asyncio.create_task(self._run(), name="router")

@@ -1,7 +1,8 @@
 """An agent of tenant A can read or change nothing of tenant B, whatever id they try, on every
 endpoint and over both websockets.
 
-The HTTP part is driven by the route registry: every operation of the app's ``web.api.Api`` (``channelhub.app.build_api``) must have
+The HTTP part is driven by the route registry: every operation of the app's ``web.api.Api``
+(``channelhub.app.build_api``) must have
 an entry in ``CASES`` (how to call it with B's ids and what must come back), so a new route without
 a cross-tenant check fails here. After each probe, every row of tenant B in the database is
 compared with what it was before: "changes nothing" is checked on the stored data itself.
