@@ -1,7 +1,7 @@
 """Web chat: an embeddable widget (one script tag), a customer websocket and an HTTP fallback.
 
 A visitor is known by a random id the server hands out and the widget keeps in localStorage, so a
-page reload is the same conversation. Protocol: docs/webchat-protocol.md.
+page reload is the same conversation. Protocol: connectors/webchat/README.md.
 """
 
 from __future__ import annotations
