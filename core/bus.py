@@ -5,7 +5,7 @@ web chat customer). State is always written to the database before it is publish
 subscriber that misses a publication (it was reconnecting) catches up from the database.
 
 Subscribers register a plain callable; it is always called on the event loop it subscribed from,
-even when the publisher runs on another thread (the dramatiq worker's loop).
+even when the publisher runs on another thread.
 """
 
 from __future__ import annotations
@@ -86,6 +86,9 @@ def _safe_call(callback: Callback, data: dict[str, Any]) -> None:
 
 
 class InProcessBus(Bus):
+    """The embedded mode's bus, one per hub: everything that publishes (web app, inbox, router,
+    outbox) runs on that hub."""
+
     async def publish(self, topic: str, data: dict[str, Any]) -> None:
         self._dispatch(topic, data)
 
@@ -170,11 +173,8 @@ class RedisBus(Bus):
             self._client = None
 
 
-_local_bus = InProcessBus()
-
-
 def make_bus(redis_url: str | None, namespace: str = "channelhub") -> Bus:
-    """The process-wide in-process bus, or a new Redis bus bound to the calling event loop."""
+    """A hub's bus: Redis pub/sub shared by all processes, or (embedded) one of its own."""
     if redis_url:
         return RedisBus(redis_url, namespace)
-    return _local_bus
+    return InProcessBus()
