@@ -74,9 +74,6 @@ class Hub:
         await self.bus.close()
         await self.db.dispose()
 
-    def connector(self, kind: str) -> Connector | None:
-        return self.connectors.get(kind)
-
     async def publish(self, tenant_id: int, events: list[dict[str, Any]]) -> None:
         """Publish events already committed to the database."""
         if events:
