@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -27,6 +27,7 @@ class Reply:
     status: int
     body: Any
     text: str
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"Reply({self.status}, {self.text[:300]!r})"
@@ -56,7 +57,7 @@ class Http:
                 body = json.loads(text) if text else None
             except ValueError:
                 body = None
-            return Reply(resp.status, body, text)
+            return Reply(resp.status, body, text, resp.headers)
 
     async def ws(self, path: str, *, host: str) -> aiohttp.ClientWebSocketResponse:
         return await self.session.ws_connect(self.base_url + path, headers={"Host": host})

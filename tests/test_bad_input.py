@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 
 from connectors.wechat.models import WeChatMedia
+from connectors.wechat.settings import WeChatSettings
 from core.config import Settings
 from core.db import Database
 from core.models import MAX_BIG_ID, MAX_ID
@@ -38,6 +39,7 @@ from tests.support import (
     operations,
     tenant_rows,
 )
+from tests.wechat.conftest import make_kf_account
 from tests.wechat.platform import StandIn, new_aes_key, new_app_id
 from web.api import Operation
 from web.http import HUB
@@ -94,6 +96,7 @@ class Shop:
     media_id: str  # a customer's image, kept for that account
     attachment: dict[str, Any]  # a file attached to the agent's reply
     file_path: str  # the customer's signed link to it
+    kf_key: str  # a WeCom customer-service account's web-hook key
 
     @property
     def domain(self) -> str:
@@ -175,9 +178,10 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
         assert_error(missing, 404, "media_not_found")
         history = await http("GET", f"/webchat/history?visitor_id={first.body['visitor_id']}", host=info.domain)
         [file_path] = [a["url"] for m in history.body["messages"] for a in m["attachments"]]
+        kf = await make_kf_account(info, wechat_api)
         s = Shop(info, http, db, server.app[HUB].settings, admin, agent, group_id, admin_token, agent_token, revoked,
                  ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"],
-                 account.body["account"], media_id, label.body["attachment"], file_path)
+                 account.body["account"], media_id, label.body["attachment"], file_path, kf.key)
 
         async def delivered() -> bool:
             detail = await s.call("GET", f"/api/v1/tickets/{ticket_id}")
@@ -221,6 +225,9 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
         ("PATCH", "/api/v1/customers/{customer_id}"): {"tags": ["vip"]},
         ("POST", "/api/v1/wechat/accounts"): _wechat_body(),
         ("PATCH", "/api/v1/wechat/accounts/{account_id}"): {"name": "Renamed", "mode": "compat"},
+        ("POST", "/webchat/messages"): {"visitor_id": shop.visitor_id, "client_id": f"c-{uuid.uuid4().hex[:8]}",
+                                        "text": "Any news?", "name": "Milton", "email": "milton@example.com",
+                                        "language": "en-GB"},
     }
 
 
@@ -230,6 +237,11 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
     agents, tickets = v[("POST", "/api/v1/agents")], v[("POST", "/api/v1/tickets")]
     wechat = v[("POST", "/api/v1/wechat/accounts")]
     no_app_id = {k: val for k, val in wechat.items() if k != "app_id"}
+    webchat = v[("POST", "/webchat/messages")]
+
+    def without(body: dict[str, Any], field: str) -> dict[str, Any]:
+        return {k: val for k, val in body.items() if k != field}
+
     return {
         ("POST", "/api/v1/auth/login"): [
             ({"email": 5, "password": PASSWORD}, "email"),
@@ -345,6 +357,16 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
             ({"token": 123}, "token"), ({"token": "t"}, "token"), ({"secret": ""}, "secret"),
             ({"app_id": "x"}, "app_id"),
             ({"open_kfid": 5}, "open_kfid"),
+        ],
+        ("POST", "/webchat/messages"): [
+            ({**webchat, "text": 5}, "text"), ({**webchat, "text": None}, "text"),
+            ({**webchat, "text": ["hi"]}, "text"), (without(webchat, "text"), "text"),
+            ({**webchat, "client_id": 5}, "client_id"), ({**webchat, "client_id": None}, "client_id"),
+            (without(webchat, "client_id"), "client_id"),
+            ({**webchat, "visitor_id": 5}, "visitor_id"), ({**webchat, "visitor_id": [shop.visitor_id]}, "visitor_id"),
+            ({**webchat, "name": ["Milton"]}, "name"), ({**webchat, "name": 5}, "name"),
+            ({**webchat, "email": 5}, "email"), ({**webchat, "email": {"address": "m@example.com"}}, "email"),
+            ({**webchat, "language": True}, "language"), ({**webchat, "language": ["en"]}, "language"),
         ],
     }
 
@@ -513,6 +535,57 @@ async def test_request_body_over_the_limit(shop: Shop) -> None:
         assert_error(await shop.call("POST", path, data=chunks()), 413, "request_too_large")
     assert await shop.rows() == before
     assert (await shop.call("GET", f"/api/v1/tickets/{shop.ticket_id}")).status == 200
+
+
+# --- raw bodies (files, the platform's XML pushes) ----------------------------------------------------------
+@dataclass(frozen=True)
+class RawBody:
+    """Where a route whose body is raw bytes, not JSON, takes one (its path filled in), the most it
+    takes, and what an empty and an oversized body get."""
+
+    path: str
+    limit: int
+    empty: tuple[int, str]
+    too_large: str
+
+
+def raw_bodies(shop: Shop) -> dict[tuple[str, str], RawBody]:
+    push_limit = shop.settings.channel("wechat", WeChatSettings).max_push_bytes
+    return {
+        ("POST", "/api/v1/attachments"): RawBody("/api/v1/attachments?name=x.pdf", shop.settings.max_attachment_bytes,
+                                                 (400, "empty_attachment"), "attachment_too_large"),
+        ("POST", "/wechat/oa/{key}"): RawBody(f"/wechat/oa/{shop.wechat['key']}", push_limit, (400, "invalid_xml"),
+                                              "push_too_large"),
+        ("POST", "/wechat/kf/{key}"): RawBody(f"/wechat/kf/{shop.kf_key}", push_limit, (400, "invalid_xml"),
+                                              "push_too_large"),
+    }
+
+
+def raw_body_operations() -> list[Operation]:
+    return [op for op in operations() if op.raw_body]
+
+
+async def _chunked(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """``data`` sent in chunks, with no Content-Length: a limit must hold while reading."""
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+async def test_raw_body_table_covers_every_raw_body_route(shop: Shop) -> None:
+    assert set(raw_bodies(shop)) == {op_key(op) for op in raw_body_operations()}
+
+
+@pytest.mark.parametrize("op", raw_body_operations(), ids=op_id)
+async def test_raw_body_empty_or_over_the_limit(shop: Shop, op: Operation) -> None:
+    raw = raw_bodies(shop)[op_key(op)]
+    headers = {"Content-Type": "application/octet-stream"}
+    before = await shop.rows()
+    assert_error(await shop.call(op.method, raw.path, data=b"", headers=headers), *raw.empty)
+    big = b"<" * (raw.limit + 1)
+    # Told by its Content-Length, and found while reading a chunked body.
+    for data in (big, _chunked(big)):
+        assert_error(await shop.call(op.method, raw.path, data=data, headers=headers), 413, raw.too_large)
+    assert await shop.rows() == before
 
 
 # --- ids, tokens, roles, routes, queries ---------------------------------------------------------------------

@@ -2,8 +2,8 @@
 endpoint and over both websockets.
 
 The HTTP part is driven by the route registry: every operation of the app's ``web.api.Api``
-(``channelhub.app.build_api``) must have
-an entry in ``CASES`` (how to call it with B's ids and what must come back), so a new route without
+(``channelhub.app.build_api``), the channels' web-hooks included, must have an entry in ``CASES``
+(how to call it with B's ids and what must come back), so a new route without
 a cross-tenant check fails here. After each probe, every row of tenant B in the database is
 compared with what it was before: "changes nothing" is checked on the stored data itself.
 """
@@ -26,7 +26,17 @@ from admin_api.gateway import ACTIONS
 from connectors.wechat.models import WeChatAccount, WeChatMedia
 from core.config import Settings
 from core.db import Database
-from core.models import MAX_ID, Agent, Group, Message, RoutingRule, StoredAttachment, Ticket
+from core.models import (
+    MAX_ID,
+    Agent,
+    CustomerIdentity,
+    Group,
+    InboxItem,
+    Message,
+    RoutingRule,
+    StoredAttachment,
+    Ticket,
+)
 from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
 from tests.support import (
     Http,
@@ -40,7 +50,18 @@ from tests.support import (
     operations,
     tenant_rows,
 )
-from tests.wechat.platform import StandIn, new_aes_key, new_app_id
+from tests.wechat.conftest import KfAccount, make_kf_account
+from tests.wechat.platform import (
+    Push,
+    Pusher,
+    StandIn,
+    new_aes_key,
+    new_app_id,
+    new_openid,
+    oa_verification,
+    wecom_callback,
+    wecom_verification,
+)
 from web.api import Operation
 
 MISSING_TICKET = 10**12
@@ -71,6 +92,8 @@ class Side:
     media_id: str  # a customer's image, stored for that account
     attachment: dict[str, Any]  # a file the admin attached to the open ticket's reply
     file_path: str  # the signed link the web chat customer was given for it
+    oa: Pusher  # signs and encrypts pushes for that Official Account, as the platform does
+    kf: KfAccount  # a WeCom customer-service account, with its callback as WeCom sends it
 
     @property
     def attachment_id(self) -> int:
@@ -107,12 +130,17 @@ class World:
     http: Http
     db: Database
     server: Server
+    wechat_api: StandIn
 
     async def call(self, method: str, path: str, *, side: Side | None = None, host: str | None = None,
-                   token: str | None = None, body: Any = None) -> Reply:
-        """As A's admin on A's domain unless told otherwise."""
+                   token: str | None = None, body: Any = None, push: Push | None = None) -> Reply:
+        """As A's admin on A's domain unless told otherwise. ``push``: what the WeChat platform
+        sends, its signed query string and its XML body."""
         side = side or self.a
         kwargs: dict[str, Any] = {} if body is None else {"json_body": body}
+        if push is not None:
+            path += "?" + urlencode(push.query)
+            kwargs.update(data=push.body or None, headers={"Content-Type": "text/xml"})
         return await self.http(method, path, host=host or side.domain,
                                token=token if token is not None else side.admin_token, **kwargs)
 
@@ -159,9 +187,10 @@ def wechat_body(name: str, **extra: Any) -> dict[str, Any]:
 
 
 async def _wechat_account(http: Http, db: Database, wechat_api: StandIn, t: TenantInfo, token: str,
-                          name: str) -> tuple[dict[str, Any], str]:
-    """An Official Account made through the admin API, and a customer's image kept for it (as the
-    connector keeps it after fetching it once; the platform's media ids are per account)."""
+                          name: str) -> tuple[dict[str, Any], str, Pusher]:
+    """An Official Account made through the admin API, a customer's image kept for it (as the
+    connector keeps it after fetching it once; the platform's media ids are per account), and
+    the platform's side of its pushes."""
     body = wechat_body(name)
     made = await http("POST", "/api/v1/wechat/accounts", host=t.domain, token=token, json_body=body)
     assert made.status == 201, made
@@ -171,7 +200,7 @@ async def _wechat_account(http: Http, db: Database, wechat_api: StandIn, t: Tena
         data = f"{name}'s customer photo".encode()
         session.add(WeChatMedia(tenant_id=t.id, account_id=made.body["account"]["id"], media_id=media_id,
                                 content_type="image/jpeg", size=len(data), data=data))
-    return dict(made.body["account"]), media_id
+    return dict(made.body["account"]), media_id, Pusher(body["app_id"], body["token"], body["aes_key"], body["mode"])
 
 
 async def build_side(settings: Settings, server: Server, http: Http, db: Database, wechat_api: StandIn,
@@ -220,12 +249,13 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     # when they are compared.
     await eventually(lambda: _all_delivered(http, t.domain, admin_token, open_id))
     await eventually(lambda: _routed(db, t.id))
-    wechat, media_id = await _wechat_account(http, db, wechat_api, t, admin_token, name)
+    wechat, media_id, oa = await _wechat_account(http, db, wechat_api, t, admin_token, name)
+    kf = await make_kf_account(t, wechat_api)
     history = await http("GET", f"/webchat/history?visitor_id={visitor_id}", host=t.domain)
     [file_path] = [a["url"] for m in history.body["messages"] for a in m["attachments"]]
     return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
                 int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
-                wechat, media_id, attachment, file_path)
+                wechat, media_id, attachment, file_path, oa, kf)
 
 
 async def _upload(http: Http, domain: str, token: str, name: str, data: bytes) -> dict[str, Any]:
@@ -242,7 +272,7 @@ async def world(settings: Settings, server: Server, wechat_api: StandIn) -> Asyn
         http = Http(server.url, session)
         a = await build_side(settings, server, http, db, wechat_api, "Acme")
         b = await build_side(settings, server, http, db, wechat_api, "Globex")
-        yield World(a, b, http, db, server)
+        yield World(a, b, http, db, server, wechat_api)
         await a.info.close()
         await b.info.close()
     await db.dispose()
@@ -376,12 +406,13 @@ async def probe_create_ticket(w: World) -> None:
 
 
 async def _not_found_like_a_missing(w: World, method: str, template: str, b_ids: list[Any], missing: Any,
-                                    code: str, body: Any = None, token: str | None = None) -> None:
+                                    code: str, body: Any = None, token: str | None = None, host: str | None = None,
+                                    push: Push | None = None) -> None:
     """B's ids answer exactly as an id that exists nowhere: nothing to tell them apart."""
-    absent = await w.call(method, template.format(missing), body=body, token=token)
+    absent = await w.call(method, template.format(missing), body=body, token=token, host=host, push=push)
     assert_not_found(absent, code)
     for b_id in b_ids:
-        reply = await w.call(method, template.format(b_id), body=body, token=token)
+        reply = await w.call(method, template.format(b_id), body=body, token=token, host=host, push=push)
         assert_not_found(reply, code)
         assert reply.body["error"]["message"] == absent.body["error"]["message"].replace(str(missing), str(b_id))
 
@@ -685,6 +716,209 @@ async def probe_public_file(w: World) -> None:
     assert (ok.status, ok.text) == (200, "Acme's invoice"), ok
 
 
+# --- the web chat widget and its HTTP fallback ----------------------------------------------------------------
+def probe_served_alike(method: str, path: str, status: int, content_type: str | None = None) -> Probe:
+    """A part of web chat that is the same for every tenant (the widget, its demo page, the CORS
+    preflights): served alike on both domains, to any site, with nothing of the other tenant in
+    it. (A domain no tenant has gets nothing: checked for every operation.)"""
+    async def probe(w: World) -> None:
+        replies = []
+        for side, other in ((w.a, w.b), (w.b, w.a)):
+            reply = await w.http(method, path, host=side.domain, headers={"Origin": "https://shop.example.org"})
+            assert reply.status == status, reply
+            assert reply.headers.get("Access-Control-Allow-Origin") == "*", reply.headers
+            if content_type is not None:
+                assert reply.headers.get("Content-Type", "").startswith(content_type), reply.headers
+            if method == "OPTIONS":
+                assert {"GET", "POST"} <= {m.strip() for m in reply.headers["Access-Control-Allow-Methods"].split(",")}
+            assert other.domain not in reply.text and other.key not in reply.text, reply
+            replies.append(reply.text)
+        assert replies[0] == replies[1]
+
+    return probe
+
+
+async def _webchat_client_id(db: Database, side: Side) -> str:
+    """The client id of the first message side's visitor wrote (its channel message id is
+    ``visitor_id:client_id``)."""
+    async with db.read() as session:
+        first = (await session.execute(select(Message.channel_message_id).where(
+            Message.tenant_id == side.info.id, Message.channel == "webchat", Message.direction == "inbound",
+            Message.channel_message_id.startswith(f"{side.visitor_id}:")).order_by(Message.id))).scalars().first()
+    assert first is not None
+    return first.split(":", 1)[1]
+
+
+async def probe_post_message(w: World) -> None:
+    a, b = w.a, w.b
+    watcher = b.info.visitor(b.visitor_id)  # B's visitor, online at home
+    await watcher.connect()
+    b_messages = await ids_of(w.db, Message, b.info.id)
+    # B's visitor id on A's domain, with the client id of B's visitor's own first message: were
+    # messages told apart by visitor and client id alone, this would be B's message coming back.
+    body = {"visitor_id": b.visitor_id, "client_id": await _webchat_client_id(w.db, b),
+            "text": "Written with Globex's visitor id on Acme", "name": "Not Globex's customer"}
+    made = await w.http("POST", "/webchat/messages", host=a.domain, json_body=body)
+    assert made.status == 201 and made.body["visitor_id"] == b.visitor_id, made
+    message = made.body["message"]
+    assert message["text"] == body["text"] and message["id"] not in b_messages, made
+    assert message["id"] in await ids_of(w.db, Message, a.info.id)
+    # Sent again, it is the same message of A's, never one of B's.
+    again = await w.http("POST", "/webchat/messages", host=a.domain, json_body={**body, "text": "edited"})
+    assert again.status in (200, 201) and again.body["message"] == message, again
+
+    # It is A's conversation, with A's own customer of that visitor id.
+    ticket = await _ticket_of(w.http, a.domain, a.admin_token, body["text"])
+    assert ticket["id"] in await ids_of(w.db, Ticket, a.info.id) and ticket["customer_id"] != b.customer_id
+    async with w.db.read() as session:
+        identities = (await session.execute(select(CustomerIdentity.tenant_id, CustomerIdentity.customer_id).where(
+            CustomerIdentity.channel == "webchat", CustomerIdentity.external_id == b.visitor_id))).all()
+    assert sorted(identities) == sorted([(a.info.id, ticket["customer_id"]), (b.info.id, b.customer_id)])
+
+    # B's visitor, connected on B's domain, was told nothing of it.
+    assert watcher.ws is not None
+    await watcher.ws.send_json({"type": "ping"})
+    await watcher.wait_frame(lambda f: f.get("type") == "pong")
+    assert not any("Acme" in json.dumps(f) for f in watcher.frames), watcher.frames
+    await watcher.close()
+
+
+async def probe_history(w: World) -> None:
+    a_messages, b_messages = await ids_of(w.db, Message, w.a.info.id), await ids_of(w.db, Message, w.b.info.id)
+    # B's visitor id on A's domain reads nothing of B's (only what was written with it on A, if
+    # anything), from the start or from just before any of B's messages.
+    for since in (0, *(m - 1 for m in sorted(b_messages))):
+        away = await w.http("GET", f"/webchat/history?visitor_id={w.b.visitor_id}&since={since}", host=w.a.domain)
+        assert away.status == 200, away
+        assert {m["id"] for m in away.body["messages"]} <= a_messages, away
+    # A's visitor id on B's domain has written nothing there.
+    for since in (0, *(m - 1 for m in sorted(a_messages))):
+        away = await w.http("GET", f"/webchat/history?visitor_id={w.a.visitor_id}&since={since}", host=w.b.domain)
+        assert (away.status, away.body) == (200, {"messages": []}), away
+    home = await w.http("GET", f"/webchat/history?visitor_id={w.a.visitor_id}", host=w.a.domain)
+    assert home.status == 200, home
+    assert {m["id"] for m in home.body["messages"]} <= a_messages
+    texts = [m["text"] for m in home.body["messages"]]
+    assert texts[0] == "Hello from a customer of Acme" and "Acme answers" in texts, texts
+    assert [at["url"] for m in home.body["messages"] for at in m["attachments"]] == [w.a.file_path]
+
+
+# --- the WeChat web-hooks ------------------------------------------------------------------------------------
+def _unsigned(push: Push) -> Push:
+    return Push({}, push.body)
+
+
+def _tampered(push: Push, field: str) -> Push:
+    return Push({**push.query, field: "0" * 40}, push.body)
+
+
+async def _no_account_on_the_other_domain(w: World, method: str, route: str, pushes: Callable[[Side], list[Push]],
+                                          keys: Callable[[Side], list[str]]) -> None:
+    """B's account keys on A's domain, and A's on B's, answer exactly as a key that exists
+    nowhere, whether the call is signed for that account, tampered with or not signed at all."""
+    for owner, host in ((w.b, w.a.domain), (w.a, w.b.domain)):
+        for push in pushes(owner):
+            await _not_found_like_a_missing(w, method, route, keys(owner), MISSING_KEY, "account_not_found",
+                                            host=host, push=push)
+
+
+async def _refused_at_home(w: World, method: str, path: str, pushes: list[tuple[Push, str]]) -> None:
+    """At A's own account, calls made with B's credentials (or a mix of A's and B's) are refused."""
+    for push, code in pushes:
+        assert_error(await w.call(method, path, push=push), 403, code)
+
+
+async def _inbox_drained(w: World, tenant_id: int) -> bool:
+    return not await ids_of(w.db, InboxItem, tenant_id)
+
+
+async def _inbound_texts(w: World, tenant_id: int) -> list[str]:
+    async with w.db.read() as session:
+        return list((await session.execute(select(Message.body).where(
+            Message.tenant_id == tenant_id, Message.direction == "inbound").order_by(Message.id))).scalars())
+
+
+async def probe_oa_verify(w: World) -> None:
+    a, b = w.a, w.b
+    await _no_account_on_the_other_domain(
+        w, "GET", "/wechat/oa/{}",
+        lambda s: [oa_verification(s.oa.token, "4711"), _tampered(oa_verification(s.oa.token, "4711"), "signature"),
+                   _unsigned(oa_verification(s.oa.token, "4711"))],
+        lambda s: [s.key, s.kf.key])
+    await _refused_at_home(w, "GET", f"/wechat/oa/{a.key}", [
+        (oa_verification(b.oa.token, "4711"), "invalid_signature"),  # signed with B's token
+    ])
+    ok = await w.call("GET", f"/wechat/oa/{a.key}", push=oa_verification(a.oa.token, "4711"))
+    assert (ok.status, ok.text) == (200, "4711"), ok
+
+
+async def probe_oa_push(w: World) -> None:
+    a, b = w.a, w.b
+    openid = new_openid()
+    await eventually(lambda: _inbox_drained(w, a.info.id))
+    a_before = await _inbound_texts(w, a.info.id)
+
+    def pushes(s: Side) -> list[Push]:
+        signed = s.oa.message("text", openid, content=f"a push for the account at {s.domain}")
+        return [signed, _tampered(signed, "signature"), _tampered(signed, "msg_signature"), _unsigned(signed)]
+
+    await _no_account_on_the_other_domain(w, "POST", "/wechat/oa/{}", pushes, lambda s: [s.key, s.kf.key])
+    xml = a.oa.xml("text", openid, content="mixed credentials")
+    await _refused_at_home(w, "POST", f"/wechat/oa/{a.key}", [
+        (b.oa.push(xml, openid), "invalid_signature"),  # B's push, replayed at A's URL
+        (Pusher(a.oa.app_id, a.oa.token, b.oa.aes_key, "safe").push(xml, openid), "invalid_encryption"),
+        (Pusher(b.oa.app_id, a.oa.token, a.oa.aes_key, "safe").push(xml, openid), "invalid_encryption"),
+    ])
+    assert await ids_of(w.db, InboxItem, a.info.id) == set() and await _inbound_texts(w, a.info.id) == a_before
+
+    ok = await w.call("POST", f"/wechat/oa/{a.key}", push=a.oa.message("text", openid, content="A's WeChat customer"))
+    assert (ok.status, ok.text) == (200, "success"), ok
+    await eventually(lambda: _inbox_drained(w, a.info.id))
+    assert await _inbound_texts(w, a.info.id) == [*a_before, "A's WeChat customer"]
+
+
+async def probe_kf_verify(w: World) -> None:
+    a, b = w.a, w.b
+
+    def pushes(s: Side) -> list[Push]:
+        good = s.kf.verification("kf-echo")
+        return [good, _tampered(good, "msg_signature"), _unsigned(good)]
+
+    await _no_account_on_the_other_domain(w, "GET", "/wechat/kf/{}", pushes, lambda s: [s.kf.key, s.key])
+    await _refused_at_home(w, "GET", f"/wechat/kf/{a.kf.key}", [
+        (b.kf.verification("kf-echo"), "invalid_signature"),
+        (wecom_verification(a.kf.corp_id, a.kf.token, b.kf.aes_key, "kf-echo"), "invalid_encryption"),
+        (wecom_verification(b.kf.corp_id, a.kf.token, a.kf.aes_key, "kf-echo"), "invalid_encryption"),
+    ])
+    ok = await w.call("GET", f"/wechat/kf/{a.kf.key}", push=a.kf.verification("kf-echo"))
+    assert (ok.status, ok.text) == (200, "kf-echo"), ok
+
+
+async def probe_kf_callback(w: World) -> None:
+    a, b = w.a, w.b
+    sync_token = "SYNC_" + uuid.uuid4().hex
+
+    async def pulls() -> list[dict[str, Any]]:
+        return [c for c in w.wechat_api.sync_calls if c.get("token") == sync_token]
+
+    def pushes(s: Side) -> list[Push]:
+        good = s.kf.push(sync_token)
+        return [good, _tampered(good, "msg_signature"), _unsigned(good)]
+
+    await _no_account_on_the_other_domain(w, "POST", "/wechat/kf/{}", pushes, lambda s: [s.kf.key, s.key])
+    await _refused_at_home(w, "POST", f"/wechat/kf/{a.kf.key}", [
+        (b.kf.push(sync_token), "invalid_signature"),
+        (wecom_callback(a.kf.corp_id, a.kf.token, b.kf.aes_key, sync_token, a.kf.open_kfid), "invalid_encryption"),
+        (wecom_callback(b.kf.corp_id, a.kf.token, a.kf.aes_key, sync_token, b.kf.open_kfid), "invalid_encryption"),
+    ])
+    # A refused callback pulls nothing, for anyone (a pull for B's account would move B's cursor);
+    # A's own callback pulls for A's account only.
+    assert await pulls() == []
+    ok = await w.call("POST", f"/wechat/kf/{a.kf.key}", push=a.kf.push(sync_token))
+    assert (ok.status, ok.text) == (200, "success"), ok
+    assert {c["open_kfid"] for c in await eventually(pulls)} == {a.kf.open_kfid}
+
+
 CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/auth/login"): Case(probe_login,
                                          lambda w: {"email": w.a.admin.email, "password": PASSWORD}),
@@ -733,6 +967,17 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/attachments"): Case(probe_upload),
     ("GET", "/api/v1/attachments/{attachment_id}"): Case(probe_get_attachment),
     ("GET", "/files/{attachment_id}/{signature}"): Case(probe_public_file),
+    ("GET", "/webchat/widget.js"): Case(probe_served_alike("GET", "/webchat/widget.js", 200, "application/javascript")),
+    ("GET", "/webchat/demo"): Case(probe_served_alike("GET", "/webchat/demo", 200, "text/html")),
+    ("OPTIONS", "/webchat/history"): Case(probe_served_alike("OPTIONS", "/webchat/history", 204)),
+    ("OPTIONS", "/webchat/messages"): Case(probe_served_alike("OPTIONS", "/webchat/messages", 204)),
+    ("POST", "/webchat/messages"): Case(probe_post_message,
+                                        lambda w: {"visitor_id": w.b.visitor_id, "client_id": "c1", "text": "Hello?"}),
+    ("GET", "/webchat/history"): Case(probe_history),
+    ("GET", "/wechat/oa/{key}"): Case(probe_oa_verify),
+    ("POST", "/wechat/oa/{key}"): Case(probe_oa_push),
+    ("GET", "/wechat/kf/{key}"): Case(probe_kf_verify),
+    ("POST", "/wechat/kf/{key}"): Case(probe_kf_callback),
 }
 
 

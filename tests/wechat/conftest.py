@@ -13,7 +13,15 @@ import pytest
 
 from admin_api.client import AgentClient
 from tests.conftest import Server, TenantInfo
-from tests.wechat.platform import Push, Pusher, StandIn, new_aes_key, new_app_id, wecom_callback
+from tests.wechat.platform import (
+    Push,
+    Pusher,
+    StandIn,
+    new_aes_key,
+    new_app_id,
+    wecom_callback,
+    wecom_verification,
+)
 
 
 @dataclass
@@ -83,11 +91,21 @@ class KfAccount:
     tenant: TenantInfo
 
     @property
+    def key(self) -> str:
+        return str(self.info["key"])
+
+    @property
     def url(self) -> str:
-        return self.tenant.server.url + f"/wechat/kf/{self.info['key']}"
+        return self.tenant.server.url + f"/wechat/kf/{self.key}"
+
+    def push(self, sync_token: str) -> Push:
+        return wecom_callback(self.corp_id, self.token, self.aes_key, sync_token, self.open_kfid)
+
+    def verification(self, echo: str) -> Push:
+        return wecom_verification(self.corp_id, self.token, self.aes_key, echo)
 
     async def callback(self, sync_token: str) -> tuple[int, str]:
-        push = wecom_callback(self.corp_id, self.token, self.aes_key, sync_token, self.open_kfid)
+        push = self.push(sync_token)
         async with aiohttp.ClientSession() as http, http.post(self.url, params=push.query, data=push.body,
                                                               headers={"Host": self.tenant.domain}) as resp:
             return resp.status, await resp.text()

@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 from wechatpy.crypto import WeChatCrypto
+from wechatpy.enterprise.crypto import PrpCrypto
 from wechatpy.enterprise.crypto import WeChatCrypto as WeComCrypto
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "wechat"
@@ -112,6 +113,22 @@ def wecom_callback(corp_id: str, token: str, aes_key: str, sync_token: str, open
     body = (f"<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt>"
             f"<AgentID><![CDATA[]]></AgentID></xml>")
     return Push({"msg_signature": msg_signature, "timestamp": timestamp, "nonce": nonce}, body.encode())
+
+
+def oa_verification(token: str, echostr: str) -> Push:
+    """The Official Account platform's URL check: a GET signed as a push is, echoed if ours."""
+    timestamp, nonce = str(int(time.time())), str(random.randint(10**8, 10**9))
+    return Push({"signature": sign(token, timestamp, nonce), "timestamp": timestamp, "nonce": nonce,
+                 "echostr": echostr}, b"")
+
+
+def wecom_verification(corp_id: str, token: str, aes_key: str, echo: str) -> Push:
+    """WeCom's URL check: ``echo`` encrypted with the EncodingAESKey and signed with msg_signature;
+    the answer is ``echo`` decrypted."""
+    timestamp, nonce = str(int(time.time())), str(random.randint(10**8, 10**9))
+    echostr = PrpCrypto(base64.b64decode(aes_key + "=")).encrypt(echo, corp_id).decode()
+    return Push({"msg_signature": sign(token, timestamp, nonce, echostr), "timestamp": timestamp, "nonce": nonce,
+                 "echostr": echostr}, b"")
 
 
 class StandIn:
