@@ -1,10 +1,12 @@
 """Agents' load: the count of open tickets assigned to each, kept in ``agents.load``.
 
-Every change of a ticket's assignee or of its status between open and not open goes through here,
-in the same transaction as the change. A slot is only ever taken by one conditional UPDATE that
-checks capacity (and presence, for routing), so no agent goes over capacity however many processes
-assign at once: on PostgreSQL the row lock serialises competing UPDATEs and each re-checks the
-condition; SQLite writers are serialised by ``BEGIN IMMEDIATE``.
+Which slot a change of a ticket's assignee or of its status between open and not open takes or
+frees is decided by core.transitions; it is made here (:func:`move_load`), in the same transaction
+as the change, or for a routing batch by the router's one conditional UPDATE. A slot is only ever
+taken by one conditional UPDATE that checks capacity (and presence, for routing), so no agent goes
+over capacity however many processes assign at once: on PostgreSQL the row lock serialises
+competing UPDATEs and each re-checks the condition; SQLite writers are serialised by
+``BEGIN IMMEDIATE``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.models import ACTIVE_STATUSES, Agent, Presence, Ticket
+from core.transitions import Transition
 
 
 async def lock_agents(session: AsyncSession, agent_ids: list[int]) -> None:
@@ -23,9 +26,16 @@ async def lock_agents(session: AsyncSession, agent_ids: list[int]) -> None:
                               .order_by(Agent.id).with_for_update())
 
 
-def counts(assignee_id: int | None, status: str) -> bool:
-    """Whether a ticket in this state occupies its assignee's capacity."""
-    return assignee_id is not None and status in ACTIVE_STATUSES
+async def move_load(session: AsyncSession, change: Transition, channel: str) -> bool:
+    """Make the capacity change a transition asks for: release its slot, then take its slot (room
+    on ``channel`` too, and presence where it requires it). False when the slot to take was refused;
+    a release is made all the same (the caller either applies the transition's ``if_refused`` or
+    fails the transaction). Nothing to do costs no statement."""
+    if change.release is not None:
+        await release_slot(session, change.release)
+    if change.take is None:
+        return True
+    return await take_slot(session, change.take, channel, require_online=change.require_online)
 
 
 async def take_slot(session: AsyncSession, agent_id: int, channel: str, *, require_online: bool) -> bool:
@@ -61,3 +71,10 @@ async def channel_load(session: AsyncSession, agent_id: int, channel: str) -> in
         select(func.count(Ticket.id)).where(
             Ticket.assignee_id == agent_id, Ticket.channel == channel, Ticket.status.in_(ACTIVE_STATUSES))
     )).scalar_one())
+
+
+async def release_slots(session: AsyncSession, agent_id: int, n: int) -> None:
+    """Lower the agent's load by ``n``: the slots of the tickets an agent who left gave back, in one
+    statement (the tickets were read assigned and open under their row locks)."""
+    await session.execute(update(Agent).where(Agent.id == agent_id).values(load=Agent.load - n)
+                          .execution_options(synchronize_session=False))

@@ -24,7 +24,8 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.capacity import take_slot
+from core import transitions
+from core.capacity import move_load
 from core.channels import InboundMessage
 from core.errors import InvalidInput, TooLarge
 from core.events import EventKind, EventLog
@@ -37,7 +38,6 @@ from core.models import (
     Message,
     Priority,
     Ticket,
-    TicketStatus,
     table_of,
 )
 from core.serialize import (
@@ -49,7 +49,6 @@ from core.serialize import (
     message_dict,
     ticket_dict,
 )
-from core.transitions import RoutingState
 
 if TYPE_CHECKING:
     from core.hub import Hub
@@ -185,9 +184,9 @@ async def _identities(session: AsyncSession, tenant_id: int, msgs: Sequence[Inbo
 
 _CUSTOMER_COLUMNS = tuple(getattr(Customer, name) for name in CUSTOMER_ROW_FIELDS)
 _TICKET_COLUMNS = tuple(getattr(Ticket, name) for name in TICKET_ROW_FIELDS)
-# What a customer's message can change on a ticket they already have.
-_JOIN_CHANGES = ("status", "assignee_id", "routing_state", "reopen_count", "solved_at", "last_message_at",
-                 "updated_at")
+# What a customer's message can change on a ticket they already have: its state (the transition's
+# fields) and its times.
+_JOIN_CHANGES = (*transitions.CUSTOMER_WROTE_FIELDS, "last_message_at", "updated_at")
 
 
 async def _joinable(session: AsyncSession, identity_ids: list[int]) -> dict[int, TicketRow]:
@@ -202,20 +201,11 @@ async def _joinable(session: AsyncSession, identity_ids: list[int]) -> dict[int,
 async def _join(session: AsyncSession, ticket: TicketRow, msg: InboundMessage) -> None:
     """A customer's message on their ticket: a solved one reopens, a pending one is open again."""
     now = msg.received_at
-    if ticket.status == TicketStatus.SOLVED:
-        ticket.reopen_count += 1
-        ticket.solved_at = None
-        ticket.status = TicketStatus.OPEN
-        # Back to the agent who solved it if they are online with room, else to routing.
-        if ticket.assignee_id is not None and await take_slot(
-            session, ticket.assignee_id, ticket.channel, require_online=True
-        ):
-            ticket.routing_state = RoutingState.ASSIGNED
-        else:
-            ticket.assignee_id = None
-            ticket.routing_state = RoutingState.PENDING
-    elif ticket.status == TicketStatus.PENDING:
-        ticket.status = TicketStatus.OPEN
+    change = transitions.customer_wrote(ticket, now)
+    if change is not None:
+        # The slot is taken first, against the ticket as stored (solved: not counted in the agent's
+        # per-channel load); the row is written back with the batch.
+        change.apply(ticket, granted=await move_load(session, change, ticket.channel))
     if ticket.last_message_at is None or ticket.last_message_at < now:
         ticket.last_message_at = now
     if ticket.updated_at < now:
@@ -225,11 +215,9 @@ async def _join(session: AsyncSession, ticket: TicketRow, msg: InboundMessage) -
 def _new_ticket(tenant_id: int, identity_id: int, customer: CustomerRow, msg: InboundMessage) -> TicketRow:
     now = msg.received_at
     return TicketRow(id=0, tenant_id=tenant_id, customer_id=customer.id, identity_id=identity_id, channel=msg.channel,
-                     subject=_subject(msg), status=TicketStatus.NEW, priority=Priority.NORMAL,
-                     priority_rank=PRIORITY_RANK[Priority.NORMAL], tags=[], required_skills={},
-                     routing_state=RoutingState.PENDING, routing_rule=None, group_id=None, assignee_id=None,
-                     created_at=now, updated_at=now, last_message_at=now, assigned_at=None,
-                     first_response_at=None, solved_at=None, reopen_count=0)
+                     subject=_subject(msg), priority=Priority.NORMAL, priority_rank=PRIORITY_RANK[Priority.NORMAL],
+                     tags=[], required_skills={}, routing_rule=None, group_id=None, created_at=now, updated_at=now,
+                     last_message_at=now, first_response_at=None, **transitions.new_ticket())
 
 
 async def _write_tickets(session: AsyncSession, created: list[TicketRow], joined: list[TicketRow]) -> None:
@@ -316,7 +304,7 @@ async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessa
             log.add(EventKind.TICKET_CREATED, tenant_id=tenant_id, ticket=ticket, payload={"ticket": tdict})
         log.add(EventKind.MESSAGE_CREATED, tenant_id=tenant_id, ticket=ticket,
                 payload={"ticket": tdict, "message": mdict})
-        results[i] = IngestResult(mdict, tdict, False, is_new, ticket.routing_state == RoutingState.PENDING)
+        results[i] = IngestResult(mdict, tdict, False, is_new, ticket.routing_state == transitions.RoutingState.PENDING)
     events = await log.flush()
     return _with_repeats(msgs, results, first), events
 

@@ -23,7 +23,8 @@ class CustomerRow:
 @dataclass(slots=True)
 class TicketRow:
     """A ticket read (or about to be written) as plain columns, changed in place and written back
-    with one statement per batch by core.ingest."""
+    with one statement per batch by core.ingest. It has every field of a ticket's state, so each
+    transition of core.transitions applies to it as to the ORM Ticket."""
 
     id: int
     tenant_id: int
@@ -47,6 +48,9 @@ class TicketRow:
     first_response_at: datetime | None
     solved_at: datetime | None
     reopen_count: int
+    queued_at: datetime | None
+    overflow_at: datetime | None
+    closed_at: datetime | None
 
 
 @dataclass(slots=True)

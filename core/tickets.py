@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import attachments
+from core import attachments, transitions
 from core.auth import Principal
-from core.capacity import counts, lock_agents, release_slot, take_slot
+from core.capacity import lock_agents, move_load
 from core.errors import Conflict, InvalidInput, NotFound
 from core.events import EventKind, EventLog
 from core.ingest import check_text
@@ -41,7 +41,7 @@ from core.models import (
     utcnow,
 )
 from core.serialize import iso, message_dict, ticket_dict
-from core.transitions import RoutingState
+from core.transitions import Reopener, RoutingState, Transition
 
 if TYPE_CHECKING:
     from core.hub import Hub
@@ -88,18 +88,18 @@ def record(session: AsyncSession, ticket: Ticket, outcome: str, *, agent_id: int
                                  candidates=[], detail={"by": by, **detail} if by else detail))
 
 
-async def _give(session: AsyncSession, ticket: Ticket, agent_id: int, *, previous: int | None) -> None:
-    """Make ``agent_id`` the assignee, moving the load from ``previous``; 409 when they have no room."""
-    if counts(previous, ticket.status):
-        await release_slot(session, previous)  # type: ignore[arg-type]
-    if ticket.status in ACTIVE_STATUSES and not await take_slot(session, agent_id, ticket.channel,
-                                                                require_online=False):
+async def _make(session: AsyncSession, ticket: Ticket, change: Transition) -> None:
+    """Make a transition: its capacity change, then its fields (core.transitions says why in that
+    order); where its slot is refused, its ``if_refused`` fields."""
+    change.apply(ticket, granted=await move_load(session, change, ticket.channel))
+
+
+async def _give(session: AsyncSession, ticket: Ticket, agent_id: int) -> None:
+    """Make ``agent_id`` the assignee, moving the load from the previous one; 409 when they have no room."""
+    change = transitions.assign(ticket, agent_id, utcnow())
+    if not await move_load(session, change, ticket.channel):
         raise Conflict(f"agent {agent_id} has no room for another ticket", code="agent_at_capacity")
-    now = utcnow()
-    ticket.assignee_id = agent_id
-    ticket.assigned_at = now
-    ticket.routing_state = RoutingState.ASSIGNED if ticket.status in ACTIVE_STATUSES else RoutingState.IDLE
-    ticket.overflow_at = None
+    change.apply(ticket)
 
 
 async def _ticket_for_change(session: AsyncSession, principal: Principal, ticket_id: int) -> tuple[Ticket, Customer]:
@@ -207,13 +207,14 @@ async def _add_agent_message(
     previous = ticket.assignee_id
     if ticket.assignee_id is None and outbound:
         # Answering an unassigned ticket takes it (within the agent's capacity); a note does not.
-        await _give(session, ticket, principal.agent_id, previous=None)
+        await _give(session, ticket, principal.agent_id)
         record(session, ticket, "claimed", agent_id=principal.agent_id, by=principal.agent_id, how="answered")
     if outbound:
         if ticket.first_response_at is None:
             ticket.first_response_at = now
-        if ticket.status == TicketStatus.NEW:
-            ticket.status = TicketStatus.OPEN
+        answered = transitions.agent_replied(ticket, now)
+        if answered is not None:
+            await _make(session, ticket, answered)
         ticket.last_message_at = now
     ticket.updated_at = now
     await session.flush()
@@ -339,16 +340,15 @@ async def create_ticket(
         now = utcnow()
         ticket = Ticket(
             tenant_id=tenant_id, customer_id=customer.id, identity_id=identity_id, channel=channel or "manual",
-            subject=(subject or text.strip().splitlines()[0])[:500], status=TicketStatus.NEW, priority=priority,
+            subject=(subject or text.strip().splitlines()[0])[:500], priority=priority,
             priority_rank=PRIORITY_RANK[Priority(priority)], tags=clean_tags, group_id=group_id,
-            created_by_agent_id=principal.agent_id, created_at=now, updated_at=now,
-            routing_state=RoutingState.PENDING,
+            created_by_agent_id=principal.agent_id, created_at=now, updated_at=now, **transitions.new_ticket(),
         )
         session.add(ticket)
         await session.flush()
         log = EventLog(session)
         if assignee_id is not None:
-            await _give(session, ticket, assignee_id, previous=None)
+            await _give(session, ticket, assignee_id)
             record(session, ticket, "assigned", agent_id=assignee_id, by=principal.agent_id, how="created by hand")
         else:
             if group_id is None:
@@ -385,19 +385,14 @@ async def transfer(
             await _check_agent(session, agent_id)
             if previous is not None:
                 await lock_agents(session, [previous, agent_id])
-            await _give(session, ticket, agent_id, previous=previous)
+            await _give(session, ticket, agent_id)
             reason: dict[str, Any] = {"strategy": "transfer", "by": principal.agent_id}
             record(session, ticket, "transferred", agent_id=agent_id, by=principal.agent_id, from_agent_id=previous)
         else:
             assert group_id is not None
             await _check_group(session, group_id)
-            if counts(previous, ticket.status):
-                await release_slot(session, previous)  # type: ignore[arg-type]
+            await _make(session, ticket, transitions.release(ticket))
             ticket.group_id = group_id
-            ticket.assignee_id = None
-            ticket.assigned_at = None
-            ticket.queued_at = None
-            ticket.routing_state = RoutingState.PENDING
             reason = {"strategy": "transfer", "group_id": group_id, "by": principal.agent_id}
             record(session, ticket, "transferred", agent_id=None, by=principal.agent_id, from_agent_id=previous,
                    to_group_id=group_id)
@@ -412,15 +407,6 @@ async def transfer(
         result = ticket_dict(ticket, customer)
     await _finish(hub, principal.tenant_id, outcome)
     return result
-
-
-_ALLOWED = {
-    TicketStatus.NEW: {TicketStatus.OPEN, TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED},
-    TicketStatus.OPEN: {TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED},
-    TicketStatus.PENDING: {TicketStatus.OPEN, TicketStatus.SOLVED, TicketStatus.CLOSED},
-    TicketStatus.SOLVED: {TicketStatus.OPEN, TicketStatus.CLOSED},
-    TicketStatus.CLOSED: set(),
-}
 
 
 async def update_ticket(
@@ -442,41 +428,23 @@ async def update_ticket(
         now = utcnow()
         changes: dict[str, Any] = {}
         if status is not None and status != ticket.status:
-            try:
-                new = TicketStatus(status)
-            except ValueError:
-                raise InvalidInput(f"unknown status {status!r}", code="invalid_status") from None
-            if new not in _ALLOWED[TicketStatus(ticket.status)]:
-                raise Conflict(f"a {ticket.status} ticket cannot become {new}", code="invalid_transition")
-            was_active = ticket.status in ACTIVE_STATUSES
-            now_active = new in ACTIVE_STATUSES
-            if ticket.status == TicketStatus.SOLVED and new == TicketStatus.OPEN:
-                ticket.reopen_count += 1
-                ticket.solved_at = None
-            if new == TicketStatus.SOLVED:
-                ticket.solved_at = now
-            if new == TicketStatus.CLOSED:
-                ticket.closed_at = now
-                ticket.solved_at = ticket.solved_at or now
-            changes["status"] = {"from": ticket.status, "to": new.value}
-            ticket.status = new
-            if was_active and not now_active:
-                if ticket.assignee_id is not None:
-                    await release_slot(session, ticket.assignee_id)
-                ticket.routing_state = RoutingState.IDLE
-                ticket.overflow_at = None
-                outcome.route = True
-            elif now_active and not was_active:
-                # Reopened: back to its agent if they have room, else back to routing.
-                if ticket.assignee_id is not None and await take_slot(session, ticket.assignee_id, ticket.channel,
-                                                                      require_online=False):
-                    ticket.routing_state = RoutingState.ASSIGNED
-                else:
-                    if ticket.assignee_id is not None:
-                        changes["assignee_id"] = {"from": ticket.assignee_id, "to": None}
-                    ticket.assignee_id = None
-                    ticket.routing_state = RoutingState.PENDING
-                    outcome.route = True
+            old, agent = ticket.status, ticket.assignee_id
+            new = transitions.check_status(old, status)
+            changes["status"] = {"from": old, "to": new.value}
+            if transitions.is_reopen(old, new):
+                change = transitions.reopen(ticket, by=Reopener.AGENT)
+                # Kept as it was: the status is flushed as open before the slot is taken, so the
+                # agent's per-channel count includes this very ticket.
+                ticket.status = new
+                await _make(session, ticket, change)
+                if ticket.assignee_id != agent:
+                    changes["assignee_id"] = {"from": agent, "to": None}
+                # Back to routing (no agent, or theirs had no room): the router should run.
+                outcome.route = ticket.routing_state == RoutingState.PENDING
+            else:
+                await _make(session, ticket, transitions.set_status(ticket, new, now))
+                # Solved or closed: a slot was freed, or the ticket left the queue.
+                outcome.route = transitions.is_active(old) and not transitions.is_active(new)
         if priority is not None and priority != ticket.priority:
             try:
                 Priority(priority)
@@ -527,7 +495,7 @@ async def claim(hub: Hub, principal: Principal, ticket_id: int) -> dict[str, Any
             return ticket_dict(ticket, customer)
         if ticket.assignee_id is not None or ticket.status not in ACTIVE_STATUSES:
             raise Conflict("only a waiting ticket can be claimed", code="not_waiting")
-        await _give(session, ticket, principal.agent_id, previous=None)
+        await _give(session, ticket, principal.agent_id)
         ticket.updated_at = utcnow()
         record(session, ticket, "claimed", agent_id=principal.agent_id, by=principal.agent_id, how="claimed")
         await session.flush()

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Integer, String, cast, column, func, insert, or_, select, update, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.capacity import lock_agents
+from core import transitions
+from core.capacity import lock_agents, release_slots
 from core.events import EventKind, EventLog
 from core.models import (
     ACTIVE_STATUSES,
@@ -151,7 +152,6 @@ class Router:
         if a.required_skills:
             ticket.required_skills = dict(a.required_skills)
         ticket.routing_rule = match.rule
-        ticket.routing_state = RoutingState.PENDING
         return match
 
     # --- the loop -------------------------------------------------------------------------
@@ -360,11 +360,9 @@ class Router:
                         "created_at": now}
                 if choice.agent_id is not None and granted.get(choice.agent_id, 0) > 0:
                     granted[choice.agent_id] -= 1
-                    ticket.assignee_id = choice.agent_id
-                    ticket.assigned_at = now
+                    # The slot is the one _commit_loads took above, for the whole batch at once.
+                    transitions.assign(ticket, choice.agent_id, now).apply(ticket)
                     ticket.updated_at = now
-                    ticket.routing_state = RoutingState.ASSIGNED
-                    ticket.overflow_at = None
                     result.assigned += 1
                     records.append({"outcome": "assigned", "agent_id": choice.agent_id, "detail": {}, **base})
                     log.add(EventKind.TICKET_ASSIGNED, tenant_id=tenant_id, ticket=ticket, payload={
@@ -375,11 +373,9 @@ class Router:
                 elif choice.agent_id is not None:
                     result.conflicts += 1  # the agent filled up or left meanwhile: try again
                     self._snapshots.pop(tenant_id, None)
-                elif ticket.routing_state == RoutingState.PENDING:
+                elif (waits := transitions.queue(ticket, now, self._overflow_at(ticket, groups, cfg, now))) is not None:
+                    waits.apply(ticket)
                     result.queued += 1
-                    ticket.routing_state = RoutingState.QUEUED
-                    ticket.queued_at = now
-                    ticket.overflow_at = self._overflow_at(ticket, groups, cfg, now)
                     records.append({"outcome": "queued", "agent_id": None, "detail": {"note": choice.note}, **base})
                     log.add(EventKind.TICKET_QUEUED, tenant_id=tenant_id, ticket=ticket, payload={
                         "ticket": ticket_dict(ticket, customer),
@@ -460,20 +456,20 @@ class Router:
                 return 0
             now = utcnow()
             log = EventLog(session)
+            freed = 0
             for ticket, customer in rows:
-                ticket.assignee_id = None
-                ticket.assigned_at = None
-                ticket.routing_state = RoutingState.PENDING
-                ticket.queued_at = None
+                change = transitions.release(ticket)
+                if change.release == agent_id:
+                    freed += 1
+                change.apply(ticket)
                 ticket.updated_at = now
                 session.add(AssignmentRecord(tenant_id=tenant_id, ticket_id=ticket.id, outcome="unassigned",
                                              agent_id=agent_id, group_id=ticket.group_id, rule=ticket.routing_rule,
                                              strategy=None, candidates=[], detail={"reason": "agent went offline"}))
                 log.add(EventKind.TICKET_UNASSIGNED, tenant_id=tenant_id, ticket=ticket, previous_assignee_id=agent_id,
                         payload={"ticket": ticket_dict(ticket, customer), "reason": {"agent_offline": agent_id}})
-            await session.execute(update(Agent).where(Agent.id == agent_id)
-                                  .values(load=Agent.load - len(rows))
-                                  .execution_options(synchronize_session=False))
+            # Every ticket read holds a slot of the agent's (assigned to them, open): one UPDATE.
+            await release_slots(session, agent_id, freed)
             await session.flush()
             events = await log.flush()
         await self.hub.publish(tenant_id, events)
@@ -509,10 +505,7 @@ class Router:
                 else:
                     target = None  # any online agent of the tenant
                 previous = ticket.group_id
-                ticket.group_id = target
-                ticket.routing_state = RoutingState.PENDING
-                ticket.queued_at = now
-                ticket.overflow_at = None
+                transitions.requeue(ticket, target, now).apply(ticket)
                 ticket.updated_at = now
                 session.add(AssignmentRecord(tenant_id=ticket.tenant_id, ticket_id=ticket.id, outcome="overflowed",
                                              group_id=target, rule=ticket.routing_rule, strategy=None, candidates=[],
