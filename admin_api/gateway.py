@@ -2,83 +2,74 @@
 
 It authenticates the first frame, sends a snapshot and what the client missed, then pushes live
 events from the bus (filtered to what the agent may see) and takes the agent's actions. Presence is
-kept by heartbeats; a malformed frame gets an error frame and the socket stays open.
+kept by heartbeats; a malformed frame gets an error frame and the socket stays open. The session's
+plumbing (hello, frame loop, bounded writer) is web.sockets.SocketSession; the frames' models are
+admin_api.schemas', shared with the HTTP bodies.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
 from collections import deque
-from typing import Any, TypeGuard
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from aiohttp import WSMsgType, web
-from pydantic import BaseModel, ConfigDict, Field
+from aiohttp import web
 
+from admin_api.schemas import (
+    Hello,
+    MessageFrame,
+    PresenceFrame,
+    PriorityFrame,
+    StatusFrame,
+    TagsFrame,
+    TicketFrame,
+    TransferFrame,
+)
 from core import tickets
-from core.attachments import MAX_PER_MESSAGE as MAX_ATTACHMENTS
 from core.auth import Principal, authenticate
-from core.bus import Subscription
-from core.errors import DomainError, InvalidInput
 from core.events import tenant_topic, visible_to
 from core.feed import missed_events, snapshot
-from core.models import MAX_BIG_ID, MAX_ID, Presence
+from core.hub import Hub
+from core.models import Presence
 from core.presence import heartbeat, set_presence
 from core.seats import profile
 from web.api import RouteTable
-from web.http import HUB, check_strings, parse_json, tenant_of, validate
-from web.sockets import tracked
+from web.http import HUB, tenant_of
+from web.sockets import SocketSession, parse_frame, serve
 
 logger = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
 SEND_QUEUE = 2000
 
-
-class Hello(BaseModel):
-    model_config = ConfigDict(strict=True)
-
-    type: str
-    token: str = Field(min_length=1, max_length=512)
-    since: int | None = Field(default=None, ge=0, le=MAX_BIG_ID)
-    status: str | None = None
+F = TypeVar("F", bound=TicketFrame)
 
 
-def _positive_id(value: Any, limit: int) -> TypeGuard[int]:
-    """A JSON integer (not a boolean) that a key column can hold."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit
+class AgentConnection(SocketSession[Hello]):
+    name = "agent"
+    hello_model = Hello
+    hello_example = '{"type": "hello", "token": ...}'
+    hello_timeout = HELLO_TIMEOUT
+    queue_size = SEND_QUEUE
+    close_when_behind = True  # with 4008; it reconnects with since and loses nothing
+    internal_error_message = "the action failed on our side; it has been logged"
 
-
-class AgentConnection:
     def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
-        self.request = request
+        super().__init__(ws)
         self.hub = request.app[HUB]
-        self.ws = ws
         self.tenant = tenant_of(request)
         self.principal: Principal | None = None
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=SEND_QUEUE)
         self.seen: deque[int] = deque(maxlen=4096)
         self.seen_set: set[int] = set()
         self.last_beat = 0.0
-        self.overflowed = False
         # The agent's groups: which waiting tickets' events they see (refreshed with heartbeats).
         self.groups: frozenset[int] = frozenset()
-        self.subscription: Subscription | None = None
+        self.handlers.update({"presence": self.presence, **dict.fromkeys(ACTIONS, self.act)})
 
-    # --- outgoing -------------------------------------------------------------------------
-    def push(self, frame: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            # A client this far behind is cut off; it reconnects and catches up from the database.
-            if not self.overflowed:
-                self.overflowed = True
-                logger.warning("agent client too slow; closing it")
-                self.queue.get_nowait()
-                self.queue.put_nowait(None)
-
+    # --- events -----------------------------------------------------------------------------
     def _mark(self, event_id: int) -> bool:
         if event_id in self.seen_set:
             return False
@@ -93,45 +84,10 @@ class AgentConnection:
         if visible_to(event, self.principal.agent_id, self.principal.sees_all, self.groups) and self._mark(event["id"]):
             self.push({"type": "event", "event": event})
 
-    async def writer(self) -> None:
-        while True:
-            frame = await self.queue.get()
-            if frame is None or self.ws.closed:
-                await self.ws.close(code=4008, message=b"too slow")
-                return
-            await self.ws.send_str(json.dumps(frame, default=str))
-
-    def error(self, code: str, message: str, ref: Any = None) -> None:
-        frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
-        if ref is not None:
-            frame["ref"] = ref
-        self.push(frame)
-
-    # --- the session ----------------------------------------------------------------------
-    async def hello(self) -> bool:
-        try:
-            msg = await self.ws.receive(timeout=HELLO_TIMEOUT)
-        except TimeoutError:
-            await self.ws.send_json({"type": "error", "code": "hello_timeout", "message": "send hello first"})
-            return False
-        if msg.type == WSMsgType.BINARY:
-            await self.ws.send_json({"type": "error", "code": "hello_required",
-                                     "message": 'frames are JSON text; the first is {"type": "hello", "token": ...}'})
-            return False
-        if msg.type != WSMsgType.TEXT:  # closing, or the client's protocol error
-            return False
-        try:
-            data = parse_json(msg.data, "the hello frame")
-            if not isinstance(data, dict) or data.get("type") != "hello":
-                raise InvalidInput('the first frame must be {"type": "hello", "token": ...}', code="hello_required")
-            check_strings(data)
-            hello = validate(Hello, data)
-            async with self.hub.db.read(self.tenant.id) as session:
-                self.principal = await authenticate(session, self.tenant.id, hello.token)
-        except DomainError as exc:
-            await self.ws.send_json({"type": "error", **exc.to_dict()})
-            return False
-        principal = self.principal
+    # --- the session's hooks ----------------------------------------------------------------
+    async def start(self, hello: Hello) -> None:
+        async with self.hub.db.read(self.tenant.id) as session:
+            self.principal = principal = await authenticate(session, self.tenant.id, hello.token)
         await self.refresh_groups()
         # Subscribe before reading the backlog, so nothing falls between the two; ids de-duplicate.
         self.subscription = self.hub.bus.subscribe(tenant_topic(self.tenant.id), self.on_event)
@@ -141,18 +97,21 @@ class AgentConnection:
         last_id, open_tickets = await snapshot(self.hub, principal)
         missed = await missed_events(self.hub, principal, hello.since, self.groups) if hello.since is not None else []
         missed = [e for e in missed if self._mark(e["id"])]
-        await self.ws.send_str(json.dumps({
+        await self.send({
             "type": "welcome", "agent": await profile(self.hub, principal), "last_event_id": last_id,
             "tickets": open_tickets, "events": missed,
-        }, default=str))
-        return True
+        })
 
-    async def refresh_groups(self) -> None:
-        assert self.principal is not None
-        async with self.hub.db.read(self.tenant.id) as session:
-            self.groups = frozenset(await tickets.agent_group_ids(session, self.principal.agent_id))
+    def reference(self, data: dict[str, Any]) -> Any:
+        return data.get("ref")
 
-    async def beat(self) -> None:
+    def error_frame(self, error: dict[str, Any], ref: Any) -> dict[str, Any]:
+        # A frame with a ref gets its result, failed; the client is waiting on that ref.
+        if ref is None:
+            return {"type": "error", **error}
+        return {"type": "result", "ref": ref, "ok": False, "error": error}
+
+    async def heard(self) -> None:
         # At most one database write per third of the timeout, however chatty the client is.
         now = time.monotonic()
         if self.principal is not None and now - self.last_beat > self.hub.settings.heartbeat_timeout / 3:
@@ -160,126 +119,71 @@ class AgentConnection:
             await heartbeat(self.hub, self.tenant.id, self.principal.agent_id)
             await self.refresh_groups()
 
-    async def handle(self, data: dict[str, Any]) -> None:
+    async def refresh_groups(self) -> None:
         assert self.principal is not None
-        kind = data.get("type")
-        ref = data.get("ref")
-        if kind == "ping":
-            self.push({"type": "pong"})
-            return
-        if kind == "presence":
-            await set_presence(self.hub, self.tenant.id, self.principal.agent_id, str(data.get("status")))
-            self.push({"type": "result", "ref": ref, "ok": True, "data": {"status": data.get("status")}})
-            return
-        action = ACTIONS.get(str(kind))
-        if action is None:
-            self.error("unknown_type", f"unknown frame type {kind!r}", ref)
-            return
-        ticket_id = data.get("ticket_id")
-        if not _positive_id(ticket_id, MAX_BIG_ID):
-            raise InvalidInput("ticket_id must be a positive integer", code="invalid_ticket_id")
-        result = await action(self.hub, self.principal, ticket_id, data)
-        self.push({"type": "result", "ref": ref, "ok": True, "data": result})
+        async with self.hub.db.read(self.tenant.id) as session:
+            self.groups = frozenset(await tickets.agent_group_ids(session, self.principal.agent_id))
 
-    async def run(self) -> None:
-        writer: asyncio.Task[None] | None = None
-        try:
-            # Inside the try: a hello that fails after subscribing must not leave the subscription.
-            if not await self.hello():
-                await self.ws.close()
-                return
-            writer = asyncio.create_task(self.writer())
-            async for msg in self.ws:
-                if msg.type != WSMsgType.TEXT:
-                    if msg.type == WSMsgType.BINARY:
-                        self.error("invalid_frame", "frames are JSON text")
-                    continue
-                await self.beat()
-                ref = None
-                try:
-                    data = parse_json(msg.data, "a frame")
-                    if not isinstance(data, dict):
-                        raise InvalidInput("a frame is a JSON object", code="invalid_frame")
-                    ref = data.get("ref")
-                    check_strings(data)
-                    await self.handle(data)
-                except DomainError as exc:
-                    self.push({"type": "result", "ref": ref, "ok": False, "error": exc.to_dict()}
-                              if ref is not None else {"type": "error", **exc.to_dict()})
-                except Exception:
-                    logger.exception("agent action failed")
-                    self.error("internal_error", "the action failed on our side; it has been logged", ref)
-        finally:
-            if self.subscription is not None:
-                self.subscription.close()
-            if writer is not None:
-                writer.cancel()
+    # --- frames -----------------------------------------------------------------------------
+    async def presence(self, data: dict[str, Any], ref: Any) -> dict[str, Any]:
+        assert self.principal is not None
+        frame = parse_frame(PresenceFrame, data)
+        await set_presence(self.hub, self.tenant.id, self.principal.agent_id, frame.status)
+        return {"type": "result", "ref": ref, "ok": True, "data": {"status": frame.status}}
+
+    async def act(self, data: dict[str, Any], ref: Any) -> dict[str, Any]:
+        assert self.principal is not None
+        action = ACTIONS[data["type"]]
+        result = await action.run(self.hub, self.principal, parse_frame(action.frame, data))
+        return {"type": "result", "ref": ref, "ok": True, "data": result}
 
 
-async def _message(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any], *, note: bool) -> Any:
-    """A reply or note: text, and uploaded attachments by id (then the text may be empty)."""
-    ids = data.get("attachments", [])
-    if not isinstance(ids, list) or len(ids) > MAX_ATTACHMENTS or not all(_positive_id(i, MAX_BIG_ID) for i in ids):
-        raise InvalidInput(f"attachments must be a list of at most {MAX_ATTACHMENTS} attachment ids",
-                           code="invalid_attachments")
-    text = data.get("text", "")
-    if not isinstance(text, str) or (not text.strip() and not ids):
-        raise InvalidInput("text must be a non-empty string (it may be empty when attachments are given)",
-                           code="empty_text")
-    return {"message": await tickets.add_message(hub, p, ticket_id, text, note=note, attachment_ids=ids)}
+@dataclass(frozen=True)
+class Action(Generic[F]):
+    """A ticket action: the model of its frame, and what it does (its result's data)."""
+
+    frame: type[F]
+    run: Callable[[Hub, Principal, F], Awaitable[dict[str, Any]]]
 
 
-async def _reply(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:
-    return await _message(hub, p, ticket_id, data, note=False)
+async def _reply(hub: Hub, p: Principal, f: MessageFrame) -> dict[str, Any]:
+    return {"message": await tickets.add_message(hub, p, f.ticket_id, f.text, note=False, attachment_ids=f.attachments)}
 
 
-async def _note(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:
-    return await _message(hub, p, ticket_id, data, note=True)
+async def _note(hub: Hub, p: Principal, f: MessageFrame) -> dict[str, Any]:
+    return {"message": await tickets.add_message(hub, p, f.ticket_id, f.text, note=True, attachment_ids=f.attachments)}
 
 
-async def _status(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:
-    return {"ticket": await tickets.update_ticket(hub, p, ticket_id, status=str(data.get("status")))}
+async def _status(hub: Hub, p: Principal, f: StatusFrame) -> dict[str, Any]:
+    return {"ticket": await tickets.update_ticket(hub, p, f.ticket_id, status=f.status)}
 
 
-async def _priority(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:
-    return {"ticket": await tickets.update_ticket(hub, p, ticket_id, priority=str(data.get("priority")))}
+async def _priority(hub: Hub, p: Principal, f: PriorityFrame) -> dict[str, Any]:
+    return {"ticket": await tickets.update_ticket(hub, p, f.ticket_id, priority=f.priority)}
 
 
-async def _tags(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:
-    def tag_list(name: str) -> list[str] | None:
-        value = data.get(name)
-        if value is not None and not isinstance(value, list):
-            raise InvalidInput(f"{name} must be a list of strings", code="invalid_tag")
-        return value
-
-    return {"ticket": await tickets.update_ticket(hub, p, ticket_id, tags=tag_list("tags"),
-                                                  add_tags=tag_list("add"), remove_tags=tag_list("remove"))}
+async def _tags(hub: Hub, p: Principal, f: TagsFrame) -> dict[str, Any]:
+    return {"ticket": await tickets.update_ticket(hub, p, f.ticket_id, tags=f.tags, add_tags=f.add,
+                                                  remove_tags=f.remove)}
 
 
-async def _transfer(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:
-    def opt_id(name: str) -> int | None:
-        value = data.get(name)
-        if value is None:
-            return None
-        if not _positive_id(value, MAX_ID):
-            raise InvalidInput(f"{name} must be a positive integer up to {MAX_ID}", code="invalid_id")
-        return value
-
-    return {"ticket": await tickets.transfer(hub, p, ticket_id, agent_id=opt_id("agent_id"),
-                                             group_id=opt_id("group_id"))}
+async def _transfer(hub: Hub, p: Principal, f: TransferFrame) -> dict[str, Any]:
+    return {"ticket": await tickets.transfer(hub, p, f.ticket_id, agent_id=f.agent_id, group_id=f.group_id)}
 
 
-async def _get(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:
-    return await tickets.get_ticket(hub, p, ticket_id)
+async def _get(hub: Hub, p: Principal, f: TicketFrame) -> dict[str, Any]:
+    return await tickets.get_ticket(hub, p, f.ticket_id)
 
 
-async def _claim(hub: Any, p: Principal, ticket_id: int, data: dict[str, Any]) -> Any:
-    return {"ticket": await tickets.claim(hub, p, ticket_id)}
+async def _claim(hub: Hub, p: Principal, f: TicketFrame) -> dict[str, Any]:
+    return {"ticket": await tickets.claim(hub, p, f.ticket_id)}
 
 
-ACTIONS = {
-    "reply": _reply, "note": _note, "status": _status, "priority": _priority, "tags": _tags,
-    "transfer": _transfer, "get_ticket": _get, "claim": _claim,
+ACTIONS: dict[str, Action[Any]] = {
+    "reply": Action(MessageFrame, _reply), "note": Action(MessageFrame, _note),
+    "status": Action(StatusFrame, _status), "priority": Action(PriorityFrame, _priority),
+    "tags": Action(TagsFrame, _tags), "transfer": Action(TransferFrame, _transfer),
+    "get_ticket": Action(TicketFrame, _get), "claim": Action(TicketFrame, _claim),
 }
 
 
@@ -288,9 +192,4 @@ ROUTES = RouteTable("agents")
 
 @ROUTES.websocket("/agent/ws", summary="The agent gateway (docs/agent-protocol.md)")
 async def agent_ws(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
-    ws = web.WebSocketResponse(max_msg_size=hub.settings.max_request_bytes, heartbeat=None)
-    await ws.prepare(request)
-    async with tracked(request, ws):
-        await AgentConnection(request, ws).run()
-    return ws
+    return await serve(request, lambda ws: AgentConnection(request, ws), heartbeat=None)

@@ -1,4 +1,7 @@
-"""Request bodies. Unknown fields are refused, so a typo is an error and not a silent no-op.
+"""Request bodies, and the agent gateway's frames (docs/agent-protocol.md), which share their fields.
+
+Unknown fields of a body are refused, so a typo is an error and not a silent no-op (frames ignore
+them, see :class:`web.schemas.Frame`).
 
 Types are strict: JSON's own types only, no coercion. Lax parsing turned ``true`` into the id 1
 and ``"7"`` into 7, so a client bug could transfer a ticket to agent 1 instead of being told.
@@ -7,11 +10,14 @@ Ids are bounded by what their columns hold (see :data:`core.models.MAX_ID`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import EmailStr, Field, ValidationInfo, field_validator, model_validator
 
-from web.schemas import AgentId, AttachmentId, CustomerId, GroupId, RuleId, Strict
+from core.attachments import MAX_PER_MESSAGE as MAX_ATTACHMENTS
+from core.models import MAX_BIG_ID
+from web.schemas import AgentId, AttachmentId, CustomerId, Frame, GroupId, RuleId, Strict, TicketId
 
 StatusName = Literal["new", "open", "pending", "solved", "closed"]
 PriorityName = Literal["low", "normal", "high", "urgent"]
@@ -24,11 +30,12 @@ class LoginBody(Strict):
     password: str = Field(min_length=1, max_length=1024)
 
 
-class MessageBody(Strict):
+class MessageFields(Strict):
+    """What an agent's message is, over HTTP (:class:`MessageBody`) and the gateway (:class:`MessageFrame`)."""
+
     # Declared before text, so text's check can see them: text may be empty only with attachments.
-    attachments: list[AttachmentId] = Field(default_factory=list, max_length=10)
+    attachments: list[AttachmentId] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
     text: str = Field(default="", validate_default=True)
-    kind: Literal["reply", "note"] = "reply"
 
     @field_validator("text")
     @classmethod
@@ -36,6 +43,10 @@ class MessageBody(Strict):
         if not value and not info.data.get("attachments"):
             raise ValueError("text is required (it may be empty only when attachments are given)")
         return value
+
+
+class MessageBody(MessageFields):
+    kind: Literal["reply", "note"] = "reply"
 
 
 class NewCustomer(Strict):
@@ -158,3 +169,58 @@ class CustomerPatch(Strict):
     email: EmailStr | None = None
     tags: list[str] | None = Field(default=None, max_length=50)
     attributes: dict[str, Any] | None = None
+
+
+# --- the agent gateway's frames (docs/agent-protocol.md) ---------------------------------------
+# Each maps a refused field to the code the protocol has always given it (see web.schemas.Frame).
+class Hello(Frame):
+    token: str = Field(min_length=1, max_length=512)
+    since: int | None = Field(default=None, ge=0, le=MAX_BIG_ID)
+    status: str | None = None  # online (anything else) or away
+
+
+class ActionFrame(Frame):
+    ref: Any = None  # the client's, echoed in the answer
+
+
+class TicketFrame(ActionFrame):
+    """A ticket action's envelope; get_ticket and claim are only this."""
+
+    codes: ClassVar[Mapping[str, str]] = {"ticket_id": "invalid_ticket_id"}
+    ticket_id: TicketId
+
+
+# The envelope last: it comes first in the fields (checked first) and its config (extra ignored) wins.
+class MessageFrame(MessageFields, TicketFrame):
+    """reply and note."""
+
+    codes: ClassVar[Mapping[str, str]] = {**TicketFrame.codes, "attachments": "invalid_attachments",
+                                          "text": "empty_text"}
+
+
+class StatusFrame(TicketFrame):
+    codes: ClassVar[Mapping[str, str]] = {**TicketFrame.codes, "status": "invalid_status"}
+    status: StatusName
+
+
+class PriorityFrame(TicketFrame):
+    codes: ClassVar[Mapping[str, str]] = {**TicketFrame.codes, "priority": "invalid_priority"}
+    priority: PriorityName
+
+
+class TagsFrame(TicketFrame):
+    # Not bounded here: core counts the tags once de-duplicated (too_many_tags), as it always has.
+    codes: ClassVar[Mapping[str, str]] = {**TicketFrame.codes, "tags": "invalid_tag", "add": "invalid_tag",
+                                          "remove": "invalid_tag"}
+    tags: list[Tag] | None = None
+    add: list[Tag] | None = None
+    remove: list[Tag] | None = None
+
+
+class TransferFrame(TransferBody, TicketFrame):
+    codes: ClassVar[Mapping[str, str]] = {**TicketFrame.codes, "agent_id": "invalid_id", "group_id": "invalid_id",
+                                          "": "transfer_target"}
+
+
+class PresenceFrame(PresenceBody, ActionFrame):
+    codes: ClassVar[Mapping[str, str]] = {"status": "invalid_presence"}

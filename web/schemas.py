@@ -8,7 +8,8 @@ bodies, the channels' bodies and the websocket frames all build on these.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,3 +27,18 @@ EventId = Annotated[int, Field(ge=0, le=MAX_BIG_ID)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
+
+
+class Frame(BaseModel):
+    """A client's websocket frame (web.sockets parses it with :func:`web.sockets.parse_frame`).
+
+    Strict like the bodies, but unknown fields are ignored, as the sockets always have: clients add
+    their own keys (the widget's hello carries the page it runs on) and a refusal would cut them off.
+    ``codes`` names the error code a socket's protocol gives a refused field ("" is the frame as a
+    whole, a model validator's refusal); any other refusal is a ``validation_error`` with details.
+    """
+
+    model_config = ConfigDict(strict=True, extra="ignore", str_strip_whitespace=False)
+    codes: ClassVar[Mapping[str, str]] = {}
+
+    type: str

@@ -1,15 +1,204 @@
-"""Websockets: the open sockets an application tracks, so shutdown closes them instead of waiting."""
+"""Websockets: the session every client socket runs (the agent gateway, the web chat customer
+socket), and the open sockets an application tracks, so shutdown closes them instead of waiting.
+
+A session is a hello first (one JSON text frame of type "hello" within a timeout, validated by a
+model), then frames dispatched by their "type", each answered or refused by a frame while the socket
+stays open; what the session sends goes through one writer task and a bounded queue, so a client
+that reads slowly never holds up whoever pushes (the bus, the frame loop). The protocols differ in
+what the hello does, how an error frame names the frame it refuses, and what happens to a client
+that falls behind; :class:`SocketSession` leaves those to its subclasses.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeVar
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from core.bus import Subscription
+from core.errors import DomainError, InvalidInput
+from web.http import HUB, check_strings, parse_json, validate
+from web.schemas import Frame
 
 logger = logging.getLogger(__name__)
 
 SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
+
+F = TypeVar("F", bound=Frame)
+H = TypeVar("H", bound=Frame)
+
+# Takes a frame (checked: a JSON object of storable strings) and what names it in answers; returns
+# the frame to send back, if any. A DomainError it raises becomes the session's error frame.
+Handler = Callable[[dict[str, Any], Any], Awaitable[dict[str, Any] | None]]
+
+
+def parse_frame(model: type[F], data: dict[str, Any]) -> F:
+    """``data`` validated by ``model``; a refused field gets the code the model's protocol gives it
+    (see :class:`web.schemas.Frame`), anything else a ``validation_error`` as HTTP bodies do."""
+    try:
+        return validate(model, data)
+    except InvalidInput as exc:
+        loc = exc.details[0]["loc"] if exc.details else []
+        code = model.codes.get(str(loc[0]) if loc else "")
+        if code is None:
+            raise
+        # The protocols document these codes as {code, message}, without validation details.
+        raise InvalidInput(exc.message, code=code) from None
+
+
+class SocketSession(Generic[H]):
+    """One client's socket: hello, frame loop, bounded writer. Subclasses set the class attributes,
+    implement :meth:`start`, add their frame types to ``handlers``, and may override the hooks
+    :meth:`reference`, :meth:`error_frame` and :meth:`heard`."""
+
+    name: ClassVar[str]  # for the log
+    hello_model: type[H]
+    hello_example: ClassVar[str]  # the first frame as the protocol writes it, for refusals
+    hello_timeout: ClassVar[float]
+    queue_size: ClassVar[int]
+    # A client this far behind is cut off with 4008 "too slow" (True; it reconnects and catches up
+    # from the database), or loses the live frames that do not fit (False; it reads them from history).
+    close_when_behind: ClassVar[bool]
+    internal_error_message: ClassVar[str]
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.subscription: Subscription | None = None  # closed when the session ends
+        self.handlers: dict[str, Handler] = {"ping": self._pong}
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=self.queue_size)
+        self._cut_off = False
+
+    # --- the hooks --------------------------------------------------------------------------
+    async def start(self, hello: H) -> None:
+        """Begin the session: subscribe, send the welcome (:meth:`send`). Raise a DomainError to refuse
+        the client: it gets an error frame and the socket closes."""
+        raise NotImplementedError
+
+    def reference(self, data: dict[str, Any]) -> Any:
+        """What names this frame in its answer (a client's ``ref``...); None when nothing does.
+        Taken before the frame's strings are checked, so even that refusal is named."""
+        return None
+
+    def error_frame(self, error: dict[str, Any], ref: Any) -> dict[str, Any]:
+        """The frame refusing a frame (``ref`` from :meth:`reference`); ``error`` is {code, message}."""
+        return {"type": "error", **error}
+
+    async def heard(self) -> None:
+        """Called for every text frame before it is handled (a heartbeat)."""
+
+    # --- outgoing ---------------------------------------------------------------------------
+    def push(self, frame: dict[str, Any]) -> None:
+        """Queue a frame for the writer; never waits (the bus calls this)."""
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            if not self.close_when_behind:
+                logger.info("%s client queue full; dropping live frame", self.name)
+            elif not self._cut_off:
+                self._cut_off = True
+                logger.warning("%s client too slow; closing it", self.name)
+                self._queue.get_nowait()
+                self._queue.put_nowait(None)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Send at once, ahead of the queue: the welcome, before the writer starts."""
+        await self.ws.send_str(json.dumps(frame, default=str))
+
+    async def _write(self) -> None:
+        while True:
+            frame = await self._queue.get()
+            if frame is None:
+                await self.ws.close(code=4008, message=b"too slow")
+                return
+            if self.ws.closed:
+                return
+            await self.send(frame)
+
+    # --- the session ------------------------------------------------------------------------
+    async def run(self) -> None:
+        writer: asyncio.Task[None] | None = None
+        try:
+            # Inside the try: a hello that fails after subscribing must not leave the subscription.
+            if not await self._hello():
+                await self.ws.close()
+                return
+            writer = asyncio.create_task(self._write())
+            async for msg in self.ws:
+                if msg.type == WSMsgType.BINARY:
+                    # Silence would leave the client waiting for an answer that never comes.
+                    self.push(self.error_frame({"code": "invalid_frame", "message": "frames are JSON text"}, None))
+                elif msg.type == WSMsgType.TEXT:
+                    await self.heard()
+                    await self._frame(msg.data)
+        finally:
+            if self.subscription is not None:
+                self.subscription.close()
+            if writer is not None:
+                writer.cancel()
+
+    async def _hello(self) -> bool:
+        try:
+            msg = await self.ws.receive(timeout=self.hello_timeout)
+        except TimeoutError:
+            await self.ws.send_json({"type": "error", "code": "hello_timeout", "message": "send hello first"})
+            return False
+        if msg.type == WSMsgType.BINARY:
+            await self.ws.send_json({"type": "error", "code": "hello_required",
+                                     "message": f"frames are JSON text; the first is {self.hello_example}"})
+            return False
+        if msg.type != WSMsgType.TEXT:  # closing, or the client's protocol error
+            return False
+        try:
+            data = parse_json(msg.data, "the hello frame")
+            if not isinstance(data, dict) or data.get("type") != "hello":
+                raise InvalidInput(f"the first frame must be {self.hello_example}", code="hello_required")
+            check_strings(data)
+            await self.start(parse_frame(self.hello_model, data))
+        except DomainError as exc:
+            await self.ws.send_json({"type": "error", **exc.to_dict()})
+            return False
+        return True
+
+    async def _frame(self, raw: str) -> None:
+        ref = None
+        answer: dict[str, Any] | None
+        try:
+            data = parse_json(raw, "a frame")
+            if not isinstance(data, dict):
+                raise InvalidInput("a frame is a JSON object", code="invalid_frame")
+            ref = self.reference(data)
+            check_strings(data)
+            kind = data.get("type")
+            handler = self.handlers.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                raise InvalidInput(f"unknown frame type {kind!r}", code="unknown_type")
+            answer = await handler(data, ref)
+        except DomainError as exc:
+            answer = self.error_frame(exc.to_dict(), ref)
+        except Exception:
+            logger.exception("%s frame failed", self.name)
+            answer = self.error_frame({"code": "internal_error", "message": self.internal_error_message}, ref)
+        if answer is not None:
+            self.push(answer)
+
+    async def _pong(self, data: dict[str, Any], ref: Any) -> dict[str, Any]:
+        return {"type": "pong"}
+
+
+async def serve(request: web.Request, session: Callable[[web.WebSocketResponse], SocketSession[Any]], *,
+                heartbeat: float | None) -> web.WebSocketResponse:
+    """Upgrade the request and run ``session(ws)`` on it, tracked (see :class:`tracked`). Frames are
+    bounded by the app's body limit: a larger one closes the socket with 1009."""
+    ws = web.WebSocketResponse(max_msg_size=request.app[HUB].settings.max_request_bytes, heartbeat=heartbeat)
+    await ws.prepare(request)
+    async with tracked(request, ws):
+        await session(ws).run()
+    return ws
 
 
 class tracked:

@@ -5,13 +5,11 @@ Protocol: connectors/webchat/README.md.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from connectors.webchat.connector import (
     WebchatConnector,
@@ -20,13 +18,13 @@ from connectors.webchat.connector import (
     new_visitor_id,
     visitor_topic,
 )
+from connectors.webchat.schemas import ChatHello, MessageFrame, PostMessageBody, clean
 from core.conversations import customer_history
-from core.errors import DomainError, InvalidInput
+from core.errors import InvalidInput
 from core.models import MAX_BIG_ID
 from web.api import RouteTable
-from web.http import HUB, check_strings, parse_json, read_json, strict_int, tenant_of, validate
-from web.schemas import Strict
-from web.sockets import tracked
+from web.http import HUB, read_json, strict_int, tenant_of, validate
+from web.sockets import SocketSession, parse_frame, serve
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +32,6 @@ STATIC = Path(__file__).parent / "static"
 HELLO_TIMEOUT = 15.0
 # Web chat endpoints carry no credentials (the visitor id is in the body), so any origin may call them.
 CORS = {"Access-Control-Allow-Origin": "*"}
-
-class PostMessageBody(Strict):
-    """The widget's HTTP fallback: the fields of a socket "message" frame plus who is writing.
-    Validated like every API body (unknown fields and wrong types are a validation_error naming
-    the field); the formats of visitor_id and client_id are checked as on the socket."""
-
-    visitor_id: str | None = None
-    client_id: str
-    text: str
-    name: str | None = None
-    email: str | None = None
-    language: str | None = None
 
 
 ROUTES = RouteTable("webchat", cors=True)
@@ -85,15 +71,14 @@ async def preflight(request: web.Request) -> web.Response:
 
 @ROUTES.route("POST", "/webchat/messages", auth=False, body=PostMessageBody,
               summary="A customer's message over HTTP (the widget's fallback when the socket is down)")
-
 async def post_message(request: web.Request) -> web.Response:
     tenant_id = tenant_of(request).id
     data = validate(PostMessageBody, await read_json(request))
     visitor_id = check_visitor(data.visitor_id or new_visitor_id())
     client_id = check_client_id(data.client_id)
     message = await connector_of(request).receive(tenant_id, visitor_id, client_id, data.text,
-                                                  name=_clean(data.name), email=_clean(data.email),
-                                                  language=_clean(data.language, 35))
+                                                  name=clean(data.name), email=clean(data.email),
+                                                  language=clean(data.language, 35))
     return web.json_response({"visitor_id": visitor_id, "message": message}, status=201,
                              headers=CORS)
 
@@ -117,105 +102,47 @@ async def history(request: web.Request) -> web.Response:
 @ROUTES.websocket("/webchat/ws", summary="The customer's websocket (docs: connectors/webchat/README.md)")
 async def websocket(request: web.Request) -> web.StreamResponse:
     tenant_id = tenant_of(request).id
-    ws = web.WebSocketResponse(max_msg_size=request.app[HUB].settings.max_request_bytes, heartbeat=30.0)
-    await ws.prepare(request)
-    async with tracked(request, ws):
-        await _serve_socket(connector_of(request), ws, tenant_id)
-    return ws
+    return await serve(request, lambda ws: VisitorSession(connector_of(request), ws, tenant_id), heartbeat=30.0)
 
 
-async def _serve_socket(conn: WebchatConnector, ws: web.WebSocketResponse, tenant_id: int
-                        ) -> web.WebSocketResponse:
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=500)
-    subscription = None
-    writer: asyncio.Task[None] | None = None
+class VisitorSession(SocketSession[ChatHello]):
+    name = "webchat"
+    hello_model = ChatHello
+    hello_example = '{"type": "hello", ...}'
+    hello_timeout = HELLO_TIMEOUT
+    queue_size = 500
+    close_when_behind = False  # a stuck browser catches up from history on reconnect
+    internal_error_message = "please try again"
 
-    def push(frame: dict[str, Any]) -> None:
-        try:
-            queue.put_nowait(frame)
-        except asyncio.QueueFull:  # a stuck browser: it catches up from history on reconnect
-            logger.info("webchat client queue full; dropping live frame")
+    def __init__(self, conn: WebchatConnector, ws: web.WebSocketResponse, tenant_id: int) -> None:
+        super().__init__(ws)
+        self.conn, self.tenant_id = conn, tenant_id
+        self.hello = ChatHello(type="hello")
+        self.visitor_id = ""
+        self.handlers["message"] = self.message
 
-    async def write() -> None:
-        while True:
-            frame = await queue.get()
-            await ws.send_str(json.dumps(frame, default=str))
+    async def start(self, hello: ChatHello) -> None:
+        self.hello, self.visitor_id = hello, hello.visitor_id or new_visitor_id()
+        self.subscription = self.conn.hub.bus.subscribe(visitor_topic(self.tenant_id, self.visitor_id), self.push)
+        history = await customer_history(self.conn.hub, self.tenant_id, self.conn.kind, self.visitor_id,
+                                         since=hello.since or 0)
+        await self.send({"type": "welcome", "visitor_id": self.visitor_id, "messages": history})
 
-    try:
-        try:
-            first = await ws.receive(timeout=HELLO_TIMEOUT)
-        except TimeoutError:
-            await ws.send_json({"type": "error", "code": "hello_timeout", "message": "send hello first"})
-            return ws
-        if first.type == WSMsgType.BINARY:
-            await ws.send_json({"type": "error", "code": "hello_required",
-                                "message": 'frames are JSON text; the first is {"type": "hello", ...}'})
-            return ws
-        if first.type != WSMsgType.TEXT:  # closing, or the client's protocol error
-            return ws
-        try:
-            hello = parse_json(first.data, "the hello frame")
-            if not isinstance(hello, dict) or hello.get("type") != "hello":
-                raise InvalidInput('the first frame must be {"type": "hello", ...}', code="hello_required")
-            check_strings(hello)
-            visitor_id = hello.get("visitor_id") or new_visitor_id()
-            check_visitor(visitor_id)
-            since = hello.get("since") or 0
-            if not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_BIG_ID:
-                raise InvalidInput("since must be a non-negative integer", code="invalid_since")
-        except DomainError as exc:
-            await ws.send_json({"type": "error", **exc.to_dict()})
-            return ws
-        name, email = _opt_str(hello, "name"), _opt_str(hello, "email")
-        language = _opt_str(hello, "language", 35)
-        subscription = conn.hub.bus.subscribe(visitor_topic(tenant_id, visitor_id), push)
-        history = await customer_history(conn.hub, tenant_id, conn.kind, visitor_id, since=since)
-        await ws.send_str(json.dumps({"type": "welcome", "visitor_id": visitor_id, "messages": history}))
-        writer = asyncio.create_task(write())
-        async for msg in ws:
-            if msg.type == WSMsgType.BINARY:
-                # Silence would leave the widget waiting for an ack that never comes.
-                push({"type": "error", "code": "invalid_frame", "message": "frames are JSON text"})
-                continue
-            if msg.type != WSMsgType.TEXT:
-                continue
-            client_id = None
-            try:
-                data = parse_json(msg.data, "a frame")
-                if not isinstance(data, dict):
-                    raise InvalidInput("a frame is a JSON object", code="invalid_frame")
-                kind = data.get("type")
-                if kind == "ping":
-                    push({"type": "pong"})
-                elif kind == "message":
-                    client_id = check_client_id(data.get("client_id"))
-                    check_strings(data)  # after client_id, so the refusal names the message
-                    message = await conn.receive(tenant_id, visitor_id, client_id, data.get("text"),
-                                                 name=name, email=email, language=language)
-                    push({"type": "ack", "client_id": client_id, "message": message})
-                else:
-                    raise InvalidInput(f"unknown frame type {kind!r}", code="unknown_type")
-            except DomainError as exc:
-                frame = {"type": "error", **exc.to_dict()}
-                if client_id is not None:
-                    frame["client_id"] = client_id
-                push(frame)
-            except Exception:
-                logger.exception("webchat frame failed")
-                push({"type": "error", "code": "internal_error", "message": "please try again"})
-    finally:
-        if subscription is not None:
-            subscription.close()
-        if writer is not None:
-            writer.cancel()
-    return ws
+    def reference(self, data: dict[str, Any]) -> Any:
+        # Checked before the text, so a refusal of the text names the message.
+        return check_client_id(data.get("client_id")) if data.get("type") == "message" else None
 
+    def error_frame(self, error: dict[str, Any], client_id: Any) -> dict[str, Any]:
+        frame = {"type": "error", **error}
+        # Not after a failure of ours: a message named in an error is given up by the widget, and
+        # unnamed it is sent again (same client_id, so stored once) when the socket reconnects.
+        if client_id is not None and error["code"] != "internal_error":
+            frame["client_id"] = client_id
+        return frame
 
-def _clean(value: Any, limit: int = 200) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return value.strip()[:limit]
-    return None
-
-
-def _opt_str(data: dict[str, Any], key: str, limit: int = 200) -> str | None:
-    return _clean(data.get(key), limit)
+    async def message(self, data: dict[str, Any], client_id: Any) -> dict[str, Any]:
+        frame = parse_frame(MessageFrame, data)
+        message = await self.conn.receive(self.tenant_id, self.visitor_id, frame.client_id, frame.text,
+                                          name=self.hello.name, email=self.hello.email,
+                                          language=self.hello.language)
+        return {"type": "ack", "client_id": frame.client_id, "message": message}
