@@ -35,6 +35,7 @@ from core.config import Settings
 from core.db import create_pg_database, drop_pg_database, migrate
 from core.hub import Hub
 from core.models import Agent, AgentGroup, Customer, Group, Tenant, Ticket, utcnow
+from routing.router import Router
 
 
 def pct(values: list[float], p: float) -> float:
@@ -123,7 +124,9 @@ async def main() -> None:
     # Time each batch commit, and when each ticket's assignment became durable.
     batch_times: list[float] = []
     decided_at: dict[int, float] = {}
-    original = hub.router.route_batch
+    router = hub.router
+    assert isinstance(router, Router)
+    original = router.route_batch
 
     async def timed_batch(tenant_id: int, limit: int = 500) -> Any:
         t0 = time.perf_counter()
@@ -133,7 +136,7 @@ async def main() -> None:
             batch_times.append(t1 - t0)
         return result
 
-    hub.router.route_batch = timed_batch  # type: ignore[method-assign]
+    router.route_batch = timed_batch  # type: ignore[method-assign]
     published: list[dict[str, Any]] = []
 
     async def capture(tenant_id: int, events: list[dict[str, Any]]) -> None:
@@ -152,7 +155,7 @@ async def main() -> None:
         if start == 0:
             await analyze(hub)
         t0 = time.perf_counter()
-        await hub.router.route_tenant(tid)
+        await router.route_tenant(tid)
         routing_time += time.perf_counter() - t0
 
     latencies = [(decided_at[t] - arrivals[t]) * 1000 for t in arrivals if t in decided_at]

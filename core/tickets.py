@@ -432,11 +432,9 @@ async def update_ticket(
             new = transitions.check_status(old, status)
             changes["status"] = {"from": old, "to": new.value}
             if transitions.is_reopen(old, new):
-                change = transitions.reopen(ticket, by=Reopener.AGENT)
-                # Kept as it was: the status is flushed as open before the slot is taken, so the
-                # agent's per-channel count includes this very ticket.
-                ticket.status = new
-                await _make(session, ticket, change)
+                # The slot is taken while the ticket is still solved, so the agent's per-channel count
+                # does not include this very ticket (transitions: capacity first, fields after).
+                await _make(session, ticket, transitions.reopen(ticket, by=Reopener.AGENT))
                 if ticket.assignee_id != agent:
                     changes["assignee_id"] = {"from": agent, "to": None}
                 # Back to routing (no agent, or theirs had no room): the router should run.

@@ -248,6 +248,23 @@ async def test_per_channel_capacity_and_oldest_first(tenant: TenantInfo) -> None
     assert me["load"] == 2  # the last chat and the phone ticket
 
 
+async def test_an_agent_reopening_their_only_chat_keeps_it_under_a_channel_cap(tenant: TenantInfo) -> None:
+    # The reopened ticket itself must not count against the agent's per-channel cap: with
+    # {"webchat": 1} and no other chat, their reopen gives the ticket back to them.
+    admin = await admin_of(tenant)
+    agent = await tenant.add_agent(capacity=5)
+    await admin.api("PATCH", f"/api/v1/agents/{agent.id}", {"channel_capacity": {"webchat": 1}})
+    client = await tenant.signed_in(agent)
+    await write(tenant, "my only chat")
+    ticket = (await routed(admin, "my only chat"))["ticket"]
+    assert ticket["assignee_id"] == agent.id
+    await client.set_status(ticket["id"], "solved")
+    reopened = await client.set_status(ticket["id"], "open")
+    assert (reopened["status"], reopened["assignee_id"]) == ("open", agent.id)
+    me = (await client.api("GET", "/api/v1/me"))["agent"]
+    assert me["load"] == 1
+
+
 async def test_overflow_after_the_wait(tenant: TenantInfo) -> None:
     admin = await admin_of(tenant)
     first_line = await tenant.add_group("first line")
