@@ -91,11 +91,6 @@ class Outbox:
                 retry_when=lambda retries, exc: retries < MAX_ATTEMPTS,
             )(self._deliver_on_hub_loop)
 
-    @property
-    def local(self) -> bool:
-        """Deliveries run as tasks on this hub's loop (the embedded mode)."""
-        return self._broker is None
-
     def start(self, *, worker: bool, threads: int | None = None) -> None:
         """Begin taking deliveries in this process: always in the embedded mode; with Redis only
         when ``worker`` (dramatiq worker threads consuming the shared queue)."""
@@ -152,7 +147,13 @@ class Outbox:
         loop = self._loop
         if loop is None or loop.is_closed():
             raise RetryLater("this process's hub is not running")
-        outcome = asyncio.run_coroutine_threadsafe(deliver(self.hub, outbox_id), loop).result()
+        future = asyncio.run_coroutine_threadsafe(deliver(self.hub, outbox_id), loop)
+        try:
+            # A delivery that outlasts its claim is taken over by another try anyway.
+            outcome = future.result(timeout=2 * CLAIM_SECONDS)
+        except TimeoutError:
+            future.cancel()
+            raise RetryLater(f"outbox {outbox_id} took longer than its claim; retrying") from None
         if outcome == "retry":
             raise RetryLater(f"outbox {outbox_id} will be retried")
 
