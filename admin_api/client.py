@@ -31,6 +31,11 @@ class HubError(Exception):
 Item = dict[str, Any]
 
 
+def new_client_id() -> str:
+    """A fresh client id for one action (web chat's messages and agents' replies and notes)."""
+    return uuid.uuid4().hex
+
+
 async def _wait_until(
     changed: asyncio.Condition, items: Callable[[], list[Item]], predicate: Callable[[Item], bool], timeout: float
 ) -> Item:
@@ -150,19 +155,27 @@ class AgentClient(_Base):
 
     async def _read(self) -> None:
         assert self.ws is not None
-        async for msg in self.ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            frame = json.loads(msg.data)
-            kind = frame.get("type")
-            if kind == "event":
-                self._take(frame["event"])
-            elif kind == "result" and frame.get("ref") in self._results:
-                self._results.pop(frame["ref"]).set_result(frame)
-            elif kind == "error":
-                self.errors.append(frame)
-            async with self._changed:
-                self._changed.notify_all()
+        try:
+            async for msg in self.ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                frame = json.loads(msg.data)
+                kind = frame.get("type")
+                if kind == "event":
+                    self._take(frame["event"])
+                elif kind == "result" and frame.get("ref") in self._results:
+                    self._results.pop(frame["ref"]).set_result(frame)
+                elif kind == "error":
+                    self.errors.append(frame)
+                async with self._changed:
+                    self._changed.notify_all()
+        finally:
+            # The socket is gone: an action still waiting will get no result on it (a reply with a
+            # client id can be retried on the next socket, see reply()).
+            results, self._results = self._results, {}
+            for fut in results.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionResetError("the agent socket closed before the result"))
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         assert self.ws is not None, "connect() first"
@@ -179,13 +192,37 @@ class AgentClient(_Base):
             raise HubError(400, err.get("code", "?"), err.get("message", ""))
         return frame["data"]
 
-    async def reply(self, ticket_id: int, text: str, *, attachments: list[int] | None = None) -> dict[str, Any]:
-        extra: dict[str, Any] = {"attachments": attachments} if attachments else {}
-        return (await self.action("reply", ticket_id=ticket_id, text=text, **extra))["message"]
+    async def reply(self, ticket_id: int, text: str, *, attachments: list[int] | None = None,
+                    client_id: str | None = None, retries: int = 0) -> dict[str, Any]:
+        """Reply to the customer. It carries a client id (generated unless given), so a retry
+        stores nothing twice: with ``retries``, a socket that dies before the result came (or a
+        result that never comes) is reconnected and the same reply sent again."""
+        return await self._message("reply", ticket_id, text, attachments, client_id, retries)
 
-    async def note(self, ticket_id: int, text: str, *, attachments: list[int] | None = None) -> dict[str, Any]:
-        extra: dict[str, Any] = {"attachments": attachments} if attachments else {}
-        return (await self.action("note", ticket_id=ticket_id, text=text, **extra))["message"]
+    async def note(self, ticket_id: int, text: str, *, attachments: list[int] | None = None,
+                   client_id: str | None = None, retries: int = 0) -> dict[str, Any]:
+        """An internal note; retried as :meth:`reply` is."""
+        return await self._message("note", ticket_id, text, attachments, client_id, retries)
+
+    async def _message(self, kind: str, ticket_id: int, text: str, attachments: list[int] | None,
+                       client_id: str | None, retries: int) -> dict[str, Any]:
+        fields: dict[str, Any] = {"ticket_id": ticket_id, "text": text, "client_id": client_id or new_client_id()}
+        if attachments:
+            fields["attachments"] = attachments
+        for attempt in range(retries + 1):
+            try:
+                if self.ws is None or self.ws.closed:
+                    await self.reconnect()
+                return (await self.action(kind, **fields))["message"]
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def reconnect(self) -> dict[str, Any]:
+        """Drop the socket (if any) and open a new one; it catches up from :attr:`last_event_id`."""
+        await self.disconnect()
+        return await self.connect()
 
     async def upload(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> dict[str, Any]:
         """Upload a file to attach to replies and notes: {id, name, content_type, size, url}."""
@@ -252,7 +289,7 @@ class VisitorClient(_Base):
 
     async def send(self, text: str, client_id: str | None = None) -> str:
         assert self.ws is not None, "connect() first"
-        client_id = client_id or uuid.uuid4().hex
+        client_id = client_id or new_client_id()
         await self.ws.send_json({"type": "message", "client_id": client_id, "text": text})
         return client_id
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -38,7 +37,7 @@ from core.presence import heartbeat, set_presence
 from core.seats import profile
 from web.api import RouteTable
 from web.http import HUB, tenant_of
-from web.sockets import SocketSession, parse_frame, serve
+from web.sockets import RecentIds, SocketSession, parse_frame, serve
 
 logger = logging.getLogger(__name__)
 
@@ -62,26 +61,17 @@ class AgentConnection(SocketSession[Hello]):
         self.hub = request.app[HUB]
         self.tenant = tenant_of(request)
         self.principal: Principal | None = None
-        self.seen: deque[int] = deque(maxlen=4096)
-        self.seen_set: set[int] = set()
+        self.seen = RecentIds()
         self.last_beat = 0.0
         # The agent's groups: which waiting tickets' events they see (refreshed with heartbeats).
         self.groups: frozenset[int] = frozenset()
         self.handlers.update({"presence": self.presence, **dict.fromkeys(ACTIONS, self.act)})
 
     # --- events -----------------------------------------------------------------------------
-    def _mark(self, event_id: int) -> bool:
-        if event_id in self.seen_set:
-            return False
-        if len(self.seen) == self.seen.maxlen:
-            self.seen_set.discard(self.seen[0])
-        self.seen.append(event_id)
-        self.seen_set.add(event_id)
-        return True
-
     def on_event(self, event: dict[str, Any]) -> None:
         assert self.principal is not None
-        if visible_to(event, self.principal.agent_id, self.principal.sees_all, self.groups) and self._mark(event["id"]):
+        p = self.principal
+        if visible_to(event, p.agent_id, p.sees_all, self.groups) and self.seen.mark(event["id"]):
             self.push({"type": "event", "event": event})
 
     # --- the session's hooks ----------------------------------------------------------------
@@ -96,7 +86,7 @@ class AgentConnection(SocketSession[Hello]):
         self.last_beat = time.monotonic()
         last_id, open_tickets = await snapshot(self.hub, principal)
         missed = await missed_events(self.hub, principal, hello.since, self.groups) if hello.since is not None else []
-        missed = [e for e in missed if self._mark(e["id"])]
+        missed = [e for e in missed if self.seen.mark(e["id"])]
         await self.send({
             "type": "welcome", "agent": await profile(self.hub, principal), "last_event_id": last_id,
             "tickets": open_tickets, "events": missed,
@@ -147,11 +137,13 @@ class Action(Generic[F]):
 
 
 async def _reply(hub: Hub, p: Principal, f: MessageFrame) -> dict[str, Any]:
-    return {"message": await tickets.add_message(hub, p, f.ticket_id, f.text, note=False, attachment_ids=f.attachments)}
+    return {"message": await tickets.add_message(hub, p, f.ticket_id, f.text, note=False, attachment_ids=f.attachments,
+                                                 client_id=f.client_id)}
 
 
 async def _note(hub: Hub, p: Principal, f: MessageFrame) -> dict[str, Any]:
-    return {"message": await tickets.add_message(hub, p, f.ticket_id, f.text, note=True, attachment_ids=f.attachments)}
+    return {"message": await tickets.add_message(hub, p, f.ticket_id, f.text, note=True, attachment_ids=f.attachments,
+                                                 client_id=f.client_id)}
 
 
 async def _status(hub: Hub, p: Principal, f: StatusFrame) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pydantic import EmailStr, Field, ValidationInfo, field_validator, model_val
 
 from core.attachments import MAX_PER_MESSAGE as MAX_ATTACHMENTS
 from core.models import MAX_BIG_ID
-from web.schemas import AgentId, AttachmentId, CustomerId, Frame, GroupId, RuleId, Strict, TicketId
+from web.schemas import AgentId, AttachmentId, ClientId, CustomerId, Frame, GroupId, RuleId, Strict, TicketId
 
 StatusName = Literal["new", "open", "pending", "solved", "closed"]
 PriorityName = Literal["low", "normal", "high", "urgent"]
@@ -33,6 +33,8 @@ class LoginBody(Strict):
 class MessageFields(Strict):
     """What an agent's message is, over HTTP (:class:`MessageBody`) and the gateway (:class:`MessageFrame`)."""
 
+    # The client's key for this message: a retry with the same one returns the first message.
+    client_id: ClientId | None = None
     # Declared before text, so text's check can see them: text may be empty only with attachments.
     attachments: list[AttachmentId] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
     text: str = Field(default="", validate_default=True)
@@ -56,6 +58,8 @@ class NewCustomer(Strict):
 
 class CreateTicketBody(Strict):
     text: str = Field(min_length=1)
+    # Keys the ticket's first message: a retry with the same one returns the ticket made first.
+    client_id: ClientId | None = None
     subject: str | None = Field(default=None, max_length=500)
     customer_id: CustomerId | None = None
     customer: NewCustomer | None = None
@@ -195,7 +199,7 @@ class MessageFrame(MessageFields, TicketFrame):
     """reply and note."""
 
     codes: ClassVar[Mapping[str, str]] = {**TicketFrame.codes, "attachments": "invalid_attachments",
-                                          "text": "empty_text"}
+                                          "text": "empty_text", "client_id": "invalid_client_id"}
 
 
 class StatusFrame(TicketFrame):

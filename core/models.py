@@ -307,6 +307,9 @@ class Message(TenantScoped, Base):
     __table_args__ = (
         # core.ingest is idempotent on (tenant, channel, channel message id) for what comes in.
         UniqueConstraint("tenant_id", "channel", "direction", "channel_message_id"),
+        # core.tickets is idempotent on (tenant, agent, client id) for what agents write: a retried
+        # reply or note returns the first one (NULLs, messages without a client id, never collide).
+        UniqueConstraint("tenant_id", "author_agent_id", "client_id"),
         Index("ix_messages_ticket_id_id", "ticket_id", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -318,6 +321,8 @@ class Message(TenantScoped, Base):
     body: Mapped[str] = mapped_column(Text)
     attachments: Mapped[list[Any]] = mapped_column(default=list)
     channel_message_id: Mapped[str | None] = mapped_column(String(255))
+    # The agent client's key for the action that wrote it (docs/agent-protocol.md, "Retrying").
+    client_id: Mapped[str | None] = mapped_column(String(100))
     delivery_state: Mapped[str | None] = mapped_column(String(20))
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -9,11 +9,12 @@ does), so concurrent operations cannot deadlock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import attachments, transitions
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from core.hub import Hub
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_TAGS = 50
 MAX_TAG_LENGTH = 64
@@ -182,6 +185,7 @@ async def _add_agent_message(
     log: EventLog,
     outcome: _Outcome,
     files: list[dict[str, Any]] | None = None,
+    client_id: str | None = None,
 ) -> dict[str, Any]:
     now = utcnow()
     outbound = direction == Direction.OUTBOUND
@@ -201,6 +205,7 @@ async def _add_agent_message(
         body=text,
         attachments=files or [],
         delivery_state=DeliveryState.PENDING if outbound else None,
+        client_id=client_id,
         created_at=now,
     )
     session.add(message)
@@ -235,27 +240,92 @@ async def _add_agent_message(
     return mdict
 
 
+@dataclass(frozen=True)
+class _First:
+    """What an agent's earlier action with the same client id wrote: its message and ticket."""
+
+    message: dict[str, Any]  # its ticket_id and direction tell a retry from a reuse
+    ticket: dict[str, Any]
+    created_by_agent_id: int | None
+
+
+async def _first(hub: Hub, principal: Principal, client_id: str | None) -> _First | None:
+    """The message this agent already wrote with ``client_id``, if any (idempotency of retries:
+    a reply whose result was lost with its socket is sent again with the same client id)."""
+    if client_id is None:
+        return None
+    async with hub.db.read(principal.tenant_id) as session:
+        row = (
+            await session.execute(
+                select(Message, Ticket, Customer, Agent)
+                .join(Ticket, Ticket.id == Message.ticket_id)
+                .join(Customer, Customer.id == Ticket.customer_id)
+                .outerjoin(Agent, Agent.id == Message.author_agent_id)
+                .where(Message.author_agent_id == principal.agent_id, Message.client_id == client_id)
+            )
+        ).one_or_none()
+    if row is None:
+        return None
+    message, ticket, customer, agent = row
+    return _First(message=message_dict(message, agent=agent, customer=customer),
+                  ticket=ticket_dict(ticket, customer), created_by_agent_id=ticket.created_by_agent_id)
+
+
+def _reused(client_id: str) -> Conflict:
+    return Conflict(f"client_id {client_id!r} was already used for another action; use a new one for each "
+                    "message and the same one only to retry it", code="client_id_reused")
+
+
+async def _idempotent(
+    hub: Hub, principal: Principal, client_id: str | None, write: Callable[[], Awaitable[T]],
+    replay: Callable[[_First], T],
+) -> T:
+    """Run ``write`` once per (agent, client id): a retry gets ``replay`` of what the first wrote,
+    also when the two race (on different processes) and the unique key refuses the second."""
+    first = await _first(hub, principal, client_id)
+    if first is not None:
+        return replay(first)
+    try:
+        return await write()
+    except IntegrityError:
+        first = await _first(hub, principal, client_id)
+        if first is None:
+            raise
+        return replay(first)
+
+
 async def add_message(hub: Hub, principal: Principal, ticket_id: int, text: str, *, note: bool,
-                      attachment_ids: Sequence[int] = ()) -> dict[str, Any]:
+                      attachment_ids: Sequence[int] = (), client_id: str | None = None) -> dict[str, Any]:
     """An agent's reply to the customer (delivered through the outbox) or an internal note, with
-    files uploaded before (core.attachments); the text may be empty when there is a file."""
+    files uploaded before (core.attachments); the text may be empty when there is a file. With a
+    ``client_id``, a retry returns the message the first try stored and stores nothing."""
     text = check_text(text, hub.settings.max_message_bytes)
     if not text.strip() and not attachment_ids:
         raise InvalidInput("text must not be empty (it may be only when the message has attachments)",
                            code="empty_text")
-    outcome = _Outcome()
-    async with hub.db.session(principal.tenant_id) as session:
-        ticket, customer = await _ticket_for_change(session, principal, ticket_id)
-        files = await attachments.for_message(session, attachment_ids)
-        log = EventLog(session)
-        mdict = await _add_agent_message(
-            session, principal, ticket, customer, direction=Direction.NOTE if note else Direction.OUTBOUND,
-            text=text, log=log, outcome=outcome, files=files,
-        )
-        await session.flush()
-        outcome.events = await log.flush()
-    await _finish(hub, principal.tenant_id, outcome)
-    return mdict
+    direction = Direction.NOTE if note else Direction.OUTBOUND
+
+    def replay(first: _First) -> dict[str, Any]:
+        if first.message["ticket_id"] != ticket_id or first.message["direction"] != direction:
+            raise _reused(str(client_id))
+        return first.message
+
+    async def write() -> dict[str, Any]:
+        outcome = _Outcome()
+        async with hub.db.session(principal.tenant_id) as session:
+            ticket, customer = await _ticket_for_change(session, principal, ticket_id)
+            files = await attachments.for_message(session, attachment_ids)
+            log = EventLog(session)
+            mdict = await _add_agent_message(
+                session, principal, ticket, customer, direction=direction,
+                text=text, log=log, outcome=outcome, files=files, client_id=client_id,
+            )
+            await session.flush()
+            outcome.events = await log.flush()
+        await _finish(hub, principal.tenant_id, outcome)
+        return mdict
+
+    return await _idempotent(hub, principal, client_id, write, replay)
 
 
 async def _check_agent(session: AsyncSession, agent_id: int) -> Agent:
@@ -301,13 +371,36 @@ async def create_ticket(
     group_id: int | None = None,
     priority: str = Priority.NORMAL,
     tags: list[str] | None = None,
+    client_id: str | None = None,
 ) -> dict[str, Any]:
     """A ticket made by hand (a phone call, a walk-in). With ``channel`` the text goes out to the
-    customer on it; without, the ticket is a "manual" one and the text is its first internal note."""
+    customer on it; without, the ticket is a "manual" one and the text is its first internal note.
+    With a ``client_id`` (it keys that first message), a retry returns the ticket made first."""
     text = check_text(text, hub.settings.max_message_bytes)
     if not text.strip():
         raise InvalidInput("text must not be empty", code="empty_text")
     clean_tags = _clean_tags(tags or [])
+
+    def replay(first: _First) -> dict[str, Any]:
+        if first.created_by_agent_id != principal.agent_id:
+            raise _reused(str(client_id))
+        return first.ticket
+
+    async def write() -> dict[str, Any]:
+        return await _create_ticket(hub, principal, text=text, subject=subject, customer_id=customer_id,
+                                    customer_name=customer_name, customer_email=customer_email, channel=channel,
+                                    assignee_id=assignee_id, group_id=group_id, priority=priority,
+                                    tags=clean_tags, client_id=client_id)
+
+    return await _idempotent(hub, principal, client_id, write, replay)
+
+
+async def _create_ticket(
+    hub: Hub, principal: Principal, *, text: str, subject: str | None, customer_id: int | None,
+    customer_name: str | None, customer_email: str | None, channel: str | None, assignee_id: int | None,
+    group_id: int | None, priority: str, tags: list[str], client_id: str | None,
+) -> dict[str, Any]:
+    clean_tags = tags
     outcome = _Outcome()
     tenant_id = principal.tenant_id
     async with hub.db.session(tenant_id) as session:
@@ -359,6 +452,7 @@ async def create_ticket(
         await _add_agent_message(
             session, principal, ticket, customer,
             direction=Direction.OUTBOUND if channel else Direction.NOTE, text=text, log=log, outcome=outcome,
+            client_id=client_id,
         )
         await session.flush()
         outcome.events = await log.flush()

@@ -23,6 +23,10 @@ CustomerId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
 TicketId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
 AttachmentId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
 EventId = Annotated[int, Field(ge=0, le=MAX_BIG_ID)]
+# A client's key for what it sends, so a retry stores nothing twice: web chat's customer messages
+# and agents' replies, notes and hand-made tickets.
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+ClientId = Annotated[str, Field(pattern=CLIENT_ID_PATTERN)]
 
 
 class Strict(BaseModel):

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -35,6 +36,29 @@ H = TypeVar("H", bound=Frame)
 # Takes a frame (checked: a JSON object of storable strings) and what names it in answers; returns
 # the frame to send back, if any. A DomainError it raises becomes the session's error frame.
 Handler = Callable[[dict[str, Any], Any], Awaitable[dict[str, Any] | None]]
+
+
+class RecentIds:
+    """The ids a socket has already sent (the latest ``size``), so what is published twice (a
+    redelivery, or the backlog overlapping the live stream) reaches its client once."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._order: deque[int] = deque(maxlen=size)
+        self._set: set[int] = set()
+
+    def mark(self, item_id: int) -> bool:
+        """True the first time ``item_id`` is seen, False for a repeat."""
+        if item_id in self._set:
+            return False
+        if len(self._order) == self._order.maxlen:
+            self._set.discard(self._order[0])
+        self._order.append(item_id)
+        self._set.add(item_id)
+        return True
+
+    def mark_all(self, item_ids: Iterable[int]) -> None:
+        for item_id in item_ids:
+            self.mark(item_id)
 
 
 def parse_frame(model: type[F], data: dict[str, Any]) -> F:

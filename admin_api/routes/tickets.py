@@ -58,7 +58,7 @@ async def create_ticket(request: web.Request) -> web.Response:
         customer_name=data.customer.name if data.customer else None,
         customer_email=str(data.customer.email) if data.customer and data.customer.email else None,
         channel=data.channel, assignee_id=data.assignee_id, group_id=data.group_id, priority=data.priority,
-        tags=data.tags,
+        tags=data.tags, client_id=data.client_id,
     )
     return web.json_response({"ticket": ticket}, status=201)
 
@@ -91,7 +91,7 @@ async def add_message(request: web.Request) -> web.Response:
     ticket_id = int_param(request, "ticket_id")
     data = await body(request, MessageBody)
     message = await tickets.add_message(hub, principal, ticket_id, data.text, note=data.kind == "note",
-                                        attachment_ids=data.attachments)
+                                        attachment_ids=data.attachments, client_id=data.client_id)
     return web.json_response({"message": message}, status=201)
 
 

@@ -16,11 +16,12 @@ from core.channels import Connector, InboundMessage, OutboundMessage
 from core.errors import InvalidInput
 from core.ingest import ingest
 from core.serialize import iso
+from web.schemas import CLIENT_ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
 VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
 
 
 def visitor_topic(tenant_id: int, visitor_id: str) -> str:

@@ -24,7 +24,7 @@ from core.errors import InvalidInput
 from core.models import MAX_BIG_ID
 from web.api import RouteTable
 from web.http import HUB, read_json, strict_int, tenant_of, validate
-from web.sockets import SocketSession, parse_frame, serve
+from web.sockets import RecentIds, SocketSession, parse_frame, serve
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +119,26 @@ class VisitorSession(SocketSession[ChatHello]):
         self.conn, self.tenant_id = conn, tenant_id
         self.hello = ChatHello(type="hello")
         self.visitor_id = ""
+        # The messages this socket has sent: delivery is at least once (the outbox sends again
+        # after a crash between the publication and its record), and a reply is in the history as
+        # soon as it is stored, so one message can be published twice or come both ways.
+        self.sent = RecentIds()
         self.handlers["message"] = self.message
 
     async def start(self, hello: ChatHello) -> None:
         self.hello, self.visitor_id = hello, hello.visitor_id or new_visitor_id()
-        self.subscription = self.conn.hub.bus.subscribe(visitor_topic(self.tenant_id, self.visitor_id), self.push)
+        self.subscription = self.conn.hub.bus.subscribe(visitor_topic(self.tenant_id, self.visitor_id), self.live)
         history = await customer_history(self.conn.hub, self.tenant_id, self.conn.kind, self.visitor_id,
                                          since=hello.since or 0)
+        self.sent.mark_all(m["id"] for m in history)
         await self.send({"type": "welcome", "visitor_id": self.visitor_id, "messages": history})
+
+    def live(self, frame: dict[str, Any]) -> None:
+        """A publication on the visitor's topic: each message once per socket."""
+        message = frame.get("message")
+        if frame.get("type") == "message" and isinstance(message, dict) and not self.sent.mark(message["id"]):
+            return
+        self.push(frame)
 
     def reference(self, data: dict[str, Any]) -> Any:
         # Checked before the text, so a refusal of the text names the message.
@@ -145,4 +157,5 @@ class VisitorSession(SocketSession[ChatHello]):
         message = await self.conn.receive(self.tenant_id, self.visitor_id, frame.client_id, frame.text,
                                           name=self.hello.name, email=self.hello.email,
                                           language=self.hello.language)
+        self.sent.mark(message["id"])
         return {"type": "ack", "client_id": frame.client_id, "message": message}
