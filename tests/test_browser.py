@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PASSWORD, Server, TenantInfo, make_tenant
+from tests.conftest import PASSWORD, Server, TenantInfo, eventually, make_tenant
+from tests.test_idempotent_actions import crash_after_publishing, redelivered
 
 CHROMIUM = os.environ.get("CHANNELHUB_CHROMIUM", "/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
@@ -185,3 +186,33 @@ async def test_console_sends_and_shows_attachments(browser: Any, local_tenant: T
     await console.screenshot(path=str(tmp_path / "console-attachment.png"))
     await console_ctx.close()
     await shop_ctx.close()
+
+
+async def test_widget_shows_a_reply_once_when_it_is_delivered_twice(browser: Any, local_tenant: TenantInfo,
+                                                                   settings: Any, tmp_path: Path) -> None:
+    """Delivery is at least once: after a crash between publishing a reply and recording it, the
+    outbox sends it again. The page was reloaded meanwhile (a new socket, which never sent that
+    reply: the widget had it already), so the second copy reaches the browser; it shows it once."""
+    agent = await local_tenant.add_agent(name="Li Na")
+    client = await local_tenant.signed_in(agent)
+    ctx, shop = await _customer_writes(browser, origin(local_tenant), "Has my order shipped?")
+    created = await client.wait_event(lambda e: e["kind"] == "message.created")
+    reply = await client.reply(created["ticket_id"], "Yes, it left this morning")
+    await client.wait_event(lambda e: e["kind"] == "message.delivery" and e["message_id"] == reply["id"])
+    await shop.wait_for_selector(f".chw-msg.chw-outbound[data-id='{reply['id']}']")
+
+    await shop.reload()
+    await shop.click("#chw-launcher")
+    await shop.wait_for_selector("#chw-status:has-text('online')")
+    await crash_after_publishing(settings, local_tenant.id, reply["id"])
+
+    async def again() -> bool:
+        return await redelivered(settings, local_tenant.id, reply["id"])
+
+    await eventually(again, timeout=20)
+    # Frames keep their order on the socket: once the next reply shows, the copy has arrived too.
+    marker = await client.reply(created["ticket_id"], "Anything else?")
+    await shop.wait_for_selector(f".chw-msg.chw-outbound[data-id='{marker['id']}']")
+    assert await shop.locator(".chw-msg.chw-outbound:has-text('it left this morning')").count() == 1
+    await shop.screenshot(path=str(tmp_path / "widget-once.png"))
+    await ctx.close()

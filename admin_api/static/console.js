@@ -575,6 +575,11 @@
     return data.attachment.id;
   }
 
+  // A message's client id, kept while it is unconfirmed: sending the same message again (after
+  // "No answer from the server", or a socket that dropped) reuses it, so the hub stores it once.
+  let unconfirmed = null; // { key, clientId }
+  const newClientId = () => `c${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+
   async function submitText(type) {
     const text = ui.replyText.value.trim();
     const files = [...ui.attachFile.files];
@@ -582,10 +587,13 @@
     if ((!text && !files.length) || id == null) return;
     setBusy(true);
     ui.viewError.textContent = '';
+    const key = JSON.stringify([type, id, text, files.map((f) => [f.name, f.size])]);
+    if (!unconfirmed || unconfirmed.key !== key) unconfirmed = { key, clientId: newClientId() };
     try {
-      const frame = { type, ticket_id: id, text };
+      const frame = { type, ticket_id: id, text, client_id: unconfirmed.clientId };
       if (files.length) frame.attachments = await Promise.all(files.map(upload));
       const data = await action(frame);
+      if (unconfirmed && unconfirmed.key === key) unconfirmed = null;
       if (ui.replyText.value.trim() === text) ui.replyText.value = '';
       ui.attachFile.value = '';
       if (data.message && state.selectedId === id) addThreadMessage(data.message);
