@@ -7,6 +7,7 @@ nothing twice."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -108,6 +109,12 @@ async def test_retried_http_messages_and_tickets_are_stored_once(tenant: TenantI
     # The same id over the socket answers with what HTTP stored.
     by_socket = await agent.reply(ticket_id, "Yes, within 30 days", client_id=cid)
     assert by_socket["id"] == first["message"]["id"]
+
+    # Retries racing each other (a client that gave up too soon): still one message.
+    racing = {"text": "Racing retries", "client_id": f"{cid}-race"}
+    answers = await asyncio.gather(*(agent.api("POST", path, racing) for _ in range(5)))
+    assert len({a["message"]["id"] for a in answers}) == 1
+    assert len(await _messages(agent, ticket_id, "Racing retries")) == 1
 
     # A ticket made by hand, retried: the first ticket, and only one.
     body = {"text": "Called about an invoice", "customer": {"name": "Wu Fang"}, "client_id": f"{cid}-t"}
