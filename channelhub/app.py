@@ -25,6 +25,7 @@ from routing.router import Router
 from web.api import Api, RouteTable
 from web.channels import ChannelSpec
 from web.http import API, HUB, RESOLVER, errors_middleware, tenancy_middleware
+from web.serving import Limits
 from web.sockets import SOCKETS, close_sockets
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
+
+
+def limits(settings: Settings) -> Limits:
+    """What bounds slow and stuck clients, for the runner that serves the application."""
+    return Limits(header_timeout=settings.header_timeout, keepalive_timeout=settings.keepalive_timeout,
+                  max_connections_per_address=settings.max_connections_per_address)
 
 
 def create_app(settings: Settings | None = None, channels: Sequence[ChannelSpec] = CHANNELS) -> web.Application:
