@@ -24,7 +24,7 @@ from core.tenancy import TenantResolver
 from routing.router import Router
 from web.api import Api, RouteTable
 from web.channels import ChannelSpec
-from web.http import API, HUB, RESOLVER, errors_middleware, tenancy_middleware
+from web.http import API, HUB, OVERLOAD, RESOLVER, errors_middleware, tenancy_middleware
 from web.serving import Limits
 from web.sockets import SOCKETS, close_sockets
 
@@ -59,6 +59,9 @@ async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str
             await job()
         except asyncio.CancelledError:
             raise
+        except OVERLOAD as exc:
+            # No database connection came free in time: the next round tries again.
+            logger.warning("periodic job %s skipped: overloaded (%s)", name, type(exc).__name__)
         except Exception:
             logger.exception("periodic job %s failed", name)
 

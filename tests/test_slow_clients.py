@@ -27,7 +27,7 @@ from tests.conftest import Server, TenantInfo, eventually, start_server
 @pytest.fixture
 async def strict_server(settings: Settings) -> AsyncIterator[Server]:
     """A server of its own with short header and idle timeouts and a small per-address cap."""
-    srv = await start_server(replace(settings, header_timeout=0.5, keepalive_timeout=1.0,
+    srv = await start_server(replace(settings, header_timeout=0.5, keepalive_timeout=1.0, read_timeout=0.5,
                                      max_connections_per_address=3))
     yield srv
     await srv.runner.cleanup()
@@ -67,6 +67,22 @@ async def test_slowloris_connection_is_dropped(strict_server: Server) -> None:
     # A client that sends a whole request in time is served as before.
     async with aiohttp.ClientSession() as http, http.get(f"{strict_server.url}/healthz") as resp:
         assert resp.status == 200
+
+
+async def test_slow_body_is_refused(strict_server: Server, tenant: TenantInfo) -> None:
+    """A whole head, then a body that stops arriving (slow POST): 408, not a handler held forever."""
+    reader, writer = await _open(strict_server.port)
+    writer.write((f"POST /webchat/messages HTTP/1.1\r\nHost: {tenant.domain}\r\nContent-Type: application/json\r\n"
+                  "Content-Length: 200\r\n\r\n{\"text\": ").encode())
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        body = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
+        assert body["error"]["code"] == "request_timeout"
+    finally:
+        writer.close()
 
 
 async def test_silent_connection_is_dropped(strict_server: Server) -> None:
