@@ -24,7 +24,8 @@ from core.tenancy import TenantResolver
 from routing.router import Router
 from web.api import Api, RouteTable
 from web.channels import ChannelSpec
-from web.http import API, HUB, RESOLVER, errors_middleware, tenancy_middleware
+from web.http import API, HUB, OVERLOAD, RESOLVER, errors_middleware, tenancy_middleware
+from web.serving import Limits
 from web.sockets import SOCKETS, close_sockets
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str
             await job()
         except asyncio.CancelledError:
             raise
+        except OVERLOAD as exc:
+            # No database connection came free in time: the next round tries again.
+            logger.warning("periodic job %s skipped: overloaded (%s)", name, type(exc).__name__)
         except Exception:
             logger.exception("periodic job %s failed", name)
 
@@ -107,6 +111,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
+
+
+def limits(settings: Settings) -> Limits:
+    """What bounds slow and stuck clients, for the runner that serves the application."""
+    return Limits(header_timeout=settings.header_timeout, keepalive_timeout=settings.keepalive_timeout,
+                  max_connections_per_address=settings.max_connections_per_address)
 
 
 def create_app(settings: Settings | None = None, channels: Sequence[ChannelSpec] = CHANNELS) -> web.Application:

@@ -81,16 +81,14 @@ channelhub is running in the embedded mode (database: {settings.database_url})
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from channelhub.app import create_app
+    from channelhub.app import create_app, limits
+    from web import serving
 
     if args.migrate or args.demo:
         asyncio.run(_with_db(settings, migrate))
     if args.demo:
         asyncio.run(_with_db(settings, lambda db: _ensure_demo(db, settings)))
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, shutdown_timeout=5,
-                access_log=None, print=lambda *_: logger.info("serving on http://%s:%s", settings.host, settings.port))
+    serving.run(create_app(settings), limits(settings), settings.host, settings.port)
     return 0
 
 

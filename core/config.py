@@ -49,6 +49,15 @@ class Settings:
     worker_threads: int = 4
     # PostgreSQL connections per process (and as many again in bursts); mind max_connections.
     db_pool_size: int = 10
+    # How long a request waits for a free database connection before it is answered 503 busy.
+    db_pool_timeout: float = 30.0
+    # Slow and stuck clients (web.serving): the time to send a whole request head, the keep-alive
+    # idle time, the time a request body may take between two chunks, and the open connections one
+    # address may hold (0: no cap; behind a load balancer raise it or turn it off).
+    header_timeout: float = 15.0
+    keepalive_timeout: float = 75.0
+    read_timeout: float = 30.0
+    max_connections_per_address: int = 256
     queue_namespace: str = "channelhub"
     # Largest text of one message, in bytes of UTF-8 (documented in docs/api.md).
     max_message_bytes: int = 16 * 1024
@@ -97,6 +106,11 @@ class Settings:
             embedded_worker=env_bool(get("EMBEDDED_WORKER"), default=redis_url is None),
             worker_threads=int(get("WORKER_THREADS") or defaults.worker_threads),
             db_pool_size=int(get("DB_POOL_SIZE") or defaults.db_pool_size),
+            db_pool_timeout=float(get("DB_POOL_TIMEOUT") or defaults.db_pool_timeout),
+            header_timeout=float(get("HEADER_TIMEOUT") or defaults.header_timeout),
+            keepalive_timeout=float(get("KEEPALIVE_TIMEOUT") or defaults.keepalive_timeout),
+            read_timeout=float(get("READ_TIMEOUT") or defaults.read_timeout),
+            max_connections_per_address=int(get("MAX_CONNECTIONS_PER_ADDRESS") or defaults.max_connections_per_address),
             queue_namespace=get("QUEUE_NAMESPACE") or defaults.queue_namespace,
             max_message_bytes=int(get("MAX_MESSAGE_BYTES") or defaults.max_message_bytes),
             max_request_bytes=int(get("MAX_REQUEST_BYTES") or defaults.max_request_bytes),

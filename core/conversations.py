@@ -19,7 +19,9 @@ MAX_HISTORY = 200
 async def customer_history(
     hub: Hub, tenant_id: int, channel: str, external_id: str, *, since: int = 0, limit: int = MAX_HISTORY
 ) -> list[dict[str, Any]]:
-    """The latest ``limit`` customer-visible messages after ``since``, oldest first."""
+    """Customer-visible messages after ``since``, oldest first: with no ``since``, the latest
+    ``limit`` (a conversation opened afresh); after one, the first ``limit`` (a client catching up
+    pages on with the last id it got, and skips nothing however far behind it was)."""
     async with hub.db.read(tenant_id) as session:
         rows = (
             await session.execute(
@@ -34,9 +36,10 @@ async def customer_history(
                     Message.id > since,
                     Message.direction.in_((Direction.INBOUND, Direction.OUTBOUND)),
                 )
-                .order_by(Message.id.desc())
+                .order_by(Message.id.asc() if since else Message.id.desc())
                 .limit(limit)
             )
         ).all()
+    ordered = rows if since else list(reversed(rows))
     return [{**public_message(message_dict(m, agent=a)),
-             "attachments": for_customer(hub.settings, tenant_id, m.attachments or [])} for m, a in reversed(rows)]
+             "attachments": for_customer(hub.settings, tenant_id, m.attachments or [])} for m, a in ordered]

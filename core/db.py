@@ -143,11 +143,13 @@ class _InlineConnection(aiosqlite.Connection):
         return fn(*args, **kwargs)
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
+def _sqlite_engine(url: str, *, immediate: bool, pool: dict[str, Any]) -> AsyncEngine:
     parsed = make_url(url)
     database = parsed.database or ":memory:"
     if database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        pool = {}  # one connection per thread: nothing to size
     if immediate:
         def connector() -> sqlite3.Connection:
             return sqlite3.connect(database, timeout=30, check_same_thread=False)
@@ -155,9 +157,9 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
         async def inline() -> aiosqlite.Connection:
             return await _InlineConnection(connector, iter_chunk_size=64)
 
-        engine = create_async_engine(url, async_creator=inline)
+        engine = create_async_engine(url, async_creator=inline, **pool)
     else:
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **pool)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -180,15 +182,17 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
 class Database:
     """The engines and session factories of one process (or one dramatiq event loop)."""
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10, pool_timeout: float = 30.0) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # A request that finds every connection taken waits pool_timeout, then fails with
+        # sqlalchemy.exc.TimeoutError, which the HTTP and socket edges answer as busy (503).
+        pool: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size, "pool_timeout": pool_timeout}
         if self.is_sqlite:
-            self.engine = _sqlite_engine(url, immediate=True)
-            self.read_engine = _sqlite_engine(url, immediate=False)
+            self.engine = _sqlite_engine(url, immediate=True, pool=pool)
+            self.read_engine = _sqlite_engine(url, immediate=False, pool=pool)
         else:
-            self.engine = create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size,
-                                              pool_pre_ping=True)
+            self.engine = create_async_engine(url, echo=echo, pool_pre_ping=True, **pool)
             self.read_engine = self.engine
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)

@@ -53,6 +53,19 @@ class TooLarge(DomainError):
     code = "too_large"
 
 
+class Busy(DomainError):
+    """Overload: nothing was done; try again after ``retry_after`` seconds (503 with Retry-After)."""
+
+    status = 503
+    code = "busy"
+    retry_after = 1
+
+
+class RequestTimeout(DomainError):
+    status = 408
+    code = "request_timeout"
+
+
 class UnknownTenant(NotFound):
     code = "unknown_tenant"
 

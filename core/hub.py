@@ -49,7 +49,8 @@ class Hub:
     def __init__(self, settings: Settings, channels: Sequence[ChannelInfo], *,
                  router: Callable[[Hub], RouterPort], bus: Bus | None = None) -> None:
         self.settings = settings
-        self.db = Database(settings.database_url, pool_size=settings.db_pool_size)
+        self.db = Database(settings.database_url, pool_size=settings.db_pool_size,
+                           pool_timeout=settings.db_pool_timeout)
         self.bus: Bus = bus if bus is not None else make_bus(settings.redis_url, settings.queue_namespace)
         self.channels: dict[str, ChannelInfo] = {c.kind: c for c in channels}
         # Tickets of live chats go back to routing when their agent drops (routing.router).

@@ -18,13 +18,14 @@ from aiohttp import web
 from sqlalchemy.engine import make_url
 
 from admin_api.client import AgentClient, VisitorClient
-from channelhub.app import create_app
+from channelhub.app import create_app, limits
 from connectors.registry import CHANNELS
 from connectors.wechat.settings import WeChatSettings
 from core import seats
 from core.config import Settings
 from core.db import Database, create_pg_database, drop_pg_database, migrate
 from tests.wechat.platform import StandIn
+from web import serving
 from web.channels import ChannelSpec
 
 PG_URL = os.environ.get("CHANNELHUB_TEST_DATABASE_URL")
@@ -74,16 +75,15 @@ class Server:
     url: str
     port: int
     settings: Settings
-    runner: web.AppRunner
+    runner: serving.GuardedRunner
     app: web.Application
 
 
 async def start_server(settings: Settings, channels: Sequence[ChannelSpec] = CHANNELS) -> Server:
     port = free_port()
     app = create_app(replace(settings, port=port), channels)
-    runner = web.AppRunner(app, shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    # The runner `channelhub serve` uses, with its limits on slow and stuck clients.
+    runner = await serving.start(app, limits(settings), "127.0.0.1", port, shutdown_timeout=2)
     return Server(f"http://127.0.0.1:{port}", port, settings, runner, app)
 
 

@@ -3,16 +3,18 @@ agent, request bodies validated by pydantic schemas, and strict ids from paths a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 from typing import Any, TypeVar
 
+import sqlalchemy.exc
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from core.auth import Principal, authenticate
-from core.errors import DomainError, Forbidden, InvalidInput, TooLarge, UnknownTenant
+from core.errors import Busy, DomainError, Forbidden, InvalidInput, RequestTimeout, TooLarge, UnknownTenant
 from core.hub import Hub
 from core.models import MAX_BIG_ID
 from core.tenancy import TenantRef, TenantResolver
@@ -38,6 +40,24 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
     return web.json_response({"error": body}, status=status)
 
 
+# Overload below us: no database connection came free within the pool timeout (SQLAlchemy's
+# "QueuePool limit ... reached"). Nothing was done, so the client may simply try again.
+OVERLOAD = (sqlalchemy.exc.TimeoutError,)
+
+
+def as_busy(exc: BaseException) -> Busy:
+    """The domain error an overload becomes, at the HTTP and socket edges alike."""
+    logger.warning("overloaded (%s): answering busy", type(exc).__name__)
+    return Busy("the service is busy; try again shortly")
+
+
+def domain_response(exc: DomainError) -> web.Response:
+    response = web.json_response({"error": exc.to_dict()}, status=exc.status)
+    if isinstance(exc, Busy):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _errors_as_json(request, handler)
@@ -52,7 +72,14 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     try:
         return await handler(request)
     except DomainError as exc:
-        return web.json_response({"error": exc.to_dict()}, status=exc.status)
+        return domain_response(exc)
+    except OVERLOAD as exc:
+        return domain_response(as_busy(exc))
+    except ConnectionResetError:
+        # The client went away (aiohttp's "Cannot write to closing transport"): not an error of ours,
+        # and there is no one left to answer.
+        logger.debug("client went away during %s %s", request.method, request.path)
+        raise
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "request_too_large", "the request body is too large")
     except web.HTTPException as exc:
@@ -99,7 +126,11 @@ async def read_json(request: web.Request) -> Any:
     hub = request.app[HUB]
     if request.content_length is not None and request.content_length > hub.settings.max_request_bytes:
         raise TooLarge(f"request body over {hub.settings.max_request_bytes} bytes", code="request_too_large")
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(hub.settings.read_timeout):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {hub.settings.read_timeout}s") from None
     if not raw:
         raise InvalidInput("a JSON body is required", code="invalid_json")
     data = parse_json(raw, "the body")
@@ -109,12 +140,21 @@ async def read_json(request: web.Request) -> Any:
 
 async def read_file_body(request: web.Request, limit: int, *, code: str, what: str) -> bytes:
     """A raw body of at most ``limit`` bytes, read as it streams in (the app's JSON body limit does
-    not apply): refused at once when its Content-Length says more, else as soon as it grows past."""
+    not apply): refused at once when its Content-Length says more, else as soon as it grows past.
+    A large file may take long; what is bounded is the wait for each next chunk (read_timeout)."""
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"{what} is larger than {limit} bytes", code=code)
+    timeout = request.app[HUB].settings.read_timeout
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await request.content.read(64 * 1024)
+        except TimeoutError:
+            raise RequestTimeout(f"{what} stopped arriving for {timeout}s") from None
+        if not chunk:
+            break
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"{what} is larger than {limit} bytes", code=code)

@@ -23,7 +23,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from core.bus import Subscription
 from core.errors import DomainError, InvalidInput
-from web.http import HUB, check_strings, parse_json, validate
+from web.http import HUB, OVERLOAD, as_busy, check_strings, parse_json, validate
 from web.schemas import Frame
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ class SocketSession(Generic[H]):
     # A client this far behind is cut off with 4008 "too slow" (True; it reconnects and catches up
     # from the database), or loses the live frames that do not fit (False; it reads them from history).
     close_when_behind: ClassVar[bool]
+    # How long a client cut off may take to read the close frame before its connection is dropped.
+    cut_off_grace: ClassVar[float] = 5.0
     internal_error_message: ClassVar[str]
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
@@ -96,6 +98,9 @@ class SocketSession(Generic[H]):
         self.handlers: dict[str, Handler] = {"ping": self._pong}
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=self.queue_size)
         self._cut_off = False
+        self._writer: asyncio.Task[None] | None = None
+        self._cutting: asyncio.Task[None] | None = None
+        self.transport: asyncio.Transport | None = None  # set by serve(), to drop a stuck client
 
     # --- the hooks --------------------------------------------------------------------------
     async def start(self, hello: H) -> None:
@@ -118,6 +123,8 @@ class SocketSession(Generic[H]):
     # --- outgoing ---------------------------------------------------------------------------
     def push(self, frame: dict[str, Any]) -> None:
         """Queue a frame for the writer; never waits (the bus calls this)."""
+        if self._cut_off:
+            return  # being closed as too slow: it reads everything from the database when it is back
         try:
             self._queue.put_nowait(frame)
         except asyncio.QueueFull:
@@ -126,22 +133,37 @@ class SocketSession(Generic[H]):
             elif not self._cut_off:
                 self._cut_off = True
                 logger.warning("%s client too slow; closing it", self.name)
-                self._queue.get_nowait()
-                self._queue.put_nowait(None)
+                # Nothing queued is sent any more: the client reads it all from the database when it
+                # reconnects, and a writer stuck on a client that reads nothing must not hold the close.
+                while not self._queue.empty():
+                    self._queue.get_nowait()
+                self._cutting = asyncio.get_running_loop().create_task(self._cut())
+
+    async def _cut(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+        try:
+            async with asyncio.timeout(self.cut_off_grace):
+                await self.ws.close(code=4008, message=b"too slow")
+        except (TimeoutError, ConnectionResetError):
+            logger.info("%s client cut off without reading the close; dropping the connection", self.name)
+            if self.transport is not None:
+                self.transport.abort()
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Send at once, ahead of the queue: the welcome, before the writer starts."""
         await self.ws.send_str(json.dumps(frame, default=str))
 
     async def _write(self) -> None:
-        while True:
-            frame = await self._queue.get()
-            if frame is None:
-                await self.ws.close(code=4008, message=b"too slow")
-                return
-            if self.ws.closed:
-                return
-            await self.send(frame)
+        try:
+            while True:
+                frame = await self._queue.get()
+                if frame is None or self.ws.closed:
+                    return
+                await self.send(frame)
+        except ConnectionResetError:
+            # The client went away ("Cannot write to closing transport"): the frame loop ends too.
+            logger.debug("%s client went away while we wrote to it", self.name)
 
     # --- the session ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -151,7 +173,7 @@ class SocketSession(Generic[H]):
             if not await self._hello():
                 await self.ws.close()
                 return
-            writer = asyncio.create_task(self._write())
+            writer = self._writer = asyncio.create_task(self._write())
             async for msg in self.ws:
                 if msg.type == WSMsgType.BINARY:
                     # Silence would leave the client waiting for an answer that never comes.
@@ -204,6 +226,8 @@ class SocketSession(Generic[H]):
             answer = await handler(data, ref)
         except DomainError as exc:
             answer = self.error_frame(exc.to_dict(), ref)
+        except OVERLOAD as exc:
+            answer = self.error_frame(as_busy(exc).to_dict(), ref)
         except Exception:
             logger.exception("%s frame failed", self.name)
             answer = self.error_frame({"code": "internal_error", "message": self.internal_error_message}, ref)
@@ -221,7 +245,9 @@ async def serve(request: web.Request, session: Callable[[web.WebSocketResponse],
     ws = web.WebSocketResponse(max_msg_size=request.app[HUB].settings.max_request_bytes, heartbeat=heartbeat)
     await ws.prepare(request)
     async with tracked(request, ws):
-        await session(ws).run()
+        s = session(ws)
+        s.transport = request.transport
+        await s.run()
     return ws
 
 
@@ -246,6 +272,9 @@ class tracked:
         self.sockets.discard(self.ws)
         if not isinstance(exc, Exception):  # no error, or a cancellation that must go on
             return False
+        if isinstance(exc, ConnectionResetError):  # the client went away: not an error of ours
+            logger.debug("websocket client went away: %s", exc)
+            return True
         logger.error("websocket handler failed", exc_info=(type(exc), exc, tb))
         if not self.ws.closed:
             await self.ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")

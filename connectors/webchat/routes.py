@@ -111,7 +111,9 @@ class VisitorSession(SocketSession[ChatHello]):
     hello_example = '{"type": "hello", ...}'
     hello_timeout = HELLO_TIMEOUT
     queue_size = 500
-    close_when_behind = False  # a stuck browser catches up from history on reconnect
+    # Cut off with 4008 "too slow" rather than dropping frames it would never know it missed (an
+    # ack among them): the widget reconnects with `since` and reads what it missed from history.
+    close_when_behind = True
     internal_error_message = "please try again"
 
     def __init__(self, conn: WebchatConnector, ws: web.WebSocketResponse, tenant_id: int) -> None:

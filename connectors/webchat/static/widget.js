@@ -21,6 +21,8 @@
   const CONNECT_TIMEOUT = 10000;
   const FALLBACK_AFTER = 5000; // socket down this long: send queued messages over HTTP
   const BACKOFF_MIN = 500, BACKOFF_MAX = 10000;
+  const BUSY_RETRY = 1000;     // a message refused as busy is sent again after about this long
+  const HISTORY_PAGE = 200;    // messages the server returns at most per welcome or history call
   const CACHE_LIMIT = 100;     // messages kept in localStorage to redraw the chat on reload
 
   // ---- storage (throws in sandboxed frames and some privacy modes)
@@ -262,6 +264,13 @@ ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};colo
     saveCache();
   }
 
+  function retryLater(clientId) {
+    setTimeout(() => {
+      const p = pending.get(clientId);
+      if (p && ready) transmit(clientId, p); // else the next welcome resends it
+    }, BUSY_RETRY / 2 + Math.random() * BUSY_RETRY);
+  }
+
   function fail(clientId, reason) {
     const p = pending.get(clientId);
     if (!p) return;
@@ -337,7 +346,9 @@ ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};colo
       case 'message': receive([f.message], true); break;
       case 'ack': confirm(f.client_id, f.message); break;
       case 'error':
-        if (f.client_id && pending.has(f.client_id)) fail(f.client_id, f.message || f.code);
+        // busy: the server was overloaded and stored nothing; the same client_id is sent again.
+        if (f.code === 'busy' && f.client_id && pending.has(f.client_id)) retryLater(f.client_id);
+        else if (f.client_id && pending.has(f.client_id)) fail(f.client_id, f.message || f.code);
         else flashError(f.message || f.code || 'Something went wrong');
         break;
       default: break; // pong, or a frame type this version does not know
@@ -364,6 +375,8 @@ ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};colo
       }
     }
     receive(list_, true);
+    // A full page: more may wait after it (a socket cut off as too slow); page on from `since`.
+    if (list_.length >= HISTORY_PAGE) httpChain = httpChain.then(catchUp).catch(() => {});
     setStatus('online', 'online');
     clearInterval(pingTimer);
     pingTimer = setInterval(ping, PING_EVERY);
@@ -412,6 +425,17 @@ ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};colo
       } else {
         return; // server trouble: try again later
       }
+    }
+  }
+
+  async function catchUp() {
+    for (;;) {
+      const url = `${ORIGIN}/webchat/history?visitor_id=${encodeURIComponent(visitorId)}&since=${since}`;
+      const res = await fetch(url, { signal: AbortSignal.timeout(10000) });
+      if (!res.ok) return;
+      const page = (await res.json()).messages || [];
+      receive(page, true);
+      if (page.length < HISTORY_PAGE) return;
     }
   }
 
