@@ -8,6 +8,8 @@ from typing import Any
 class DomainError(Exception):
     status = 400
     code = "bad_request"
+    # Seconds after which trying again may succeed: sent as Retry-After.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
         super().__init__(message)
@@ -51,6 +53,15 @@ class Conflict(DomainError):
 class TooLarge(DomainError):
     status = 413
     code = "too_large"
+
+
+class TooManyRequests(DomainError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
 
 
 class UnknownTenant(NotFound):

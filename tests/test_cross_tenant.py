@@ -310,13 +310,14 @@ async def probe_login(w: World) -> None:
     # The same credentials signed in at home when the world was built: the refusals are about tenancy.
 
 
-async def probe_logout(w: World) -> None:
-    # Signing out on B's domain neither works nor revokes anything: the token still works at home.
-    assert_error(await w.call("POST", "/api/v1/auth/logout", host=w.b.domain), 401, "invalid_token")
-    assert_error(await w.call("POST", "/api/v1/auth/logout", host=w.a.domain, token=w.b.admin_token),
-                 401, "invalid_token")
-    assert (await w.call("GET", "/api/v1/me")).status == 200
-    assert (await w.call("GET", "/api/v1/me", side=w.b)).status == 200
+def probe_sign_out(path: str) -> Probe:
+    async def probe(w: World) -> None:
+        # Signing out on B's domain neither works nor revokes anything: the token still works at home.
+        assert_error(await w.call("POST", path, host=w.b.domain), 401, "invalid_token")
+        assert_error(await w.call("POST", path, host=w.a.domain, token=w.b.admin_token), 401, "invalid_token")
+        assert (await w.call("GET", "/api/v1/me")).status == 200
+        assert (await w.call("GET", "/api/v1/me", side=w.b)).status == 200
+    return probe
 
 
 async def probe_me(w: World) -> None:
@@ -922,7 +923,8 @@ async def probe_kf_callback(w: World) -> None:
 CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/auth/login"): Case(probe_login,
                                          lambda w: {"email": w.a.admin.email, "password": PASSWORD}),
-    ("POST", "/api/v1/auth/logout"): Case(probe_logout),
+    ("POST", "/api/v1/auth/logout"): Case(probe_sign_out("/api/v1/auth/logout")),
+    ("POST", "/api/v1/auth/logout-all"): Case(probe_sign_out("/api/v1/auth/logout-all")),
     ("GET", "/api/v1/me"): Case(probe_me),
     ("PUT", "/api/v1/me/presence"): Case(probe_presence, lambda w: {"status": "online"}),
     ("GET", "/api/v1/agents"): Case(probe_list_agents),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from typing import Any, TypeVar
 
@@ -52,7 +53,8 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     try:
         return await handler(request)
     except DomainError as exc:
-        return web.json_response({"error": exc.to_dict()}, status=exc.status)
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if exc.retry_after is not None else None
+        return web.json_response({"error": exc.to_dict()}, status=exc.status, headers=headers)
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "request_too_large", "the request body is too large")
     except web.HTTPException as exc:

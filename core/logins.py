@@ -1,0 +1,214 @@
+"""Sign-in, throttled: failures are counted per account (tenant and e-mail) and per address (tenant
+and IP) over a window; past a limit the key is locked out for a while that doubles with each further
+failure, and an attempt on a locked key is refused with 429 before any password is hashed. The
+lockout is announced in the login log (outcome ``locked``), each refused attempt too (``throttled``).
+
+The counts live in Redis when it is configured, else they are read from the login log itself, so
+every process sees the same ones either way. They are kept by e-mail, not by agent, and an unknown
+or disabled account is hashed against a dummy, so neither the answers nor their timing tell an
+outsider whether an account exists. At most ``login_hash_concurrency`` argon2 checks run at once
+in a process: a flood of sign-ins queues for them instead of taking every thread the event loop's
+other work needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.auth import DUMMY_HASH, token_digest, verify_password
+from core.config import Settings
+from core.errors import TooManyRequests, Unauthorized
+from core.models import Agent, AuthToken, LoginLog, utcnow
+
+if TYPE_CHECKING:
+    from core.db import Database
+
+logger = logging.getLogger(__name__)
+
+# The outcomes that count as failures; "throttled" (refused unchecked) and "locked" do not.
+FAILED = ("bad_password", "unknown_user", "disabled")
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A key's failures in the window and when the last one was."""
+
+    failures: int = 0
+    last: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: str  # "account" or "address"
+    tenant_id: int
+    value: str  # the e-mail or the address
+
+
+class TallyStore(Protocol):
+    async def tally(self, session: AsyncSession, key: Key, since: datetime) -> Tally: ...
+
+    async def failed(self, key: Key, at: datetime, window: float) -> None: ...
+
+    async def reset(self, key: Key) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LogTallies:
+    """The counts read from the login log (no Redis): the rows are written anyway, by every process."""
+
+    async def tally(self, session: AsyncSession, key: Key, since: datetime) -> Tally:
+        column = LoginLog.email if key.kind == "account" else LoginLog.ip
+        scope = (LoginLog.tenant_id == key.tenant_id, column == key.value)
+        if key.kind == "account":  # a success starts the account's count again
+            last_ok = (await session.execute(
+                select(func.max(LoginLog.created_at)).where(*scope, LoginLog.outcome == "success",
+                                                            LoginLog.created_at > since)
+            )).scalar()
+            since = max(since, last_ok) if last_ok is not None else since
+        failures, last = (await session.execute(
+            select(func.count(), func.max(LoginLog.created_at))
+            .where(*scope, LoginLog.outcome.in_(FAILED), LoginLog.created_at > since)
+        )).one()
+        return Tally(int(failures), last)
+
+    async def failed(self, key: Key, at: datetime, window: float) -> None:
+        """Nothing to do: the failure's log row is the count."""
+
+    async def reset(self, key: Key) -> None:
+        """Nothing to do: the success's log row resets the count."""
+
+    async def close(self) -> None:
+        pass
+
+
+class RedisTallies:
+    """The counts in Redis: one hash per key (failures, last), expiring a window after the last failure."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self.url, self.prefix = url, f"{namespace}:login"
+        self._client: Any = None
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            import redis.asyncio as aioredis
+
+            self._client = aioredis.from_url(self.url)
+        return self._client
+
+    def _name(self, key: Key) -> str:
+        return f"{self.prefix}:{key.kind}:{key.tenant_id}:{token_digest(key.value)}"
+
+    async def tally(self, session: AsyncSession, key: Key, since: datetime) -> Tally:
+        failures, last = await self._redis().hmget(self._name(key), "n", "last")
+        if failures is None:
+            return Tally()
+        return Tally(int(failures), datetime.fromisoformat(last.decode()) if last else None)
+
+    async def failed(self, key: Key, at: datetime, window: float) -> None:
+        name = self._name(key)
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.hincrby(name, "n", 1)
+            pipe.hset(name, "last", at.isoformat())
+            pipe.expire(name, max(1, int(window)))
+            await pipe.execute()
+
+    async def reset(self, key: Key) -> None:
+        await self._redis().delete(self._name(key))
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class LoginGuard:
+    """One per hub: signs agents in, throttled; ``clock`` decides lockouts (tests may move it)."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store: TallyStore = (RedisTallies(settings.redis_url, settings.queue_namespace)
+                                  if settings.redis_url else LogTallies())
+        self._hashing = asyncio.Semaphore(max(1, settings.login_hash_concurrency))
+
+    def _limit(self, key: Key) -> int:
+        s = self.settings
+        return s.login_account_failures if key.kind == "account" else s.login_address_failures
+
+    def locked_for(self, key: Key, tally: Tally, now: datetime) -> float:
+        """Seconds the key stays locked out (0 when it is not): the base lockout at the limit,
+        doubled for each failure past it, capped."""
+        limit = self._limit(key)
+        if tally.failures < limit or tally.last is None:
+            return 0.0
+        s = self.settings
+        lockout = min(s.login_lockout_seconds * 2 ** min(tally.failures - limit, 32), s.login_lockout_max_seconds)
+        return max(0.0, (tally.last - now).total_seconds() + float(lockout))
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        # argon2 is deliberately slow (tens of milliseconds of CPU): off the event loop, and bounded.
+        async with self._hashing:
+            return await asyncio.to_thread(verify_password, password_hash, password)
+
+    async def sign_in(self, db: Database, tenant_id: int, email: str, password: str, *, ip: str | None,
+                      user_agent: str | None, ttl: timedelta) -> tuple[str, Agent]:
+        """Check the password and issue a token; every attempt is logged, whatever its outcome.
+        Raises TooManyRequests for a locked-out account or address, Unauthorized for a failure."""
+        email = email.strip().lower()[:320]
+        keys = [Key("account", tenant_id, email)] + ([Key("address", tenant_id, ip)] if ip else [])
+        now = self.clock()
+        since = now - timedelta(seconds=self.settings.login_window_seconds)
+        # Reads only: the password is hashed outside any write transaction (SQLite has one writer).
+        async with db.read(tenant_id) as session:
+            tallies = [await self.store.tally(session, key, since) for key in keys]
+            wait = max(self.locked_for(key, tally, now) for key, tally in zip(keys, tallies, strict=True))
+            agent = None if wait else (await session.execute(
+                select(Agent).where(Agent.tenant_id == tenant_id, Agent.email == email))).scalar_one_or_none()
+
+        def log(outcome: str) -> LoginLog:
+            return LoginLog(tenant_id=tenant_id, agent_id=agent.id if agent else None, email=email, ip=ip,
+                            user_agent=(user_agent or "")[:500] or None, outcome=outcome, created_at=now)
+
+        if wait:
+            async with db.session(tenant_id) as session:
+                session.add(log("throttled"))
+            raise TooManyRequests("too many failed sign-ins; try again later", code="too_many_attempts",
+                                  retry_after=wait)
+        # One argon2 check whatever the account, so a miss takes as long as a wrong password.
+        usable = agent is not None and agent.active
+        ok = await self.verify(agent.password_hash if agent is not None and usable else DUMMY_HASH, password)
+        outcome = "success" if ok and usable else "bad_password" if usable else \
+            "unknown_user" if agent is None else "disabled"
+        if outcome != "success" or agent is None:
+            locked = []
+            for key, tally in zip(keys, tallies, strict=True):
+                await self.store.failed(key, now, self.settings.login_window_seconds)
+                if self.locked_for(key, Tally(tally.failures + 1, now), now):
+                    locked.append(key.kind)
+            async with db.session(tenant_id) as session:
+                session.add(log(outcome))
+                if locked:
+                    session.add(log("locked"))
+            if locked:
+                logger.warning("sign-in locked out (%s) on tenant %s", ", ".join(locked), tenant_id)
+            raise Unauthorized("wrong e-mail or password", code="bad_credentials")
+        await self.store.reset(keys[0])
+        token = secrets.token_urlsafe(32)
+        async with db.session(tenant_id) as session:
+            session.add(log("success"))
+            session.add(AuthToken(tenant_id=tenant_id, agent_id=agent.id, token_hash=token_digest(token),
+                                  created_at=now, expires_at=now + ttl))
+        return token, agent
+
+    async def close(self) -> None:
+        await self.store.close()
