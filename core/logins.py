@@ -8,7 +8,8 @@ every process sees the same ones either way. They are kept by e-mail, not by age
 or disabled account is hashed against a dummy, so neither the answers nor their timing tell an
 outsider whether an account exists. At most ``login_hash_concurrency`` argon2 checks run at once
 in a process: a flood of sign-ins queues for them instead of taking every thread the event loop's
-other work needs.
+other work needs. A password change goes through here too: it checks the current password the same
+way, and ends every other session of the agent.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.auth import DUMMY_HASH, token_digest, verify_password
+from core.audit import audit
+from core.auth import DUMMY_HASH, Principal, hash_password, revoke_agent, token_digest, verify_password
 from core.config import Settings
-from core.errors import TooManyRequests, Unauthorized
+from core.errors import Forbidden, InvalidInput, TooManyRequests, Unauthorized
 from core.models import Agent, AuthToken, LoginLog, utcnow
 
 if TYPE_CHECKING:
@@ -131,6 +133,14 @@ class RedisTallies:
             self._client = None
 
 
+def issue_token(session: AsyncSession, tenant_id: int, agent_id: int, now: datetime, ttl: timedelta) -> str:
+    """A new bearer token for the agent, stored as its digest; the token itself is returned once."""
+    token = secrets.token_urlsafe(32)
+    session.add(AuthToken(tenant_id=tenant_id, agent_id=agent_id, token_hash=token_digest(token),
+                          created_at=now, expires_at=now + ttl))
+    return token
+
+
 class LoginGuard:
     """One per hub: signs agents in, throttled; ``clock`` decides lockouts (tests may move it)."""
 
@@ -203,12 +213,30 @@ class LoginGuard:
                 logger.warning("sign-in locked out (%s) on tenant %s", ", ".join(locked), tenant_id)
             raise Unauthorized("wrong e-mail or password", code="bad_credentials")
         await self.store.reset(keys[0])
-        token = secrets.token_urlsafe(32)
         async with db.session(tenant_id) as session:
             session.add(log("success"))
-            session.add(AuthToken(tenant_id=tenant_id, agent_id=agent.id, token_hash=token_digest(token),
-                                  created_at=now, expires_at=now + ttl))
+            token = issue_token(session, tenant_id, agent.id, now, ttl)
         return token, agent
+
+    async def change_password(self, db: Database, p: Principal, current: str, new: str, *, ip: str | None,
+                              ttl: timedelta) -> str:
+        """Set the caller's password, revoke all their tokens (announce it after) and issue a new
+        token for this client."""
+        if len(new) < 8:
+            raise InvalidInput("a password has at least 8 characters", code="weak_password")
+        async with db.read(p.tenant_id) as session:
+            old_hash = (await session.execute(select(Agent.password_hash).where(Agent.id == p.agent_id))).scalar_one()
+        if not await self.verify(old_hash, current):
+            raise Forbidden("the current password is wrong", code="wrong_password")
+        async with self._hashing:
+            new_hash = await asyncio.to_thread(hash_password, new)
+        async with db.session(p.tenant_id) as session:
+            agent = (await session.execute(select(Agent).where(Agent.id == p.agent_id))).scalar_one()
+            agent.password_hash = new_hash
+            await revoke_agent(session, p.tenant_id, p.agent_id)
+            audit(session, tenant_id=p.tenant_id, actor_type="agent", actor_id=p.agent_id, action="agent.password",
+                  target_type="agent", target_id=p.agent_id, details={}, ip=ip)
+            return issue_token(session, p.tenant_id, p.agent_id, self.clock(), ttl)
 
     async def close(self) -> None:
         await self.store.close()

@@ -320,6 +320,15 @@ def probe_sign_out(path: str) -> Probe:
     return probe
 
 
+async def probe_password(w: World) -> None:
+    # A's token on B's domain, and B's token on A's, change no one's password (the rows are compared).
+    change = {"current_password": PASSWORD, "new_password": "an0ther password"}
+    assert_error(await w.call("PUT", "/api/v1/me/password", host=w.b.domain, body=change), 401, "invalid_token")
+    assert_error(await w.call("PUT", "/api/v1/me/password", host=w.a.domain, token=w.b.admin_token, body=change),
+                 401, "invalid_token")
+    assert (await w.call("GET", "/api/v1/me", side=w.b)).status == 200
+
+
 async def probe_me(w: World) -> None:
     me = await w.call("GET", "/api/v1/me")
     assert me.status == 200 and me.body["agent"]["id"] == w.a.admin.id, me
@@ -925,6 +934,8 @@ CASES: dict[tuple[str, str], Case] = {
                                          lambda w: {"email": w.a.admin.email, "password": PASSWORD}),
     ("POST", "/api/v1/auth/logout"): Case(probe_sign_out("/api/v1/auth/logout")),
     ("POST", "/api/v1/auth/logout-all"): Case(probe_sign_out("/api/v1/auth/logout-all")),
+    ("PUT", "/api/v1/me/password"): Case(probe_password,
+                                         lambda w: {"current_password": PASSWORD, "new_password": "an0ther password"}),
     ("GET", "/api/v1/me"): Case(probe_me),
     ("PUT", "/api/v1/me/presence"): Case(probe_presence, lambda w: {"status": "online"}),
     ("GET", "/api/v1/agents"): Case(probe_list_agents),

@@ -96,6 +96,27 @@ async def test_a_seat_change_closes_the_agents_sockets(tenant: TenantInfo, secon
         await still_open(again)
 
 
+async def test_a_password_change_ends_every_other_session(tenant: TenantInfo, second_server: Server) -> None:
+    agent = await tenant.add_agent()
+    here = await tenant.signed_in(agent)
+    there = await tenant.signed_in(agent, server=second_server)
+    with pytest.raises(HubError) as err:  # the current password is checked first; nothing changes
+        await here.api("PUT", "/api/v1/me/password", {"current_password": "not it", "new_password": "n3w password"})
+    assert (err.value.status, err.value.code) == (403, "wrong_password")
+    await still_open(there)
+    new = await here.api("PUT", "/api/v1/me/password", {"current_password": PASSWORD, "new_password": "n3w password"})
+    await closed_for_session(here)
+    await closed_for_session(there)
+    with pytest.raises(HubError) as err:
+        await there.api("GET", "/api/v1/me")
+    assert err.value.status == 401
+    here.token = new["token"]  # this client carries on with the token it was given
+    assert (await here.api("GET", "/api/v1/me"))["agent"]["id"] == agent.id
+    with pytest.raises(HubError):
+        await tenant.agent_client().login(agent.email, PASSWORD)
+    await tenant.agent_client().login(agent.email, "n3w password")
+
+
 # --- throttled sign-in ----------------------------------------------------------------------------
 class Clock:
     """The hubs' clock for lockouts, moved by the test instead of sleeping."""

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from admin_api.schemas import LoginBody
+from admin_api.schemas import LoginBody, PasswordBody
 from core import auth
 from core.models import Presence
 from core.presence import set_presence
@@ -58,6 +58,20 @@ async def logout_all(request: web.Request) -> web.Response:
     await auth.announce_revoked(hub, principal.tenant_id, principal.agent_id)
     await set_presence(hub, principal.tenant_id, principal.agent_id, Presence.OFFLINE)
     return web.json_response({"ok": True})
+
+
+@ROUTES.route("PUT", "/api/v1/me/password", summary="Change the caller's password: ends all their sessions and "
+           "returns a new token for this client", body=PasswordBody)
+async def change_password(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    data = await body(request, PasswordBody)
+    token = await hub.logins.change_password(
+        hub.db, principal, data.current_password, data.new_password, ip=client_ip(request),
+        ttl=timedelta(hours=hub.settings.token_ttl_hours),
+    )
+    await auth.announce_revoked(hub, principal.tenant_id, principal.agent_id)
+    return web.json_response({"token": token})
 
 
 @ROUTES.route("GET", "/api/v1/me", summary="The signed-in agent")
