@@ -4,7 +4,8 @@ failure, and an attempt on a locked key is refused with 429 before any password 
 lockout is announced in the login log (outcome ``locked``), each refused attempt too (``throttled``).
 
 The counts live in Redis when it is configured, else they are read from the login log itself, so
-every process sees the same ones either way. They are kept by e-mail, not by agent, and an unknown
+every process sees the same ones either way; while Redis is unreachable they are read from the log
+too, so an outage neither fails sign-in nor lifts the throttle. They are kept by e-mail, not by agent, and an unknown
 or disabled account is hashed against a dummy, so neither the answers nor their timing tell an
 outsider whether an account exists. At most ``login_hash_concurrency`` argon2 checks run at once
 in a process: a flood of sign-ins queues for them instead of taking every thread the event loop's
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -149,6 +150,7 @@ class LoginGuard:
         self.clock = clock
         self.store: TallyStore = (RedisTallies(settings.redis_url, settings.queue_namespace)
                                   if settings.redis_url else LogTallies())
+        self._fallback = LogTallies()
         self._hashing = asyncio.Semaphore(max(1, settings.login_hash_concurrency))
 
     def _limit(self, key: Key) -> int:
@@ -165,10 +167,30 @@ class LoginGuard:
         lockout = min(s.login_lockout_seconds * 2 ** min(tally.failures - limit, 32), s.login_lockout_max_seconds)
         return max(0.0, (tally.last - now).total_seconds() + float(lockout))
 
+    async def _tally(self, session: AsyncSession, key: Key, since: datetime) -> Tally:
+        try:
+            return await self.store.tally(session, key, since)
+        except Exception as exc:  # Redis is down: the login log holds the same failures
+            logger.warning("sign-in counts unavailable (%s); counting from the login log", exc)
+            return await self._fallback.tally(session, key, since)
+
+    async def _quietly(self, step: Awaitable[None]) -> None:
+        try:
+            await step
+        except Exception as exc:  # the log row is written anyway; _tally reads it while Redis is down
+            logger.warning("could not record a sign-in count (%s)", exc)
+
     async def verify(self, password_hash: str, password: str) -> bool:
         # argon2 is deliberately slow (tens of milliseconds of CPU): off the event loop, and bounded.
         async with self._hashing:
             return await asyncio.to_thread(verify_password, password_hash, password)
+
+    async def _locked(self, db: Database, keys: list[Key], now: datetime) -> tuple[float, list[Tally]]:
+        """How long the longest lockout among ``keys`` lasts (0: none), and their tallies."""
+        since = now - timedelta(seconds=self.settings.login_window_seconds)
+        async with db.read(keys[0].tenant_id) as session:
+            tallies = [await self._tally(session, key, since) for key in keys]
+        return max(self.locked_for(key, tally, now) for key, tally in zip(keys, tallies, strict=True)), tallies
 
     async def sign_in(self, db: Database, tenant_id: int, email: str, password: str, *, ip: str | None,
                       user_agent: str | None, ttl: timedelta) -> tuple[str, Agent]:
@@ -176,45 +198,55 @@ class LoginGuard:
         Raises TooManyRequests for a locked-out account or address, Unauthorized for a failure."""
         email = email.strip().lower()[:320]
         keys = [Key("account", tenant_id, email)] + ([Key("address", tenant_id, ip)] if ip else [])
-        now = self.clock()
-        since = now - timedelta(seconds=self.settings.login_window_seconds)
-        # Reads only: the password is hashed outside any write transaction (SQLite has one writer).
-        async with db.read(tenant_id) as session:
-            tallies = [await self.store.tally(session, key, since) for key in keys]
-            wait = max(self.locked_for(key, tally, now) for key, tally in zip(keys, tallies, strict=True))
-            agent = None if wait else (await session.execute(
-                select(Agent).where(Agent.tenant_id == tenant_id, Agent.email == email))).scalar_one_or_none()
+        agent: Agent | None = None
 
-        def log(outcome: str) -> LoginLog:
+        def log(outcome: str, now: datetime) -> LoginLog:
             return LoginLog(tenant_id=tenant_id, agent_id=agent.id if agent else None, email=email, ip=ip,
                             user_agent=(user_agent or "")[:500] or None, outcome=outcome, created_at=now)
 
+        async def refuse(wait: float, now: datetime) -> TooManyRequests:
+            async with db.session(tenant_id) as session:
+                session.add(log("throttled", now))
+            return TooManyRequests("too many failed sign-ins; try again later", code="too_many_attempts",
+                                   retry_after=wait)
+
+        # A locked-out key is refused before it queues for a hashing slot...
+        wait, _ = await self._locked(db, keys, self.clock())
         if wait:
-            async with db.session(tenant_id) as session:
-                session.add(log("throttled"))
-            raise TooManyRequests("too many failed sign-ins; try again later", code="too_many_attempts",
-                                  retry_after=wait)
-        # One argon2 check whatever the account, so a miss takes as long as a wrong password.
-        usable = agent is not None and agent.active
-        ok = await self.verify(agent.password_hash if agent is not None and usable else DUMMY_HASH, password)
-        outcome = "success" if ok and usable else "bad_password" if usable else \
-            "unknown_user" if agent is None else "disabled"
-        if outcome != "success" or agent is None:
-            locked = []
-            for key, tally in zip(keys, tallies, strict=True):
-                await self.store.failed(key, now, self.settings.login_window_seconds)
-                if self.locked_for(key, Tally(tally.failures + 1, now), now):
-                    locked.append(key.kind)
-            async with db.session(tenant_id) as session:
-                session.add(log(outcome))
+            raise await refuse(wait, self.clock())
+        # ... and checked again in the slot, where its failure is also recorded: however many
+        # attempts arrive at once, at most login_hash_concurrency per process pass the limit.
+        async with self._hashing:
+            now = self.clock()
+            wait, tallies = await self._locked(db, keys, now)
+            if wait:
+                raise await refuse(wait, now)
+            async with db.read(tenant_id) as session:
+                agent = (await session.execute(
+                    select(Agent).where(Agent.tenant_id == tenant_id, Agent.email == email))).scalar_one_or_none()
+            # One argon2 check whatever the account, so a miss takes as long as a wrong password;
+            # off the event loop, and outside any write transaction (SQLite has one writer).
+            usable = agent is not None and agent.active
+            ok = await asyncio.to_thread(verify_password, agent.password_hash if agent is not None and usable
+                                         else DUMMY_HASH, password)
+            outcome = "success" if ok and usable else "bad_password" if usable else \
+                "unknown_user" if agent is None else "disabled"
+            if outcome != "success" or agent is None:
+                locked = []
+                for key, tally in zip(keys, tallies, strict=True):
+                    await self._quietly(self.store.failed(key, now, self.settings.login_window_seconds))
+                    if self.locked_for(key, Tally(tally.failures + 1, now), now):
+                        locked.append(key.kind)
+                async with db.session(tenant_id) as session:
+                    session.add(log(outcome, now))
+                    if locked:
+                        session.add(log("locked", now))
                 if locked:
-                    session.add(log("locked"))
-            if locked:
-                logger.warning("sign-in locked out (%s) on tenant %s", ", ".join(locked), tenant_id)
-            raise Unauthorized("wrong e-mail or password", code="bad_credentials")
-        await self.store.reset(keys[0])
+                    logger.warning("sign-in locked out (%s) on tenant %s", ", ".join(locked), tenant_id)
+                raise Unauthorized("wrong e-mail or password", code="bad_credentials")
+        await self._quietly(self.store.reset(keys[0]))
         async with db.session(tenant_id) as session:
-            session.add(log("success"))
+            session.add(log("success", now))
             token = issue_token(session, tenant_id, agent.id, now, ttl)
         return token, agent
 

@@ -8,6 +8,7 @@ Retry-After, with a lockout that backs off, on every process sharing the databas
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -209,3 +210,14 @@ async def test_unknown_accounts_and_addresses_are_throttled_alike(throttled: Thr
     status, code, retry = await attempt(t.b, t.agent.email, PASSWORD)
     assert (status, code) == (429, "too_many_attempts") and retry is not None
     assert "locked" in await outcomes(t.settings, t.tenant.id)
+
+
+async def test_a_flood_of_sign_ins_is_checked_only_up_to_the_limit(throttled: Throttled) -> None:
+    """40 wrong passwords at once, over two processes: the limit (3) is overshot by at most the
+    hashing slots (2 per process), every other attempt is refused unhashed with 429."""
+    t = throttled
+    answers = await asyncio.gather(*(attempt(t.a if n % 2 else t.b, t.agent.email, f"guess {n}") for n in range(40)))
+    checked = [a for a in answers if a[:2] == (401, "bad_credentials")]
+    refused = [a for a in answers if a[:2] == (429, "too_many_attempts")]
+    assert 3 <= len(checked) <= 3 + 2 * 2 and len(checked) + len(refused) == 40, answers
+    assert (await outcomes(t.settings, t.tenant.id)).count("bad_password") == len(checked)
