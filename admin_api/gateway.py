@@ -2,13 +2,17 @@
 
 It authenticates the first frame, sends a snapshot and what the client missed, then pushes live
 events from the bus (filtered to what the agent may see) and takes the agent's actions. Presence is
-kept by heartbeats; a malformed frame gets an error frame and the socket stays open. The session's
+kept by heartbeats; a malformed frame gets an error frame and the socket stays open. A session
+ends when its token does: a revocation announced on the bus (sign-out, sign out everywhere, the
+seat deactivated, its role changed) makes the socket re-check its token at once, and it re-checks
+every ``session_check_seconds`` anyway; a token no longer valid closes the socket with 4001. The session's
 plumbing (hello, frame loop, bounded writer) is web.sockets.SocketSession; the frames' models are
 admin_api.schemas', shared with the HTTP bodies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +32,8 @@ from admin_api.schemas import (
     TransferFrame,
 )
 from core import tickets
-from core.auth import Principal, authenticate
+from core.auth import Principal, authenticate, sessions_topic, token_digest, token_valid
+from core.bus import Subscription
 from core.events import tenant_topic, visible_to
 from core.feed import missed_events, snapshot
 from core.hub import Hub
@@ -43,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
 SEND_QUEUE = 2000
+SESSION_ENDED = 4001  # the close code of a socket whose token was revoked or expired
 
 F = TypeVar("F", bound=TicketFrame)
 
@@ -63,6 +69,11 @@ class AgentConnection(SocketSession[Hello]):
         self.principal: Principal | None = None
         self.seen = RecentIds()
         self.last_beat = 0.0
+        self.token_hash = ""
+        self.last_check = 0.0
+        self.revocations: Subscription | None = None
+        self.watchdog: asyncio.Task[None] | None = None
+        self.recheck = asyncio.Event()  # set by a revocation on the bus
         # The agent's groups: which waiting tickets' events they see (refreshed with heartbeats).
         self.groups: frozenset[int] = frozenset()
         self.handlers.update({"presence": self.presence, **dict.fromkeys(ACTIONS, self.act)})
@@ -78,6 +89,10 @@ class AgentConnection(SocketSession[Hello]):
     async def start(self, hello: Hello) -> None:
         async with self.hub.db.read(self.tenant.id) as session:
             self.principal = principal = await authenticate(session, self.tenant.id, hello.token)
+        self.token_hash = token_digest(hello.token)
+        self.last_check = time.monotonic()
+        self.revocations = self.hub.bus.subscribe(sessions_topic(self.tenant.id), self.on_revoked)
+        self.watchdog = asyncio.create_task(self.watch(), name="agent-session-watchdog")
         await self.refresh_groups()
         # Subscribe before reading the backlog, so nothing falls between the two; ids de-duplicate.
         self.subscription = self.hub.bus.subscribe(tenant_topic(self.tenant.id), self.on_event)
@@ -92,6 +107,50 @@ class AgentConnection(SocketSession[Hello]):
             "tickets": open_tickets, "events": missed,
         })
 
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            if self.revocations is not None:
+                self.revocations.close()
+            if self.watchdog is not None:
+                self.watchdog.cancel()
+
+    # --- the session's end ------------------------------------------------------------------
+    def on_revoked(self, message: dict[str, Any]) -> None:
+        """A revocation on the bus: the agent's tokens, or one token. Re-check rather than trust it."""
+        assert self.principal is not None
+        if message.get("agent_id") == self.principal.agent_id and message.get("token") in (None, self.token_hash):
+            self.recheck.set()
+
+    async def watch(self) -> None:
+        """Re-check the token periodically, so a missed bus message cannot keep the session alive."""
+        interval = self.hub.settings.session_check_seconds
+        while not self.ws.closed:
+            try:
+                await asyncio.wait_for(self.recheck.wait(), max(0.0, self.last_check + interval - time.monotonic()))
+            except TimeoutError:
+                pass
+            if self.recheck.is_set() or time.monotonic() - self.last_check >= interval:
+                self.recheck.clear()
+                await self.check_session()
+
+    async def check_session(self) -> bool:
+        """Whether the token still stands; when it does not, the socket closes with 4001."""
+        assert self.principal is not None
+        self.last_check = time.monotonic()
+        try:
+            async with self.hub.db.read(self.tenant.id) as session:
+                valid = await token_valid(session, self.tenant.id, self.token_hash, self.principal.agent_id,
+                                          self.principal.role)
+        except Exception:
+            logger.exception("agent session check failed; trying again later")
+            return True
+        if not valid and not self.ws.closed:
+            logger.info("agent %s session ended; closing its socket", self.principal.agent_id)
+            await self.ws.close(code=SESSION_ENDED, message=b"session ended")
+        return valid
+
     def reference(self, data: dict[str, Any]) -> Any:
         return data.get("ref")
 
@@ -102,8 +161,10 @@ class AgentConnection(SocketSession[Hello]):
         return {"type": "result", "ref": ref, "ok": False, "error": error}
 
     async def heard(self) -> None:
-        # At most one database write per third of the timeout, however chatty the client is.
         now = time.monotonic()
+        if self.principal is not None and now - self.last_check >= self.hub.settings.session_check_seconds:
+            await self.check_session()  # closes the socket, and the frame goes unhandled, if it ended
+        # At most one database write per third of the timeout, however chatty the client is.
         if self.principal is not None and now - self.last_beat > self.hub.settings.heartbeat_timeout / 3:
             self.last_beat = now
             await heartbeat(self.hub, self.tenant.id, self.principal.agent_id)

@@ -30,6 +30,11 @@ class LoginBody(Strict):
     password: str = Field(min_length=1, max_length=1024)
 
 
+class PasswordBody(Strict):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
 class MessageFields(Strict):
     """What an agent's message is, over HTTP (:class:`MessageBody`) and the gateway (:class:`MessageFrame`)."""
 

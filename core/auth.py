@@ -1,12 +1,19 @@
-"""Passwords (argon2id) and bearer tokens bound to one tenant."""
+"""Passwords (argon2id) and bearer tokens bound to one tenant; ending an agent's sessions.
+
+Signing in is core.logins (throttled). A session ends when its token is revoked: by sign-out, by
+"sign out everywhere", and for all the agent's tokens whenever the seat changes in a way that must
+not leave old sessions running (deactivated, role or password changed). After the revocation
+commits, :func:`announce_revoked` tells every process's gateway on the bus to close the sockets
+opened with those tokens; a socket also re-checks its token every ``session_check_seconds``
+(:func:`token_valid`), so a bus message that was missed cannot keep it alive.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import secrets
+import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -14,11 +21,16 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Unauthorized
-from core.models import Agent, AuthToken, LoginLog, Role, utcnow
+from core.models import Agent, AuthToken, Role, utcnow
+
+if TYPE_CHECKING:
+    from core.hub import Hub
+
+logger = logging.getLogger(__name__)
 
 _hasher = PasswordHasher()
 # Verified against when the e-mail is unknown, so a miss takes as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("channelhub-timing-equaliser")
+DUMMY_HASH = _hasher.hash("channelhub-timing-equaliser")
 
 
 def hash_password(password: str) -> str:
@@ -54,37 +66,6 @@ class Principal:
         return self.role == Role.ADMIN
 
 
-async def login(
-    session: AsyncSession, tenant_id: int, email: str, password: str, *, ip: str | None,
-    user_agent: str | None, ttl: timedelta,
-) -> tuple[str, Agent]:
-    """Check the password, record the attempt (whatever its outcome) and issue a token."""
-    email = email.strip().lower()
-    agent = (
-        await session.execute(select(Agent).where(Agent.tenant_id == tenant_id, Agent.email == email))
-    ).scalar_one_or_none()
-    # argon2 is deliberately slow (tens of milliseconds of CPU): off the event loop.
-    if agent is None:
-        await asyncio.to_thread(verify_password, _DUMMY_HASH, password)
-        outcome = "unknown_user"
-    elif not agent.active:
-        outcome = "disabled"
-    elif not await asyncio.to_thread(verify_password, agent.password_hash, password):
-        outcome = "bad_password"
-    else:
-        outcome = "success"
-    session.add(LoginLog(tenant_id=tenant_id, agent_id=agent.id if agent else None, email=email[:320],
-                         ip=ip, user_agent=(user_agent or "")[:500] or None, outcome=outcome))
-    if outcome != "success" or agent is None:
-        await session.flush()
-        raise Unauthorized("wrong e-mail or password", code="bad_credentials")
-    token = secrets.token_urlsafe(32)
-    now = utcnow()
-    session.add(AuthToken(tenant_id=tenant_id, agent_id=agent.id, token_hash=token_digest(token),
-                          created_at=now, expires_at=now + ttl))
-    return token, agent
-
-
 async def authenticate(session: AsyncSession, tenant_id: int, token: str | None) -> Principal:
     """The principal behind a token, which must belong to ``tenant_id`` (the request's domain)."""
     if not token:
@@ -107,3 +88,42 @@ async def revoke(session: AsyncSession, tenant_id: int, token: str) -> None:
         .where(AuthToken.token_hash == token_digest(token), AuthToken.tenant_id == tenant_id)
         .values(revoked_at=utcnow())
     )
+
+
+async def revoke_agent(session: AsyncSession, tenant_id: int, agent_id: int) -> None:
+    """Revoke every token of the agent (announce it with :func:`announce_revoked` after commit)."""
+    await session.execute(
+        update(AuthToken)
+        .where(AuthToken.tenant_id == tenant_id, AuthToken.agent_id == agent_id, AuthToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def sessions_topic(tenant_id: int) -> str:
+    """Where revocations are announced: every gateway in every process listens."""
+    return f"sessions:{tenant_id}"
+
+
+async def announce_revoked(hub: Hub, tenant_id: int, agent_id: int, token: str | None = None) -> None:
+    """Tell every process to close the agent's sockets: those opened with ``token``, or all of them.
+    The revocation is committed already; if the bus is down the sockets' own re-check ends them."""
+    message = {"agent_id": agent_id, "token": token_digest(token) if token is not None else None}
+    try:
+        await hub.bus.publish(sessions_topic(tenant_id), message)
+    except Exception as exc:
+        logger.warning("could not announce a revoked session on the bus (%s); sockets re-check on their own", exc)
+
+
+async def token_valid(session: AsyncSession, tenant_id: int, digest: str, agent_id: int, role: str) -> bool:
+    """Whether a socket's token still stands: not revoked nor expired, the agent active, the role
+    the one the socket was opened with."""
+    row = (
+        await session.execute(
+            select(Agent.active, Agent.role, AuthToken.expires_at, AuthToken.revoked_at)
+            .join(Agent, Agent.id == AuthToken.agent_id)
+            .where(AuthToken.token_hash == digest, AuthToken.tenant_id == tenant_id, AuthToken.agent_id == agent_id)
+        )
+    ).one_or_none()
+    return (row is not None and row.revoked_at is None and row.expires_at > utcnow() and row.active
+            and row.role == role)

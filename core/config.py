@@ -68,6 +68,19 @@ class Settings:
     # An agent who has sent nothing over the gateway for this long is taken offline.
     heartbeat_timeout: float = 60.0
     token_ttl_hours: int = 24 * 14
+    # An open agent socket re-checks its token at least this often (seconds), so a revocation whose
+    # bus message was missed still ends the session (core.auth, admin_api.gateway).
+    session_check_seconds: float = 5.0
+    # Sign-in throttling (core.logins): failures counted per account and per address over the
+    # window; past the limit, a lockout of login_lockout_seconds that doubles with each further
+    # failure, up to login_lockout_max_seconds. At most login_hash_concurrency argon2 checks run at
+    # once in a process.
+    login_account_failures: int = 5
+    login_address_failures: int = 20
+    login_window_seconds: float = 900.0
+    login_lockout_seconds: float = 30.0
+    login_lockout_max_seconds: float = 900.0
+    login_hash_concurrency: int = 2
     sweeper_interval: float = 30.0
     log_level: str = "INFO"
     # Key that encrypts channel credentials at rest (a Fernet key, or any passphrase). Unset in the
@@ -117,6 +130,13 @@ class Settings:
             max_attachment_bytes=int(get("MAX_ATTACHMENT_BYTES") or defaults.max_attachment_bytes),
             heartbeat_timeout=float(get("HEARTBEAT_TIMEOUT") or defaults.heartbeat_timeout),
             token_ttl_hours=int(get("TOKEN_TTL_HOURS") or defaults.token_ttl_hours),
+            session_check_seconds=float(get("SESSION_CHECK_SECONDS") or defaults.session_check_seconds),
+            login_account_failures=int(get("LOGIN_ACCOUNT_FAILURES") or defaults.login_account_failures),
+            login_address_failures=int(get("LOGIN_ADDRESS_FAILURES") or defaults.login_address_failures),
+            login_window_seconds=float(get("LOGIN_WINDOW_SECONDS") or defaults.login_window_seconds),
+            login_lockout_seconds=float(get("LOGIN_LOCKOUT_SECONDS") or defaults.login_lockout_seconds),
+            login_lockout_max_seconds=float(get("LOGIN_LOCKOUT_MAX_SECONDS") or defaults.login_lockout_max_seconds),
+            login_hash_concurrency=int(get("LOGIN_HASH_CONCURRENCY") or defaults.login_hash_concurrency),
             sweeper_interval=float(get("SWEEPER_INTERVAL") or defaults.sweeper_interval),
             log_level=get("LOG_LEVEL") or defaults.log_level,
             secret_key=get("SECRET_KEY"),

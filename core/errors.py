@@ -8,6 +8,8 @@ from typing import Any
 class DomainError(Exception):
     status = 400
     code = "bad_request"
+    # Seconds after which trying again may succeed: sent as Retry-After.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
         super().__init__(message)
@@ -64,6 +66,15 @@ class Busy(DomainError):
 class RequestTimeout(DomainError):
     status = 408
     code = "request_timeout"
+
+
+class TooManyRequests(DomainError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
 
 
 class UnknownTenant(NotFound):

@@ -18,6 +18,7 @@ from core.config import Settings
 from core.db import Database
 from core.events import tenant_topic
 from core.inbox import Inbox
+from core.logins import LoginGuard
 from core.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class Hub:
         self.live_channels = frozenset(c.kind for c in channels if c.live_chat)
         self.connectors: dict[str, Connector] = {c.kind: c.connector(self) for c in channels}
         self.inbox = Inbox(self)
+        self.logins = LoginGuard(settings)
         self.outbox: Outbox = Outbox(self)
         self.router: RouterPort = router(self)
 
@@ -73,6 +75,7 @@ class Hub:
             except Exception:
                 logger.exception("connector %s failed to stop", connector.kind)
         await self.bus.close()
+        await self.logins.close()
         await self.db.dispose()
 
     async def publish(self, tenant_id: int, events: list[dict[str, Any]]) -> None:

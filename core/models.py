@@ -433,7 +433,8 @@ class LoginLog(TenantScoped, Base):
     email: Mapped[str] = mapped_column(String(320))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(500))
-    outcome: Mapped[str] = mapped_column(String(40))  # success, bad_password, unknown_user, disabled
+    # success, bad_password, unknown_user, disabled; locked (a lockout began), throttled (refused unchecked)
+    outcome: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import audit
-from core.auth import Principal
+from core.auth import Principal, revoke_agent
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Agent, AgentGroup, Group, RoutingRule, Tenant, utcnow
 from core.serialize import agent_dict, iso
@@ -219,6 +219,9 @@ async def update_agent(session: AsyncSession, p: Principal, agent_id: int, chang
         changes["channel_capacity"] = _levels(changes["channel_capacity"], "channel_capacity", 1000)
     for key, value in changes.items():
         setattr(agent, key, value)
+    if agent.role != before["role"] or (before["active"] and not agent.active):
+        # A deactivated seat or a new role must not keep old sessions (the route announces it).
+        await revoke_agent(session, p.tenant_id, agent_id)
     if group_ids is not None:
         await _groups_exist(session, group_ids)
         await session.execute(delete(AgentGroup).where(AgentGroup.agent_id == agent_id)

@@ -208,6 +208,7 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
     return {
         ("POST", "/api/v1/auth/login"): {"email": shop.admin.email, "password": PASSWORD},
         ("PUT", "/api/v1/me/presence"): {"status": "away"},
+        ("PUT", "/api/v1/me/password"): {"current_password": PASSWORD, "new_password": "an0ther password"},
         ("POST", "/api/v1/agents"): {"email": f"n-{uuid.uuid4().hex[:6]}@{shop.domain}", "name": "N",
                                      "password": PASSWORD},
         ("POST", "/api/v1/groups"): {"name": f"group {uuid.uuid4().hex[:6]}"},
@@ -247,6 +248,12 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
             ({"email": 5, "password": PASSWORD}, "email"),
             ({"email": shop.admin.email, "password": [PASSWORD]}, "password"),
             ({"email": shop.admin.email}, "password"),
+        ],
+        ("PUT", "/api/v1/me/password"): [
+            ({"current_password": PASSWORD}, "new_password"),
+            ({"current_password": PASSWORD, "new_password": 12345678}, "new_password"),
+            ({"current_password": None, "new_password": "an0ther password"}, "current_password"),
+            ({"current_password": PASSWORD, "new_password": ""}, "new_password"),
         ],
         ("PUT", "/api/v1/me/presence"): [({"status": "busy"}, "status"), ({"status": 1}, "status"),
                                          ({"status": None}, "status")],
@@ -632,6 +639,17 @@ async def test_bearer_token_missing_or_invalid(shop: Shop, op: Operation) -> Non
         reply = await shop.http(op.method, path, host=shop.domain, headers=headers, **kwargs)
         assert_error(reply, 401, code)
     assert await shop.rows() == before
+
+
+async def test_a_refused_password_change_changes_nothing(shop: Shop) -> None:
+    before = await shop.rows()
+    assert_error(await shop.call("PUT", "/api/v1/me/password",
+                                 body={"current_password": PASSWORD, "new_password": "short"}), 422, "weak_password")
+    assert_error(await shop.call("PUT", "/api/v1/me/password",
+                                 body={"current_password": "not it", "new_password": "an0ther password"}),
+                 403, "wrong_password")
+    assert await shop.rows() == before
+    assert (await shop.call("GET", "/api/v1/me")).status == 200  # the session goes on
 
 
 ADMIN_ONLY = [

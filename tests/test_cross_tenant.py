@@ -310,12 +310,22 @@ async def probe_login(w: World) -> None:
     # The same credentials signed in at home when the world was built: the refusals are about tenancy.
 
 
-async def probe_logout(w: World) -> None:
-    # Signing out on B's domain neither works nor revokes anything: the token still works at home.
-    assert_error(await w.call("POST", "/api/v1/auth/logout", host=w.b.domain), 401, "invalid_token")
-    assert_error(await w.call("POST", "/api/v1/auth/logout", host=w.a.domain, token=w.b.admin_token),
+def probe_sign_out(path: str) -> Probe:
+    async def probe(w: World) -> None:
+        # Signing out on B's domain neither works nor revokes anything: the token still works at home.
+        assert_error(await w.call("POST", path, host=w.b.domain), 401, "invalid_token")
+        assert_error(await w.call("POST", path, host=w.a.domain, token=w.b.admin_token), 401, "invalid_token")
+        assert (await w.call("GET", "/api/v1/me")).status == 200
+        assert (await w.call("GET", "/api/v1/me", side=w.b)).status == 200
+    return probe
+
+
+async def probe_password(w: World) -> None:
+    # A's token on B's domain, and B's token on A's, change no one's password (the rows are compared).
+    change = {"current_password": PASSWORD, "new_password": "an0ther password"}
+    assert_error(await w.call("PUT", "/api/v1/me/password", host=w.b.domain, body=change), 401, "invalid_token")
+    assert_error(await w.call("PUT", "/api/v1/me/password", host=w.a.domain, token=w.b.admin_token, body=change),
                  401, "invalid_token")
-    assert (await w.call("GET", "/api/v1/me")).status == 200
     assert (await w.call("GET", "/api/v1/me", side=w.b)).status == 200
 
 
@@ -922,7 +932,10 @@ async def probe_kf_callback(w: World) -> None:
 CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/auth/login"): Case(probe_login,
                                          lambda w: {"email": w.a.admin.email, "password": PASSWORD}),
-    ("POST", "/api/v1/auth/logout"): Case(probe_logout),
+    ("POST", "/api/v1/auth/logout"): Case(probe_sign_out("/api/v1/auth/logout")),
+    ("POST", "/api/v1/auth/logout-all"): Case(probe_sign_out("/api/v1/auth/logout-all")),
+    ("PUT", "/api/v1/me/password"): Case(probe_password,
+                                         lambda w: {"current_password": PASSWORD, "new_password": "an0ther password"}),
     ("GET", "/api/v1/me"): Case(probe_me),
     ("PUT", "/api/v1/me/presence"): Case(probe_presence, lambda w: {"status": "online"}),
     ("GET", "/api/v1/agents"): Case(probe_list_agents),

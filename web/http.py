@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from typing import Any, TypeVar
 
@@ -52,9 +53,11 @@ def as_busy(exc: BaseException) -> Busy:
 
 
 def domain_response(exc: DomainError) -> web.Response:
+    """A domain error as its JSON answer; one that says when to try again (overload, throttling)
+    carries Retry-After in whole seconds."""
     response = web.json_response({"error": exc.to_dict()}, status=exc.status)
-    if isinstance(exc, Busy):
-        response.headers["Retry-After"] = str(exc.retry_after)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return response
 
 

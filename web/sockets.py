@@ -118,7 +118,8 @@ class SocketSession(Generic[H]):
         return {"type": "error", **error}
 
     async def heard(self) -> None:
-        """Called for every text frame before it is handled (a heartbeat)."""
+        """Called for every text frame before it is handled (a heartbeat); it may close the socket,
+        and then the frame is not handled."""
 
     # --- outgoing ---------------------------------------------------------------------------
     def push(self, frame: dict[str, Any]) -> None:
@@ -180,6 +181,8 @@ class SocketSession(Generic[H]):
                     self.push(self.error_frame({"code": "invalid_frame", "message": "frames are JSON text"}, None))
                 elif msg.type == WSMsgType.TEXT:
                     await self.heard()
+                    if self.ws.closed:  # heard() may end the session (the agent's token was revoked)
+                        break
                     await self._frame(msg.data)
         finally:
             if self.subscription is not None:

@@ -15,7 +15,7 @@ from admin_api.schemas import (
     RuleOrderBody,
     RulePatch,
 )
-from core import customers, tickets
+from core import auth, customers, tickets
 from core.models import MAX_ID
 from routing import config
 from web.api import RouteTable
@@ -143,6 +143,10 @@ async def update_agent(request: web.Request) -> web.Response:
     data = await body(request, AgentPatch)
     async with hub.db.session(p.tenant_id) as session:
         agent = await config.update_agent(session, p, agent_id, data.model_dump(exclude_unset=True), request.remote)
+    if data.active is not None or data.role is not None:
+        # Its sockets re-check their token at once, on every process (a deactivation or a new role
+        # revoked the agent's tokens).
+        await auth.announce_revoked(hub, p.tenant_id, agent_id)
     await config.announce(hub, p.tenant_id)  # more room may serve the queue at once
     return web.json_response({"agent": agent})
 
