@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,6 +40,11 @@ MAX_CONTENT_TYPE = 100
 # Types a browser may show in place; anything else is served as a download. Served from the
 # tenant's own domain, an uploaded HTML or SVG file shown in place could run script there.
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"})
+# What a file name may not contain beyond "/" and "\\" (and what NFKC folds to them, such as U+FF0F
+# FULLWIDTH SOLIDUS): characters drawn as a slash that no normalisation maps to one.
+_SLASHES = frozenset("\u2044\u2215\u2216\u2571\u2572\u27cb\u27cd\u29f5\u29f8\u29f9\u0337\u0338\u1735")
+_UNSEEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_JOINERS = frozenset("\u200c\u200d")  # ZERO WIDTH NON-JOINER, ZERO WIDTH JOINER
 
 
 @dataclass(frozen=True)
@@ -51,17 +57,38 @@ class File:
     data: bytes
 
 
+def _bad_name(message: str) -> InvalidInput:
+    return InvalidInput(message, code="invalid_attachment_name")
+
+
+def _unseen(c: str) -> bool:
+    """A character that changes how the name reads without being seen: controls, bidi and other
+    format characters (U+202E RIGHT-TO-LEFT OVERRIDE before "fdp.exe" shows it as "exe.pdf"),
+    line and paragraph separators, lone surrogates. The zero-width joiners stay: emoji sequences
+    and several scripts need them, and they change no order."""
+    return unicodedata.category(c) in _UNSEEN_CATEGORIES and c not in _JOINERS
+
+
 def check_name(raw: str | None) -> str:
-    """A file name as the customer will see it: 1-200 characters, no folders, nothing invisible."""
+    """A file name as the customer will see it: 1-200 characters in NFC, no folders, nothing
+    invisible and nothing that looks like a slash. Refused rather than rewritten, so the name an
+    agent sees is the name the customer sees (docs/api.md, *Attachments*)."""
     if raw is None or not raw.strip():
-        raise InvalidInput("the file name is required: ?name=<file name>", code="invalid_attachment_name")
-    if len(raw) > MAX_NAME:
-        raise InvalidInput(f"the file name is at most {MAX_NAME} characters", code="invalid_attachment_name")
-    if "/" in raw or "\\" in raw or raw.strip() in (".", ".."):
-        raise InvalidInput("the file name may not contain a path (/ or \\)", code="invalid_attachment_name")
-    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in raw):
-        raise InvalidInput("the file name may not contain control characters", code="invalid_attachment_name")
-    return raw.strip()
+        raise _bad_name("the file name is required: ?name=<file name>")
+    name = unicodedata.normalize("NFC", raw.strip())
+    if len(name) > MAX_NAME:
+        raise _bad_name(f"the file name is at most {MAX_NAME} characters")
+    # Compatibility forms fold to what they look like: a fullwidth solidus (U+FF0F) is a "/", two
+    # fullwidth full stops are "..".
+    folded = unicodedata.normalize("NFKC", name)
+    if "/" in folded or "\\" in folded or folded in (".", "..") or any(c in _SLASHES for c in name):
+        raise _bad_name("the file name may not contain a path (/, \\ or a character that looks like one)")
+    for c in name:
+        if _unseen(c):
+            what = unicodedata.name(c, "a control character")
+            raise _bad_name(f"the file name may not contain U+{ord(c):04X} ({what}): "
+                            "control, format and direction characters are refused")
+    return name
 
 
 def check_content_type(raw: str | None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from urllib.parse import quote
 
 import aiohttp
 from multidict import CIMultiDict
@@ -112,3 +113,51 @@ async def test_web_chat_customer_gets_a_signed_link(tenant: TenantInfo) -> None:
     history = json.loads(body)["messages"]
     assert [m["attachments"] for m in history] == [[], [link]]
     assert "internal" not in json.dumps(history)
+
+
+# Names that read as something else: direction overrides and other invisible characters, and
+# characters drawn as a slash. Each is refused (422) and nothing is stored.
+HOSTILE_NAMES = {
+    "invoice\u202efdp.exe": "U+202E",  # RIGHT-TO-LEFT OVERRIDE: shown as "invoiceexe.pdf"
+    "report\u2067gpj.exe": "U+2067",  # RIGHT-TO-LEFT ISOLATE
+    "a\u200fb.pdf": "U+200F",  # RIGHT-TO-LEFT MARK
+    "a\u061cb.pdf": "U+061C",  # ARABIC LETTER MARK
+    "pay\u200bpal.pdf": "U+200B",  # ZERO WIDTH SPACE
+    "\ufeffbom.pdf": "U+FEFF",  # ZERO WIDTH NO-BREAK SPACE
+    "soft\u00adhyphen.pdf": "U+00AD",
+    "line\u2028break.pdf": "U+2028",
+    "bell\u0007.pdf": "U+0007",
+    "c1\u0085.pdf": "U+0085",
+    "..\u2215etc\u2215passwd": "path",  # DIVISION SLASH
+    "a\u2044b.pdf": "path",  # FRACTION SLASH
+    "a\uff0fb.pdf": "path",  # FULLWIDTH SOLIDUS
+    "a\u29f8b.pdf": "path",  # BIG SOLIDUS
+    "a\uff3cb.pdf": "path",  # FULLWIDTH REVERSE SOLIDUS
+    "a\u2216b.pdf": "path",  # SET MINUS
+    "\uff0e\uff0e": "path",  # two FULLWIDTH FULL STOPs: ".."
+}
+
+
+async def test_hostile_file_names_are_refused_and_names_kept_in_nfc(tenant: TenantInfo) -> None:
+    agent = await tenant.add_agent()
+    client = await tenant.signed_in(agent, connect=False)
+    async with aiohttp.ClientSession() as session:
+        http = Http(tenant.server.url, session)
+        for name, shown in HOSTILE_NAMES.items():
+            reply = await http("POST", f"/api/v1/attachments?name={quote(name)}", host=tenant.domain,
+                               token=client.token, data=PDF, headers={"Content-Type": "application/pdf"})
+            error = assert_error(reply, 422, "invalid_attachment_name")
+            assert shown in error["message"], (name, error)
+
+    # Canonically equivalent names are one name: "e" + COMBINING ACUTE is stored and served as "é".
+    made = await client.upload("re\u0301sume\u0301.pdf", PDF, "application/pdf")
+    assert made["name"] == "r\u00e9sum\u00e9.pdf"
+    _, _, headers = await _raw(tenant, "GET", made["url"], client.token)
+    assert headers["Content-Disposition"] == "inline; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"
+    # What is not hostile stays as given: a fraction, an emoji sequence (its ZERO WIDTH JOINER),
+    # right-to-left text without direction controls.
+    for name in ("\u00bd price.pdf", "\U0001F468\u200d\U0001F469\u200d\U0001F467.png", "\u05e7\u05d1\u05dc\u05d4.pdf"):
+        kept = await client.upload(name, PDF, "application/pdf")
+        assert kept["name"] == name
+        _, _, headers = await _raw(tenant, "GET", kept["url"], client.token)
+        assert headers["Content-Disposition"] == f"inline; filename*=UTF-8''{quote(name, safe='')}"

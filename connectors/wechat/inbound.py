@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from connectors.wechat.store import AccountConfig
+from connectors.wechat.xmlparse import text
 from core.channels import Attachment
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ def _attachment(account: AccountConfig, kind: str, media_id: str, name_hint: str
 
 
 def _s(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    return value.strip() if isinstance(value, str) else ("" if value is None else str(value))
+    """A field the message is made of: text, never a nested element's repr (NotWeChatXml)."""
+    return text(data, key).strip()
 
 
 def _short_hash(value: str) -> str:
@@ -60,7 +61,8 @@ def _short_hash(value: str) -> str:
 
 
 def parse_oa(account: AccountConfig, data: dict[str, Any]) -> Parsed:
-    """One Official Account push: the fields of its XML (connectors.wechat.xmlparse)."""
+    """One Official Account push: the fields of its XML (connectors.wechat.xmlparse); raises
+    NotWeChatXml when a field it reads is not text."""
     msg_type = _s(data, "MsgType").lower()
     user = _s(data, "FromUserName")
     create_time = _s(data, "CreateTime")

@@ -8,7 +8,9 @@ because the platform pushes again after 5 s without one.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from aiohttp import web
 from wechatpy.crypto import WeChatCrypto
@@ -20,7 +22,7 @@ from connectors.wechat import store
 from connectors.wechat.connector import SUCCESS, WeChatConnector
 from connectors.wechat.inbound import parse_oa
 from connectors.wechat.store import MAX_KEY, AccountConfig
-from connectors.wechat.xmlparse import NotWeChatXml, parse_xml
+from connectors.wechat.xmlparse import NotWeChatXml, parse_xml, text
 from core.errors import DomainError, Forbidden, NotFound, TooLarge
 from web.api import RouteTable
 from web.http import HUB, tenant_of, word_param
@@ -28,6 +30,8 @@ from web.http import HUB, tenant_of, word_param
 logger = logging.getLogger(__name__)
 
 ROUTES = RouteTable("wechat")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def connector_of(request: web.Request) -> WeChatConnector:
@@ -43,11 +47,17 @@ class BadPush(DomainError):
     code = "invalid_xml"
 
 
-def _xml(raw: bytes | str, what: str = "the push") -> dict[str, Any]:
+def _wechat_xml(what: str, read: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``read`` over a push's XML (parsing it, or reading fields that must be text): what is not
+    WeChat XML (a declaration, too deep, a nested or repeated field) is a 400."""
     try:
-        return parse_xml(raw)
-    except NotWeChatXml:
-        raise BadPush(f"{what} is not WeChat XML") from None
+        return read(*args, **kwargs)
+    except NotWeChatXml as exc:
+        raise BadPush(f"{what} is not WeChat XML: {exc}") from None
+
+
+def _xml(raw: bytes | str, what: str = "the push") -> dict[str, Any]:
+    return _wechat_xml(what, parse_xml, raw)
 
 
 def _envelope(raw: bytes) -> dict[str, Any]:
@@ -86,6 +96,18 @@ def _query(request: web.Request, *names: str) -> list[str]:
     return values
 
 
+def _signed_query(conn: WeChatConnector, request: web.Request, *names: str) -> list[str]:
+    """A push's signature parameters (``timestamp`` among them), refused when the timestamp is
+    outside the window: a signature seen once cannot be replayed later, with this body or another
+    (the plain signature does not cover the body)."""
+    values = _query(request, *names)
+    stamp = request.query["timestamp"]
+    window = conn.settings.timestamp_window
+    if not (stamp.isascii() and stamp.isdigit() and abs(time.time() - int(stamp)) <= window):
+        raise Forbidden(f"the push's timestamp is not within {window} s of now", code="stale_timestamp")
+    return values
+
+
 # --- Official Account ---------------------------------------------------------------------
 @ROUTES.route("GET", "/wechat/oa/{key}", auth=False,
               summary="Official Account URL verification (the platform calls it)")
@@ -108,7 +130,7 @@ async def oa_push(request: web.Request) -> web.Response:
     conn = connector_of(request)
     account = await _account(conn, request, "oa")
     raw = await _body(conn, request)
-    signature, timestamp, nonce = _query(request, "signature", "timestamp", "nonce")
+    signature, timestamp, nonce = _signed_query(conn, request, "signature", "timestamp", "nonce")
     try:
         check_signature(account.token, signature, timestamp, nonce)
     except InvalidSignatureException:
@@ -135,7 +157,7 @@ async def oa_push(request: web.Request) -> web.Response:
     data = _xml(xml)
     if not isinstance(data.get("MsgType"), str) or not data["MsgType"].strip():
         raise BadPush("the push has no MsgType")
-    parsed = parse_oa(account, data)
+    parsed = _wechat_xml("the push", parse_oa, account, data)
     if not parsed.user_id:
         raise BadPush("the push has no FromUserName")
     await conn.store(account, [parsed])
@@ -171,7 +193,7 @@ async def kf_callback(request: web.Request) -> web.Response:
     conn = connector_of(request)
     account = await _account(conn, request, "kf")
     raw = await _body(conn, request)
-    signature, timestamp, nonce = _query(request, "msg_signature", "timestamp", "nonce")
+    signature, timestamp, nonce = _signed_query(conn, request, "msg_signature", "timestamp", "nonce")
     envelope = _envelope(raw)
     try:
         xml = _wecom(account).decrypt_message(envelope, signature, timestamp, nonce)
@@ -180,10 +202,10 @@ async def kf_callback(request: web.Request) -> web.Response:
     except Exception:
         raise Forbidden("the callback cannot be decrypted for this account", code="invalid_encryption") from None
     data = _xml(xml, "the callback")
-    event = str(data.get("Event") or "")
+    event = _wechat_xml("the callback", text, data, "Event")
     if event == "kf_msg_or_event":
         # The callback carries no message: pull them (after answering) with its short-lived token.
-        conn.background(conn.kf_sync(account, str(data.get("Token") or "")))
+        conn.background(conn.kf_sync(account, _wechat_xml("the callback", text, data, "Token")))
     else:
         logger.info("wecom kf account %s: callback event %r acknowledged", account.id, event)
     return web.Response(text=SUCCESS)

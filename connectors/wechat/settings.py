@@ -16,6 +16,11 @@ class WeChatSettings:
     max_push_bytes: int = 64 * 1024
     # Fetch media in the background as soon as a message is stored (else on first read).
     prefetch_media: bool = True
+    # How far (seconds, either way) a push's signed timestamp may be from our clock. The plain
+    # mode signature covers only token, timestamp and nonce, not the body: without a window one
+    # signature seen once would sign any body for ever. The platform pushes within seconds and
+    # retries for 15 s; 5 minutes leaves room for clock skew, as the platform's SDKs do.
+    timestamp_window: int = 300
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> WeChatSettings:
@@ -25,4 +30,5 @@ class WeChatSettings:
             wecom_api_base=(env_value(env, "WECOM_API_BASE") or d.wecom_api_base).rstrip("/"),
             max_push_bytes=int(env_value(env, "WECHAT_MAX_PUSH_BYTES") or d.max_push_bytes),
             prefetch_media=env_bool(env_value(env, "WECHAT_PREFETCH_MEDIA"), default=d.prefetch_media),
+            timestamp_window=int(env_value(env, "WECHAT_TIMESTAMP_WINDOW") or d.timestamp_window),
         )

@@ -38,9 +38,9 @@ class OaAccount:
     def path(self) -> str:
         return f"/wechat/oa/{self.key}"
 
-    async def deliver(self, push: Push, *, host: str | None = None) -> tuple[int, str]:
+    async def deliver(self, push: Push, *, host: str | None = None, server: Server | None = None) -> tuple[int, str]:
         async with aiohttp.ClientSession() as http, http.post(
-            self.tenant.server.url + self.path, params=push.query, data=push.body,
+            (server or self.tenant.server).url + self.path, params=push.query, data=push.body,
             headers={"Host": host or self.tenant.domain, "Content-Type": "text/xml"},
         ) as resp:
             return resp.status, await resp.text()
@@ -98,14 +98,14 @@ class KfAccount:
     def url(self) -> str:
         return self.tenant.server.url + f"/wechat/kf/{self.key}"
 
-    def push(self, sync_token: str) -> Push:
-        return wecom_callback(self.corp_id, self.token, self.aes_key, sync_token, self.open_kfid)
+    def push(self, sync_token: str, *, timestamp: str | None = None) -> Push:
+        return wecom_callback(self.corp_id, self.token, self.aes_key, sync_token, self.open_kfid, timestamp=timestamp)
 
     def verification(self, echo: str) -> Push:
         return wecom_verification(self.corp_id, self.token, self.aes_key, echo)
 
-    async def callback(self, sync_token: str) -> tuple[int, str]:
-        push = self.push(sync_token)
+    async def callback(self, sync_token: str, *, timestamp: str | None = None) -> tuple[int, str]:
+        push = self.push(sync_token, timestamp=timestamp)
         async with aiohttp.ClientSession() as http, http.post(self.url, params=push.query, data=push.body,
                                                               headers={"Host": self.tenant.domain}) as resp:
             return resp.status, await resp.text()

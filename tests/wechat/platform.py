@@ -103,9 +103,10 @@ class Pusher:
         return self.push(self.xml(kind, openid, **values), openid)
 
 
-def wecom_callback(corp_id: str, token: str, aes_key: str, sync_token: str, open_kfid: str) -> Push:
+def wecom_callback(corp_id: str, token: str, aes_key: str, sync_token: str, open_kfid: str, *,
+                   timestamp: str | None = None) -> Push:
     """WeCom's kf_msg_or_event callback: always encrypted, signed with msg_signature."""
-    timestamp, nonce = str(int(time.time())), str(random.randint(10**8, 10**9))
+    timestamp, nonce = timestamp or str(int(time.time())), str(random.randint(10**8, 10**9))
     xml = fixture("kf_msg_or_event", to=corp_id, time=timestamp, token=sync_token, open_kfid=open_kfid)
     envelope = WeComCrypto(token, aes_key, corp_id).encrypt_message(xml, nonce, timestamp)
     encrypt = re.search(r"<Encrypt><!\[CDATA\[(.*?)\]\]></Encrypt>", envelope).group(1)  # type: ignore[union-attr]
