@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from aiohttp import web
@@ -64,6 +65,7 @@ class AgentConnection(SocketSession[Hello]):
         self.principal: Principal | None = None
         self.seen: deque[int] = deque(maxlen=4096)
         self.seen_set: set[int] = set()
+        self.last_seen = 0  # the highest event id sent
         self.last_beat = 0.0
         # The agent's groups: which waiting tickets' events they see (refreshed with heartbeats).
         self.groups: frozenset[int] = frozenset()
@@ -77,6 +79,7 @@ class AgentConnection(SocketSession[Hello]):
             self.seen_set.discard(self.seen[0])
         self.seen.append(event_id)
         self.seen_set.add(event_id)
+        self.last_seen = max(self.last_seen, event_id)
         return True
 
     def on_event(self, event: dict[str, Any]) -> None:
@@ -84,19 +87,27 @@ class AgentConnection(SocketSession[Hello]):
         if visible_to(event, self.principal.agent_id, self.principal.sees_all, self.groups) and self._mark(event["id"]):
             self.push({"type": "event", "event": event})
 
+    async def catch_up(self, since: datetime) -> None:
+        """The bus may have lost events since ``since``: send those of the table not sent yet."""
+        assert self.principal is not None
+        for event in await missed_events(self.hub, self.principal, self.last_seen, self.groups, after=since):
+            self.on_event(event)
+
     # --- the session's hooks ----------------------------------------------------------------
     async def start(self, hello: Hello) -> None:
         async with self.hub.db.read(self.tenant.id) as session:
             self.principal = principal = await authenticate(session, self.tenant.id, hello.token)
         await self.refresh_groups()
         # Subscribe before reading the backlog, so nothing falls between the two; ids de-duplicate.
-        self.subscription = self.hub.bus.subscribe(tenant_topic(self.tenant.id), self.on_event)
+        self.subscription = self.hub.bus.subscribe(tenant_topic(self.tenant.id), self.on_event,
+                                                   catch_up=self.catch_up)
         status = hello.status if hello.status in (Presence.ONLINE, Presence.AWAY) else Presence.ONLINE
         await set_presence(self.hub, self.tenant.id, principal.agent_id, status)
         self.last_beat = time.monotonic()
         last_id, open_tickets = await snapshot(self.hub, principal)
         missed = await missed_events(self.hub, principal, hello.since, self.groups) if hello.since is not None else []
         missed = [e for e in missed if self._mark(e["id"])]
+        self.last_seen = max(self.last_seen, last_id)
         await self.send({
             "type": "welcome", "agent": await profile(self.hub, principal), "last_event_id": last_id,
             "tickets": open_tickets, "events": missed,

@@ -6,6 +6,7 @@ Protocol: connectors/webchat/README.md.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 HELLO_TIMEOUT = 15.0
+# Past this many, a catch-up may send a message again (the widget keeps messages by id).
+MAX_SENT = 10_000
 # Web chat endpoints carry no credentials (the visitor id is in the body), so any origin may call them.
 CORS = {"Access-Control-Allow-Origin": "*"}
 
@@ -119,14 +122,30 @@ class VisitorSession(SocketSession[ChatHello]):
         self.conn, self.tenant_id = conn, tenant_id
         self.hello = ChatHello(type="hello")
         self.visitor_id = ""
+        self.sent: set[int] = set()  # ids of the messages sent, so a catch-up sends only the others
         self.handlers["message"] = self.message
 
     async def start(self, hello: ChatHello) -> None:
         self.hello, self.visitor_id = hello, hello.visitor_id or new_visitor_id()
-        self.subscription = self.conn.hub.bus.subscribe(visitor_topic(self.tenant_id, self.visitor_id), self.push)
+        self.subscription = self.conn.hub.bus.subscribe(visitor_topic(self.tenant_id, self.visitor_id), self.push,
+                                                        catch_up=self.catch_up)
         history = await customer_history(self.conn.hub, self.tenant_id, self.conn.kind, self.visitor_id,
                                          since=hello.since or 0)
+        self.sent.update(m["id"] for m in history)
         await self.send({"type": "welcome", "visitor_id": self.visitor_id, "messages": history})
+
+    def push(self, frame: dict[str, Any]) -> None:
+        message = frame.get("message")
+        if isinstance(message, dict) and len(self.sent) < MAX_SENT:
+            self.sent.add(message["id"])
+        super().push(frame)
+
+    async def catch_up(self, since: datetime) -> None:
+        """The bus may have lost frames: send the conversation's messages not sent yet (bounded)."""
+        for m in await customer_history(self.conn.hub, self.tenant_id, self.conn.kind, self.visitor_id,
+                                        since=self.hello.since or 0):
+            if m["id"] not in self.sent:
+                self.push({"type": "message", "message": m})
 
     def reference(self, data: dict[str, Any]) -> Any:
         # Checked before the text, so a refusal of the text names the message.
