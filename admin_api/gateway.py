@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from aiohttp import web
@@ -68,6 +69,7 @@ class AgentConnection(SocketSession[Hello]):
         self.tenant = tenant_of(request)
         self.principal: Principal | None = None
         self.seen = RecentIds()
+        self.last_seen = 0  # the highest event id sent
         self.last_beat = 0.0
         self.token_hash = ""
         self.last_check = 0.0
@@ -79,11 +81,24 @@ class AgentConnection(SocketSession[Hello]):
         self.handlers.update({"presence": self.presence, **dict.fromkeys(ACTIONS, self.act)})
 
     # --- events -----------------------------------------------------------------------------
+    def _mark(self, event_id: int) -> bool:
+        """True the first time this socket sends the event (and it is the newest, if it is)."""
+        if not self.seen.mark(event_id):
+            return False
+        self.last_seen = max(self.last_seen, event_id)
+        return True
+
     def on_event(self, event: dict[str, Any]) -> None:
         assert self.principal is not None
         p = self.principal
-        if visible_to(event, p.agent_id, p.sees_all, self.groups) and self.seen.mark(event["id"]):
+        if visible_to(event, p.agent_id, p.sees_all, self.groups) and self._mark(event["id"]):
             self.push({"type": "event", "event": event})
+
+    async def catch_up(self, since: datetime) -> None:
+        """The bus may have lost events since ``since``: send those of the table not sent yet."""
+        assert self.principal is not None
+        for event in await missed_events(self.hub, self.principal, self.last_seen, self.groups, after=since):
+            self.on_event(event)
 
     # --- the session's hooks ----------------------------------------------------------------
     async def start(self, hello: Hello) -> None:
@@ -95,13 +110,15 @@ class AgentConnection(SocketSession[Hello]):
         self.watchdog = asyncio.create_task(self.watch(), name="agent-session-watchdog")
         await self.refresh_groups()
         # Subscribe before reading the backlog, so nothing falls between the two; ids de-duplicate.
-        self.subscription = self.hub.bus.subscribe(tenant_topic(self.tenant.id), self.on_event)
+        self.subscription = self.hub.bus.subscribe(tenant_topic(self.tenant.id), self.on_event,
+                                                   catch_up=self.catch_up)
         status = hello.status if hello.status in (Presence.ONLINE, Presence.AWAY) else Presence.ONLINE
         await set_presence(self.hub, self.tenant.id, principal.agent_id, status)
         self.last_beat = time.monotonic()
         last_id, open_tickets = await snapshot(self.hub, principal)
         missed = await missed_events(self.hub, principal, hello.since, self.groups) if hello.since is not None else []
-        missed = [e for e in missed if self.seen.mark(e["id"])]
+        missed = [e for e in missed if self._mark(e["id"])]
+        self.last_seen = max(self.last_seen, last_id)
         await self.send({
             "type": "welcome", "agent": await profile(self.hub, principal), "last_event_id": last_id,
             "tickets": open_tickets, "events": missed,

@@ -6,6 +6,15 @@ subscriber that misses a publication (it was reconnecting) catches up from the d
 
 Subscribers register a plain callable; it is always called on the event loop it subscribed from,
 even when the publisher runs on another thread.
+
+The bus may lose publications (Redis stopped, a connection dropped), but it never strands an event:
+- a publication that fails is logged (once per outage) and never raises to the publisher, whose
+  state is committed already; it is still dispatched to this process's subscribers;
+- whenever a subscriber may have missed something, the bus calls the subscription's ``catch_up``
+  (a coroutine function, given the earliest time something may have been missed), and the
+  subscriber reads what it missed from the database by id: when the listener reconnects after
+  losing Redis, and when another process announces (once Redis answers again) that its
+  publications failed. Catch-ups are coalesced per subscription and run a few at a time.
 """
 
 from __future__ import annotations
@@ -15,20 +24,67 @@ import json
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
+
+from core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[dict[str, Any]], None]
+# Reads what may have been missed since the given time (from the database, by id).
+CatchUp = Callable[[datetime], Awaitable[None]]
+
+# A catch-up costs a database read: this many run at once per event loop, the rest wait their turn.
+CATCH_UP_CONCURRENCY = 8
+# The control topic on which a process announces, once Redis answers again, that some of its
+# publications failed; every process then has its subscribers catch up.
+RESYNC_TOPIC = "bus:resync"
 
 
 class Subscription:
-    def __init__(self, bus: Bus, topic: str, callback: Callback, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, bus: Bus, topic: str, callback: Callback, loop: asyncio.AbstractEventLoop,
+                 catch_up: CatchUp | None = None) -> None:
         self.bus, self.topic, self.callback, self.loop = bus, topic, callback, loop
+        self.catch_up = catch_up
+        self._task: asyncio.Task[None] | None = None
+        self._pending: datetime | None = None  # the earliest time of a gap not yet caught up
+        self.closed = False
 
     def close(self) -> None:
+        self.closed = True
         self.bus._remove(self)
+        if self._task is not None:
+            self._task.cancel()
+
+    def missed(self, since: datetime) -> None:
+        """Something may have been missed since ``since``: catch up (on the subscriber's loop)."""
+        if self.catch_up is None or self.closed:
+            return
+        self._pending = since if self._pending is None else min(self._pending, since)
+        if self._task is None or self._task.done():
+            self._task = self.loop.create_task(self._catch_up(), name=f"bus-catch-up {self.topic}")
+
+    async def _catch_up(self) -> None:
+        assert self.catch_up is not None
+        attempt = 0
+        while self._pending is not None and not self.closed:
+            since, self._pending = self._pending, None
+            try:
+                async with self.bus._catch_up_slots(self.loop):
+                    await self.catch_up(since)
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database blinked too: try again (bounded), the gap is still there.
+                attempt += 1
+                logger.warning("catch-up of %s failed (attempt %d)", self.topic, attempt, exc_info=True)
+                if attempt >= 5:
+                    return
+                self._pending = since if self._pending is None else min(self._pending, since)
+                await asyncio.sleep(0.2 * 2 ** attempt)
 
 
 class Bus:
@@ -37,9 +93,13 @@ class Bus:
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._lock = threading.Lock()
+        # Per event loop (subscribers live on the hub's loop; a semaphore serves one loop).
+        self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
-    def subscribe(self, topic: str, callback: Callback) -> Subscription:
-        sub = Subscription(self, topic, callback, asyncio.get_running_loop())
+    def subscribe(self, topic: str, callback: Callback, *, catch_up: CatchUp | None = None) -> Subscription:
+        """Call ``callback`` with each publication on ``topic``; and ``catch_up`` whenever this
+        subscriber may have missed some (see the module's doc)."""
+        sub = Subscription(self, topic, callback, asyncio.get_running_loop(), catch_up)
         with self._lock:
             self._subs[topic].add(sub)
         return sub
@@ -64,12 +124,32 @@ class Bus:
             except RuntimeError:  # the loop closed between the check and the call
                 sub.close()
 
+    def _catch_up_slots(self, loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
+        return slots
+
+    def _missed(self, since: datetime) -> None:
+        """Every local subscriber may have missed what was published since ``since``."""
+        with self._lock:
+            subs = [sub for topic_subs in self._subs.values() for sub in topic_subs]
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub.missed, since)
+            except RuntimeError:  # its loop closed
+                sub.close()
+
     async def publish(self, topic: str, data: dict[str, Any]) -> None:
-        raise NotImplementedError
+        await self.publish_many([(topic, data)])
 
     async def publish_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        for topic, data in items:
-            await self.publish(topic, data)
+        """Publish; never raises (what is published is committed already, see the module's doc)."""
+        if items:
+            await self._send(items)
+
+    async def _send(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        raise NotImplementedError
 
     async def start(self) -> None:
         """Begin receiving from other processes (no-op for the in-process bus)."""
@@ -89,8 +169,9 @@ class InProcessBus(Bus):
     """The embedded mode's bus, one per hub: everything that publishes (web app, inbox, router,
     outbox) runs on that hub."""
 
-    async def publish(self, topic: str, data: dict[str, Any]) -> None:
-        self._dispatch(topic, data)
+    async def _send(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        for topic, data in items:
+            self._dispatch(topic, data)
 
 
 class RedisBus(Bus):
@@ -98,62 +179,134 @@ class RedisBus(Bus):
 
     One channel keeps the subscriber side simple and cheap (one connection, no per-visitor
     SUBSCRIBE churn); payloads are small JSON.
+
+    Losing Redis: a failed publication is dispatched locally and the bus is "down"; while it is,
+    publications go only to local subscribers (no request waits on a dead Redis), and a task
+    probes Redis until it answers, then announces the gap on :data:`RESYNC_TOPIC`. The listener
+    reconnects with backoff; once subscribed again it has local subscribers catch up from when
+    it lost the connection. Its connection does not retry by itself, so no loss goes unnoticed.
     """
 
-    def __init__(self, url: str, namespace: str = "channelhub") -> None:
+    def __init__(self, url: str, namespace: str = "channelhub", *, retry_delay: float = 0.2,
+                 max_retry_delay: float = 2.0) -> None:
         super().__init__()
         self.url = url
         self.channel = f"{namespace}:bus"
+        self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
         self._client: Any = None
+        self._listen_client: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._down_since: datetime | None = None  # publications are failing since then
+        self._recovery: asyncio.Task[None] | None = None
 
     def _redis(self) -> Any:
         if self._client is None:
             import redis.asyncio as aioredis
 
-            self._client = aioredis.from_url(self.url)
+            # Bounded: a Redis that does not answer must not hold a request up for long.
+            self._client = aioredis.from_url(self.url, socket_connect_timeout=2.0, socket_timeout=5.0)
         return self._client
 
-    async def publish(self, topic: str, data: dict[str, Any]) -> None:
-        await self._redis().publish(self.channel, json.dumps({"t": topic, "d": data}, default=str))
+    def _envelope(self, topic: str, data: dict[str, Any]) -> str:
+        return json.dumps({"t": topic, "d": data}, default=str)
 
-    async def publish_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        if not items:
+    async def _send(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        if self._down_since is None:
+            try:
+                async with self._redis().pipeline(transaction=False) as pipe:
+                    for topic, data in items:
+                        pipe.publish(self.channel, self._envelope(topic, data))
+                    await pipe.execute()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._went_down(exc)
+        # Redis is down: this process's subscribers get it now; the others catch up (the events
+        # are rows already), told by the announcement the recovery task makes.
+        for topic, data in items:
+            self._dispatch(topic, data)
+
+    def _went_down(self, exc: BaseException) -> None:
+        if self._down_since is not None:
             return
-        async with self._redis().pipeline(transaction=False) as pipe:
-            for topic, data in items:
-                pipe.publish(self.channel, json.dumps({"t": topic, "d": data}, default=str))
-            await pipe.execute()
+        # Once per outage, not once per publication.
+        logger.warning("redis bus publish failed (%s); events stay in the events table and subscribers "
+                       "catch up when it answers again", exc)
+        self._down_since = datetime.now(UTC)
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.get_running_loop().create_task(self._recover(), name="redis-bus-recovery")
+
+    async def _recover(self) -> None:
+        delay = self.retry_delay
+        while self._down_since is not None:
+            await asyncio.sleep(delay)
+            since = self._down_since
+            try:
+                await self._redis().publish(self.channel, self._envelope(RESYNC_TOPIC, {"since": since.isoformat()}))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = min(delay * 2, self.max_retry_delay)
+                continue
+            self._down_since = None
+            logger.info("redis bus publishes again (it failed for %.1fs)",
+                           (datetime.now(UTC) - since).total_seconds())
+            # Our own announcement comes back through the listener, which tells local subscribers.
+
+    def _on_message(self, raw: bytes | str) -> None:
+        try:
+            envelope = json.loads(raw)
+            topic, data = envelope["t"], envelope["d"]
+            if topic == RESYNC_TOPIC:
+                self._missed(datetime.fromisoformat(data["since"]))
+            else:
+                self._dispatch(topic, data)
+        except (ValueError, KeyError, TypeError):
+            logger.warning("dropped a malformed bus message")
 
     async def start(self) -> None:
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="redis-bus-listener")
             await asyncio.wait_for(self._ready.wait(), timeout=10)
 
+    def _listener_redis(self) -> Any:
+        if self._listen_client is None:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            # No silent reconnection: redis-py would re-subscribe by itself after a short blink, and
+            # what was published meanwhile would be missed without anyone knowing.
+            self._listen_client = aioredis.from_url(self.url, retry=Retry(NoBackoff(), 0),
+                                                    socket_connect_timeout=2.0)
+        return self._listen_client
+
     async def _listen(self) -> None:
-        delay = 0.2
+        delay = self.retry_delay
+        lost_at: datetime | None = None
         while True:
-            pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
+            pubsub = self._listener_redis().pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 self._ready.set()
-                delay = 0.2
+                delay = self.retry_delay
+                if lost_at is not None:
+                    logger.info("redis bus listener subscribed again; subscribers catch up")
+                    self._missed(lost_at)
+                    lost_at = None
                 async for item in pubsub.listen():
-                    if item.get("type") != "message":
-                        continue
-                    try:
-                        envelope = json.loads(item["data"])
-                        self._dispatch(envelope["t"], envelope["d"])
-                    except (ValueError, KeyError, TypeError):
-                        logger.warning("dropped a malformed bus message")
+                    if item.get("type") == "message":
+                        self._on_message(item["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Subscribers catch up from the database on their next reconnect or poll.
-                logger.warning("redis bus connection lost (%s); reconnecting in %.1fs", exc, delay)
+                if lost_at is None:
+                    lost_at = datetime.now(UTC)
+                    logger.warning("redis bus connection lost (%s); reconnecting", exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, self.max_retry_delay)
             finally:
                 try:
                     await pubsub.aclose()
@@ -161,16 +314,12 @@ class RedisBus(Bus):
                     pass
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            try:
-                await self._listener
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._listener = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await cancel_and_wait(self._listener, self._recovery)
+        self._listener = self._recovery = None
+        for client in (self._client, self._listen_client):
+            if client is not None:
+                await client.aclose()
+        self._client = self._listen_client = None
 
 
 def make_bus(redis_url: str | None, namespace: str = "channelhub") -> Bus:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
@@ -43,13 +43,18 @@ async def snapshot(hub: Hub, principal: Principal) -> tuple[int, list[dict[str, 
 
 
 async def missed_events(
-    hub: Hub, principal: Principal, since: int, groups: frozenset[int] = frozenset()
+    hub: Hub, principal: Principal, since: int, groups: frozenset[int] = frozenset(), *,
+    after: datetime | None = None,
 ) -> list[dict[str, Any]]:
+    """Events after the id ``since``, and those of the last few seconds (or since ``after``, when
+    the bus says something may have been missed since then) whatever their id."""
+    now = utcnow()
+    recent = min(after, now) if after is not None else now
     async with hub.db.read(principal.tenant_id) as session:
         stmt = (
             select(Event)
             .where(Event.tenant_id == principal.tenant_id,
-                   or_(Event.id > since, Event.created_at > utcnow() - REPLAY_OVERLAP))
+                   or_(Event.id > since, Event.created_at > recent - REPLAY_OVERLAP))
             .order_by(Event.id)
             .limit(MAX_REPLAY)
         )

@@ -79,7 +79,8 @@ class Hub:
         await self.db.dispose()
 
     async def publish(self, tenant_id: int, events: list[dict[str, Any]]) -> None:
-        """Publish events already committed to the database."""
+        """Publish events already committed to the database. Never raises: the bus logs a failure
+        and has subscribers catch up from the events table (core.bus)."""
         if events:
             await self.bus.publish_many([(tenant_topic(tenant_id), e) for e in events])
 

@@ -73,6 +73,7 @@ class Outbox:
         self._slots = asyncio.Semaphore(max(self.settings.worker_threads, 1))
         self._worker: dramatiq.Worker | None = None
         self._broker: dramatiq.Broker | None = None
+        self._enqueue_failing = False
         self._actor: Any = None
         if self.settings.redis_url:
             from dramatiq.brokers.redis import RedisBroker
@@ -120,7 +121,18 @@ class Outbox:
             return
         # redis-py is blocking: keep it off the event loop.
         actor = self._actor
-        await asyncio.to_thread(lambda: [actor.send(oid) for oid in outbox_ids])
+        try:
+            await asyncio.to_thread(lambda: [actor.send(oid) for oid in outbox_ids])
+        except Exception as exc:
+            # The rows are committed, pending: the sweeper enqueues them again once Redis answers.
+            # Never a failure of the request that stored them; logged once per outage.
+            if not self._enqueue_failing:
+                self._enqueue_failing = True
+                logger.warning("outbox enqueue failed (%s); the sweeper will take the rows", exc)
+            return
+        if self._enqueue_failing:
+            self._enqueue_failing = False
+            logger.info("outbox enqueues again")
 
     # --- embedded: tasks on the hub's loop ---------------------------------------------------------
     def _spawn(self, outbox_id: int, delay: float, attempt: int) -> None:

@@ -47,6 +47,7 @@ from core.models import (
     utcnow,
 )
 from core.serialize import CustomerRow, TicketRow, ticket_dict
+from core.tasks import cancel_and_wait
 from core.transitions import RoutingState
 from routing.rules import BusinessHours, RoutingContext, Rule, RuleMatch, compile_rule, evaluate
 from routing.strategies import AgentState, Choice, GroupPolicy, TicketView, choose
@@ -173,13 +174,7 @@ class Router:
     async def stop(self) -> None:
         if getattr(self, "_config_sub", None) is not None:
             self._config_sub.close()
-        for task in (self._task, self._sweeper):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        await cancel_and_wait(self._task, self._sweeper)
         self._task = self._sweeper = None
 
     async def _run(self) -> None:

@@ -6,6 +6,7 @@ Protocol: connectors/webchat/README.md.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 HELLO_TIMEOUT = 15.0
+# Past this many, a catch-up may send a message again (the widget keeps messages by id).
 # Web chat endpoints carry no credentials (the visitor id is in the body), so any origin may call them.
 CORS = {"Access-Control-Allow-Origin": "*"}
 
@@ -129,7 +131,8 @@ class VisitorSession(SocketSession[ChatHello]):
 
     async def start(self, hello: ChatHello) -> None:
         self.hello, self.visitor_id = hello, hello.visitor_id or new_visitor_id()
-        self.subscription = self.conn.hub.bus.subscribe(visitor_topic(self.tenant_id, self.visitor_id), self.live)
+        self.subscription = self.conn.hub.bus.subscribe(visitor_topic(self.tenant_id, self.visitor_id), self.live,
+                                                        catch_up=self.catch_up)
         history = await customer_history(self.conn.hub, self.tenant_id, self.conn.kind, self.visitor_id,
                                          since=hello.since or 0)
         self.sent.mark_all(m["id"] for m in history)
@@ -141,6 +144,13 @@ class VisitorSession(SocketSession[ChatHello]):
         if frame.get("type") == "message" and isinstance(message, dict) and not self.sent.mark(message["id"]):
             return
         self.push(frame)
+
+    async def catch_up(self, since: datetime) -> None:
+        """The bus may have lost frames: send the conversation's latest messages this socket has not
+        sent (the client has everything up to its hello's ``since`` already)."""
+        for m in await customer_history(self.conn.hub, self.tenant_id, self.conn.kind, self.visitor_id):
+            if m["id"] > (self.hello.since or 0):
+                self.live({"type": "message", "message": m})
 
     def reference(self, data: dict[str, Any]) -> Any:
         # Checked before the text, so a refusal of the text names the message.
