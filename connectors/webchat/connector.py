@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from core.attachments import for_customer
@@ -69,7 +70,11 @@ class WebchatConnector(Connector):
     async def receive(
         self, tenant_id: int, visitor_id: str, client_id: str, text: Any, *, name: str | None = None,
         email: str | None = None, language: str | None = None,
+        on_stored: Callable[[dict[str, Any]], object] | None = None,
     ) -> dict[str, Any]:
+        """Store a visitor's message and show it on their other tabs. ``on_stored`` sees the stored
+        message before that publication: the sending socket marks it as its own (it acks it), so
+        the echo meant for the other tabs cannot reach it first."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidInput("text must be a non-empty string", code="empty_text")
         result = await ingest(self.hub, InboundMessage(
@@ -82,6 +87,8 @@ class WebchatConnector(Connector):
         ))
         public = {k: result.message[k] for k in ("id", "direction", "text", "attachments", "created_at")}
         public["author"] = None
+        if on_stored is not None:
+            on_stored(public)
         if not result.duplicate:
             # Other tabs of the same visitor show it too.
             await self.hub.bus.publish(visitor_topic(tenant_id, visitor_id), {"type": "message", "message": public})

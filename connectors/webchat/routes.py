@@ -168,6 +168,6 @@ class VisitorSession(SocketSession[ChatHello]):
         frame = parse_frame(MessageFrame, data)
         message = await self.conn.receive(self.tenant_id, self.visitor_id, frame.client_id, frame.text,
                                           name=self.hello.name, email=self.hello.email,
-                                          language=self.hello.language)
-        self.sent.mark(message["id"])
+                                          language=self.hello.language,
+                                          on_stored=lambda m: self.sent.mark(m["id"]))
         return {"type": "ack", "client_id": frame.client_id, "message": message}
