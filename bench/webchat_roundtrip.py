@@ -12,6 +12,9 @@ Measured, on one clock (the clients all live in this process):
   agent_to_customer  an agent's reply send -> the customer receives the outbound message
   customer_ack       a customer's send -> the customer receives the ack (the message is stored)
 
+After the hub it measures the bare reference, an aiohttp websocket echo at saturation, and prints
+the hub's figures as a share of it (``share_of_reference``; see reference_figures).
+
 Prints ONE JSON object on stdout (progress goes to stderr). Never part of the test run. "lost" counts
 what had not arrived when the drain after the last send ended (--drain seconds with nothing arriving,
 --max-drain at most): on an overloaded hub that includes messages that were merely very late.
@@ -49,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+from reference import measure_ws_echo, share  # noqa: E402  (bench/reference.py, beside this script)
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from admin_api.client import AgentClient, HubError, VisitorClient  # noqa: E402
@@ -472,6 +476,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+async def reference_figures(result: dict[str, Any]) -> dict[str, Any]:
+    """The bare reference, measured after the hub in the same run: an aiohttp websocket echo at
+    saturation (bench/reference.py). A round trip is at least two echoes' worth of work (the
+    customer's message to an agent, the reply back), so the hub's figures are put beside two echo
+    messages: ``cpu`` = 2 x the echo's CPU per message / the serve process's CPU per round trip,
+    ``throughput`` = round trips achieved per second / half the echo's messages per second (a share
+    of capacity only when the hub was driven to saturation)."""
+    log("measuring the reference (aiohttp websocket echo)")
+    echo = await measure_ws_echo()
+    hub_cpu = result["cpu_ms_per_round_trip"].get("serve")
+    return {
+        "reference": echo,
+        "share_of_reference": {
+            "cpu": share(hub_cpu, 2 * echo["cpu_ms_per_message"]),
+            "throughput": share(echo["messages_per_s"] / 2, result["achieved_per_s"]),
+        },
+    }
+
+
 def _free_port() -> int:
     import socket
 
@@ -504,12 +527,16 @@ def main() -> int:
     parser.add_argument("--cprofile", metavar="FILE",
                         help="run the serve process under cProfile (its main thread), stats written to FILE")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (hub logs, SQLite file)")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="skip the aiohttp websocket echo measured after the hub")
     args = parser.parse_args()
     if args.redis and not args.pg:
         parser.error("--redis goes with --pg (several processes need a shared database)")
     if args.pg and not args.redis:
         log("--pg without --redis: in-process bus and broker in the one serve process")
     result = asyncio.run(run(args))
+    if args.reference:
+        result.update(asyncio.run(reference_figures(result)))
     print(json.dumps(result, indent=2))
     return 0
 

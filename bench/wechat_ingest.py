@@ -11,7 +11,10 @@ Prints one JSON object: per rate step, pushes/s offered and accepted ("success" 
 p50/p99/max webhook response time in ms, the hub's CPU time per push (user + system, read from
 /proc: a figure that holds when the machine is busy with other work, unlike the rates), and how
 long after the step's last answer the inbox was empty (every accepted push a ticket message).
-At the end it checks that every accepted push became exactly one message.
+At the end it checks that every accepted push became exactly one message, then sends each step's
+pushes again to the bare reference (bench/reference.py webhook: verify, decrypt, parse, answer) and
+prints the hub's CPU per push as a share of the reference's (``share_of_reference``), a figure
+that holds from run to run where the absolute ones move.
 
     .venv/bin/python bench/wechat_ingest.py [--safe] [--rates 250,500,1000,1500] [--seconds 5]
         [--connections 128] [--pg postgresql+asyncpg://...] [--redis redis://...] [--profile FILE]
@@ -38,6 +41,9 @@ from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from reference import reference_server, share  # noqa: E402  (bench/reference.py, beside this script)
+from reference import wait_up as reference_wait_up  # noqa: E402
 
 from core.db import Database, create_pg_database, drop_pg_database  # noqa: E402
 from core.models import InboxItem, Message  # noqa: E402
@@ -166,11 +172,40 @@ async def bench(args: argparse.Namespace, url: str, db_url: str, pid: int) -> di
     stored = await messages_stored(db) if args.drain else await inbox_left(db)
     await db.dispose()
     accepted = sum(s["accepted"] for s in steps)
+    if args.reference:
+        await measure_reference(args, pusher, openids, steps)
     return {"every_accepted_push_stored_once": stored == accepted, "messages": stored, "drain": args.drain,
+            "reference": "a bare aiohttp handler that verifies, decrypts (safe mode) and parses each push"
+                         " (bench/reference.py webhook), driven the same way in the same run;"
+                         " share_of_reference = its CPU per push / the hub's" if args.reference else None,
             "benchmark": "wechat_ingest", "mode": "safe" if args.safe else "plain",
             "database": "postgresql" if args.pg else "sqlite", "redis": bool(args.redis),
             "connections": args.connections, "seconds_per_step": args.seconds, "customers": args.customers,
             "cpus": os.cpu_count(), "steps": steps}
+
+
+async def measure_reference(args: argparse.Namespace, pusher: Pusher, openids: list[str],
+                            steps: list[dict[str, Any]]) -> None:
+    """Each step's rate again, against the bare webhook reference: its CPU per push, and the hub's
+    CPU per push as a share of it (1.0: the hub costs what verifying and parsing alone cost)."""
+    extra = ["--token", pusher.token]
+    if pusher.aes_key:
+        extra += ["--aes-key", pusher.aes_key, "--app-id", pusher.app_id]
+    with reference_server("webhook", *extra) as (ref_url, ref_pid):
+        await reference_wait_up(ref_url)
+        for result in steps:
+            rate = float(result["offered_per_s"])
+            pushes = [pusher.push(pusher.xml("text", openids[i % len(openids)], content=f"reference {i}"),
+                                  openids[i % len(openids)]) for i in range(int(rate * args.seconds))]
+            cpu_before = cpu_seconds(ref_pid)
+            ref = await step(ref_url, "reference", pushes, rate, args.connections)
+            ref_cpu = round((cpu_seconds(ref_pid) - cpu_before) * 1000 / max(len(pushes), 1), 3)
+            result["reference_cpu_ms_per_push"] = ref_cpu
+            result["reference_accepted_per_s"] = ref["accepted_per_s"]
+            result["reference_p99_ms"] = ref["p99_ms"]
+            result["share_of_reference"] = share(result["hub_cpu_ms_per_push"], ref_cpu)
+            print(json.dumps({"reference": result}), file=sys.stderr)
+            await asyncio.sleep(0.5)
 
 
 def main() -> int:
@@ -185,6 +220,8 @@ def main() -> int:
     parser.add_argument("--no-drain", dest="drain", action="store_false",
                         help="the hub only accepts (CHANNELHUB_INBOX_DRAIN=0): the cost of answering alone")
     parser.add_argument("--profile", help="run the hub under cProfile, writing the stats here")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="skip the bare webhook reference measured after the hub's steps")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="chbench-"))
