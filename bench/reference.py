@@ -52,6 +52,10 @@ def free_port() -> int:
 
 
 # --- the servers ------------------------------------------------------------------------------------
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
 def ws_echo_app() -> web.Application:
     async def echo(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -60,9 +64,6 @@ def ws_echo_app() -> web.Application:
             if msg.type == WSMsgType.TEXT:
                 await ws.send_str(msg.data)
         return ws
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
 
     app = web.Application()
     app.router.add_get("/ws", echo)
@@ -90,9 +91,6 @@ def webhook_app(token: str, aes_key: str | None, app_id: str | None) -> web.Appl
             raise web.HTTPBadRequest()
         return web.Response(text="success")
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
-
     app = web.Application()
     app.router.add_post("/wechat/oa/{key}", push)
     app.router.add_get("/healthz", healthz)
@@ -116,10 +114,13 @@ def reference_server(kind: str, *extra: str) -> Iterator[tuple[str, int]]:
             proc.kill()
 
 
-async def wait_up(url: str, timeout: float = 20.0) -> None:
+async def wait_up(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
+    """Until ``url``'s /healthz answers 200 (a hub or a reference server); fails if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise SystemExit(f"the server at {url} exited during start-up")
             try:
                 async with http.get(url + "/healthz") as resp:
                     if resp.status == 200:
@@ -127,7 +128,7 @@ async def wait_up(url: str, timeout: float = 20.0) -> None:
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.05)
-    raise SystemExit(f"the reference server at {url} did not come up")
+    raise SystemExit(f"the server at {url} did not come up")
 
 
 async def measure_ws_echo(*, connections: int = 64, seconds: float = 5.0) -> dict[str, Any]:

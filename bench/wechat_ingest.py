@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,8 +41,7 @@ from sqlalchemy import func, select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reference import reference_server, share  # noqa: E402  (bench/reference.py, beside this script)
-from reference import wait_up as reference_wait_up  # noqa: E402
+from reference import cpu_seconds, free_port, reference_server, share, wait_up  # noqa: E402  (bench/reference.py, beside this script)
 
 from core.db import Database, create_pg_database, drop_pg_database  # noqa: E402
 from core.models import InboxItem, Message  # noqa: E402
@@ -53,29 +51,8 @@ DOMAIN = "bench.example.com"
 PASSWORD = "bench password 1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run(cmd: list[str], env: dict[str, str]) -> None:
     subprocess.run(cmd, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-
-
-async def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            if proc.poll() is not None:
-                raise SystemExit("the hub exited during start-up")
-            try:
-                async with http.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise SystemExit("the hub did not come up")
 
 
 async def configure(url: str, safe: bool) -> tuple[str, Pusher]:
@@ -90,11 +67,6 @@ async def configure(url: str, safe: bool) -> tuple[str, Pusher]:
                              headers={"Authorization": f"Bearer {token}"}) as r:
             account = (await r.json())["account"]
     return account["key"], Pusher(app_id, wx_token, aes_key, "safe" if safe else "plain")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def inbox_left(db: Database) -> int:
@@ -192,7 +164,7 @@ async def measure_reference(args: argparse.Namespace, pusher: Pusher, openids: l
     if pusher.aes_key:
         extra += ["--aes-key", pusher.aes_key, "--app-id", pusher.app_id]
     with reference_server("webhook", *extra) as (ref_url, ref_pid):
-        await reference_wait_up(ref_url)
+        await wait_up(ref_url)
         for result in steps:
             rate = float(result["offered_per_s"])
             pushes = [pusher.push(pusher.xml("text", openids[i % len(openids)], content=f"reference {i}"),
