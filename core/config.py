@@ -51,6 +51,9 @@ class Settings:
     db_pool_size: int = 10
     # How long a request waits for a free database connection before it is answered 503 busy.
     db_pool_timeout: float = 30.0
+    # Load shedding (core.batching): once the oldest write waiting for a group commit has waited
+    # this long, new writes are refused with 503 busy (a busy frame on sockets) instead of queued.
+    busy_after: float = 0.25
     # Slow and stuck clients (web.serving): the time to send a whole request head, the keep-alive
     # idle time, the time a request body may take between two chunks, and the open connections one
     # address may hold (0: no cap; behind a load balancer raise it or turn it off).
@@ -120,6 +123,7 @@ class Settings:
             worker_threads=int(get("WORKER_THREADS") or defaults.worker_threads),
             db_pool_size=int(get("DB_POOL_SIZE") or defaults.db_pool_size),
             db_pool_timeout=float(get("DB_POOL_TIMEOUT") or defaults.db_pool_timeout),
+            busy_after=float(get("BUSY_AFTER") or defaults.busy_after),
             header_timeout=float(get("HEADER_TIMEOUT") or defaults.header_timeout),
             keepalive_timeout=float(get("KEEPALIVE_TIMEOUT") or defaults.keepalive_timeout),
             read_timeout=float(get("READ_TIMEOUT") or defaults.read_timeout),

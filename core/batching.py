@@ -1,0 +1,147 @@
+"""Group commit: many callers' writes made in one transaction, and refused when it cannot keep up.
+
+A transaction costs about as much as several small writes (the commit, a round trip or two, the
+session), so a thousand writes a second made one transaction each spend most of their time on
+the transactions. :class:`GroupCommit` lets every caller :meth:`~GroupCommit.submit` one item and
+await its own result, while one task per process writes everything that queued while the
+previous batch was in flight as one batch: under light load a batch is one item and costs what it
+did before, under heavy load batches grow and the cost per item falls.
+
+- **One failure stays one.** ``run`` returns a result or an exception per item. When it raises
+  for the batch as a whole (a constraint, a driver error), each item is run again on its own, so
+  the item at fault fails and the others are written.
+- **Load shedding.** Past saturation a queue only adds latency: once ``max_waiting`` items wait,
+  or the oldest has waited ``busy_after`` seconds, :meth:`~GroupCommit.submit` raises
+  :class:`~core.errors.Busy` at once (503 with Retry-After on HTTP, a ``busy`` frame on sockets)
+  and nothing of that item was done. What was accepted into the queue is always written.
+- **Not serving** (a CLI, a test hub, while stopping): ``submit`` runs the item on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from core.errors import Busy
+
+logger = logging.getLogger(__name__)
+
+I = TypeVar("I")  # noqa: E741
+R = TypeVar("R")
+
+Run = Callable[[list[I]], Awaitable[Sequence["R | BaseException"]]]
+
+
+class GroupCommit(Generic[I, R]):
+    def __init__(self, name: str, run: Run[I, R], *, linger: float = 0.0, max_batch: int = 500,
+                 max_waiting: int = 5000, busy_after: float = 0.5) -> None:
+        self.name = name
+        self._run = run
+        # How long the writer lets a batch gather after a quiet spell (0: only what queued meanwhile).
+        self.linger = linger
+        self.max_batch = max_batch
+        self.max_waiting = max_waiting
+        self.busy_after = busy_after
+        self._waiting: deque[tuple[I, asyncio.Future[R], float]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        # Figures for benchmarks and operators.
+        self.batches = 0
+        self.items = 0
+        self.refused = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    @property
+    def serving(self) -> bool:
+        return self._task is not None and not self._closing
+
+    def start(self) -> None:
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.create_task(self._loop(), name=f"{self.name} group commit")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Write what was accepted (its callers are waiting), then stop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(task, timeout=timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        finally:
+            self._closing = False
+
+    # --- submitting ---------------------------------------------------------------------------
+    async def submit(self, item: I) -> R:
+        if self._task is None or self._closing:
+            result = (await self._run_alone([item]))[0]
+            if isinstance(result, BaseException):
+                raise result
+            return result
+        if self._waiting and (len(self._waiting) >= self.max_waiting
+                              or time.monotonic() - self._waiting[0][2] > self.busy_after):
+            self.refused += 1
+            raise Busy("the server is busy; nothing was stored: try again shortly", code="busy")
+        waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, waiter, time.monotonic()))
+        self._wake.set()
+        # Shielded: a caller that goes away (its client hung up) does not take its item out of a
+        # batch being written; the item is written and the result dropped.
+        return await asyncio.shield(waiter)
+
+    # --- writing ------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            if not self._waiting:
+                if self._closing:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                if self.linger and not self._closing:
+                    await asyncio.sleep(self.linger)
+                continue
+            taken = [self._waiting.popleft() for _ in range(min(self.max_batch, len(self._waiting)))]
+            try:
+                results = await self._run_alone([item for item, _, _ in taken])
+            except asyncio.CancelledError:
+                for _, waiter, _ in taken:
+                    if not waiter.done():
+                        waiter.set_exception(RuntimeError(f"{self.name}: stopped while writing"))
+                raise
+            self.batches += 1
+            self.items += len(taken)
+            for (_, waiter, _), result in zip(taken, results, strict=True):
+                if waiter.done():
+                    continue
+                if isinstance(result, BaseException):
+                    waiter.set_exception(result)
+                else:
+                    waiter.set_result(result)
+
+    async def _run_alone(self, items: list[I]) -> list[R | BaseException]:
+        """Run a batch; when it fails as a whole, each item on its own. Returns, never raises
+        (but for cancellation): a single item's failure is its result."""
+        try:
+            results = list(await self._run(items))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+            logger.warning("%s: a batch of %d failed (%s); writing its items one at a time",
+                           self.name, len(items), type(exc).__name__)
+            results = []
+            for item in items:
+                results.extend(await self._run_alone([item]))
+            return results
+        if len(results) != len(items):
+            raise RuntimeError(f"{self.name}: {len(results)} results for {len(items)} items")
+        return results
