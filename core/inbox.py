@@ -15,6 +15,15 @@ committed: durable, and answered in milliseconds. The web-hook then says "succes
   a crash at any point leaves it in the inbox for the next drain (every process polls, so rows a
   dead process landed are drained by the others). Ingest stays idempotent for a push retried
   after its first try was drained.
+- **Live channels** (web chat: the customer's socket waits for its ack, which carries the stored
+  message and its id) skip the landing row: :meth:`Inbox.ingest` hands each message to a second
+  group commit that makes ticket messages of everything that arrived meanwhile in one transaction,
+  with the same :func:`core.ingest.ingest_in` as the drain. The ack follows the commit, so what was
+  acknowledged is durable; a message that cannot be ingested is refused to its sender, who still
+  has it, rather than set aside.
+- **Load shedding.** Both group commits (core.batching) refuse new messages with
+  :class:`core.errors.Busy` once the oldest waiting one has waited ``settings.busy_after``: the
+  web-hook answers 503 (WeChat pushes again), the socket sends ``busy`` and the widget resends.
 - **Nothing is lost, nothing blocks.** A batch that fails is retried a row at a time; a row that
   keeps failing is retried with backoff and, after ``MAX_ATTEMPTS``, set aside as ``failed`` with
   its error for an operator (``channelhub inbox``), instead of holding up everything behind it.
@@ -24,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,10 +42,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.batching import GroupCommit
 from core.channels import Attachment, InboundMessage
-from core.ingest import IngestResult, after_commit, check_message, ingest_in
+from core.ingest import IngestResult, after_commit, check_message, ingest_many, ingest_scoped
 from core.models import InboxItem, InboxState, table_of, utcnow
 
 if TYPE_CHECKING:
@@ -50,8 +59,11 @@ logger = logging.getLogger(__name__)
 # wait for it to land theirs) and, its statements running on the event loop, the loop itself:
 # 100 rows are about 30 ms.
 DRAIN_BATCH = 100
-# Messages landed per group commit at the most.
+# Deliveries (a push, a callback's messages) landed per group commit at the most.
 LAND_BATCH = 1000
+# Live messages ingested per group commit at the most: on SQLite a batch holds the write lock and,
+# its statements running on the event loop, the loop itself (about 0.3 ms a message).
+LIVE_BATCH = 200
 # How long the writer lets a group gather after its first message: a transaction costs about as
 # much CPU as answering three pushes, so at a thousand pushes a second committing each on its own
 # would cost more than everything else. A few milliseconds on every answer buy a batch of several.
@@ -93,36 +105,29 @@ def backoff(attempts: int) -> timedelta:
 
 
 class Inbox:
-    """One per hub process: the group-commit writer and the drainer."""
+    """One per hub process: the two group commits (landing, live ingest) and the drainer."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._waiting: deque[tuple[list[InboundMessage], asyncio.Future[list[bool]]]] = deque()
-        self._writer_wake = asyncio.Event()
+        busy_after = hub.settings.busy_after
+        self.lander: GroupCommit[list[InboundMessage], list[bool]] = GroupCommit(
+            "inbox landing", self._land_many, linger=LAND_LINGER, max_batch=LAND_BATCH, busy_after=busy_after)
+        self.live: GroupCommit[InboundMessage, IngestResult] = GroupCommit(
+            "live ingest", self._ingest_live, max_batch=LIVE_BATCH, busy_after=busy_after)
         self._drain_wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
-        self._closing = False
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        if self._writer is None:
-            self._closing = False
-            self._writer = asyncio.create_task(self._write_loop(), name="inbox writer")
-            if self.hub.settings.inbox_drain:
-                self._drainer = asyncio.create_task(self._drain_loop(), name="inbox drainer")
+        self.lander.start()
+        self.live.start()
+        if self._drainer is None and self.hub.settings.inbox_drain:
+            self._drainer = asyncio.create_task(self._drain_loop(), name="inbox drainer")
 
     async def stop(self) -> None:
-        """Land what was accepted (its web-hooks are waiting for the answer), then stop draining."""
-        writer, drainer = self._writer, self._drainer
-        self._writer = self._drainer = None
-        if writer is not None:
-            self._closing = True
-            self._writer_wake.set()
-            try:
-                await asyncio.wait_for(writer, timeout=10)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
+        """Write what was accepted (its senders are waiting for the answer), then stop draining."""
+        await asyncio.gather(self.lander.stop(), self.live.stop())
+        drainer, self._drainer = self._drainer, None
         if drainer is not None:
             drainer.cancel()
             await asyncio.gather(drainer, return_exceptions=True)
@@ -136,49 +141,25 @@ class Inbox:
             check_message(m, self.hub.settings.max_message_bytes)
         if not msgs:
             return []
-        if self._writer is None or self._closing:  # not serving (a CLI, a test hub): land directly
-            flags = await self._land(list(msgs))
-            self._drain_wake.set()
-            return flags
-        waiter: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((list(msgs), waiter))
-        self._writer_wake.set()
-        return await waiter
+        return await self.lander.submit(list(msgs))
 
-    async def _write_loop(self) -> None:
-        while True:
-            if not self._waiting:
-                if self._closing:
-                    return
-                await self._writer_wake.wait()
-                self._writer_wake.clear()
-                if not self._closing:
-                    await asyncio.sleep(LAND_LINGER)
-                continue
-            # Everything that queued while the last commit was in flight goes in this one.
-            taken: list[tuple[list[InboundMessage], asyncio.Future[list[bool]]]] = []
-            count = 0
-            while self._waiting and count < LAND_BATCH:
-                item = self._waiting.popleft()
-                taken.append(item)
-                count += len(item[0])
-            try:
-                flags = await self._land([m for msgs, _ in taken for m in msgs])
-            except BaseException as exc:
-                if not isinstance(exc, asyncio.CancelledError):
-                    logger.exception("inbox: landing %d message(s) failed", count)
-                for _, waiter in taken:
-                    if not waiter.done():
-                        waiter.set_exception(exc if isinstance(exc, Exception) else RuntimeError("hub stopping"))
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            at = 0
-            for msgs, waiter in taken:
-                if not waiter.done():
-                    waiter.set_result(flags[at:at + len(msgs)])
-                at += len(msgs)
-            self._drain_wake.set()
+    async def ingest(self, msg: InboundMessage) -> IngestResult:
+        """A live channel's message made a ticket message in the next group commit; returns once
+        it is committed."""
+        check_message(msg, self.hub.settings.max_message_bytes)
+        return await self.live.submit(msg)
+
+    async def _ingest_live(self, msgs: list[InboundMessage]) -> list[IngestResult]:
+        return await ingest_many(self.hub, msgs)
+
+    async def _land_many(self, deliveries: list[list[InboundMessage]]) -> list[list[bool]]:
+        flags = await self._land([m for msgs in deliveries for m in msgs])
+        self._drain_wake.set()
+        out, at = [], 0
+        for msgs in deliveries:
+            out.append(flags[at:at + len(msgs)])
+            at += len(msgs)
+        return out
 
     def _insert(self) -> Any:
         # The table, not the mapped class: a Core INSERT skips the ORM's per-row bulk machinery.
@@ -265,7 +246,7 @@ class Inbox:
                 by_tenant[r.tenant_id].append(decode(r.tenant_id, r.channel, r.channel_message_id, r.external_id,
                                                      r.received_at, r.payload))
             for tenant_id, msgs in by_tenant.items():
-                results, events = await _scoped_ingest(session, self.hub, tenant_id, msgs)
+                results, events = await ingest_scoped(session, self.hub, tenant_id, msgs)
                 done.append((tenant_id, results, events))
             await session.execute(delete(InboxItem).where(InboxItem.id.in_(claimed)))
         for tenant_id, results, events in done:
@@ -318,13 +299,3 @@ async def retry_failed(db: Database) -> int:
             .values(state=InboxState.PENDING, attempts=0, next_attempt_at=utcnow())
             .execution_options(synchronize_session=False))
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-async def _scoped_ingest(session: AsyncSession, hub: Hub, tenant_id: int, msgs: list[InboundMessage]
-                         ) -> tuple[list[IngestResult], list[dict[str, Any]]]:
-    """Ingest one tenant's rows with the session scoped to that tenant, as a request's would be."""
-    session.info["tenant_id"] = tenant_id
-    try:
-        return await ingest_in(session, hub, msgs)
-    finally:
-        session.info["tenant_id"] = None

@@ -328,31 +328,45 @@ async def after_commit(hub: Hub, tenant_id: int, results: Sequence[IngestResult]
         hub.router.signal(tenant_id, capacity=False)
 
 
+async def ingest_scoped(session: AsyncSession, hub: Hub, tenant_id: int, msgs: Sequence[InboundMessage]
+                        ) -> tuple[list[IngestResult], list[dict[str, Any]]]:
+    """:func:`ingest_in` for one tenant's messages in a transaction that may hold several tenants'
+    (a batch): the session is scoped to that tenant meanwhile, as a request's would be."""
+    session.info["tenant_id"] = tenant_id
+    try:
+        return await ingest_in(session, hub, msgs)
+    finally:
+        session.info["tenant_id"] = None
+
+
 async def ingest_many(hub: Hub, msgs: Sequence[InboundMessage]) -> list[IngestResult]:
-    """Store messages (of any tenants), one transaction per tenant."""
+    """Store messages (of any tenants) in one transaction; returns a result per message, in order.
+    The live channels' group commit (core.inbox) hands it everything that arrived meanwhile."""
     for m in msgs:
         check_message(m, hub.settings.max_message_bytes)
     by_tenant: dict[int, list[int]] = defaultdict(list)
     for i, m in enumerate(msgs):
         by_tenant[m.tenant_id].append(i)
+    for attempt in range(3):
+        done: list[tuple[int, list[int], list[IngestResult], list[dict[str, Any]]]] = []
+        try:
+            async with hub.db.session() as session:
+                for tenant_id, positions in by_tenant.items():
+                    results, events = await ingest_scoped(session, hub, tenant_id, [msgs[i] for i in positions])
+                    done.append((tenant_id, positions, results, events))
+        except IntegrityError:
+            # Two deliveries of one message (or two first messages of one new customer) raced
+            # another process; the loser rolled back, and the retry finds what the winner stored.
+            if attempt == 2:
+                raise
+            logger.debug("ingest race; retrying")
+            continue
+        break
     out: list[IngestResult | None] = [None] * len(msgs)
-    for tenant_id, positions in by_tenant.items():
-        batch = [msgs[i] for i in positions]
-        for attempt in range(3):
-            try:
-                async with hub.db.session(tenant_id) as session:
-                    results, events = await ingest_in(session, hub, batch)
-            except IntegrityError:
-                # Two deliveries of one message (or two first messages of one new customer) raced
-                # another process; the loser rolled back, and the retry finds what the winner stored.
-                if attempt == 2:
-                    raise
-                logger.debug("ingest race for tenant %s; retrying", tenant_id)
-                continue
-            await after_commit(hub, tenant_id, results, events)
-            for i, result in zip(positions, results, strict=True):
-                out[i] = result
-            break
+    for tenant_id, positions, results, events in done:
+        await after_commit(hub, tenant_id, results, events)
+        for i, result in zip(positions, results, strict=True):
+            out[i] = result
     return [r for r in out if r is not None]
 
 

@@ -15,7 +15,6 @@ from typing import Any
 from core.attachments import for_customer
 from core.channels import Connector, InboundMessage, OutboundMessage
 from core.errors import InvalidInput
-from core.ingest import ingest
 from core.serialize import iso
 from web.schemas import CLIENT_ID_PATTERN
 
@@ -77,7 +76,8 @@ class WebchatConnector(Connector):
         the echo meant for the other tabs cannot reach it first."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidInput("text must be a non-empty string", code="empty_text")
-        result = await ingest(self.hub, InboundMessage(
+        # Through the live group commit (core.inbox): acknowledged once the ticket message is committed.
+        result = await self.hub.inbox.ingest(InboundMessage(
             tenant_id=tenant_id, channel=self.kind, external_id=visitor_id, text=text,
             # Scoped by visitor: one visitor can never collide with (or read) another's message.
             channel_message_id=f"{visitor_id}:{client_id}", customer_name=name, customer_email=email,
