@@ -75,6 +75,7 @@ class Stats:
     reply_sent_at: dict[int, float] = field(default_factory=dict)   # seq -> agent reply send time
     to_customer: dict[int, float] = field(default_factory=dict)     # seq -> latency (s)
     errors: list[str] = field(default_factory=list)
+    busy: int = 0  # customer messages refused busy (load shedding)
     last_arrival: float = 0.0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -134,6 +135,7 @@ class BenchAgent(AgentClient):
     _answers: set[asyncio.Task[None]]
     # Tickets seen before the router assigned them: ticket id -> the message waiting for an answer.
     _unassigned: dict[int, int]
+    answering: bool
 
     def _take(self, event: dict[str, Any]) -> None:
         if event["id"] in self._seen:
@@ -170,6 +172,8 @@ class BenchAgent(AgentClient):
         self._spawn_answer(event["ticket_id"], seq)
 
     def _spawn_answer(self, ticket_id: int, seq: int) -> None:
+        if not self.answering:
+            return
         task = asyncio.get_running_loop().create_task(self._answer(ticket_id, seq))
         self._answers.add(task)  # a reference until done, or the task may be collected
         task.add_done_callback(self._answers.discard)
@@ -199,11 +203,15 @@ class BenchVisitor(VisitorClient):
                 seq = seq_of(frame["message"]["text"], "c")
                 if seq is not None and seq in self.stats.sent_at:
                     self.stats.acked[seq] = now - self.stats.sent_at[seq]
+                    self.stats.mark_arrival(now)
             elif kind == "message" and frame["message"]["direction"] == "outbound":
                 seq = seq_of(frame["message"]["text"], "r")
                 if seq is not None and seq in self.stats.reply_sent_at and seq not in self.stats.to_customer:
                     self.stats.to_customer[seq] = now - self.stats.reply_sent_at[seq]
                     self.stats.mark_arrival(now)
+            elif kind == "error" and frame.get("code") == "busy":
+                self.stats.busy += 1
+                self.stats.mark_arrival(now)
             elif kind == "error":
                 self.stats.note_error(f"visitor error frame: {frame}")
 
@@ -331,30 +339,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             env["CHANNELHUB_QUEUE_NAMESPACE"] = f"bench{os.getpid()}"
             if args.embedded_worker:
                 env["CHANNELHUB_EMBEDDED_WORKER"] = "1"
-        serve = spawn("serve", ["serve"], env, workdir, cprofile=args.cprofile)
-        procs.append(serve)
+        # Every client connects from loopback, as if behind one load balancer: no per-address cap.
+        env["CHANNELHUB_MAX_CONNECTIONS_PER_ADDRESS"] = "0"
+        ports = [port] + [_free_port() for _ in range(args.processes - 1)]
+        serves = []
+        for n, p in enumerate(ports):
+            name = "serve" if args.processes == 1 else f"serve{n + 1}"
+            serves.append(spawn(name, ["serve"], {**env, "CHANNELHUB_PORT": str(p)}, workdir,
+                                cprofile=args.cprofile if n == 0 else None))
+        procs.extend(serves)
         if args.redis and not args.embedded_worker:
             procs.append(spawn("worker", ["worker"], env, workdir))
-        base = f"http://127.0.0.1:{port}"
+        bases = [f"http://127.0.0.1:{p}" for p in ports]
 
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                         timeout=aiohttp.ClientTimeout(total=60))
-        await wait_healthy(base, serve, session)
+        for base, serve in zip(bases, serves, strict=True):
+            await wait_healthy(base, serve, session)
         kind = "postgresql" if args.pg else "sqlite"
-        log(f"hub up at {base} (serve pid {serve.popen.pid}, {kind}), logs in {workdir}")
+        log(f"hub up at {', '.join(bases)} (serve pids {[s.popen.pid for s in serves]}, {kind}), logs in {workdir}")
 
         stats = Stats()
         agents: list[BenchAgent] = []
-        for email in emails:
-            agent = BenchAgent(base, host=domain, session=session)
+        for i, email in enumerate(emails):
+            agent = BenchAgent(bases[i % len(bases)], host=domain, session=session)
             agent.stats, agent._answers, agent._unassigned = stats, set(), {}
+            agent.answering = True
             clients.append(agent)
             await agent.login(email, PASSWORD)
             await agent.connect()
             agents.append(agent)
         visitors: list[BenchVisitor] = []
         for i in range(args.customers):
-            visitor = BenchVisitor(base, host=domain, session=session)
+            visitor = BenchVisitor(bases[i % len(bases)], host=domain, session=session)
             visitor.stats = stats
             clients.append(visitor)
             await visitor.connect(name=f"Customer {i + 1}")
@@ -375,87 +392,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             if not await stats.wait_for(warmed, idle=30):
                 raise RuntimeError(f"warm-up: only {len(stats.to_customer)} of {seq} round trips completed")
-        stats.sent_at.clear()
-        stats.to_agent.clear()
-        stats.acked.clear()
-        stats.reply_sent_at.clear()
-        stats.to_customer.clear()
-        log(f"warm-up done ({seq} tickets); sending {args.rate}/s for {args.seconds}s")
+        log(f"warm-up done ({seq} tickets)")
+        for agent in agents:
+            agent.answering = args.replies
 
-        py_spy = start_py_spy(args, serve.popen.pid) if args.py_spy else None
-
-        load_before = os.getloadavg()[0]
-        cpu_before = {p.name: p.cpu_seconds() for p in procs}
-        self_before = time.process_time()
-        busy_before = machine_busy_ticks()
-        total = int(args.rate * args.seconds)
-        first = seq + 1
-        t0 = time.perf_counter()
-        sent = 0
-        while sent < total:
-            due = min(total, int((time.perf_counter() - t0) * args.rate) + 1)
-            while sent < due:
-                seq += 1
-                visitor = visitors[(seq - first) % len(visitors)]
-                stats.sent_at[seq] = time.perf_counter()
-                await visitor.send(f"c{seq}")
-                sent += 1
-            next_at = t0 + sent / args.rate
-            delay = next_at - time.perf_counter()
-            await asyncio.sleep(max(delay, 0))
-        send_end = time.perf_counter()
-
-        # Drain: wait for the stragglers, until --drain seconds pass with nothing arriving or
-        # --max-drain in all (an overloaded hub can take minutes; what is missing then is "lost").
-        await stats.wait_for(lambda: len(stats.to_agent) >= total and len(stats.to_customer) >= total,
-                             idle=args.drain, limit=args.max_drain)
-        drain_seconds = time.perf_counter() - send_end
-        end = stats.last_arrival or time.perf_counter()
-        cpu_after = {p.name: p.cpu_seconds() for p in procs}
-        self_cpu = time.process_time() - self_before
-        busy_after = machine_busy_ticks()
-        if py_spy is not None:
-            await asyncio.to_thread(py_spy.wait, 60)
-
-        wall = end - t0
-        completed = len(stats.to_customer)
-        busy = (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1)
-        result: dict[str, Any] = {
+        phases = []
+        for rate in args.rates:
+            phase, seq = await run_phase(args, rate, seq, stats, procs, visitors)
+            phases.append(phase)
+        return {
             "database": "postgresql" if args.pg else "sqlite",
             "bus": "redis" if args.redis else "in-process",
             "delivery": ("embedded worker" if (not args.redis or args.embedded_worker) else "worker process"),
+            "serve_processes": args.processes,
             "customers": args.customers, "agents": args.agents, "capacity": capacity,
-            "target_per_s": args.rate, "seconds": args.seconds,
-            "sent_per_s": round(total / (send_end - t0), 1),
-            "drain_seconds": round(drain_seconds, 1),
-            "achieved_per_s": round(completed / wall, 1) if wall > 0 else None,
-            "customer_to_agent": percentiles(list(stats.to_agent.values())),
-            "agent_to_customer": percentiles(list(stats.to_customer.values())),
-            "customer_ack": percentiles(list(stats.acked.values())),
-            "counts": {
-                "sent": total,
-                "acked": len(stats.acked),
-                "received_by_agents": len(stats.to_agent),
-                "replies_sent": len(stats.reply_sent_at),
-                "replies_received": completed,
-                "lost_customer_to_agent": total - len(stats.to_agent),
-                "lost_agent_to_customer": len(stats.reply_sent_at) - completed,
-            },
-            "cpu_percent_of_one_core": {
-                **{name: round((cpu_after[name] - cpu_before[name]) / wall * 100, 1) for name in cpu_after},
-                "bench_clients": round(self_cpu / wall * 100, 1),
-                "machine_busy_of_all_cores": round(busy * 100, 1),
-            },
-            # CPU spent per completed round trip: what a rate costs, whatever else the machine is doing.
-            "cpu_ms_per_round_trip": {
-                name: round((cpu_after[name] - cpu_before[name]) / max(completed, 1) * 1000, 2) for name in cpu_after
-            },
-            "load_average_1m_at_start": round(load_before, 2),
-            "errors": stats.errors,
+            "agents_answer": args.replies,
+            "phases": phases,
         }
-        if args.py_spy:
-            result["py_spy_profile"] = args.py_spy
-        return result
     except BaseException:
         for proc in procs:
             with contextlib.suppress(OSError):
@@ -476,23 +429,111 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+async def run_phase(args: argparse.Namespace, rate: float, seq: int, stats: Stats, procs: list[Proc],
+                    visitors: list[BenchVisitor]) -> tuple[dict[str, Any], int]:
+    """Send customer messages at ``rate`` per second for ``args.seconds``, then drain; the figures."""
+    for timings in (stats.sent_at, stats.to_agent, stats.acked, stats.reply_sent_at, stats.to_customer):
+        timings.clear()
+    stats.errors.clear()
+    stats.busy = 0
+    log(f"sending {rate}/s for {args.seconds}s")
+    py_spy = start_py_spy(args, procs[0].popen.pid) if args.py_spy else None
+    load_before = os.getloadavg()[0]
+    cpu_before = {p.name: p.cpu_seconds() for p in procs}
+    self_before = time.process_time()
+    busy_before = machine_busy_ticks()
+    total = int(rate * args.seconds)
+    first = seq + 1
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < total:
+        due = min(total, int((time.perf_counter() - t0) * rate) + 1)
+        while sent < due:
+            seq += 1
+            visitor = visitors[(seq - first) % len(visitors)]
+            stats.sent_at[seq] = time.perf_counter()
+            await visitor.send(f"c{seq}")
+            sent += 1
+        next_at = t0 + sent / rate
+        delay = next_at - time.perf_counter()
+        await asyncio.sleep(max(delay, 0))
+    send_end = time.perf_counter()
+
+    # Drain: wait for the stragglers, until --drain seconds pass with nothing arriving or
+    # --max-drain in all (an overloaded hub can take minutes; what is missing then is "lost").
+    def finished() -> bool:
+        answered = len(stats.to_customer) >= total or not args.replies
+        return len(stats.acked) + stats.busy >= total and len(stats.to_agent) >= total - stats.busy and answered
+
+    await stats.wait_for(finished, idle=args.drain, limit=args.max_drain)
+    drain_seconds = time.perf_counter() - send_end
+    end = stats.last_arrival or time.perf_counter()
+    cpu_after = {p.name: p.cpu_seconds() for p in procs}
+    self_cpu = time.process_time() - self_before
+    busy_after = machine_busy_ticks()
+    if py_spy is not None:
+        await asyncio.to_thread(py_spy.wait, 60)
+
+    wall = end - t0
+    completed = len(stats.to_customer) if args.replies else len(stats.to_agent)
+    busy = (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1)
+    serve_cpu = sum(cpu_after[p.name] - cpu_before[p.name] for p in procs if p.name.startswith("serve"))
+    result: dict[str, Any] = {
+        "target_per_s": rate, "seconds": args.seconds,
+        "sent_per_s": round(total / (send_end - t0), 1),
+        "drain_seconds": round(drain_seconds, 1),
+        "acked_per_s": round(len(stats.acked) / (send_end - t0), 1),
+        # Round trips (customer -> agent -> customer) completed per second, or with agents not
+        # answering, customer messages that reached an agent.
+        "achieved_per_s": round(completed / wall, 1) if wall > 0 else None,
+        "customer_ack": percentiles(list(stats.acked.values())),
+        "customer_to_agent": percentiles(list(stats.to_agent.values())),
+        "agent_to_customer": percentiles(list(stats.to_customer.values())),
+        "counts": {
+            "sent": total,
+            "acked": len(stats.acked),
+            "refused_busy": stats.busy,
+            "received_by_agents": len(stats.to_agent),
+            "replies_sent": len(stats.reply_sent_at),
+            "replies_received": len(stats.to_customer),
+            "lost_customer_to_agent": len(stats.acked) - len(stats.to_agent),
+            "lost_agent_to_customer": len(stats.reply_sent_at) - len(stats.to_customer),
+        },
+        "cpu_percent_of_one_core": {
+            **{name: round((cpu_after[name] - cpu_before[name]) / wall * 100, 1) for name in cpu_after},
+            "bench_clients": round(self_cpu / wall * 100, 1),
+            "machine_busy_of_all_cores": round(busy * 100, 1),
+        },
+        # CPU spent per completed round trip (or message): what a rate costs, whatever else the
+        # machine is doing. "serve" sums the serve processes.
+        "cpu_ms_per_round_trip": {
+            **{name: round((cpu_after[name] - cpu_before[name]) / max(completed, 1) * 1000, 3) for name in cpu_after},
+            "serve": round(serve_cpu / max(completed, 1) * 1000, 3),
+        },
+        "load_average_1m_at_start": round(load_before, 2),
+        "errors": list(stats.errors),
+    }
+    if args.py_spy:
+        result["py_spy_profile"] = args.py_spy
+    return result, seq
+
+
 async def reference_figures(result: dict[str, Any]) -> dict[str, Any]:
     """The bare reference, measured after the hub in the same run: an aiohttp websocket echo at
     saturation (bench/reference.py). A round trip is at least two echoes' worth of work (the
-    customer's message to an agent, the reply back), so the hub's figures are put beside two echo
-    messages: ``cpu`` = 2 x the echo's CPU per message / the serve process's CPU per round trip,
-    ``throughput`` = round trips achieved per second / half the echo's messages per second (a share
-    of capacity only when the hub was driven to saturation)."""
+    customer's message to an agent, the reply back; one with agents not answering), so each
+    phase's figures are put beside that many echo messages: ``cpu`` = the echo's CPU for them / the
+    serve processes' CPU per round trip, ``throughput`` = round trips achieved per second / the
+    echo's messages per second over that many (a share of capacity only at saturation)."""
     log("measuring the reference (aiohttp websocket echo)")
     echo = await measure_ws_echo()
-    hub_cpu = result["cpu_ms_per_round_trip"].get("serve")
-    return {
-        "reference": echo,
-        "share_of_reference": {
-            "cpu": share(hub_cpu, 2 * echo["cpu_ms_per_message"]),
-            "throughput": share(echo["messages_per_s"] / 2, result["achieved_per_s"]),
-        },
-    }
+    legs = 2 if result["agents_answer"] else 1
+    for phase in result["phases"]:
+        phase["share_of_reference"] = {
+            "cpu": share(phase["cpu_ms_per_round_trip"]["serve"], legs * echo["cpu_ms_per_message"]),
+            "throughput": share(echo["messages_per_s"] / legs, phase["achieved_per_s"]),
+        }
+    return {"reference": echo}
 
 
 def _free_port() -> int:
@@ -509,6 +550,12 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=100, help="web chat customers (default 100)")
     parser.add_argument("--agents", type=int, default=10, help="agents answering (default 10)")
     parser.add_argument("--rate", type=float, default=100, help="customer messages per second (default 100)")
+    parser.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",")],
+                        help="rising rates, one phase each on the same hub (e.g. 250,500,1000); overrides --rate")
+    parser.add_argument("--no-replies", dest="replies", action="store_false",
+                        help="agents do not answer: customer messages acknowledged and delivered to agents only")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="serve processes sharing the clients (needs --pg and --redis when > 1)")
     parser.add_argument("--seconds", type=float, default=10, help="how long to send (default 10)")
     parser.add_argument("--capacity", type=int, default=0,
                         help="tickets per agent (default: enough for every customer)")
@@ -532,6 +579,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.redis and not args.pg:
         parser.error("--redis goes with --pg (several processes need a shared database)")
+    if args.processes > 1 and not args.redis:
+        parser.error("--processes > 1 needs --pg and --redis")
+    args.rates = args.rates or [args.rate]
     if args.pg and not args.redis:
         log("--pg without --redis: in-process bus and broker in the one serve process")
     result = asyncio.run(run(args))

@@ -50,12 +50,23 @@ class GroupCommit(Generic[I, R]):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._in_flight = 0
         # Figures for benchmarks and operators.
         self.batches = 0
         self.items = 0
         self.refused = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
+    @property
+    def waiting(self) -> int:
+        """Items queued for the next batch (not those of the batch being written)."""
+        return len(self._waiting)
+
+    @property
+    def in_flight(self) -> int:
+        """Items of the batch being written."""
+        return self._in_flight
+
     @property
     def serving(self) -> bool:
         return self._task is not None and not self._closing
@@ -109,6 +120,7 @@ class GroupCommit(Generic[I, R]):
                     await asyncio.sleep(self.linger)
                 continue
             taken = [self._waiting.popleft() for _ in range(min(self.max_batch, len(self._waiting)))]
+            self._in_flight = len(taken)
             try:
                 results = await self._run_alone([item for item, _, _ in taken])
             except asyncio.CancelledError:
@@ -116,6 +128,8 @@ class GroupCommit(Generic[I, R]):
                     if not waiter.done():
                         waiter.set_exception(RuntimeError(f"{self.name}: stopped while writing"))
                 raise
+            finally:
+                self._in_flight = 0
             self.batches += 1
             self.items += len(taken)
             for (_, waiter, _), result in zip(taken, results, strict=True):

@@ -9,106 +9,20 @@ Runs only on PostgreSQL + Redis (``make test-pg``); SQLite is the single-process
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import pytest
 
-from connectors.wechat.settings import WeChatSettings
 from core.config import Settings
-from tests.conftest import ROOT, Server, TenantInfo, free_port
+from tests.conftest import Server, TenantInfo, free_port
+from tests.processes import HubProcess, child_env, spawn, stop, wait_healthy
 from web.http import HUB
-
-STARTUP_TIMEOUT = 30.0
-
-
-@dataclass
-class HubProcess:
-    """A `channelhub` subprocess; ``url`` makes it usable wherever the tests take a server."""
-
-    name: str
-    proc: asyncio.subprocess.Process
-    log_path: Path
-    log_file: IO[bytes]
-    url: str = ""
-
-    def output(self) -> str:
-        self.log_file.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-
-def _open_log(path: Path) -> IO[bytes]:
-    return path.open("wb")
-
-
-def _child_env(settings: Settings, namespace: str, port: int | None) -> dict[str, str]:
-    # Only what we choose: a developer's own CHANNELHUB_* variables must not change these processes.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNELHUB_")}
-    assert settings.redis_url is not None
-    env.update({
-        "CHANNELHUB_DATABASE_URL": settings.database_url,
-        "CHANNELHUB_REDIS_URL": settings.redis_url,
-        "CHANNELHUB_QUEUE_NAMESPACE": namespace,
-        "CHANNELHUB_HOST": "127.0.0.1",
-        "CHANNELHUB_LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    })
-    if settings.secret_key:  # the channel credentials the test run stored must decrypt here too
-        env["CHANNELHUB_SECRET_KEY"] = settings.secret_key
-    wechat = settings.channel("wechat", WeChatSettings)
-    env["CHANNELHUB_WECHAT_API_BASE"] = wechat.api_base
-    env["CHANNELHUB_WECOM_API_BASE"] = wechat.wecom_api_base
-    if port is not None:
-        env["CHANNELHUB_PORT"] = str(port)
-    # The children import the project from this checkout whatever their working directory is.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-async def _spawn(name: str, args: list[str], env: dict[str, str], workdir: Path) -> HubProcess:
-    log_path = workdir / f"{name}.log"
-    log_file = _open_log(log_path)
-    # cwd: a scratch folder, so no .env file or ./var of the checkout is picked up.
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "channelhub.cli", *args, env=env, cwd=workdir,
-        stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-    )
-    return HubProcess(name, proc, log_path, log_file)
-
-
-async def _wait_healthy(hub: HubProcess, session: aiohttp.ClientSession) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STARTUP_TIMEOUT
-    while True:
-        if hub.proc.returncode is not None:
-            raise AssertionError(f"{hub.name} exited with {hub.proc.returncode} before it was ready")
-        try:
-            async with session.get(hub.url + "/healthz", timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                if resp.status == 200 and (await resp.json()).get("ok"):
-                    return
-        except (aiohttp.ClientError, TimeoutError):
-            pass
-        if loop.time() > deadline:
-            raise AssertionError(f"{hub.name} did not answer /healthz within {STARTUP_TIMEOUT}s")
-        await asyncio.sleep(0.1)
-
-
-async def _stop(hub: HubProcess) -> None:
-    if hub.proc.returncode is None:
-        hub.proc.terminate()
-        try:
-            await asyncio.wait_for(hub.proc.wait(), timeout=10)
-        except TimeoutError:
-            hub.proc.kill()
-            await hub.proc.wait()
-    hub.log_file.close()
 
 
 def _check_alive(hubs: list[HubProcess], when: str) -> None:
@@ -130,13 +44,13 @@ async def hub_cluster(settings: Settings, workdir: Path) -> AsyncIterator[tuple[
     try:
         for name in ("serve1", "serve2"):
             port = free_port()
-            hub = await _spawn(name, ["serve"], _child_env(settings, namespace, port), workdir)
+            hub = await spawn(name, ["serve"], child_env(settings, namespace, port), workdir)
             hub.url = f"http://127.0.0.1:{port}"
             hubs.append(hub)
-        hubs.append(await _spawn("worker", ["worker", "--threads", "2"], _child_env(settings, namespace, None),
+        hubs.append(await spawn("worker", ["worker", "--threads", "2"], child_env(settings, namespace, None),
                                  workdir))
         async with aiohttp.ClientSession() as session:
-            await asyncio.gather(*(_wait_healthy(h, session) for h in hubs if h.url))
+            await asyncio.gather(*(wait_healthy(h, session) for h in hubs if h.url))
         # The worker has no health endpoint; jobs wait in Redis until it is up, but one that died
         # at start (by now it has had the serve processes' start-up time) should fail here.
         _check_alive(hubs, "at start")
@@ -147,7 +61,7 @@ async def hub_cluster(settings: Settings, workdir: Path) -> AsyncIterator[tuple[
             print(f"\n----- output of {hub.name} (pid {hub.proc.pid}) -----\n{hub.output()}", file=sys.stderr)
         raise
     finally:
-        await asyncio.gather(*(_stop(h) for h in hubs), return_exceptions=True)
+        await asyncio.gather(*(stop(h) for h in hubs), return_exceptions=True)
 
 
 @pytest.fixture
