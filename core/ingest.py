@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core import transitions
 from core.capacity import move_load
@@ -100,7 +100,45 @@ def _subject(msg: InboundMessage) -> str:
     return first_line[:80]
 
 
-async def _existing(session: AsyncSession, tenant_id: int, msgs: Sequence[InboundMessage]
+# The batch's statements, built once (building a statement costs about as much as running it):
+# Core statements on the tables, run on the session's connection, skipping the ORM's execution
+# layer; the tenant is in each WHERE clause, so no loader criteria are needed.
+_M, _T, _C, _I = (table_of(m) for m in (Message, Ticket, Customer, CustomerIdentity))
+MESSAGE_ROW_FIELDS = tuple(f.name for f in fields(MessageRow))
+_EXISTING = (
+    select(_M.c.channel_message_id, *(_M.c[name] for name in MESSAGE_ROW_FIELDS),
+           *(_T.c[name] for name in TICKET_ROW_FIELDS), *(_C.c[name] for name in CUSTOMER_ROW_FIELDS))
+    .join(_T, _T.c.id == _M.c.ticket_id)
+    .join(_C, _C.c.id == _T.c.customer_id)
+    .where(_M.c.tenant_id == bindparam("tenant_id"), _M.c.channel == bindparam("channel"),
+           _M.c.direction == Direction.INBOUND, _M.c.channel_message_id.in_(bindparam("ids", expanding=True)))
+)
+_IDENTITIES = (
+    select(_I.c.id, _I.c.external_id, *(_C.c[name] for name in CUSTOMER_ROW_FIELDS))
+    .join(_C, _C.c.id == _I.c.customer_id)
+    .where(_I.c.tenant_id == bindparam("tenant_id"), _I.c.channel == bindparam("channel"),
+           _I.c.external_id.in_(bindparam("ids", expanding=True)))
+    # Locked in id order, as the tickets below are, so two batches sharing senders on
+    # PostgreSQL wait for each other instead of deadlocking.
+    .order_by(_I.c.id)
+    .with_for_update(of=_I)
+)
+_JOINABLE = (
+    select(*(_T.c[name] for name in TICKET_ROW_FIELDS))
+    .where(_T.c.identity_id.in_(bindparam("ids", expanding=True)), _T.c.status.in_(JOINABLE_STATUSES))
+    .order_by(_T.c.id).with_for_update()
+)
+_N_MESSAGE, _N_TICKET = len(MESSAGE_ROW_FIELDS), len(TICKET_ROW_FIELDS)
+_CUSTOMER_CHANGED = (update(_C).where(_C.c.id == bindparam("_id"))
+                     .values(name=bindparam("name"), email=bindparam("email")))
+# Multi-row INSERTs; both databases number the rows in the order of the VALUES list.
+_NEW_CUSTOMERS = insert(_C).returning(_C.c.id)
+_NEW_IDENTITIES = insert(_I).returning(_I.c.id, _I.c.channel, _I.c.external_id)
+_NEW_TICKETS = insert(_T).returning(_T.c.id, _T.c.identity_id)
+_NEW_MESSAGES = insert(_M).returning(_M.c.id)
+
+
+async def _existing(conn: AsyncConnection, tenant_id: int, msgs: Sequence[InboundMessage]
                     ) -> dict[tuple[str, str], IngestResult]:
     """The messages of this batch stored before (a retry), by (channel, channel message id)."""
     wanted: dict[str, set[str]] = defaultdict(set)
@@ -108,20 +146,17 @@ async def _existing(session: AsyncSession, tenant_id: int, msgs: Sequence[Inboun
         wanted[m.channel].add(m.channel_message_id)
     found: dict[tuple[str, str], IngestResult] = {}
     for channel, cmids in wanted.items():
-        rows = await session.execute(
-            select(Message, Ticket, Customer)
-            .join(Ticket, Ticket.id == Message.ticket_id)
-            .join(Customer, Customer.id == Ticket.customer_id)
-            .where(Message.tenant_id == tenant_id, Message.channel == channel,
-                   Message.direction == Direction.INBOUND, Message.channel_message_id.in_(cmids))
-        )
-        for message, ticket, customer in rows:
-            found[(channel, message.channel_message_id or "")] = IngestResult(
+        rows = await conn.execute(_EXISTING, {"tenant_id": tenant_id, "channel": channel, "ids": list(cmids)})
+        for row in rows:
+            message = MessageRow(*row[1:1 + _N_MESSAGE])
+            ticket = TicketRow(*row[1 + _N_MESSAGE:1 + _N_MESSAGE + _N_TICKET])
+            customer = CustomerRow(*row[1 + _N_MESSAGE + _N_TICKET:])
+            found[(channel, row[0] or "")] = IngestResult(
                 message_dict(message, customer=customer), ticket_dict(ticket, customer), True, False)
     return found
 
 
-async def _identities(session: AsyncSession, tenant_id: int, msgs: Sequence[InboundMessage]
+async def _identities(session: AsyncSession, conn: AsyncConnection, tenant_id: int, msgs: Sequence[InboundMessage]
                       ) -> dict[tuple[str, str], tuple[int, CustomerRow]]:
     """Every sender's identity id and customer, created for first-time senders. The identities
     are locked, so one customer's messages are taken one batch at a time: two first messages
@@ -131,16 +166,8 @@ async def _identities(session: AsyncSession, tenant_id: int, msgs: Sequence[Inbo
         wanted[m.channel].add(m.external_id)
     found: dict[tuple[str, str], tuple[int, CustomerRow]] = {}
     for channel, external_ids in wanted.items():
-        rows = await session.execute(
-            select(CustomerIdentity.id, CustomerIdentity.external_id, *_CUSTOMER_COLUMNS)
-            .join(Customer, Customer.id == CustomerIdentity.customer_id)
-            .where(CustomerIdentity.tenant_id == tenant_id, CustomerIdentity.channel == channel,
-                   CustomerIdentity.external_id.in_(external_ids))
-            # Locked in id order, as the tickets below are, so two batches sharing senders on
-            # PostgreSQL wait for each other instead of deadlocking.
-            .order_by(CustomerIdentity.id)
-            .with_for_update(of=CustomerIdentity)
-        )
+        rows = await conn.execute(_IDENTITIES, {"tenant_id": tenant_id, "channel": channel,
+                                                "ids": list(external_ids)})
         for row in rows:
             found[(channel, row[1])] = (row[0], CustomerRow(*row[2:]))
     changed: dict[int, CustomerRow] = {}
@@ -159,22 +186,19 @@ async def _identities(session: AsyncSession, tenant_id: int, msgs: Sequence[Inbo
             new[key] = {"tenant_id": tenant_id, "name": m.customer_name[:200] if m.customer_name else None,
                         "email": m.customer_email[:320] if m.customer_email else None,
                         "attributes": dict(m.customer_attributes), "tags": [], "created_at": m.received_at}
-    for customer in changed.values():
-        await session.execute(update(Customer).where(Customer.id == customer.id)
-                              .values(name=customer.name, email=customer.email)
-                              .execution_options(synchronize_session=False))
+    if changed:
+        await conn.execute(_CUSTOMER_CHANGED, [{"_id": c.id, "name": c.name, "email": c.email}
+                                               for c in changed.values()])
     if new:
         # One multi-row INSERT each; the new customers' ids, sorted, follow the VALUES order.
         rows_ = list(new.values())
-        table = table_of(Customer)
-        customer_ids = sorted((await session.execute(insert(table).returning(table.c.id), rows_)).scalars())
+        customer_ids = sorted((await conn.execute(_NEW_CUSTOMERS, rows_)).scalars())
         customers = {key: CustomerRow(cid, row["name"], row["email"], [], row["attributes"])
                      for (key, row), cid in zip(new.items(), customer_ids, strict=True)}
         # A first message from the same sender stored by another process meanwhile makes this an
         # IntegrityError: the caller retries, and then finds that identity.
-        table = table_of(CustomerIdentity)
-        made = await session.execute(
-            insert(table).returning(table.c.id, table.c.channel, table.c.external_id),
+        made = await conn.execute(
+            _NEW_IDENTITIES,
             [{"tenant_id": tenant_id, "customer_id": customers[key].id, "channel": key[0], "external_id": key[1],
               "created_at": new[key]["created_at"]} for key in new])
         for identity_id, channel, external_id in made:
@@ -182,19 +206,14 @@ async def _identities(session: AsyncSession, tenant_id: int, msgs: Sequence[Inbo
     return found
 
 
-_CUSTOMER_COLUMNS = tuple(getattr(Customer, name) for name in CUSTOMER_ROW_FIELDS)
-_TICKET_COLUMNS = tuple(getattr(Ticket, name) for name in TICKET_ROW_FIELDS)
 # What a customer's message can change on a ticket they already have: its state (the transition's
 # fields) and its times.
 _JOIN_CHANGES = (*transitions.CUSTOMER_WROTE_FIELDS, "last_message_at", "updated_at")
 
 
-async def _joinable(session: AsyncSession, identity_ids: list[int]) -> dict[int, TicketRow]:
+async def _joinable(conn: AsyncConnection, identity_ids: list[int]) -> dict[int, TicketRow]:
     """Each identity's newest ticket a message can join (locked)."""
-    rows = await session.execute(
-        select(*_TICKET_COLUMNS).where(Ticket.identity_id.in_(identity_ids), Ticket.status.in_(JOINABLE_STATUSES))
-        .order_by(Ticket.id).with_for_update()
-    )
+    rows = await conn.execute(_JOINABLE, {"ids": identity_ids})
     return {t.identity_id: t for t in (TicketRow(*row) for row in rows) if t.identity_id is not None}
 
 
@@ -220,22 +239,21 @@ def _new_ticket(tenant_id: int, identity_id: int, customer: CustomerRow, msg: In
                      last_message_at=now, first_response_at=None, **transitions.new_ticket())
 
 
-async def _write_tickets(session: AsyncSession, created: list[TicketRow], joined: list[TicketRow]) -> None:
+_JOIN_UPDATE = (update(_T).where(_T.c.id == bindparam("_id"))
+                .values({name: bindparam(name) for name in _JOIN_CHANGES}))
+
+
+async def _write_tickets(conn: AsyncConnection, created: list[TicketRow], joined: list[TicketRow]) -> None:
     """The batch's new tickets in one INSERT, the joined ones in one UPDATE (executemany)."""
     if created:
-        table = table_of(Ticket)
         values = [{name: getattr(t, name) for name in TICKET_ROW_FIELDS if name != "id"} for t in created]
         # Each new ticket is a different identity's: the ids come back keyed by identity.
-        rows = await session.execute(insert(table).returning(table.c.id, table.c.identity_id), values)
-        ids = {identity_id: ticket_id for ticket_id, identity_id in rows}
+        ids = {identity_id: ticket_id for ticket_id, identity_id in await conn.execute(_NEW_TICKETS, values)}
         for t in created:
             t.id = ids[t.identity_id]
     if joined:
-        table = table_of(Ticket)
-        stmt = (update(table).where(table.c.id == bindparam("_id"))
-                .values({name: bindparam(name) for name in _JOIN_CHANGES}))
-        await session.execute(stmt, [{"_id": t.id, **{name: getattr(t, name) for name in _JOIN_CHANGES}}
-                                     for t in joined])
+        await conn.execute(_JOIN_UPDATE, [{"_id": t.id, **{name: getattr(t, name) for name in _JOIN_CHANGES}}
+                                          for t in joined])
 
 
 async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessage]
@@ -248,7 +266,8 @@ async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessa
     if any(m.tenant_id != tenant_id for m in msgs):
         raise ValueError("ingest_in takes the messages of one tenant")
     results: list[IngestResult | None] = [None] * len(msgs)
-    existing = await _existing(session, tenant_id, msgs)
+    conn = await session.connection()
+    existing = await _existing(conn, tenant_id, msgs)
     # The batch itself may hold one message twice (a retry that landed beside the first try).
     first: dict[tuple[str, str], int] = {}
     fresh: list[int] = []
@@ -262,8 +281,8 @@ async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessa
     if not fresh:
         return _with_repeats(msgs, results, first), []
 
-    people = await _identities(session, tenant_id, [msgs[i] for i in fresh])
-    tickets = await _joinable(session, sorted({people[(msgs[i].channel, msgs[i].external_id)][0] for i in fresh}))
+    people = await _identities(session, conn, tenant_id, [msgs[i] for i in fresh])
+    tickets = await _joinable(conn, sorted({people[(msgs[i].channel, msgs[i].external_id)][0] for i in fresh}))
     # Walk the batch in order: a sender's first message opens a ticket, the rest join it.
     plan: list[tuple[int, TicketRow, CustomerRow, bool]] = []
     created: list[TicketRow] = []
@@ -282,7 +301,7 @@ async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessa
             if ticket.id:  # not one this batch opened
                 joined[ticket.id] = ticket
         plan.append((i, ticket, customer, is_new))
-    await _write_tickets(session, created, list(joined.values()))
+    await _write_tickets(conn, created, list(joined.values()))
 
     stored = [MessageRow(0, ticket.id, msgs[i].channel, Direction.INBOUND, msgs[i].text,
                          [a.to_dict() for a in msgs[i].attachments], msgs[i].received_at) for i, ticket, _, _ in plan]
@@ -290,8 +309,7 @@ async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessa
              "body": m.body, "attachments": m.attachments, "channel_message_id": msgs[i].channel_message_id,
              "created_at": m.created_at} for m, (i, _, _, _) in zip(stored, plan, strict=True)]
     # One multi-row INSERT; both databases number the rows in the order of the VALUES list.
-    table = table_of(Message)
-    ids = sorted((await session.execute(insert(table).returning(table.c.id), rows)).scalars())
+    ids = sorted((await conn.execute(_NEW_MESSAGES, rows)).scalars())
     log = EventLog(session)
     views: dict[int, dict[str, Any]] = {}
     for (i, ticket, customer, is_new), message, message_id in zip(plan, stored, ids, strict=True):
