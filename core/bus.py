@@ -115,8 +115,17 @@ class Bus:
     def _dispatch(self, topic: str, data: dict[str, Any]) -> None:
         with self._lock:
             subs = list(self._subs.get(topic, ()))
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
         for sub in subs:
             try:
+                if sub.loop is here:
+                    # The usual case (the hub's own loop): no wake-up of the loop through its
+                    # self-pipe, a system call per subscriber that cost more than the callback.
+                    sub.loop.call_soon(_safe_call, sub.callback, data)
+                    continue
                 if sub.loop.is_closed():
                     sub.close()
                     continue

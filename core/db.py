@@ -12,6 +12,7 @@ changed through it whatever id is asked for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -168,6 +169,10 @@ def _sqlite_engine(url: str, *, immediate: bool, pool: dict[str, Any]) -> AsyncE
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints are the only writes that wait for the disk (fsync); made by whichever commit
+        # crosses the threshold, they would stall the event loop, up to seconds on a busy disk.
+        # The Checkpointer thread makes them instead.
+        cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.execute("PRAGMA busy_timeout=10000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -177,6 +182,43 @@ def _sqlite_engine(url: str, *, immediate: bool, pool: dict[str, Any]) -> AsyncE
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+class Checkpointer:
+    """Copies SQLite's write-ahead log into the database file from a thread of its own.
+
+    With ``synchronous=NORMAL`` a commit only appends to the log (durable against a crash of the
+    process, as ``kill -9``; a power cut can lose the last commits), and the checkpoint is the one
+    step that waits for the disk. PASSIVE checkpoints never wait for readers or writers; once a
+    checkpoint has caught up, the next writer starts the log over, so it stays small."""
+
+    INTERVAL = 0.5
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sqlite checkpointer {path}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while not self._stop.wait(self.INTERVAL):
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    logger.debug("checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 class Database:
@@ -197,6 +239,8 @@ class Database:
         self._writer = async_sessionmaker(self.engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self.read_engine, expire_on_commit=False)
         self._write_lock = write_lock(url) if self.is_sqlite else None
+        database = make_url(url).database if self.is_sqlite else None
+        self._checkpointer = Checkpointer(database) if database and database != ":memory:" else None
 
     @asynccontextmanager
     async def session(self, tenant_id: int | None = None) -> AsyncIterator[AsyncSession]:
@@ -237,6 +281,9 @@ class Database:
                 yield session
 
     async def dispose(self) -> None:
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
+            self._checkpointer = None
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
