@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -115,23 +115,31 @@ class Bus:
     def _dispatch(self, topic: str, data: dict[str, Any]) -> None:
         with self._lock:
             subs = list(self._subs.get(topic, ()))
+        if not subs:
+            return
+        # One callback per loop, calling each of its subscribers in turn: a tenant's topic has a
+        # subscriber per agent socket, and a loop callback apiece cost more than most of them.
+        by_loop: dict[asyncio.AbstractEventLoop, list[Callback]] = {}
+        for sub in subs:
+            if sub.loop.is_closed():
+                sub.close()
+            else:
+                by_loop.setdefault(sub.loop, []).append(sub.callback)
         try:
             here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             here = None
-        for sub in subs:
+        for loop, callbacks in by_loop.items():
             try:
-                if sub.loop is here:
-                    # The usual case (the hub's own loop): no wake-up of the loop through its
-                    # self-pipe, a system call per subscriber that cost more than the callback.
-                    sub.loop.call_soon(_safe_call, sub.callback, data)
-                    continue
-                if sub.loop.is_closed():
-                    sub.close()
-                    continue
-                sub.loop.call_soon_threadsafe(_safe_call, sub.callback, data)
+                if loop is here:
+                    # The usual case (the hub's own loop): no wake-up through its self-pipe.
+                    loop.call_soon(_call_each, callbacks, data)
+                else:
+                    loop.call_soon_threadsafe(_call_each, callbacks, data)
             except RuntimeError:  # the loop closed between the check and the call
-                sub.close()
+                for sub in subs:
+                    if sub.loop is loop:
+                        sub.close()
 
     def _catch_up_slots(self, loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
         slots = self._slots.get(loop)
@@ -167,11 +175,12 @@ class Bus:
         """Stop receiving and release connections."""
 
 
-def _safe_call(callback: Callback, data: dict[str, Any]) -> None:
-    try:
-        callback(data)
-    except Exception:  # a faulty subscriber must not break the others
-        logger.exception("bus subscriber failed")
+def _call_each(callbacks: list[Callback], data: dict[str, Any]) -> None:
+    for callback in callbacks:
+        try:
+            callback(data)
+        except Exception:  # a faulty subscriber must not break the others
+            logger.exception("bus subscriber failed")
 
 
 class InProcessBus(Bus):
@@ -194,7 +203,19 @@ class RedisBus(Bus):
     probes Redis until it answers, then announces the gap on :data:`RESYNC_TOPIC`. The listener
     reconnects with backoff; once subscribed again it has local subscribers catch up from when
     it lost the connection. Its connection does not retry by itself, so no loss goes unnoticed.
+
+    Publishing: every publication of the process joins one queue, and one task sends whatever
+    queued while its previous round trip was in flight as one pipeline. A thousand sockets
+    publishing at once cost a few round trips on one connection, not a thousand round trips on
+    as many pooled connections (the pool has a hundred; past that redis-py refuses, and the bus
+    would count Redis as down and have every subscriber catch up). ``publish`` returns once the
+    publication is queued, in order.
     """
+
+    # Publications sent per round trip at the most.
+    PUBLISH_BATCH = 1000
+    # A queue this long means Redis is not keeping up: count it as down (subscribers catch up).
+    MAX_OUTGOING = 100_000
 
     def __init__(self, url: str, namespace: str = "channelhub", *, retry_delay: float = 0.2,
                  max_retry_delay: float = 2.0) -> None:
@@ -208,6 +229,9 @@ class RedisBus(Bus):
         self._ready = asyncio.Event()
         self._down_since: datetime | None = None  # publications are failing since then
         self._recovery: asyncio.Task[None] | None = None
+        self._outgoing: deque[tuple[str, dict[str, Any]]] = deque()
+        self._outgoing_ready = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
 
     def _redis(self) -> Any:
         if self._client is None:
@@ -221,21 +245,42 @@ class RedisBus(Bus):
         return json.dumps({"t": topic, "d": data}, default=str)
 
     async def _send(self, items: list[tuple[str, dict[str, Any]]]) -> None:
-        if self._down_since is None:
-            try:
-                async with self._redis().pipeline(transaction=False) as pipe:
-                    for topic, data in items:
-                        pipe.publish(self.channel, self._envelope(topic, data))
-                    await pipe.execute()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._went_down(exc)
-        # Redis is down: this process's subscribers get it now; the others catch up (the events
-        # are rows already), told by the announcement the recovery task makes.
+        if self._down_since is not None:
+            # Redis is down: this process's subscribers get it now; the others catch up (the
+            # events are rows already), told by the announcement the recovery task makes.
+            self._dispatch_here(items)
+            return
+        self._outgoing.extend(items)
+        if len(self._outgoing) > self.MAX_OUTGOING:
+            self._went_down(RuntimeError(f"{len(self._outgoing)} publications waiting"))
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.get_running_loop().create_task(self._publish_loop(),
+                                                                     name="redis-bus-publisher")
+        self._outgoing_ready.set()
+
+    def _dispatch_here(self, items: list[tuple[str, dict[str, Any]]]) -> None:
         for topic, data in items:
             self._dispatch(topic, data)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._outgoing_ready.wait()
+            self._outgoing_ready.clear()
+            while self._outgoing:
+                batch = [self._outgoing.popleft() for _ in range(min(len(self._outgoing), self.PUBLISH_BATCH))]
+                if self._down_since is not None:
+                    self._dispatch_here(batch)
+                    continue
+                try:
+                    async with self._redis().pipeline(transaction=False) as pipe:
+                        for topic, data in batch:
+                            pipe.publish(self.channel, self._envelope(topic, data))
+                        await pipe.execute()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._went_down(exc)
+                    self._dispatch_here(batch)
 
     def _went_down(self, exc: BaseException) -> None:
         if self._down_since is not None:
@@ -323,8 +368,13 @@ class RedisBus(Bus):
                     pass
 
     async def close(self) -> None:
-        await cancel_and_wait(self._listener, self._recovery)
-        self._listener = self._recovery = None
+        # What was published is sent before the connection closes (briefly: Redis may be gone).
+        for _ in range(200):
+            if not self._outgoing or self._publisher is None or self._publisher.done():
+                break
+            await asyncio.sleep(0.01)
+        await cancel_and_wait(self._listener, self._recovery, self._publisher)
+        self._listener = self._recovery = self._publisher = None
         for client in (self._client, self._listen_client):
             if client is not None:
                 await client.aclose()
