@@ -11,9 +11,14 @@ did before, under heavy load batches grow and the cost per item falls.
   for the batch as a whole (a constraint, a driver error), each item is run again on its own, so
   the item at fault fails and the others are written.
 - **Load shedding.** Past saturation a queue only adds latency: once ``max_waiting`` items wait,
-  or the oldest has waited ``busy_after`` seconds, :meth:`~GroupCommit.submit` raises
+  the oldest has waited ``busy_after`` seconds, or the queue would take longer than that to
+  write at the rate the last batches were written, :meth:`~GroupCommit.submit` raises
   :class:`~core.errors.Busy` at once (503 with Retry-After on HTTP, a ``busy`` frame on sockets)
   and nothing of that item was done. What was accepted into the queue is always written.
+- **A late loop.** Work also waits before it reaches the queue: in the event loop's backlog,
+  when the process has more to do than CPU to do it with (or shares a busy machine). A
+  :class:`LoopLag` measures how late the loop runs what is due; past ``busy_after`` it counts as
+  saturation too.
 - **Not serving** (a CLI, a test hub, while stopping): ``submit`` runs the item on its own.
 """
 
@@ -33,12 +38,44 @@ logger = logging.getLogger(__name__)
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
+# A batch this large or larger measures the rate at which items are written.
+RATE_SAMPLE = 20
+
 Run = Callable[[list[I]], Awaitable[Sequence["R | BaseException"]]]
+
+
+class LoopLag:
+    """How late the event loop runs what is due: a task that asks to wake every ``interval``
+    notes how much later it did; ``lag`` is the recent worst, decaying."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.lag = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._watch(), name="loop lag")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.interval
+            await asyncio.sleep(self.interval)
+            late = max(loop.time() - due, 0.0)
+            # The worst of late, decaying by half a second's worth of checks.
+            self.lag = max(late, self.lag * 0.96)
 
 
 class GroupCommit(Generic[I, R]):
     def __init__(self, name: str, run: Run[I, R], *, linger: float = 0.0, max_batch: int = 500,
-                 max_waiting: int = 5000, busy_after: float = 0.5) -> None:
+                 max_waiting: int = 5000, busy_after: float = 0.5, loop_lag: LoopLag | None = None) -> None:
         self.name = name
         self._run = run
         # How long the writer lets a batch gather after a quiet spell (0: only what queued meanwhile).
@@ -46,11 +83,15 @@ class GroupCommit(Generic[I, R]):
         self.max_batch = max_batch
         self.max_waiting = max_waiting
         self.busy_after = busy_after
+        self.loop_lag = loop_lag
         self._waiting: deque[tuple[I, asyncio.Future[R], float]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._in_flight = 0
+        # Items written per second of writing, over the last large batches (0: not measured yet).
+        # Small batches are left out: their time is mostly the batch's own, not the items'.
+        self.rate = 0.0
         # Figures for benchmarks and operators.
         self.batches = 0
         self.items = 0
@@ -97,8 +138,8 @@ class GroupCommit(Generic[I, R]):
             if isinstance(result, BaseException):
                 raise result
             return result
-        if self._waiting and (len(self._waiting) >= self.max_waiting
-                              or time.monotonic() - self._waiting[0][2] > self.busy_after):
+        if (self._waiting and self._overloaded()) or (
+                self.loop_lag is not None and self.loop_lag.lag > self.busy_after):
             self.refused += 1
             raise Busy("the server is busy; nothing was stored: try again shortly", code="busy")
         waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -107,6 +148,13 @@ class GroupCommit(Generic[I, R]):
         # Shielded: a caller that goes away (its client hung up) does not take its item out of a
         # batch being written; the item is written and the result dropped.
         return await asyncio.shield(waiter)
+
+    def _overloaded(self) -> bool:
+        waiting = len(self._waiting)
+        if waiting >= self.max_waiting or time.monotonic() - self._waiting[0][2] > self.busy_after:
+            return True
+        # Behind what is queued (and the batch being written): how long until this one is written.
+        return self.rate > 0 and (waiting + self._in_flight) / self.rate > self.busy_after
 
     # --- writing ------------------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -121,6 +169,7 @@ class GroupCommit(Generic[I, R]):
                 continue
             taken = [self._waiting.popleft() for _ in range(min(self.max_batch, len(self._waiting)))]
             self._in_flight = len(taken)
+            started = time.monotonic()
             try:
                 results = await self._run_alone([item for item, _, _ in taken])
             except asyncio.CancelledError:
@@ -132,6 +181,9 @@ class GroupCommit(Generic[I, R]):
                 self._in_flight = 0
             self.batches += 1
             self.items += len(taken)
+            if len(taken) >= RATE_SAMPLE:
+                rate = len(taken) / max(time.monotonic() - started, 1e-6)
+                self.rate = rate if not self.rate else 0.8 * self.rate + 0.2 * rate
             for (_, waiter, _), result in zip(taken, results, strict=True):
                 if waiter.done():
                     continue

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.batching import LoopLag
 from core.bus import Bus, make_bus
 from core.channels import ChannelInfo, Connector
 from core.config import Settings
@@ -57,6 +58,8 @@ class Hub:
         # Tickets of live chats go back to routing when their agent drops (routing.router).
         self.live_channels = frozenset(c.kind for c in channels if c.live_chat)
         self.connectors: dict[str, Connector] = {c.kind: c.connector(self) for c in channels}
+        # How late this process's event loop runs: saturation, for the group commits' load shedding.
+        self.loop_lag = LoopLag()
         self.inbox = Inbox(self)
         self.logins = LoginGuard(settings)
         self.outbox: Outbox = Outbox(self)

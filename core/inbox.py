@@ -109,16 +109,18 @@ class Inbox:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        busy_after = hub.settings.busy_after
+        busy_after, lag = hub.settings.busy_after, hub.loop_lag
         self.lander: GroupCommit[list[InboundMessage], list[bool]] = GroupCommit(
-            "inbox landing", self._land_many, linger=LAND_LINGER, max_batch=LAND_BATCH, busy_after=busy_after)
+            "inbox landing", self._land_many, linger=LAND_LINGER, max_batch=LAND_BATCH, busy_after=busy_after,
+            loop_lag=lag)
         self.live: GroupCommit[InboundMessage, IngestResult] = GroupCommit(
-            "live ingest", self._ingest_live, max_batch=LIVE_BATCH, busy_after=busy_after)
+            "live ingest", self._ingest_live, max_batch=LIVE_BATCH, busy_after=busy_after, loop_lag=lag)
         self._drain_wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
+        self.hub.loop_lag.start()
         self.lander.start()
         self.live.start()
         if self._drainer is None and self.hub.settings.inbox_drain:
@@ -126,7 +128,7 @@ class Inbox:
 
     async def stop(self) -> None:
         """Write what was accepted (its senders are waiting for the answer), then stop draining."""
-        await asyncio.gather(self.lander.stop(), self.live.stop())
+        await asyncio.gather(self.lander.stop(), self.live.stop(), self.hub.loop_lag.stop())
         drainer, self._drainer = self._drainer, None
         if drainer is not None:
             drainer.cancel()

@@ -46,6 +46,7 @@ def child_env(settings: Settings, namespace: str, port: int | None) -> dict[str,
         "CHANNELHUB_QUEUE_NAMESPACE": namespace,
         "CHANNELHUB_HOST": "127.0.0.1",
         "CHANNELHUB_LOG_LEVEL": "INFO",
+        "CHANNELHUB_BUSY_AFTER": str(settings.busy_after),
         "PYTHONUNBUFFERED": "1",
     })
     if settings.redis_url is not None:

@@ -22,7 +22,7 @@ from tests.conftest import Server, TenantInfo, eventually, start_server
 from tests.support import assert_error_frame
 from web.http import HUB
 
-BUSY_AFTER = 0.2
+BUSY_AFTER = 1.0
 
 
 async def until(check: Callable[[], bool]) -> None:
