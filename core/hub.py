@@ -20,6 +20,7 @@ from core.events import tenant_topic
 from core.inbox import Inbox
 from core.logins import LoginGuard
 from core.outbox import Outbox
+from core.ticket_writes import TicketWrites
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -60,6 +61,8 @@ class Hub:
         self.inbox = Inbox(self)
         self.logins = LoginGuard(settings)
         self.outbox: Outbox = Outbox(self)
+        # Agents' replies, notes, ticket changes and hand-made tickets, in group commits.
+        self.ticket_writes = TicketWrites(self)
         self.router: RouterPort = router(self)
 
     async def start(self) -> None:

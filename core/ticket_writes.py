@@ -1,0 +1,385 @@
+"""Agents' writes in group commits: replies and notes.
+
+Many agents acting at the same moment share transactions (:class:`core.batching.GroupCommit`, one
+writer per kind and tenant): under light load a batch is one action, under heavy load it is
+whatever queued while the previous batch was in flight, written with a fixed number of Core
+statements on plain rows (core.serialize), as core.ingest does for what comes in:
+
+- replies and notes: the batch's client ids looked up (a retry is answered with what its first
+  try stored), its tickets (with their customers) locked in one ``SELECT ... FOR UPDATE``, its
+  agents' names and groups read in one query (who may see which ticket is decided in Python), one
+  multi-row INSERT of the messages, one executemany UPDATE of the tickets, one INSERT of the
+  outbox rows, one of the events;
+
+What is rare stays per item: capacity moves (an agent answering an unassigned ticket takes it, a
+reopen takes the agent's slot back, a solve frees it), attachments, routing records. Their agents
+are locked in id order first, after the tickets (the order every path keeps). An item's own error
+(a ticket not found or closed, no reply channel, no room) fails that item alone, raised before
+anything of it is written; an error of the batch as a whole (a unique key: two tries of one client
+id in one batch) makes the writer try each item on its own, where the replay applies.
+
+After commit the batch's events are published in one go, outbox rows are enqueued, and replies of
+channels that deliver on commit (:attr:`core.channels.Connector.delivers_on_commit`: web chat) are
+handed to the connector directly on this loop. Such a reply is stored as sent, with an outbox row
+that records the delivery as made (attempts 1, sent): a crash between commit and publication
+leaves the reply in history, which the widget reads on reconnect, and the sweeper takes the row up
+again only if something puts it back in play.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, fields, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import attachments, transitions
+from core.auth import Principal
+from core.batching import GroupCommit
+from core.capacity import Pending, lock_agents, move_load
+from core.channels import Attachment, OutboundMessage
+from core.errors import Conflict, DomainError, NotFound
+from core.events import EventKind, EventLog
+from core.models import (
+    Agent,
+    AgentGroup,
+    Customer,
+    CustomerIdentity,
+    DeliveryState,
+    Direction,
+    Message,
+    OutboxItem,
+    Ticket,
+    TicketStatus,
+    table_of,
+    utcnow,
+)
+from core.serialize import CUSTOMER_ROW_FIELDS, AgentRow, CustomerRow, MessageRow, TicketRow, message_dict, ticket_dict
+from core.tickets import First, Reply, firsts, give, record, sees
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from core.hub import Hub
+
+logger = logging.getLogger(__name__)
+
+_TICKET_FIELDS = tuple(f.name for f in fields(TicketRow))
+_TICKET_COLUMNS = tuple(getattr(Ticket, name) for name in _TICKET_FIELDS)
+_CUSTOMER_COLUMNS = tuple(getattr(Customer, name) for name in CUSTOMER_ROW_FIELDS)
+# What an agent's action can change on a ticket, written back for the batch's tickets at once.
+_WRITE_BACK = ("subject", "status", "priority", "priority_rank", "tags", "routing_state", "assignee_id",
+               "assigned_at", "queued_at", "overflow_at", "first_response_at", "last_message_at", "solved_at",
+               "closed_at", "reopen_count", "updated_at")
+
+
+# --- what a batch leaves to do after commit ---------------------------------------------------------
+@dataclass
+class _Done:
+    results: list[Any]
+    events: list[dict[str, Any]]
+    outbox_ids: list[int]
+    sends: list[OutboundMessage]
+    route: bool = False
+
+
+@dataclass(slots=True)
+class _Locked:
+    ticket: TicketRow
+    customer: CustomerRow
+    external_id: str | None  # the identity replies go to
+
+
+@dataclass(slots=True)
+class _Planned:
+    """A message decided and not yet written: its ticket as the message leaves it."""
+
+    principal: Principal
+    ticket: TicketRow
+    view: TicketRow  # the ticket as of this message (a later one of the batch may change it further)
+    customer: CustomerRow
+    external_id: str | None
+    direction: str
+    text: str
+    files: list[dict[str, Any]]
+    client_id: str | None
+    previous: int | None
+    direct: bool  # delivered on commit (web chat), no outbox hop
+
+
+class TicketWrites:
+    """One per hub: the group-commit writers of agents' actions, one per kind and tenant (a batch
+    is one tenant's transaction). Started and stopped with the hub's inbox (channelhub.app)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._writers: dict[tuple[str, int], GroupCommit[Any, Any]] = {}
+        self._serving = False
+
+    def start(self) -> None:
+        self._serving = True
+        for writer in self._writers.values():
+            writer.start()
+
+    async def stop(self) -> None:
+        """Write what was accepted (its agents are waiting for the answer), then stop."""
+        self._serving = False
+        await asyncio.gather(*(w.stop() for w in self._writers.values()))
+
+    def counters(self, kind: str | None = None) -> dict[str, int]:
+        """Batches, items and refusals so far (of ``kind``, or all): for tests and benchmarks."""
+        chosen = [w for (k, _), w in self._writers.items() if kind is None or k == kind]
+        return {"batches": sum(w.batches for w in chosen), "items": sum(w.items for w in chosen),
+                "refused": sum(w.refused for w in chosen)}
+
+    def _writer(self, kind: str, tenant_id: int,
+                run: Callable[[int, list[Any]], Awaitable[list[Any]]]) -> GroupCommit[Any, Any]:
+        writer = self._writers.get((kind, tenant_id))
+        if writer is None:
+            writer = GroupCommit(f"{kind} of tenant {tenant_id}", partial(run, tenant_id),
+                                 busy_after=self.hub.settings.busy_after)
+            self._writers[(kind, tenant_id)] = writer
+            if self._serving:
+                writer.start()
+        return writer
+
+    async def reply(self, item: Reply) -> dict[str, Any]:
+        result: dict[str, Any] = await self._writer("replies", item.principal.tenant_id, self._replies).submit(item)
+        return result
+
+
+    # --- the batches ------------------------------------------------------------------------------
+    async def _replies(self, tenant_id: int, items: list[Reply]) -> list[Any]:
+        async with self.hub.db.session(tenant_id) as session:
+            done = await _write_replies(session, self.hub, tenant_id, items)
+        await self._after_commit(tenant_id, done)
+        return done.results
+
+
+    async def _after_commit(self, tenant_id: int, done: _Done) -> None:
+        await self.hub.publish(tenant_id, done.events)
+        if done.outbox_ids:
+            await self.hub.enqueue_delivery(done.outbox_ids)
+        if done.sends:
+            await asyncio.gather(*(self._send(m) for m in done.sends))
+        if done.route:
+            self.hub.router.signal(tenant_id)
+
+    async def _send(self, message: OutboundMessage) -> None:
+        try:
+            await self.hub.connectors[message.channel].send(message)
+        except Exception as exc:
+            # Stored, and stored as sent: the customer's widget reads it from history when it
+            # (re)connects, as it does for anything published while it was away.
+            logger.warning("publishing reply %s on %s failed (%r); it stays in history",
+                           message.message_id, message.channel, exc)
+
+
+# --- reads shared by the batches --------------------------------------------------------------------
+async def _lock_tickets(session: AsyncSession, tenant_id: int, ids: Iterable[int]) -> dict[int, _Locked]:
+    """The tickets with their customers and reply identities, locked in id order (as the router
+    and ingest lock them)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    n, m = len(_TICKET_FIELDS), len(CUSTOMER_ROW_FIELDS)
+    rows = await session.execute(
+        select(*_TICKET_COLUMNS, *_CUSTOMER_COLUMNS, CustomerIdentity.external_id)
+        .join(Customer, Customer.id == Ticket.customer_id)
+        .outerjoin(CustomerIdentity, CustomerIdentity.id == Ticket.identity_id)
+        .where(Ticket.tenant_id == tenant_id, Ticket.id.in_(wanted))
+        .order_by(Ticket.id)
+        .with_for_update(of=Ticket)
+    )
+    out: dict[int, _Locked] = {}
+    for row in rows:
+        ticket = TicketRow(*row[:n])
+        out[ticket.id] = _Locked(ticket, CustomerRow(*row[n:n + m]), row[n + m])
+    return out
+
+
+@dataclass(slots=True)
+class _Agent:
+    name: str
+    active: bool
+    groups: set[int]
+
+
+async def _agents(session: AsyncSession, tenant_id: int, ids: Iterable[int]) -> dict[int, _Agent]:
+    """The agents' names, whether active, and groups, in one query."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(Agent.id, Agent.name, Agent.active, AgentGroup.group_id)
+        .outerjoin(AgentGroup, AgentGroup.agent_id == Agent.id)
+        .where(Agent.tenant_id == tenant_id, Agent.id.in_(wanted))
+    )
+    out: dict[int, _Agent] = {}
+    for agent_id, name, active, group_id in rows:
+        agent = out.setdefault(agent_id, _Agent(name, bool(active), set()))
+        if group_id is not None:
+            agent.groups.add(group_id)
+    return out
+
+
+def _group_readers(items: Iterable[Reply], locked: dict[int, _Locked]) -> list[int]:
+    """The agents whose groups decide whether they see their item's ticket (one in a group's queue):
+    only theirs are read."""
+    return [it.principal.agent_id for it in items if not it.principal.sees_all
+            and (t := locked.get(it.ticket_id)) is not None and t.ticket.group_id is not None]
+
+
+def _visible(principal: Principal, locked: _Locked | None, agents: dict[int, _Agent], ticket_id: int) -> _Locked:
+    agent = agents.get(principal.agent_id)
+    if locked is None or not sees(principal, locked.ticket, agent.groups if agent else set()):
+        raise NotFound(f"ticket {ticket_id} not found", code="ticket_not_found")
+    return locked
+
+
+async def _insert(session: AsyncSession, model: type[Any], rows: list[dict[str, Any]]) -> list[int]:
+    """One multi-row INSERT; the ids, sorted, line up with ``rows`` (both databases number the rows
+    in the order of the VALUES list, as core.events relies on too)."""
+    if not rows:
+        return []
+    table = table_of(model)
+    return sorted((await session.execute(insert(table).returning(table.c.id), rows)).scalars())
+
+
+async def _write_back(session: AsyncSession, tickets: Iterable[TicketRow]) -> None:
+    """The batch's changed tickets in one UPDATE (executemany)."""
+    rows = [{"_id": t.id, **{name: getattr(t, name) for name in _WRITE_BACK}} for t in tickets]
+    if rows:
+        table = table_of(Ticket)
+        stmt = update(table).where(table.c.id == bindparam("_id")).values({n: bindparam(n) for n in _WRITE_BACK})
+        await session.execute(stmt, rows)
+
+
+# --- messages: planned per item, written per batch -----------------------------------------------------
+async def _plan(session: AsyncSession, hub: Hub, principal: Principal, locked: _Locked, *, direction: str,
+                text: str, files: list[dict[str, Any]], client_id: str | None, previous: int | None,
+                now: datetime, pending: Pending) -> _Planned:
+    """What an agent's message does to its ticket (the same for a reply and a ticket's first
+    message); raises before changing anything when it cannot be written."""
+    ticket = locked.ticket
+    outbound = direction == Direction.OUTBOUND
+    if outbound:
+        if ticket.identity_id is None:
+            raise Conflict(
+                "this ticket has no channel to reply on; add an internal note instead", code="no_reply_channel"
+            )
+        if ticket.status == TicketStatus.CLOSED:
+            raise Conflict("the ticket is closed; the customer's next message opens a new one", code="ticket_closed")
+        if ticket.assignee_id is None:
+            # Answering an unassigned ticket takes it, within the agent's capacity (409 when they
+            # have no room); a note does not.
+            await give(session, ticket, principal.agent_id, pending)
+            record(session, ticket, "claimed", agent_id=principal.agent_id, by=principal.agent_id, how="answered")
+        if ticket.first_response_at is None:
+            ticket.first_response_at = now
+        answered = transitions.agent_replied(ticket, now)
+        if answered is not None:
+            answered.apply(ticket, granted=await move_load(session, answered, ticket.channel, pending=pending))
+        ticket.last_message_at = now
+    ticket.updated_at = now
+    connector = hub.connectors.get(ticket.channel)
+    return _Planned(principal, ticket, replace(ticket), locked.customer, locked.external_id, direction, text, files,
+                    client_id, previous, outbound and connector is not None and connector.delivers_on_commit)
+
+
+async def _store(session: AsyncSession, tenant_id: int, planned: list[_Planned], log: EventLog, now: datetime
+                 ) -> tuple[list[dict[str, Any]], list[int], list[OutboundMessage]]:
+    """Write the planned messages (one INSERT), their outbox rows (one) and record their events.
+    Returns the messages as the API shows them, the outbox rows to deliver, the replies to publish."""
+    rows = []
+    states: list[str | None] = []
+    for p in planned:
+        outbound = p.direction == Direction.OUTBOUND
+        state: str | None = (DeliveryState.SENT if p.direct else DeliveryState.PENDING) if outbound else None
+        states.append(state)
+        rows.append({"tenant_id": tenant_id, "ticket_id": p.ticket.id, "channel": p.ticket.channel,
+                     "direction": p.direction, "author_agent_id": p.principal.agent_id, "body": p.text,
+                     "attachments": p.files, "delivery_state": state, "client_id": p.client_id,
+                     "sent_at": now if p.direct else None, "created_at": now})
+    ids = await _insert(session, Message, rows)
+    outbox = [{"tenant_id": tenant_id, "message_id": message_id, "channel": p.ticket.channel,
+               "state": DeliveryState.SENT if p.direct else DeliveryState.PENDING, "attempts": 1 if p.direct else 0,
+               "next_attempt_at": now, "sent_at": now if p.direct else None, "created_at": now}
+              for p, message_id in zip(planned, ids, strict=True) if p.direction == Direction.OUTBOUND]
+    outbox_ids = await _insert(session, OutboxItem, outbox)
+    queued = [oid for oid, row in zip(outbox_ids, outbox, strict=True) if row["state"] == DeliveryState.PENDING]
+    out: list[dict[str, Any]] = []
+    sends: list[OutboundMessage] = []
+    for p, state, message_id in zip(planned, states, ids, strict=True):
+        # The author's name as signed in (read with the request's token, or the socket's hello).
+        name = p.principal.name
+        message = MessageRow(message_id, p.ticket.id, p.ticket.channel, p.direction, p.text, p.files, now,
+                             author_agent_id=p.principal.agent_id, delivery_state=state)
+        tdict = ticket_dict(p.view, p.customer)
+        mdict = message_dict(message, agent=AgentRow(p.principal.agent_id, name), customer=p.customer)
+        if p.previous != p.view.assignee_id:
+            log.add(EventKind.TICKET_ASSIGNED, tenant_id=tenant_id, ticket=p.view,
+                    payload={"ticket": tdict, "reason": {"strategy": "claimed"}}, previous_assignee_id=p.previous)
+        log.add(EventKind.MESSAGE_CREATED, tenant_id=tenant_id, ticket=p.view,
+                payload={"ticket": tdict, "message": mdict})
+        if p.direct:
+            log.add(EventKind.MESSAGE_DELIVERY, tenant_id=tenant_id, ticket=p.view,
+                    payload={"message_id": message_id, "delivery_state": DeliveryState.SENT.value,
+                             "channel_message_id": None})
+            if p.external_id is not None:
+                sends.append(OutboundMessage(
+                    tenant_id=tenant_id, channel=p.ticket.channel, external_id=p.external_id, text=p.text,
+                    message_id=message_id, ticket_id=p.ticket.id,
+                    attachments=tuple(Attachment(**a) for a in p.files), author_name=name, created_at=now))
+        out.append(mdict)
+    return out, queued, sends
+
+
+def _client_keys(items: Sequence[Reply]) -> list[tuple[int, str]]:
+    return [(it.principal.agent_id, it.client_id) for it in items if it.client_id is not None]
+
+
+def _replayed(it: Reply, done_before: dict[tuple[int, str], First]) -> dict[str, Any] | None:
+    """A retry's answer: what its first try wrote (None: this is the first)."""
+    first = done_before.get((it.principal.agent_id, it.client_id)) if it.client_id else None
+    return it.replay(first) if first is not None else None
+
+
+async def _write_replies(session: AsyncSession, hub: Hub, tenant_id: int, items: list[Reply]) -> _Done:
+    now = utcnow()
+    results: list[Any] = [None] * len(items)
+    done_before = await firsts(session, _client_keys(items))
+    locked = await _lock_tickets(session, tenant_id, (it.ticket_id for it in items))
+    agents = await _agents(session, tenant_id, _group_readers(items, locked))
+    # Who may take an unassigned ticket by answering it: their rows locked in id order, after the
+    # tickets, before any slot moves (as the router and transfers lock them).
+    await lock_agents(session, [it.principal.agent_id for it in items if it.direction == Direction.OUTBOUND
+                                and it.ticket_id in locked and locked[it.ticket_id].ticket.assignee_id is None])
+    pending: Pending = {}
+    planned: list[tuple[int, _Planned]] = []
+    for i, it in enumerate(items):
+        try:
+            if (replayed := _replayed(it, done_before)) is not None:
+                results[i] = replayed
+                continue
+            entry = _visible(it.principal, locked.get(it.ticket_id), agents, it.ticket_id)
+            files = await attachments.for_message(session, it.attachment_ids)
+            planned.append((i, await _plan(session, hub, it.principal, entry, direction=it.direction, text=it.text,
+                                           files=files, client_id=it.client_id,
+                                           previous=entry.ticket.assignee_id, now=now, pending=pending)))
+        except DomainError as exc:
+            results[i] = exc
+    done = _Done(results, [], [], [])
+    if planned:
+        await _write_back(session, {p.ticket.id: p.ticket for _, p in planned}.values())
+        log = EventLog(session)
+        messages, done.outbox_ids, done.sends = await _store(session, tenant_id, [p for _, p in planned], log, now)
+        for (i, _), mdict in zip(planned, messages, strict=True):
+            results[i] = mdict
+        done.events = await log.flush()
+    return done
