@@ -1,4 +1,4 @@
-"""Agents' writes in group commits: replies and notes.
+"""Agents' writes in group commits: replies and notes, ticket changes.
 
 Many agents acting at the same moment share transactions (:class:`core.batching.GroupCommit`, one
 writer per kind and tenant): under light load a batch is one action, under heavy load it is
@@ -10,6 +10,8 @@ statements on plain rows (core.serialize), as core.ingest does for what comes in
   agents' names and groups read in one query (who may see which ticket is decided in Python), one
   multi-row INSERT of the messages, one executemany UPDATE of the tickets, one INSERT of the
   outbox rows, one of the events;
+- ticket changes (status, priority, tags, subject): the tickets locked, the agents read, one
+  UPDATE (executemany), one INSERT of the events.
 
 What is rare stays per item: capacity moves (an agent answering an unassigned ticket takes it, a
 reopen takes the agent's slot back, a solve frees it), attachments, routing records. Their agents
@@ -43,9 +45,10 @@ from core.auth import Principal
 from core.batching import GroupCommit
 from core.capacity import Pending, lock_agents, move_load
 from core.channels import Attachment, OutboundMessage
-from core.errors import Conflict, DomainError, NotFound
+from core.errors import Conflict, DomainError, InvalidInput, NotFound
 from core.events import EventKind, EventLog
 from core.models import (
+    PRIORITY_RANK,
     Agent,
     AgentGroup,
     Customer,
@@ -54,13 +57,15 @@ from core.models import (
     Direction,
     Message,
     OutboxItem,
+    Priority,
     Ticket,
     TicketStatus,
     table_of,
     utcnow,
 )
 from core.serialize import CUSTOMER_ROW_FIELDS, AgentRow, CustomerRow, MessageRow, TicketRow, message_dict, ticket_dict
-from core.tickets import First, Reply, firsts, give, record, sees
+from core.tickets import Change, First, Reply, clean_tags, firsts, give, record, sees
+from core.transitions import Reopener, RoutingState
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -152,11 +157,21 @@ class TicketWrites:
         result: dict[str, Any] = await self._writer("replies", item.principal.tenant_id, self._replies).submit(item)
         return result
 
+    async def change(self, item: Change) -> dict[str, Any]:
+        result: dict[str, Any] = await self._writer("changes", item.principal.tenant_id, self._changes).submit(item)
+        return result
+
 
     # --- the batches ------------------------------------------------------------------------------
     async def _replies(self, tenant_id: int, items: list[Reply]) -> list[Any]:
         async with self.hub.db.session(tenant_id) as session:
             done = await _write_replies(session, self.hub, tenant_id, items)
+        await self._after_commit(tenant_id, done)
+        return done.results
+
+    async def _changes(self, tenant_id: int, items: list[Change]) -> list[Any]:
+        async with self.hub.db.session(tenant_id) as session:
+            done = await _write_changes(session, tenant_id, items)
         await self._after_commit(tenant_id, done)
         return done.results
 
@@ -228,7 +243,7 @@ async def _agents(session: AsyncSession, tenant_id: int, ids: Iterable[int]) -> 
     return out
 
 
-def _group_readers(items: Iterable[Reply], locked: dict[int, _Locked]) -> list[int]:
+def _group_readers(items: Iterable[Reply | Change], locked: dict[int, _Locked]) -> list[int]:
     """The agents whose groups decide whether they see their item's ticket (one in a group's queue):
     only theirs are read."""
     return [it.principal.agent_id for it in items if not it.principal.sees_all
@@ -382,4 +397,112 @@ async def _write_replies(session: AsyncSession, hub: Hub, tenant_id: int, items:
         for (i, _), mdict in zip(planned, messages, strict=True):
             results[i] = mdict
         done.events = await log.flush()
+    return done
+
+
+# --- ticket changes ---------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Decided:
+    """What a change will do, checked before anything of it is made."""
+
+    status: TicketStatus | None
+    priority: str | None
+    tags: list[str] | None
+    subject: str | None
+
+
+def _decide(ticket: TicketRow, it: Change) -> _Decided:
+    status = None
+    if it.status is not None and it.status != ticket.status:
+        status = transitions.check_status(ticket.status, it.status)
+    priority = None
+    if it.priority is not None and it.priority != ticket.priority:
+        try:
+            Priority(it.priority)
+        except ValueError:
+            raise InvalidInput(f"unknown priority {it.priority!r}", code="invalid_priority") from None
+        priority = it.priority
+    new_tags = list(ticket.tags or [])
+    if it.tags is not None:
+        new_tags = clean_tags(it.tags)
+    if it.add_tags:
+        new_tags = clean_tags(new_tags + it.add_tags)
+    if it.remove_tags:
+        drop = set(clean_tags(it.remove_tags))
+        new_tags = [t for t in new_tags if t not in drop]
+    subject = None
+    if it.subject is not None and it.subject != ticket.subject:
+        if not it.subject.strip() or len(it.subject) > 500:
+            raise InvalidInput("subject must be 1 to 500 characters", code="invalid_subject")
+        subject = it.subject
+    return _Decided(status, priority, new_tags if new_tags != list(ticket.tags or []) else None, subject)
+
+
+async def _apply_change(session: AsyncSession, ticket: TicketRow, decided: _Decided, now: datetime,
+                        pending: Pending) -> tuple[dict[str, Any], bool]:
+    """Make a decided change; returns what changed and whether the router should run."""
+    changes: dict[str, Any] = {}
+    route = False
+    if decided.status is not None:
+        old, agent, new = ticket.status, ticket.assignee_id, decided.status
+        changes["status"] = {"from": old, "to": new.value}
+        if transitions.is_reopen(old, new):
+            # The slot is taken while the ticket is still solved, so the agent's per-channel count
+            # does not include this very ticket (transitions: capacity first, fields after).
+            change = transitions.reopen(ticket, by=Reopener.AGENT)
+            change.apply(ticket, granted=await move_load(session, change, ticket.channel, pending=pending))
+            if ticket.assignee_id != agent:
+                changes["assignee_id"] = {"from": agent, "to": None}
+            # Back to routing (no agent, or theirs had no room): the router should run.
+            route = ticket.routing_state == RoutingState.PENDING
+        else:
+            change = transitions.set_status(ticket, new, now)
+            change.apply(ticket, granted=await move_load(session, change, ticket.channel, pending=pending))
+            # Solved or closed: a slot was freed, or the ticket left the queue.
+            route = transitions.is_active(old) and not transitions.is_active(new)
+    if decided.priority is not None:
+        changes["priority"] = {"from": ticket.priority, "to": decided.priority}
+        ticket.priority = decided.priority
+        ticket.priority_rank = PRIORITY_RANK[Priority(decided.priority)]
+    if decided.tags is not None:
+        changes["tags"] = {"from": list(ticket.tags or []), "to": decided.tags}
+        ticket.tags = decided.tags
+    if decided.subject is not None:
+        changes["subject"] = {"from": ticket.subject, "to": decided.subject}
+        ticket.subject = decided.subject
+    if changes:
+        ticket.updated_at = now
+    return changes, route
+
+
+async def _write_changes(session: AsyncSession, tenant_id: int, items: list[Change]) -> _Done:
+    now = utcnow()
+    results: list[Any] = [None] * len(items)
+    locked = await _lock_tickets(session, tenant_id, (it.ticket_id for it in items))
+    agents = await _agents(session, tenant_id, _group_readers(items, locked))
+    # A change of status moves the assignee's slot: their rows locked in id order first.
+    await lock_agents(session, [t.ticket.assignee_id for it in items if it.status is not None
+                                and (t := locked.get(it.ticket_id)) is not None and t.ticket.assignee_id is not None])
+    pending: Pending = {}
+    done = _Done(results, [], [], [])
+    touched: dict[int, TicketRow] = {}
+    log = EventLog(session)
+    for i, it in enumerate(items):
+        try:
+            entry = _visible(it.principal, locked.get(it.ticket_id), agents, it.ticket_id)
+            decided = _decide(entry.ticket, it)
+        except DomainError as exc:
+            results[i] = exc
+            continue
+        ticket = entry.ticket
+        changes, route = await _apply_change(session, ticket, decided, now, pending)
+        done.route = done.route or route
+        tdict = ticket_dict(ticket, entry.customer)
+        if changes:
+            touched[ticket.id] = ticket
+            log.add(EventKind.TICKET_UPDATED, tenant_id=tenant_id, ticket=ticket,
+                    payload={"ticket": tdict, "changes": changes, "by": it.principal.agent_id})
+        results[i] = tdict
+    await _write_back(session, touched.values())
+    done.events = await log.flush()
     return done

@@ -42,7 +42,7 @@ from core.models import (
     utcnow,
 )
 from core.serialize import TicketRow, iso, message_dict, ticket_dict
-from core.transitions import Reopener, RoutingState, Transition
+from core.transitions import RoutingState, Transition
 
 if TYPE_CHECKING:
     from core.hub import Hub
@@ -324,6 +324,18 @@ class Reply:
     replay: Replay
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    principal: Principal
+    ticket_id: int
+    status: str | None = None
+    priority: str | None = None
+    tags: list[str] | None = None
+    add_tags: list[str] | None = None
+    remove_tags: list[str] | None = None
+    subject: str | None = None
+
+
 async def add_message(hub: Hub, principal: Principal, ticket_id: int, text: str, *, note: bool,
                       attachment_ids: Sequence[int] = (), client_id: str | None = None) -> dict[str, Any]:
     """An agent's reply to the customer (delivered through the outbox) or an internal note, with
@@ -534,62 +546,8 @@ async def update_ticket(
     subject: str | None = None,
 ) -> dict[str, Any]:
     """Change status (solve = "solved", reopen = "open" from solved), priority, tags or subject."""
-    outcome = _Outcome()
-    async with hub.db.session(principal.tenant_id) as session:
-        ticket, customer = await _ticket_for_change(session, principal, ticket_id)
-        now = utcnow()
-        changes: dict[str, Any] = {}
-        if status is not None and status != ticket.status:
-            old, agent = ticket.status, ticket.assignee_id
-            new = transitions.check_status(old, status)
-            changes["status"] = {"from": old, "to": new.value}
-            if transitions.is_reopen(old, new):
-                # The slot is taken while the ticket is still solved, so the agent's per-channel count
-                # does not include this very ticket (transitions: capacity first, fields after).
-                await _make(session, ticket, transitions.reopen(ticket, by=Reopener.AGENT))
-                if ticket.assignee_id != agent:
-                    changes["assignee_id"] = {"from": agent, "to": None}
-                # Back to routing (no agent, or theirs had no room): the router should run.
-                outcome.route = ticket.routing_state == RoutingState.PENDING
-            else:
-                await _make(session, ticket, transitions.set_status(ticket, new, now))
-                # Solved or closed: a slot was freed, or the ticket left the queue.
-                outcome.route = transitions.is_active(old) and not transitions.is_active(new)
-        if priority is not None and priority != ticket.priority:
-            try:
-                Priority(priority)
-            except ValueError:
-                raise InvalidInput(f"unknown priority {priority!r}", code="invalid_priority") from None
-            changes["priority"] = {"from": ticket.priority, "to": priority}
-            ticket.priority = priority
-            ticket.priority_rank = PRIORITY_RANK[Priority(priority)]
-        new_tags = list(ticket.tags or [])
-        if tags is not None:
-            new_tags = clean_tags(tags)
-        if add_tags:
-            new_tags = clean_tags(new_tags + add_tags)
-        if remove_tags:
-            drop = set(clean_tags(remove_tags))
-            new_tags = [t for t in new_tags if t not in drop]
-        if new_tags != list(ticket.tags or []):
-            changes["tags"] = {"from": list(ticket.tags or []), "to": new_tags}
-            ticket.tags = new_tags
-        if subject is not None and subject != ticket.subject:
-            if not subject.strip() or len(subject) > 500:
-                raise InvalidInput("subject must be 1 to 500 characters", code="invalid_subject")
-            changes["subject"] = {"from": ticket.subject, "to": subject}
-            ticket.subject = subject
-        if changes:
-            ticket.updated_at = now
-            await session.flush()
-            log = EventLog(session)
-            log.add(EventKind.TICKET_UPDATED, tenant_id=principal.tenant_id, ticket=ticket,
-                    payload={"ticket": ticket_dict(ticket, customer), "changes": changes, "by": principal.agent_id})
-            await session.flush()
-            outcome.events = await log.flush()
-        result = ticket_dict(ticket, customer)
-    await _finish(hub, principal.tenant_id, outcome)
-    return result
+    return await hub.ticket_writes.change(Change(principal, ticket_id, status=status, priority=priority, tags=tags,
+                                                 add_tags=add_tags, remove_tags=remove_tags, subject=subject))
 
 
 async def agent_group_ids(session: AsyncSession, agent_id: int) -> list[int]:

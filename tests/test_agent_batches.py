@@ -176,6 +176,54 @@ async def test_many_agents_replying_at_once_share_a_batch(patient: TenantInfo, p
         assert [m["text"] for m in detail["messages"] if m["direction"] == "outbound"] == [f"answer {i}"]
 
 
+async def _three_agents(tenant: TenantInfo) -> tuple[list[Any], list[AgentClient], list[dict[str, Any]]]:
+    """Three agents (two tickets of room each) with a ticket each, made by hand."""
+    agents = [await tenant.add_agent(capacity=2) for _ in range(3)]
+    clients = [await tenant.signed_in(a, connect=False) for a in agents]
+    made = [(await c.api("POST", "/api/v1/tickets", {"text": f"call {i}", "customer": {"name": f"Caller {i}"},
+                                                     "assignee_id": a.id}))["ticket"]
+            for i, (a, c) in enumerate(zip(agents, clients, strict=True))]
+    assert [t["assignee_id"] for t in made] == [a.id for a in agents]
+    return agents, clients, made
+
+
+async def _loads(client: AgentClient, agents: list[Any]) -> list[int]:
+    loads = {a["id"]: a["load"] for a in (await client.api("GET", "/api/v1/agents"))["agents"]}
+    return [loads[a.id] for a in agents]
+
+
+async def test_ticket_changes_share_batches(patient: TenantInfo, patient_server: Server, settings: Settings) -> None:
+    srv = patient_server
+    agents, clients, made = await _three_agents(patient)
+    ticket_ids = [t["id"] for t in made]
+
+    before = srv.app[HUB].ticket_writes.counters("changes")
+    async with writes_held(settings, patient.id, ticket_ids):
+        first = asyncio.ensure_future(_outcome(clients[0].api("POST", f"/api/v1/tickets/{ticket_ids[0]}/solve")))
+        await _queued(srv, "changes", patient.id, 0)
+        rest = [
+            asyncio.ensure_future(_outcome(clients[1].api("PATCH", f"/api/v1/tickets/{ticket_ids[1]}",
+                                                          {"priority": "high", "add_tags": ["vip"]}))),
+            asyncio.ensure_future(_outcome(clients[2].api("PATCH", f"/api/v1/tickets/{ticket_ids[2]}",
+                                                          {"subject": "renamed"}))),
+            # Bad: a solved ticket cannot wait on the customer, and agent 1 may not see agent 0's.
+            asyncio.ensure_future(_outcome(clients[0].api("PATCH", f"/api/v1/tickets/{ticket_ids[0]}",
+                                                          {"status": "pending"}))),
+            asyncio.ensure_future(_outcome(clients[1].api("POST", f"/api/v1/tickets/{ticket_ids[0]}/reopen"))),
+        ]
+        await _queued(srv, "changes", patient.id, len(rest))
+    solved, *others = [await first, *[await r for r in rest]]
+    after = srv.app[HUB].ticket_writes.counters("changes")
+    assert after["items"] - before["items"] == 5 and after["batches"] - before["batches"] == 2
+    assert solved["ticket"]["status"] == "solved"
+    assert others[0]["ticket"]["priority"] == "high" and others[0]["ticket"]["tags"] == ["vip"]
+    assert others[1]["ticket"]["subject"] == "renamed"
+    assert isinstance(others[2], HubError) and (others[2].status, others[2].code) == (409, "invalid_transition")
+    assert isinstance(others[3], HubError) and (others[3].status, others[3].code) == (404, "ticket_not_found")
+    # The solve freed a slot: the agents' loads are exact.
+    assert await _loads(clients[0], agents) == [0, 1, 1]
+
+
 @pytest.fixture
 async def shedding_server(settings: Settings) -> AsyncIterator[Server]:
     """A server whose writers refuse new work as soon as anything waits (busy_after 0)."""
