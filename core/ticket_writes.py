@@ -1,4 +1,4 @@
-"""Agents' writes in group commits: replies and notes, ticket changes.
+"""Agents' writes in group commits: replies and notes, ticket changes, tickets made by hand.
 
 Many agents acting at the same moment share transactions (:class:`core.batching.GroupCommit`, one
 writer per kind and tenant): under light load a batch is one action, under heavy load it is
@@ -11,7 +11,9 @@ statements on plain rows (core.serialize), as core.ingest does for what comes in
   multi-row INSERT of the messages, one executemany UPDATE of the tickets, one INSERT of the
   outbox rows, one of the events;
 - ticket changes (status, priority, tags, subject): the tickets locked, the agents read, one
-  UPDATE (executemany), one INSERT of the events.
+  UPDATE (executemany), one INSERT of the events;
+- tickets made by hand (POST /api/v1/tickets): the customers, identities, agents and groups named
+  read once each, new customers in one INSERT, tickets in one, then their first messages as above.
 
 What is rare stays per item: capacity moves (an agent answering an unassigned ticket takes it, a
 reopen takes the agent's slot back, a solve frees it), attachments, routing records. Their agents
@@ -55,6 +57,7 @@ from core.models import (
     CustomerIdentity,
     DeliveryState,
     Direction,
+    Group,
     Message,
     OutboxItem,
     Priority,
@@ -64,7 +67,7 @@ from core.models import (
     utcnow,
 )
 from core.serialize import CUSTOMER_ROW_FIELDS, AgentRow, CustomerRow, MessageRow, TicketRow, message_dict, ticket_dict
-from core.tickets import Change, First, Reply, clean_tags, firsts, give, record, sees
+from core.tickets import Change, First, NewTicket, Reply, clean_tags, firsts, give, record, sees
 from core.transitions import Reopener, RoutingState
 
 if TYPE_CHECKING:
@@ -161,6 +164,9 @@ class TicketWrites:
         result: dict[str, Any] = await self._writer("changes", item.principal.tenant_id, self._changes).submit(item)
         return result
 
+    async def create(self, item: NewTicket) -> dict[str, Any]:
+        result: dict[str, Any] = await self._writer("tickets", item.principal.tenant_id, self._creates).submit(item)
+        return result
 
     # --- the batches ------------------------------------------------------------------------------
     async def _replies(self, tenant_id: int, items: list[Reply]) -> list[Any]:
@@ -175,6 +181,11 @@ class TicketWrites:
         await self._after_commit(tenant_id, done)
         return done.results
 
+    async def _creates(self, tenant_id: int, items: list[NewTicket]) -> list[Any]:
+        async with self.hub.db.session(tenant_id) as session:
+            done = await _write_tickets(session, self.hub, tenant_id, items)
+        await self._after_commit(tenant_id, done)
+        return done.results
 
     async def _after_commit(self, tenant_id: int, done: _Done) -> None:
         await self.hub.publish(tenant_id, done.events)
@@ -355,11 +366,11 @@ async def _store(session: AsyncSession, tenant_id: int, planned: list[_Planned],
     return out, queued, sends
 
 
-def _client_keys(items: Sequence[Reply]) -> list[tuple[int, str]]:
+def _client_keys(items: Sequence[Reply | NewTicket]) -> list[tuple[int, str]]:
     return [(it.principal.agent_id, it.client_id) for it in items if it.client_id is not None]
 
 
-def _replayed(it: Reply, done_before: dict[tuple[int, str], First]) -> dict[str, Any] | None:
+def _replayed(it: Reply | NewTicket, done_before: dict[tuple[int, str], First]) -> dict[str, Any] | None:
     """A retry's answer: what its first try wrote (None: this is the first)."""
     first = done_before.get((it.principal.agent_id, it.client_id)) if it.client_id else None
     return it.replay(first) if first is not None else None
@@ -504,5 +515,161 @@ async def _write_changes(session: AsyncSession, tenant_id: int, items: list[Chan
                     payload={"ticket": tdict, "changes": changes, "by": it.principal.agent_id})
         results[i] = tdict
     await _write_back(session, touched.values())
+    done.events = await log.flush()
+    return done
+
+
+# --- tickets made by hand ---------------------------------------------------------------------------
+async def _customers(session: AsyncSession, tenant_id: int, ids: set[int]) -> dict[int, CustomerRow]:
+    if not ids:
+        return {}
+    rows = await session.execute(select(*_CUSTOMER_COLUMNS).where(Customer.tenant_id == tenant_id,
+                                                                  Customer.id.in_(sorted(ids))))
+    return {row[0]: CustomerRow(*row) for row in rows}
+
+
+async def _identities(session: AsyncSession, tenant_id: int, pairs: set[tuple[int, str]]
+                      ) -> dict[tuple[int, str], tuple[int, str]]:
+    """Each (customer, channel)'s identity, its id and external id (the first one, where a
+    customer has several on a channel)."""
+    if not pairs:
+        return {}
+    rows = await session.execute(
+        select(CustomerIdentity.customer_id, CustomerIdentity.channel, CustomerIdentity.id,
+               CustomerIdentity.external_id)
+        .where(CustomerIdentity.tenant_id == tenant_id,
+               CustomerIdentity.customer_id.in_(sorted({c for c, _ in pairs})),
+               CustomerIdentity.channel.in_(sorted({ch for _, ch in pairs})))
+        .order_by(CustomerIdentity.id)
+    )
+    out: dict[tuple[int, str], tuple[int, str]] = {}
+    for customer_id, channel, identity_id, external_id in rows:
+        out.setdefault((customer_id, channel), (identity_id, external_id))
+    return out
+
+
+async def _groups(session: AsyncSession, tenant_id: int, ids: set[int]) -> set[int]:
+    if not ids:
+        return set()
+    return set((await session.execute(select(Group.id).where(Group.tenant_id == tenant_id,
+                                                             Group.id.in_(sorted(ids))))).scalars())
+
+
+@dataclass(slots=True)
+class _Made:
+    index: int
+    item: NewTicket
+    ticket: TicketRow
+    customer: CustomerRow
+    created: TicketRow  # as it was made, before its first message (the ticket.created event)
+    planned: _Planned  # its first message
+    new_customer: dict[str, Any] | None
+    assigned: bool  # to the assignee asked for (recorded as made by hand)
+    claimed: bool  # by the agent whose first message goes out on a channel
+
+
+def _check_new(it: NewTicket, customers: dict[int, CustomerRow], identities: dict[tuple[int, str], tuple[int, str]],
+               agents: dict[int, _Agent], groups: set[int], tenant_id: int, now: datetime
+               ) -> tuple[TicketRow, CustomerRow, dict[str, Any] | None, str | None]:
+    """The ticket an item asks for, checked (in the order the single-ticket path checked)."""
+    new_customer: dict[str, Any] | None = None
+    if it.customer_id is not None:
+        customer = customers.get(it.customer_id)
+        if customer is None:
+            raise NotFound(f"customer {it.customer_id} not found", code="customer_not_found")
+    else:
+        if not (it.customer_name or it.customer_email):
+            raise InvalidInput("give customer_id, or a customer name or e-mail", code="customer_required")
+        new_customer = {"tenant_id": tenant_id, "name": it.customer_name, "email": it.customer_email,
+                        "attributes": {}, "tags": [], "created_at": now}
+        customer = CustomerRow(0, it.customer_name, it.customer_email, [], {})
+    identity_id = external_id = None
+    if it.channel is not None:
+        identity = identities.get((customer.id, it.channel)) if new_customer is None else None
+        if identity is None:
+            raise Conflict(f"the customer has no identity on channel {it.channel!r}", code="no_identity_on_channel")
+        identity_id, external_id = identity
+    if it.assignee_id is not None:
+        agent = agents.get(it.assignee_id)
+        if agent is None or not agent.active:
+            raise NotFound(f"agent {it.assignee_id} not found", code="agent_not_found")
+    if it.group_id is not None and it.group_id not in groups:
+        raise NotFound(f"group {it.group_id} not found", code="group_not_found")
+    ticket = TicketRow(
+        id=0, tenant_id=tenant_id, customer_id=customer.id, identity_id=identity_id, channel=it.channel or "manual",
+        subject=(it.subject or it.text.strip().splitlines()[0])[:500], priority=it.priority,
+        priority_rank=PRIORITY_RANK[Priority(it.priority)], tags=list(it.tags), required_skills={},
+        routing_rule=None, group_id=it.group_id, created_at=now, updated_at=now, last_message_at=None,
+        first_response_at=None, **transitions.new_ticket())
+    return ticket, customer, new_customer, external_id
+
+
+async def _write_tickets(session: AsyncSession, hub: Hub, tenant_id: int, items: list[NewTicket]) -> _Done:
+    now = utcnow()
+    results: list[Any] = [None] * len(items)
+    done = _Done(results, [], [], [])
+    done_before = await firsts(session, _client_keys(items))
+    customers = await _customers(session, tenant_id, {it.customer_id for it in items if it.customer_id is not None})
+    identities = await _identities(session, tenant_id, {(it.customer_id, it.channel) for it in items
+                                                        if it.customer_id is not None and it.channel is not None})
+    agents = await _agents(session, tenant_id, (it.assignee_id for it in items if it.assignee_id is not None))
+    groups = await _groups(session, tenant_id, {it.group_id for it in items if it.group_id is not None})
+    # Whose slots this batch may take (the assignees asked for, or the agents whose first message
+    # goes out and so takes the ticket): locked in id order before any is taken.
+    await lock_agents(session, [it.assignee_id if it.assignee_id is not None else it.principal.agent_id
+                                for it in items if it.assignee_id is not None or it.channel is not None])
+    pending: Pending = {}
+    made: list[_Made] = []
+    for i, it in enumerate(items):
+        try:
+            if (replayed := _replayed(it, done_before)) is not None:
+                results[i] = replayed
+                continue
+            ticket, customer, new_customer, external_id = _check_new(it, customers, identities, agents, groups,
+                                                                     tenant_id, now)
+            if it.assignee_id is None and it.group_id is None:
+                await hub.router.apply_rules(session, ticket, customer, it.text)
+            created = replace(ticket)
+            # The slots are taken before anything of the ticket is written: one refused fails this
+            # item alone.
+            if it.assignee_id is not None:
+                await give(session, ticket, it.assignee_id, pending)
+                created = replace(ticket)
+            elif it.channel is not None:
+                await give(session, ticket, it.principal.agent_id, pending)
+            # Its first message, planned before the ticket is written: the row goes in as the
+            # message leaves it (first response, open).
+            planned = await _plan(session, hub, it.principal, _Locked(ticket, customer, external_id),
+                                  direction=Direction.OUTBOUND if it.channel else Direction.NOTE, text=it.text,
+                                  files=[], client_id=it.client_id, previous=created.assignee_id, now=now,
+                                  pending=pending)
+        except DomainError as exc:
+            results[i] = exc
+            continue
+        done.route = done.route or it.assignee_id is None
+        made.append(_Made(i, it, ticket, customer, created, planned, new_customer,
+                          it.assignee_id is not None, it.assignee_id is None and it.channel is not None))
+    if not made:
+        return done
+    fresh = [(m, m.new_customer) for m in made if m.new_customer is not None]
+    for (m, _), customer_id in zip(fresh, await _insert(session, Customer, [row for _, row in fresh]), strict=True):
+        m.customer.id = m.ticket.customer_id = m.created.customer_id = m.planned.view.customer_id = customer_id
+    ticket_rows = [{**{n: getattr(m.ticket, n) for n in _TICKET_FIELDS if n != "id"},
+                    "created_by_agent_id": m.item.principal.agent_id} for m in made]
+    log = EventLog(session)
+    for m, ticket_id in zip(made, await _insert(session, Ticket, ticket_rows), strict=True):
+        m.ticket.id = m.created.id = m.planned.view.id = ticket_id
+        it = m.item
+        if m.assigned:
+            record(session, m.ticket, "assigned", agent_id=it.assignee_id, by=it.principal.agent_id,
+                   how="created by hand")
+        if m.claimed:
+            record(session, m.ticket, "claimed", agent_id=it.principal.agent_id, by=it.principal.agent_id,
+                   how="answered")
+        log.add(EventKind.TICKET_CREATED, tenant_id=tenant_id, ticket=m.created,
+                payload={"ticket": ticket_dict(m.created, m.customer)})
+    _, done.outbox_ids, done.sends = await _store(session, tenant_id, [m.planned for m in made], log, now)
+    for m in made:
+        results[m.index] = ticket_dict(m.ticket, m.customer)
     done.events = await log.flush()
     return done

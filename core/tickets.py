@@ -25,17 +25,13 @@ from core.events import EventKind, EventLog
 from core.ingest import check_text
 from core.models import (
     ACTIVE_STATUSES,
-    PRIORITY_RANK,
     Agent,
     AgentGroup,
     AssignmentRecord,
     Customer,
-    CustomerIdentity,
-    DeliveryState,
     Direction,
     Group,
     Message,
-    OutboxItem,
     Priority,
     Ticket,
     TicketStatus,
@@ -184,72 +180,6 @@ async def list_tickets(
         return [ticket_dict(t, c) for t, c in (await session.execute(stmt)).all()]
 
 
-async def _add_agent_message(
-    session: AsyncSession,
-    principal: Principal,
-    ticket: Ticket,
-    customer: Customer,
-    *,
-    direction: Direction,
-    text: str,
-    log: EventLog,
-    outcome: _Outcome,
-    files: list[dict[str, Any]] | None = None,
-    client_id: str | None = None,
-) -> dict[str, Any]:
-    now = utcnow()
-    outbound = direction == Direction.OUTBOUND
-    if outbound:
-        if ticket.identity_id is None:
-            raise Conflict(
-                "this ticket has no channel to reply on; add an internal note instead", code="no_reply_channel"
-            )
-        if ticket.status == TicketStatus.CLOSED:
-            raise Conflict("the ticket is closed; the customer's next message opens a new one", code="ticket_closed")
-    message = Message(
-        tenant_id=ticket.tenant_id,
-        ticket_id=ticket.id,
-        channel=ticket.channel,
-        direction=direction,
-        author_agent_id=principal.agent_id,
-        body=text,
-        attachments=files or [],
-        delivery_state=DeliveryState.PENDING if outbound else None,
-        client_id=client_id,
-        created_at=now,
-    )
-    session.add(message)
-    previous = ticket.assignee_id
-    if ticket.assignee_id is None and outbound:
-        # Answering an unassigned ticket takes it (within the agent's capacity); a note does not.
-        await give(session, ticket, principal.agent_id)
-        record(session, ticket, "claimed", agent_id=principal.agent_id, by=principal.agent_id, how="answered")
-    if outbound:
-        if ticket.first_response_at is None:
-            ticket.first_response_at = now
-        answered = transitions.agent_replied(ticket, now)
-        if answered is not None:
-            await _make(session, ticket, answered)
-        ticket.last_message_at = now
-    ticket.updated_at = now
-    await session.flush()
-    if outbound:
-        item = OutboxItem(tenant_id=ticket.tenant_id, message_id=message.id, channel=ticket.channel,
-                          next_attempt_at=now)
-        session.add(item)
-        await session.flush()
-        outcome.outbox_ids.append(item.id)
-    agent = await session.get(Agent, principal.agent_id)
-    tdict = ticket_dict(ticket, customer)
-    mdict = message_dict(message, agent=agent, customer=customer)
-    if previous != ticket.assignee_id:
-        log.add(EventKind.TICKET_ASSIGNED, tenant_id=ticket.tenant_id, ticket=ticket,
-                payload={"ticket": tdict, "reason": {"strategy": "claimed"}}, previous_assignee_id=previous)
-    log.add(EventKind.MESSAGE_CREATED, tenant_id=ticket.tenant_id, ticket=ticket,
-            payload={"ticket": tdict, "message": mdict})
-    return mdict
-
-
 @dataclass(frozen=True)
 class First:
     """What an agent's earlier action with the same client id wrote: its message and ticket."""
@@ -336,6 +266,24 @@ class Change:
     subject: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NewTicket:
+    principal: Principal
+    text: str
+    subject: str | None
+    customer_id: int | None
+    customer_name: str | None
+    customer_email: str | None
+    channel: str | None
+    assignee_id: int | None
+    group_id: int | None
+    priority: str
+    tags: list[str]
+    client_id: str | None
+    replay: Replay
+
+
+
 async def add_message(hub: Hub, principal: Principal, ticket_id: int, text: str, *, note: bool,
                       attachment_ids: Sequence[int] = (), client_id: str | None = None) -> dict[str, Any]:
     """An agent's reply to the customer (delivered through the outbox) or an internal note, with
@@ -418,77 +366,12 @@ async def create_ticket(
         return first.ticket
 
     async def write() -> dict[str, Any]:
-        return await _create_ticket(hub, principal, text=text, subject=subject, customer_id=customer_id,
-                                    customer_name=customer_name, customer_email=customer_email, channel=channel,
-                                    assignee_id=assignee_id, group_id=group_id, priority=priority,
-                                    tags=clean_tags_, client_id=client_id)
+        return await hub.ticket_writes.create(NewTicket(
+            principal, text=text, subject=subject, customer_id=customer_id, customer_name=customer_name,
+            customer_email=customer_email, channel=channel, assignee_id=assignee_id, group_id=group_id,
+            priority=priority, tags=clean_tags_, client_id=client_id, replay=replay))
 
     return await _idempotent(hub, principal, client_id, write, replay)
-
-
-async def _create_ticket(
-    hub: Hub, principal: Principal, *, text: str, subject: str | None, customer_id: int | None,
-    customer_name: str | None, customer_email: str | None, channel: str | None, assignee_id: int | None,
-    group_id: int | None, priority: str, tags: list[str], client_id: str | None,
-) -> dict[str, Any]:
-    outcome = _Outcome()
-    tenant_id = principal.tenant_id
-    async with hub.db.session(tenant_id) as session:
-        if customer_id is not None:
-            customer = (await session.execute(select(Customer).where(Customer.id == customer_id))).scalar_one_or_none()
-            if customer is None:
-                raise NotFound(f"customer {customer_id} not found", code="customer_not_found")
-        else:
-            if not (customer_name or customer_email):
-                raise InvalidInput("give customer_id, or a customer name or e-mail", code="customer_required")
-            customer = Customer(tenant_id=tenant_id, name=customer_name, email=customer_email, attributes={})
-            session.add(customer)
-            await session.flush()
-        identity_id = None
-        if channel is not None:
-            identity = (
-                await session.execute(
-                    select(CustomerIdentity).where(
-                        CustomerIdentity.customer_id == customer.id, CustomerIdentity.channel == channel
-                    ).limit(1)
-                )
-            ).scalar_one_or_none()
-            if identity is None:
-                raise Conflict(f"the customer has no identity on channel {channel!r}", code="no_identity_on_channel")
-            identity_id = identity.id
-        if assignee_id is not None:
-            await _check_agent(session, assignee_id)
-        if group_id is not None:
-            await _check_group(session, group_id)
-        now = utcnow()
-        ticket = Ticket(
-            tenant_id=tenant_id, customer_id=customer.id, identity_id=identity_id, channel=channel or "manual",
-            subject=(subject or text.strip().splitlines()[0])[:500], priority=priority,
-            priority_rank=PRIORITY_RANK[Priority(priority)], tags=tags, group_id=group_id,
-            created_by_agent_id=principal.agent_id, created_at=now, updated_at=now, **transitions.new_ticket(),
-        )
-        session.add(ticket)
-        await session.flush()
-        log = EventLog(session)
-        if assignee_id is not None:
-            await give(session, ticket, assignee_id)
-            record(session, ticket, "assigned", agent_id=assignee_id, by=principal.agent_id, how="created by hand")
-        else:
-            if group_id is None:
-                await hub.router.apply_rules(session, ticket, customer, text)
-            outcome.route = True
-        log.add(EventKind.TICKET_CREATED, tenant_id=tenant_id, ticket=ticket,
-                payload={"ticket": ticket_dict(ticket, customer)})
-        await _add_agent_message(
-            session, principal, ticket, customer,
-            direction=Direction.OUTBOUND if channel else Direction.NOTE, text=text, log=log, outcome=outcome,
-            client_id=client_id,
-        )
-        await session.flush()
-        outcome.events = await log.flush()
-        result = ticket_dict(ticket, customer)
-    await _finish(hub, tenant_id, outcome)
-    return result
 
 
 async def transfer(

@@ -224,6 +224,43 @@ async def test_ticket_changes_share_batches(patient: TenantInfo, patient_server:
     assert await _loads(clients[0], agents) == [0, 1, 1]
 
 
+async def test_tickets_made_at_once_share_a_batch(patient: TenantInfo, patient_server: Server,
+                                                  settings: Settings) -> None:
+    """Several agents POST /api/v1/tickets at once: one batch, a bad one failing alone."""
+    srv = patient_server
+    agents, clients, made = await _three_agents(patient)
+    ticket_ids = [t["id"] for t in made]
+    before = srv.app[HUB].ticket_writes.counters("tickets")
+    async with writes_held(settings, patient.id, ticket_ids, [agents[0].id]):
+        posts: list[asyncio.Future[Any]] = []
+
+        def post(client: AgentClient, body: dict[str, Any]) -> None:
+            posts.append(asyncio.ensure_future(_outcome(client.api("POST", "/api/v1/tickets", body))))
+
+        post(clients[0], {"text": "walk-in 0", "customer": {"name": "Walk In"}, "assignee_id": agents[0].id})
+        await _queued(srv, "tickets", patient.id, 0)
+        post(clients[1], {"text": "walk-in 1", "customer": {"name": "Walk In 1", "email": "w1@example.com"}})
+        post(clients[2], {"text": "walk-in 2", "customer_id": made[0]["customer_id"], "assignee_id": agents[2].id})
+        post(clients[2], {"text": "nobody", "customer_id": 999999999})
+        post(clients[0], {"text": "on a channel", "customer_id": made[0]["customer_id"], "channel": "webchat"})
+        await _queued(srv, "tickets", patient.id, 4)
+    answers = [await p for p in posts]
+    after = srv.app[HUB].ticket_writes.counters("tickets")
+    assert after["items"] - before["items"] == 5 and after["batches"] - before["batches"] == 2
+    assert [a["ticket"]["subject"] for a in answers[:3]] == ["walk-in 0", "walk-in 1", "walk-in 2"]
+    assert answers[1]["ticket"]["customer"]["email"] == "w1@example.com"
+    assert answers[2]["ticket"]["assignee_id"] == agents[2].id
+    assert answers[2]["ticket"]["customer_id"] == made[0]["customer_id"]
+    assert isinstance(answers[3], HubError) and (answers[3].status, answers[3].code) == (404, "customer_not_found")
+    assert isinstance(answers[4], HubError) and (answers[4].status, answers[4].code) == (409,
+                                                                                          "no_identity_on_channel")
+    assert answers[0]["ticket"]["assignee_id"] == agents[0].id
+    assert await _loads(clients[0], agents) == [2, 1, 2]
+    for i, client in enumerate(clients):
+        detail = await client.api("GET", f"/api/v1/tickets/{answers[i]['ticket']['id']}")
+        assert [(m["direction"], m["text"]) for m in detail["messages"]] == [("note", f"walk-in {i}")]
+
+
 @pytest.fixture
 async def shedding_server(settings: Settings) -> AsyncIterator[Server]:
     """A server whose writers refuse new work as soon as anything waits (busy_after 0)."""
