@@ -254,7 +254,7 @@ async def _agents(session: AsyncSession, tenant_id: int, ids: Iterable[int]) -> 
     return out
 
 
-def _group_readers(items: Iterable[Reply | Change], locked: dict[int, _Locked]) -> list[int]:
+def _group_readers(items: Iterable[Change], locked: dict[int, _Locked]) -> list[int]:
     """The agents whose groups decide whether they see their item's ticket (one in a group's queue):
     only theirs are read."""
     return [it.principal.agent_id for it in items if not it.principal.sees_all
@@ -318,8 +318,8 @@ async def _plan(session: AsyncSession, hub: Hub, principal: Principal, locked: _
                     client_id, previous, outbound and connector is not None and connector.delivers_on_commit)
 
 
-async def _store(session: AsyncSession, tenant_id: int, planned: list[_Planned], log: EventLog, now: datetime
-                 ) -> tuple[list[dict[str, Any]], list[int], list[OutboundMessage]]:
+async def _store(session: AsyncSession, tenant_id: int, planned: list[_Planned], agents: dict[int, _Agent],
+                 log: EventLog, now: datetime) -> tuple[list[dict[str, Any]], list[int], list[OutboundMessage]]:
     """Write the planned messages (one INSERT), their outbox rows (one) and record their events.
     Returns the messages as the API shows them, the outbox rows to deliver, the replies to publish."""
     rows = []
@@ -342,8 +342,9 @@ async def _store(session: AsyncSession, tenant_id: int, planned: list[_Planned],
     out: list[dict[str, Any]] = []
     sends: list[OutboundMessage] = []
     for p, state, message_id in zip(planned, states, ids, strict=True):
-        # The author's name as signed in (read with the request's token, or the socket's hello).
-        name = p.principal.name
+        # The author's name as stored now (a socket's principal is as of its hello).
+        agent = agents.get(p.principal.agent_id)
+        name = agent.name if agent is not None else p.principal.name
         message = MessageRow(message_id, p.ticket.id, p.ticket.channel, p.direction, p.text, p.files, now,
                              author_agent_id=p.principal.agent_id, delivery_state=state)
         tdict = ticket_dict(p.view, p.customer)
@@ -381,7 +382,8 @@ async def _write_replies(session: AsyncSession, hub: Hub, tenant_id: int, items:
     results: list[Any] = [None] * len(items)
     done_before = await firsts(session, _client_keys(items))
     locked = await _lock_tickets(session, tenant_id, (it.ticket_id for it in items))
-    agents = await _agents(session, tenant_id, _group_readers(items, locked))
+    # The authors' names, and the groups of those whose visibility depends on them.
+    agents = await _agents(session, tenant_id, (it.principal.agent_id for it in items))
     # Who may take an unassigned ticket by answering it: their rows locked in id order, after the
     # tickets, before any slot moves (as the router and transfers lock them).
     await lock_agents(session, [it.principal.agent_id for it in items if it.direction == Direction.OUTBOUND
@@ -404,7 +406,8 @@ async def _write_replies(session: AsyncSession, hub: Hub, tenant_id: int, items:
     if planned:
         await _write_back(session, {p.ticket.id: p.ticket for _, p in planned}.values())
         log = EventLog(session)
-        messages, done.outbox_ids, done.sends = await _store(session, tenant_id, [p for _, p in planned], log, now)
+        messages, done.outbox_ids, done.sends = await _store(session, tenant_id, [p for _, p in planned], agents,
+                                                             log, now)
         for (i, _), mdict in zip(planned, messages, strict=True):
             results[i] = mdict
         done.events = await log.flush()
@@ -612,7 +615,8 @@ async def _write_tickets(session: AsyncSession, hub: Hub, tenant_id: int, items:
     customers = await _customers(session, tenant_id, {it.customer_id for it in items if it.customer_id is not None})
     identities = await _identities(session, tenant_id, {(it.customer_id, it.channel) for it in items
                                                         if it.customer_id is not None and it.channel is not None})
-    agents = await _agents(session, tenant_id, (it.assignee_id for it in items if it.assignee_id is not None))
+    agents = await _agents(session, tenant_id, [it.principal.agent_id for it in items]
+                           + [it.assignee_id for it in items if it.assignee_id is not None])
     groups = await _groups(session, tenant_id, {it.group_id for it in items if it.group_id is not None})
     # Whose slots this batch may take (the assignees asked for, or the agents whose first message
     # goes out and so takes the ticket): locked in id order before any is taken.
@@ -668,7 +672,7 @@ async def _write_tickets(session: AsyncSession, hub: Hub, tenant_id: int, items:
                    how="answered")
         log.add(EventKind.TICKET_CREATED, tenant_id=tenant_id, ticket=m.created,
                 payload={"ticket": ticket_dict(m.created, m.customer)})
-    _, done.outbox_ids, done.sends = await _store(session, tenant_id, [m.planned for m in made], log, now)
+    _, done.outbox_ids, done.sends = await _store(session, tenant_id, [m.planned for m in made], agents, log, now)
     for m in made:
         results[m.index] = ticket_dict(m.ticket, m.customer)
     done.events = await log.flush()
