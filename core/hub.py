@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.auth import Principals
 from core.bus import Bus, make_bus
 from core.channels import ChannelInfo, Connector
 from core.config import Settings
@@ -60,6 +61,8 @@ class Hub:
         self.connectors: dict[str, Connector] = {c.kind: c.connector(self) for c in channels}
         self.inbox = Inbox(self)
         self.logins = LoginGuard(settings)
+        # Who a request's token is, trusted for a moment (core.auth).
+        self.principals = Principals(self)
         self.outbox: Outbox = Outbox(self)
         # Agents' replies, notes, ticket changes and hand-made tickets, in group commits.
         self.ticket_writes = TicketWrites(self)
