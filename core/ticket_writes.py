@@ -94,6 +94,9 @@ class _Done:
     outbox_ids: list[int]
     sends: list[OutboundMessage]
     route: bool = False
+    # Whether capacity may have been freed too (the router then reads the agents afresh); new
+    # tickets waiting only add work, as ingest's do.
+    capacity: bool = True
 
 
 @dataclass(slots=True)
@@ -194,7 +197,7 @@ class TicketWrites:
         if done.sends:
             await asyncio.gather(*(self._send(m) for m in done.sends))
         if done.route:
-            self.hub.router.signal(tenant_id)
+            self.hub.router.signal(tenant_id, capacity=done.capacity)
 
     async def _send(self, message: OutboundMessage) -> None:
         try:
@@ -610,7 +613,8 @@ def _check_new(it: NewTicket, customers: dict[int, CustomerRow], identities: dic
 async def _write_tickets(session: AsyncSession, hub: Hub, tenant_id: int, items: list[NewTicket]) -> _Done:
     now = utcnow()
     results: list[Any] = [None] * len(items)
-    done = _Done(results, [], [], [])
+    # Slots are only taken here (a guess of the router's that finds no room is dropped by it).
+    done = _Done(results, [], [], [], capacity=False)
     done_before = await firsts(session, _client_keys(items))
     customers = await _customers(session, tenant_id, {it.customer_id for it in items if it.customer_id is not None})
     identities = await _identities(session, tenant_id, {(it.customer_id, it.channel) for it in items
