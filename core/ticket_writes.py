@@ -191,13 +191,19 @@ class TicketWrites:
         return done.results
 
     async def _after_commit(self, tenant_id: int, done: _Done) -> None:
-        await self.hub.publish(tenant_id, done.events)
-        if done.outbox_ids:
-            await self.hub.enqueue_delivery(done.outbox_ids)
-        if done.sends:
-            await asyncio.gather(*(self._send(m) for m in done.sends))
-        if done.route:
-            self.hub.router.signal(tenant_id, capacity=done.capacity)
+        # The batch is committed: nothing here may fail it, or the writer would write its items
+        # again one by one. Each step logs and makes good its own failures (the bus's subscribers
+        # catch up from the events table, the sweeper takes outbox rows, history has the replies).
+        try:
+            await self.hub.publish(tenant_id, done.events)
+            if done.outbox_ids:
+                await self.hub.enqueue_delivery(done.outbox_ids)
+            if done.sends:
+                await asyncio.gather(*(self._send(m) for m in done.sends))
+            if done.route:
+                self.hub.router.signal(tenant_id, capacity=done.capacity)
+        except Exception:
+            logger.exception("after a committed batch of tenant %s", tenant_id)
 
     async def _send(self, message: OutboundMessage) -> None:
         try:

@@ -306,3 +306,23 @@ def _done_at_least(tasks: list[asyncio.Future[Any]], n: int) -> Callable[[], Awa
         return sum(t.done() for t in tasks) >= n
 
     return check
+
+
+async def test_a_ticket_made_on_web_chat_reaches_the_visitor_on_commit(tenant: TenantInfo) -> None:
+    """A ticket made by hand on the customer's web chat: its first message goes out as a reply,
+    published right after commit (no outbox hop), and the agent who wrote it takes the ticket."""
+    agent = await tenant.add_agent(capacity=3)
+    client = await tenant.signed_in(agent)
+    visitor = tenant.visitor()
+    await visitor.connect()
+    await visitor.send("my order is late")
+    created = await client.wait_event(lambda e: e["kind"] == "ticket.created")
+    customer_id = created["ticket"]["customer_id"]
+    made = (await client.api("POST", "/api/v1/tickets", {"text": "We looked into your order", "subject": "Follow-up",
+                                                         "customer_id": customer_id, "channel": "webchat"}))["ticket"]
+    assert made["assignee_id"] == agent.id and made["channel"] == "webchat" and made["status"] == "open"
+    got = await visitor.wait_message(lambda m: m["direction"] == "outbound")
+    assert got["text"] == "We looked into your order"
+    await client.wait_event(lambda e: e["kind"] == "ticket.assigned" and e["ticket_id"] == made["id"])
+    detail = await client.api("GET", f"/api/v1/tickets/{made['id']}")
+    assert [(m["direction"], m["delivery_state"]) for m in detail["messages"]] == [("outbound", "sent")]
