@@ -8,6 +8,9 @@ as its own process, as `channelhub serve` does, and is measured the same way (CP
 
 - ``ws-echo``: an aiohttp websocket server that sends every text frame back (web chat's
   reference: the least a chat server does per message);
+- ``json-api``: an aiohttp handler that takes a JSON body with a bearer token and answers 201 with
+  a JSON object (the ticket API's reference: the least an HTTP API that creates something does,
+  without storing it);
 - ``webhook``: an aiohttp handler that verifies a WeChat push's signature, decrypts it in safe
   mode and parses its XML, then answers ``success`` (WeChat's reference: everything the hub must
   do before it may answer, without storing anything).
@@ -97,6 +100,22 @@ def webhook_app(token: str, aes_key: str | None, app_id: str | None) -> web.Appl
     return app
 
 
+def json_api_app() -> web.Application:
+    async def create(request: web.Request) -> web.Response:
+        if not request.headers.get("Authorization", "").startswith("Bearer "):
+            raise web.HTTPUnauthorized()
+        data = await request.json()
+        if not isinstance(data, dict) or not data.get("text"):
+            raise web.HTTPBadRequest()
+        return web.json_response({"ticket": {"id": 1, "subject": data["text"][:500], "status": "new",
+                                             "customer": data.get("customer")}}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/tickets", create)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
 # --- running one beside a benchmark -----------------------------------------------------------------
 @contextlib.contextmanager
 def reference_server(kind: str, *extra: str) -> Iterator[tuple[str, int]]:
@@ -173,7 +192,7 @@ def share(hub: float | None, reference: float | None) -> float | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["ws-echo", "webhook"])
+    parser.add_argument("kind", choices=["ws-echo", "json-api", "webhook"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token", help="webhook: the account's token")
     parser.add_argument("--aes-key", help="webhook: EncodingAESKey (safe mode)")
@@ -181,6 +200,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.kind == "ws-echo":
         app = ws_echo_app()
+    elif args.kind == "json-api":
+        app = json_api_app()
     else:
         if not args.token:
             parser.error("webhook needs --token")

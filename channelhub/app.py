@@ -71,6 +71,7 @@ async def _on_startup(app: web.Application) -> None:
     await hub.start()
     hub.router.start()
     hub.inbox.start()
+    hub.ticket_writes.start()
     # Embedded: deliveries run on this loop. With Redis: worker threads here only when asked
     # (CHANNELHUB_EMBEDDED_WORKER=1); otherwise `channelhub worker` processes deliver.
     hub.outbox.start(worker=hub.settings.embedded_worker)
@@ -100,6 +101,8 @@ async def _on_cleanup(app: web.Application) -> None:
     hub = app[HUB]
     # Accepted messages are landed before anything stops; what waits in the inbox stays for later.
     await hub.inbox.stop()
+    # Agents' actions accepted are written (their agents wait for the answer) before the router stops.
+    await hub.ticket_writes.stop()
     await hub.router.stop()
     await hub.outbox.stop()
     await hub.close()

@@ -6,14 +6,22 @@ not leave old sessions running (deactivated, role or password changed). After th
 commits, :func:`announce_revoked` tells every process's gateway on the bus to close the sockets
 opened with those tokens; a socket also re-checks its token every ``session_check_seconds``
 (:func:`token_valid`), so a bus message that was missed cannot keep it alive.
+
+HTTP requests take their principal from :class:`Principals`: a token read once is trusted for
+:data:`TRUST_SECONDS` by that process, so a busy client's requests do not each read it again. A
+revocation is forgotten at once in the process that made it and, on the others, as soon as its bus
+message arrives (or the bus says it may have lost some); the bound covers a message lost with the
+bus, as the sockets' re-check does for them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -24,6 +32,7 @@ from core.errors import Unauthorized
 from core.models import Agent, AuthToken, Role, utcnow
 
 if TYPE_CHECKING:
+    from core.bus import Subscription
     from core.hub import Hub
 
 logger = logging.getLogger(__name__)
@@ -68,6 +77,11 @@ class Principal:
 
 async def authenticate(session: AsyncSession, tenant_id: int, token: str | None) -> Principal:
     """The principal behind a token, which must belong to ``tenant_id`` (the request's domain)."""
+    return (await _authenticated(session, tenant_id, token))[0]
+
+
+async def _authenticated(session: AsyncSession, tenant_id: int, token: str | None) -> tuple[Principal, datetime]:
+    """:func:`authenticate`, and until when the token runs."""
     if not token:
         raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'")
     row = (
@@ -79,7 +93,7 @@ async def authenticate(session: AsyncSession, tenant_id: int, token: str | None)
     ).one_or_none()
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow() or not row.active:
         raise Unauthorized("the token is not valid on this domain", code="invalid_token")
-    return Principal(tenant_id=tenant_id, agent_id=row.id, role=row.role, name=row.name)
+    return Principal(tenant_id=tenant_id, agent_id=row.id, role=row.role, name=row.name), row.expires_at
 
 
 async def revoke(session: AsyncSession, tenant_id: int, token: str) -> None:
@@ -108,7 +122,9 @@ def sessions_topic(tenant_id: int) -> str:
 async def announce_revoked(hub: Hub, tenant_id: int, agent_id: int, token: str | None = None) -> None:
     """Tell every process to close the agent's sockets: those opened with ``token``, or all of them.
     The revocation is committed already; if the bus is down the sockets' own re-check ends them."""
-    message = {"agent_id": agent_id, "token": token_digest(token) if token is not None else None}
+    digest = token_digest(token) if token is not None else None
+    hub.principals.forget(tenant_id, agent_id, digest)
+    message = {"agent_id": agent_id, "token": digest}
     try:
         await hub.bus.publish(sessions_topic(tenant_id), message)
     except Exception as exc:
@@ -127,3 +143,62 @@ async def token_valid(session: AsyncSession, tenant_id: int, digest: str, agent_
     ).one_or_none()
     return (row is not None and row.revoked_at is None and row.expires_at > utcnow() and row.active
             and row.role == role)
+
+
+# How long a process trusts a token it has read (see the module's doc).
+TRUST_SECONDS = 2.0
+MAX_TRUSTED = 10_000
+
+
+class Principals:
+    """The principals of the tokens this process read lately, by (tenant, token digest)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._trusted: dict[tuple[int, str], tuple[Principal, float]] = {}
+        self._watching: dict[int, Subscription] = {}
+        # Bumped by every revocation: a read that was under way meanwhile is not kept.
+        self._generation = 0
+
+    async def of(self, tenant_id: int, token: str | None) -> Principal:
+        """The principal behind ``token`` on ``tenant_id`` (:func:`authenticate`)."""
+        if not token:
+            raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'")
+        key = (tenant_id, token_digest(token))
+        hit = self._trusted.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        self._watch(tenant_id)
+        generation = self._generation
+        async with self.hub.db.read(tenant_id) as session:
+            principal, expires_at = await _authenticated(session, tenant_id, token)
+        if generation == self._generation:
+            if len(self._trusted) >= MAX_TRUSTED:
+                self._trusted.clear()
+            trust = min(TRUST_SECONDS, (expires_at - utcnow()).total_seconds())
+            self._trusted[key] = (principal, time.monotonic() + trust)
+        return principal
+
+    def forget(self, tenant_id: int, agent_id: int | None = None, digest: str | None = None) -> None:
+        """Stop trusting the agent's tokens (``digest``: that one only; no agent: the tenant's)."""
+        self._generation += 1
+        for key, (principal, _) in list(self._trusted.items()):
+            if key[0] == tenant_id and (agent_id is None or principal.agent_id == agent_id) \
+                    and (digest is None or key[1] == digest):
+                del self._trusted[key]
+
+    def _watch(self, tenant_id: int) -> None:
+        if tenant_id in self._watching:
+            return
+
+        def revoked(message: dict[str, Any]) -> None:
+            agent_id = message.get("agent_id")
+            token = message.get("token")
+            self.forget(tenant_id, agent_id if isinstance(agent_id, int) else None,
+                        token if isinstance(token, str) else None)
+
+        async def maybe_missed(_since: datetime) -> None:
+            self.forget(tenant_id)
+
+        self._watching[tenant_id] = self.hub.bus.subscribe(sessions_topic(tenant_id), revoked,
+                                                           catch_up=maybe_missed)

@@ -26,21 +26,34 @@ async def lock_agents(session: AsyncSession, agent_ids: list[int]) -> None:
                               .order_by(Agent.id).with_for_update())
 
 
-async def move_load(session: AsyncSession, change: Transition, channel: str) -> bool:
+# Slots taken in a transaction for tickets not yet written back, by (agent, channel): a batch
+# (core.ticket_writes) counts them in the per-channel check, which reads the tickets as stored.
+Pending = dict[tuple[int, str], int]
+
+
+async def move_load(session: AsyncSession, change: Transition, channel: str, *, pending: Pending | None = None) -> bool:
     """Make the capacity change a transition asks for: release its slot, then take its slot (room
     on ``channel`` too, and presence where it requires it). False when the slot to take was refused;
     a release is made all the same (the caller either applies the transition's ``if_refused`` or
-    fails the transaction). Nothing to do costs no statement."""
+    fails the transaction). Nothing to do costs no statement. With ``pending``, a slot taken is
+    counted there and those counted before are counted as the agent's on that channel."""
     if change.release is not None:
         await release_slot(session, change.release)
     if change.take is None:
         return True
-    return await take_slot(session, change.take, channel, require_online=change.require_online)
+    key = (change.take, channel)
+    taken = await take_slot(session, change.take, channel, require_online=change.require_online,
+                            pending=pending.get(key, 0) if pending is not None else 0)
+    if taken and pending is not None:
+        pending[key] = pending.get(key, 0) + 1
+    return taken
 
 
-async def take_slot(session: AsyncSession, agent_id: int, channel: str, *, require_online: bool) -> bool:
+async def take_slot(session: AsyncSession, agent_id: int, channel: str, *, require_online: bool,
+                    pending: int = 0) -> bool:
     """Raise the agent's load by one if they have room (and are online, when asked). Holds the
-    agent's row lock until commit, so the per-channel check that follows is race-free."""
+    agent's row lock until commit, so the per-channel check that follows is race-free; ``pending``
+    tickets of theirs on ``channel`` not yet written count in it too."""
     stmt = (
         update(Agent)
         .where(Agent.id == agent_id, Agent.active.is_(True), Agent.load < Agent.capacity)
@@ -53,7 +66,7 @@ async def take_slot(session: AsyncSession, agent_id: int, channel: str, *, requi
     if row is None:
         return False
     cap = (row[0] or {}).get(channel)
-    if cap is not None and await channel_load(session, agent_id, channel) >= cap:
+    if cap is not None and await channel_load(session, agent_id, channel) + pending >= cap:
         await release_slot(session, agent_id)
         return False
     return True

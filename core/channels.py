@@ -79,6 +79,11 @@ class Connector:
     """One per channel kind and hub. Subclasses set ``kind`` and implement :meth:`send`."""
 
     kind: ClassVar[str] = ""
+    # Whether delivery is a publication on our own bus (web chat: the visitor's socket hears of it,
+    # a reconnect reads history). Such a reply is stored as sent in its own transaction and
+    # published right after commit, with no broker hop and no claim; channels that call an outside
+    # API (WeChat, e-mail, XMPP) keep the outbox and its retries.
+    delivers_on_commit: ClassVar[bool] = False
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub

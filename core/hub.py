@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.auth import Principals
 from core.batching import LoopLag
 from core.bus import Bus, make_bus
 from core.channels import ChannelInfo, Connector
@@ -21,6 +22,7 @@ from core.events import tenant_topic
 from core.inbox import Inbox
 from core.logins import LoginGuard
 from core.outbox import Outbox
+from core.ticket_writes import TicketWrites
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -62,7 +64,11 @@ class Hub:
         self.loop_lag = LoopLag()
         self.inbox = Inbox(self)
         self.logins = LoginGuard(settings)
+        # Who a request's token is, trusted for a moment (core.auth).
+        self.principals = Principals(self)
         self.outbox: Outbox = Outbox(self)
+        # Agents' replies, notes, ticket changes and hand-made tickets, in group commits.
+        self.ticket_writes = TicketWrites(self)
         self.router: RouterPort = router(self)
 
     async def start(self) -> None:

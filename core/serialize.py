@@ -71,6 +71,14 @@ class MessageRow:
     delivery_state: str | None = None
 
 
+@dataclass(slots=True)
+class AgentRow:
+    """An agent's id and name, read as plain columns (what :func:`message_dict` shows of an author)."""
+
+    id: int
+    name: str
+
+
 # The columns ingest reads and writes: every field but those a customer's message never sets.
 TICKET_ROW_FIELDS = tuple(f.name for f in fields(TicketRow) if f.name not in ("queued_at", "overflow_at", "closed_at"))
 CUSTOMER_ROW_FIELDS = tuple(f.name for f in fields(CustomerRow))
@@ -109,7 +117,8 @@ def ticket_dict(ticket: Ticket | TicketRow, customer: Customer | CustomerRow | N
 
 
 def message_dict(
-    message: Message | MessageRow, *, agent: Agent | None = None, customer: Customer | CustomerRow | None = None
+    message: Message | MessageRow, *, agent: Agent | AgentRow | None = None,
+    customer: Customer | CustomerRow | None = None,
 ) -> dict[str, Any]:
     author: dict[str, Any] | None
     if message.direction == "inbound":

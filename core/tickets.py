@@ -9,7 +9,7 @@ does), so concurrent operations cannot deadlock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,32 +17,28 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import attachments, transitions
+from core import transitions
 from core.auth import Principal
-from core.capacity import lock_agents, move_load
+from core.capacity import Pending, lock_agents, move_load
 from core.errors import Conflict, InvalidInput, NotFound
 from core.events import EventKind, EventLog
 from core.ingest import check_text
 from core.models import (
     ACTIVE_STATUSES,
-    PRIORITY_RANK,
     Agent,
     AgentGroup,
     AssignmentRecord,
     Customer,
-    CustomerIdentity,
-    DeliveryState,
     Direction,
     Group,
     Message,
-    OutboxItem,
     Priority,
     Ticket,
     TicketStatus,
     utcnow,
 )
-from core.serialize import iso, message_dict, ticket_dict
-from core.transitions import Reopener, RoutingState, Transition
+from core.serialize import TicketRow, iso, message_dict, ticket_dict
+from core.transitions import RoutingState, Transition
 
 if TYPE_CHECKING:
     from core.hub import Hub
@@ -50,6 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Replay = Callable[["First"], dict[str, Any]]
 
 MAX_TAGS = 50
 MAX_TAG_LENGTH = 64
@@ -73,18 +70,25 @@ async def _finish(hub: Hub, tenant_id: int, outcome: _Outcome) -> None:
         hub.router.signal(tenant_id)
 
 
-async def can_see(session: AsyncSession, principal: Principal, ticket: Ticket) -> bool:
+def sees(principal: Principal, ticket: Ticket | TicketRow, groups: Collection[int]) -> bool:
     """Admins and supervisors see every ticket of their tenant; an agent sees tickets assigned to
-    them, and waiting ones in their groups' queues or in the tenant-wide queue (no group)."""
+    them, and waiting ones in their groups' (``groups``) queues or in the tenant-wide queue (no group)."""
     if principal.sees_all or ticket.assignee_id == principal.agent_id:
         return True
     if ticket.assignee_id is not None:
         return False
-    return ticket.group_id is None or ticket.group_id in await agent_group_ids(session, principal.agent_id)
+    return ticket.group_id is None or ticket.group_id in groups
 
 
-def record(session: AsyncSession, ticket: Ticket, outcome: str, *, agent_id: int | None, by: int | None = None,
-           strategy: str | None = None, **detail: Any) -> None:
+async def can_see(session: AsyncSession, principal: Principal, ticket: Ticket) -> bool:
+    """:func:`sees`, reading the agent's groups only when they decide it."""
+    if principal.sees_all or ticket.assignee_id is not None or ticket.group_id is None:
+        return sees(principal, ticket, ())
+    return sees(principal, ticket, await agent_group_ids(session, principal.agent_id))
+
+
+def record(session: AsyncSession, ticket: Ticket | TicketRow, outcome: str, *, agent_id: int | None,
+           by: int | None = None, strategy: str | None = None, **detail: Any) -> None:
     """Keep why a ticket went where it went (read back by GET /api/v1/tickets/{id}/routing)."""
     session.add(AssignmentRecord(tenant_id=ticket.tenant_id, ticket_id=ticket.id, outcome=outcome, agent_id=agent_id,
                                  group_id=ticket.group_id, rule=ticket.routing_rule, strategy=strategy,
@@ -97,10 +101,12 @@ async def _make(session: AsyncSession, ticket: Ticket, change: Transition) -> No
     change.apply(ticket, granted=await move_load(session, change, ticket.channel))
 
 
-async def _give(session: AsyncSession, ticket: Ticket, agent_id: int) -> None:
-    """Make ``agent_id`` the assignee, moving the load from the previous one; 409 when they have no room."""
+async def give(session: AsyncSession, ticket: Ticket | TicketRow, agent_id: int,
+               pending: Pending | None = None) -> None:
+    """Make ``agent_id`` the assignee, moving the load from the previous one; 409 when they have no
+    room (``pending``: core.capacity.move_load)."""
     change = transitions.assign(ticket, agent_id, utcnow())
-    if not await move_load(session, change, ticket.channel):
+    if not await move_load(session, change, ticket.channel, pending=pending):
         raise Conflict(f"agent {agent_id} has no room for another ticket", code="agent_at_capacity")
     change.apply(ticket)
 
@@ -174,74 +180,8 @@ async def list_tickets(
         return [ticket_dict(t, c) for t, c in (await session.execute(stmt)).all()]
 
 
-async def _add_agent_message(
-    session: AsyncSession,
-    principal: Principal,
-    ticket: Ticket,
-    customer: Customer,
-    *,
-    direction: Direction,
-    text: str,
-    log: EventLog,
-    outcome: _Outcome,
-    files: list[dict[str, Any]] | None = None,
-    client_id: str | None = None,
-) -> dict[str, Any]:
-    now = utcnow()
-    outbound = direction == Direction.OUTBOUND
-    if outbound:
-        if ticket.identity_id is None:
-            raise Conflict(
-                "this ticket has no channel to reply on; add an internal note instead", code="no_reply_channel"
-            )
-        if ticket.status == TicketStatus.CLOSED:
-            raise Conflict("the ticket is closed; the customer's next message opens a new one", code="ticket_closed")
-    message = Message(
-        tenant_id=ticket.tenant_id,
-        ticket_id=ticket.id,
-        channel=ticket.channel,
-        direction=direction,
-        author_agent_id=principal.agent_id,
-        body=text,
-        attachments=files or [],
-        delivery_state=DeliveryState.PENDING if outbound else None,
-        client_id=client_id,
-        created_at=now,
-    )
-    session.add(message)
-    previous = ticket.assignee_id
-    if ticket.assignee_id is None and outbound:
-        # Answering an unassigned ticket takes it (within the agent's capacity); a note does not.
-        await _give(session, ticket, principal.agent_id)
-        record(session, ticket, "claimed", agent_id=principal.agent_id, by=principal.agent_id, how="answered")
-    if outbound:
-        if ticket.first_response_at is None:
-            ticket.first_response_at = now
-        answered = transitions.agent_replied(ticket, now)
-        if answered is not None:
-            await _make(session, ticket, answered)
-        ticket.last_message_at = now
-    ticket.updated_at = now
-    await session.flush()
-    if outbound:
-        item = OutboxItem(tenant_id=ticket.tenant_id, message_id=message.id, channel=ticket.channel,
-                          next_attempt_at=now)
-        session.add(item)
-        await session.flush()
-        outcome.outbox_ids.append(item.id)
-    agent = await session.get(Agent, principal.agent_id)
-    tdict = ticket_dict(ticket, customer)
-    mdict = message_dict(message, agent=agent, customer=customer)
-    if previous != ticket.assignee_id:
-        log.add(EventKind.TICKET_ASSIGNED, tenant_id=ticket.tenant_id, ticket=ticket,
-                payload={"ticket": tdict, "reason": {"strategy": "claimed"}}, previous_assignee_id=previous)
-    log.add(EventKind.MESSAGE_CREATED, tenant_id=ticket.tenant_id, ticket=ticket,
-            payload={"ticket": tdict, "message": mdict})
-    return mdict
-
-
 @dataclass(frozen=True)
-class _First:
+class First:
     """What an agent's earlier action with the same client id wrote: its message and ticket."""
 
     message: dict[str, Any]  # its ticket_id and direction tell a retry from a reuse
@@ -249,26 +189,34 @@ class _First:
     created_by_agent_id: int | None
 
 
-async def _first(hub: Hub, principal: Principal, client_id: str | None) -> _First | None:
-    """The message this agent already wrote with ``client_id``, if any (idempotency of retries:
-    a reply whose result was lost with its socket is sent again with the same client id)."""
-    if client_id is None:
-        return None
+async def firsts(session: AsyncSession, keys: Collection[tuple[int, str]]) -> dict[tuple[int, str], First]:
+    """The messages agents already wrote with these (agent id, client id)s, in one query
+    (idempotency of retries: a reply whose result was lost with its socket is sent again with the
+    same client id)."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(Message, Ticket, Customer, Agent)
+        .join(Ticket, Ticket.id == Message.ticket_id)
+        .join(Customer, Customer.id == Ticket.customer_id)
+        .outerjoin(Agent, Agent.id == Message.author_agent_id)
+        .where(Message.author_agent_id.in_(sorted({a for a, _ in wanted})),
+               Message.client_id.in_(sorted({c for _, c in wanted})))
+    )
+    found: dict[tuple[int, str], First] = {}
+    for message, ticket, customer, agent in rows:
+        key = (message.author_agent_id or 0, message.client_id or "")
+        if key in wanted:
+            found[key] = First(message=message_dict(message, agent=agent, customer=customer),
+                               ticket=ticket_dict(ticket, customer), created_by_agent_id=ticket.created_by_agent_id)
+    return found
+
+
+async def _first(hub: Hub, principal: Principal, client_id: str) -> First | None:
+    key = (principal.agent_id, client_id)
     async with hub.db.read(principal.tenant_id) as session:
-        row = (
-            await session.execute(
-                select(Message, Ticket, Customer, Agent)
-                .join(Ticket, Ticket.id == Message.ticket_id)
-                .join(Customer, Customer.id == Ticket.customer_id)
-                .outerjoin(Agent, Agent.id == Message.author_agent_id)
-                .where(Message.author_agent_id == principal.agent_id, Message.client_id == client_id)
-            )
-        ).one_or_none()
-    if row is None:
-        return None
-    message, ticket, customer, agent = row
-    return _First(message=message_dict(message, agent=agent, customer=customer),
-                  ticket=ticket_dict(ticket, customer), created_by_agent_id=ticket.created_by_agent_id)
+        return (await firsts(session, {key})).get(key)
 
 
 def _reused(client_id: str) -> Conflict:
@@ -278,20 +226,62 @@ def _reused(client_id: str) -> Conflict:
 
 async def _idempotent(
     hub: Hub, principal: Principal, client_id: str | None, write: Callable[[], Awaitable[T]],
-    replay: Callable[[_First], T],
+    replay: Callable[[First], T],
 ) -> T:
-    """Run ``write`` once per (agent, client id): a retry gets ``replay`` of what the first wrote,
-    also when the two race (on different processes) and the unique key refuses the second."""
-    first = await _first(hub, principal, client_id)
-    if first is not None:
-        return replay(first)
+    """Run ``write`` once per (agent, client id): a retry gets ``replay`` of what the first wrote.
+    The batched writer looks the batch's client ids up itself (core.ticket_writes); here is what
+    is left, the two racing on different processes, where the unique key refuses the second."""
     try:
         return await write()
     except IntegrityError:
+        if client_id is None:
+            raise
         first = await _first(hub, principal, client_id)
         if first is None:
             raise
         return replay(first)
+
+
+# --- what the batched writer (core.ticket_writes) is handed -------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Reply:
+    principal: Principal
+    ticket_id: int
+    text: str
+    direction: str  # outbound (a reply) or note
+    attachment_ids: tuple[int, ...]
+    client_id: str | None
+    replay: Replay
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    principal: Principal
+    ticket_id: int
+    status: str | None = None
+    priority: str | None = None
+    tags: list[str] | None = None
+    add_tags: list[str] | None = None
+    remove_tags: list[str] | None = None
+    subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewTicket:
+    principal: Principal
+    text: str
+    subject: str | None
+    customer_id: int | None
+    customer_name: str | None
+    customer_email: str | None
+    channel: str | None
+    assignee_id: int | None
+    group_id: int | None
+    priority: str
+    tags: list[str]
+    client_id: str | None
+    replay: Replay
+
 
 
 async def add_message(hub: Hub, principal: Principal, ticket_id: int, text: str, *, note: bool,
@@ -305,25 +295,14 @@ async def add_message(hub: Hub, principal: Principal, ticket_id: int, text: str,
                            code="empty_text")
     direction = Direction.NOTE if note else Direction.OUTBOUND
 
-    def replay(first: _First) -> dict[str, Any]:
+    def replay(first: First) -> dict[str, Any]:
         if first.message["ticket_id"] != ticket_id or first.message["direction"] != direction:
             raise _reused(str(client_id))
         return first.message
 
     async def write() -> dict[str, Any]:
-        outcome = _Outcome()
-        async with hub.db.session(principal.tenant_id) as session:
-            ticket, customer = await _ticket_for_change(session, principal, ticket_id)
-            files = await attachments.for_message(session, attachment_ids)
-            log = EventLog(session)
-            mdict = await _add_agent_message(
-                session, principal, ticket, customer, direction=direction,
-                text=text, log=log, outcome=outcome, files=files, client_id=client_id,
-            )
-            await session.flush()
-            outcome.events = await log.flush()
-        await _finish(hub, principal.tenant_id, outcome)
-        return mdict
+        return await hub.ticket_writes.reply(Reply(principal, ticket_id, text, direction, tuple(attachment_ids),
+                                                   client_id, replay))
 
     return await _idempotent(hub, principal, client_id, write, replay)
 
@@ -342,7 +321,7 @@ async def _check_group(session: AsyncSession, group_id: int) -> Group:
     return group
 
 
-def _clean_tags(tags: list[str]) -> list[str]:
+def clean_tags(tags: list[str]) -> list[str]:
     cleaned: list[str] = []
     for tag in tags:
         if not isinstance(tag, str) or not tag.strip():
@@ -379,86 +358,20 @@ async def create_ticket(
     text = check_text(text, hub.settings.max_message_bytes)
     if not text.strip():
         raise InvalidInput("text must not be empty", code="empty_text")
-    clean_tags = _clean_tags(tags or [])
+    clean_tags_ = clean_tags(tags or [])
 
-    def replay(first: _First) -> dict[str, Any]:
+    def replay(first: First) -> dict[str, Any]:
         if first.created_by_agent_id != principal.agent_id:
             raise _reused(str(client_id))
         return first.ticket
 
     async def write() -> dict[str, Any]:
-        return await _create_ticket(hub, principal, text=text, subject=subject, customer_id=customer_id,
-                                    customer_name=customer_name, customer_email=customer_email, channel=channel,
-                                    assignee_id=assignee_id, group_id=group_id, priority=priority,
-                                    tags=clean_tags, client_id=client_id)
+        return await hub.ticket_writes.create(NewTicket(
+            principal, text=text, subject=subject, customer_id=customer_id, customer_name=customer_name,
+            customer_email=customer_email, channel=channel, assignee_id=assignee_id, group_id=group_id,
+            priority=priority, tags=clean_tags_, client_id=client_id, replay=replay))
 
     return await _idempotent(hub, principal, client_id, write, replay)
-
-
-async def _create_ticket(
-    hub: Hub, principal: Principal, *, text: str, subject: str | None, customer_id: int | None,
-    customer_name: str | None, customer_email: str | None, channel: str | None, assignee_id: int | None,
-    group_id: int | None, priority: str, tags: list[str], client_id: str | None,
-) -> dict[str, Any]:
-    clean_tags = tags
-    outcome = _Outcome()
-    tenant_id = principal.tenant_id
-    async with hub.db.session(tenant_id) as session:
-        if customer_id is not None:
-            customer = (await session.execute(select(Customer).where(Customer.id == customer_id))).scalar_one_or_none()
-            if customer is None:
-                raise NotFound(f"customer {customer_id} not found", code="customer_not_found")
-        else:
-            if not (customer_name or customer_email):
-                raise InvalidInput("give customer_id, or a customer name or e-mail", code="customer_required")
-            customer = Customer(tenant_id=tenant_id, name=customer_name, email=customer_email, attributes={})
-            session.add(customer)
-            await session.flush()
-        identity_id = None
-        if channel is not None:
-            identity = (
-                await session.execute(
-                    select(CustomerIdentity).where(
-                        CustomerIdentity.customer_id == customer.id, CustomerIdentity.channel == channel
-                    ).limit(1)
-                )
-            ).scalar_one_or_none()
-            if identity is None:
-                raise Conflict(f"the customer has no identity on channel {channel!r}", code="no_identity_on_channel")
-            identity_id = identity.id
-        if assignee_id is not None:
-            await _check_agent(session, assignee_id)
-        if group_id is not None:
-            await _check_group(session, group_id)
-        now = utcnow()
-        ticket = Ticket(
-            tenant_id=tenant_id, customer_id=customer.id, identity_id=identity_id, channel=channel or "manual",
-            subject=(subject or text.strip().splitlines()[0])[:500], priority=priority,
-            priority_rank=PRIORITY_RANK[Priority(priority)], tags=clean_tags, group_id=group_id,
-            created_by_agent_id=principal.agent_id, created_at=now, updated_at=now, **transitions.new_ticket(),
-        )
-        session.add(ticket)
-        await session.flush()
-        log = EventLog(session)
-        if assignee_id is not None:
-            await _give(session, ticket, assignee_id)
-            record(session, ticket, "assigned", agent_id=assignee_id, by=principal.agent_id, how="created by hand")
-        else:
-            if group_id is None:
-                await hub.router.apply_rules(session, ticket, customer, text)
-            outcome.route = True
-        log.add(EventKind.TICKET_CREATED, tenant_id=tenant_id, ticket=ticket,
-                payload={"ticket": ticket_dict(ticket, customer)})
-        await _add_agent_message(
-            session, principal, ticket, customer,
-            direction=Direction.OUTBOUND if channel else Direction.NOTE, text=text, log=log, outcome=outcome,
-            client_id=client_id,
-        )
-        await session.flush()
-        outcome.events = await log.flush()
-        result = ticket_dict(ticket, customer)
-    await _finish(hub, tenant_id, outcome)
-    return result
 
 
 async def transfer(
@@ -479,7 +392,7 @@ async def transfer(
             await _check_agent(session, agent_id)
             if previous is not None:
                 await lock_agents(session, [previous, agent_id])
-            await _give(session, ticket, agent_id)
+            await give(session, ticket, agent_id)
             reason: dict[str, Any] = {"strategy": "transfer", "by": principal.agent_id}
             record(session, ticket, "transferred", agent_id=agent_id, by=principal.agent_id, from_agent_id=previous)
         else:
@@ -516,62 +429,8 @@ async def update_ticket(
     subject: str | None = None,
 ) -> dict[str, Any]:
     """Change status (solve = "solved", reopen = "open" from solved), priority, tags or subject."""
-    outcome = _Outcome()
-    async with hub.db.session(principal.tenant_id) as session:
-        ticket, customer = await _ticket_for_change(session, principal, ticket_id)
-        now = utcnow()
-        changes: dict[str, Any] = {}
-        if status is not None and status != ticket.status:
-            old, agent = ticket.status, ticket.assignee_id
-            new = transitions.check_status(old, status)
-            changes["status"] = {"from": old, "to": new.value}
-            if transitions.is_reopen(old, new):
-                # The slot is taken while the ticket is still solved, so the agent's per-channel count
-                # does not include this very ticket (transitions: capacity first, fields after).
-                await _make(session, ticket, transitions.reopen(ticket, by=Reopener.AGENT))
-                if ticket.assignee_id != agent:
-                    changes["assignee_id"] = {"from": agent, "to": None}
-                # Back to routing (no agent, or theirs had no room): the router should run.
-                outcome.route = ticket.routing_state == RoutingState.PENDING
-            else:
-                await _make(session, ticket, transitions.set_status(ticket, new, now))
-                # Solved or closed: a slot was freed, or the ticket left the queue.
-                outcome.route = transitions.is_active(old) and not transitions.is_active(new)
-        if priority is not None and priority != ticket.priority:
-            try:
-                Priority(priority)
-            except ValueError:
-                raise InvalidInput(f"unknown priority {priority!r}", code="invalid_priority") from None
-            changes["priority"] = {"from": ticket.priority, "to": priority}
-            ticket.priority = priority
-            ticket.priority_rank = PRIORITY_RANK[Priority(priority)]
-        new_tags = list(ticket.tags or [])
-        if tags is not None:
-            new_tags = _clean_tags(tags)
-        if add_tags:
-            new_tags = _clean_tags(new_tags + add_tags)
-        if remove_tags:
-            drop = set(_clean_tags(remove_tags))
-            new_tags = [t for t in new_tags if t not in drop]
-        if new_tags != list(ticket.tags or []):
-            changes["tags"] = {"from": list(ticket.tags or []), "to": new_tags}
-            ticket.tags = new_tags
-        if subject is not None and subject != ticket.subject:
-            if not subject.strip() or len(subject) > 500:
-                raise InvalidInput("subject must be 1 to 500 characters", code="invalid_subject")
-            changes["subject"] = {"from": ticket.subject, "to": subject}
-            ticket.subject = subject
-        if changes:
-            ticket.updated_at = now
-            await session.flush()
-            log = EventLog(session)
-            log.add(EventKind.TICKET_UPDATED, tenant_id=principal.tenant_id, ticket=ticket,
-                    payload={"ticket": ticket_dict(ticket, customer), "changes": changes, "by": principal.agent_id})
-            await session.flush()
-            outcome.events = await log.flush()
-        result = ticket_dict(ticket, customer)
-    await _finish(hub, principal.tenant_id, outcome)
-    return result
+    return await hub.ticket_writes.change(Change(principal, ticket_id, status=status, priority=priority, tags=tags,
+                                                 add_tags=add_tags, remove_tags=remove_tags, subject=subject))
 
 
 async def agent_group_ids(session: AsyncSession, agent_id: int) -> list[int]:
@@ -587,7 +446,7 @@ async def claim(hub: Hub, principal: Principal, ticket_id: int) -> dict[str, Any
             return ticket_dict(ticket, customer)
         if ticket.assignee_id is not None or ticket.status not in ACTIVE_STATUSES:
             raise Conflict("only a waiting ticket can be claimed", code="not_waiting")
-        await _give(session, ticket, principal.agent_id)
+        await give(session, ticket, principal.agent_id)
         ticket.updated_at = utcnow()
         record(session, ticket, "claimed", agent_id=principal.agent_id, by=principal.agent_id, how="claimed")
         await session.flush()

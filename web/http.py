@@ -14,7 +14,7 @@ import sqlalchemy.exc
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from core.auth import Principal, authenticate
+from core.auth import Principal
 from core.errors import Busy, DomainError, Forbidden, InvalidInput, RequestTimeout, TooLarge, UnknownTenant
 from core.hub import Hub
 from core.models import MAX_BIG_ID
@@ -118,8 +118,7 @@ def bearer_token(request: web.Request) -> str | None:
 async def principal_of(request: web.Request, *, admin: bool = False) -> Principal:
     hub = request.app[HUB]
     tenant = tenant_of(request)
-    async with hub.db.read(tenant.id) as session:
-        principal = await authenticate(session, tenant.id, bearer_token(request))
+    principal = await hub.principals.of(tenant.id, bearer_token(request))
     if admin and not principal.is_admin:
         raise Forbidden("this needs the admin role", code="admin_only")
     return principal

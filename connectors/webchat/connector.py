@@ -46,6 +46,7 @@ def check_client_id(value: Any) -> str:
 
 class WebchatConnector(Connector):
     kind = "webchat"
+    delivers_on_commit = True
 
     async def send(self, message: OutboundMessage) -> str:
         # Delivery is a publication to whichever hub process holds the visitor's socket; a visitor
