@@ -17,8 +17,8 @@ did before, under heavy load batches grow and the cost per item falls.
   and nothing of that item was done. What was accepted into the queue is always written.
 - **A late loop.** Work also waits before it reaches the queue: in the event loop's backlog,
   when the process has more to do than CPU to do it with (or shares a busy machine). A
-  :class:`LoopLag` measures how late the loop runs what is due; past ``busy_after`` it counts as
-  saturation too.
+  :class:`LoopLag` measures how late the loop runs what is due; past ``busy_after`` (and at
+  least ``LAG_FLOOR``) it counts as saturation too.
 - **Not serving** (a CLI, a test hub, while stopping): ``submit`` runs the item on its own.
 """
 
@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
+# A loop this late is never taken for saturation, whatever busy_after is: timers and a busy
+# machine's scheduling are that imprecise.
+LAG_FLOOR = 0.05
 # A batch this large or larger measures the rate at which items are written.
 RATE_SAMPLE = 20
 
@@ -46,7 +49,8 @@ Run = Callable[[list[I]], Awaitable[Sequence["R | BaseException"]]]
 
 class LoopLag:
     """How late the event loop runs what is due: a task that asks to wake every ``interval``
-    notes how much later it did; ``lag`` is the recent worst, decaying."""
+    notes how much later it did. A backlog makes every wake-up late; one long callback (a
+    collection, a slow hash) makes one, and is forgotten within a few intervals."""
 
     def __init__(self, interval: float = 0.02) -> None:
         self.interval = interval
@@ -69,8 +73,7 @@ class LoopLag:
             due = loop.time() + self.interval
             await asyncio.sleep(self.interval)
             late = max(loop.time() - due, 0.0)
-            # The worst of late, decaying by half a second's worth of checks.
-            self.lag = max(late, self.lag * 0.96)
+            self.lag = max(late, self.lag * 0.5)
 
 
 class GroupCommit(Generic[I, R]):
@@ -139,7 +142,7 @@ class GroupCommit(Generic[I, R]):
                 raise result
             return result
         if (self._waiting and self._overloaded()) or (
-                self.loop_lag is not None and self.loop_lag.lag > self.busy_after):
+                self.loop_lag is not None and self.loop_lag.lag > max(self.busy_after, LAG_FLOOR)):
             self.refused += 1
             raise Busy("the server is busy; nothing was stored: try again shortly", code="busy")
         waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
