@@ -33,7 +33,7 @@ from admin_api.schemas import (
     TransferFrame,
 )
 from core import tickets
-from core.auth import Principal, authenticate, sessions_topic, token_digest, token_valid
+from core.auth import Principal, WatchedSession, authenticate, sessions_topic, token_digest, token_valid
 from core.bus import Subscription
 from core.events import tenant_topic, visible_to
 from core.feed import missed_events, snapshot
@@ -72,7 +72,8 @@ class AgentConnection(SocketSession[Hello]):
         self.last_seen = 0  # the highest event id sent
         self.last_beat = 0.0
         self.token_hash = ""
-        self.last_check = 0.0
+        self.watched: WatchedSession | None = None
+        self.sees_all = False  # read once: on_event runs for every event of the tenant
         self.revocations: Subscription | None = None
         self.watchdog: asyncio.Task[None] | None = None
         self.recheck = asyncio.Event()  # set by a revocation on the bus
@@ -90,8 +91,7 @@ class AgentConnection(SocketSession[Hello]):
 
     def on_event(self, event: dict[str, Any]) -> None:
         assert self.principal is not None
-        p = self.principal
-        if visible_to(event, p.agent_id, p.sees_all, self.groups) and self._mark(event["id"]):
+        if visible_to(event, self.principal.agent_id, self.sees_all, self.groups) and self._mark(event["id"]):
             self.push({"type": "event", "event": event})
 
     async def catch_up(self, since: datetime) -> None:
@@ -105,7 +105,12 @@ class AgentConnection(SocketSession[Hello]):
         async with self.hub.db.read(self.tenant.id) as session:
             self.principal = principal = await authenticate(session, self.tenant.id, hello.token)
         self.token_hash = token_digest(hello.token)
-        self.last_check = time.monotonic()
+        self.sees_all = principal.sees_all
+        # Re-checked with every other socket of the process (core.auth.SessionWatch), and at once
+        # when the bus announces a revocation.
+        self.watched = WatchedSession(self.tenant.id, self.token_hash, principal.agent_id, principal.role,
+                                      self.session_ended)
+        self.hub.sessions.add(self.watched)
         self.revocations = self.hub.bus.subscribe(sessions_topic(self.tenant.id), self.on_revoked)
         self.watchdog = asyncio.create_task(self.watch(), name="agent-session-watchdog")
         await self.refresh_groups()
@@ -128,6 +133,8 @@ class AgentConnection(SocketSession[Hello]):
         try:
             await super().run()
         finally:
+            if self.watched is not None:
+                self.hub.sessions.remove(self.watched)
             if self.revocations is not None:
                 self.revocations.close()
             if self.watchdog is not None:
@@ -141,21 +148,16 @@ class AgentConnection(SocketSession[Hello]):
             self.recheck.set()
 
     async def watch(self) -> None:
-        """Re-check the token periodically, so a missed bus message cannot keep the session alive."""
-        interval = self.hub.settings.session_check_seconds
+        """Re-check the token when the bus announces a revocation (the process's SessionWatch
+        re-checks every socket periodically, so a missed bus message cannot keep it alive)."""
         while not self.ws.closed:
-            try:
-                await asyncio.wait_for(self.recheck.wait(), max(0.0, self.last_check + interval - time.monotonic()))
-            except TimeoutError:
-                pass
-            if self.recheck.is_set() or time.monotonic() - self.last_check >= interval:
-                self.recheck.clear()
-                await self.check_session()
+            await self.recheck.wait()
+            self.recheck.clear()
+            await self.check_session()
 
     async def check_session(self) -> bool:
         """Whether the token still stands; when it does not, the socket closes with 4001."""
         assert self.principal is not None
-        self.last_check = time.monotonic()
         try:
             async with self.hub.db.read(self.tenant.id) as session:
                 valid = await token_valid(session, self.tenant.id, self.token_hash, self.principal.agent_id,
@@ -163,10 +165,15 @@ class AgentConnection(SocketSession[Hello]):
         except Exception:
             logger.exception("agent session check failed; trying again later")
             return True
-        if not valid and not self.ws.closed:
+        if not valid:
+            await self.session_ended()
+        return valid
+
+    async def session_ended(self) -> None:
+        if not self.ws.closed:
+            assert self.principal is not None
             logger.info("agent %s session ended; closing its socket", self.principal.agent_id)
             await self.ws.close(code=SESSION_ENDED, message=b"session ended")
-        return valid
 
     def reference(self, data: dict[str, Any]) -> Any:
         return data.get("ref")
@@ -179,8 +186,6 @@ class AgentConnection(SocketSession[Hello]):
 
     async def heard(self) -> None:
         now = time.monotonic()
-        if self.principal is not None and now - self.last_check >= self.hub.settings.session_check_seconds:
-            await self.check_session()  # closes the socket, and the frame goes unhandled, if it ended
         # At most one database write per third of the timeout, however chatty the client is.
         if self.principal is not None and now - self.last_beat > self.hub.settings.heartbeat_timeout / 3:
             self.last_beat = now

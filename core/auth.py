@@ -16,9 +16,11 @@ bus, as the sockets' re-check does for them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -131,18 +133,27 @@ async def announce_revoked(hub: Hub, tenant_id: int, agent_id: int, token: str |
         logger.warning("could not announce a revoked session on the bus (%s); sockets re-check on their own", exc)
 
 
+async def standing(session: AsyncSession, sessions: Sequence[tuple[int, str, int, str]]) -> list[bool]:
+    """For each (tenant, token digest, agent, role) of open sockets, whether its token still
+    stands: not revoked nor expired, the agent active, the role the one the socket was opened
+    with. One query for all of them."""
+    rows = {row[0]: row for row in await session.execute(
+        select(AuthToken.token_hash, AuthToken.tenant_id, AuthToken.agent_id, Agent.active, Agent.role,
+               AuthToken.expires_at, AuthToken.revoked_at)
+        .join(Agent, Agent.id == AuthToken.agent_id)
+        .where(AuthToken.token_hash.in_({digest for _, digest, _, _ in sessions})))}
+    now = utcnow()
+    out = []
+    for tenant_id, digest, agent_id, role in sessions:
+        row = rows.get(digest)
+        out.append(row is not None and row[1] == tenant_id and row[2] == agent_id and bool(row[3])
+                   and row[4] == role and row[5] > now and row[6] is None)
+    return out
+
+
 async def token_valid(session: AsyncSession, tenant_id: int, digest: str, agent_id: int, role: str) -> bool:
-    """Whether a socket's token still stands: not revoked nor expired, the agent active, the role
-    the one the socket was opened with."""
-    row = (
-        await session.execute(
-            select(Agent.active, Agent.role, AuthToken.expires_at, AuthToken.revoked_at)
-            .join(Agent, Agent.id == AuthToken.agent_id)
-            .where(AuthToken.token_hash == digest, AuthToken.tenant_id == tenant_id, AuthToken.agent_id == agent_id)
-        )
-    ).one_or_none()
-    return (row is not None and row.revoked_at is None and row.expires_at > utcnow() and row.active
-            and row.role == role)
+    """Whether one socket's token still stands (:func:`standing`)."""
+    return (await standing(session, [(tenant_id, digest, agent_id, role)]))[0]
 
 
 # How long a process trusts a token it has read (see the module's doc).
@@ -202,3 +213,64 @@ class Principals:
 
         self._watching[tenant_id] = self.hub.bus.subscribe(sessions_topic(tenant_id), revoked,
                                                            catch_up=maybe_missed)
+
+
+@dataclass(eq=False)
+class WatchedSession:
+    """An open socket's session, re-checked by :class:`SessionWatch`."""
+
+    tenant_id: int
+    digest: str
+    agent_id: int
+    role: str
+    # Called (on the hub's loop) once the session no longer stands.
+    ended: Callable[[], Awaitable[None]]
+
+
+class SessionWatch:
+    """The sessions of this process's open agent sockets, re-checked together: one query every
+    ``session_check_seconds`` for all of them (a token revoked, expired, its agent deactivated or
+    given another role), instead of one per socket. A revocation announced on the bus is checked
+    at once by the socket it names; this catches what the bus lost."""
+
+    CHUNK = 500  # digests per query
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._open: set[WatchedSession] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, watched: WatchedSession) -> None:
+        self._open.add(watched)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="session watch")
+
+    def remove(self, watched: WatchedSession) -> None:
+        self._open.discard(watched)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.hub.settings.session_check_seconds)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("session check failed; trying again later")
+
+    async def check(self) -> None:
+        watched = list(self._open)
+        for at in range(0, len(watched), self.CHUNK):
+            chunk = watched[at:at + self.CHUNK]
+            async with self.hub.db.read() as session:
+                valid = await standing(session, [(w.tenant_id, w.digest, w.agent_id, w.role) for w in chunk])
+            for w, ok in zip(chunk, valid, strict=True):
+                if not ok and w in self._open:
+                    self._open.discard(w)
+                    await w.ended()

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from core.auth import Principals
+from core.auth import Principals, SessionWatch
 from core.batching import LoopLag
 from core.bus import Bus, make_bus
 from core.channels import ChannelInfo, Connector
@@ -66,6 +66,8 @@ class Hub:
         self.logins = LoginGuard(settings)
         # Who a request's token is, trusted for a moment (core.auth).
         self.principals = Principals(self)
+        # The sessions of this process's agent sockets, re-checked together (core.auth).
+        self.sessions = SessionWatch(self)
         self.outbox: Outbox = Outbox(self)
         # Agents' replies, notes, ticket changes and hand-made tickets, in group commits.
         self.ticket_writes = TicketWrites(self)
@@ -83,6 +85,7 @@ class Hub:
                 await connector.stop()
             except Exception:
                 logger.exception("connector %s failed to stop", connector.kind)
+        await self.sessions.stop()
         await self.bus.close()
         await self.logins.close()
         await self.db.dispose()
