@@ -92,6 +92,7 @@ class GroupCommit(Generic[I, R]):
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._in_flight = 0
+        self._last_warned = -1e9
         # Items written per second of writing, over the last large batches (0: not measured yet).
         # Small batches are left out: their time is mostly the batch's own, not the items'.
         self.rate = 0.0
@@ -141,9 +142,16 @@ class GroupCommit(Generic[I, R]):
             if isinstance(result, BaseException):
                 raise result
             return result
-        if (self._waiting and self._overloaded()) or (
-                self.loop_lag is not None and self.loop_lag.lag > max(self.busy_after, LAG_FLOOR)):
+        why = self._overloaded() if self._waiting else None
+        if why is None and self.loop_lag is not None and self.loop_lag.lag > max(self.busy_after, LAG_FLOOR):
+            why = f"the event loop runs {self.loop_lag.lag * 1000:.0f} ms late"
+        if why is not None:
             self.refused += 1
+            now = time.monotonic()
+            if now - self._last_warned > 10:  # once per spell of load, not per refusal
+                self._last_warned = now
+                logger.warning("%s: refusing new work as busy: %s (%d waiting, %d refused so far)",
+                               self.name, why, len(self._waiting), self.refused)
             raise Busy("the server is busy; nothing was stored: try again shortly", code="busy")
         waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, waiter, time.monotonic()))
@@ -152,12 +160,18 @@ class GroupCommit(Generic[I, R]):
         # batch being written; the item is written and the result dropped.
         return await asyncio.shield(waiter)
 
-    def _overloaded(self) -> bool:
+    def _overloaded(self) -> str | None:
+        """Why a new item would wait too long, or None."""
         waiting = len(self._waiting)
-        if waiting >= self.max_waiting or time.monotonic() - self._waiting[0][2] > self.busy_after:
-            return True
+        if waiting >= self.max_waiting:
+            return f"{waiting} items wait"
+        oldest = time.monotonic() - self._waiting[0][2]
+        if oldest > self.busy_after:
+            return f"the oldest has waited {oldest * 1000:.0f} ms"
         # Behind what is queued (and the batch being written): how long until this one is written.
-        return self.rate > 0 and (waiting + self._in_flight) / self.rate > self.busy_after
+        if self.rate > 0 and (waiting + self._in_flight) / self.rate > self.busy_after:
+            return f"the queue takes {(waiting + self._in_flight) / self.rate * 1000:.0f} ms to write"
+        return None
 
     # --- writing ------------------------------------------------------------------------------
     async def _loop(self) -> None:

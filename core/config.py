@@ -53,7 +53,7 @@ class Settings:
     db_pool_timeout: float = 30.0
     # Load shedding (core.batching): once the oldest write waiting for a group commit has waited
     # this long, new writes are refused with 503 busy (a busy frame on sockets) instead of queued.
-    busy_after: float = 0.25
+    busy_after: float = 0.5
     # Slow and stuck clients (web.serving): the time to send a whole request head, the keep-alive
     # idle time, the time a request body may take between two chunks, and the open connections one
     # address may hold (0: no cap; behind a load balancer raise it or turn it off).
