@@ -80,14 +80,6 @@ class Choice:
     note: str | None = None
 
 
-def _least_busy_key(a: AgentState) -> tuple[int, datetime, int]:
-    return (a.load, a.last_assigned_at or _NEVER, a.agent_id)
-
-
-def _round_robin_key(a: AgentState) -> tuple[datetime, int]:
-    return (a.last_assigned_at or _NEVER, a.agent_id)
-
-
 def choose(ticket: TicketView, policy: GroupPolicy, agents: list[AgentState]) -> Choice:
     """Pick an agent for ``ticket`` among ``agents`` (the online agents of its group, or of the tenant)."""
     strategy = policy.strategy
@@ -95,15 +87,18 @@ def choose(ticket: TicketView, policy: GroupPolicy, agents: list[AgentState]) ->
         return Choice(None, "manual", [], "waits for an agent of the group to claim it")
     excluded: list[dict[str, Any]] = []
     pool: list[AgentState] = []
-    check_skills = strategy == "skills" or bool(ticket.required_skills)
+    group_id, channel, required = ticket.group_id, ticket.channel, ticket.required_skills
+    check_skills = strategy == "skills" or bool(required)
+    # The router calls this once per ticket over the ticket's whole group: the common case (no
+    # per-channel caps, no skills) is kept to a comparison or two per agent.
     for agent in agents:
-        if ticket.group_id is not None and ticket.group_id not in agent.groups:
+        if group_id is not None and group_id not in agent.groups:
             continue
-        if not agent.room_for(ticket.channel):
+        if agent.load >= agent.capacity or (agent.channel_capacity and not agent.room_for(channel)):
             if len(excluded) < MAX_EXCLUDED:
                 excluded.append(agent.view("at capacity"))
             continue
-        if check_skills and not agent.covers(ticket.required_skills):
+        if check_skills and not agent.covers(required):
             if len(excluded) < MAX_EXCLUDED:
                 excluded.append(agent.view("missing skills"))
             continue
@@ -117,7 +112,13 @@ def choose(ticket: TicketView, policy: GroupPolicy, agents: list[AgentState]) ->
             return Choice(None, "manual", excluded, "the last agent is not available; waits to be claimed")
     if not pool:
         return Choice(None, strategy, excluded, "no online agent with room")
-    key = _round_robin_key if strategy == "round_robin" else _least_busy_key
     # The best few are what a person asking "why Li?" wants to see; the rest is noise (and cost).
-    best = heapq.nsmallest(MAX_RECORDED, pool, key=key)
+    # Ranked by plain tuples (the agent's id last, unique, so ties never reach the agent itself),
+    # which compare in C: round robin by the oldest last assignment, least busy by load first.
+    if strategy == "round_robin":
+        keyed = [(a.last_assigned_at or _NEVER, a.agent_id, a) for a in pool]
+    else:
+        keyed = [(a.load, a.last_assigned_at or _NEVER, a.agent_id, a) for a in pool]  # type: ignore[misc]
+    ranked = sorted(keyed)[:MAX_RECORDED] if len(keyed) <= 256 else heapq.nsmallest(MAX_RECORDED, keyed)
+    best = [k[-1] for k in ranked]
     return Choice(best[0].agent_id, strategy, [a.view() for a in best] + excluded)
