@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,8 @@ RULES_TTL = 5.0
 DEFAULT_OVERFLOW_SECONDS = 600
 SWEEP_INTERVAL = 1.0
 SNAPSHOT_TTL = 1.0
+# However small the batches, the whole snapshot is read again once it is this old (seconds).
+SNAPSHOT_MAX_AGE = 10.0
 # A batch this small re-reads only its tickets' groups' agents when the snapshot has expired (the
 # whole tenant's take a hundred milliseconds and more at ten thousand agents, far more than a
 # decision made while quiet may take); a larger one re-reads them all.
@@ -111,13 +114,17 @@ class Snapshot:
     by_group: dict[int, list[AgentState]]
     groups: dict[int, GroupInfo]
     group_until: dict[int, float] = field(default_factory=dict)
+    by_id: dict[int, AgentState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_id = {a.agent_id: a for a in self.agents}
 
     def refresh(self, states: list[AgentState], by_group: dict[int, list[AgentState]], group_ids: list[int],
                 until: float) -> None:
         """Put what was just read of ``group_ids``' agents in place: known agents are updated where
         they stand (in every group's list and the tenant's), new ones added, and each group's list
         becomes what was read (agents who left or filled up drop out of it)."""
-        known = {a.agent_id: a for a in self.agents}
+        known = self.by_id
         for s in states:
             old = known.get(s.agent_id)
             if old is None:
@@ -146,6 +153,17 @@ _WAITING = (
     .order_by(_T.c.priority_rank.desc(), _T.c.created_at, _T.c.id)
     .with_for_update(of=_T, skip_locked=True)
 )
+_ONLINE_WITH_ROOM = (_A.c.active.is_(True), _A.c.status == Presence.ONLINE, _A.c.load < _A.c.capacity)
+# Some agents again, by key (a small batch's groups, when the snapshot has expired).
+_AGENTS_BY_ID = select(
+    _A.c.id, _A.c.capacity, _A.c.load, _A.c.last_assigned_at, _A.c.skills, _A.c.channel_capacity,
+).where(_A.c.tenant_id == bindparam("tenant_id"), _A.c.id.in_(bindparam("ids", expanding=True)), *_ONLINE_WITH_ROOM)
+_AG = table_of(AgentGroup)
+# By its primary key alone: with the tenant's id beside it SQLite reads the tenant's every
+# membership through the tenant_id index. Only the memberships of the agents _AGENTS_BY_ID
+# returns (of the tenant, read by the tenant's id) are kept.
+_MEMBERS_BY_ID = select(_AG.c.agent_id, _AG.c.group_id).where(
+    _AG.c.agent_id.in_(bindparam("ids", expanding=True)), _AG.c.group_id.in_(bindparam("groups", expanding=True)))
 _LIMIT = bindparam("limit", type_=Integer)
 _PENDING = _WAITING.where(_T.c.routing_state == RoutingState.PENDING).limit(_LIMIT)
 # Queued ones of the groups given (those with an agent with room), or of no group (any agent).
@@ -303,31 +321,40 @@ class Router:
 
     # --- one batch ------------------------------------------------------------------------
     async def _agents(
-        self, conn: AsyncConnection, tenant_id: int, group_ids: list[int] | None = None
+        self, conn: AsyncConnection, tenant_id: int, only: tuple[list[int], list[int]] | None = None
     ) -> tuple[list[AgentState], dict[int, list[AgentState]]]:
-        """The tenant's online agents with room, and by group; with ``group_ids``, only those of
-        these groups (and only these groups' memberships)."""
+        """The tenant's online agents with room, and by group; with ``only`` (agent ids, group
+        ids), those of these agents, with their memberships of these groups (read by key)."""
         a, ag = _A, table_of(AgentGroup)
-        online = [a.c.tenant_id == tenant_id, a.c.active.is_(True), a.c.status == Presence.ONLINE,
-                  a.c.load < a.c.capacity]
-        member = [ag.c.tenant_id == tenant_id]
-        if group_ids is not None:
-            member.append(ag.c.group_id.in_(group_ids))
-            online.append(a.c.id.in_(select(ag.c.agent_id).where(*member)))
-        rows = (await conn.execute(
-            select(a.c.id, a.c.capacity, a.c.load, a.c.last_assigned_at).where(*online))).all()
-        if not rows:
-            return [], {}
+        rows: Sequence[Any]
+        members: Sequence[Any]
+        extras: dict[int, Any]
+        if only is None:
+            online = (a.c.tenant_id == tenant_id, *_ONLINE_WITH_ROOM)
+            rows = (await conn.execute(
+                select(a.c.id, a.c.capacity, a.c.load, a.c.last_assigned_at).where(*online))).all()
+            if not rows:
+                return [], {}
+            members = (await conn.execute(
+                select(ag.c.agent_id, ag.c.group_id).join(a, a.c.id == ag.c.agent_id).where(*online))).all()
+            # Skills and per-channel caps are rare: read (and decode) them only where they are set.
+            extras = {r[0]: r for r in (await conn.execute(
+                select(a.c.id, a.c.skills, a.c.channel_capacity).where(
+                    *online, or_(cast(a.c.skills, String) != "{}", cast(a.c.channel_capacity, String) != "{}"))
+            )).all()}
+        else:
+            ids, group_ids = only
+            if not ids:
+                return [], {}
+            rows = (await conn.execute(_AGENTS_BY_ID, {"tenant_id": tenant_id, "ids": ids})).all()
+            members = (await conn.execute(_MEMBERS_BY_ID, {"ids": ids, "groups": group_ids})).all()
+            extras = {r[0]: (r[0], r[4], r[5]) for r in rows}
         memberships: dict[int, set[int]] = defaultdict(set)
-        for agent_id, group_id in (await conn.execute(
-            select(ag.c.agent_id, ag.c.group_id).join(a, a.c.id == ag.c.agent_id).where(*online, *member)
-        )).all():
+        for agent_id, group_id in members:
             memberships[agent_id].add(group_id)
-        # Skills and per-channel caps are rare: read (and decode) them only where they are set.
-        extras = {r[0]: r for r in (await conn.execute(
-            select(a.c.id, a.c.skills, a.c.channel_capacity).where(
-                *online, or_(cast(a.c.skills, String) != "{}", cast(a.c.channel_capacity, String) != "{}"))
-        )).all()}
+        if only is not None:
+            found = {r[0] for r in rows}
+            memberships = defaultdict(set, {k: v for k, v in memberships.items() if k in found})
         states = []
         for r in rows:
             extra = extras.get(r[0])
@@ -409,7 +436,13 @@ class Router:
             # Waiting ones only where an agent has room, and no more than that room can take, so the
             # queue is not re-read in full on every signal, and tickets nobody can take never crowd
             # out those somebody can.
-            free = sum(a.capacity - a.load for a in agents)
+            # (Counted only as far as it matters: ten thousand agents are many to add up per ticket.)
+            free = 0
+            for a in agents:
+                if a.load < a.capacity:
+                    free += a.capacity - a.load
+                    if 2 * free >= limit:
+                        break
             if free > 0:
                 servable = [g for g, pool in by_group.items()
                             if pool and g in groups and groups[g].strategy != "manual"]
@@ -422,14 +455,19 @@ class Router:
                 return result
             mono = time.monotonic()
             if snap.until <= mono:
-                if len(tickets) > SMALL_BATCH or any(t.group_id is None for t, _c in tickets):
+                if (len(tickets) > SMALL_BATCH or any(t.group_id is None for t, _c in tickets)
+                        or mono - snap.until >= SNAPSHOT_MAX_AGE - SNAPSHOT_TTL):
                     snap = await self._snapshot(conn, tenant_id)
                     agents, by_group, groups = snap.agents, snap.by_group, snap.groups
                 else:
+                    # The agents these groups had with room are read again by key (their loads, who
+                    # left or filled up); agents who joined or found room since wait for the next
+                    # full read (a larger batch, a change of capacity here, or SNAPSHOT_MAX_AGE).
                     stale = sorted({t.group_id for t, _c in tickets if t.group_id is not None
                                     and snap.group_until.get(t.group_id, snap.until) <= mono})
                     if stale:
-                        states, fresh = await self._agents(conn, tenant_id, stale)
+                        ids = sorted({a.agent_id for g in stale for a in by_group.get(g, ())})
+                        states, fresh = await self._agents(conn, tenant_id, (ids, stale))
                         snap.refresh(states, fresh, stale, mono + SNAPSHOT_TTL)
             cfg = await self.config(session, tenant_id)
             sticky = await self._sticky(session, [t for t, _c in tickets], groups)
