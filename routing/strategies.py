@@ -86,11 +86,17 @@ def choose(ticket: TicketView, policy: GroupPolicy, agents: list[AgentState]) ->
     if strategy == "manual":
         return Choice(None, "manual", [], "waits for an agent of the group to claim it")
     excluded: list[dict[str, Any]] = []
-    pool: list[AgentState] = []
     group_id, channel, required = ticket.group_id, ticket.channel, ticket.required_skills
     check_skills = strategy == "skills" or bool(required)
+    # How the pool is ranked, known before it is built (sticky falls back to its fallback's order).
+    ranking = policy.sticky_fallback if strategy == "sticky" else strategy
+    by_turn = ranking == "round_robin"
     # The router calls this once per ticket over the ticket's whole group: the common case (no
-    # per-channel caps, no skills) is kept to a comparison or two per agent.
+    # per-channel caps, no skills) is kept to a comparison or two per agent, and each agent that
+    # can take the ticket goes straight in as its ranking key, a plain tuple that sorts in C: round
+    # robin by the oldest last assignment, least busy by load first; the agent's id, unique, last
+    # before the agent, so ties never compare agents.
+    pool: list[tuple[Any, ...]] = []
     for agent in agents:
         if group_id is not None and group_id not in agent.groups:
             continue
@@ -102,9 +108,12 @@ def choose(ticket: TicketView, policy: GroupPolicy, agents: list[AgentState]) ->
             if len(excluded) < MAX_EXCLUDED:
                 excluded.append(agent.view("missing skills"))
             continue
-        pool.append(agent)
+        if by_turn:
+            pool.append((agent.last_assigned_at or _NEVER, agent.agent_id, agent))
+        else:
+            pool.append((agent.load, agent.last_assigned_at or _NEVER, agent.agent_id, agent))
     if strategy == "sticky":
-        sticky = next((a for a in pool if a.agent_id == ticket.sticky_agent_id), None)
+        sticky = next((k[-1] for k in pool if k[-1].agent_id == ticket.sticky_agent_id), None)
         if sticky is not None:
             return Choice(sticky.agent_id, "sticky", [sticky.view(), *excluded])
         strategy = policy.sticky_fallback if policy.sticky_fallback != "sticky" else "least_busy"
@@ -113,12 +122,6 @@ def choose(ticket: TicketView, policy: GroupPolicy, agents: list[AgentState]) ->
     if not pool:
         return Choice(None, strategy, excluded, "no online agent with room")
     # The best few are what a person asking "why Li?" wants to see; the rest is noise (and cost).
-    # Ranked by plain tuples (the agent's id last, unique, so ties never reach the agent itself),
-    # which compare in C: round robin by the oldest last assignment, least busy by load first.
-    if strategy == "round_robin":
-        keyed = [(a.last_assigned_at or _NEVER, a.agent_id, a) for a in pool]
-    else:
-        keyed = [(a.load, a.last_assigned_at or _NEVER, a.agent_id, a) for a in pool]  # type: ignore[misc]
-    ranked = sorted(keyed)[:MAX_RECORDED] if len(keyed) <= 256 else heapq.nsmallest(MAX_RECORDED, keyed)
+    ranked = sorted(pool)[:MAX_RECORDED] if len(pool) <= 256 else heapq.nsmallest(MAX_RECORDED, pool)
     best = [k[-1] for k in ranked]
     return Choice(best[0].agent_id, strategy, [a.view() for a in best] + excluded)
