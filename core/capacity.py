@@ -2,7 +2,8 @@
 
 Which slot a change of a ticket's assignee or of its status between open and not open takes or
 frees is decided by core.transitions; it is made here (:func:`move_load`), in the same transaction
-as the change, or for a routing batch by the router's one conditional UPDATE. A slot is only ever
+as the change, or for a routing batch by the router's conditional UPDATE (:func:`take_slots`,
+one statement per distinct count of slots an agent gets in the batch). A slot is only ever
 taken by one conditional UPDATE that checks capacity (and presence, for routing), so no agent goes
 over capacity however many processes assign at once: on PostgreSQL the row lock serialises
 competing UPDATEs and each re-checks the condition; SQLite writers are serialised by

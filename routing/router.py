@@ -6,10 +6,13 @@ How a ticket moves:
 - The router's loop (one per hub process) routes in batches: it claims waiting tickets with
   ``FOR UPDATE SKIP LOCKED`` (so processes never take the same ticket), highest priority then
   oldest first, chooses agents from a snapshot (routing.strategies, pure), and commits every choice
-  at once with one conditional UPDATE of the agents' loads (``load + n <= capacity AND online``).
-  An agent who filled up or went offline meanwhile fails the condition; those tickets stay waiting
-  and the batch is retried. Under light load a batch is one ticket; under heavy load batches grow,
-  which is what keeps the decision rate high.
+  at once with a conditional UPDATE of the agents' loads (``load + n <= capacity AND online``, one
+  statement per distinct n: core.capacity.take_slots). An agent who filled up or went offline
+  meanwhile fails the condition; those tickets stay waiting and the batch is retried. Under light
+  load a batch is one ticket; under heavy load batches grow, which is what keeps the decision rate
+  high. A batch is a fixed set of Core statements on plain rows (TicketRow, CustomerRow): the
+  locked reads, the loads, one executemany UPDATE of the tickets, one INSERT each of the records
+  and the events; no ORM unit of work.
 - Tickets nobody can take become ``queued``; freeing capacity anywhere signals the router, which
   serves the queue in order. A queued ticket whose group overflows moves on at ``overflow_at``.
 - Every decision is recorded (``assignment_records``): rule, strategy, candidates.
