@@ -112,7 +112,7 @@ class Snapshot:
     """A tenant's online agents with room (by group too) and its groups. Read in full at first
     and every SNAPSHOT_MAX_AGE; in between, once ``until`` has passed, a batch of many tickets
     reads every online agent's load again (:meth:`reload`), one of a few tickets only its groups'
-    agents (:meth:`refresh`, ``group_until``): a full read of ten thousand agents takes over
+    agents' loads (:meth:`refresh`, ``group_until``): a full read of ten thousand agents takes over
     100 ms."""
 
     until: float
@@ -152,23 +152,18 @@ class Snapshot:
         self.until = until
         self.group_until.clear()
 
-    def refresh(self, states: list[AgentState], by_group: dict[int, list[AgentState]], group_ids: list[int],
-                until: float) -> None:
-        """Put what was just read of ``group_ids``' agents in place: known agents are updated where
-        they stand (in every group's list and the tenant's), new ones added, and each group's list
-        becomes what was read (agents who left or filled up drop out of it)."""
+    def refresh(self, group_ids: list[int], loads: Sequence[Any], until: float) -> None:
+        """Put the capacity and load just read of ``group_ids``' agents (those still online) in
+        place; the others leave these groups' pools (and the rest at the next full read)."""
         known = self.by_id
-        for s in states:
-            old = known.get(s.agent_id)
-            if old is None:
-                self.agents.append(s)
-                known[s.agent_id] = s
-                continue
-            old.capacity, old.load, old.last_assigned_at = s.capacity, s.load, s.last_assigned_at
-            old.skills, old.channel_capacity, old.channel_load = s.skills, s.channel_capacity, s.channel_load
-            old.groups = old.groups | s.groups
+        online: set[int] = set()
+        for agent_id, capacity, load in loads:
+            state = known.get(agent_id)
+            if state is not None:
+                state.capacity, state.load = capacity, load
+                online.add(agent_id)
         for g in group_ids:
-            self.by_group[g] = [known[s.agent_id] for s in by_group.get(g, ())]
+            self.by_group[g] = [a for a in self.by_group.get(g, ()) if a.agent_id in online]
             self.group_until[g] = until
 
 
@@ -191,6 +186,9 @@ _ONLINE_WITH_ROOM = (_A.c.active.is_(True), _A.c.status == Presence.ONLINE, _A.c
 _AGENTS_BY_ID = select(
     _A.c.id, _A.c.capacity, _A.c.load, _A.c.last_assigned_at, _A.c.skills, _A.c.channel_capacity,
 ).where(_A.c.tenant_id == bindparam("tenant_id"), _A.c.id.in_(bindparam("ids", expanding=True)), *_ONLINE_WITH_ROOM)
+_LOADS_BY_ID = select(_A.c.id, _A.c.capacity, _A.c.load).where(
+    _A.c.tenant_id == bindparam("tenant_id"), _A.c.id.in_(bindparam("ids", expanding=True)),
+    _A.c.active.is_(True), _A.c.status == Presence.ONLINE)
 _LOADS = select(_A.c.id, _A.c.capacity, _A.c.load).where(
     _A.c.tenant_id == bindparam("tenant_id"), _A.c.active.is_(True), _A.c.status == Presence.ONLINE)
 _AG = table_of(AgentGroup)
@@ -502,15 +500,17 @@ class Router:
                         states, _fresh = await self._agents(conn, tenant_id, (gained, list(groups)))
                     snap.reload(loads, states, mono + SNAPSHOT_TTL)
                 else:
-                    # The agents these groups had with room are read again by key (their loads, who
-                    # left or filled up); agents who joined or found room since wait for the next
-                    # full read (a larger batch, a change of capacity here, or SNAPSHOT_MAX_AGE).
+                    # The loads of the agents these groups had with room are read again by key (and
+                    # who left); agents who joined or found room since wait for the next full read
+                    # (a larger batch, a change of capacity here, or SNAPSHOT_MAX_AGE).
                     stale = sorted({t.group_id for t, _c in tickets if t.group_id is not None
                                     and snap.group_until.get(t.group_id, snap.until) <= mono})
                     if stale:
                         ids = sorted({a.agent_id for g in stale for a in by_group.get(g, ())})
-                        states, fresh = await self._agents(conn, tenant_id, (ids, stale))
-                        snap.refresh(states, fresh, stale, mono + SNAPSHOT_TTL)
+                        fresh: Sequence[Any] = []
+                        if ids:
+                            fresh = (await conn.execute(_LOADS_BY_ID, {"tenant_id": tenant_id, "ids": ids})).all()
+                        snap.refresh(stale, fresh, mono + SNAPSHOT_TTL)
                 agents, by_group, groups = snap.agents, snap.by_group, snap.groups
             cfg = await self.config(session, tenant_id)
             sticky = await self._sticky(session, [t for t, _c in tickets], groups)
