@@ -127,17 +127,21 @@ class Snapshot:
         self.by_id = {a.agent_id: a for a in self.agents}
         self.read_at = self.until - SNAPSHOT_TTL
 
+    def _put_loads(self, loads: Sequence[Any]) -> set[int]:
+        """Set the known agents' capacity and load from rows (id, capacity, load); their ids."""
+        seen: set[int] = set()
+        for agent_id, capacity, load in loads:
+            state = self.by_id.get(agent_id)
+            if state is not None:
+                state.capacity, state.load = capacity, load
+                seen.add(agent_id)
+        return seen
+
     def reload(self, loads: Sequence[Any], gained: list[AgentState], until: float) -> None:
         """Put every online agent's capacity and load, just read, in place; those no longer online
         (not in ``loads``) leave, and ``gained`` (online with room, unknown until now) join."""
         known = self.by_id
-        seen: set[int] = set()
-        for agent_id, capacity, load in loads:
-            state = known.get(agent_id)
-            if state is not None:
-                state.capacity, state.load = capacity, load
-                seen.add(agent_id)
-        gone = known.keys() - seen
+        gone = known.keys() - self._put_loads(loads)
         if gone:
             self.agents = [a for a in self.agents if a.agent_id not in gone]
             for g, pool in self.by_group.items():
@@ -155,13 +159,7 @@ class Snapshot:
     def refresh(self, group_ids: list[int], loads: Sequence[Any], until: float) -> None:
         """Put the capacity and load just read of ``group_ids``' agents (those still online) in
         place; the others leave these groups' pools (and the rest at the next full read)."""
-        known = self.by_id
-        online: set[int] = set()
-        for agent_id, capacity, load in loads:
-            state = known.get(agent_id)
-            if state is not None:
-                state.capacity, state.load = capacity, load
-                online.add(agent_id)
+        online = self._put_loads(loads)
         for g in group_ids:
             self.by_group[g] = [a for a in self.by_group.get(g, ()) if a.agent_id in online]
             self.group_until[g] = until
