@@ -29,6 +29,11 @@ def tenant_topic(tenant_id: int) -> str:
     return f"tenant:{tenant_id}"
 
 
+# Built once: SQLAlchemy then finds its compiled form without making a cache key each time.
+_EVENTS = table_of(Event)
+_INSERT = insert(_EVENTS).returning(_EVENTS.c.id)
+
+
 class EventLog:
     """Events of one transaction, in order; inserted together (one statement) before it commits,
     published after it commits."""
@@ -65,8 +70,7 @@ class EventLog:
         # the returned ids, sorted, line up with self.rows (asking SQLAlchemy to guarantee the order
         # instead makes it insert row by row on SQLite).
         # The table, not the mapped class: a Core INSERT skips the ORM's per-row bulk machinery.
-        table = table_of(Event)
-        ids = sorted((await self.session.execute(insert(table).returning(table.c.id), self.rows)).scalars())
+        ids = sorted((await self.session.execute(_INSERT, self.rows)).scalars())
         out = [event_view(event_id, row) for event_id, row in zip(ids, self.rows, strict=True)]
         self.rows = []
         return out

@@ -80,36 +80,40 @@ class Choice:
     note: str | None = None
 
 
-def _least_busy_key(a: AgentState) -> tuple[int, datetime, int]:
-    return (a.load, a.last_assigned_at or _NEVER, a.agent_id)
-
-
-def _round_robin_key(a: AgentState) -> tuple[datetime, int]:
-    return (a.last_assigned_at or _NEVER, a.agent_id)
-
-
 def choose(ticket: TicketView, policy: GroupPolicy, agents: list[AgentState]) -> Choice:
     """Pick an agent for ``ticket`` among ``agents`` (the online agents of its group, or of the tenant)."""
     strategy = policy.strategy
     if strategy == "manual":
         return Choice(None, "manual", [], "waits for an agent of the group to claim it")
     excluded: list[dict[str, Any]] = []
-    pool: list[AgentState] = []
-    check_skills = strategy == "skills" or bool(ticket.required_skills)
+    group_id, channel, required = ticket.group_id, ticket.channel, ticket.required_skills
+    check_skills = strategy == "skills" or bool(required)
+    # How the pool is ranked, known before it is built (sticky falls back to its fallback's order).
+    ranking = policy.sticky_fallback if strategy == "sticky" else strategy
+    by_turn = ranking == "round_robin"
+    # The router calls this once per ticket over the ticket's whole group: the common case (no
+    # per-channel caps, no skills) is kept to a comparison or two per agent, and each agent that
+    # can take the ticket goes straight in as its ranking key, a plain tuple that sorts in C: round
+    # robin by the oldest last assignment, least busy by load first; the agent's id, unique, last
+    # before the agent, so ties never compare agents.
+    pool: list[tuple[Any, ...]] = []
     for agent in agents:
-        if ticket.group_id is not None and ticket.group_id not in agent.groups:
+        if group_id is not None and group_id not in agent.groups:
             continue
-        if not agent.room_for(ticket.channel):
+        if agent.load >= agent.capacity or (agent.channel_capacity and not agent.room_for(channel)):
             if len(excluded) < MAX_EXCLUDED:
                 excluded.append(agent.view("at capacity"))
             continue
-        if check_skills and not agent.covers(ticket.required_skills):
+        if check_skills and not agent.covers(required):
             if len(excluded) < MAX_EXCLUDED:
                 excluded.append(agent.view("missing skills"))
             continue
-        pool.append(agent)
+        if by_turn:
+            pool.append((agent.last_assigned_at or _NEVER, agent.agent_id, agent))
+        else:
+            pool.append((agent.load, agent.last_assigned_at or _NEVER, agent.agent_id, agent))
     if strategy == "sticky":
-        sticky = next((a for a in pool if a.agent_id == ticket.sticky_agent_id), None)
+        sticky = next((k[-1] for k in pool if k[-1].agent_id == ticket.sticky_agent_id), None)
         if sticky is not None:
             return Choice(sticky.agent_id, "sticky", [sticky.view(), *excluded])
         strategy = policy.sticky_fallback if policy.sticky_fallback != "sticky" else "least_busy"
@@ -117,7 +121,7 @@ def choose(ticket: TicketView, policy: GroupPolicy, agents: list[AgentState]) ->
             return Choice(None, "manual", excluded, "the last agent is not available; waits to be claimed")
     if not pool:
         return Choice(None, strategy, excluded, "no online agent with room")
-    key = _round_robin_key if strategy == "round_robin" else _least_busy_key
     # The best few are what a person asking "why Li?" wants to see; the rest is noise (and cost).
-    best = heapq.nsmallest(MAX_RECORDED, pool, key=key)
+    ranked = sorted(pool)[:MAX_RECORDED] if len(pool) <= 256 else heapq.nsmallest(MAX_RECORDED, pool)
+    best = [k[-1] for k in ranked]
     return Choice(best[0].agent_id, strategy, [a.view() for a in best] + excluded)
