@@ -61,6 +61,9 @@ class AgentConnection(SocketSession[Hello]):
     hello_timeout = HELLO_TIMEOUT
     queue_size = SEND_QUEUE
     close_when_behind = True  # with 4008; it reconnects with since and loses nothing
+    # Replies and notes go to one group commit per tenant, which writes them in the order they are
+    # handed over: a client may send many without waiting for each result (docs/agent-protocol.md).
+    pipelined = frozenset({"reply", "note"})
     internal_error_message = "the action failed on our side; it has been logged"
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:

@@ -326,3 +326,30 @@ async def test_a_ticket_made_on_web_chat_reaches_the_visitor_on_commit(tenant: T
     await client.wait_event(lambda e: e["kind"] == "ticket.assigned" and e["ticket_id"] == made["id"])
     detail = await client.api("GET", f"/api/v1/tickets/{made['id']}")
     assert [(m["direction"], m["delivery_state"]) for m in detail["messages"]] == [("outbound", "sent")]
+
+
+async def test_one_socket_sends_many_replies_without_waiting_and_they_keep_their_order(
+    tenant: TenantInfo, settings: Settings,
+) -> None:
+    """An agent's socket handles replies and notes alongside each other (pipelined) and stores them
+    in the order they were sent; a frame of another kind waits until those before it are done."""
+    [(client, visitor, ticket_id)] = await _chats(tenant, 1)
+    texts = [f"answer {n}" for n in range(30)]
+    pending = [asyncio.ensure_future(client.action("note" if n % 3 == 2 else "reply", ticket_id=ticket_id,
+                                                   text=text, client_id=f"pipe-{n}"))
+               for n, text in enumerate(texts)]
+    solved = asyncio.ensure_future(client.action("status", ticket_id=ticket_id, status="solved"))
+    results = await asyncio.gather(*pending)
+    assert [r["message"]["text"] for r in results] == texts
+    ids = [r["message"]["id"] for r in results]
+    assert ids == sorted(ids)  # stored in the order sent
+    assert (await solved)["ticket"]["status"] == "solved"
+    writer = _writer(tenant.server, "replies", tenant.id)
+    assert writer is not None and writer.items == 30 and writer.batches < 30  # handled alongside each other
+    stored = await _stored(settings, tenant.id, [ticket_id])
+    assert [m.body for m in stored if m.body in texts] == texts
+    # The customer got the replies (not the notes), in order.
+    replies = [t for n, t in enumerate(texts) if n % 3 != 2]
+    await visitor.wait_message(lambda m: m["text"] == replies[-1])
+    got = [m["text"] for m in sorted(visitor.messages.values(), key=lambda m: m["id"]) if m["text"] in replies]
+    assert got == replies

@@ -91,6 +91,9 @@ class SocketSession(Generic[H]):
     # How long a client cut off may take to read the close frame before its connection is dropped.
     cut_off_grace: ClassVar[float] = 5.0
     internal_error_message: ClassVar[str]
+    # Frame types that may be handled alongside each other, in order (see :meth:`_frame`).
+    pipelined: ClassVar[frozenset[str]] = frozenset()
+    max_pipelined: ClassVar[int] = 16
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
@@ -98,6 +101,7 @@ class SocketSession(Generic[H]):
         self.handlers: dict[str, Handler] = {"ping": self._pong}
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=self.queue_size)
         self._cut_off = False
+        self._inflight: set[asyncio.Task[None]] = set()
         self._writer: asyncio.Task[None] | None = None
         self._cutting: asyncio.Task[None] | None = None
         self.transport: asyncio.Transport | None = None  # set by serve(), to drop a stuck client
@@ -214,12 +218,34 @@ class SocketSession(Generic[H]):
         return True
 
     async def _frame(self, raw: str) -> None:
-        ref = None
-        answer: dict[str, Any] | None
+        """A frame: handled before the next is read, except those of the ``pipelined`` types,
+        which run alongside each other (at most ``max_pipelined`` at once) in the order they came,
+        so a client can send many without waiting for each result. Any other frame waits until
+        those before it are done."""
         try:
             data = parse_json(raw, "a frame")
             if not isinstance(data, dict):
                 raise InvalidInput("a frame is a JSON object", code="invalid_frame")
+        except DomainError as exc:
+            self.push(self.error_frame(exc.to_dict(), None))
+            return
+        if data.get("type") in self.pipelined:
+            while len(self._inflight) >= self.max_pipelined:
+                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+            # Tasks start in the order they are made, and a pipelined handler hands its item to
+            # its group commit before it first waits: the items are written in the frames' order.
+            task = asyncio.get_running_loop().create_task(self._handle(data))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            return
+        if self._inflight:
+            await asyncio.wait(set(self._inflight))
+        await self._handle(data)
+
+    async def _handle(self, data: dict[str, Any]) -> None:
+        ref = None
+        answer: dict[str, Any] | None
+        try:
             ref = self.reference(data)
             check_strings(data)
             kind = data.get("type")
