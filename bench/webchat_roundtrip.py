@@ -135,6 +135,7 @@ class BenchAgent(AgentClient):
     _answers: set[asyncio.Task[None]]
     # Tickets seen before the router assigned them: ticket id -> the message waiting for an answer.
     _unassigned: dict[int, int]
+    _mine: set[int]  # tickets assigned to this agent
     answering: bool
 
     def _take(self, event: dict[str, Any]) -> None:
@@ -145,7 +146,9 @@ class BenchAgent(AgentClient):
         me = (self.agent or {}).get("id")
         if event.get("kind") == "ticket.assigned" and (event.get("ticket") or {}).get("assignee_id") == me:
             # A new ticket's first message is seen by every agent before the router picks one:
-            # the one it picks answers it now.
+            # the one it picks answers it now. (With several processes the assignment, published
+            # by another process's router, can also arrive before the message.)
+            self._mine.add(event["ticket_id"])
             seq = self._unassigned.pop(event["ticket_id"], None)
             if seq is not None:
                 self._spawn_answer(event["ticket_id"], seq)
@@ -159,6 +162,8 @@ class BenchAgent(AgentClient):
         if seq is None:
             return
         assignee = (event.get("ticket") or {}).get("assignee_id")
+        if assignee is None and event["ticket_id"] in self._mine:
+            assignee = me
         if assignee is None:
             self._unassigned[event["ticket_id"]] = seq
             return
@@ -363,7 +368,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         agents: list[BenchAgent] = []
         for i, email in enumerate(emails):
             agent = BenchAgent(bases[i % len(bases)], host=domain, session=session)
-            agent.stats, agent._answers, agent._unassigned = stats, set(), {}
+            agent.stats, agent._answers, agent._unassigned, agent._mine = stats, set(), {}, set()
             agent.answering = True
             clients.append(agent)
             await agent.login(email, PASSWORD)
