@@ -1,0 +1,262 @@
+"""Reading a mail: headers, bodies in their charsets, attachments, and whether a person wrote it.
+
+Every channel turns what arrives into core's InboundMessage; for email that takes more than for
+any other, and this module is the part that needs no network: it takes the raw bytes of a message
+as received (SMTP DATA, an IMAP FETCH of the RFC822 body) and returns a :class:`ParsedMail`.
+
+- **Never crashes on a malformed mail.** The stdlib parser records defects instead of raising; a
+  part whose bytes do not decode in its declared charset is decoded with replacement characters.
+  Only input that is not a mail at all (no headers, no body) raises :class:`UnreadableMail`.
+- **Chinese charsets.** Mail declared GB2312 or GBK often holds characters only GB18030 has (the
+  clients write GBK under the older label), so those labels are read as GB18030, their superset;
+  Big5 as Big5-HKSCS. Encoded-word headers and RFC 2231 file names are decoded by the stdlib's
+  ``policy.default``, through the same codecs.
+- **Who wrote it** (:attr:`ParsedMail.automatic`): auto-replies, bulk and list mail, and bounces
+  are recognised from their headers (RFC 3834 ``Auto-Submitted``, ``Precedence``, ``List-Id``,
+  ``X-Autoreply``/``X-Autorespond``, and ``multipart/report; report-type=delivery-status``), so
+  the channel neither answers them nor opens tickets for them.
+- :func:`visible_text` trims quoted history and signatures for display (the full text is kept):
+  the reply separators of Gmail, Outlook, Apple Mail, QQ Mail, NetEase 163/126 and Foxmail. A
+  ``>`` line is trimmed only as part of the history below such a separator, never on its own, so
+  a line the customer quoted and answered is kept.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.header import decode_header
+from email.message import Message
+from email.utils import getaddresses
+
+# Labels whose mail holds more than the label's repertoire: read as the superset.
+_CHARSET_ALIASES = {
+    "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "cp936": "gb18030", "euc-cn": "gb18030",
+    "gb_2312-80": "gb18030", "big5": "big5hkscs", "x-big5": "big5hkscs", "cn-big5": "big5hkscs",
+}
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+class UnreadableMail(ValueError):
+    """Not a mail at all: kept for inspection (the inbox's failed set), never retried."""
+
+
+@dataclass(frozen=True)
+class MailPart:
+    """An attachment or an inline image (``content_id`` set: referenced as ``cid:`` in the HTML)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    message_id: str | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    sender: str  # the From address, lower-cased ("" when there is none)
+    sender_name: str | None
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    reply_to: tuple[str, ...]
+    subject: str
+    text: str  # the plain body in full, or the HTML's text when there is no plain part
+    html: str | None  # as sent: sanitise before showing it
+    attachments: tuple[MailPart, ...] = ()
+    # Why no person wrote it ("auto-submitted", "precedence", "list", "autoreply", "bounce"), or None.
+    automatic: str | None = None
+    defects: tuple[str, ...] = field(default=())
+
+
+def charset_of(label: str | None) -> str:
+    label = (label or "utf-8").strip().strip('"').lower()
+    return _CHARSET_ALIASES.get(label, label)
+
+
+def decode_bytes(data: bytes, label: str | None) -> str:
+    """Bytes in the charset the mail declares (its superset, see the module's doc); undecodable
+    bytes, or an unknown label, never fail the mail."""
+    charset = charset_of(label)
+    try:
+        return data.decode(charset)
+    except LookupError:  # a label no codec knows: UTF-8 is the likeliest, with replacement
+        return data.decode("utf-8", errors="replace")
+    except UnicodeDecodeError:
+        return data.decode(charset, errors="replace")
+
+
+def header_text(value: object) -> str:
+    """A header's text, its encoded words decoded through :func:`decode_bytes` (so a GB2312
+    label over GBK bytes reads as the client meant it)."""
+    if value is None:
+        return ""
+    try:
+        chunks = decode_header(str(value))
+    except Exception:  # a header the decoder cannot split: as it came
+        return " ".join(str(value).split())
+    text = "".join(decode_bytes(chunk, cs) if isinstance(chunk, bytes) else chunk for chunk, cs in chunks)
+    return " ".join(text.split())
+
+
+def _ids(value: object) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_MSGID.findall(str(value or ""))))
+
+
+def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
+    values = msg.get_all(name) or []
+    try:
+        pairs = getaddresses([header_text(v) for v in values])
+    except Exception:  # a header too broken to parse names nobody
+        return []
+    return [(n, a.strip().lower()) for n, a in pairs if "@" in a]
+
+
+def _text_of(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    return decode_bytes(payload, part.get_content_charset())
+
+
+def _automatic(msg: Message) -> str | None:
+    auto = str(msg.get("Auto-Submitted", "")).strip().lower()
+    if auto and auto != "no":
+        return "auto-submitted"
+    if str(msg.get("Precedence", "")).strip().lower() in ("bulk", "junk", "list", "auto_reply"):
+        return "precedence"
+    if msg.get("X-Autoreply") or msg.get("X-Autorespond") or msg.get("X-Auto-Response-Suppress", "").lower() == "all":
+        return "autoreply"
+    if msg.get("List-Id") or msg.get("List-Unsubscribe"):
+        return "list"
+    if msg.get_content_type() == "multipart/report" and \
+            str(msg.get_param("report-type", "")).lower() == "delivery-status":
+        return "bounce"
+    return None
+
+
+_TAG = re.compile(r"<[^>]*>")
+_BLOCK = re.compile(r"</?(p|div|br|tr|li|h[1-6]|blockquote)\b[^>]*>", re.I)
+_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.I | re.S)
+
+
+def html_text(html: str) -> str:
+    """A plain rendering of an HTML body (lines at block elements), for search and for agents'
+    clients that show text."""
+    import html as htmllib
+
+    text = _DROP.sub("", html)
+    text = _BLOCK.sub("\n", text)
+    text = htmllib.unescape(_TAG.sub("", text))
+    lines = [line.strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def parse(raw: bytes) -> ParsedMail:
+    if not raw or not raw.strip():
+        raise UnreadableMail("an empty message")
+    msg = message_from_bytes(raw, policy=policy.default)
+    # Headers as sent (encoded words undecoded), decoded here with the charset aliases.
+    headers = message_from_bytes(raw, policy=policy.compat32)
+    if not msg.keys():
+        raise UnreadableMail("no headers")
+    defects: list[str] = []
+    text: str | None = None
+    html: str | None = None
+    attachments: list[MailPart] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        if ctype.startswith("multipart/"):
+            # A multipart whose boundary never comes: the stdlib leaves its whole body as one
+            # string. It is all the text there is.
+            if text is None:
+                text = str(part.get_payload())
+            continue
+        disposition = part.get_content_disposition()
+        try:
+            filename = part.get_filename()
+        except Exception:  # a broken RFC 2231 parameter: an unnamed file
+            filename = None
+        content_id = str(part.get("Content-ID", "")).strip().strip("<>") or None
+        is_body = disposition != "attachment" and filename is None and ctype in ("text/plain", "text/html")
+        if is_body and ctype == "text/plain" and text is None:
+            text = _text_of(part)
+        elif is_body and ctype == "text/html" and html is None:
+            html = _text_of(part)
+        elif ctype.startswith("text/") and is_body:
+            continue  # a second body of the same kind (alternative parts): the first wins
+        elif ctype not in ("message/delivery-status",) or disposition == "attachment":
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes):
+                continue
+            name = filename or (f"{content_id or 'part'}.{ctype.split('/')[-1]}")
+            attachments.append(MailPart(name, ctype, payload, content_id,
+                                        inline=disposition == "inline" or (content_id is not None and not filename)))
+    # After decoding: a payload's defects (bad base64, say) are noted as it is decoded.
+    for part in msg.walk():
+        defects.extend(type(d).__name__ for d in part.defects)
+    senders = _addresses(headers, "From")
+    sender_name, sender = senders[0] if senders else ("", "")
+    body = text if text is not None else (html_text(html) if html else "")
+    return ParsedMail(
+        message_id=(_ids(headers.get("Message-ID")) or (None,))[0],
+        in_reply_to=_ids(headers.get("In-Reply-To")),
+        references=_ids(headers.get("References")),
+        sender=sender, sender_name=sender_name or None,
+        to=tuple(a for _, a in _addresses(headers, "To")),
+        cc=tuple(a for _, a in _addresses(headers, "Cc")),
+        reply_to=tuple(a for _, a in _addresses(headers, "Reply-To")),
+        subject=header_text(headers.get("Subject")),
+        text=body.replace("\r\n", "\n").replace("\r", "\n"),
+        html=html,
+        attachments=tuple(attachments),
+        automatic=_automatic(msg),
+        defects=tuple(defects),
+    )
+
+
+# --- quoted history and signatures ------------------------------------------------------------------
+_SEPARATORS = [
+    # Gmail, Apple Mail (English): "On Mon, 1 Dec 2026 at 10:00, Wang <w@x> wrote:" (may wrap).
+    re.compile(r"^\s*On\b.{0,200}\bwrote:\s*$", re.I),
+    # Outlook: "-----Original Message-----", and its header block "From: ... / Sent: ...".
+    re.compile(r"^\s*-{2,}\s*Original Message\s*-{2,}\s*$", re.I),
+    re.compile(r"^\s*_{10,}\s*$"),  # Outlook on the web's rule above the header block
+    # QQ Mail, NetEase 163/126, Foxmail: "------------------ 原始邮件 ------------------".
+    re.compile(r"^\s*-{2,}\s*(原始邮件|Original)\s*-{2,}\s*$"),
+    re.compile(r"^\s*-{2,}\s*(转发邮件信息|Forwarded message)\s*-{2,}\s*$", re.I),
+    # Apple Mail, Gmail in Chinese: "在 2026年12月1日 10:00, 王芳 <w@x> 写道:" (full-width punctuation).
+    re.compile(r"^\s*在.{0,200}写道[:\uFF1A]\s*$"),
+    re.compile(r"^\s*于.{0,200}写道[:\uFF1A]\s*$"),
+]
+# The header block Outlook and Foxmail put above the history, in English and in Chinese.
+_HEADER_BLOCK = re.compile(r"^\s*(From|发件人|寄件者)\s*[:\uFF1A]", re.I)
+_HEADER_NEXT = re.compile(r"^\s*(Sent|Date|发送时间|日期|寄件日期|To|收件人)\s*[:\uFF1A]", re.I)
+_SIGNATURE = re.compile(r"^-- ?$")
+
+
+def visible_text(text: str) -> str:
+    """The part of a reply the customer wrote this time: up to the first reply separator (or a
+    From:/Sent: header block), less a signature after ``-- ``. The full text is what is stored."""
+    lines = text.splitlines()
+    cut = len(lines)
+    for i, line in enumerate(lines):
+        if any(p.match(line) for p in _SEPARATORS):
+            cut = i
+            break
+        if _HEADER_BLOCK.match(line) and i + 1 < len(lines) and any(
+                _HEADER_NEXT.match(nxt) for nxt in lines[i + 1:i + 4]):
+            cut = i
+            break
+    kept = lines[:cut]
+    for i, line in enumerate(kept):
+        if _SIGNATURE.match(line):
+            kept = kept[:i]
+            break
+    visible = "\n".join(kept).rstrip()
+    return visible if visible.strip() else text.strip()
