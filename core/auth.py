@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Unauthorized
 from core.models import Agent, AuthToken, Role, utcnow
+from core.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from core.bus import Subscription
@@ -250,9 +251,7 @@ class SessionWatch:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

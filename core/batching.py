@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from core.errors import Busy
+from core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ class LoopLag:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
@@ -111,10 +110,6 @@ class GroupCommit(Generic[I, R]):
     def in_flight(self) -> int:
         """Items of the batch being written."""
         return self._in_flight
-
-    @property
-    def serving(self) -> bool:
-        return self._task is not None and not self._closing
 
     def start(self) -> None:
         if self._task is None:

@@ -36,6 +36,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
@@ -47,6 +48,7 @@ from core.batching import GroupCommit
 from core.channels import Attachment, InboundMessage
 from core.ingest import IngestResult, after_commit, check_message, ingest_many, ingest_scoped
 from core.models import InboxItem, InboxState, table_of, utcnow
+from core.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from core.db import Database
@@ -114,7 +116,7 @@ class Inbox:
             "inbox landing", self._land_many, linger=LAND_LINGER, max_batch=LAND_BATCH, busy_after=busy_after,
             loop_lag=lag)
         self.live: GroupCommit[InboundMessage, IngestResult] = GroupCommit(
-            "live ingest", self._ingest_live, max_batch=LIVE_BATCH, busy_after=busy_after, loop_lag=lag)
+            "live ingest", partial(ingest_many, hub), max_batch=LIVE_BATCH, busy_after=busy_after, loop_lag=lag)
         self._drain_wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
 
@@ -130,9 +132,7 @@ class Inbox:
         """Write what was accepted (its senders are waiting for the answer), then stop draining."""
         await asyncio.gather(self.lander.stop(), self.live.stop(), self.hub.loop_lag.stop())
         drainer, self._drainer = self._drainer, None
-        if drainer is not None:
-            drainer.cancel()
-            await asyncio.gather(drainer, return_exceptions=True)
+        await cancel_and_wait(drainer)
 
     # --- accepting ----------------------------------------------------------------------------
     async def accept(self, msgs: Sequence[InboundMessage]) -> list[bool]:
@@ -150,9 +150,6 @@ class Inbox:
         it is committed."""
         check_message(msg, self.hub.settings.max_message_bytes)
         return await self.live.submit(msg)
-
-    async def _ingest_live(self, msgs: list[InboundMessage]) -> list[IngestResult]:
-        return await ingest_many(self.hub, msgs)
 
     async def _land_many(self, deliveries: list[list[InboundMessage]]) -> list[list[bool]]:
         flags = await self._land([m for msgs in deliveries for m in msgs])
