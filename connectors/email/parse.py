@@ -24,7 +24,7 @@ as received (SMTP DATA, an IMAP FETCH of the RFC822 body) and returns a :class:`
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.header import decode_header
 from email.message import Message
@@ -69,7 +69,7 @@ class ParsedMail:
     attachments: tuple[MailPart, ...] = ()
     # Why no person wrote it ("auto-submitted", "precedence", "list", "autoreply", "bounce"), or None.
     automatic: str | None = None
-    defects: tuple[str, ...] = field(default=())
+    defects: tuple[str, ...] = ()
 
 
 def charset_of(label: str | None) -> str:
@@ -184,19 +184,21 @@ def parse(raw: bytes) -> ParsedMail:
             filename = None
         content_id = str(part.get("Content-ID", "")).strip().strip("<>") or None
         is_body = disposition != "attachment" and filename is None and ctype in ("text/plain", "text/html")
-        if is_body and ctype == "text/plain" and text is None:
-            text = _text_of(part)
-        elif is_body and ctype == "text/html" and html is None:
-            html = _text_of(part)
-        elif ctype.startswith("text/") and is_body:
-            continue  # a second body of the same kind (alternative parts): the first wins
-        elif ctype not in ("message/delivery-status",) or disposition == "attachment":
-            payload = part.get_payload(decode=True)
-            if not isinstance(payload, bytes):
-                continue
-            name = filename or (f"{content_id or 'part'}.{ctype.split('/')[-1]}")
-            attachments.append(MailPart(name, ctype, payload, content_id,
-                                        inline=disposition == "inline" or (content_id is not None and not filename)))
+        if is_body:
+            # The first body of each kind; a second one (another alternative) adds nothing.
+            if ctype == "text/plain" and text is None:
+                text = _text_of(part)
+            elif ctype == "text/html" and html is None:
+                html = _text_of(part)
+            continue
+        if ctype == "message/delivery-status" and disposition != "attachment":
+            continue  # a bounce's machine-readable report: read with the bounce, not kept as a file
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        name = filename or f"{content_id or 'part'}.{ctype.split('/')[-1]}"
+        attachments.append(MailPart(name, ctype, payload, content_id,
+                                    inline=disposition == "inline" or (content_id is not None and not filename)))
     # After decoding: a payload's defects (bad base64, say) are noted as it is decoded.
     for part in msg.walk():
         defects.extend(type(d).__name__ for d in part.defects)
