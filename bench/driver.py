@@ -33,13 +33,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from reference import scratch_database  # bench/reference.py, beside this script
 from sqlalchemy import bindparam, insert, update
-from sqlalchemy.engine import make_url
 
 from core import seats
 from core.channels import InboundMessage
 from core.config import Settings
-from core.db import Database, create_pg_database, drop_pg_database, migrate
+from core.db import Database, drop_pg_database, migrate
 from core.models import Message, Ticket, table_of, utcnow
 
 
@@ -147,12 +147,7 @@ async def measure(db: Database, tenant_id: int, ticket_ids: list[int], batch: in
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    pg_url = None
-    if args.pg:
-        pg_url = await create_pg_database(args.pg, f"{make_url(args.pg).database or 'channelhub'}_driver")
-        url = pg_url
-    else:
-        url = f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='chdriver-')}/hub.db"
+    url, pg_url = await scratch_database(args.pg, Path(tempfile.mkdtemp(prefix="chdriver-")), "driver")
     db, tenant_id, ticket_ids = await setup(url, 100)
     try:
         return {"database": "postgresql" if args.pg else "sqlite",

@@ -133,6 +133,20 @@ def reference_server(kind: str, *extra: str) -> Iterator[tuple[str, int]]:
             proc.kill()
 
 
+async def scratch_database(pg: str | None, folder: Path, name: str) -> tuple[str, str | None]:
+    """A benchmark's own database: a fresh one named after ``pg``'s, suffixed with ``name`` and this
+    process's id, on that PostgreSQL server; or SQLite in ``folder``. Returns its URL, and the
+    PostgreSQL URL to drop afterwards (``core.db.drop_pg_database``), or None."""
+    if not pg:
+        return f"sqlite+aiosqlite:///{folder / 'hub.db'}", None
+    from sqlalchemy.engine import make_url
+
+    from core.db import create_pg_database
+
+    url = await create_pg_database(pg, f"{make_url(pg).database or 'channelhub'}_{name}{os.getpid()}")
+    return url, url
+
+
 async def wait_up(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
     """Until ``url``'s /healthz answers 200 (a hub or a reference server); fails if ``proc`` exits."""
     deadline = time.monotonic() + timeout

@@ -41,11 +41,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp  # noqa: E402
-from reference import cpu_seconds, free_port, reference_server, share, wait_up  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from reference import cpu_seconds, free_port, reference_server, scratch_database, share, wait_up  # noqa: E402
 from webchat_roundtrip import PASSWORD, percentiles, prepare  # noqa: E402  (the same tenant and agents)
 
-from core.db import create_pg_database, drop_pg_database  # noqa: E402
+from core.db import drop_pg_database  # noqa: E402
 
 
 def log(*args: Any) -> None:
@@ -124,12 +123,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     proc: subprocess.Popen[bytes] | None = None
     log_file = (workdir / "serve.log").open("wb")
     try:
-        if args.pg:
-            pg_url = await create_pg_database(
-                args.pg, f"{make_url(args.pg).database or 'channelhub'}_tickets{os.getpid()}")
-            database_url = pg_url
-        else:
-            database_url = f"sqlite+aiosqlite:///{workdir / 'hub.db'}"
+        database_url, pg_url = await scratch_database(args.pg, workdir, "tickets")
         domain = f"bench-{uuid.uuid4().hex[:8]}.example.com"
         emails = await prepare(database_url, domain, args.agents, 10)
         port = free_port()

@@ -52,14 +52,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-from reference import measure_ws_echo, share  # noqa: E402  (bench/reference.py, beside this script)
-from sqlalchemy.engine import make_url  # noqa: E402
+from reference import (  # noqa: E402  (bench/reference.py, beside this script)
+    cpu_seconds,
+    free_port,
+    measure_ws_echo,
+    scratch_database,
+    share,
+    wait_up,
+)
 
 from admin_api.client import AgentClient, HubError, VisitorClient  # noqa: E402
-from core.db import create_pg_database, drop_pg_database  # noqa: E402
+from core.db import drop_pg_database  # noqa: E402
 
 PASSWORD = "bench-password-1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def log(*args: Any) -> None:
@@ -231,10 +236,9 @@ class Proc:
 
     def cpu_seconds(self) -> float:
         try:
-            fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            return cpu_seconds(self.popen.pid)
+        except OSError:  # it has exited
             return 0.0
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
 def spawn(name: str, args: list[str], env: dict[str, str], workdir: Path, cprofile: str | None = None) -> Proc:
@@ -286,22 +290,6 @@ async def prepare(url: str, domain: str, agents: int, capacity: int) -> list[str
         await db.dispose()
 
 
-async def wait_healthy(url: str, proc: Proc, session: aiohttp.ClientSession, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_path.read_text()}")
-        try:
-            async with session.get(url + "/healthz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{proc.name} did not answer /healthz within {timeout}s")
-        await asyncio.sleep(0.1)
-
-
 def start_py_spy(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes]:
     local = Path(sys.executable).parent / "py-spy"
     exe = str(local) if local.exists() else shutil.which("py-spy")
@@ -325,16 +313,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"warning: {args.agents} agents x capacity {capacity} < {args.customers} customers; "
             "tickets beyond that wait unassigned and their messages count as lost")
     try:
-        if args.pg:
-            pg_url = await create_pg_database(
-                args.pg, f"{make_url(args.pg).database or 'channelhub'}_bench{os.getpid()}")
-            database_url = pg_url
-        else:
-            database_url = f"sqlite+aiosqlite:///{workdir / 'hub.db'}"
+        database_url, pg_url = await scratch_database(args.pg, workdir, "bench")
         domain = f"bench-{uuid.uuid4().hex[:8]}.example.com"
         emails = await prepare(database_url, domain, args.agents, capacity)
 
-        port = args.port or _free_port()
+        port = args.port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHANNELHUB_")}
         env.update({"CHANNELHUB_DATABASE_URL": database_url, "CHANNELHUB_PORT": str(port),
                     "CHANNELHUB_HOST": "127.0.0.1", "CHANNELHUB_LOG_LEVEL": args.log_level,
@@ -346,7 +329,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 env["CHANNELHUB_EMBEDDED_WORKER"] = "1"
         # Every client connects from loopback, as if behind one load balancer: no per-address cap.
         env["CHANNELHUB_MAX_CONNECTIONS_PER_ADDRESS"] = "0"
-        ports = [port] + [_free_port() for _ in range(args.processes - 1)]
+        ports = [port] + [free_port() for _ in range(args.processes - 1)]
         serves = []
         for n, p in enumerate(ports):
             name = "serve" if args.processes == 1 else f"serve{n + 1}"
@@ -360,7 +343,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                         timeout=aiohttp.ClientTimeout(total=60))
         for base, serve in zip(bases, serves, strict=True):
-            await wait_healthy(base, serve, session)
+            await wait_up(base, serve.popen, timeout=60)
         kind = "postgresql" if args.pg else "sqlite"
         log(f"hub up at {', '.join(bases)} (serve pids {[s.popen.pid for s in serves]}, {kind}), logs in {workdir}")
 
@@ -539,14 +522,6 @@ async def reference_figures(result: dict[str, Any]) -> dict[str, Any]:
             "throughput": share(echo["messages_per_s"] / legs, phase["achieved_per_s"]),
         }
     return {"reference": echo}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> int:
