@@ -266,6 +266,19 @@ class Ticket(TenantScoped, Base):
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class TicketParticipant(TenantScoped, Base):
+    """Someone besides the ticket's customer who is on its conversation: an address on an e-mail's
+    Cc. A reply from a participant joins the ticket; from anyone else, it opens a ticket of its own
+    (core.ingest), so a stranger who copies a ticket's reference never lands in it."""
+
+    __tablename__ = "ticket_participants"
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class RoutingRule(TenantScoped, Base):
     """One ordered routing rule: all its conditions must hold; the first matching rule wins."""
 
