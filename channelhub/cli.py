@@ -104,7 +104,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     async def main() -> None:
         # One hub on this loop: dramatiq's worker threads hand each delivery over to it.
         hub = build_hub(settings)
-        await hub.start()
+        await hub.start(inbound=False)
         hub.outbox.start(worker=True, threads=args.threads)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

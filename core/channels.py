@@ -58,6 +58,19 @@ class InboundMessage:
     customer_email: str | None = None
     subject: str | None = None
     customer_attributes: dict[str, Any] = field(default_factory=dict)
+    # Threading, for channels whose messages say what they answer (e-mail). The message joins the
+    # first ticket it can of: the tickets of the channel messages it answers (``answers``: channel
+    # message ids, received or sent, the most specific first), then the tickets the channel's own
+    # reference names (``ticket_refs``). It joins one only when its sender is that ticket's
+    # customer or one of its participants, and the ticket is not closed (core.ingest).
+    answers: tuple[str, ...] = ()
+    ticket_refs: tuple[int, ...] = ()
+    # What a message that threads to nothing does: join the sender's open ticket on the channel
+    # (a chat), or open a ticket of its own (e-mail: a new mail is a new conversation).
+    join_open: bool = True
+    # Others the message was addressed to (an e-mail's Cc), by their identity on the channel: they
+    # become participants of its ticket, whose replies join it.
+    participants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

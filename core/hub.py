@@ -59,9 +59,9 @@ class Hub:
         self.channels: dict[str, ChannelInfo] = {c.kind: c for c in channels}
         # Tickets of live chats go back to routing when their agent drops (routing.router).
         self.live_channels = frozenset(c.kind for c in channels if c.live_chat)
-        self.connectors: dict[str, Connector] = {c.kind: c.connector(self) for c in channels}
         # How late this process's event loop runs: saturation, for the group commits' load shedding.
         self.loop_lag = LoopLag()
+        self.connectors: dict[str, Connector] = {c.kind: c.connector(self) for c in channels}
         self.inbox = Inbox(self)
         self.logins = LoginGuard(settings)
         # Who a request's token is, trusted for a moment (core.auth).
@@ -72,9 +72,14 @@ class Hub:
         # Agents' replies, notes, ticket changes and hand-made tickets, in group commits.
         self.ticket_writes = TicketWrites(self)
         self.router: RouterPort = router(self)
+        # Whether this process takes what customers send (serve) or only delivers (worker).
+        self.inbound = True
 
-    async def start(self) -> None:
-        """Begin receiving from the bus and open the channels' long-lived links."""
+    async def start(self, *, inbound: bool = True) -> None:
+        """Begin receiving from the bus and open the channels' long-lived links. A process that
+        only delivers (``channelhub worker``) passes ``inbound=False``: it runs no listener and
+        follows no mailbox (``Hub.inbound``, which connectors read in their ``start``)."""
+        self.inbound = inbound
         await self.bus.start()
         for connector in self.connectors.values():
             await connector.start()

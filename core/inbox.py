@@ -88,6 +88,10 @@ def encode(msg: InboundMessage) -> dict[str, Any]:
         "attachments": [a.to_dict() for a in msg.attachments],
         "customer_name": msg.customer_name, "customer_email": msg.customer_email, "subject": msg.subject,
         "customer_attributes": dict(msg.customer_attributes),
+        **({"answers": list(msg.answers)} if msg.answers else {}),
+        **({"ticket_refs": list(msg.ticket_refs)} if msg.ticket_refs else {}),
+        **({"join_open": False} if not msg.join_open else {}),
+        **({"participants": list(msg.participants)} if msg.participants else {}),
     }
 
 
@@ -99,6 +103,8 @@ def decode(tenant_id: int, channel: str, channel_message_id: str, external_id: s
         attachments=tuple(Attachment.from_dict(a) for a in payload.get("attachments") or ()),
         customer_name=payload.get("customer_name"), customer_email=payload.get("customer_email"),
         subject=payload.get("subject"), customer_attributes=dict(payload.get("customer_attributes") or {}),
+        answers=tuple(payload.get("answers") or ()), ticket_refs=tuple(payload.get("ticket_refs") or ()),
+        join_open=bool(payload.get("join_open", True)), participants=tuple(payload.get("participants") or ()),
     )
 
 
@@ -150,6 +156,16 @@ class Inbox:
         it is committed."""
         check_message(msg, self.hub.settings.max_message_bytes)
         return await self.live.submit(msg)
+
+    async def set_aside(self, msg: InboundMessage, error: str) -> None:
+        """Keep a message a channel could not read in the failed set, for an operator (``channelhub
+        inbox``): stored, never ingested unless retried by hand. Idempotent like :meth:`accept`."""
+        row = {"tenant_id": msg.tenant_id, "channel": msg.channel, "channel_message_id": msg.channel_message_id,
+               "external_id": msg.external_id, "payload": encode(msg), "received_at": msg.received_at,
+               "next_attempt_at": msg.received_at, "state": InboxState.FAILED, "attempts": 0,
+               "last_error": error[:2000]}
+        async with self.hub.db.connection() as conn:
+            await conn.execute(self._insert(), [row])
 
     async def _land_many(self, deliveries: list[list[InboundMessage]]) -> list[list[bool]]:
         flags = await self._land([m for msgs in deliveries for m in msgs])

@@ -21,6 +21,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -38,6 +40,7 @@ from core.models import (
     Message,
     Priority,
     Ticket,
+    TicketParticipant,
     table_of,
 )
 from core.serialize import (
@@ -57,6 +60,9 @@ logger = logging.getLogger(__name__)
 
 # What the identity and message-id columns hold.
 MAX_ID_LENGTH = 255
+# Messages a message answers, tickets it names and participants it adds, at the most each (an
+# e-mail's References are cut to their newest before this).
+MAX_THREAD_IDS = 50
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,12 @@ def check_message(msg: InboundMessage, limit: int) -> None:
     if len(msg.external_id) > MAX_ID_LENGTH or len(msg.channel_message_id) > MAX_ID_LENGTH:
         raise InvalidInput(f"the sender's identity and the message id are at most {MAX_ID_LENGTH} characters",
                            code="invalid_id")
+    if len(msg.answers) > MAX_THREAD_IDS or len(msg.ticket_refs) > MAX_THREAD_IDS or \
+            len(msg.participants) > MAX_THREAD_IDS:
+        raise InvalidInput(f"a message names at most {MAX_THREAD_IDS} messages, tickets and participants each",
+                           code="invalid_thread")
+    if any(not a or len(a) > MAX_ID_LENGTH for a in (*msg.answers, *msg.participants)):
+        raise InvalidInput(f"thread ids and participants are 1 to {MAX_ID_LENGTH} characters", code="invalid_thread")
 
 
 def _subject(msg: InboundMessage) -> str:
@@ -123,10 +135,30 @@ _IDENTITIES = (
     .order_by(_I.c.id)
     .with_for_update(of=_I)
 )
+# The tickets a batch may join, locked in id order in one statement (two batches sharing tickets
+# on PostgreSQL wait for each other instead of deadlocking): the senders' open tickets, and the
+# tickets their messages thread to, whatever their state (a closed one is not joined, but seen).
 _JOINABLE = (
     select(*(_T.c[name] for name in TICKET_ROW_FIELDS))
-    .where(_T.c.identity_id.in_(bindparam("ids", expanding=True)), _T.c.status.in_(JOINABLE_STATUSES))
+    .where(_T.c.tenant_id == bindparam("tenant_id"),
+           (_T.c.identity_id.in_(bindparam("ids", expanding=True)) & _T.c.status.in_(JOINABLE_STATUSES))
+           | _T.c.id.in_(bindparam("thread", expanding=True)))
     .order_by(_T.c.id).with_for_update()
+)
+# The tickets of the channel messages a batch answers, received or sent.
+_ANSWERED = (
+    select(_M.c.channel_message_id, _M.c.ticket_id)
+    # Direction named, so the lookup is served by the unique key's index (tenant, channel,
+    # direction, channel message id) rather than a scan of the tenant's messages on the channel.
+    .where(_M.c.tenant_id == bindparam("tenant_id"), _M.c.channel == bindparam("channel"),
+           _M.c.direction.in_([Direction.INBOUND, Direction.OUTBOUND]),
+           _M.c.channel_message_id.in_(bindparam("ids", expanding=True)))
+)
+_P = table_of(TicketParticipant)
+_PARTICIPANTS = (
+    select(_P.c.ticket_id, _P.c.external_id)
+    .where(_P.c.tenant_id == bindparam("tenant_id"), _P.c.channel == bindparam("channel"),
+           _P.c.ticket_id.in_(bindparam("tickets", expanding=True)))
 )
 _N_MESSAGE, _N_TICKET = len(MESSAGE_ROW_FIELDS), len(TICKET_ROW_FIELDS)
 _CUSTOMER_CHANGED = (update(_C).where(_C.c.id == bindparam("_id"))
@@ -134,7 +166,7 @@ _CUSTOMER_CHANGED = (update(_C).where(_C.c.id == bindparam("_id"))
 # Multi-row INSERTs; both databases number the rows in the order of the VALUES list.
 _NEW_CUSTOMERS = insert(_C).returning(_C.c.id)
 _NEW_IDENTITIES = insert(_I).returning(_I.c.id, _I.c.channel, _I.c.external_id)
-_NEW_TICKETS = insert(_T).returning(_T.c.id, _T.c.identity_id)
+_NEW_TICKETS = insert(_T).returning(_T.c.id)
 _NEW_MESSAGES = insert(_M).returning(_M.c.id)
 
 
@@ -211,10 +243,98 @@ async def _identities(session: AsyncSession, conn: AsyncConnection, tenant_id: i
 _JOIN_CHANGES = (*transitions.CUSTOMER_WROTE_FIELDS, "last_message_at", "updated_at")
 
 
-async def _joinable(conn: AsyncConnection, identity_ids: list[int]) -> dict[int, TicketRow]:
-    """Each identity's newest ticket a message can join (locked)."""
-    rows = await conn.execute(_JOINABLE, {"ids": identity_ids})
-    return {t.identity_id: t for t in (TicketRow(*row) for row in rows) if t.identity_id is not None}
+async def _joinable(conn: AsyncConnection, tenant_id: int, identity_ids: list[int], thread_ids: list[int]
+                    ) -> tuple[dict[int, TicketRow], dict[int, TicketRow]]:
+    """Each identity's newest ticket a message can join, and the tickets messages thread to, by id
+    (all locked; one row object per ticket, whichever way it was found)."""
+    rows = await conn.execute(_JOINABLE, {"tenant_id": tenant_id, "ids": identity_ids, "thread": thread_ids})
+    by_identity: dict[int, TicketRow] = {}
+    by_id: dict[int, TicketRow] = {}
+    wanted = set(identity_ids)
+    for t in (TicketRow(*row) for row in rows):
+        by_id[t.id] = t
+        if t.identity_id in wanted and t.status in JOINABLE_STATUSES:
+            by_identity[t.identity_id] = t  # in id order: the newest wins
+    return by_identity, by_id
+
+
+class _Threads:
+    """Where a batch's threaded messages (``answers``, ``ticket_refs``) may go: the tickets of the
+    messages they answer, stored before or earlier in this batch, and who may write on each."""
+
+    def __init__(self) -> None:
+        self.answered: dict[tuple[str, str], int] = {}
+        self.in_batch: dict[tuple[str, str], TicketRow] = {}
+        self.participants: set[tuple[int, str, str]] = set()
+
+    @staticmethod
+    def threaded(msgs: Sequence[InboundMessage]) -> bool:
+        return any(m.answers or m.ticket_refs for m in msgs)
+
+    async def load_answered(self, conn: AsyncConnection, tenant_id: int, msgs: Sequence[InboundMessage]) -> list[int]:
+        """The tickets the batch's messages answer or name (to be locked with the others)."""
+        wanted: dict[str, set[str]] = defaultdict(set)
+        refs: set[int] = set()
+        for m in msgs:
+            wanted[m.channel].update(m.answers)
+            refs.update(m.ticket_refs)
+        for channel, ids in wanted.items():
+            if ids:
+                rows = await conn.execute(_ANSWERED, {"tenant_id": tenant_id, "channel": channel, "ids": sorted(ids)})
+                for cmid, ticket_id in rows:
+                    self.answered[(channel, cmid)] = ticket_id
+        return sorted(refs | set(self.answered.values()))
+
+    async def load_participants(self, conn: AsyncConnection, tenant_id: int, channels: set[str],
+                                ticket_ids: list[int]) -> None:
+        for channel in channels:
+            rows = await conn.execute(_PARTICIPANTS, {"tenant_id": tenant_id, "channel": channel,
+                                                      "tickets": ticket_ids})
+            self.participants.update((ticket_id, channel, external_id) for ticket_id, external_id in rows)
+
+    def ticket_for(self, m: InboundMessage, customer: CustomerRow, by_id: dict[int, TicketRow]) -> TicketRow | None:
+        """The first ticket the message threads to that its sender may write on and that is not closed."""
+        candidates: list[TicketRow | None] = []
+        for cmid in m.answers:
+            key = (m.channel, cmid)
+            candidates.append(self.in_batch.get(key) or by_id.get(self.answered.get(key, 0)))
+        candidates.extend(by_id.get(ref) for ref in m.ticket_refs)
+        for t in candidates:
+            if t is None or t.status not in JOINABLE_STATUSES:
+                continue
+            if t.customer_id == customer.id or (self._key(t), m.channel, m.external_id) in self.participants:
+                return t
+        return None
+
+    def stored(self, m: InboundMessage, ticket: TicketRow) -> None:
+        """A message of this batch on its ticket: later ones may answer it, and its Cc may write."""
+        self.in_batch[(m.channel, m.channel_message_id)] = ticket
+        for p in m.participants:
+            self.participants.add((self._key(ticket), m.channel, p))
+
+    @staticmethod
+    def _key(t: TicketRow) -> int:
+        # A ticket this batch opens has no id yet: it is known by its row object until written.
+        return t.id or -id(t)
+
+
+def _insert_ignoring_repeats(conn: AsyncConnection, table: Any) -> Any:
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table).on_conflict_do_nothing()
+
+
+async def _add_participants(conn: AsyncConnection, tenant_id: int, plan: list[tuple[int, TicketRow, CustomerRow, bool]],
+                            msgs: Sequence[InboundMessage], people: dict[tuple[str, str], tuple[int, CustomerRow]]
+                            ) -> None:
+    rows: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for i, ticket, _customer, _is_new in plan:
+        m = msgs[i]
+        for p in m.participants:
+            if p != m.external_id:
+                rows.setdefault((ticket.id, m.channel, p), {"tenant_id": tenant_id, "ticket_id": ticket.id,
+                                                            "channel": m.channel, "external_id": p,
+                                                            "created_at": m.received_at})
+    if rows:
+        await conn.execute(_insert_ignoring_repeats(conn, _P), list(rows.values()))
 
 
 async def _join(session: AsyncSession, ticket: TicketRow, msg: InboundMessage) -> None:
@@ -247,10 +367,11 @@ async def _write_tickets(conn: AsyncConnection, created: list[TicketRow], joined
     """The batch's new tickets in one INSERT, the joined ones in one UPDATE (executemany)."""
     if created:
         values = [{name: getattr(t, name) for name in TICKET_ROW_FIELDS if name != "id"} for t in created]
-        # Each new ticket is a different identity's: the ids come back keyed by identity.
-        ids = {identity_id: ticket_id for ticket_id, identity_id in await conn.execute(_NEW_TICKETS, values)}
-        for t in created:
-            t.id = ids[t.identity_id]
+        # One multi-row INSERT; both databases number the rows in the order of the VALUES list (one
+        # sender may open several tickets in a batch: e-mail opens one per new mail).
+        ids = sorted((await conn.execute(_NEW_TICKETS, values)).scalars())
+        for t, ticket_id in zip(created, ids, strict=True):
+            t.id = ticket_id
     if joined:
         await conn.execute(_JOIN_UPDATE, [{"_id": t.id, **{name: getattr(t, name) for name in _JOIN_CHANGES}}
                                           for t in joined])
@@ -281,27 +402,42 @@ async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessa
     if not fresh:
         return _with_repeats(msgs, results, first), []
 
-    people = await _identities(session, conn, tenant_id, [msgs[i] for i in fresh])
-    tickets = await _joinable(conn, sorted({people[(msgs[i].channel, msgs[i].external_id)][0] for i in fresh}))
-    # Walk the batch in order: a sender's first message opens a ticket, the rest join it.
+    batch = [msgs[i] for i in fresh]
+    people = await _identities(session, conn, tenant_id, batch)
+    threads = _Threads()
+    thread_ids = await threads.load_answered(conn, tenant_id, batch) if threads.threaded(batch) else []
+    tickets, by_id = await _joinable(
+        conn, tenant_id, sorted({people[(m.channel, m.external_id)][0] for m in batch if m.join_open}), thread_ids)
+    if thread_ids:
+        await threads.load_participants(conn, tenant_id, {m.channel for m in batch if m.answers or m.ticket_refs},
+                                        thread_ids)
+    # Walk the batch in order: a message joins the ticket it threads to, or (a chat) its sender's
+    # open ticket; otherwise it opens one, which the sender's next messages in a chat join.
     plan: list[tuple[int, TicketRow, CustomerRow, bool]] = []
     created: list[TicketRow] = []
     joined: dict[int, TicketRow] = {}
     for i in fresh:
         m = msgs[i]
         identity_id, customer = people[(m.channel, m.external_id)]
-        ticket = tickets.get(identity_id)
+        ticket = threads.ticket_for(m, customer, by_id) if (m.answers or m.ticket_refs) else None
+        if ticket is None and m.join_open:
+            ticket = tickets.get(identity_id)
         is_new = ticket is None
         if ticket is None:
-            ticket = tickets[identity_id] = _new_ticket(tenant_id, identity_id, customer, m)
+            ticket = _new_ticket(tenant_id, identity_id, customer, m)
+            if m.join_open:
+                tickets[identity_id] = ticket
             await hub.router.apply_rules(session, ticket, customer, m.text)
             created.append(ticket)
         else:
             await _join(session, ticket, m)
             if ticket.id:  # not one this batch opened
                 joined[ticket.id] = ticket
+        threads.stored(m, ticket)
         plan.append((i, ticket, customer, is_new))
     await _write_tickets(conn, created, list(joined.values()))
+    if any(msgs[i].participants for i in fresh):
+        await _add_participants(conn, tenant_id, plan, msgs, people)
 
     stored = [MessageRow(0, ticket.id, msgs[i].channel, Direction.INBOUND, msgs[i].text,
                          [a.to_dict() for a in msgs[i].attachments], msgs[i].received_at) for i, ticket, _, _ in plan]

@@ -29,7 +29,7 @@ from core.channels import Attachment, OutboundMessage
 from core.config import Settings
 from core.errors import DeliveryError
 from core.events import EventKind, EventLog
-from core.models import Agent, CustomerIdentity, DeliveryState, Message, OutboxItem, Ticket, utcnow
+from core.models import Agent, CustomerIdentity, DeliveryState, Direction, Message, OutboxItem, Ticket, utcnow
 
 if TYPE_CHECKING:
     from core.hub import Hub
@@ -303,3 +303,32 @@ async def sweep(hub: Hub, *, grace_seconds: float = 30.0, limit: int = 500) -> i
         logger.info("sweeper re-enqueues %d outbox rows", len(ids))
         await hub.outbox.enqueue(ids)
     return len(ids)
+
+
+async def mark_failed_after_send(hub: Hub, tenant_id: int, message_id: int, error: DeliveryError) -> bool:
+    """A reply the channel took and later reported undeliverable (an e-mail bounce): the message is
+    marked failed and its agent told why, as for a delivery that failed outright. Returns whether
+    such a reply was found (another tenant's id, or an inbound message, is not one)."""
+    async with hub.db.session(tenant_id) as session:
+        row = (await session.execute(
+            select(Message, Ticket).join(Ticket, Ticket.id == Message.ticket_id)
+            .where(Message.id == message_id, Message.direction == Direction.OUTBOUND).with_for_update(of=Message)
+        )).one_or_none()
+        if row is None:
+            return False
+        message, ticket = row
+        await session.execute(
+            update(Message).where(Message.id == message_id).values(delivery_state=DeliveryState.FAILED)
+            .execution_options(synchronize_session=False))
+        await session.execute(
+            update(OutboxItem).where(OutboxItem.message_id == message_id)
+            .values(state=DeliveryState.FAILED, last_error=f"{error.code}: {error.message}"[:2000])
+            .execution_options(synchronize_session=False))
+        log = EventLog(session)
+        log.add(EventKind.MESSAGE_DELIVERY, tenant_id=tenant_id, ticket=ticket,
+                payload={"message_id": message.id, "delivery_state": DeliveryState.FAILED.value,
+                         "channel_message_id": message.channel_message_id,
+                         "error": {"code": error.code, "message": error.message}})
+        events = await log.flush()
+    await hub.publish(tenant_id, events)
+    return True

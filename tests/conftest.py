@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from admin_api.client import AgentClient, VisitorClient
 from channelhub.app import create_app, limits
+from connectors.email.settings import EmailSettings
 from connectors.registry import CHANNELS
 from connectors.wechat.settings import WeChatSettings
 from core import seats
@@ -80,14 +81,20 @@ class Server:
     settings: Settings
     runner: serving.GuardedRunner
     app: web.Application
+    # The server's own SMTP receiver (the email channel), on loopback.
+    smtp_port: int = 0
 
 
 async def start_server(settings: Settings, channels: Sequence[ChannelSpec] = CHANNELS) -> Server:
-    port = free_port()
-    app = create_app(replace(settings, port=port), channels)
+    port, smtp_port = free_port(), free_port()
+    email = settings.channels.get("email") or EmailSettings()
+    assert isinstance(email, EmailSettings)
+    own = replace(settings, port=port,
+                  channels={**settings.channels, "email": replace(email, smtp_host="127.0.0.1", smtp_port=smtp_port)})
+    app = create_app(own, channels)
     # The runner `channelhub serve` uses, with its limits on slow and stuck clients.
     runner = await serving.start(app, limits(settings), "127.0.0.1", port, shutdown_timeout=2)
-    return Server(f"http://127.0.0.1:{port}", port, settings, runner, app)
+    return Server(f"http://127.0.0.1:{port}", port, own, runner, app, smtp_port)
 
 
 @pytest.fixture(scope="session")

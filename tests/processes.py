@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,12 @@ class HubProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def open_log(path: Path) -> IO[bytes]:
     return path.open("wb")
 
@@ -58,6 +65,9 @@ def child_env(settings: Settings, namespace: str, port: int | None) -> dict[str,
     env["CHANNELHUB_WECOM_API_BASE"] = wechat.wecom_api_base
     if port is not None:
         env["CHANNELHUB_PORT"] = str(port)
+    # Each child its own SMTP receiver port (the embedded default, 2525, would be shared).
+    env["CHANNELHUB_SMTP_HOST"] = "127.0.0.1"
+    env["CHANNELHUB_SMTP_PORT"] = str(free_port())
     # The children import the project from this checkout whatever their working directory is.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env

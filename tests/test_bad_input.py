@@ -54,6 +54,8 @@ ID_PARAMS = {
     "rule_id": ("rule_not_found", MAX_ID),
     "account_id": ("account_not_found", MAX_ID),
     "attachment_id": ("attachment_not_found", MAX_BIG_ID),
+    "mailbox_id": ("mailbox_not_found", MAX_ID),
+    "message_id": ("original_not_found", MAX_BIG_ID),
 }
 # Each textual id in a path (a WeChat account's webhook key, a WeChat media id): the error for one
 # that exists nowhere, and the longest its column holds.
@@ -97,6 +99,8 @@ class Shop:
     attachment: dict[str, Any]  # a file attached to the agent's reply
     file_path: str  # the customer's signed link to it
     kf_key: str  # a WeCom customer-service account's web-hook key
+    mailbox: dict[str, Any]  # a support address, as the admin API shows it
+    message_id: int  # the customer's first message
 
     @property
     def domain(self) -> str:
@@ -106,7 +110,8 @@ class Shop:
         return {"ticket_id": self.ticket_id, "customer_id": self.customer_id, "agent_id": self.agent.id,
                 "group_id": self.group_id, "rule_id": self.rule_id, "account_id": self.wechat["id"],
                 "key": self.wechat["key"], "media_id": self.media_id, "attachment_id": self.attachment["id"],
-                "signature": self.file_path.rsplit("/", 1)[1]}
+                "signature": self.file_path.rsplit("/", 1)[1], "mailbox_id": self.mailbox["id"],
+                "message_id": self.message_id}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
@@ -179,9 +184,13 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
         history = await http("GET", f"/webchat/history?visitor_id={first.body['visitor_id']}", host=info.domain)
         [file_path] = [a["url"] for m in history.body["messages"] for a in m["attachments"]]
         kf = await make_kf_account(info, wechat_api)
+        mailbox = await http("POST", "/api/v1/email/mailboxes", host=info.domain, token=admin_token,
+                             json_body={"address": f"help@{info.domain}", "name": "Initech help"})
+        assert mailbox.status == 201, mailbox
         s = Shop(info, http, db, server.app[HUB].settings, admin, agent, group_id, admin_token, agent_token, revoked,
                  ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"],
-                 account.body["account"], media_id, label.body["attachment"], file_path, kf.key)
+                 account.body["account"], media_id, label.body["attachment"], file_path, kf.key,
+                 mailbox.body["mailbox"], first.body["message"]["id"])
 
         async def delivered() -> bool:
             detail = await s.call("GET", f"/api/v1/tickets/{ticket_id}")
@@ -226,6 +235,9 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
         ("PATCH", "/api/v1/customers/{customer_id}"): {"tags": ["vip"]},
         ("POST", "/api/v1/wechat/accounts"): _wechat_body(),
         ("PATCH", "/api/v1/wechat/accounts/{account_id}"): {"name": "Renamed", "mode": "compat"},
+        ("POST", "/api/v1/email/mailboxes"): {"address": f"help-{uuid.uuid4().hex[:6]}@{shop.domain}",
+                                              "name": "Initech help", "smtp": {"host": "127.0.0.1", "port": 2525}},
+        ("PATCH", "/api/v1/email/mailboxes/{mailbox_id}"): {"name": "Renamed", "plus_addressing": True},
         ("POST", "/webchat/messages"): {"visitor_id": shop.visitor_id, "client_id": f"c-{uuid.uuid4().hex[:8]}",
                                         "text": "Any news?", "name": "Milton", "email": "milton@example.com",
                                         "language": "en-GB"},
@@ -239,6 +251,7 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
     wechat = v[("POST", "/api/v1/wechat/accounts")]
     no_app_id = {k: val for k, val in wechat.items() if k != "app_id"}
     webchat = v[("POST", "/webchat/messages")]
+    mailbox = v[("POST", "/api/v1/email/mailboxes")]
 
     def without(body: dict[str, Any], field: str) -> dict[str, Any]:
         return {k: val for k, val in body.items() if k != field}
@@ -364,6 +377,18 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
             ({"token": 123}, "token"), ({"token": "t"}, "token"), ({"secret": ""}, "secret"),
             ({"app_id": "x"}, "app_id"),
             ({"open_kfid": 5}, "open_kfid"),
+        ],
+        ("POST", "/api/v1/email/mailboxes"): [
+            ({**mailbox, "address": "nope"}, "address"), ({**mailbox, "address": 5}, "address"),
+            (without(mailbox, "address"), "address"), ({**mailbox, "name": ""}, "name"),
+            ({**mailbox, "plus_addressing": "yes"}, "plus_addressing"), ({**mailbox, "smtp": {"port": 0}}, "smtp"),
+            ({**mailbox, "smtp": {"security": "ssl"}}, "smtp"), ({**mailbox, "smtp": "127.0.0.1"}, "smtp"),
+            ({**mailbox, "imap": {"host": 5}}, "imap"), ({**mailbox, "imap": {"host": "a b"}}, "imap"),
+            ({**mailbox, "imap": {"folder": ""}}, "imap"), ({**mailbox, "pop3": {}}, "pop3"),
+        ],
+        ("PATCH", "/api/v1/email/mailboxes/{mailbox_id}"): [
+            ({"name": 5}, "name"), ({"active": "yes"}, "active"), ({"smtp": {"port": 70000}}, "smtp"),
+            ({"imap": {"folder": ""}}, "imap"), ({"smtp": "host"}, "smtp"), ({"address": "x@y.example"}, "address"),
         ],
         ("POST", "/webchat/messages"): [
             ({**webchat, "text": 5}, "text"), ({**webchat, "text": None}, "text"),

@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from admin_api.client import AgentClient, HubError
 from admin_api.gateway import ACTIONS
+from connectors.email.models import EmailMailbox
 from connectors.wechat.models import WeChatAccount, WeChatMedia
 from core.config import Settings
 from core.db import Database
@@ -50,6 +51,8 @@ from tests.support import (
     operations,
     tenant_rows,
 )
+from tests.email.support import mail as email_mail
+from tests.email.support import send as smtp_send
 from tests.wechat.conftest import KfAccount, make_kf_account
 from tests.wechat.platform import (
     Push,
@@ -94,6 +97,8 @@ class Side:
     file_path: str  # the signed link the web chat customer was given for it
     oa: Pusher  # signs and encrypts pushes for that Official Account, as the platform does
     kf: KfAccount  # a WeCom customer-service account, with its callback as WeCom sends it
+    mailbox: dict[str, Any]  # a support address, as the admin API shows it
+    mail_message_id: int  # a customer's mail to it, received over SMTP and made a ticket message
 
     @property
     def attachment_id(self) -> int:
@@ -120,7 +125,7 @@ class Side:
         return {"ticket_id": self.open_ticket, "rule_id": self.rule_id, "group_id": self.group_id,
                 "agent_id": self.agent.id, "customer_id": self.customer_id, "account_id": self.account_id,
                 "key": self.key, "media_id": self.media_id, "attachment_id": self.attachment_id,
-                "signature": self.signature}
+                "signature": self.signature, "mailbox_id": self.mailbox["id"], "message_id": self.mail_message_id}
 
 
 @dataclass
@@ -253,9 +258,33 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     kf = await make_kf_account(t, wechat_api)
     history = await http("GET", f"/webchat/history?visitor_id={visitor_id}", host=t.domain)
     [file_path] = [a["url"] for m in history.body["messages"] for a in m["attachments"]]
+    mailbox, mail_message_id = await _mailbox_with_mail(http, server, t, admin_token, name)
     return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
                 int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
-                wechat, media_id, attachment, file_path, oa, kf)
+                wechat, media_id, attachment, file_path, oa, kf, mailbox, mail_message_id)
+
+
+async def _mailbox_with_mail(http: Http, server: Server, t: TenantInfo, token: str, name: str
+                             ) -> tuple[dict[str, Any], int]:
+    """A support address, and a customer's mail to it over the hub's own SMTP receiver."""
+    made = await http("POST", "/api/v1/email/mailboxes", host=t.domain, token=token,
+                      json_body={"address": f"help@{t.domain}", "name": f"{name} help"})
+    assert made.status == 201, made
+    subject = f"Mail for {name}"
+    raw = email_mail(sender=f"buyer@{name.lower()}-customers.example.org", to=f"help@{t.domain}", subject=subject,
+                     text=f"Where is my {name} order?")
+    code, _ = await smtp_send(server.smtp_port, raw, mail_from=f"buyer@{name.lower()}-customers.example.org",
+                              rcpt=[f"help@{t.domain}"])
+    assert code == 250
+    async def made_ticket() -> dict[str, Any] | None:
+        try:
+            return await _ticket_of(http, t.domain, token, f"Where is my {name} order?")
+        except AssertionError:
+            return None
+
+    mailed = await eventually(made_ticket)
+    detail = await http("GET", f"/api/v1/tickets/{mailed['id']}", host=t.domain, token=token)
+    return dict(made.body["mailbox"]), int(detail.body["messages"][0]["id"])
 
 
 async def _upload(http: Http, domain: str, token: str, name: str, data: bytes) -> dict[str, Any]:
@@ -634,6 +663,55 @@ async def probe_routing_history(w: World) -> None:
     assert ok.status == 200 and ok.body["decisions"], ok
 
 
+# --- email mailboxes and originals -----------------------------------------------------------------------------
+async def probe_list_mailboxes(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/email/mailboxes")
+    assert reply.status == 200, reply
+    assert {m["id"] for m in reply.body["mailboxes"]} == await ids_of(w.db, EmailMailbox, w.a.info.id)
+    assert w.b.mailbox["address"] not in json.dumps(reply.body)
+
+
+async def probe_create_mailbox(w: World) -> None:
+    # An address is one mailbox of the whole hub (a mail's recipient names its tenant): B's is
+    # taken, and saying so names nothing of B.
+    taken = await w.call("POST", "/api/v1/email/mailboxes", body={"address": w.b.mailbox["address"]})
+    error = assert_error(taken, 409, "address_taken")
+    assert w.b.domain.split(".")[0] not in error["message"].replace(w.b.mailbox["address"], "")
+    made = await w.call("POST", "/api/v1/email/mailboxes", body={"address": f"sales@{w.a.domain}"})
+    assert made.status == 201, made
+    assert made.body["mailbox"]["id"] in await ids_of(w.db, EmailMailbox, w.a.info.id)
+    assert (await w.call("DELETE", f"/api/v1/email/mailboxes/{made.body['mailbox']['id']}")).status == 200
+
+
+async def probe_get_mailbox(w: World) -> None:
+    await _not_found_like_a_missing(w, "GET", "/api/v1/email/mailboxes/{}", [w.b.mailbox["id"]], MISSING_SMALL,
+                                    "mailbox_not_found")
+    ok = await w.call("GET", f"/api/v1/email/mailboxes/{w.a.mailbox['id']}")
+    assert ok.status == 200 and ok.body["mailbox"]["address"] == w.a.mailbox["address"], ok
+
+
+async def probe_update_mailbox(w: World) -> None:
+    for body in ({"name": "taken over"}, {"active": False}, {"smtp": {"host": "evil.example.com", "password": "x"}},
+                 {"imap": {"host": "evil.example.com", "username": "u", "password": "p"}}):
+        await _not_found_like_a_missing(w, "PATCH", "/api/v1/email/mailboxes/{}", [w.b.mailbox["id"]],
+                                        MISSING_SMALL, "mailbox_not_found", body)
+    ok = await w.call("PATCH", f"/api/v1/email/mailboxes/{w.a.mailbox['id']}", body={"name": "Acme help"})
+    assert ok.status == 200 and ok.body["mailbox"]["name"] == "Acme help", ok
+
+
+async def probe_delete_mailbox(w: World) -> None:
+    await _not_found_like_a_missing(w, "DELETE", "/api/v1/email/mailboxes/{}", [w.b.mailbox["id"]], MISSING_SMALL,
+                                    "mailbox_not_found")
+
+
+async def probe_mail_original(w: World) -> None:
+    for token in (w.a.admin_token, w.a.agent_token):
+        await _not_found_like_a_missing(w, "GET", "/api/v1/email/messages/{}/original", [w.b.mail_message_id],
+                                        MISSING_TICKET, "original_not_found", token=token)
+    ok = await w.call("GET", f"/api/v1/email/messages/{w.a.mail_message_id}/original", token=w.a.agent_token)
+    assert ok.status == 200 and "Where is my Acme order?" in ok.body["original"]["text"], ok
+
+
 # --- WeChat accounts and media ------------------------------------------------------------------------------
 async def probe_list_wechat_accounts(w: World) -> None:
     reply = await w.call("GET", "/api/v1/wechat/accounts")
@@ -987,6 +1065,12 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/webchat/messages"): Case(probe_post_message,
                                         lambda w: {"visitor_id": w.b.visitor_id, "client_id": "c1", "text": "Hello?"}),
     ("GET", "/webchat/history"): Case(probe_history),
+    ("GET", "/api/v1/email/mailboxes"): Case(probe_list_mailboxes),
+    ("POST", "/api/v1/email/mailboxes"): Case(probe_create_mailbox, lambda w: {"address": f"x@{w.a.domain}"}),
+    ("GET", "/api/v1/email/mailboxes/{mailbox_id}"): Case(probe_get_mailbox),
+    ("PATCH", "/api/v1/email/mailboxes/{mailbox_id}"): Case(probe_update_mailbox, lambda w: {"name": "x"}),
+    ("DELETE", "/api/v1/email/mailboxes/{mailbox_id}"): Case(probe_delete_mailbox),
+    ("GET", "/api/v1/email/messages/{message_id}/original"): Case(probe_mail_original),
     ("GET", "/wechat/oa/{key}"): Case(probe_oa_verify),
     ("POST", "/wechat/oa/{key}"): Case(probe_oa_push),
     ("GET", "/wechat/kf/{key}"): Case(probe_kf_verify),

@@ -262,3 +262,67 @@ def visible_text(text: str) -> str:
             break
     visible = "\n".join(kept).rstrip()
     return visible if visible.strip() else text.strip()
+
+
+# --- showing HTML safely ------------------------------------------------------------------------------
+_CID = re.compile(r"""(["'])cid:([^"']+)\1""", re.I)
+
+
+def safe_html(html: str, inline: dict[str, str] | None = None) -> str:
+    """A customer's HTML, safe to show in an agent's browser (nh3: no script, no handlers, no
+    styles that escape the frame). Inline images (``cid:``) point at their stored attachment
+    (``inline``: Content-ID → URL); remote images are dropped, as mail clients block them by
+    default: they tell the sender when and where the mail was read."""
+    links = inline or {}
+
+    def to_url(found: re.Match[str]) -> str:
+        url = links.get(found[2].strip("<>"))
+        return f'"{url}"' if url else '""'
+
+    def keep(tag: str, attribute: str, value: str) -> str | None:
+        if tag == "img" and attribute == "src" and not value.startswith("/api/v1/attachments/"):
+            return None
+        return value
+
+    import nh3
+
+    return nh3.clean(_CID.sub(to_url, html), attribute_filter=keep, url_schemes={"http", "https", "mailto"})
+
+
+# --- forwarded mail and bounces -------------------------------------------------------------------------
+_FWD_START = re.compile(r"^\s*(-{2,}\s*(Forwarded message|Original Message|原始邮件|转发邮件信息)\s*-{2,}"
+                        r"|Begin forwarded message:|开始转发的邮件[:\uFF1A])\s*$", re.I)
+_FWD_FROM = re.compile(r"^\s*(From|发件人|寄件者)\s*[:\uFF1A]\s*(?P<value>.+)$", re.I)
+
+
+def forwarded_sender(text: str) -> tuple[str | None, str] | None:
+    """(name, address) of the mail a forward carries: the first From: line after a forward marker."""
+    seen_marker = False
+    for line in text.splitlines():
+        if not seen_marker:
+            seen_marker = bool(_FWD_START.match(line))
+            continue
+        found = _FWD_FROM.match(line)
+        if found:
+            pairs = getaddresses([found["value"].replace("[mailto:", "<").replace("]", ">")])
+            for name, address in pairs:
+                if "@" in address:
+                    return (name or None), address.strip().lower()
+            return None
+    return None
+
+
+_DIAGNOSTIC = re.compile(rb"^Diagnostic-Code:\s*(?:smtp;\s*)?(.+(?:\r?\n[ \t].+)*)", re.I | re.M)
+_STATUS = re.compile(rb"^Status:\s*([245]\.\d{1,3}\.\d{1,3})", re.I | re.M)
+_ACTION = re.compile(rb"^Action:\s*(\w+)", re.I | re.M)
+
+
+def bounce_reason(raw: bytes) -> tuple[bool, str]:
+    """Whether a DSN reports a failure (not a delay or a relay notice), and its reason as the
+    receiving server gave it."""
+    action = _ACTION.search(raw)
+    status = _STATUS.search(raw)
+    failed = (action is None or action[1].lower() == b"failed") and (status is None or status[1].startswith(b"5"))
+    diagnostic = _DIAGNOSTIC.search(raw)
+    reason = b" ".join(diagnostic[1].split()) if diagnostic else (status[1] if status else b"undeliverable")
+    return failed, reason.decode("utf-8", errors="replace")[:500]

@@ -1,0 +1,102 @@
+"""The email connector: the SMTP receiver, the IMAP followers and replies through the tenant's relay.
+
+Inbound mail, over either path, goes through :class:`connectors.email.receive.Receiver` (one path
+for both): the original and its files are stored, then the message goes into the inbox, which
+threads it (core.ingest, with the Message-IDs, ticket references and Cc the receiver gives it).
+Outbound replies leave through the outbox (retries, a sweeper): :meth:`send` composes the mail
+(connectors/email/outbound.py) and hands it to the mailbox's relay.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from connectors.email import outbound
+from connectors.email import store as email_store
+from connectors.email.ids import split_plus
+from connectors.email.receive import Receiver
+from connectors.email.settings import EmailSettings
+from connectors.email.smtp import SmtpReceiver
+from connectors.email.store import MailboxConfig
+from core import attachments
+from core.cache import TTLCache
+from core.channels import Connector, OutboundMessage
+from core.errors import DeliveryError
+from core.hub import Hub
+from core.models import Agent
+
+logger = logging.getLogger(__name__)
+
+# How long a process trusts what it read of mailboxes and agents' addresses (a change made through
+# the API is seen at once by the process that made it, by the others within this).
+CONFIG_TTL = 10.0
+
+
+class EmailConnector(Connector):
+    kind = "email"
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__(hub)
+        self.settings = hub.settings.channel(self.kind, EmailSettings)
+        self.receiver = Receiver(self, self.settings)
+        self.smtp = SmtpReceiver(self, self.settings)
+        self._by_address: TTLCache[str, MailboxConfig] = TTLCache(CONFIG_TTL)
+        self._by_tenant: TTLCache[int, tuple[MailboxConfig, ...]] = TTLCache(CONFIG_TTL)
+        self._agents: TTLCache[int, frozenset[str]] = TTLCache(CONFIG_TTL)
+
+    async def start(self) -> None:
+        self.receiver.start()
+        if self.hub.inbound:
+            await self.smtp.start()
+
+    async def stop(self) -> None:
+        await self.smtp.stop()
+        await self.receiver.stop()
+
+    def forget(self) -> None:
+        """Drop what this process cached of mailboxes (after a change through the API)."""
+        self._by_address.clear()
+        self._by_tenant.clear()
+
+    # --- configuration, cached ------------------------------------------------------------------
+    async def mailbox_for(self, address: str) -> MailboxConfig | None:
+        """The active mailbox a recipient address (or its plus address) names, any tenant's."""
+        base = split_plus(address.strip().lower())[0]
+        found = await self._by_address.get(base, lambda: email_store.load_by_address(self.hub, base))
+        return found if found is not None and found.active else None
+
+    async def mailboxes(self, tenant_id: int) -> tuple[MailboxConfig, ...]:
+        found = await self._by_tenant.get(tenant_id, lambda: email_store.load_tenant_mailboxes(self.hub, tenant_id))
+        return found or ()
+
+    async def own_addresses(self, tenant_id: int) -> frozenset[str]:
+        return frozenset(m.address for m in await self.mailboxes(tenant_id))
+
+    async def agent_addresses(self, tenant_id: int) -> frozenset[str]:
+        async def load() -> frozenset[str]:
+            async with self.hub.db.read(tenant_id) as session:
+                rows = await session.execute(select(Agent.email).where(Agent.active.is_(True)))
+                return frozenset(e.lower() for e in rows.scalars())
+
+        return await self._agents.get(tenant_id, load) or frozenset()
+
+    # --- outbound ---------------------------------------------------------------------------
+    async def send(self, message: OutboundMessage) -> str:
+        thread = await email_store.thread_of(self.hub, message.tenant_id, message.ticket_id, message.message_id)
+        boxes = [m for m in await self.mailboxes(message.tenant_id) if m.active]
+        mailbox = next((m for m in boxes if m.id == thread.mailbox_id), boxes[0] if boxes else None)
+        if mailbox is None:
+            raise DeliveryError("the tenant has no mailbox to send from", retry=False, code="no_mailbox")
+        files = []
+        for a in message.attachments:
+            if a.id is not None:
+                f = await attachments.load(self.hub, message.tenant_id, a.id)
+                files.append((f.name, f.content_type, f.data))
+        mail, msgid = outbound.compose(
+            self.hub.settings, mailbox, to=message.external_id, text=message.text, message_id=message.message_id,
+            ticket_id=message.ticket_id, thread=thread, files=files, author=message.author_name)
+        recipients = [message.external_id, *(p for p in thread.participants if p != message.external_id)]
+        await outbound.send(mailbox, mail, recipients, self.settings.relay_timeout)
+        return msgid

@@ -1,0 +1,63 @@
+"""The email admin API's request bodies (strict, like every body: web.schemas)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import EmailStr, Field
+
+from web.schemas import Strict
+
+Security = Literal["none", "starttls", "tls"]
+HostName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.\-\[\]:]+$")]
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+
+
+class RelayBody(Strict):
+    """The SMTP relay replies go out through (the tenant's own mail server or provider)."""
+
+    host: HostName | None = None
+    port: PortNumber | None = None
+    security: Security = "starttls"
+    username: str | None = Field(default=None, min_length=1, max_length=320)
+    # Write-only: stored encrypted, read back as password_set.
+    password: str | None = Field(default=None, max_length=1000)
+
+
+class ImapBody(Strict):
+    """The IMAP account mail is read from, when mail is not pointed at the hub's receiver."""
+
+    host: HostName | None = None
+    port: PortNumber | None = None
+    security: Security = "tls"
+    username: str | None = Field(default=None, min_length=1, max_length=320)
+    password: str | None = Field(default=None, max_length=1000)
+    folder: str = Field(default="INBOX", min_length=1, max_length=200)
+
+
+class RelayChange(Strict):
+    host: HostName | None = None
+    port: PortNumber | None = None
+    security: Security | None = None
+    username: str | None = Field(default=None, min_length=1, max_length=320)
+    password: str | None = Field(default=None, max_length=1000)
+
+
+class ImapChange(RelayChange):
+    folder: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class CreateMailboxBody(Strict):
+    address: EmailStr
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    plus_addressing: bool = False
+    smtp: RelayBody | None = None
+    imap: ImapBody | None = None
+
+
+class UpdateMailboxBody(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    active: bool | None = None
+    plus_addressing: bool | None = None
+    smtp: RelayChange | None = None
+    imap: ImapChange | None = None

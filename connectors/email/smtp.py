@@ -1,0 +1,129 @@
+"""The SMTP receiver: aiosmtpd on the hub's own event loop, inside ``channelhub serve``.
+
+- **RCPT**: only the tenants' support addresses (and their plus addresses) are taken; anyone
+  else is refused with 550 at RCPT, before any data is sent, so the hub is no open relay and a
+  mistyped address bounces at once.
+- **SIZE**: the limit is announced in EHLO and enforced on DATA (552).
+- **STARTTLS** is offered when a certificate and key are configured.
+- **DATA** is answered ``250`` only once the mail is durable (its original and files committed,
+  then the inbox row): a crash before that leaves the sending server to try again, and the retry
+  is stored once (everything is keyed by the Message-ID). A flood is deferred with 451, as is
+  anything the hub cannot store right now (saturation, a database outage): the sender's server
+  keeps the mail and tries again later, so nothing accepted is lost and nothing is refused for good
+  for a passing reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from connectors.email.receive import Deferred
+from connectors.email.settings import EmailSettings
+from connectors.email.store import MailboxConfig
+from core.errors import Busy
+
+if TYPE_CHECKING:
+    from connectors.email.connector import EmailConnector
+
+logger = logging.getLogger(__name__)
+
+# Recipients one mail may name here (RFC 5321 asks servers to take at least 100).
+MAX_RECIPIENTS = 100
+
+
+class _Handler:
+    def __init__(self, connector: EmailConnector) -> None:
+        self.connector = connector
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        try:
+            mailbox = await self.connector.mailbox_for(address)
+        except Exception:
+            logger.exception("smtp: looking up a recipient failed")
+            return "451 4.3.0 Temporary failure, try again later"
+        if mailbox is None:
+            return "550 5.1.1 No such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content
+        if not isinstance(raw, bytes):
+            raw = (envelope.content or b"") if isinstance(envelope.content, bytes) else str(envelope.content).encode()
+        try:
+            mailboxes: dict[tuple[int, int], MailboxConfig] = {}
+            for address in envelope.rcpt_tos:
+                mailbox = await self.connector.mailbox_for(address)
+                if mailbox is not None:
+                    mailboxes.setdefault((mailbox.tenant_id, mailbox.id), mailbox)
+            if not mailboxes:
+                return "554 5.1.1 No valid recipients"
+            # A mail to two mailboxes of one tenant is one ticket message (one Message-ID); each
+            # tenant addressed gets its own.
+            seen_tenants: set[int] = set()
+            last = None
+            for (tenant_id, _), mailbox in mailboxes.items():
+                if tenant_id in seen_tenants:
+                    continue
+                seen_tenants.add(tenant_id)
+                last = await self.connector.receiver.receive(mailbox, raw, envelope_to=envelope.rcpt_tos)
+        except Deferred as exc:
+            return f"451 4.7.1 {exc}"
+        except Busy:
+            return "451 4.3.2 Busy, try again later"
+        except Exception:
+            logger.exception("smtp: a mail could not be stored; the sender will try again")
+            return "451 4.3.0 Temporary failure, try again later"
+        key = last.message_key if last is not None else None
+        return f"250 2.0.0 OK {last.kind if last else ''}{f' <{key}>' if key else ''}"
+
+
+def _tls(settings: EmailSettings) -> ssl.SSLContext | None:
+    if not settings.starttls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    return context
+
+
+class SmtpReceiver:
+    def __init__(self, connector: EmailConnector, settings: EmailSettings) -> None:
+        self.connector = connector
+        self.settings = settings
+        self._server: asyncio.Server | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        if self.settings.smtp_port is None or self._server is not None:
+            return
+        loop = asyncio.get_running_loop()
+        handler = _Handler(self.connector)
+        tls = _tls(self.settings)
+        hostname = self.settings.smtp_hostname
+
+        def protocol() -> Any:
+            return SMTP(handler, data_size_limit=self.settings.max_message_bytes, enable_SMTPUTF8=True,
+                        hostname=hostname, tls_context=tls, loop=loop)
+
+        # Several `serve` processes on one machine share the port (the kernel spreads connections).
+        self._server = await loop.create_server(protocol, self.settings.smtp_host, self.settings.smtp_port,
+                                                reuse_port=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        logger.info("smtp receiver on %s:%s%s", self.settings.smtp_host, self.port, " (STARTTLS)" if tls else "")
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            try:
+                await asyncio.wait_for(server.wait_closed(), 5)
+            except TimeoutError:
+                pass
