@@ -40,7 +40,8 @@ class Attachment:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Attachment:
-        return cls(name=data["name"], content_type=data["content_type"], url=data.get("url"), size=data.get("size"))
+        return cls(name=data["name"], content_type=data["content_type"], url=data.get("url"), size=data.get("size"),
+                   id=data.get("id"))
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ from core.models import (
     Ticket,
 )
 from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
+from tests.email.support import mail as email_mail
+from tests.email.support import send as smtp_send
 from tests.support import (
     Http,
     Reply,
@@ -51,8 +53,6 @@ from tests.support import (
     operations,
     tenant_rows,
 )
-from tests.email.support import mail as email_mail
-from tests.email.support import send as smtp_send
 from tests.wechat.conftest import KfAccount, make_kf_account
 from tests.wechat.platform import (
     Push,

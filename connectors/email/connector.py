@@ -10,12 +10,12 @@ Outbound replies leave through the outbox (retries, a sweeper): :meth:`send` com
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from sqlalchemy import select
 
 from connectors.email import outbound
 from connectors.email import store as email_store
-from connectors.email.ids import split_plus
 from connectors.email.receive import Receiver
 from connectors.email.settings import EmailSettings
 from connectors.email.smtp import SmtpReceiver
@@ -62,10 +62,16 @@ class EmailConnector(Connector):
 
     # --- configuration, cached ------------------------------------------------------------------
     async def mailbox_for(self, address: str) -> MailboxConfig | None:
-        """The active mailbox a recipient address (or its plus address) names, any tenant's."""
-        base = split_plus(address.strip().lower())[0]
-        found = await self._by_address.get(base, lambda: email_store.load_by_address(self.hub, base))
-        return found if found is not None and found.active else None
+        """The active mailbox a recipient address names, any tenant's: the address itself, else the
+        address without its sub-address (``support+anything@`` is ``support@``, as mail servers
+        that deliver plus addresses treat it)."""
+        address = address.strip().lower()
+        local, _, domain = address.rpartition("@")
+        for candidate in dict.fromkeys((address, f"{local.split('+', 1)[0]}@{domain}")):
+            found = await self._by_address.get(candidate, partial(email_store.load_by_address, self.hub, candidate))
+            if found is not None:
+                return found if found.active else None
+        return None
 
     async def mailboxes(self, tenant_id: int) -> tuple[MailboxConfig, ...]:
         found = await self._by_tenant.get(tenant_id, lambda: email_store.load_tenant_mailboxes(self.hub, tenant_id))

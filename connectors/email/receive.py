@@ -156,7 +156,7 @@ class Receiver:
                         parsed.automatic, mailbox.tenant_id)
             return Outcome("automatic", key, parsed.automatic)
         own = await self.connector.own_addresses(mailbox.tenant_id)
-        if parsed.sender in own or ids.split_plus(parsed.sender)[0] in own:
+        if parsed.sender in own or _base(parsed.sender) in own:
             logger.info("email %s: mail from our own address %s dropped (a loop)", mailbox.id, parsed.sender)
             return Outcome("own", key)
         if not parsed.sender:
@@ -192,7 +192,7 @@ class Receiver:
             if ticket is not None:
                 refs.append(ticket)
         participants = [a for a in dict.fromkeys((*parsed.to, *parsed.cc))
-                        if a != sender and a not in own and ids.split_plus(a)[0] not in own and len(a) <= MAX_ID_LENGTH]
+                        if a != sender and a not in own and _base(a) not in own and len(a) <= MAX_ID_LENGTH]
         return InboundMessage(
             tenant_id=mailbox.tenant_id, channel=CHANNEL, external_id=sender, text=visible_text(parsed.text),
             channel_message_id=key, received_at=utcnow(),
@@ -308,6 +308,12 @@ class _Desc:
     name: str
     content_type: str
     size: int
+
+
+def _base(address: str) -> str:
+    """An address without its sub-address (``support+t7.tag@`` → ``support@``)."""
+    local, _, domain = address.rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}"
 
 
 def _content_type(value: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.policy
 import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
@@ -54,7 +55,8 @@ def mail(*, sender: str, to: str, subject: str, text: str, name: str | None = No
     for fname, ctype, data in files or []:
         main, _, sub = ctype.partition("/")
         msg.add_attachment(data, maintype=main, subtype=sub, filename=fname)
-    return bytes(msg)
+    # As it travels: CRLF line ends (smtplib sends bytes as they are).
+    return msg.as_bytes(policy=email.policy.SMTP)
 
 
 async def send(port: int, raw: bytes, *, mail_from: str, rcpt: list[str]) -> tuple[int, str]:
@@ -106,7 +108,8 @@ class Sink:
             self.controller.stop()
 
     async def wait_for(self, count: int, timeout: float = 15.0) -> list[Message]:
+        # The sink's handler runs on the Controller's own thread and loop: polled, not awaited.
         async with asyncio.timeout(timeout):
-            while len(self.received) < count:
+            while len(self.received) < count:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         return [m for _, m in self.received]
