@@ -116,6 +116,22 @@ def json_api_app() -> web.Application:
     return app
 
 
+async def smtp_sink(port: int) -> None:
+    """An aiosmtpd server that takes every recipient and every mail and keeps nothing: the least an
+    SMTP receiver does (the email benchmark's reference)."""
+    from aiosmtpd.smtp import SMTP
+
+    class Discard:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            return "250 OK"
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(Discard(), data_size_limit=25 * 1024 * 1024,
+                                                   enable_SMTPUTF8=True, loop=loop), "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
 # --- running one beside a benchmark -----------------------------------------------------------------
 @contextlib.contextmanager
 def reference_server(kind: str, *extra: str) -> Iterator[tuple[str, int]]:
@@ -206,12 +222,15 @@ def share(hub: float | None, reference: float | None) -> float | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["ws-echo", "json-api", "webhook"])
+    parser.add_argument("kind", choices=["ws-echo", "json-api", "webhook", "smtp-sink"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token", help="webhook: the account's token")
     parser.add_argument("--aes-key", help="webhook: EncodingAESKey (safe mode)")
     parser.add_argument("--app-id", help="webhook: AppID (safe mode)")
     args = parser.parse_args()
+    if args.kind == "smtp-sink":
+        asyncio.run(smtp_sink(args.port))
+        return 0
     if args.kind == "ws-echo":
         app = ws_echo_app()
     elif args.kind == "json-api":

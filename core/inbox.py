@@ -43,6 +43,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.batching import GroupCommit
 from core.channels import Attachment, InboundMessage
@@ -167,6 +168,10 @@ class Inbox:
         async with self.hub.db.connection() as conn:
             await conn.execute(self._insert(), [row])
 
+    def wake(self) -> None:
+        """Have the drainer look now (after messages were landed with :meth:`land_in`)."""
+        self._drain_wake.set()
+
     async def _land_many(self, deliveries: list[list[InboundMessage]]) -> list[list[bool]]:
         flags = await self._land([m for msgs in deliveries for m in msgs])
         self._drain_wake.set()
@@ -184,6 +189,15 @@ class Inbox:
                 .returning(table.c.tenant_id, table.c.channel, table.c.channel_message_id))
 
     async def _land(self, msgs: list[InboundMessage]) -> list[bool]:
+        async with self.hub.db.connection() as conn:
+            return await self.land_in(conn, msgs)
+
+    async def land_in(self, conn: AsyncConnection, msgs: Sequence[InboundMessage]) -> list[bool]:
+        """Land messages in the caller's transaction (a channel that stores its own rows with them,
+        all or nothing: e-mail's originals and files); checked as :meth:`accept` checks them. Call
+        :meth:`wake` after the commit. Returns, per message, whether it is new to the inbox."""
+        for m in msgs:
+            check_message(m, self.hub.settings.max_message_bytes)
         rows: dict[tuple[int, str, str], dict[str, Any]] = {}
         for m in msgs:
             key = (m.tenant_id, m.channel, m.channel_message_id)
@@ -191,8 +205,7 @@ class Inbox:
                 rows[key] = {"tenant_id": m.tenant_id, "channel": m.channel, "channel_message_id": m.channel_message_id,
                              "external_id": m.external_id, "payload": encode(m), "received_at": m.received_at,
                              "next_attempt_at": m.received_at, "state": InboxState.PENDING, "attempts": 0}
-        async with self.hub.db.connection() as conn:
-            landed = {(r[0], r[1], r[2]) for r in await conn.execute(self._insert(), list(rows.values()))}
+        landed = {(r[0], r[1], r[2]) for r in await conn.execute(self._insert(), list(rows.values()))}
         flags = []
         for m in msgs:
             key = (m.tenant_id, m.channel, m.channel_message_id)

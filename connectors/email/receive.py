@@ -23,8 +23,9 @@ import logging
 import re
 import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
@@ -46,8 +47,8 @@ from connectors.email.store import CHANNEL, MailboxConfig
 from core.attachments import MAX_PER_MESSAGE, attachment_dict, check_content_type
 from core.batching import GroupCommit
 from core.channels import Attachment, InboundMessage
-from core.errors import DeliveryError, DomainError
-from core.ingest import MAX_ID_LENGTH, MAX_THREAD_IDS
+from core.errors import Busy, DeliveryError, DomainError
+from core.ingest import MAX_ID_LENGTH, MAX_THREAD_IDS, after_commit, check_message, ingest_scoped
 from core.models import StoredAttachment, table_of, utcnow
 from core.outbox import mark_failed_after_send
 
@@ -80,6 +81,11 @@ class _Landing:
     key: str
     original: dict[str, Any]
     files: list[tuple[str, str, bytes, str | None]]  # name, content type, bytes, content id
+    # The inbound message, once its files' descriptions are known.
+    build: Callable[[list[dict[str, Any]]], InboundMessage]
+    # Into the inbox (retried by its drainer, set aside if it keeps failing) rather than made a
+    # ticket message in the landing transaction: for a mail that failed that way once.
+    via_inbox: bool = False
 
 
 def message_key(parsed: ParsedMail, raw: bytes) -> str:
@@ -128,7 +134,7 @@ class Receiver:
         self.hub = connector.hub
         self.settings = settings
         self.flood = FloodGuard(settings.flood_limit, settings.flood_window)
-        self.lander: GroupCommit[_Landing, list[dict[str, Any]]] = GroupCommit(
+        self.lander: GroupCommit[_Landing, None] = GroupCommit(
             "email landing", self._land, linger=0.002, max_batch=200, busy_after=self.hub.settings.busy_after,
             loop_lag=self.hub.loop_lag)
 
@@ -159,9 +165,10 @@ class Receiver:
         if parsed.sender in own or _base(parsed.sender) in own:
             logger.info("email %s: mail from our own address %s dropped (a loop)", mailbox.id, parsed.sender)
             return Outcome("own", key)
-        if not parsed.sender:
-            await self._set_aside(mailbox, raw, "no From address")
-            return Outcome("unreadable", key, "no From address")
+        if not parsed.sender or len(parsed.sender) > MAX_ID_LENGTH:
+            why = "no From address" if not parsed.sender else "a From address too long to be anyone's"
+            await self._set_aside(mailbox, raw, why)
+            return Outcome("unreadable", key, why)
         sender, sender_name = parsed.sender, parsed.sender_name
         if ids.is_forward(parsed.subject) and parsed.sender in await self.connector.agent_addresses(mailbox.tenant_id):
             # An agent forwarding a customer's mail to the support address: the ticket is the
@@ -171,13 +178,13 @@ class Receiver:
                 sender_name, sender = original
         if check_flood and not self.flood.allow(mailbox.tenant_id, sender):
             raise Deferred(f"too many mails from {sender}; try again later")
-        attachments = await self._land_one(mailbox, parsed, raw, key)
-        msg = self._inbound(mailbox, parsed, key, sender, sender_name, attachments, own, envelope_to)
-        await self.hub.inbox.accept([msg])
+        await self._land_one(mailbox, parsed, raw, key, partial(
+            self._inbound, mailbox, parsed, key, sender, sender_name, own=own, envelope_to=envelope_to))
         return Outcome("stored", key)
 
     def _inbound(self, mailbox: MailboxConfig, parsed: ParsedMail, key: str, sender: str, sender_name: str | None,
-                 attachments: list[dict[str, Any]], own: frozenset[str], envelope_to: Sequence[str]) -> InboundMessage:
+                 attachments: list[dict[str, Any]], *, own: frozenset[str], envelope_to: Sequence[str]
+                 ) -> InboundMessage:
         settings = self.hub.settings
         answers = [i.strip("<>") for i in (*parsed.in_reply_to, *reversed(parsed.references))]
         answers = [a for a in dict.fromkeys(answers) if a and len(a) <= MAX_ID_LENGTH][:MAX_THREAD_IDS]
@@ -194,7 +201,8 @@ class Receiver:
         participants = [a for a in dict.fromkeys((*parsed.to, *parsed.cc))
                         if a != sender and a not in own and _base(a) not in own and len(a) <= MAX_ID_LENGTH]
         return InboundMessage(
-            tenant_id=mailbox.tenant_id, channel=CHANNEL, external_id=sender, text=visible_text(parsed.text),
+            tenant_id=mailbox.tenant_id, channel=CHANNEL, external_id=sender,
+            text=_within(visible_text(parsed.text), settings.max_message_bytes),
             channel_message_id=key, received_at=utcnow(),
             attachments=tuple(Attachment(name=a["name"], content_type=a["content_type"], url=a["url"], size=a["size"],
                                          id=a["id"]) for a in attachments),
@@ -205,7 +213,8 @@ class Receiver:
         )
 
     # --- the original and its files ----------------------------------------------------------
-    async def _land_one(self, mailbox: MailboxConfig, parsed: ParsedMail, raw: bytes, key: str) -> list[dict[str, Any]]:
+    async def _land_one(self, mailbox: MailboxConfig, parsed: ParsedMail, raw: bytes, key: str,
+                        build: Callable[[list[dict[str, Any]]], InboundMessage]) -> None:
         files = [(_file_name(p.filename), _content_type(p.content_type), p.data, p.content_id)
                  for p in parsed.attachments[:MAX_PER_MESSAGE]]
         headers = {"from": parsed.sender, "from_name": parsed.sender_name, "to": list(parsed.to),
@@ -216,11 +225,26 @@ class Receiver:
         original = {"tenant_id": mailbox.tenant_id, "mailbox_id": mailbox.id, "message_key": key,
                     "headers": headers, "text": parsed.text.replace("\x00", ""), "html": parsed.html,
                     "size": len(raw), "received_at": utcnow()}
-        return await self.lander.submit(_Landing(mailbox.tenant_id, mailbox.id, key, original, files))
+        landing = _Landing(mailbox.tenant_id, mailbox.id, key, original, files, build)
+        try:
+            await self.lander.submit(landing)
+        except Busy:
+            raise
+        except Exception as exc:
+            # Its ticket message could not be made now (a race with another process, a bug): the
+            # inbox takes it, and its drainer retries (and sets it aside if it keeps failing).
+            logger.warning("email %s: mail %s goes through the inbox (%s)", mailbox.id, key, type(exc).__name__)
+            landing.via_inbox = True
+            await self.lander.submit(landing)
 
-    async def _land(self, items: list[_Landing]) -> list[list[dict[str, Any]]]:
-        """Originals and files of a batch of mails in one transaction. A mail stored before (a
-        retried delivery) gets the files stored the first time, read back from its original."""
+    async def _land(self, items: list[_Landing]) -> list[None]:
+        """Originals, files and ticket messages of a batch of mails in one transaction: a mail is
+        all there or not at all, and its 250 follows the commit. Made ticket messages right here
+        (core.ingest, the same batched path the inbox's drainer takes) rather than landed in the
+        inbox and drained by a second transaction: SMTP has no deadline that needs the quicker
+        answer, and one transaction a batch costs half of two. A mail stored before (a retried
+        delivery) gets the files stored the first time, read back from its original, and its
+        ticket message is the first one (ingest is idempotent on the Message-ID)."""
         db = self.hub.db
         by_tenant: dict[int, set[str]] = defaultdict(set)
         for it in items:
@@ -263,8 +287,23 @@ class Receiver:
                     values.append(original)
                 await conn.execute(insert(o), values)
                 out.update(stored)
-        return [[{k: v for k, v in d.items() if k != "content_id"} for d in out[(it.tenant_id, it.key)]]
-                for it in items]
+            msgs = [(it, it.build([{k: v for k, v in d.items() if k != "content_id"}
+                                   for d in out[(it.tenant_id, it.key)]])) for it in items]
+            aside = [m for it, m in msgs if it.via_inbox]
+            if aside:
+                await self.hub.inbox.land_in(conn, aside)
+            direct: dict[int, list[InboundMessage]] = defaultdict(list)
+            for it, m in msgs:
+                if not it.via_inbox:
+                    check_message(m, self.hub.settings.max_message_bytes)
+                    direct[m.tenant_id].append(m)
+            done = [(tenant_id, *await ingest_scoped(session, self.hub, tenant_id, ms))
+                    for tenant_id, ms in direct.items()]
+        for tenant_id, results, events in done:
+            await after_commit(self.hub, tenant_id, results, events)
+        if aside:
+            self.hub.inbox.wake()
+        return [None] * len(items)
 
     # --- what is not a customer's mail ---------------------------------------------------------
     async def _bounce(self, mailbox: MailboxConfig, raw: bytes, key: str) -> Outcome:
@@ -308,6 +347,17 @@ class _Desc:
     name: str
     content_type: str
     size: int
+
+
+def _within(text: str, limit: int) -> str:
+    """A mail's text as a ticket message holds it: cut at ``limit`` bytes of UTF-8 (the whole text
+    is kept with the original), never refused: the sending server would try again for days."""
+    text = text.replace("\x00", "")
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= limit:
+        return text
+    note = "\n[…]"
+    return data[:limit - len(note.encode())].decode("utf-8", errors="ignore") + note
 
 
 def _base(address: str) -> str:
