@@ -26,6 +26,7 @@ Prints ONE JSON object on stdout (progress goes to stderr). Never part of the te
     python bench/email_ingest.py --pg postgresql+asyncpg://postgres@127.0.0.1/chbench
 """
 
+# ruff: noqa: RUF001 - Chinese mail is written with full-width punctuation.
 from __future__ import annotations
 
 import argparse
@@ -52,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiosmtplib  # noqa: E402
 from reference import cpu_seconds, free_port, reference_server, scratch_database, share, wait_up  # noqa: E402
+from ticket_create import start_serve  # noqa: E402
 from webchat_roundtrip import percentiles, prepare  # noqa: E402
 
 from core.db import drop_pg_database  # noqa: E402
@@ -246,8 +248,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "CHANNELHUB_HOST": "127.0.0.1", "CHANNELHUB_LOG_LEVEL": args.log_level,
                     "CHANNELHUB_SMTP_HOST": "127.0.0.1", "CHANNELHUB_SMTP_PORT": str(smtp_port),
                     "CHANNELHUB_EMAIL_FLOOD_LIMIT": "1000000", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
-        proc = subprocess.Popen([sys.executable, "-m", "channelhub.cli", "serve"], env=env, cwd=workdir,
-                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = start_serve(env, workdir, log_file)
         await wait_up(f"http://127.0.0.1:{port}", proc, timeout=60)
         await wait_smtp(smtp_port, proc)
         log(f"hub up (pid {proc.pid}); sending {len(mails)} mails ({total_bytes / 1e6:.1f} MB) over "

@@ -21,6 +21,7 @@ logger = logging.getLogger("channelhub")
 
 DEMO_DOMAIN = "demo.localhost"
 DEMO_PASSWORD = "demo-password"
+DEMO_MAILBOX = f"support@{DEMO_DOMAIN}"
 DEMO_AGENTS = (
     ("alice@demo.localhost", "Alice (admin)", "admin"),
     ("bob@demo.localhost", "Bob", "agent"),
@@ -52,6 +53,9 @@ async def _tenant_id(db: Database, domain: str) -> int:
 
 
 async def _ensure_demo(db: Database, settings: Settings) -> None:
+    from connectors.email import store as email_store
+    from connectors.email.models import EmailMailbox
+    from connectors.email.settings import EmailSettings
     from core import seats
     from core.models import Agent, Tenant
 
@@ -66,6 +70,17 @@ async def _ensure_demo(db: Database, settings: Settings) -> None:
             if not exists:
                 await seats.create_agent(session, tenant.id, email=email, name=name, password=DEMO_PASSWORD,
                                          role=role, capacity=5)
+        tenant_id = tenant.id
+    # A support address, so mail sent to the receiver becomes tickets (replies need a relay: set
+    # one with PATCH /api/v1/email/mailboxes/{id}).
+    async with db.session(tenant_id) as session:
+        if not (await session.execute(select(EmailMailbox.id).where(EmailMailbox.address == DEMO_MAILBOX))).first():
+            await email_store.create_mailbox(session, settings, tenant_id, {"address": DEMO_MAILBOX,
+                                                                            "name": "Demo support"},
+                                             actor_id=None, ip=None)
+    smtp = settings.channel("email", EmailSettings)
+    mail_line = (f"  Mail in          swaks --server 127.0.0.1:{smtp.smtp_port} --to {DEMO_MAILBOX} "
+                 f"--from you@example.org\n") if smtp.smtp_port else ""
     base = f"http://{DEMO_DOMAIN}:{settings.port}"
     print(f"""
 channelhub is running in the embedded mode (database: {settings.database_url})
@@ -75,7 +90,7 @@ channelhub is running in the embedded mode (database: {settings.database_url})
   Agent console    {base}/console
   Agents           {DEMO_AGENTS[0][0]} (admin), {DEMO_AGENTS[1][0]} — password: {DEMO_PASSWORD}
   API              {base}/api/v1/openapi.json
-  Sign in by API   curl -s {base}/api/v1/auth/login -H 'Content-Type: application/json' \\
+{mail_line}  Sign in by API   curl -s {base}/api/v1/auth/login -H 'Content-Type: application/json' \\
                         -d '{{"email": "{DEMO_AGENTS[1][0]}", "password": "{DEMO_PASSWORD}"}}'
 """, flush=True)
 

@@ -17,7 +17,8 @@ class EmailSettings:
     # processes) only where CHANNELHUB_SMTP_PORT is set. Processes on one machine share the port
     # (SO_REUSEPORT), so each `serve` may run one.
     smtp_port: int | None = EMBEDDED_SMTP_PORT
-    smtp_host: str = "0.0.0.0"
+    # Loopback by default, like the HTTP server: 0.0.0.0 (or an address) to take mail from outside.
+    smtp_host: str = "127.0.0.1"
     # The name the receiver greets with (and uses in its Received header).
     smtp_hostname: str | None = None
     # The largest mail taken, in bytes: announced in EHLO (SIZE), refused with 552 beyond it.
