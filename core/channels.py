@@ -98,6 +98,10 @@ class Connector:
     # published right after commit, with no broker hop and no claim; channels that call an outside
     # API (WeChat, e-mail, XMPP) keep the outbox and its retries.
     delivers_on_commit: ClassVar[bool] = False
+    # Whether the channel's customer identities are e-mail addresses: a ticket an agent starts on
+    # it for a customer who has never written on it goes to the customer's e-mail address (the
+    # identity is made with the ticket).
+    identity_is_email: ClassVar[bool] = False
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub

@@ -304,7 +304,8 @@ async def _plan(session: AsyncSession, hub: Hub, principal: Principal, locked: _
     ticket = locked.ticket
     outbound = direction == Direction.OUTBOUND
     if outbound:
-        if ticket.identity_id is None:
+        # (A ticket made by hand on an e-mail channel has its identity made with it: its address.)
+        if ticket.identity_id is None and locked.external_id is None:
             raise Conflict(
                 "this ticket has no channel to reply on; add an internal note instead", code="no_reply_channel"
             )
@@ -578,11 +579,39 @@ class _Made:
     new_customer: dict[str, Any] | None
     assigned: bool  # to the assignee asked for (recorded as made by hand)
     claimed: bool  # by the agent whose first message goes out on a channel
+    new_identity: str | None  # an e-mail address the ticket's identity is made of (Connector.identity_is_email)
+
+
+def _address(it: NewTicket, customers: dict[int, CustomerRow], email_channels: frozenset[str]) -> str | None:
+    """The e-mail address a ticket started on an e-mail channel goes to, if its identity may be
+    made of it."""
+    if it.channel is None or it.channel not in email_channels:
+        return None
+    if it.customer_id is None:
+        email = it.customer_email
+    else:
+        customer = customers.get(it.customer_id)
+        email = customer.email if customer is not None else None
+    return email.strip().lower() if email else None
+
+
+async def _addresses_taken(session: AsyncSession, tenant_id: int, wanted: set[tuple[str, str]]
+                           ) -> dict[tuple[str, str], int]:
+    """Which (channel, address) identities exist already, and whose they are."""
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(CustomerIdentity.channel, CustomerIdentity.external_id, CustomerIdentity.customer_id)
+        .where(CustomerIdentity.tenant_id == tenant_id,
+               CustomerIdentity.channel.in_(sorted({c for c, _ in wanted})),
+               CustomerIdentity.external_id.in_(sorted({a for _, a in wanted}))))
+    return {(channel, external_id): customer_id for channel, external_id, customer_id in rows}
 
 
 def _check_new(it: NewTicket, customers: dict[int, CustomerRow], identities: dict[tuple[int, str], tuple[int, str]],
-               agents: dict[int, _Agent], groups: set[int], tenant_id: int, now: datetime
-               ) -> tuple[TicketRow, CustomerRow, dict[str, Any] | None, str | None]:
+               agents: dict[int, _Agent], groups: set[int], tenant_id: int, now: datetime,
+               address: str | None = None, taken: dict[tuple[str, str], int] | None = None,
+               ) -> tuple[TicketRow, CustomerRow, dict[str, Any] | None, str | None, str | None]:
     """The ticket an item asks for, checked (in the order the single-ticket path checked)."""
     new_customer: dict[str, Any] | None = None
     if it.customer_id is not None:
@@ -595,12 +624,18 @@ def _check_new(it: NewTicket, customers: dict[int, CustomerRow], identities: dic
         new_customer = {"tenant_id": tenant_id, "name": it.customer_name, "email": it.customer_email,
                         "attributes": {}, "tags": [], "created_at": now}
         customer = CustomerRow(0, it.customer_name, it.customer_email, [], {})
-    identity_id = external_id = None
+    identity_id = external_id = new_identity = None
     if it.channel is not None:
         identity = identities.get((customer.id, it.channel)) if new_customer is None else None
-        if identity is None:
+        if identity is None and address is not None:
+            if (taken or {}).get((it.channel, address)) is not None:
+                raise Conflict(f"{address} is already another customer's address on channel {it.channel!r}: "
+                               "give that customer's customer_id", code="identity_taken")
+            new_identity = external_id = address
+        elif identity is None:
             raise Conflict(f"the customer has no identity on channel {it.channel!r}", code="no_identity_on_channel")
-        identity_id, external_id = identity
+        else:
+            identity_id, external_id = identity
     if it.assignee_id is not None:
         agent = agents.get(it.assignee_id)
         if agent is None or not agent.active:
@@ -613,7 +648,7 @@ def _check_new(it: NewTicket, customers: dict[int, CustomerRow], identities: dic
         priority_rank=PRIORITY_RANK[Priority(it.priority)], tags=list(it.tags), required_skills={},
         routing_rule=None, group_id=it.group_id, created_at=now, updated_at=now, last_message_at=None,
         first_response_at=None, **transitions.new_ticket())
-    return ticket, customer, new_customer, external_id
+    return ticket, customer, new_customer, external_id, new_identity
 
 
 async def _write_tickets(session: AsyncSession, hub: Hub, tenant_id: int, items: list[NewTicket]) -> _Done:
@@ -628,6 +663,10 @@ async def _write_tickets(session: AsyncSession, hub: Hub, tenant_id: int, items:
     agents = await _agents(session, tenant_id, [it.principal.agent_id for it in items]
                            + [it.assignee_id for it in items if it.assignee_id is not None])
     groups = await _groups(session, tenant_id, {it.group_id for it in items if it.group_id is not None})
+    email_channels = frozenset(kind for kind, c in hub.connectors.items() if c.identity_is_email)
+    addresses = [_address(it, customers, email_channels) for it in items]
+    taken = await _addresses_taken(session, tenant_id, {(str(it.channel), a) for it, a in zip(items, addresses,
+                                                                                               strict=True) if a})
     # Whose slots this batch may take (the assignees asked for, or the agents whose first message
     # goes out and so takes the ticket): locked in id order before any is taken.
     await lock_agents(session, [it.assignee_id if it.assignee_id is not None else it.principal.agent_id
@@ -639,8 +678,8 @@ async def _write_tickets(session: AsyncSession, hub: Hub, tenant_id: int, items:
             if (replayed := _replayed(it, done_before)) is not None:
                 results[i] = replayed
                 continue
-            ticket, customer, new_customer, external_id = _check_new(it, customers, identities, agents, groups,
-                                                                     tenant_id, now)
+            ticket, customer, new_customer, external_id, new_identity = _check_new(
+                it, customers, identities, agents, groups, tenant_id, now, addresses[i], taken)
             if it.assignee_id is None and it.group_id is None:
                 await hub.router.apply_rules(session, ticket, customer, it.text)
             created = replace(ticket)
@@ -662,12 +701,17 @@ async def _write_tickets(session: AsyncSession, hub: Hub, tenant_id: int, items:
             continue
         done.route = done.route or it.assignee_id is None
         made.append(_Made(i, it, ticket, customer, created, planned, new_customer,
-                          it.assignee_id is not None, it.assignee_id is None and it.channel is not None))
+                          it.assignee_id is not None, it.assignee_id is None and it.channel is not None, new_identity))
     if not made:
         return done
     fresh = [(m, m.new_customer) for m in made if m.new_customer is not None]
     for (m, _), customer_id in zip(fresh, await _insert(session, Customer, [row for _, row in fresh]), strict=True):
         m.customer.id = m.ticket.customer_id = m.created.customer_id = m.planned.view.customer_id = customer_id
+    addressed = [m for m in made if m.new_identity is not None]
+    identity_rows = [{"tenant_id": tenant_id, "customer_id": m.customer.id, "channel": m.item.channel,
+                      "external_id": m.new_identity, "created_at": now} for m in addressed]
+    for m, identity_id in zip(addressed, await _insert(session, CustomerIdentity, identity_rows), strict=True):
+        m.ticket.identity_id = m.created.identity_id = m.planned.view.identity_id = identity_id
     ticket_rows = [{**{n: getattr(m.ticket, n) for n in _TICKET_FIELDS if n != "id"},
                     "created_by_agent_id": m.item.principal.agent_id} for m in made]
     log = EventLog(session)

@@ -36,6 +36,7 @@ CONFIG_TTL = 10.0
 
 class EmailConnector(Connector):
     kind = "email"
+    identity_is_email = True
 
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub)

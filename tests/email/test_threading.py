@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from admin_api.client import AgentClient
+from admin_api.client import AgentClient, HubError
 from tests.conftest import Server, TenantInfo, eventually, make_tenant
 from tests.email.conftest import Mailbox, make_mailbox
 from tests.email.support import FIXTURES, Sink
@@ -227,3 +227,31 @@ async def test_threading_never_crosses_tenants(server: Server, sink: Sink, conve
         assert len(await c.messages()) == 2
     finally:
         await other.close()
+
+
+async def test_an_agent_writes_first_to_a_new_address_and_the_answer_threads(mailbox: Mailbox, sink: Sink) -> None:
+    """New outbound mail: the customer and their address are made with the ticket."""
+    made = await mailbox.admin.api("POST", "/api/v1/tickets", {
+        "customer": {"name": "Zhao Lei", "email": "Zhao.Lei@New-Customer.example.org"}, "channel": "email",
+        "subject": "Your warranty", "text": "Your warranty runs out next month."})
+    ticket_id = made["ticket"]["id"]
+    [ours] = await sink.wait_for(1)
+    assert [a.addr_spec for a in ours["To"].addresses] == ["zhao.lei@new-customer.example.org"]
+    assert ours["Subject"] == f"Re: Your warranty [#{ticket_id}]"
+    raw = template("reply_to_agent_started", CUSTOMER="zhao.lei@new-customer.example.org", SUPPORT=mailbox.address,
+                   MSGID=msgid(), IN_REPLY_TO=str(ours["Message-ID"]).strip("<>"))
+    assert (await mailbox.deliver(raw, mail_from="zhao.lei@new-customer.example.org"))[0] == 250
+
+    async def answered() -> list[dict[str, Any]] | None:
+        messages = (await mailbox.ticket(ticket_id))["messages"]
+        return messages if len(messages) == 2 else None
+
+    messages = await eventually(answered)
+    assert messages[-1]["text"] == "Yes please, refund it to my card."
+    assert len(await mailbox.tickets()) == 1
+    # The address is that customer's now: a new customer with it is refused, pointing at them.
+    with pytest.raises(HubError) as refused:
+        await mailbox.admin.api("POST", "/api/v1/tickets", {
+            "customer": {"email": "zhao.lei@new-customer.example.org"}, "channel": "email", "text": "Hello again"})
+    assert (refused.value.status, refused.value.code) == (409, "identity_taken")
+    assert str(made["ticket"]["customer"]["id"]) not in refused.value.message  # nothing of the customer leaks
