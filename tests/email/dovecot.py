@@ -111,9 +111,13 @@ class Dovecot:
     async def start(self, timeout: float = 10.0) -> None:
         assert self.proc is None, "already running"
         # Its own stderr goes to a file: a pipe nobody reads could fill up and block it.
-        with open(self.root / "stderr.log", "ab") as stderr:
+        stderr = os.open(self.root / "stderr.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
             self.proc = await asyncio.create_subprocess_exec(
-                DOVECOT, "-F", "-c", str(self.config), stdout=asyncio.subprocess.DEVNULL, stderr=stderr)
+                DOVECOT, "-F", "-c", str(self.config), stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+                start_new_session=True)
+        finally:
+            os.close(stderr)
         deadline = asyncio.get_running_loop().time() + timeout
         # Up once it greets: the listener exists before the login processes answer.
         while True:
@@ -134,16 +138,30 @@ class Dovecot:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        """Stop the server the way an administrator's restart does: its clients are disconnected."""
+        """Stop the server as a service manager does (systemd signals the whole control group):
+        every dovecot process gets SIGTERM, so clients are disconnected (an imap process in IDLE
+        says BYE). Signalling only the master leaves the imap processes serving their clients."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.returncode is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
+        group = proc.pid  # start_new_session: the master leads its own process group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), 10)
         except TimeoutError:
             proc.kill()
             await proc.wait()
+        # The rest of the group (imap, log, stats...) ends on its own signal; wait for it so the
+        # port and the mail are free, and make sure of it after a while.
+        for _ in range(200):
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            await asyncio.sleep(0.025)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
 
     async def restart(self) -> None:
         await self.stop()
