@@ -191,12 +191,14 @@ class _Connection:
     def __init__(self, account: ImapAccount, timeout: float, ssl_context: ssl.SSLContext | None) -> None:
         self.account = account
         self.timeout = timeout
-        self.ssl_context = ssl_context
+        # The system's trusted authorities unless told otherwise (a test's own certificate).
+        self.ssl_context = ssl_context or (ssl.create_default_context() if account.security != "none" else None)
         loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[None] = loop.create_future()
+        # aioimaplib's IMAP4_SSL takes no conn_lost_cb; IMAP4 with an SSL context is the same thing.
         self.client = aioimaplib.IMAP4(
             host=account.host, port=account.port, timeout=timeout, conn_lost_cb=self._on_lost,
-            ssl_context=ssl_context if account.security == "tls" else None)
+            ssl_context=self.ssl_context if account.security == "tls" else None)
 
     def _on_lost(self, _exc: Exception | None) -> None:
         if not self.lost.done():
@@ -380,13 +382,14 @@ class ImapFollower:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
-        if self._lease_until is not None:
-            self._lease_until = None
-            try:
-                await self._release()
-            except Exception as exc:
-                # It runs out by itself after lease_seconds.
-                logger.warning("%s: could not release the lease: %s", self.account, self._short(exc))
+        self._lease_until = None
+        # Whether or not we know we hold it: a cancellation can land between the UPDATE that took
+        # it and our noting so.
+        try:
+            await self._release()
+        except Exception as exc:
+            # It runs out by itself after lease_seconds.
+            logger.warning("%s: could not release the lease: %s", self.account, self._short(exc))
 
     # -- the lease ---------------------------------------------------------------------------------
 
@@ -652,8 +655,12 @@ class ImapFollowers:
                     await follower.stop()
             for mailbox_id, account in wanted.items():
                 if mailbox_id not in self.followers:
-                    follower = ImapFollower(self.db, account, self.deliver_for(account), owner=self.owner,
-                                            **self.options)
+                    try:
+                        deliver = self.deliver_for(account)
+                    except Exception:
+                        logger.exception("%s: no delivery for it; not followed", account)
+                        continue
+                    follower = ImapFollower(self.db, account, deliver, owner=self.owner, **self.options)
                     self.followers[mailbox_id] = follower
                     follower.start()
 

@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -49,7 +50,7 @@ state_dir = {root}/state
 instance_name = channelhub-test-{port}
 listen = 127.0.0.1
 protocols = imap
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 # A wrong password is answered at once (the default waits 2 s, to slow down guessing).
@@ -73,7 +74,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 {extra}
@@ -84,9 +86,12 @@ class Dovecot:
     """One dovecot server. ``users`` maps user names to their passwords; ``capability`` replaces
     what the server announces after login (``imap_capability``), e.g. a list without IDLE."""
 
-    def __init__(self, users: dict[str, str], *, capability: str | None = None) -> None:
+    def __init__(self, users: dict[str, str], *, capability: str | None = None, tls: bool = False) -> None:
         self.users = dict(users)
         self.port = free_port()
+        # With ``tls``: IMAPS on tls_port and STARTTLS on port, with a self-signed certificate for
+        # 127.0.0.1 (``cert``: what a client must trust). Without: plaintext only (``ssl = no``).
+        self.tls_port = free_port() if tls else 0
         self.host = "127.0.0.1"
         # Not pytest's tmp_path: its parents are 0700 root, and dovecot's unprivileged processes
         # must reach the passwd file and the mail.
@@ -98,9 +103,18 @@ class Dovecot:
         (self.root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.users.items()))
         (self.root / "passwd").chmod(0o644)
         extra = f"protocol imap {{\n  imap_capability = {capability}\n}}\n" if capability else ""
+        self.cert = self.root / "cert.pem"
+        if tls:
+            key = self.root / "key.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", str(key), "-out", str(self.cert)], check=True, capture_output=True)
+            ssl = f"ssl = yes\nssl_cert = <{self.cert}\nssl_key = <{key}"
+        else:
+            ssl = "ssl = no"
         self.config = self.root / "dovecot.conf"
-        self.config.write_text(CONFIG.format(root=self.root, port=self.port, internal=INTERNAL_USER,
-                                             login=LOGIN_USER, extra=extra))
+        self.config.write_text(CONFIG.format(root=self.root, port=self.port, tls_port=self.tls_port, ssl=ssl,
+                                             internal=INTERNAL_USER, login=LOGIN_USER, extra=extra))
         self.proc: asyncio.subprocess.Process | None = None
 
     @property

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -406,6 +408,47 @@ async def test_a_wrong_password_is_recorded_without_the_password(
     for form in (wrong, escaped, "the\\password", "password-42"):
         assert form not in caplog.text
         assert form not in error
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+async def test_tls_and_starttls(security: str, mailboxes: Mailboxes, followers: Followers) -> None:
+    skip_without_dovecot()
+    server = Dovecot({USER: PASSWORD}, tls=True)
+    await server.start()
+    try:
+        account = replace(await mailboxes.add(server), security=security,
+                          port=server.tls_port if security == "tls" else server.port)
+        await server.append(USER, message(1))
+        # The server's certificate is its own: a follower that trusts only the usual authorities
+        # refuses it (and says why), one that trusts it reads.
+        untrusting = followers.start(account, Collector(), owner="untrusting")
+
+        async def refused() -> str | None:
+            error = (await mailboxes.row(account.mailbox_id)).imap_error
+            return error if error and "CERTIFICATE_VERIFY_FAILED" in error else None
+        await eventually(refused)
+        await untrusting.stop()
+        inbox = Collector()
+        followers.start(account, inbox, ssl_context=ssl.create_default_context(cafile=str(server.cert)))
+        await delivered(inbox, [1])
+        assert (await mailboxes.row(account.mailbox_id)).imap_error is None
+        assert "TLS" in server.log, server.log
+    finally:
+        await followers.stop_all()
+        await server.close()
+
+
+async def test_starttls_is_never_skipped(dovecot: Dovecot, mailboxes: Mailboxes, followers: Followers,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    # A server without STARTTLS (ssl = no): the password is not sent in clear instead.
+    account = replace(await mailboxes.add(dovecot), security="starttls")
+    caplog.set_level(logging.DEBUG, logger="aioimaplib")
+    followers.start(account, Collector())
+
+    async def refused() -> str | None:
+        return (await mailboxes.row(account.mailbox_id)).imap_error
+    assert await eventually(refused) == "the server does not offer STARTTLS"
+    assert " LOGIN " not in caplog.text  # the command never went out
 
 
 async def test_the_manager_follows_the_rows(
