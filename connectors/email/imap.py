@@ -550,17 +550,33 @@ class ImapFollower:
                 return
             for uid in uids:
                 raw = await conn.fetch(uid)
-                if raw is None:
-                    logger.info("%s: UID %s vanished before it was read", self.account, uid)
-                else:
-                    try:
-                        await self.deliver(raw)
-                    except Exception as exc:
-                        raise DeliveryFailed(uid) from exc
-                await self._write(imap_last_uid=uid)
-                self._last_uid = uid
-                if raw is not None:
-                    await conn.mark_seen(uid)
+                step = asyncio.ensure_future(self._hand_over(conn, uid, raw))
+                try:
+                    await asyncio.shield(step)
+                except asyncio.CancelledError:
+                    # Stopping (or the lease lost) while a mail is being handed over: finish it,
+                    # cursor included, within ``timeout``, so that a restart does not hand it over
+                    # again. Past that it is cancelled; the next reader delivers it once more.
+                    if not step.done():
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(step, self.timeout)
+                    elif not step.cancelled():
+                        step.exception()  # retrieved: it is the cancellation that goes on
+                    raise
+
+    async def _hand_over(self, conn: _Connection, uid: int, raw: bytes | None) -> None:
+        """deliver, then the cursor, then \\Seen: in that order, so a failure never skips a mail."""
+        if raw is None:
+            logger.info("%s: UID %s vanished before it was read", self.account, uid)
+        else:
+            try:
+                await self.deliver(raw)
+            except Exception as exc:
+                raise DeliveryFailed(uid) from exc
+        await self._write(imap_last_uid=uid)
+        self._last_uid = uid
+        if raw is not None:
+            await conn.mark_seen(uid)
 
     def _short(self, exc: BaseException) -> str:
         """A failure as imap_error shows it: short, and never with the password."""

@@ -431,7 +431,10 @@ async def test_tls_and_starttls(security: str, mailboxes: Mailboxes, followers: 
         inbox = Collector()
         followers.start(account, inbox, ssl_context=ssl.create_default_context(cafile=str(server.cert)))
         await delivered(inbox, [1])
-        assert (await mailboxes.row(account.mailbox_id)).imap_error is None
+
+        async def cleared() -> bool:
+            return (await mailboxes.row(account.mailbox_id)).imap_error is None
+        await eventually(cleared)
         assert "TLS" in server.log, server.log
     finally:
         await followers.stop_all()
