@@ -375,6 +375,10 @@ class ImapFollower:
     def holds_lease(self) -> bool:
         return self._lease_until is not None
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"imap {self.account}")

@@ -401,7 +401,7 @@ async def test_a_wrong_password_is_recorded_without_the_password(
     async def retried() -> bool:
         return caplog.text.count("trying again") >= 2
     await eventually(retried)
-    assert follower._task is not None and not follower._task.done()  # still trying, not crashed
+    assert follower.running  # still trying, not crashed
     await follower.stop()
     assert inbox.calls == []
     escaped = wrong.replace("\\", "\\\\").replace('"', '\\"')
