@@ -85,12 +85,16 @@ class Server:
     smtp_port: int = 0
 
 
-async def start_server(settings: Settings, channels: Sequence[ChannelSpec] = CHANNELS) -> Server:
+async def start_server(settings: Settings, channels: Sequence[ChannelSpec] = CHANNELS, *,
+                       imap: bool = False) -> Server:
+    """A hub server on loopback with its own SMTP receiver port. It follows IMAP mailboxes only with
+    ``imap``: every hub reads every tenant's mailboxes, and the IMAP tests' own followers would
+    otherwise compete for their leases."""
     port, smtp_port = free_port(), free_port()
     email = settings.channels.get("email") or EmailSettings()
     assert isinstance(email, EmailSettings)
-    own = replace(settings, port=port,
-                  channels={**settings.channels, "email": replace(email, smtp_host="127.0.0.1", smtp_port=smtp_port)})
+    email = replace(email, smtp_host="127.0.0.1", smtp_port=smtp_port, imap_follow=imap)
+    own = replace(settings, port=port, channels={**settings.channels, "email": email})
     app = create_app(own, channels)
     # The runner `channelhub serve` uses, with its limits on slow and stuck clients.
     runner = await serving.start(app, limits(settings), "127.0.0.1", port, shutdown_timeout=2)

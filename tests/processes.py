@@ -68,6 +68,7 @@ def child_env(settings: Settings, namespace: str, port: int | None) -> dict[str,
     # Each child its own SMTP receiver port (the embedded default, 2525, would be shared).
     env["CHANNELHUB_SMTP_HOST"] = "127.0.0.1"
     env["CHANNELHUB_SMTP_PORT"] = str(free_port())
+    env["CHANNELHUB_IMAP_FOLLOW"] = "0"  # as the test servers (tests/conftest.py, start_server)
     # The children import the project from this checkout whatever their working directory is.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env

@@ -9,13 +9,19 @@ Outbound replies leave through the outbox (retries, a sweeper): :meth:`send` com
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from sqlalchemy import select
 
 from connectors.email import outbound
 from connectors.email import store as email_store
+from connectors.email.imap import ImapAccount, ImapFollowers
 from connectors.email.receive import Receiver
 from connectors.email.settings import EmailSettings
 from connectors.email.smtp import SmtpReceiver
@@ -46,20 +52,51 @@ class EmailConnector(Connector):
         self._by_address: TTLCache[str, MailboxConfig] = TTLCache(CONFIG_TTL)
         self._by_tenant: TTLCache[int, tuple[MailboxConfig, ...]] = TTLCache(CONFIG_TTL)
         self._agents: TTLCache[int, frozenset[str]] = TTLCache(CONFIG_TTL)
+        # One owner name per process for the IMAP leases.
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.followers = ImapFollowers(hub.db, hub.settings, self._deliver_for, owner, options={
+            "poll_seconds": self.settings.imap_poll_seconds, "lease_seconds": self.settings.imap_lease_seconds})
+        self._refresh: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         self.receiver.start()
         if self.hub.inbound:
             await self.smtp.start()
+            if self.settings.imap_follow:
+                self.followers.start()
 
     async def stop(self) -> None:
+        # The IMAP followers first: a mail being handed over finishes (cursor included) while the
+        # receiver's writer still runs.
+        await self.followers.stop()
         await self.smtp.stop()
         await self.receiver.stop()
 
     def forget(self) -> None:
-        """Drop what this process cached of mailboxes (after a change through the API)."""
+        """Drop what this process cached of mailboxes (after a change through the API), and have
+        the IMAP followers match the mailboxes now rather than at their next look."""
         self._by_address.clear()
         self._by_tenant.clear()
+        if self.hub.inbound and self.followers.running:
+            self._refresh = asyncio.ensure_future(self._refresh_followers())
+
+    async def _refresh_followers(self) -> None:
+        try:
+            await self.followers.refresh()
+        except Exception:
+            logger.exception("email: refreshing the IMAP followers failed; they look again on their own")
+
+    def _deliver_for(self, account: ImapAccount) -> Callable[[bytes], Awaitable[None]]:
+        async def deliver(raw: bytes) -> None:
+            mailbox = next((m for m in await self.mailboxes(account.tenant_id) if m.id == account.mailbox_id), None)
+            if mailbox is None:  # removed a moment ago: not ours to store any more
+                raise LookupError(f"mailbox {account.mailbox_id} is gone")
+            # A mailbox's mail is not deferred as a flood (a 4xx has no sender to try again: the
+            # follower would stop at it); a server in trouble (Busy, the database) raises and the
+            # follower tries that mail again after its back-off.
+            await self.receiver.receive(mailbox, raw, check_flood=False)
+
+        return deliver
 
     # --- configuration, cached ------------------------------------------------------------------
     async def mailbox_for(self, address: str) -> MailboxConfig | None:

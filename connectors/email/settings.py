@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import env_value
+from core.config import env_bool, env_value
 
 # The receiver's port in the embedded mode: unprivileged, so `make run` needs no root. Point the
 # MX (or a forwarding rule, or a local MTA's transport) at it: connectors/email/README.md.
@@ -32,6 +32,9 @@ class EmailSettings:
     flood_window: float = 600.0
     # IMAP: how often a mailbox without IDLE is polled, and how long one process holds a mailbox
     # before another may take it over (renewed while it follows it).
+    # Whether this process follows the tenants' IMAP mailboxes (one process per mailbox at a time,
+    # by lease); off for processes that should only serve HTTP and SMTP.
+    imap_follow: bool = True
     imap_poll_seconds: float = 60.0
     imap_lease_seconds: float = 90.0
     # Outbound: seconds a relay may take to answer.
@@ -56,6 +59,7 @@ class EmailSettings:
             tls_key=env_value(env, "SMTP_TLS_KEY"),
             flood_limit=int(env_value(env, "EMAIL_FLOOD_LIMIT") or d.flood_limit),
             flood_window=float(env_value(env, "EMAIL_FLOOD_WINDOW") or d.flood_window),
+            imap_follow=env_bool(env_value(env, "IMAP_FOLLOW"), default=d.imap_follow),
             imap_poll_seconds=float(env_value(env, "IMAP_POLL_SECONDS") or d.imap_poll_seconds),
             imap_lease_seconds=float(env_value(env, "IMAP_LEASE_SECONDS") or d.imap_lease_seconds),
             relay_timeout=float(env_value(env, "EMAIL_RELAY_TIMEOUT") or d.relay_timeout),

@@ -1,0 +1,90 @@
+"""The IMAP path end to end: a hub that follows a tenant's mailbox on a real dovecot. The mailbox is
+set up over the admin API; mail put into dovecot becomes tickets, is flagged seen only once
+stored, a customer's answer to the agent's reply threads, and a dovecot restart in the middle
+loses nothing and repeats nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from connectors.email.settings import EmailSettings
+from core.config import Settings
+from tests.conftest import Server, eventually, make_tenant, start_server
+from tests.email.conftest import make_mailbox
+from tests.email.dovecot import Dovecot, skip_without_dovecot
+from tests.email.support import Sink, mail, new_message_id
+
+USER, PASSWORD = "support", "imap-pass-1"
+
+
+@pytest.fixture
+async def dovecot() -> AsyncIterator[Dovecot]:
+    skip_without_dovecot()
+    server = Dovecot({USER: PASSWORD})
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def following_server(settings: Settings) -> AsyncIterator[Server]:
+    email = EmailSettings(imap_poll_seconds=0.5, imap_lease_seconds=3)
+    srv = await start_server(replace(settings, channels={**settings.channels, "email": email}), imap=True)
+    yield srv
+    await srv.runner.cleanup()
+
+
+async def test_mail_read_over_imap_becomes_tickets_and_threads(following_server: Server, dovecot: Dovecot,
+                                                               sink: Sink) -> None:
+    tenant = await make_tenant(following_server.settings, following_server)
+    mb = await make_mailbox(tenant, sink)
+    try:
+        # Mail already waiting before the mailbox is connected is read too.
+        await dovecot.append(USER, mail(sender="early@customers.example.org", to=mb.address, subject="Early",
+                                        text="I wrote before you connected."))
+        await mb.admin.api("PATCH", f"/api/v1/email/mailboxes/{mb.info['id']}", {"imap": {
+            "host": dovecot.host, "port": dovecot.port, "security": "none", "username": USER,
+            "password": PASSWORD}})
+        first = await mb.ticket_with("I wrote before you connected.", timeout=20)
+        flags = await eventually(lambda: _all_seen(dovecot, 1), timeout=10)
+        assert all("\\Seen" in f for f in flags.values())
+
+        # The agent answers; the customer's answer to it arrives in the mailbox and threads.
+        agent = await tenant.signed_in(next(a for a in tenant.agents if a.role == "admin"))
+        await agent.reply(first["ticket"]["id"], "Thanks, we are on it.")
+        [ours] = await sink.wait_for(1)
+        answer = mail(sender="early@customers.example.org", to=mb.address, subject="Re: Early",
+                      text="Great, thank you.", message_id=new_message_id(),
+                      in_reply_to=str(ours["Message-ID"]), references=[str(ours["Message-ID"])])
+        await dovecot.append(USER, answer)
+        joined = await eventually(lambda: _messages(mb, first["ticket"]["id"], 3), timeout=20)
+        assert joined[-1]["text"] == "Great, thank you."
+
+        # dovecot goes away and comes back: the follower reconnects, reads what came meanwhile, once.
+        await dovecot.restart()
+        await dovecot.append(USER, mail(sender="late@customers.example.org", to=mb.address, subject="Late",
+                                        text="Written after the restart."))
+        await mb.ticket_with("Written after the restart.", timeout=30)
+        await eventually(lambda: _all_seen(dovecot, 3), timeout=10)
+        assert len(await mb.tickets()) == 2
+        assert len((await mb.ticket(first["ticket"]["id"]))["messages"]) == 3
+        status = (await mb.admin.api("GET", f"/api/v1/email/mailboxes/{mb.info['id']}"))["mailbox"]["imap"]
+        assert status["last_uid"] == 3 and status["error"] is None
+    finally:
+        # The hubs of other tests read every tenant's mailboxes: leave this one inactive.
+        await mb.admin.api("PATCH", f"/api/v1/email/mailboxes/{mb.info['id']}", {"active": False})
+        await tenant.close()
+
+
+async def _all_seen(dovecot: Dovecot, count: int) -> dict[int, set[str]] | None:
+    flags = await dovecot.flags(USER)
+    return flags if len(flags) == count and all("\\Seen" in f for f in flags.values()) else None
+
+
+async def _messages(mb: Any, ticket_id: int, count: int) -> list[dict[str, Any]] | None:
+    messages = (await mb.ticket(ticket_id))["messages"]
+    return list(messages) if len(messages) >= count else None
