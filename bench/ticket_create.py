@@ -117,6 +117,16 @@ def start_serve(env: dict[str, str], workdir: Path, log_file: IO[bytes]) -> subp
                             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
 
 
+def stop_serve(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM (a graceful stop), then kill if it is still there after 15 s."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="chbench-tickets-"))
     pg_url: str | None = None
@@ -146,12 +156,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         hub = await drive(base, domain, tokens, concurrency=args.concurrency, seconds=args.seconds, pid=proc.pid)
         stored = await count_tickets(database_url) - before
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_serve(proc)
         log_file.close()
         if pg_url:
             await drop_pg_database(pg_url)

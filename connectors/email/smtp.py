@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,27 @@ class _Handler:
         return f"250 2.0.0 OK {last.kind if last else ''}{f' <{key}>' if key else ''}"
 
 
+# A plain path, <local@domain>, as nearly every client writes MAIL FROM and RCPT TO: a dot-atom
+# local part (no leading, trailing or doubled dot) and a host name.
+_PLAIN_PATH = re.compile(r"\s*<((?!\.)(?!.*\.\.)[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(?<!\.)@[A-Za-z0-9.-]+)>(.*)\Z", re.S)
+
+
+class _Protocol(SMTP):
+    """aiosmtpd's protocol, with a quick path for plain addresses: its own parser (the email
+    package's header grammar, and a class it makes on every call) was a twentieth of the time a
+    mail took. Anything else (quoted local parts, the null sender <>, source routes) is parsed by
+    aiosmtpd as before."""
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        found = _PLAIN_PATH.match(arg) if arg else None
+        if found is None:
+            return super()._getaddr(arg)
+        local = found[1].rpartition("@")[0]
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None, None
+        return found[1], found[2]
+
+
 def _tls(settings: EmailSettings) -> ssl.SSLContext | None:
     if not settings.starttls:
         return None
@@ -110,7 +132,7 @@ class SmtpReceiver:
         hostname = self.settings.smtp_hostname
 
         def protocol() -> Any:
-            return SMTP(handler, data_size_limit=self.settings.max_message_bytes, enable_SMTPUTF8=True,
+            return _Protocol(handler, data_size_limit=self.settings.max_message_bytes, enable_SMTPUTF8=True,
                         hostname=hostname, tls_context=tls, loop=loop)
 
         # Several `serve` processes on one machine share the port (the kernel spreads connections).

@@ -11,7 +11,23 @@ import pytest
 
 from admin_api.client import AgentClient
 from tests.conftest import Server, TenantInfo, eventually
+from tests.email.dovecot import Dovecot, skip_without_dovecot
 from tests.email.support import Sink, mail, send
+
+# The IMAP account the dovecot fixture serves. The password has quotes and a backslash: what IMAP
+# must escape (and logs must hide).
+IMAP_USER = "support"
+IMAP_PASSWORD = 'dove-"pass\\word'
+
+
+@pytest.fixture
+async def dovecot() -> AsyncIterator[Dovecot]:
+    """A real dovecot on a loopback port, from a throw-away config (tests/email/dovecot.py)."""
+    skip_without_dovecot()
+    server = Dovecot({IMAP_USER: IMAP_PASSWORD})
+    await server.start()
+    yield server
+    await server.close()
 
 
 @pytest.fixture

@@ -26,23 +26,14 @@ from core import secrets
 from core.config import Settings
 from core.db import Database
 from tests.conftest import TenantInfo, eventually
+from tests.email.conftest import IMAP_PASSWORD, IMAP_USER
 from tests.email.dovecot import Dovecot, message, skip_without_dovecot
 
-USER = "support"
-PASSWORD = 'dove-"pass\\word'  # quotes and a backslash: what IMAP must escape (and logs must hide)
+USER, PASSWORD = IMAP_USER, IMAP_PASSWORD
 
 # Short everything: a test never waits out a production timing.
 FAST: dict[str, Any] = dict(poll_seconds=0.2, idle_seconds=10, lease_seconds=1.0, backoff_seconds=0.05,
                             max_backoff_seconds=0.3, timeout=3.0)
-
-
-@pytest.fixture
-async def dovecot() -> AsyncIterator[Dovecot]:
-    skip_without_dovecot()
-    server = Dovecot({USER: PASSWORD})
-    await server.start()
-    yield server
-    await server.close()
 
 
 @pytest.fixture

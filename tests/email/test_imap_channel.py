@@ -14,20 +14,11 @@ import pytest
 from connectors.email.settings import EmailSettings
 from core.config import Settings
 from tests.conftest import Server, eventually, make_tenant, start_server
-from tests.email.conftest import make_mailbox
-from tests.email.dovecot import Dovecot, skip_without_dovecot
+from tests.email.conftest import IMAP_PASSWORD, IMAP_USER, make_mailbox
+from tests.email.dovecot import Dovecot
 from tests.email.support import Sink, mail, new_message_id
 
-USER, PASSWORD = "support", "imap-pass-1"
-
-
-@pytest.fixture
-async def dovecot() -> AsyncIterator[Dovecot]:
-    skip_without_dovecot()
-    server = Dovecot({USER: PASSWORD})
-    await server.start()
-    yield server
-    await server.close()
+USER, PASSWORD = IMAP_USER, IMAP_PASSWORD
 
 
 @pytest.fixture
