@@ -136,9 +136,16 @@ _IDENTITIES = (
     .with_for_update(of=_I)
 )
 # The tickets a batch may join, locked in id order in one statement (two batches sharing tickets
-# on PostgreSQL wait for each other instead of deadlocking): the senders' open tickets, and the
-# tickets their messages thread to, whatever their state (a closed one is not joined, but seen).
+# on PostgreSQL wait for each other instead of deadlocking): the senders' open tickets and, for a
+# batch whose messages thread (e-mail), the tickets they thread to, whatever their state (a closed
+# one is not joined, but seen). A batch that does not thread (chat) keeps the plain statement, one
+# index range per sender.
 _JOINABLE = (
+    select(*(_T.c[name] for name in TICKET_ROW_FIELDS))
+    .where(_T.c.identity_id.in_(bindparam("ids", expanding=True)), _T.c.status.in_(JOINABLE_STATUSES))
+    .order_by(_T.c.id).with_for_update()
+)
+_JOINABLE_OR_THREADED = (
     select(*(_T.c[name] for name in TICKET_ROW_FIELDS))
     .where(_T.c.tenant_id == bindparam("tenant_id"),
            (_T.c.identity_id.in_(bindparam("ids", expanding=True)) & _T.c.status.in_(JOINABLE_STATUSES))
@@ -247,7 +254,13 @@ async def _joinable(conn: AsyncConnection, tenant_id: int, identity_ids: list[in
                     ) -> tuple[dict[int, TicketRow], dict[int, TicketRow]]:
     """Each identity's newest ticket a message can join, and the tickets messages thread to, by id
     (all locked; one row object per ticket, whichever way it was found)."""
-    rows = await conn.execute(_JOINABLE, {"tenant_id": tenant_id, "ids": identity_ids, "thread": thread_ids})
+    if not identity_ids and not thread_ids:  # new mail only: nothing to join
+        return {}, {}
+    if thread_ids:
+        rows = await conn.execute(_JOINABLE_OR_THREADED, {"tenant_id": tenant_id, "ids": identity_ids,
+                                                          "thread": thread_ids})
+    else:
+        rows = await conn.execute(_JOINABLE, {"ids": identity_ids})
     by_identity: dict[int, TicketRow] = {}
     by_id: dict[int, TicketRow] = {}
     wanted = set(identity_ids)

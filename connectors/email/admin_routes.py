@@ -93,4 +93,4 @@ async def get_original(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
     message_id = int_param(request, "message_id")
-    return web.json_response({"original": await email_store.original(hub, principal.tenant_id, message_id)})
+    return web.json_response({"original": await email_store.original(hub, principal, message_id)})

@@ -18,8 +18,10 @@ from core.audit import audit
 from core.config import Settings
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Direction, Message, Ticket, utcnow
+from core.tickets import can_see
 
 if TYPE_CHECKING:
+    from core.auth import Principal
     from core.hub import Hub
 
 CHANNEL = "email"
@@ -148,17 +150,19 @@ async def originals_missing(hub: Hub, tenant_id: int, keys: list[str]) -> set[st
     return set(keys) - have
 
 
-async def original(hub: Hub, tenant_id: int, message_id: int) -> dict[str, Any]:
-    """The mail behind a ticket message, as it came: whole text, sanitised HTML, headers."""
-    async with hub.db.read(tenant_id) as session:
-        key = (await session.execute(
-            select(Message.channel_message_id).where(Message.id == message_id, Message.channel == CHANNEL,
-                                                     Message.direction == Direction.INBOUND)
-        )).scalar_one_or_none()
+async def original(hub: Hub, principal: Principal, message_id: int) -> dict[str, Any]:
+    """The mail behind a ticket message, as it came: whole text, sanitised HTML, headers. Only for
+    an agent who may see its ticket (core.tickets.can_see): otherwise not found, like a message
+    that is no mail."""
+    async with hub.db.read(principal.tenant_id) as session:
+        found = (await session.execute(
+            select(Message.channel_message_id, Ticket).join(Ticket, Ticket.id == Message.ticket_id)
+            .where(Message.id == message_id, Message.channel == CHANNEL, Message.direction == Direction.INBOUND)
+        )).one_or_none()
         row = None
-        if key is not None:
+        if found is not None and await can_see(session, principal, found[1]):
             row = (await session.execute(
-                select(EmailOriginal).where(EmailOriginal.message_key == key))).scalar_one_or_none()
+                select(EmailOriginal).where(EmailOriginal.message_key == found[0]))).scalar_one_or_none()
     if row is None:
         raise NotFound(f"message {message_id} is not a mail the hub received", code="original_not_found")
     return {"message_id": message_id, "headers": row.headers, "text": row.text, "html": row.html,

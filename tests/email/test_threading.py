@@ -255,3 +255,16 @@ async def test_an_agent_writes_first_to_a_new_address_and_the_answer_threads(mai
             "customer": {"email": "zhao.lei@new-customer.example.org"}, "channel": "email", "text": "Hello again"})
     assert (refused.value.status, refused.value.code) == (409, "identity_taken")
     assert str(made["ticket"]["customer"]["id"]) not in refused.value.message  # nothing of the customer leaks
+
+
+async def test_only_agents_who_may_see_the_ticket_read_the_original(conversation: Conversation) -> None:
+    c = conversation  # the admin's reply took the ticket: another agent does not see it
+    inbound = (await c.messages())[0]["id"]
+    other = await c.mb.tenant.signed_in(await c.mb.tenant.add_agent(role="agent"), connect=False)
+    with pytest.raises(HubError) as refused:
+        await other.api("GET", f"/api/v1/email/messages/{inbound}/original")
+    assert (refused.value.status, refused.value.code) == (404, "original_not_found")
+    with pytest.raises(HubError):
+        await other.api("GET", f"/api/v1/tickets/{c.ticket_id}")  # as the ticket itself
+    mine = await c.agent.api("GET", f"/api/v1/email/messages/{inbound}/original")
+    assert "my order 2026-1201 never arrived" in mine["original"]["text"]
