@@ -174,7 +174,7 @@ class Receiver:
             # An agent forwarding a customer's mail to the support address: the ticket is the
             # customer's, as the forwarded mail's From says.
             original = forwarded_sender(parsed.text)
-            if original is not None and original[1] not in own:
+            if original is not None and original[1] not in own and len(original[1]) <= MAX_ID_LENGTH:
                 sender_name, sender = original
         if check_flood and not self.flood.allow(mailbox.tenant_id, sender):
             raise Deferred(f"too many mails from {sender}; try again later")
