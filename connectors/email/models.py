@@ -64,8 +64,9 @@ class EmailMailbox(TenantScoped, Base):
 
 class EmailOriginal(TenantScoped, Base):
     """A mail as it came, beside the ticket message made of it: the whole text (the message shows
-    what the customer wrote this time, without the quoted history), the sanitised HTML, and the
-    headers an agent may want. Keyed like the message: (tenant, Message-ID)."""
+    what the customer wrote this time, without the quoted history), the HTML as sent (sanitised
+    each time it is read, never shown as stored), and the headers an agent may want, with the
+    descriptions of the mail's stored files. Keyed like the message: (tenant, Message-ID)."""
 
     __tablename__ = "email_originals"
     __table_args__ = (UniqueConstraint("tenant_id", "message_key"),)
@@ -74,7 +75,7 @@ class EmailOriginal(TenantScoped, Base):
     mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("email_mailboxes.id", ondelete="SET NULL"))
     # The ticket message's channel_message_id: the Message-ID without its angle brackets.
     message_key: Mapped[str] = mapped_column(String(255))
-    # from, to, cc, reply_to, subject, date, message_id, in_reply_to, references, defects
+    # from, to, cc, reply_to, subject, message_id, in_reply_to, references, defects, attachments
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     text: Mapped[str] = mapped_column(Text)
     html: Mapped[str | None] = mapped_column(Text)

@@ -39,7 +39,6 @@ from connectors.email.parse import (
     bounce_reason,
     forwarded_sender,
     parse,
-    safe_html,
     visible_text,
 )
 from connectors.email.settings import EmailSettings
@@ -279,11 +278,8 @@ class Receiver:
             if fresh:
                 values = []
                 for k, it in fresh.items():
-                    inline = {d["content_id"]: d["url"] for d in stored[k] if d.get("content_id")}
                     original = dict(it.original)
                     original["headers"] = {**original["headers"], "attachments": stored[k]}
-                    if original["html"] is not None:
-                        original["html"] = safe_html(original["html"], inline)
                     values.append(original)
                 await conn.execute(insert(o), values)
                 out.update(stored)

@@ -21,7 +21,7 @@ import re
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from connectors.email.receive import Deferred
 from connectors.email.settings import EmailSettings
@@ -97,6 +97,71 @@ class _Protocol(SMTP):
     package's header grammar, and a class it makes on every call) was a twentieth of the time a
     mail took. Anything else (quoted local parts, the null sender <>, source routes) is parsed by
     aiosmtpd as before."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA, read in large pieces. aiosmtpd reads a mail line by line, a Python round per line
+        (some 1,500 for a 100 KiB attachment), which was a quarter of the time a mail took here.
+        The same checks and answers as aiosmtpd's; the content is the same bytes: up to the
+        terminating ``CRLF.CRLF``, a leading dot taken off every line (RFC 5321 4.5.2). Lines
+        longer than 1,000 bytes are taken rather than refused, as Postfix does."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        # StreamReader's limit is private (it bounds what one readuntil may gather); stable since 3.4.
+        reader: Any = self._reader
+        limit = self.data_size_limit or 0
+        saved = reader._limit
+        # One read may hold a whole mail (up to the limit, and the terminator's bytes): no more is
+        # buffered than aiosmtpd itself gathers.
+        reader._limit = (limit or 64 << 20) + 8
+        pieces: list[bytes] = []
+        size = 0
+        too_much = False
+        try:
+            while True:
+                try:
+                    piece = await reader.readuntil(b".\r\n")
+                except asyncio.LimitOverrunError as exc:
+                    # More than the limit without a dot at a line's end: drop it, read on to the end.
+                    too_much = True
+                    pieces.clear()
+                    await reader.read(exc.consumed)
+                    continue
+                size += len(piece)
+                if limit and size > limit + 3:
+                    too_much = True
+                    pieces.clear()
+                if not too_much:
+                    pieces.append(piece)
+                # ".\r\n" alone on a line: the whole piece (it follows a line end or the start of
+                # the data), or at the end of one that ends a line before it.
+                if piece == b".\r\n" or piece.endswith(b"\r\n.\r\n"):
+                    break
+        except asyncio.CancelledError:
+            self._writer.close()
+            raise
+        finally:
+            reader._limit = saved
+        if too_much:
+            await self.push("552 Error: Too much mail data")
+            self._set_post_data_state()
+            return
+        data = b"".join(pieces)[:-3]
+        if data.startswith(b"."):
+            data = data[1:]
+        original_content = data.replace(b"\r\n.", b"\r\n")
+        self.envelope.content = original_content
+        self.envelope.original_content = original_content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         found = _PLAIN_PATH.match(arg) if arg else None

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.email.models import EmailMailbox, EmailOriginal
+from connectors.email.parse import safe_html
 from core import secrets
 from core.audit import audit
 from core.config import Settings
@@ -165,7 +166,13 @@ async def original(hub: Hub, principal: Principal, message_id: int) -> dict[str,
                 select(EmailOriginal).where(EmailOriginal.message_key == found[0]))).scalar_one_or_none()
     if row is None:
         raise NotFound(f"message {message_id} is not a mail the hub received", code="original_not_found")
-    return {"message_id": message_id, "headers": row.headers, "text": row.text, "html": row.html,
+    # The HTML is kept as it came and made safe as it is read: the sanitiser's fixes reach old
+    # mail too, and receiving (the hot path) does not pay for mail nobody opens in full.
+    files = (row.headers or {}).get("attachments") or []
+    inline = {f["content_id"]: f["url"] for f in files if f.get("content_id")}
+    html = safe_html(row.html, inline) if row.html is not None else None
+    headers = {k: v for k, v in (row.headers or {}).items() if k != "attachments"}
+    return {"message_id": message_id, "headers": headers, "text": row.text, "html": html,
             "size": row.size, "received_at": row.received_at.isoformat()}
 
 

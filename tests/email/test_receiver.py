@@ -272,3 +272,74 @@ async def test_starttls_when_a_certificate_is_configured(settings: Settings, sin
     finally:
         await tenant.close()
         await srv.runner.cleanup()
+
+
+# --- DATA as it travels: dot-stuffing, the terminator, pipelining -------------------------------------
+async def _raw_session(port: int, script: bytes) -> list[bytes]:
+    """Send ``script`` on one SMTP connection (after the greeting) and read every answer line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        greeting = await reader.readline()
+        assert greeting.startswith(b"220"), greeting
+        writer.write(script)
+        await writer.drain()
+        answers: list[bytes] = []
+        async with asyncio.timeout(15):
+            while not answers or not answers[-1].startswith(b"221"):
+                line = await reader.readline()
+                assert line, answers
+                if not line[3:4] == b"-":  # the last line of a multi-line answer
+                    answers.append(line.rstrip())
+        return answers
+    finally:
+        writer.close()
+
+
+async def test_data_dot_stuffing_and_pipelined_mails_on_one_connection(mailbox: Mailbox) -> None:
+    """Two mails pipelined in one write, one with dot-stuffed lines, a lone-dot-looking line and a
+    line far over 1,000 bytes; the exact texts arrive."""
+    first = (b"From: dots@customers.example.org\r\nTo: " + mailbox.address.encode() + b"\r\n"
+             b"Subject: dots\r\nMessage-ID: <dots-1@customers.example.org>\r\n\r\n"
+             b"..leading dot was stuffed\r\n"
+             b". a dot and more\r\n"
+             b"...\r\n"
+             b"end of first\r\n")
+    long_line = b"x" * 3000
+    second = (b"From: long@customers.example.org\r\nTo: " + mailbox.address.encode() + b"\r\n"
+              b"Subject: long\r\nMessage-ID: <long-1@customers.example.org>\r\n\r\n" + long_line + b"\r\n")
+    rcpt = b"RCPT TO:<" + mailbox.address.encode() + b">\r\n"
+    script = (b"EHLO client.example.org\r\n"
+              b"MAIL FROM:<dots@customers.example.org>\r\n" + rcpt + b"DATA\r\n" + first + b".\r\n"
+              b"MAIL FROM:<long@customers.example.org>\r\n" + rcpt + b"DATA\r\n" + second + b".\r\n"
+              b"QUIT\r\n")
+    answers = await _raw_session(mailbox.server.smtp_port, script)
+    codes = [a[:3] for a in answers]
+    assert codes == [b"250", b"250", b"250", b"354", b"250", b"250", b"250", b"354", b"250", b"221"], answers
+    dots = await mailbox.ticket_with("leading dot was stuffed")
+    assert dots["messages"][0]["text"] == ".leading dot was stuffed\n a dot and more\n..\nend of first"
+    long = await mailbox.ticket_with("xxxx")
+    assert long["messages"][0]["text"] == long_line.decode()
+
+
+async def test_an_empty_mail_and_one_over_the_limit_leave_the_connection_usable(strict_server: Server,
+                                                                                sink: Sink) -> None:
+    tenant = await make_tenant(strict_server.settings, strict_server)
+    try:
+        mb = await make_mailbox(tenant, sink)
+        rcpt = b"RCPT TO:<" + mb.address.encode() + b">\r\n"
+        big = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 40  # 40 KB against a 20 KB limit
+        ok = (b"From: after@customers.example.org\r\nSubject: after\r\n"
+              b"Message-ID: <after-1@customers.example.org>\r\n\r\nStill here\r\n")
+        script = (b"EHLO client.example.org\r\n"
+                  b"MAIL FROM:<a@customers.example.org>\r\n" + rcpt + b"DATA\r\n.\r\n"
+                  b"MAIL FROM:<b@customers.example.org>\r\n" + rcpt + b"DATA\r\n" + big + b".\r\n"
+                  b"MAIL FROM:<after@customers.example.org>\r\n" + rcpt + b"DATA\r\n" + ok + b".\r\n"
+                  b"QUIT\r\n")
+        answers = await _raw_session(strict_server.smtp_port, script)
+        codes = [a[:3] for a in answers]
+        # The empty mail has no headers: unreadable, kept aside (250); the big one 552; the next one taken.
+        assert codes == [b"250", b"250", b"250", b"354", b"250", b"250", b"250", b"354", b"552",
+                         b"250", b"250", b"354", b"250", b"221"], answers
+        await mb.ticket_with("Still here")
+    finally:
+        await tenant.close()
