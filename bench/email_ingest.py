@@ -89,12 +89,13 @@ def generate(count: int, to: str, seed: int = 7) -> list[tuple[str, str, bytes]]
         msg["To"] = to
         msg["Date"] = format_datetime(utcnow())
         msg["Message-ID"] = msgid
-        if roll < 0.08 or roll >= 0.45:
+        # Below 0.08 a reply, then plain text to 0.63, multipart/alternative to 0.88, a file above.
+        if roll < 0.63:
             if rng.random() < 0.10:
                 msg.set_content(CHINESE * rng.randint(1, 20), charset="gb18030")
             else:
                 msg.set_content(_text(rng, rng.randint(3, 60)))
-        elif roll < 0.70:
+        elif roll < 0.88:
             body = _text(rng, rng.randint(40, 160))
             msg.set_content(body)
             msg.add_alternative("<html><body>" + "".join(f"<p>{line}</p>" for line in body.splitlines())

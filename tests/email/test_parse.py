@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from connectors.email.parse import ParsedMail, UnreadableMail, decode_bytes, html_text, parse, visible_text
+from connectors.email.parse import (
+    ParsedMail,
+    UnreadableMail,
+    _lift_base64,
+    decode_bytes,
+    html_text,
+    parse,
+    visible_text,
+)
 
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "email"
 
@@ -126,3 +134,56 @@ def test_quoted_history_and_signatures_are_trimmed_for_display_and_kept_in_full(
 
 def test_a_mail_that_is_all_quote_shows_in_full() -> None:
     assert visible_text("On Tue, Dec 1, 2026 Bob wrote:\n> hi") == "On Tue, Dec 1, 2026 Bob wrote:\n> hi"
+
+
+def _stdlib_files(raw: bytes) -> list[tuple[str, bytes]]:
+    """The oracle: what Python's own parser decodes each file of a mail to."""
+    import email as stdlib_email
+
+    out = []
+    for part in stdlib_email.message_from_bytes(raw).walk():
+        if part.is_multipart() or (part.get_content_type() in ("text/plain", "text/html") and not part.get_filename()):
+            continue
+        data = part.get_payload(decode=True)
+        if isinstance(data, bytes):
+            out.append((part.get_content_type(), data))
+    return out
+
+
+def test_large_base64_bodies_decode_exactly_as_pythons_parser_decodes_them() -> None:
+    """Large base64 bodies are decoded beside the parser rather than walked by it (for speed): the
+    bytes must be the parser's own, and bodies that do not decode cleanly are left to it."""
+    import base64
+    import random
+    from email.message import EmailMessage, MIMEPart
+    from email.policy import SMTP
+
+    rng = random.Random(3)
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@example.org", "support@acme.example.com", "files"
+    msg["Message-ID"] = "<files-1@example.org>"
+    msg.set_content("请看附件。\n" * 400, charset="utf-8", cte="base64")  # a large base64 text body
+    msg.add_alternative("<p>" + "附件" * 3000 + "</p>", subtype="html", cte="base64")
+    msg.add_attachment(rng.randbytes(150_000), maintype="application", subtype="pdf", filename="big.pdf")
+    msg.add_attachment(rng.randbytes(3_000), maintype="image", subtype="png", filename="small.png")
+    # A body with broken padding, and one with a stray character: the parser's own lenient reading.
+    broken = base64.encodebytes(rng.randbytes(6_000)).replace(b"=", b"")[:-5] + b"\n"
+    stray = base64.encodebytes(rng.randbytes(6_000))[:-20] + b"!!\n"
+    for body, name in ((broken, "broken.bin"), (stray, "stray.bin")):
+        part = MIMEPart()
+        part["Content-Type"] = "application/octet-stream"
+        part["Content-Transfer-Encoding"] = "base64"
+        part["Content-Disposition"] = f'attachment; filename="{name}"'
+        part.set_payload(body.decode())
+        msg.attach(part)
+    raw = msg.as_bytes(policy=SMTP)
+    _, lifted = _lift_base64(raw)  # the quick path is taken for the clean bodies, never the stray one
+    sizes = sorted(len(v) for v in lifted.values())
+    assert {len(("请看附件。\n" * 400).encode()), len(("<p>" + "附件" * 3000 + "</p>\n").encode()), 150_000,
+            3_000} <= set(sizes)
+    assert len(sizes) <= 5
+    m = parse(raw)
+    assert m.text == "请看附件。\n" * 400
+    assert m.html == "<p>" + "附件" * 3000 + "</p>\n"
+    assert [(a.content_type, a.data) for a in m.attachments] == _stdlib_files(raw)
+    assert [a.filename for a in m.attachments] == ["big.pdf", "small.png", "broken.bin", "stray.bin"]
