@@ -91,6 +91,11 @@ class EmailConnector(Connector):
             mailbox = next((m for m in await self.mailboxes(account.tenant_id) if m.id == account.mailbox_id), None)
             if mailbox is None:  # removed a moment ago: not ours to store any more
                 raise LookupError(f"mailbox {account.mailbox_id} is gone")
+            if len(raw) > self.settings.max_message_bytes:
+                # What the SMTP receiver would refuse with 552: kept aside (its first MiB) for an
+                # operator, not made a ticket, and the follower moves past it.
+                await self.receiver.set_aside(mailbox, raw, f"larger than {self.settings.max_message_bytes} bytes")
+                return
             # A mailbox's mail is not deferred as a flood (a 4xx has no sender to try again: the
             # follower would stop at it); a server in trouble (Busy, the database) raises and the
             # follower tries that mail again after its back-off.

@@ -151,7 +151,7 @@ class Receiver:
         try:
             parsed = parse(raw)
         except UnreadableMail as exc:
-            await self._set_aside(mailbox, raw, str(exc))
+            await self.set_aside(mailbox, raw, str(exc))
             return Outcome("unreadable", detail=str(exc))
         key = message_key(parsed, raw)
         if parsed.automatic == "bounce":
@@ -166,7 +166,7 @@ class Receiver:
             return Outcome("own", key)
         if not parsed.sender or len(parsed.sender) > MAX_ID_LENGTH:
             why = "no From address" if not parsed.sender else "a From address too long to be anyone's"
-            await self._set_aside(mailbox, raw, why)
+            await self.set_aside(mailbox, raw, why)
             return Outcome("unreadable", key, why)
         sender, sender_name = parsed.sender, parsed.sender_name
         if ids.is_forward(parsed.subject) and parsed.sender in await self.connector.agent_addresses(mailbox.tenant_id):
@@ -317,7 +317,7 @@ class Receiver:
         logger.info("email %s: reply %s bounced%s", mailbox.id, target[0], "" if marked else " (no such reply)")
         return Outcome("bounce", key, reason)
 
-    async def _set_aside(self, mailbox: MailboxConfig, raw: bytes, why: str) -> None:
+    async def set_aside(self, mailbox: MailboxConfig, raw: bytes, why: str) -> None:
         """Unreadable mail goes to the inbox's failed set with its bytes, for an operator
         (``channelhub inbox``), never to be fetched or refused again."""
         key = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -327,7 +327,7 @@ class Receiver:
                              customer_attributes={"email_mailbox": mailbox.address,
                                                   "raw_base64": base64.b64encode(raw[:1_000_000]).decode()})
         try:
-            await self.hub.inbox.set_aside(msg, f"UnreadableMail: {why}")
+            await self.hub.inbox.set_aside(msg, f"email: {why}")
         except (DomainError, IntegrityError):
             logger.exception("email %s: an unreadable mail could not be set aside", mailbox.id)
             raise

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from connectors.email.settings import EmailSettings
+from core import inbox
 from core.config import Settings
+from core.db import Database
 from tests.conftest import Server, eventually, make_tenant, start_server
 from tests.email.conftest import IMAP_PASSWORD, IMAP_USER, make_mailbox
 from tests.email.dovecot import Dovecot
@@ -23,7 +25,7 @@ USER, PASSWORD = IMAP_USER, IMAP_PASSWORD
 
 @pytest.fixture
 async def following_server(settings: Settings) -> AsyncIterator[Server]:
-    email = EmailSettings(imap_poll_seconds=0.5, imap_lease_seconds=3)
+    email = EmailSettings(imap_poll_seconds=0.5, imap_lease_seconds=3, max_message_bytes=200_000)
     srv = await start_server(replace(settings, channels={**settings.channels, "email": email}), imap=True)
     yield srv
     await srv.runner.cleanup()
@@ -79,3 +81,29 @@ async def _all_seen(dovecot: Dovecot, count: int) -> dict[int, set[str]] | None:
 async def _messages(mb: Any, ticket_id: int, count: int) -> list[dict[str, Any]] | None:
     messages = (await mb.ticket(ticket_id))["messages"]
     return list(messages) if len(messages) >= count else None
+
+
+async def test_a_mail_over_the_size_limit_is_set_aside_and_reading_goes_on(following_server: Server, dovecot: Dovecot,
+                                                                           sink: Sink) -> None:
+    tenant = await make_tenant(following_server.settings, following_server)
+    mb = await make_mailbox(tenant, sink)
+    try:
+        await dovecot.append(USER, mail(sender="big@customers.example.org", to=mb.address, subject="Big",
+                                        text="x" * 300_000))
+        await dovecot.append(USER, mail(sender="small@customers.example.org", to=mb.address, subject="Small",
+                                        text="A small one after the big one."))
+        await mb.admin.api("PATCH", f"/api/v1/email/mailboxes/{mb.info['id']}", {"imap": {
+            "host": dovecot.host, "port": dovecot.port, "security": "none", "username": USER,
+            "password": PASSWORD}})
+        await mb.ticket_with("A small one after the big one.", timeout=20)
+        await eventually(lambda: _all_seen(dovecot, 2), timeout=10)
+        assert len(await mb.tickets()) == 1
+        db = Database(tenant.settings.database_url)
+        try:
+            aside = [r for r in await inbox.failed(db, limit=1000) if r["tenant_id"] == tenant.id]
+        finally:
+            await db.dispose()
+        assert len(aside) == 1 and "larger than 200000 bytes" in aside[0]["last_error"]
+    finally:
+        await mb.admin.api("PATCH", f"/api/v1/email/mailboxes/{mb.info['id']}", {"active": False})
+        await tenant.close()
