@@ -3,6 +3,7 @@
 Tenants here live under *.localhost, which Chromium resolves to the loopback address by itself, so
 the pages are loaded exactly as a customer and an agent load them: by the tenant's domain."""
 
+# ruff: noqa: RUF001 - Chinese is written with full-width punctuation; these are its texts.
 from __future__ import annotations
 
 import os
@@ -216,3 +217,38 @@ async def test_widget_shows_a_reply_once_when_it_is_delivered_twice(browser: Any
     assert await shop.locator(".chw-msg.chw-outbound:has-text('it left this morning')").count() == 1
     await shop.screenshot(path=str(tmp_path / "widget-once.png"))
     await ctx.close()
+
+
+async def test_a_mail_in_the_console_answered_by_mail(browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:
+    """A customer's Chinese mail with a file, sent to the hub's SMTP receiver, shows in the console;
+    the agent's answer from the console leaves through the tenant's relay, threaded."""
+    from tests.email.conftest import make_mailbox
+    from tests.email.support import Sink, mail
+
+    sink = Sink().start()
+    try:
+        agent = await local_tenant.add_agent(name="王芳", role="admin")
+        # (*.localhost is no mail domain: the address is on one.)
+        mail_domain = local_tenant.domain.replace(".localhost", ".example.com")
+        mailbox = await make_mailbox(local_tenant, sink, domain=mail_domain)
+        base = origin(local_tenant)
+        console_ctx, console = await _agent_signs_in(browser, base, agent.email)
+        raw = mail(sender="li.lei@customers.example.cn", name="李雷", to=mailbox.address, subject="发票问题",
+                   text="您好，发票还没有收到，订单号 2026-1201。\n\n李雷",
+                   files=[("发票.pdf", "application/pdf", b"%PDF-1.4 invoice")])
+        assert (await mailbox.deliver(raw, mail_from="li.lei@customers.example.cn"))[0] == 250
+        ticket = console.locator("#tickets li.ticket").first
+        await ticket.wait_for()
+        await ticket.click()
+        await console.wait_for_selector("#thread .msg-inbound:has-text('发票还没有收到')")
+        await console.locator("#thread .msg-inbound a.att:has-text('发票.pdf')").wait_for()
+        await console.fill("#reply-text", "李先生您好，发票今天寄出。")
+        await console.click("#send-reply")
+        await console.wait_for_selector("#thread .msg-outbound:has-text('发票今天寄出')")
+        [sent] = await sink.wait_for(1)
+        assert sent["Subject"].startswith("Re: 发票问题 [#")
+        assert sent.get_body(("plain",)).get_content().strip() == "李先生您好，发票今天寄出。"
+        await console.screenshot(path=str(tmp_path / "console-email.png"))
+        await console_ctx.close()
+    finally:
+        sink.stop()

@@ -80,10 +80,11 @@ class Mailbox:
         return dict(await eventually(find, timeout=timeout))
 
 
-async def make_mailbox(tenant: TenantInfo, sink: Sink, *, local: str = "support", **extra: Any) -> Mailbox:
+async def make_mailbox(tenant: TenantInfo, sink: Sink, *, local: str = "support", domain: str | None = None,
+                       **extra: Any) -> Mailbox:
     admin_info = next((a for a in tenant.agents if a.role == "admin"), None) or await tenant.add_agent(role="admin")
     admin = await tenant.signed_in(admin_info, connect=False)
-    body = {"address": f"{local}@{tenant.domain}", "name": "Acme Support",
+    body = {"address": f"{local}@{domain or tenant.domain}", "name": "Acme Support",
             "smtp": {"host": "127.0.0.1", "port": sink.port, "security": "none"}, **extra}
     info = (await admin.api("POST", "/api/v1/email/mailboxes", body))["mailbox"]
     return Mailbox(tenant, tenant.server, admin, info, sink)
