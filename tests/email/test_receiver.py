@@ -343,3 +343,23 @@ async def test_an_empty_mail_and_one_over_the_limit_leave_the_connection_usable(
         await mb.ticket_with("Still here")
     finally:
         await tenant.close()
+
+
+async def test_a_worker_process_takes_no_mail(settings: Settings) -> None:
+    """`channelhub worker` starts its hub with inbound=False: no receiver, no IMAP followers."""
+    from channelhub.app import build_hub
+    from connectors.email.connector import EmailConnector
+    from tests.conftest import free_port
+
+    port = free_port()
+    email = EmailSettings(smtp_host="127.0.0.1", smtp_port=port)
+    hub = build_hub(replace(settings, channels={**settings.channels, "email": email}))
+    await hub.start(inbound=False)
+    try:
+        connector = hub.connectors["email"]
+        assert isinstance(connector, EmailConnector)
+        assert connector.smtp.port is None and not connector.followers.running
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+    finally:
+        await hub.close()
