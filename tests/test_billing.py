@@ -330,6 +330,49 @@ async def test_concurrent_charges_never_take_the_balance_below_zero(
     assert [e.amount for e in charges] == [-cost] * 7
 
 
+async def test_mixed_concurrent_changes_keep_the_ledger_summing_to_the_balance(
+    settings: Any, server: Any, db: Database,
+) -> None:
+    """Charges, credits, top-ups and compensation all at once: whatever order they commit in, the
+    cached balance, the ledger's sum and each entry's running balance agree, and none is negative."""
+    day = date(2024, 5, 20)
+    tid = await contracted(settings, server, db, start=date(2024, 1, 1), top_up=5 * PRICE)
+    async with db.session(tid) as s:
+        await billing.charge_for_seats(s, tid, 4, now=at(date(2024, 1, 1)), actor=OPERATOR)
+    rng = random.Random(7)
+    start = asyncio.Event()
+
+    async def one(kind: str) -> str:
+        await start.wait()
+        try:
+            async with db.session(tid) as s:
+                if kind == "charge":
+                    await billing.charge_for_seats(s, tid, rng.randint(1, 3), now=at(day), actor=OPERATOR)
+                elif kind == "credit":
+                    await billing.credit_for_seats(s, tid, 1, now=at(day), actor=OPERATOR)
+                elif kind == "top_up":
+                    await billing.top_up(s, tid, rng.randint(1, PRICE), now=at(day), actor=OPERATOR)
+                else:
+                    await billing.compensate(s, tid, minutes=rng.randint(5, 100), now=at(day), actor=SYSTEM_ACTOR)
+                await asyncio.sleep(0.005)
+        except (PaymentRequired, Conflict) as exc:
+            return exc.code
+        return "ok"
+
+    kinds = [rng.choice(["charge", "charge", "credit", "top_up", "compensate"]) for _ in range(20)]
+    tasks = [asyncio.create_task(one(kind)) for kind in kinds]
+    await asyncio.sleep(0.05)
+    start.set()
+    outcomes = await asyncio.gather(*tasks)
+    assert set(outcomes) <= {"ok", "insufficient_balance", "not_enough_seats"}
+    await check_ledger(db, tid)
+    async with db.read(tid) as s:
+        entries = await billing.ledger(s, tid)
+        seats = sum(e.seats if e.kind == "charge" else -e.seats for e in entries if e.kind in ("charge", "credit"))
+        assert await billing.seats_paid(s, tid) == seats >= 0
+    assert len(entries) == 2 + outcomes.count("ok")  # the top-up and the first charge, then one each
+
+
 async def test_a_random_walk_keeps_the_ledger_summing_to_the_balance(
     settings: Any, server: Any, db: Database,
 ) -> None:
