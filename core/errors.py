@@ -30,6 +30,13 @@ class InvalidInput(DomainError):
     code = "invalid_input"
 
 
+class PaymentRequired(DomainError):
+    """The prepaid balance cannot pay for what was asked; nothing was changed."""
+
+    status = 402
+    code = "insufficient_balance"
+
+
 class NotFound(DomainError):
     status = 404
     code = "not_found"

@@ -8,12 +8,14 @@ Times are timezone-aware UTC (see :class:`UTCDateTime`).
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -25,9 +27,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column
 
 # Stable constraint names on SQLite and PostgreSQL alike (alembic relies on them).
 NAMING_CONVENTION = {
@@ -465,3 +468,103 @@ class StoredAttachment(TenantScoped, Base):
     sha256: Mapped[str] = mapped_column(String(64))
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ContractState(enum.StrEnum):
+    ACTIVE = "active"
+    # Notice was given: the contract runs until ``ends_on``, then ends with a refund.
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+class LedgerKind(enum.StrEnum):
+    TOP_UP = "top_up"
+    # Seats added mid-term (prorated) or a renewal (the next term, in full).
+    CHARGE = "charge"
+    # Seats removed: the unused days go back to the balance.
+    CREDIT = "credit"
+    # The contract ended before its term did: the prepaid days after the end go back.
+    REFUND = "refund"
+    # Service time credited for downtime (the availability promise).
+    COMPENSATION = "compensation"
+
+
+class BillingContract(TenantScoped, Base):
+    """A tenant's contract (core.billing): price, term, seats paid for, notice, and the balance.
+
+    ``balance`` caches the sum of the tenant's ledger entries; it changes only in the transaction
+    that appends an entry, under this row's lock, so it always equals that sum (and the checks
+    against it cannot race). The database refuses a negative balance as a last guard.
+    """
+
+    __tablename__ = "billing_contracts"
+    __table_args__ = (
+        CheckConstraint("balance >= 0", name="balance_not_negative"),
+        CheckConstraint("seats >= 0", name="seats_not_negative"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # One contract per tenant: the ledger and the balance are the tenant's.
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), unique=True)
+    # Integer minor units (fen, cents) of ``currency`` (ISO 4217) per seat per year.
+    price_per_seat_year: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    # The term is [term_start, term_end): term_end is the first day after it (UTC dates).
+    term_start: Mapped[date] = mapped_column(Date)
+    term_end: Mapped[date] = mapped_column(Date)
+    seats: Mapped[int] = mapped_column(Integer, default=0)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(20), default=ContractState.ACTIVE)
+    notice_given_at: Mapped[datetime | None]
+    # The contract ends at 00:00 UTC of this day (set with the notice).
+    ends_on: Mapped[date | None] = mapped_column(Date)
+    ended_at: Mapped[datetime | None]
+    # When the term ran out unpaid and the tenant was suspended; a later renewal resumes it.
+    lapsed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LedgerEntry(TenantScoped, Base):
+    """One movement of a tenant's prepaid balance. Append-only: never updated or deleted (the
+    hooks below refuse it), so the balance is always the sum of the entries.
+
+    ``amount`` is signed, in integer minor units: positive adds to the balance (top-up, credit,
+    refund, compensation), negative spends it (charge)."""
+
+    __tablename__ = "billing_ledger"
+    __table_args__ = (Index("ix_billing_ledger_tenant_id_id", "tenant_id", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    contract_id: Mapped[int] = mapped_column(ForeignKey("billing_contracts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    # What it covers: that many seats for that many days (0 for a top-up).
+    seats: Mapped[int] = mapped_column(Integer, default=0)
+    days: Mapped[int] = mapped_column(Integer, default=0)
+    # The balance after this entry (the running sum up to it), for statements.
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    # Who or what caused it: operator, agent, system (with its id where it has one).
+    actor_type: Mapped[str] = mapped_column(String(20))
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    # The rest: the period covered, a payment reference, the downtime compensated, a note.
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The injected clock's time of the operation, not the wall clock's.
+    created_at: Mapped[datetime]
+
+
+class AppendOnly(Exception):
+    """Something tried to change or remove a ledger entry."""
+
+
+@event.listens_for(LedgerEntry, "before_update")
+@event.listens_for(LedgerEntry, "before_delete")
+def _ledger_is_append_only(_mapper: Any, _conn: Any, entry: LedgerEntry) -> None:
+    raise AppendOnly(f"billing ledger entry {entry.id} cannot be changed or removed")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _no_bulk_ledger_changes(state: ORMExecuteState) -> None:
+    # update(LedgerEntry) / delete(LedgerEntry) through a session skip the per-object hooks above.
+    if (state.is_update or state.is_delete) and any(m.class_ is LedgerEntry for m in state.all_mappers):
+        raise AppendOnly("the billing ledger is append-only")
