@@ -68,6 +68,9 @@ class EmailConnector(Connector):
     async def stop(self) -> None:
         # The IMAP followers first: a mail being handed over finishes (cursor included) while the
         # receiver's writer still runs.
+        refresh, self._refresh = self._refresh, None
+        if refresh is not None:
+            refresh.cancel()
         await self.followers.stop()
         await self.smtp.stop()
         await self.receiver.stop()

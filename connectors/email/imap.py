@@ -326,9 +326,9 @@ class _Connection:
             pending.append(client._client_task)
         for task in pending:
             task.cancel()
-        for task in pending:
-            with contextlib.suppress(BaseException):
-                await task
+        if pending:
+            # Bounded: a task that does not end on its cancellation must not hold up a stop.
+            await asyncio.wait(pending, timeout=min(self.timeout, 5.0))
 
 
 class ImapFollower:
@@ -385,7 +385,17 @@ class ImapFollower:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        await cancel_and_wait(task)
+        if task is not None:
+            task.cancel()
+            # A mail being handed over may take up to ``timeout`` to finish (see _read_new); past
+            # that (and a little), cancel again rather than wait for ever on a stuck connection.
+            done, _ = await asyncio.wait({task}, timeout=self.timeout + 5.0)
+            if not done:
+                logger.warning("%s: the follower did not stop in time; cancelling it again", self.account)
+                task.cancel()
+                await asyncio.wait({task}, timeout=5.0)
+            if task.done() and not task.cancelled() and (failure := task.exception()) is not None:
+                logger.warning("%s: the follower ended with %s", self.account, self._short(failure))
         self._lease_until = None
         # Whether or not we know we hold it: a cancellation can land between the UPDATE that took
         # it and our noting so.
