@@ -1,7 +1,8 @@
 """The tenant admin API, the agent gateway and the agent console.
 
 ``ROUTE_TABLES`` are its routes, gathered by the composition root (channelhub.app) with those of
-the channels; ``console_routes`` serve the console's static files.
+the channels; ``console_routes`` serve the console's static files and the API's documentation page
+(admin_api.apidocs).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from admin_api import gateway
+from admin_api.apidocs import apidocs_routes
 from admin_api.routes import attachments, auth, routing, seats, tickets
 from web.api import RouteTable
 
@@ -30,4 +32,4 @@ async def _console_js(request: web.Request) -> web.StreamResponse:
 
 
 def console_routes() -> list[web.RouteDef]:
-    return [web.get("/console", _console), web.get("/console.js", _console_js)]
+    return [web.get("/console", _console), web.get("/console.js", _console_js), *apidocs_routes()]
