@@ -121,7 +121,7 @@ class Api:
             paths.setdefault(op.path, {})[op.method.lower()] = entry
         return {
             "openapi": "3.1.0",
-            "info": {"title": "channelhub API", "version": "1"},
+            "info": {"title": "channelhub API", "version": "v1"},
             "paths": paths,
             "components": {
                 "schemas": schemas,
