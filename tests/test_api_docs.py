@@ -8,7 +8,6 @@ while every request the page makes goes to the hub, nowhere else (no CDN, no fon
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,12 @@ import aiohttp
 import pytest
 
 from admin_api.apidocs import DOCS
-from tests.conftest import Server, TenantInfo, make_tenant
+from tests.conftest import Server, TenantInfo
 from tests.support import Http, assert_error
 
-CHROMIUM = os.environ.get("CHANNELHUB_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
+# The browser and the *.localhost tenant of the browser tests (fixtures), and how they launch it.
+from tests.test_browser import CHROMIUM, browser, local_tenant  # noqa: F401
+
 needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
 UNKNOWN_DOMAIN = "nobody-lives-here.example.com"
 
@@ -82,27 +81,9 @@ async def test_docs_page_is_not_an_api_operation(http: Http, tenant: TenantInfo)
 # --- In a real browser -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        await b.close()
-
-
-@pytest.fixture
-async def local_tenant(settings: Any, server: Server) -> AsyncIterator[TenantInfo]:
-    # *.localhost resolves to loopback in Chromium by itself: the page is loaded by the tenant's domain.
-    t = await make_tenant(settings, server, suffix="localhost")
-    yield t
-    await t.close()
-
-
 @needs_chromium
-async def test_docs_render_in_chromium_from_the_hub_alone(browser: Any, local_tenant: TenantInfo,
-                                                          tmp_path: Path) -> None:
+async def test_docs_render_in_chromium_from_the_hub_alone(
+        browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:  # noqa: F811 - the fixtures imported
     hub = f"http://{local_tenant.domain}:{local_tenant.server.port}"
     ctx = await browser.new_context()
     page = await ctx.new_page()
