@@ -144,13 +144,6 @@ async def thread_of(hub: Hub, tenant_id: int, ticket_id: int, before_message_id:
 # --- originals ----------------------------------------------------------------------------------------
 
 
-async def originals_missing(hub: Hub, tenant_id: int, keys: list[str]) -> set[str]:
-    async with hub.db.read(tenant_id) as session:
-        have = set((await session.execute(
-            select(EmailOriginal.message_key).where(EmailOriginal.message_key.in_(keys)))).scalars())
-    return set(keys) - have
-
-
 async def original(hub: Hub, principal: Principal, message_id: int) -> dict[str, Any]:
     """The mail behind a ticket message, as it came: whole text, sanitised HTML, headers. Only for
     an agent who may see its ticket (core.tickets.can_see): otherwise not found, like a message
