@@ -147,7 +147,8 @@ class AgentConnection(SocketSession[Hello]):
     def on_revoked(self, message: dict[str, Any]) -> None:
         """A revocation on the bus: the agent's tokens, or one token. Re-check rather than trust it."""
         assert self.principal is not None
-        if message.get("agent_id") == self.principal.agent_id and message.get("token") in (None, self.token_hash):
+        agent_id, token = message.get("agent_id"), message.get("token")
+        if agent_id in (None, self.principal.agent_id) and token in (None, self.token_hash):
             self.recheck.set()
 
     async def watch(self) -> None:

@@ -21,7 +21,7 @@ from web.schemas import AgentId, AttachmentId, ClientId, CustomerId, Frame, Grou
 
 StatusName = Literal["new", "open", "pending", "solved", "closed"]
 PriorityName = Literal["low", "normal", "high", "urgent"]
-RoleName = Literal["admin", "supervisor", "agent"]
+RoleName = Literal["owner", "admin", "supervisor", "agent"]
 Tag = str
 
 
@@ -108,6 +108,18 @@ class CreateAgentBody(Strict):
     role: RoleName = "agent"
     capacity: int = Field(default=5, ge=0, le=1000)
     group_ids: list[GroupId] = Field(default_factory=list, max_length=100)
+
+
+class AgentBatchBody(Strict):
+    """Seats added at once, all or none (at most 100: core.seats.MAX_BATCH)."""
+
+    agents: list[CreateAgentBody] = Field(min_length=1, max_length=100)
+
+
+class RemoveAgentsBody(Strict):
+    """Seats removed at once, all or none (at most 100)."""
+
+    agent_ids: list[AgentId] = Field(min_length=1, max_length=100)
 
 
 class CreateGroupBody(Strict):

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reference import scratch_database  # bench/reference.py, beside this script
 from sqlalchemy import bindparam, insert, update
 
-from core import seats
+from core import tenants
 from core.channels import InboundMessage
 from core.config import Settings
 from core.db import Database, drop_pg_database, migrate
@@ -50,7 +50,7 @@ async def setup(url: str, tickets: int) -> tuple[Database, int, list[int]]:
     hub = build_hub(Settings(database_url=url))
     await migrate(hub.db)
     async with hub.db.session() as session:
-        tenant = await seats.create_tenant(session, name="Driver", domain=f"driver{time.time_ns()}.example.com")
+        tenant = await tenants.create(session, name="Driver", domains=[f"driver{time.time_ns()}.example.com"])
     msgs = [InboundMessage(tenant_id=tenant.id, channel="webchat", external_id=f"visitor-{i:04d}-xxxxxxxxxx",
                            text="hello", channel_message_id=f"first-{i}", received_at=utcnow())
             for i in range(tickets)]

@@ -269,14 +269,14 @@ def machine_busy_ticks() -> tuple[int, int]:
 
 async def prepare(url: str, domain: str, agents: int, capacity: int) -> list[str]:
     """Migrate, then create the tenant and its agents (core.seats, as `channelhub agent create` does)."""
-    from core import seats
+    from core import seats, tenants
     from core.db import Database, migrate
 
     db = Database(url)
     try:
         await migrate(db)
         async with db.session() as session:
-            tenant = await seats.create_tenant(session, name="Bench", domain=domain)
+            tenant = await tenants.create(session, name="Bench", domains=[domain])
             tid = tenant.id
         emails = []
         async with db.session(tid) as session:

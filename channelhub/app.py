@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 import admin_api
+import admin_api.operator
 from connectors.registry import CHANNELS
-from core import outbox, presence
+from core import outbox, presence, tenants
 from core.config import Settings
 from core.hub import Hub
 from core.tenancy import TenantResolver
@@ -31,6 +32,7 @@ from web.sockets import SOCKETS, close_sockets
 logger = logging.getLogger(__name__)
 
 TASKS = web.AppKey("tasks", list)
+OPERATOR_API = web.AppKey("operator_api", Api)
 GC_THRESHOLD = 25_000
 
 
@@ -49,12 +51,21 @@ def route_tables(channels: Sequence[ChannelSpec] = CHANNELS) -> list[RouteTable]
 
 def build_api(channels: Sequence[ChannelSpec] = CHANNELS) -> Api:
     """Every route of an application serving ``channels``: what it serves and what OpenAPI lists."""
-    return Api(route_tables(channels))
+    return Api(route_tables(channels), customer_facing=[t for c in channels for t in c.routes])
 
 
-async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+def build_operator_api() -> Api:
+    """The operator's routes, served on the operator host only (web.http.tenancy_middleware)."""
+    return Api(admin_api.operator.ROUTE_TABLES)
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str, *,
+                 first: float | None = None) -> None:
+    """Run ``job`` every ``seconds`` (the first time after ``first`` seconds, if given)."""
+    wait = seconds if first is None else first
     while True:
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(wait)
+        wait = seconds
         try:
             await job()
         except asyncio.CancelledError:
@@ -79,7 +90,9 @@ async def _on_startup(app: web.Application) -> None:
     app[TASKS] = [
         asyncio.create_task(_every(s.sweeper_interval, lambda: outbox.sweep(hub), "outbox sweeper")),
         asyncio.create_task(_every(max(s.heartbeat_timeout / 4, 0.5), lambda: presence.reap(hub), "presence reaper")),
+        asyncio.create_task(_every(s.billing_interval, lambda: tenants.run_due(hub), "billing", first=5.0)),
     ]
+    app[RESOLVER].watch(hub.bus)
     # What start-up made (modules, the models' metadata, compiled statements) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk all of it and
     # pause every request in flight for tens of milliseconds under load.
@@ -105,11 +118,16 @@ async def _on_cleanup(app: web.Application) -> None:
     await hub.ticket_writes.stop()
     await hub.router.stop()
     await hub.outbox.stop()
+    app[RESOLVER].close()
     await hub.close()
 
 
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[API].openapi())
+
+
+async def operator_openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPERATOR_API].openapi())
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -133,8 +151,11 @@ def create_app(settings: Settings | None = None, channels: Sequence[ChannelSpec]
     app[API] = api
     app[RESOLVER] = TenantResolver(hub.db)
     app[SOCKETS] = set()
+    app[OPERATOR_API] = build_operator_api()
     api.add_to(app)
+    app[OPERATOR_API].add_to(app)
     app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/operator/v1/openapi.json", operator_openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(admin_api.console_routes())
     app.on_startup.append(_on_startup)

@@ -13,15 +13,20 @@ from typing import Any
 
 from sqlalchemy import select
 
+from core.billing import Actor
 from core.config import Settings
 from core.db import Database, migrate
 from core.errors import DomainError
 
 logger = logging.getLogger("channelhub")
+# Who a command's changes are audited as: the operator, at the machine.
+_CLI = Actor("operator")
 
 DEMO_DOMAIN = "demo.localhost"
 DEMO_PASSWORD = "demo-password"
 DEMO_MAILBOX = f"support@{DEMO_DOMAIN}"
+DEMO_OPERATOR_HOST = "operator.localhost"
+DEMO_OPERATOR = ("operator@demo.localhost", "demo-operator-password")
 DEMO_AGENTS = (
     ("alice@demo.localhost", "Alice (admin)", "admin"),
     ("bob@demo.localhost", "Bob", "agent"),
@@ -42,11 +47,12 @@ async def _with_db(settings: Settings, job: Callable[[Database], Awaitable[Any]]
 
 
 async def _tenant_id(db: Database, domain: str) -> int:
-    from core.models import Tenant
+    from core.models import TenantDomain
     from core.seats import clean_domain
 
     async with db.read() as session:
-        tid = (await session.execute(select(Tenant.id).where(Tenant.domain == clean_domain(domain)))).scalar()
+        tid = (await session.execute(select(TenantDomain.tenant_id)
+                                     .where(TenantDomain.domain == clean_domain(domain)))).scalar()
     if tid is None:
         raise DomainError(f"no tenant at {domain}", code="unknown_tenant")
     return int(tid)
@@ -56,13 +62,13 @@ async def _ensure_demo(db: Database, settings: Settings) -> None:
     from connectors.email import store as email_store
     from connectors.email.models import EmailMailbox
     from connectors.email.settings import EmailSettings
-    from core import seats
+    from core import seats, tenants
     from core.models import Agent, Tenant
 
     async with db.session() as session:
         tenant = (await session.execute(select(Tenant).where(Tenant.domain == DEMO_DOMAIN))).scalar_one_or_none()
         if tenant is None:
-            tenant = await seats.create_tenant(session, name="Demo", domain=DEMO_DOMAIN)
+            tenant = await tenants.create(session, name="Demo", domains=[DEMO_DOMAIN])
         for email, name, role in DEMO_AGENTS:
             exists = (
                 await session.execute(select(Agent.id).where(Agent.tenant_id == tenant.id, Agent.email == email))
@@ -78,6 +84,11 @@ async def _ensure_demo(db: Database, settings: Settings) -> None:
             await email_store.create_mailbox(session, settings, tenant_id, {"address": DEMO_MAILBOX,
                                                                             "name": "Demo support"},
                                              actor_id=None, ip=None)
+    if settings.operator_host == DEMO_OPERATOR_HOST:
+        await _ensure_demo_operator(db)
+    operator_line = (f"  Operator API     http://{settings.operator_host}:{settings.port}/operator/v1/openapi.json "
+                     f"({DEMO_OPERATOR[0]}, password: {DEMO_OPERATOR[1]})\n"
+                     if settings.operator_host == DEMO_OPERATOR_HOST else "")
     smtp = settings.channel("email", EmailSettings)
     mail_line = (f"  Mail in          swaks --server 127.0.0.1:{smtp.smtp_port} --to {DEMO_MAILBOX} "
                  f"--from you@example.org\n") if smtp.smtp_port else ""
@@ -89,16 +100,31 @@ channelhub is running in the embedded mode (database: {settings.database_url})
   Customer page    {base}/webchat/demo      (the web chat widget, one script tag)
   Agent console    {base}/console
   Agents           {DEMO_AGENTS[0][0]} (admin), {DEMO_AGENTS[1][0]} — password: {DEMO_PASSWORD}
-  API              {base}/api/v1/openapi.json
-{mail_line}  Sign in by API   curl -s {base}/api/v1/auth/login -H 'Content-Type: application/json' \\
+  API              {base}/api/v1/openapi.json   (browse it: {base}/api/docs)
+{operator_line}{mail_line}  Sign in by API   curl -s {base}/api/v1/auth/login -H 'Content-Type: application/json' \\
                         -d '{{"email": "{DEMO_AGENTS[1][0]}", "password": "{DEMO_PASSWORD}"}}'
 """, flush=True)
+
+
+async def _ensure_demo_operator(db: Database) -> None:
+    from core import operators
+    from core.models import OperatorAccount
+
+    async with db.session() as session:
+        if not (await session.execute(select(OperatorAccount.id).where(OperatorAccount.email == DEMO_OPERATOR[0]))
+                ).first():
+            await operators.create_account(session, email=DEMO_OPERATOR[0], name="Demo operator",
+                                           password=DEMO_OPERATOR[1], role="owner", actor=_CLI)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from channelhub.app import create_app, limits
     from web import serving
 
+    if args.demo and settings.operator_host is None:
+        from dataclasses import replace
+
+        settings = replace(settings, operator_host=DEMO_OPERATOR_HOST)
     if args.migrate or args.demo:
         asyncio.run(_with_db(settings, migrate))
     if args.demo:
@@ -151,15 +177,15 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
-    from core import seats
+    from core import tenants
 
     async def job(db: Database) -> int:
         async with db.session() as session:
-            tenant = await seats.create_tenant(session, name=args.name, domain=args.domain)
+            tenant = await tenants.create(session, name=args.name, domains=args.domain)
             return tenant.id
 
     tid = asyncio.run(_with_db(settings, job))
-    print(f"tenant {tid} created at {args.domain}")
+    print(f"tenant {tid} created at {', '.join(args.domain)}")
     return 0
 
 
@@ -174,6 +200,42 @@ def cmd_agent_create(settings: Settings, args: argparse.Namespace) -> int:
 
     agent = asyncio.run(_with_db(settings, job))
     print(f"agent {agent['id']} ({agent['email']}, {agent['role']}) created")
+    return 0
+
+
+def _password(args: argparse.Namespace, minimum: int) -> str:
+    """The new account's password: one line on standard input (--password-stdin), or typed twice."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise DomainError("the two passwords differ", code="password_mismatch")
+    else:
+        raise DomainError("give the password on standard input with --password-stdin", code="no_password")
+    if len(password) < minimum:
+        raise DomainError(f"the password needs at least {minimum} characters", code="weak_password")
+    return password
+
+
+def cmd_operator_create(settings: Settings, args: argparse.Namespace) -> int:
+    """The operator's first owner (or any staff account), made on the machine: no one is signed in yet."""
+    from core import operators
+
+    password = _password(args, 12)
+
+    async def job(db: Database) -> Any:
+        async with db.session() as session:
+            account = await operators.create_account(session, email=args.email, name=args.name, password=password,
+                                                     role=args.role, actor=_CLI)
+            return operators.account_dict(account)
+
+    account = asyncio.run(_with_db(settings, job))
+    where = f"on http://{settings.operator_host}/operator/v1/" if settings.operator_host else \
+        "(set CHANNELHUB_OPERATOR_HOST to serve the operator API)"
+    print(f"operator account {account['id']} ({account['email']}, {account['role']}) created; sign in {where}")
     return 0
 
 
@@ -229,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(dest="action", required=True)
     tc = tenant.add_parser("create", help="create a tenant served at its own domain")
     tc.add_argument("--name", required=True)
-    tc.add_argument("--domain", required=True)
+    tc.add_argument("--domain", required=True, action="append", help="a domain it is served on (repeatable; the "
+                    "first is its primary one)")
     tc.set_defaults(func=cmd_tenant_create)
 
     agent = sub.add_parser("agent", help="manage agents (seats)").add_subparsers(dest="action", required=True)
@@ -238,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     ac.add_argument("--email", required=True)
     ac.add_argument("--name", required=True)
     ac.add_argument("--password", required=True)
-    ac.add_argument("--role", default="agent", choices=["admin", "supervisor", "agent"])
+    ac.add_argument("--role", default="agent", choices=["owner", "admin", "supervisor", "agent"])
     ac.add_argument("--capacity", type=int, default=5)
     ac.add_argument("--group", type=int, action="append", default=[], help="group id (repeatable)")
     ac.set_defaults(func=cmd_agent_create)
@@ -246,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     box = sub.add_parser("inbox", help="what web-hook channels accepted and is not yet a ticket; failed messages")
     box.add_argument("--retry-failed", action="store_true", help="put messages that failed back in line")
     box.set_defaults(func=cmd_inbox)
+
+    op = sub.add_parser("operator", help="the operator's staff accounts").add_subparsers(dest="action",
+                                                                                           required=True)
+    oc = op.add_parser("create", help="create an operator account (the first owner, to begin with)")
+    oc.add_argument("--email", required=True)
+    oc.add_argument("--name", required=True)
+    oc.add_argument("--role", default="owner", choices=["owner", "billing", "support"])
+    oc.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    oc.set_defaults(func=cmd_operator_create)
 
     group = sub.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
     gc = group.add_parser("create", help="create a group in a tenant")

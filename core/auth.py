@@ -31,7 +31,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Unauthorized
-from core.models import Agent, AuthToken, Role, utcnow
+from core.models import ROLE_RANK, Agent, AuthToken, Role, Tenant, TenantStatus, utcnow
 from core.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -47,6 +47,18 @@ DUMMY_HASH = _hasher.hash("channelhub-timing-equaliser")
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
+
+
+async def hash_passwords(passwords: Sequence[str], *, concurrency: int = 2) -> list[str]:
+    """Hash many passwords (a batch of seats) in threads, ``concurrency`` at a time, so the event
+    loop and the database transaction that stores them do not wait on argon2."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(password: str) -> str:
+        async with gate:
+            return await asyncio.to_thread(hash_password, password)
+
+    return list(await asyncio.gather(*(one(p) for p in passwords)))
 
 
 def verify_password(password_hash: str, password: str) -> bool:
@@ -69,13 +81,21 @@ class Principal:
     role: str
     name: str
 
+    def at_least(self, role: Role) -> bool:
+        """Whether the principal's role may do what ``role`` may (core.models.ROLE_RANK)."""
+        return ROLE_RANK.get(self.role, -1) >= ROLE_RANK[role]
+
     @property
     def sees_all(self) -> bool:
-        return self.role in (Role.ADMIN, Role.SUPERVISOR)
+        return self.at_least(Role.SUPERVISOR)
 
     @property
     def is_admin(self) -> bool:
-        return self.role == Role.ADMIN
+        return self.at_least(Role.ADMIN)
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == Role.OWNER
 
 
 async def authenticate(session: AsyncSession, tenant_id: int, token: str | None) -> Principal:
@@ -122,9 +142,10 @@ def sessions_topic(tenant_id: int) -> str:
     return f"sessions:{tenant_id}"
 
 
-async def announce_revoked(hub: Hub, tenant_id: int, agent_id: int, token: str | None = None) -> None:
-    """Tell every process to close the agent's sockets: those opened with ``token``, or all of them.
-    The revocation is committed already; if the bus is down the sockets' own re-check ends them."""
+async def announce_revoked(hub: Hub, tenant_id: int, agent_id: int | None, token: str | None = None) -> None:
+    """Tell every process to close the agent's sockets: those opened with ``token``, or all of them
+    (no agent: every socket of the tenant re-checks, after a suspension). The revocation is
+    committed already; if the bus is down the sockets' own re-check ends them."""
     digest = token_digest(token) if token is not None else None
     hub.principals.forget(tenant_id, agent_id, digest)
     message = {"agent_id": agent_id, "token": digest}
@@ -137,18 +158,19 @@ async def announce_revoked(hub: Hub, tenant_id: int, agent_id: int, token: str |
 async def standing(session: AsyncSession, sessions: Sequence[tuple[int, str, int, str]]) -> list[bool]:
     """For each (tenant, token digest, agent, role) of open sockets, whether its token still
     stands: not revoked nor expired, the agent active, the role the one the socket was opened
-    with. One query for all of them."""
+    with, the tenant not suspended nor ended. One query for all of them."""
     rows = {row[0]: row for row in await session.execute(
         select(AuthToken.token_hash, AuthToken.tenant_id, AuthToken.agent_id, Agent.active, Agent.role,
-               AuthToken.expires_at, AuthToken.revoked_at)
+               AuthToken.expires_at, AuthToken.revoked_at, Tenant.status)
         .join(Agent, Agent.id == AuthToken.agent_id)
+        .join(Tenant, Tenant.id == AuthToken.tenant_id)
         .where(AuthToken.token_hash.in_({digest for _, digest, _, _ in sessions})))}
     now = utcnow()
     out = []
     for tenant_id, digest, agent_id, role in sessions:
         row = rows.get(digest)
         out.append(row is not None and row[1] == tenant_id and row[2] == agent_id and bool(row[3])
-                   and row[4] == role and row[5] > now and row[6] is None)
+                   and row[4] == role and row[5] > now and row[6] is None and row[7] == TenantStatus.ACTIVE)
     return out
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import audit
 from core.errors import Conflict, InvalidInput, NotFound, PaymentRequired
-from core.models import Agent, BillingContract, ContractState, LedgerEntry, LedgerKind, Tenant
+from core.models import Agent, BillingContract, ContractState, LedgerEntry, LedgerKind, Tenant, TenantStatus
 
 logger = logging.getLogger(__name__)
 
@@ -205,9 +205,13 @@ async def balance(session: AsyncSession, tenant_id: int) -> int:
     return int(value)
 
 
-async def ledger(session: AsyncSession, tenant_id: int) -> list[LedgerEntry]:
-    """The tenant's ledger, oldest first."""
-    stmt = select(LedgerEntry).where(LedgerEntry.tenant_id == tenant_id).order_by(LedgerEntry.id)
+async def ledger(session: AsyncSession, tenant_id: int, *, after: int = 0,
+                 limit: int | None = None) -> list[LedgerEntry]:
+    """The tenant's ledger, oldest first (from the entry after id ``after``, ``limit`` of them)."""
+    stmt = (select(LedgerEntry).where(LedgerEntry.tenant_id == tenant_id, LedgerEntry.id > after)
+            .order_by(LedgerEntry.id))
+    if limit is not None:
+        stmt = stmt.limit(limit)
     return list((await session.execute(stmt)).scalars())
 
 
@@ -416,7 +420,7 @@ async def _end(session: AsyncSession, contract: BillingContract, *, now: datetim
     contract.state = ContractState.ENDED.value
     contract.ended_at = now
     contract.seats = 0
-    await _set_tenant_status(session, contract.tenant_id, "suspended")
+    await _set_tenant_status(session, contract.tenant_id, TenantStatus.SUSPENDED, now=now)
     _audit(session, contract, actor, "billing.contract.end", {"refund": refund, "days": days})
     logger.info("contract of tenant %s ended, refund %s %s", contract.tenant_id, refund, contract.currency)
     return entry
@@ -442,7 +446,7 @@ async def renew(session: AsyncSession, tenant_id: int, *, now: datetime, actor: 
         if contract.lapsed_at is None:
             contract.lapsed_at = now
             contract.updated_at = now
-            await _set_tenant_status(session, tenant_id, "suspended")
+            await _set_tenant_status(session, tenant_id, TenantStatus.SUSPENDED, now=now)
             _audit(session, contract, actor, "billing.renewal.suspend",
                    {"seats": contract.seats, "required": cost, "balance": contract.balance})
             logger.info("tenant %s suspended: renewal needs %s more %s", tenant_id, shortfall, contract.currency)
@@ -455,14 +459,29 @@ async def renew(session: AsyncSession, tenant_id: int, *, now: datetime, actor: 
                     detail={"reason": "renewal", "from": start.isoformat(), "to": contract.term_end.isoformat()})
     if contract.lapsed_at is not None:
         contract.lapsed_at = None
-        await _set_tenant_status(session, tenant_id, "active", only_if="suspended")
+        await _set_tenant_status(session, tenant_id, TenantStatus.ACTIVE, now=now)
     _audit(session, contract, actor, "billing.renewal",
            {"seats": contract.seats, "amount": -cost, "term_start": start.isoformat(),
             "term_end": contract.term_end.isoformat()})
     return Renewal("renewed", entry)
 
 
-async def _set_tenant_status(session: AsyncSession, tenant_id: int, status: str, *, only_if: str | None = None) -> None:
+async def _set_tenant_status(session: AsyncSession, tenant_id: int, status: str, *, now: datetime) -> None:
+    """Suspend an active tenant for billing, or resume one that billing (not the operator) suspended.
+    The caller announces the change after commit (core.tenancy.announce_changed)."""
     tenant = (await session.execute(select(Tenant).where(Tenant.id == tenant_id))).scalar_one()
-    if only_if is None or tenant.status == only_if:
-        tenant.status = status
+    if status == TenantStatus.SUSPENDED and tenant.status == TenantStatus.ACTIVE:
+        tenant.status, tenant.suspended_by, tenant.status_changed_at = TenantStatus.SUSPENDED.value, "billing", now
+    elif status == TenantStatus.ACTIVE and tenant.status == TenantStatus.SUSPENDED and tenant.suspended_by == "billing":
+        tenant.status, tenant.suspended_by, tenant.status_changed_at = TenantStatus.ACTIVE.value, None, now
+
+
+async def due(session: AsyncSession, now: datetime) -> list[int]:
+    """Tenants whose contract :func:`renew` has something to do for today: a term run out (lapsed
+    ones included, until they pay) or an effective end come."""
+    today = _today(now)
+    stmt = select(BillingContract.tenant_id).where(
+        ((BillingContract.state == ContractState.ACTIVE) & (BillingContract.term_end <= today))
+        | ((BillingContract.state == ContractState.ENDING) & (BillingContract.ends_on <= today))
+    ).order_by(BillingContract.tenant_id)
+    return [int(t) for t in (await session.execute(stmt)).scalars()]

@@ -52,3 +52,8 @@ class TTLCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._data.clear()
+
+    def forget_where(self, stale: Callable[[V | None], bool]) -> None:
+        """Forget every entry whose value (None for a cached miss) ``stale`` says is stale."""
+        for key in [k for k, (_, value) in self._data.items() if stale(value)]:
+            del self._data[key]

@@ -85,6 +85,11 @@ class Settings:
     login_lockout_max_seconds: float = 900.0
     login_hash_concurrency: int = 2
     sweeper_interval: float = 30.0
+    # The operator's API (admin_api/operator) is served on this host only, and nothing else is;
+    # unset: no operator API (`make run` sets operator.localhost).
+    operator_host: str | None = None
+    # How often this process looks for contracts due (renewal, lapse, end): core.billing.due.
+    billing_interval: float = 3600.0
     log_level: str = "INFO"
     # Key that encrypts channel credentials at rest (a Fernet key, or any passphrase). Unset in the
     # embedded mode: one is generated once into ``secret_key_file``.
@@ -142,6 +147,8 @@ class Settings:
             login_lockout_max_seconds=float(get("LOGIN_LOCKOUT_MAX_SECONDS") or defaults.login_lockout_max_seconds),
             login_hash_concurrency=int(get("LOGIN_HASH_CONCURRENCY") or defaults.login_hash_concurrency),
             sweeper_interval=float(get("SWEEPER_INTERVAL") or defaults.sweeper_interval),
+            operator_host=(get("OPERATOR_HOST") or "").strip().lower().rstrip(".") or None,
+            billing_interval=float(get("BILLING_INTERVAL") or defaults.billing_interval),
             log_level=get("LOG_LEVEL") or defaults.log_level,
             secret_key=get("SECRET_KEY"),
             secret_key_file=get("SECRET_KEY_FILE") or defaults.secret_key_file,

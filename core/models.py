@@ -124,9 +124,35 @@ class Direction(enum.StrEnum):
 
 
 class Role(enum.StrEnum):
+    """A tenant's roles, each allowed what the ones below it are: the owner holds the contract
+    (ends it, names admins and owners), admins run the tenant (seats, routing, channels, billing
+    reads), supervisors see every ticket, agents their own and the waiting ones."""
+
+    OWNER = "owner"
     ADMIN = "admin"
     SUPERVISOR = "supervisor"
     AGENT = "agent"
+
+
+# Higher is more; a role may do what any role below it may.
+ROLE_RANK: dict[str, int] = {Role.AGENT: 0, Role.SUPERVISOR: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+class TenantStatus(enum.StrEnum):
+    ACTIVE = "active"
+    # Its agents are refused (403 tenant_suspended); what customers send is still taken in.
+    SUSPENDED = "suspended"
+    # The contract ended: everything is refused; the data waits for its purge.
+    ENDED = "ended"
+
+
+class OperatorRole(enum.StrEnum):
+    """The operator's staff (the company that runs the hub): the owner does everything, billing
+    sets prices and terms and moves money, support looks after tenants (domains, suspension)."""
+
+    OWNER = "owner"
+    BILLING = "billing"
+    SUPPORT = "support"
 
 
 class Presence(enum.StrEnum):
@@ -147,11 +173,50 @@ class Tenant(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     domain: Mapped[str] = mapped_column(String(255), unique=True)
-    status: Mapped[str] = mapped_column(String(20), default="active")
+    status: Mapped[str] = mapped_column(String(20), default=TenantStatus.ACTIVE)
+    # Who suspended it: "operator" (only the operator resumes it) or "billing" (the term ran out
+    # unpaid; a renewal resumes it). None while active.
+    suspended_by: Mapped[str | None] = mapped_column(String(20))
+    status_changed_at: Mapped[datetime | None]
     # Routing settings (validated by admin_api.schemas.RoutingSettingsBody): default group, business
     # hours, what happens to an agent's chats when they drop, the default overflow wait.
     routing: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TenantDomain(Base):
+    """The domains a tenant is served on (its primary one, ``Tenant.domain``, among them). A domain
+    belongs to one tenant: requests are served with the data of the tenant whose domain they came
+    in on (core.tenancy)."""
+
+    __tablename__ = "tenant_domains"
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OperatorAccount(Base):
+    """A member of the operator's staff; signs in on the operator host only (core.operators)."""
+
+    __tablename__ = "operator_accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OperatorToken(Base):
+    __tablename__ = "operator_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("operator_accounts.id", ondelete="CASCADE"), index=True)
+    # sha256 of the token, as for agents' tokens.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
 
 
 class Agent(TenantScoped, Base):

@@ -1,18 +1,32 @@
-"""Tenants, agents (seats) and groups: the operator's and admins' side of the model."""
+"""Agents (seats) and groups: the admins' side of the model (a tenant's life is core.tenants)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import billing
 from core.audit import audit
 from core.auth import Principal, hash_password
-from core.errors import Conflict, InvalidInput, NotFound
-from core.models import Agent, AgentGroup, Group, Role, Tenant
+from core.billing import Actor
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.models import (
+    Agent,
+    AgentGroup,
+    AuthToken,
+    ContractState,
+    Group,
+    LedgerEntry,
+    Presence,
+    Role,
+    utcnow,
+)
 from core.serialize import agent_dict
 
 if TYPE_CHECKING:
@@ -28,18 +42,85 @@ def clean_domain(domain: str) -> str:
     return domain
 
 
-async def create_tenant(session: AsyncSession, *, name: str, domain: str, actor: str = "operator") -> Tenant:
-    domain = clean_domain(domain)
-    if not name.strip():
-        raise InvalidInput("a tenant needs a name", code="invalid_name")
-    if (await session.execute(select(Tenant.id).where(Tenant.domain == domain))).first():
-        raise Conflict(f"domain {domain} is taken", code="domain_taken")
-    tenant = Tenant(name=name.strip(), domain=domain)
-    session.add(tenant)
+@dataclass(frozen=True)
+class NewAgent:
+    email: str
+    name: str
+    password: str
+    role: str = Role.AGENT
+    capacity: int = 5
+    group_ids: tuple[int, ...] = ()
+
+
+# Seats added or removed in one request, at most (PRODUCT.md §4).
+MAX_BATCH = 100
+
+
+def _checked(item: NewAgent) -> NewAgent:
+    email = item.email.strip().lower()
+    if "@" not in email:
+        raise InvalidInput(f"{email!r} is not an e-mail address", code="invalid_email")
+    if len(item.password) < 8:
+        raise InvalidInput("a password has at least 8 characters", code="weak_password")
+    if item.role not in {r.value for r in Role}:
+        raise InvalidInput(f"unknown role {item.role!r}", code="invalid_role")
+    return NewAgent(email, item.name.strip(), item.password, item.role, item.capacity,
+                    tuple(dict.fromkeys(item.group_ids)))
+
+
+async def add_agents(
+    session: AsyncSession, tenant_id: int, items: list[NewAgent], *, actor: Actor, ip: str | None = None,
+    now: datetime | None = None, hashes: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], LedgerEntry | None]:
+    """Add up to :data:`MAX_BATCH` agents at once, all or none. A billed tenant pays for the seats
+    its paid ones lack, prorated, in this transaction (402 and nothing added when the balance is
+    short); an unbilled one (no contract: a self-hosted install) is not metered. ``hashes``: the
+    passwords' hashes, made beforehand (:func:`core.auth.hash_passwords`) so that the transaction
+    does not wait on argon2."""
+    if not items:
+        raise InvalidInput("give at least one agent", code="empty_batch")
+    if len(items) > MAX_BATCH:
+        raise InvalidInput(f"at most {MAX_BATCH} agents per request, got {len(items)}", code="batch_too_large",
+                           details={"max": MAX_BATCH, "given": len(items)})
+    items = [_checked(i) for i in items]
+    emails = [i.email for i in items]
+    twice = sorted({e for e in emails if emails.count(e) > 1})
+    if twice:
+        raise InvalidInput(f"given more than once: {', '.join(twice)}", code="duplicate_email",
+                           details={"emails": twice})
+    taken = sorted((await session.execute(select(Agent.email).where(Agent.tenant_id == tenant_id,
+                                                                     Agent.email.in_(emails)))).scalars())
+    if taken:
+        raise Conflict(f"agents with these e-mails exist (a removed one is brought back with PATCH "
+                       f"/api/v1/agents/{{id}} active=true): {', '.join(taken)}", code="agent_exists",
+                       details={"emails": taken})
+    wanted = sorted({g for i in items for g in i.group_ids})
+    if wanted:
+        found = set((await session.execute(select(Group.id).where(Group.tenant_id == tenant_id,
+                                                                  Group.id.in_(wanted)))).scalars())
+        missing = [g for g in wanted if g not in found]
+        if missing:
+            raise NotFound(f"groups not found: {missing}", code="group_not_found", details={"group_ids": missing})
+    charge = None
+    if await billing.contract_of(session, tenant_id) is not None:
+        charge = await billing.ensure_seats(session, tenant_id, len(items), now=now or utcnow(), actor=actor)
+    if hashes is None:
+        hashes = [hash_password(i.password) for i in items]
+    agents = [Agent(tenant_id=tenant_id, email=i.email, name=i.name, password_hash=h, role=i.role,
+                    capacity=i.capacity) for i, h in zip(items, hashes, strict=True)]
+    session.add_all(agents)
+    try:
+        await session.flush()
+    except IntegrityError:  # the same e-mail added by a request racing this one
+        raise Conflict("an agent with one of these e-mails was just added", code="agent_exists") from None
+    session.add_all([AgentGroup(tenant_id=tenant_id, agent_id=a.id, group_id=g)
+                     for a, i in zip(agents, items, strict=True) for g in i.group_ids])
+    for a in agents:
+        audit(session, tenant_id=tenant_id, actor_type=actor.type, actor_id=actor.id, action="agent.create",
+              target_type="agent", target_id=a.id, details={"email": a.email, "role": a.role, "capacity": a.capacity},
+              ip=ip)
     await session.flush()
-    audit(session, tenant_id=tenant.id, actor_type=actor, actor_id=None, action="tenant.create",
-          target_type="tenant", target_id=tenant.id, details={"domain": domain})
-    return tenant
+    return [{**agent_dict(a), "group_ids": list(i.group_ids)} for a, i in zip(agents, items, strict=True)], charge
 
 
 async def create_agent(
@@ -56,36 +137,79 @@ async def create_agent(
     actor_id: int | None = None,
     ip: str | None = None,
 ) -> dict[str, Any]:
-    email = email.strip().lower()
-    if "@" not in email:
-        raise InvalidInput(f"{email!r} is not an e-mail address", code="invalid_email")
-    if len(password) < 8:
-        raise InvalidInput("a password has at least 8 characters", code="weak_password")
-    if role not in {r.value for r in Role}:
-        raise InvalidInput(f"unknown role {role!r}", code="invalid_role")
-    if (await session.execute(select(Agent.id).where(Agent.tenant_id == tenant_id, Agent.email == email))).first():
-        raise Conflict(f"an agent with e-mail {email} exists", code="agent_exists")
-    groups = list(group_ids or [])
-    if groups:
-        stmt = select(Group.id).where(Group.tenant_id == tenant_id, Group.id.in_(groups))
-        found = set((await session.execute(stmt)).scalars())
-        missing = sorted(set(groups) - found)
-        if missing:
-            raise NotFound(f"groups not found: {missing}", code="group_not_found")
-    agent = Agent(tenant_id=tenant_id, email=email, name=name.strip(), password_hash=hash_password(password),
-                  role=role, capacity=capacity)
-    session.add(agent)
-    try:
+    """One agent (:func:`add_agents`)."""
+    made, _ = await add_agents(session, tenant_id, [NewAgent(email, name, password, role, capacity,
+                                                             tuple(group_ids or ()))],
+                               actor=Actor(actor_type, actor_id), ip=ip)
+    return made[0]
+
+
+@dataclass(frozen=True)
+class Removal:
+    removed: list[int]
+    # Named in the request but removed before: nothing changed for them.
+    already: list[int]
+    credit: LedgerEntry | None
+
+
+async def remove_agents(
+    session: AsyncSession, tenant_id: int, ids: list[int], *, actor: Actor, caller: Principal | None,
+    ip: str | None = None, now: datetime | None = None,
+) -> Removal:
+    """Remove up to :data:`MAX_BATCH` seats at once, all or none: the agents are deactivated (their
+    tickets and history keep their names), their tokens revoked, and a billed tenant is credited
+    the unused days of the seats freed. The caller, after commit, closes their sockets
+    (:func:`core.auth.announce_revoked`) and sends their open tickets back to routing."""
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        raise InvalidInput("give at least one agent id", code="empty_batch")
+    if len(ids) > MAX_BATCH:
+        raise InvalidInput(f"at most {MAX_BATCH} agents per request, got {len(ids)}", code="batch_too_large",
+                           details={"max": MAX_BATCH, "given": len(ids)})
+    if caller is not None and caller.agent_id in ids:
+        raise Conflict("you cannot remove your own seat", code="cannot_remove_self")
+    agents = list((await session.execute(select(Agent).where(Agent.tenant_id == tenant_id, Agent.id.in_(ids))
+                                         .order_by(Agent.id).with_for_update())).scalars())
+    missing = sorted(set(ids) - {a.id for a in agents})
+    if missing:
+        raise NotFound(f"agents not found: {missing}", code="agent_not_found", details={"agent_ids": missing})
+    going = [a for a in agents if a.active]
+    if any(a.role == Role.OWNER for a in going):
+        if caller is not None and not caller.is_owner:
+            raise Forbidden("removing an owner needs the owner role", code="owner_only")
+        owners_left = (await session.execute(select(func.count()).select_from(Agent).where(
+            Agent.tenant_id == tenant_id, Agent.role == Role.OWNER, Agent.active.is_(True),
+            Agent.id.not_in([a.id for a in going])))).scalar_one()
+        if not owners_left:
+            raise Conflict("a tenant keeps at least one owner", code="last_owner")
+    for a in going:
+        a.active = False
+        a.status = Presence.OFFLINE
+    gone = [a.id for a in going]
+    credit = None
+    if gone:
+        await session.execute(update(AuthToken).where(AuthToken.tenant_id == tenant_id, AuthToken.agent_id.in_(gone),
+                                                      AuthToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+                              .execution_options(synchronize_session=False))
+        for a in going:
+            audit(session, tenant_id=tenant_id, actor_type=actor.type, actor_id=actor.id, action="agent.remove",
+                  target_type="agent", target_id=a.id, details={"email": a.email, "role": a.role}, ip=ip)
         await session.flush()
-    except IntegrityError:
-        raise Conflict(f"an agent with e-mail {email} exists", code="agent_exists") from None
-    for gid in dict.fromkeys(groups):
-        session.add(AgentGroup(tenant_id=tenant_id, agent_id=agent.id, group_id=gid))
-    audit(session, tenant_id=tenant_id, actor_type=actor_type, actor_id=actor_id, action="agent.create",
-          target_type="agent", target_id=agent.id, details={"email": email, "role": role, "capacity": capacity},
-          ip=ip)
-    await session.flush()
-    return {**agent_dict(agent), "group_ids": groups}
+        credit = await release_unused_seats(session, tenant_id, now=now or utcnow(), actor=actor)
+    return Removal(gone, [a.id for a in agents if a.id not in gone], credit)
+
+
+async def release_unused_seats(session: AsyncSession, tenant_id: int, *, now: datetime,
+                               actor: Actor) -> LedgerEntry | None:
+    """Give up the paid seats no active agent uses (after a removal or deactivation), crediting
+    their unused days; None for an unbilled tenant or when none are unused."""
+    contract = await billing.contract_of(session, tenant_id)
+    if contract is None or contract.state == ContractState.ENDED:
+        return None
+    unused = contract.seats - await billing.seats_in_use(session, tenant_id)
+    if unused <= 0:
+        return None
+    return await billing.credit_for_seats(session, tenant_id, unused, now=now, actor=actor)
 
 
 async def create_group(

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from core.models import Agent, Customer, Event, Message, Ticket
+from core.models import Agent, Customer, Event, LedgerEntry, Message, Ticket
 
 
 @dataclass(slots=True)
@@ -185,4 +185,14 @@ def agent_dict(agent: Agent) -> dict[str, Any]:
         "channel_capacity": dict(agent.channel_capacity or {}),
         "skills": dict(agent.skills or {}),
         "active": agent.active,
+    }
+
+
+def ledger_dict(entry: LedgerEntry) -> dict[str, Any]:
+    """A billing ledger entry: signed integer minor units, the balance after it."""
+    return {
+        "id": entry.id, "kind": entry.kind, "amount": entry.amount, "currency": entry.currency,
+        "seats": entry.seats, "days": entry.days, "balance_after": entry.balance_after,
+        "actor_type": entry.actor_type, "actor_id": entry.actor_id, "detail": dict(entry.detail or {}),
+        "created_at": entry.created_at.isoformat(),
     }

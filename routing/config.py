@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import billing, seats
 from core.audit import audit
 from core.auth import Principal, revoke_agent
-from core.errors import Conflict, InvalidInput, NotFound
-from core.models import Agent, AgentGroup, Group, RoutingRule, Tenant, utcnow
+from core.billing import Actor
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.models import Agent, AgentGroup, Group, Role, RoutingRule, Tenant, utcnow
 from core.serialize import agent_dict, iso
 from routing.router import CONFIG_TOPIC, Router, parse_settings
 from routing.rules import compile_rule
@@ -217,11 +219,29 @@ async def update_agent(session: AsyncSession, p: Principal, agent_id: int, chang
         changes["skills"] = _levels(changes["skills"], "skills", 10)
     if "channel_capacity" in changes and changes["channel_capacity"] is not None:
         changes["channel_capacity"] = _levels(changes["channel_capacity"], "channel_capacity", 1000)
+    if Role.OWNER in (before["role"], changes.get("role")) and changes.get("role", before["role"]) != before["role"] \
+            and not p.is_owner:
+        raise Forbidden("making or unmaking an owner needs the owner role", code="owner_only")
+    if before["role"] == Role.OWNER and not p.is_owner and changes.get("active") is False:
+        raise Forbidden("removing an owner needs the owner role", code="owner_only")
     for key, value in changes.items():
         setattr(agent, key, value)
     if agent.role != before["role"] or (before["active"] and not agent.active):
         # A deactivated seat or a new role must not keep old sessions (the route announces it).
         await revoke_agent(session, p.tenant_id, agent_id)
+    if before["role"] == Role.OWNER and (agent.role != Role.OWNER or not agent.active):
+        await session.flush()
+        owners = (await session.execute(select(func.count()).select_from(Agent).where(
+            Agent.role == Role.OWNER, Agent.active.is_(True)))).scalar_one()
+        if not owners:
+            raise Conflict("a tenant keeps at least one owner", code="last_owner")
+    actor = Actor("agent", p.agent_id)
+    if before["active"] and not agent.active:
+        await session.flush()
+        await seats.release_unused_seats(session, p.tenant_id, now=utcnow(), actor=actor)
+    elif agent.active and not before["active"] and await billing.contract_of(session, p.tenant_id) is not None:
+        await session.flush()
+        await billing.ensure_seats(session, p.tenant_id, 0, now=utcnow(), actor=actor)
     if group_ids is not None:
         await _groups_exist(session, group_ids)
         await session.execute(delete(AgentGroup).where(AgentGroup.agent_id == agent_id)

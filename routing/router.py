@@ -606,16 +606,19 @@ class Router:
         return now + timedelta(seconds=cfg.default_overflow_seconds)
 
     # --- an agent who left ----------------------------------------------------------------
-    async def release_agent(self, tenant_id: int, agent_id: int) -> int:
-        """Send an offline agent's open chat tickets back to routing, unless the tenant keeps them."""
+    async def release_agent(self, tenant_id: int, agent_id: int, *, removed: bool = False) -> int:
+        """Send an offline agent's open chat tickets back to routing, unless the tenant keeps them;
+        ``removed``: the seat is gone, and every open ticket of theirs goes back, whatever the
+        channel and the tenant's policy."""
+        reason = "seat removed" if removed else "agent went offline"
         async with self.hub.db.session(tenant_id) as session:
             cfg = await self.config(session, tenant_id)
-            if cfg.offline_policy == "keep":
+            if cfg.offline_policy == "keep" and not removed:
                 return 0
+            channels = () if removed else (Ticket.channel.in_(self.hub.live_channels),)
             rows = (await session.execute(
                 select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id)
-                .where(Ticket.assignee_id == agent_id, Ticket.status.in_(ACTIVE_STATUSES),
-                       Ticket.channel.in_(self.hub.live_channels))
+                .where(Ticket.assignee_id == agent_id, Ticket.status.in_(ACTIVE_STATUSES), *channels)
                 .order_by(Ticket.priority_rank.desc(), Ticket.created_at)
                 .with_for_update(of=Ticket)
             )).all()
@@ -632,9 +635,10 @@ class Router:
                 ticket.updated_at = now
                 session.add(AssignmentRecord(tenant_id=tenant_id, ticket_id=ticket.id, outcome="unassigned",
                                              agent_id=agent_id, group_id=ticket.group_id, rule=ticket.routing_rule,
-                                             strategy=None, candidates=[], detail={"reason": "agent went offline"}))
+                                             strategy=None, candidates=[], detail={"reason": reason}))
                 log.add(EventKind.TICKET_UNASSIGNED, tenant_id=tenant_id, ticket=ticket, previous_assignee_id=agent_id,
-                        payload={"ticket": ticket_dict(ticket, customer), "reason": {"agent_offline": agent_id}})
+                        payload={"ticket": ticket_dict(ticket, customer),
+                                 "reason": {"seat_removed" if removed else "agent_offline": agent_id}})
             # Every ticket read holds a slot of the agent's (assigned to them, open): one UPDATE.
             await release_slots(session, agent_id, freed)
             await session.flush()

@@ -22,7 +22,7 @@ from channelhub.app import create_app, limits
 from connectors.email.settings import EmailSettings
 from connectors.registry import CHANNELS
 from connectors.wechat.settings import WeChatSettings
-from core import seats
+from core import seats, tenants
 from core.config import Settings
 from core.db import Database, create_pg_database, drop_pg_database, migrate
 from tests.wechat.platform import StandIn
@@ -32,6 +32,7 @@ from web.channels import ChannelSpec
 PG_URL = os.environ.get("CHANNELHUB_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("CHANNELHUB_TEST_REDIS_URL")
 PASSWORD = "correct horse battery"
+OPERATOR_HOST = "operator.test"
 
 
 def free_port() -> int:
@@ -63,6 +64,8 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         # Small enough to test the limit quickly, still above max_request_bytes and WeChat's voice limit.
         max_attachment_bytes=3 * 1024 * 1024,
         secret_key="channelhub-test-secret-key",
+        # The operator's API (tests/test_operator.py) is served on this host of every test server.
+        operator_host=OPERATOR_HOST,
         channels={"wechat": WeChatSettings(api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",
                                            wecom_api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/qy")},
     )
@@ -191,7 +194,7 @@ async def make_tenant(
     db = Database(settings.database_url)
     try:
         async with db.session() as session:
-            tenant = await seats.create_tenant(session, name=name, domain=domain)
+            tenant = await tenants.create(session, name=name, domains=[domain])
             tid = tenant.id
     finally:
         await db.dispose()

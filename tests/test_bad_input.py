@@ -86,6 +86,8 @@ class Shop:
     settings: Settings
     admin: AgentInfo
     agent: AgentInfo
+    # A seat the tests may remove (POST /api/v1/agents/batch-remove).
+    spare: AgentInfo
     group_id: int
     admin_token: str
     agent_token: str
@@ -143,6 +145,7 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
     group_id = await info.add_group("Front desk")
     admin = await info.add_agent(role="admin")
     agent = await info.add_agent(role="agent", group_ids=[group_id])
+    spare = await info.add_agent(role="agent")
     async with aiohttp.ClientSession() as session:
         http = Http(server.url, session)
         admin_token = await _login(http, info.domain, admin.email)
@@ -187,7 +190,8 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
         mailbox = await http("POST", "/api/v1/email/mailboxes", host=info.domain, token=admin_token,
                              json_body={"address": f"help@{info.domain}", "name": "Initech help"})
         assert mailbox.status == 201, mailbox
-        s = Shop(info, http, db, server.app[HUB].settings, admin, agent, group_id, admin_token, agent_token, revoked,
+        s = Shop(info, http, db, server.app[HUB].settings, admin, agent, spare, group_id, admin_token, agent_token,
+                 revoked,
                  ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"],
                  account.body["account"], media_id, label.body["attachment"], file_path, kf.key,
                  mailbox.body["mailbox"], first.body["message"]["id"])
@@ -220,6 +224,9 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
         ("PUT", "/api/v1/me/password"): {"current_password": PASSWORD, "new_password": "an0ther password"},
         ("POST", "/api/v1/agents"): {"email": f"n-{uuid.uuid4().hex[:6]}@{shop.domain}", "name": "N",
                                      "password": PASSWORD},
+        ("POST", "/api/v1/agents/batch"): {"agents": [{"email": f"b-{uuid.uuid4().hex[:6]}@{shop.domain}",
+                                                       "name": "B", "password": PASSWORD}]},
+        ("POST", "/api/v1/agents/batch-remove"): {"agent_ids": [shop.spare.id]},
         ("POST", "/api/v1/groups"): {"name": f"group {uuid.uuid4().hex[:6]}"},
         ("POST", "/api/v1/tickets"): {"text": "Phoned in", "customer": {"name": "Walk-in"}},
         ("PATCH", "/api/v1/tickets/{ticket_id}"): {"priority": "urgent"},
@@ -275,11 +282,21 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
             ({**agents, "capacity": "five"}, "capacity"),
             ({**agents, "capacity": True}, "capacity"),
             ({**agents, "capacity": -1}, "capacity"),
-            ({**agents, "role": "owner"}, "role"),
+            ({**agents, "role": "boss"}, "role"),
             ({**agents, "group_ids": str(shop.group_id)}, "group_ids"),
             ({**agents, "group_ids": [True]}, "group_ids"),
             ({**agents, "group_ids": [2**40]}, "group_ids"),
             ({**agents, "password": "short"}, "password"),
+        ],
+        ("POST", "/api/v1/agents/batch"): [
+            ({"agents": []}, "agents"), ({"agents": agents}, "agents"), ({"agents": [agents] * 101}, "agents"),
+            ({"agents": [{**agents, "email": "not-an-address"}]}, "agents.0.email"),
+            ({"agents": [agents, {**agents, "capacity": "five"}]}, "agents.1.capacity"), ({}, "agents"),
+        ],
+        ("POST", "/api/v1/agents/batch-remove"): [
+            ({"agent_ids": []}, "agent_ids"), ({"agent_ids": [shop.spare.id] * 101}, "agent_ids"),
+            ({"agent_ids": [str(shop.spare.id)]}, "agent_ids"), ({"agent_ids": [True]}, "agent_ids"),
+            ({"agent_ids": [2**31]}, "agent_ids"), ({"agent_ids": shop.spare.id}, "agent_ids"), ({}, "agent_ids"),
         ],
         ("POST", "/api/v1/groups"): [({"name": 5}, "name"), ({"name": ""}, "name"), ({"name": None}, "name")],
         ("POST", "/api/v1/tickets"): [
@@ -351,7 +368,7 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
             ({"agent_ids": [2**40]}, "agent_ids"), ({}, "agent_ids"),
         ],
         ("PATCH", "/api/v1/agents/{agent_id}"): [
-            ({"capacity": True}, "capacity"), ({"role": "owner"}, "role"), ({"skills": {"english": "high"}}, "skills"),
+            ({"capacity": True}, "capacity"), ({"role": "boss"}, "role"), ({"skills": {"english": "high"}}, "skills"),
             ({"channel_capacity": {"webchat": True}}, "channel_capacity"), ({"group_ids": [2**40]}, "group_ids"),
             ({"active": "yes"}, "active"),
         ],

@@ -178,12 +178,13 @@ async def test_removing_seats_credits_the_days_after_today(settings: Any, server
 
 async def test_a_seat_in_use_cannot_be_credited(settings: Any, server: Any, db: Database) -> None:
     tenant = await make_tenant(settings, server)
+    # Two agents from before the tenant was billed (adding one now would be charged at once).
+    await tenant.add_agent()
+    await tenant.add_agent()
     async with db.session() as s:
         await billing.open_contract(s, tenant.id, price_per_seat_year=PRICE, currency="CNY",
                                     term_start=date(2023, 1, 1), now=at(date(2023, 1, 1)), actor=OPERATOR)
         await billing.top_up(s, tenant.id, 5 * PRICE, now=at(date(2023, 1, 1)), actor=OPERATOR)
-    await tenant.add_agent()
-    await tenant.add_agent()
     # Two agents and no seat: making room for a third charges for three.
     async with db.session(tenant.id) as s:
         entry = await billing.ensure_seats(s, tenant.id, 1, now=at(date(2023, 1, 1)), actor=OPERATOR)

@@ -393,6 +393,32 @@ async def probe_create_agent(w: World) -> None:
     assert made.body["agent"]["id"] in await ids_of(w.db, Agent, w.a.info.id)
 
 
+async def probe_create_agents(w: World) -> None:
+    def new(**extra: Any) -> dict[str, Any]:
+        return {"email": f"new-{uuid.uuid4().hex[:8]}@{w.a.domain}", "name": "New", "password": PASSWORD, **extra}
+
+    # One of B's groups anywhere in the batch refuses it whole: nothing is added.
+    before = await ids_of(w.db, Agent, w.a.info.id)
+    assert_not_found(await w.call("POST", "/api/v1/agents/batch",
+                                  body={"agents": [new(), new(group_ids=[w.b.group_id])]}), "group_not_found")
+    assert await ids_of(w.db, Agent, w.a.info.id) == before
+    # B's e-mails mean nothing in A.
+    made = await w.call("POST", "/api/v1/agents/batch", body={"agents": [
+        {**new(group_ids=[w.a.group_id]), "email": w.b.admin.email}, new()]})
+    assert made.status == 201, made
+    assert {a["id"] for a in made.body["agents"]} <= await ids_of(w.db, Agent, w.a.info.id)
+
+
+async def probe_remove_agents(w: World) -> None:
+    spare = await w.a.info.add_agent(role="agent")
+    path = "/api/v1/agents/batch-remove"
+    for ids in ([w.b.agent.id], [w.b.admin.id], [spare.id, w.b.agent.id], [MISSING_SMALL]):
+        assert_not_found(await w.call("POST", path, body={"agent_ids": ids}), "agent_not_found")
+    # Nothing of the refused batches was applied: A's seat is still there, and goes now.
+    ok = await w.call("POST", path, body={"agent_ids": [spare.id]})
+    assert ok.status == 200 and ok.body["removed"] == [spare.id], ok
+
+
 async def probe_list_groups(w: World) -> None:
     reply = await w.call("GET", "/api/v1/groups")
     assert reply.status == 200, reply
@@ -1020,6 +1046,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/agents"): Case(probe_create_agent,
                                      lambda w: {"email": f"x@{w.b.domain}", "name": "X", "password": PASSWORD}),
     ("PATCH", "/api/v1/agents/{agent_id}"): Case(probe_update_agent, lambda w: {"capacity": 1}),
+    ("POST", "/api/v1/agents/batch"): Case(probe_create_agents, lambda w: {"agents": [
+        {"email": f"x-{uuid.uuid4().hex[:8]}@{w.b.domain}", "name": "X", "password": PASSWORD}]}),
+    ("POST", "/api/v1/agents/batch-remove"): Case(probe_remove_agents, lambda w: {"agent_ids": [w.b.agent.id]}),
     ("GET", "/api/v1/groups"): Case(probe_list_groups),
     ("POST", "/api/v1/groups"): Case(probe_create_group, lambda w: {"name": "Intruders"}),
     ("PATCH", "/api/v1/groups/{group_id}"): Case(probe_update_group, lambda w: {"name": "Intruders"}),

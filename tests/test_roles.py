@@ -20,7 +20,7 @@ from tests.conftest import ROOT
 from tests.support import assert_error, op_id, op_key, operations
 from tests.test_bad_input import Shop, _login, _path, shop, valid_bodies  # noqa: F401  (shop: the fixture)
 
-ROLES = ("anyone", "agent", "supervisor", "admin")
+ROLES = ("anyone", "agent", "supervisor", "admin", "owner")
 _ROW = re.compile(r"^\| `(?P<method>[A-Z]+) (?P<path>[^`]+)` \| (?P<cells>.+) \|$")
 # Routes that end the token they are called with: each call gets a token of its own.
 _ENDS_TOKEN = {("POST", "/api/v1/auth/logout"), ("POST", "/api/v1/auth/logout-all"),
@@ -51,8 +51,9 @@ def test_every_route_is_in_the_table_and_anyones_routes_take_no_token() -> None:
     for key, op in served.items():
         assert rows[key]["anyone"] == (not op.auth), f"{key}: the table and the registry disagree on sign-in"
         if op.auth:  # a role's access only narrows as roles go down
-            assert rows[key]["admin"], key
-            assert rows[key]["supervisor"] == rows[key]["agent"] or rows[key]["supervisor"], key
+            assert rows[key]["owner"], key
+            assert rows[key]["admin"] or not rows[key]["supervisor"], key
+            assert rows[key]["supervisor"] or not rows[key]["agent"], key
 
 
 @dataclass
@@ -72,8 +73,10 @@ class Staff:
 @pytest.fixture(scope="module")
 async def staff(shop: Shop) -> AsyncIterator[Staff]:  # noqa: F811 - the fixture imported above
     supervisor = await shop.info.add_agent(role="supervisor")
+    owner = await shop.info.add_agent(role="owner")
     tokens = {"agent": shop.agent_token, "admin": shop.admin_token,
-              "supervisor": await _login(shop.http, shop.domain, supervisor.email)}
+              "supervisor": await _login(shop.http, shop.domain, supervisor.email),
+              "owner": await _login(shop.http, shop.domain, owner.email)}
     yield Staff(shop, tokens)
 
 
@@ -93,9 +96,10 @@ async def test_each_role_gets_what_the_table_says(staff: Staff, op: Any) -> None
     if op.path == "/api/v1/attachments":
         path += f"?name=roles-{uuid.uuid4().hex[:6]}.txt"
     # The roles without access first: their refusal must come before anything changes.
-    for role in sorted(("agent", "supervisor", "admin"), key=lambda r: allowed[r]):
+    refusal = "admin_only" if allowed["admin"] else "owner_only"
+    for role in sorted(ROLES[1:], key=lambda r: allowed[r]):
         reply = await s.call(op.method, path, token=await staff.token(role, op_key(op)), **kwargs)
         if allowed[role]:
             assert reply.status not in (401, 403), (role, reply)
         else:
-            assert_error(reply, 403, "admin_only")
+            assert_error(reply, 403, refusal)

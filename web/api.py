@@ -76,13 +76,17 @@ class RouteTable:
 class Api:
     """The routes of one application: the union of the tables it was built from."""
 
-    def __init__(self, tables: Iterable[RouteTable]) -> None:
+    def __init__(self, tables: Iterable[RouteTable], *, customer_facing: Iterable[RouteTable] = ()) -> None:
+        """``customer_facing``: the tables whose routes customers and platforms call (web-hooks, the
+        widget); they are served for a suspended tenant too, so nothing a customer sends is lost."""
         self.tables = list(tables)
         self.operations: list[Operation] = [op for t in self.tables for op in t.operations]
         self.sockets: list[SocketRoute] = [s for t in self.tables for s in t.sockets]
         self.cors_paths: frozenset[str] = frozenset(
             path for t in self.tables if t.cors for path in [*(op.path for op in t.operations),
                                                                *(s.path for s in t.sockets)])
+        self.customer_facing: frozenset[tuple[str, str]] = frozenset(
+            (op.method, op.path) for t in customer_facing for op in t.operations)
         seen: set[tuple[str, str]] = set()
         for op in self.operations:
             if (op.method, op.path) in seen:

@@ -8,17 +8,17 @@ import json
 import logging
 import math
 import re
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import sqlalchemy.exc
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from core.auth import Principal
-from core.errors import Busy, DomainError, Forbidden, InvalidInput, RequestTimeout, TooLarge, UnknownTenant
+from core.errors import Busy, DomainError, Forbidden, InvalidInput, NotFound, RequestTimeout, TooLarge, UnknownTenant
 from core.hub import Hub
-from core.models import MAX_BIG_ID
-from core.tenancy import TenantRef, TenantResolver
+from core.models import MAX_BIG_ID, TenantStatus
+from core.tenancy import TenantRef, TenantResolver, normalize_host
 from web.api import Api, Handler
 
 logger = logging.getLogger(__name__)
@@ -95,10 +95,38 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return error_response(500, "internal_error", "something went wrong on our side; it has been logged")
 
 
+# The operator's API lives under this prefix, on the operator host only (admin_api/operator).
+OPERATOR_PREFIX = "/operator/"
+
+
 @web.middleware
 async def tenancy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in TENANTLESS:
-        request[TENANT] = await request.app[RESOLVER].resolve(request.host)
+    """Which tenant the request is for, by its Host; the operator host serves the operator's API
+    and nothing else, and a tenant's domain never serves it. A suspended tenant's domains serve
+    only what customers and platforms call (its agents get 403 ``tenant_suspended``), an ended
+    one's nothing."""
+    if request.path in TENANTLESS:
+        return await handler(request)
+    operator_host = request.app[HUB].settings.operator_host
+    on_operator_path = request.path.startswith(OPERATOR_PREFIX)
+    if operator_host is not None and normalize_host(request.host) == operator_host:
+        if not on_operator_path:
+            raise NotFound("the operator host serves the operator API (/operator/v1/...) only",
+                           code="not_found")
+        return await handler(request)
+    if on_operator_path:
+        raise NotFound(f"{request.path} is not served here", code="not_found")
+    tenant = request[TENANT] = await request.app[RESOLVER].resolve(request.host)
+    if not tenant.active:
+        route = request.match_info.route
+        resource = route.resource
+        served = (tenant.status == TenantStatus.SUSPENDED and resource is not None
+                  and (route.method, resource.canonical) in request.app[API].customer_facing)
+        if not served:
+            if tenant.status == TenantStatus.SUSPENDED:
+                raise Forbidden(f"the service for {tenant.domain} is suspended; its customers' messages are still "
+                                "received", code="tenant_suspended")
+            raise Forbidden(f"the service for {tenant.domain} has ended", code="tenant_ended")
     return await handler(request)
 
 
@@ -115,10 +143,13 @@ def bearer_token(request: web.Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def principal_of(request: web.Request, *, admin: bool = False) -> Principal:
+async def principal_of(request: web.Request, *, admin: bool = False, owner: bool = False) -> Principal:
+    """The signed-in agent; ``admin``: an admin or the owner, ``owner``: the owner only."""
     hub = request.app[HUB]
     tenant = tenant_of(request)
     principal = await hub.principals.of(tenant.id, bearer_token(request))
+    if owner and not principal.is_owner:
+        raise Forbidden("this needs the owner role", code="owner_only")
     if admin and not principal.is_admin:
         raise Forbidden("this needs the admin role", code="admin_only")
     return principal
@@ -235,6 +266,27 @@ def int_param(request: web.Request, name: str, *, limit: int = MAX_BIG_ID) -> in
         raise InvalidInput(f"{name} must be an integer", code="invalid_id") from None
     if value <= 0 or value > limit:
         raise InvalidInput(f"{name} is out of range", code="invalid_id")
+    return value
+
+
+@overload
+def query_int(request: web.Request, name: str, default: int, *, lo: int, hi: int) -> int: ...
+@overload
+def query_int(request: web.Request, name: str, default: None, *, lo: int, hi: int) -> int | None: ...
+
+
+def query_int(request: web.Request, name: str, default: int | None, *, lo: int, hi: int) -> int | None:
+    """An integer from the query string, written the plain way and within [lo, hi]; absent or
+    empty: ``default``."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = strict_int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer", code="invalid_query") from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}", code="invalid_query")
     return value
 
 

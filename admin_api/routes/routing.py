@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from admin_api.routes.seats import end_seats
 from admin_api.schemas import (
     AgentPatch,
     CustomerPatch,
@@ -19,7 +20,7 @@ from core import auth, customers, tickets
 from core.models import MAX_ID
 from routing import config
 from web.api import RouteTable
-from web.http import HUB, body, int_param, principal_of
+from web.http import HUB, body, int_param, principal_of, query_int
 
 ROUTES = RouteTable("routing")
 
@@ -143,9 +144,12 @@ async def update_agent(request: web.Request) -> web.Response:
     data = await body(request, AgentPatch)
     async with hub.db.session(p.tenant_id) as session:
         agent = await config.update_agent(session, p, agent_id, data.model_dump(exclude_unset=True), request.remote)
-    if data.active is not None or data.role is not None:
-        # Its sockets re-check their token at once, on every process (a deactivation or a new role
-        # revoked the agent's tokens).
+    if data.active is False:
+        # The seat is gone: its sockets close and its open tickets go back to routing.
+        await end_seats(hub, p.tenant_id, [agent_id])
+    elif data.active is not None or data.role is not None:
+        # Its sockets re-check their token at once, on every process (a new role revoked the
+        # agent's tokens).
         await auth.announce_revoked(hub, p.tenant_id, agent_id)
     await config.announce(hub, p.tenant_id)  # more room may serve the queue at once
     return web.json_response({"agent": agent})
@@ -179,10 +183,8 @@ async def update_customer(request: web.Request) -> web.Response:
 async def get_queue(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
-    from admin_api.routes.tickets import _query_int
-
-    rows = await tickets.queue(hub, p, group_id=_query_int(request, "group_id", None, lo=1, hi=MAX_ID),
-                               limit=_query_int(request, "limit", 100, lo=1, hi=1000) or 100)
+    rows = await tickets.queue(hub, p, group_id=query_int(request, "group_id", None, lo=1, hi=MAX_ID),
+                               limit=query_int(request, "limit", 100, lo=1, hi=1000) or 100)
     return web.json_response({"queue": rows})
 
 

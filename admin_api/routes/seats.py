@@ -1,12 +1,21 @@
-"""Seats (agents) and groups. Creating them is an admin action and goes to the audit log."""
+"""Seats (agents) and groups: adding and removing seats (one or up to 100 at once, billed per seat)
+and groups are admin actions and go to the audit log."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from admin_api.schemas import CreateAgentBody, CreateGroupBody, PresenceBody
+from admin_api.schemas import AgentBatchBody, CreateAgentBody, CreateGroupBody, PresenceBody, RemoveAgentsBody
 from core import seats
+from core.auth import announce_revoked, hash_passwords
+from core.billing import Actor
+from core.errors import Forbidden
+from core.hub import Hub
+from core.models import LedgerEntry, Role
 from core.presence import set_presence
+from routing import config as routing_config
 from web.api import RouteTable
 from web.http import HUB, body, principal_of
 
@@ -21,18 +30,73 @@ async def list_agents(request: web.Request) -> web.Response:
         return web.json_response({"agents": await seats.list_agents(session)})
 
 
-@ROUTES.route("POST", "/api/v1/agents", summary="Add an agent (admin)", body=CreateAgentBody)
-async def create_agent(request: web.Request) -> web.Response:
+def _new(data: CreateAgentBody) -> seats.NewAgent:
+    return seats.NewAgent(str(data.email), data.name, data.password, data.role, data.capacity, tuple(data.group_ids))
+
+
+async def _add(request: web.Request, items: list[CreateAgentBody]) -> tuple[list[dict[str, Any]], Any]:
+    """Add the agents, all or none; a billed tenant pays for the seats it lacks (402 when short)."""
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
-    data = await body(request, CreateAgentBody)
+    if any(i.role == Role.OWNER for i in items) and not principal.is_owner:
+        raise Forbidden("adding an owner needs the owner role", code="owner_only")
+    hashes = await hash_passwords([i.password for i in items])
     async with hub.db.session(principal.tenant_id) as session:
-        agent = await seats.create_agent(
-            session, principal.tenant_id, email=str(data.email), name=data.name, password=data.password,
-            role=data.role, capacity=data.capacity, group_ids=data.group_ids, actor_type="agent",
-            actor_id=principal.agent_id, ip=request.remote,
-        )
-    return web.json_response({"agent": agent}, status=201)
+        agents, charge = await seats.add_agents(session, principal.tenant_id, [_new(i) for i in items],
+                                                actor=Actor("agent", principal.agent_id), ip=request.remote,
+                                                hashes=hashes)
+        charged = money(charge) if charge is not None else None
+    await routing_config.announce(hub, principal.tenant_id)  # new room may serve the queue at once
+    return agents, charged
+
+
+def money(entry: LedgerEntry) -> dict[str, Any]:
+    return {"amount": abs(entry.amount), "currency": entry.currency, "seats": entry.seats, "days": entry.days,
+            "ledger_entry_id": entry.id}
+
+
+@ROUTES.route("POST", "/api/v1/agents", summary="Add an agent (admin); a billed tenant pays for a seat it lacks",
+              body=CreateAgentBody)
+async def create_agent(request: web.Request) -> web.Response:
+    data = await body(request, CreateAgentBody)
+    agents, charged = await _add(request, [data])
+    return web.json_response({"agent": agents[0], "charged": charged}, status=201)
+
+
+@ROUTES.route("POST", "/api/v1/agents/batch", summary="Add up to 100 agents at once, all or none (admin); a "
+              "billed tenant pays for the seats it lacks, prorated (402 and nothing added when short)",
+              body=AgentBatchBody)
+async def create_agents(request: web.Request) -> web.Response:
+    data = await body(request, AgentBatchBody)
+    agents, charged = await _add(request, data.agents)
+    return web.json_response({"agents": agents, "charged": charged}, status=201)
+
+
+@ROUTES.route("POST", "/api/v1/agents/batch-remove", summary="Remove up to 100 seats at once, all or none "
+              "(admin): their sessions end, their open tickets go back to routing, unused days are credited",
+              body=RemoveAgentsBody)
+async def remove_agents(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request, admin=True)
+    data = await body(request, RemoveAgentsBody)
+    async with hub.db.session(principal.tenant_id) as session:
+        removal = await seats.remove_agents(session, principal.tenant_id, data.agent_ids,
+                                            actor=Actor("agent", principal.agent_id), caller=principal,
+                                            ip=request.remote)
+        credited = money(removal.credit) if removal.credit is not None else None
+    await end_seats(hub, principal.tenant_id, removal.removed)
+    return web.json_response({"removed": removal.removed, "already_removed": removal.already,
+                              "credited": credited})
+
+
+async def end_seats(hub: Hub, tenant_id: int, agent_ids: list[int]) -> None:
+    """After removed seats committed: close their sockets on every process and send their open
+    tickets back to routing (their tokens were revoked in the same transaction)."""
+    for agent_id in agent_ids:
+        await announce_revoked(hub, tenant_id, agent_id)
+    for agent_id in agent_ids:
+        await hub.router.release_agent(tenant_id, agent_id, removed=True)
+    await routing_config.announce(hub, tenant_id)
 
 
 @ROUTES.route("GET", "/api/v1/groups", summary="List the tenant's groups")

@@ -9,24 +9,11 @@ from core import tickets
 from core.errors import InvalidInput
 from core.models import MAX_BIG_ID, MAX_ID
 from web.api import RouteTable
-from web.http import HUB, body, int_param, principal_of, strict_int
+from web.http import HUB, body, int_param, principal_of, query_int
 
 ROUTES = RouteTable("tickets")
 
 _STATUSES = {"new", "open", "pending", "solved", "closed"}
-
-
-def _query_int(request: web.Request, name: str, default: int | None, *, lo: int, hi: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = strict_int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer", code="invalid_query") from None
-    if not lo <= value <= hi:
-        raise InvalidInput(f"{name} must be between {lo} and {hi}", code="invalid_query")
-    return value
 
 
 @ROUTES.route("GET", "/api/v1/tickets", summary="List tickets the caller may see, newest first "
@@ -40,10 +27,10 @@ async def list_tickets(request: web.Request) -> web.Response:
         raise InvalidInput(f"unknown status {unknown[0]!r}", code="invalid_query")
     rows = await tickets.list_tickets(
         hub, principal, status=status or None,
-        assignee_id=_query_int(request, "assignee_id", None, lo=1, hi=MAX_ID),
+        assignee_id=query_int(request, "assignee_id", None, lo=1, hi=MAX_ID),
         unassigned=request.query.get("unassigned") in ("1", "true"),
-        before_id=_query_int(request, "before_id", None, lo=1, hi=MAX_BIG_ID),
-        limit=_query_int(request, "limit", 50, lo=1, hi=500) or 50,
+        before_id=query_int(request, "before_id", None, lo=1, hi=MAX_BIG_ID),
+        limit=query_int(request, "limit", 50, lo=1, hi=500) or 50,
     )
     return web.json_response({"tickets": rows})
 

@@ -18,7 +18,7 @@ from core import secrets
 from core.audit import audit
 from core.config import Settings
 from core.errors import Conflict, InvalidInput, NotFound
-from core.models import Direction, Message, Ticket, utcnow
+from core.models import Direction, Message, Tenant, TenantStatus, Ticket, utcnow
 from core.tickets import can_see
 
 if TYPE_CHECKING:
@@ -89,9 +89,13 @@ def normal_address(value: str) -> str:
 
 
 async def load_by_address(hub: Hub, address: str) -> MailboxConfig | None:
-    """Any tenant's mailbox by its address: the recipient of a mail names its tenant."""
+    """Any tenant's mailbox by its address: the recipient of a mail names its tenant. An ended
+    tenant's addresses take no more mail (a suspended one's still do: its customers' mail is kept)."""
     async with hub.db.read() as session:
-        row = (await session.execute(select(EmailMailbox).where(EmailMailbox.address == address))).scalar_one_or_none()
+        row = (await session.execute(
+            select(EmailMailbox).join(Tenant, Tenant.id == EmailMailbox.tenant_id)
+            .where(EmailMailbox.address == address, Tenant.status != TenantStatus.ENDED)
+        )).scalar_one_or_none()
     return config(hub.settings, row) if row is not None else None
 
 

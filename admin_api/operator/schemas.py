@@ -1,0 +1,98 @@
+"""The operator API's request bodies (strict, like the tenants' API: unknown fields are refused)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, EmailStr, Field
+
+from web.schemas import Strict
+
+OperatorRoleName = Literal["owner", "billing", "support"]
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _iso_day(value: Any) -> Any:
+    """A day as JSON has it: the string YYYY-MM-DD (no timestamps, no times)."""
+    if not isinstance(value, str) or not _DAY.match(value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value} is not a day of the calendar") from None
+
+
+Day = Annotated[date, BeforeValidator(_iso_day), Field(json_schema_extra={"type": "string", "format": "date"})]
+Domain = Annotated[str, Field(min_length=1, max_length=253)]
+# Money: integer minor units (fen, cents); see core.billing for the bounds.
+Money = Annotated[int, Field(ge=1, le=10**15)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class OperatorLoginBody(Strict):
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class CreateAccountBody(Strict):
+    email: EmailStr
+    name: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=12, max_length=1024)
+    role: OperatorRoleName
+
+
+class AccountPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    role: OperatorRoleName | None = None
+    active: bool | None = None
+
+
+class ContractTerms(Strict):
+    price_per_seat_year: int = Field(ge=0, le=10**12)
+    currency: Currency
+    term_start: Day
+
+
+class TenantOwner(Strict):
+    email: EmailStr
+    name: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=8, max_length=1024)
+
+
+class CreateTenantBody(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    # The first is the primary domain.
+    domains: list[Domain] = Field(min_length=1, max_length=20)
+    # Without a contract the tenant is not billed (seats unmetered).
+    contract: ContractTerms | None = None
+    top_up: Money | None = None
+    owner: TenantOwner | None = None
+
+
+class TenantPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    primary_domain: Domain | None = None
+
+
+class DomainsBody(Strict):
+    domains: list[Domain] = Field(min_length=1, max_length=20)
+
+
+class SuspendBody(Strict):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class TopUpBody(Strict):
+    amount: Money
+    reference: str | None = Field(default=None, max_length=200)
+
+
+class CompensationBody(Strict):
+    minutes: int = Field(ge=1, le=366 * 24 * 60)
+    note: str | None = Field(default=None, max_length=500)
+
+
+class NoticeBody(Strict):
+    ends_on: Day
