@@ -1,0 +1,147 @@
+"""The tenant's billing, read-only: the contract and balance, the ledger, statements and invoices
+(as JSON, PDF or .xlsx). Admins only for now. The documents come from core.statements, which
+takes the tenant id, so the operator API can serve the same ones for any tenant."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from typing import cast
+
+from aiohttp import web
+
+from admin_api import documents
+from core import statements
+from core.errors import InvalidInput
+from core.models import MAX_BIG_ID
+from web.api import RouteTable
+from web.http import HUB, principal_of, strict_int, word_param
+
+ROUTES = RouteTable("billing")
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# The longest invoice number (core.statements.invoice_number): 10 digits, a dash, 19 digits.
+MAX_INVOICE_NUMBER = 40
+
+
+def _one(request: web.Request, name: str) -> str | None:
+    """A query parameter given at most once (a repeated one would be read one way here and
+    another way by a proxy or a log)."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise InvalidInput(f"{name} is given more than once", code="invalid_query")
+    return values[0] if values and values[0] != "" else None
+
+
+def _query_int(request: web.Request, name: str, default: int | None, *, lo: int, hi: int) -> int | None:
+    raw = _one(request, name)
+    if raw is None:
+        return default
+    try:
+        value = strict_int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer", code="invalid_query") from None
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}", code="invalid_query")
+    return value
+
+
+def _query_date(request: web.Request, name: str) -> date | None:
+    raw = _one(request, name)
+    if raw is None:
+        return None
+    try:
+        if not _DATE.fullmatch(raw):
+            raise ValueError(raw)
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a date written YYYY-MM-DD, not {raw[:40]!r}",
+                           code="invalid_query") from None
+
+
+def _format(request: web.Request) -> str:
+    fmt = _one(request, "format") or "json"
+    if fmt not in documents.FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(documents.FORMATS)}, not {fmt[:40]!r}",
+                           code="invalid_query")
+    return fmt
+
+
+def _page(request: web.Request) -> tuple[int | None, int]:
+    after_id = _query_int(request, "after_id", None, lo=1, hi=MAX_BIG_ID)
+    limit = _query_int(request, "limit", statements.DEFAULT_PAGE, lo=1, hi=statements.MAX_PAGE)
+    return after_id, limit or statements.DEFAULT_PAGE
+
+
+async def _download(document: statements.Statement | statements.Invoice, fmt: str) -> web.Response:
+    data = await documents.render(document, cast(documents.Format, fmt))
+    return web.Response(body=data, content_type=documents.CONTENT_TYPES[fmt], headers={
+        "Content-Disposition": f'attachment; filename="{documents.filename(document, fmt)}"',
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, no-store",
+    })
+
+
+@ROUTES.route("GET", "/api/v1/billing", summary="The tenant's contract, balance and seats paid and in use (admin)")
+async def get_billing(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request, admin=True)
+    async with hub.db.read(principal.tenant_id) as session:
+        found = await statements.summary(session, principal.tenant_id)
+    return web.json_response({"contract": found.as_dict()})
+
+
+@ROUTES.route("GET", "/api/v1/billing/ledger",
+              summary="The billing ledger, oldest first (?after_id=&limit=, at most 500) (admin)")
+async def get_ledger(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request, admin=True)
+    after_id, limit = _page(request)
+    async with hub.db.read(principal.tenant_id) as session:
+        currency, lines, next_after = await statements.ledger_page(session, principal.tenant_id, after_id=after_id,
+                                                                   limit=limit)
+    return web.json_response({"currency": currency, "minor_unit_digits": statements.minor_digits(currency),
+                              "entries": [line.as_dict(currency) for line in lines], "next_after_id": next_after})
+
+
+@ROUTES.route("GET", "/api/v1/billing/statement",
+              summary="A statement for ?from=YYYY-MM-DD&to=YYYY-MM-DD (UTC, to excluded; default: the current "
+                      "term) as ?format=json, pdf or xlsx (admin)")
+async def get_statement(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request, admin=True)
+    start, end, fmt = _query_date(request, "from"), _query_date(request, "to"), _format(request)
+    async with hub.db.read(principal.tenant_id) as session:
+        found = await statements.statement(session, principal.tenant_id, start=start, end=end,
+                                           now=datetime.now(UTC))
+    if fmt == "json":
+        return web.json_response({"statement": found.as_dict()})
+    return await _download(found, fmt)
+
+
+@ROUTES.route("GET", "/api/v1/billing/invoices",
+              summary="The tenant's invoices (one per charge), oldest first (?after_id=&limit=) (admin)")
+async def list_invoices(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request, admin=True)
+    after_id, limit = _page(request)
+    async with hub.db.read(principal.tenant_id) as session:
+        found, next_after = await statements.invoices(session, principal.tenant_id,
+                                                      seller=statements.seller_of(hub.settings),
+                                                      after_id=after_id, limit=limit)
+    return web.json_response({"invoices": [i.summary() for i in found], "next_after_id": next_after})
+
+
+@ROUTES.route("GET", "/api/v1/billing/invoices/{invoice_number}",
+              summary="One invoice as ?format=json, pdf or xlsx (admin)")
+async def get_invoice(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request, admin=True)
+    number = word_param(request, "invoice_number", max_length=MAX_INVOICE_NUMBER)
+    fmt = _format(request)
+    async with hub.db.read(principal.tenant_id) as session:
+        found = await statements.invoice(session, principal.tenant_id, number,
+                                         seller=statements.seller_of(hub.settings))
+    if fmt == "json":
+        return web.json_response({"invoice": found.as_dict()})
+    return await _download(found, fmt)
