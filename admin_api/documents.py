@@ -160,7 +160,7 @@ def statement_pdf(st: Statement) -> bytes:
     story.append(Spacer(1, 6 * mm))
     story.append(_p(f"Amounts are in {c}, exact to the minor unit. Charges are paid in advance from the prepaid "
                     "balance; credits, refunds and compensation go back to it. Dates are UTC.", _SMALL))
-    footer = f"{st.buyer.domain} · statement {st.start.isoformat()} to {st.last_day.isoformat()} · " \
+    footer = f"{st.buyer.domain} | statement {st.start.isoformat()} to {st.last_day.isoformat()} | " \
              f"generated {st.generated_at.strftime('%Y-%m-%d %H:%M')} UTC"
     return _build_pdf(f"Statement {st.buyer.name} {st.start.isoformat()}", story, footer)
 
@@ -195,7 +195,7 @@ def invoice_pdf(inv: Invoice) -> bytes:
     story.append(Spacer(1, 6 * mm))
     story.append(_p("Amount = seats x price per seat-year x days / days in the term, rounded half up to the "
                     "minor unit. Paid in advance from the prepaid balance.", _SMALL))
-    footer = f"Invoice {inv.number} · {inv.buyer.domain}"
+    footer = f"Invoice {inv.number} | {inv.buyer.domain}"
     return _build_pdf(f"Invoice {inv.number}", story, footer)
 
 

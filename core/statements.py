@@ -47,9 +47,9 @@ MINOR_UNIT_DIGITS: dict[str, int] = {
     **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
     **dict.fromkeys(("CLF", "UYW"), 4),
 }
-# A statement covers at most this many days (a leap year's term), and lists at most this many
-# entries: a document is built in one piece, so its size is bounded.
-MAX_PERIOD_DAYS = 366
+# A statement covers at most three years (of 366 days), and lists at most this many entries: a
+# document is built in one piece, so its size is bounded.
+MAX_PERIOD_DAYS = 3 * 366
 MAX_STATEMENT_LINES = 5000
 # One page of the ledger or of the invoices.
 DEFAULT_PAGE = 100

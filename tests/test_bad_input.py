@@ -36,6 +36,7 @@ from tests.support import (
     next_frame,
     op_id,
     op_key,
+    open_billing,
     operations,
     tenant_rows,
 )
@@ -63,6 +64,7 @@ WORD_PARAMS = {
     "key": ("account_not_found", 40),
     "media_id": ("media_not_found", 255),
     "signature": ("attachment_not_found", 64),  # of a customer's link to a file
+    "invoice_number": ("invoice_not_found", 40),  # 000042-00001234 (core.statements.invoice_number)
 }
 BAD_WORDS = ["has%20space", "%00", "nul%00x", "%D9%A3", "caf%C3%A9", "a;b", "a%22b", "a%3Cb%3E", "~tilde", "a,b"]
 DEEP = "[" * 100_000  # nesting deeper than any parser's recursion limit
@@ -101,6 +103,7 @@ class Shop:
     kf_key: str  # a WeCom customer-service account's web-hook key
     mailbox: dict[str, Any]  # a support address, as the admin API shows it
     message_id: int  # the customer's first message
+    invoice_number: str  # of the charge for the tenant's seats (a billing contract and its ledger)
 
     @property
     def domain(self) -> str:
@@ -111,7 +114,7 @@ class Shop:
                 "group_id": self.group_id, "rule_id": self.rule_id, "account_id": self.wechat["id"],
                 "key": self.wechat["key"], "media_id": self.media_id, "attachment_id": self.attachment["id"],
                 "signature": self.file_path.rsplit("/", 1)[1], "mailbox_id": self.mailbox["id"],
-                "message_id": self.message_id}
+                "message_id": self.message_id, "invoice_number": self.invoice_number}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
@@ -187,10 +190,11 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
         mailbox = await http("POST", "/api/v1/email/mailboxes", host=info.domain, token=admin_token,
                              json_body={"address": f"help@{info.domain}", "name": "Initech help"})
         assert mailbox.status == 201, mailbox
+        invoice = await open_billing(db, info.id)
         s = Shop(info, http, db, server.app[HUB].settings, admin, agent, group_id, admin_token, agent_token, revoked,
                  ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"],
                  account.body["account"], media_id, label.body["attachment"], file_path, kf.key,
-                 mailbox.body["mailbox"], first.body["message"]["id"])
+                 mailbox.body["mailbox"], first.body["message"]["id"], invoice)
 
         async def delivered() -> bool:
             detail = await s.call("GET", f"/api/v1/tickets/{ticket_id}")
@@ -684,7 +688,9 @@ ADMIN_ONLY = [
     ("DELETE", "/api/v1/routing/rules/{rule_id}"), ("PUT", "/api/v1/routing/rules/order"),
     ("PUT", "/api/v1/routing/settings"), ("GET", "/api/v1/wechat/accounts"), ("POST", "/api/v1/wechat/accounts"),
     ("GET", "/api/v1/wechat/accounts/{account_id}"), ("PATCH", "/api/v1/wechat/accounts/{account_id}"),
-    ("DELETE", "/api/v1/wechat/accounts/{account_id}"),
+    ("DELETE", "/api/v1/wechat/accounts/{account_id}"), ("GET", "/api/v1/billing"), ("GET", "/api/v1/billing/ledger"),
+    ("GET", "/api/v1/billing/statement"), ("GET", "/api/v1/billing/invoices"),
+    ("GET", "/api/v1/billing/invoices/{invoice_number}"),
 ]
 
 
@@ -726,6 +732,23 @@ async def test_bad_query_parameters(shop: Shop) -> None:
                         (f"visitor_id={shop.visitor_id}&since=abc", "invalid_query"),
                         (f"visitor_id={shop.visitor_id}&since={10**30}", "invalid_query")):
         assert_error(await shop.call("GET", f"/webchat/history?{query}"), 422, code)
+    for path, queries in (
+        ("/api/v1/billing/ledger", ("limit=0", "limit=501", "limit=x", "after_id=0", f"after_id={2**63}")),
+        ("/api/v1/billing/invoices", ("limit=0", "limit=1.5", "after_id=-1", "after_id=%D9%A3")),
+        ("/api/v1/billing/statement", ("from=2026-02-30", "from=20260101", "to=x", "format=doc", "format=",
+                                       "from=2026-01-01&from=2026-01-02")),
+        (f"/api/v1/billing/invoices/{shop.invoice_number}", ("format=csv", "format=pdf&format=pdf")),
+    ):
+        for query in queries:
+            reply = await shop.call("GET", f"{path}?{query}")
+            if query != "format=":
+                assert_error(reply, 422, "invalid_query")
+            else:  # an empty format is the default, JSON
+                assert reply.status == 200, reply
+    assert_error(await shop.call("GET", "/api/v1/billing/statement?from=2026-02-01&to=2026-01-01"), 422,
+                 "invalid_period")
+    assert_error(await shop.call("GET", "/api/v1/billing/statement?from=2020-01-01&to=2026-01-01"), 422,
+                 "period_too_long")
     ok = await shop.call("GET", f"/webchat/history?visitor_id={shop.visitor_id}&since=-5")
     assert ok.status == 200 and ok.body["messages"][0]["text"] == "My parcel never came", ok
 
