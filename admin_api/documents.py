@@ -11,7 +11,7 @@
   2^53 minor units that column is written as text rather than rounded). Text is always written as
   text, never as a formula, whatever it begins with.
 
-Rendering is CPU work of milliseconds to a second or so (a statement has at most
+Rendering is CPU work of milliseconds to two seconds or so (a statement has at most
 core.statements.MAX_STATEMENT_LINES lines): the route runs it in a thread (:func:`render`).
 """
 

@@ -425,3 +425,22 @@ async def test_bad_page_queries_and_far_dates(shanghai: Billed) -> None:
     for query in ("from=0001-01-01&to=0001-12-31", "from=9999-01-01&to=9999-12-31"):
         reply = await shanghai.get(f"/api/v1/billing/statement?{query}")
         assert reply.status == 200 and reply.body["statement"]["entries"] == [], reply
+
+
+async def test_a_statement_holds_at_most_max_lines(settings: Settings, server: Server, http: Http,
+                                                   db: Database) -> None:
+    info = await make_tenant(settings, server, name="Busy")
+    admin = await info.add_agent(role="admin")
+    token = await _login(http, info.domain, admin.email)
+    day = date(2026, 1, 1)
+    async with db.session() as s:
+        await billing.open_contract(s, info.id, price_per_seat_year=PRICE, currency="CNY", term_start=day,
+                                    now=at(day), actor=OPERATOR)
+        for _ in range(statements.MAX_STATEMENT_LINES):
+            await billing.top_up(s, info.id, 1, now=at(day), actor=OPERATOR)
+        await billing.top_up(s, info.id, 1, now=at(date(2026, 1, 2)), actor=OPERATOR)
+    full = await http("GET", "/api/v1/billing/statement?from=2026-01-01&to=2026-01-02", host=info.domain, token=token)
+    assert full.status == 200 and len(full.body["statement"]["entries"]) == statements.MAX_STATEMENT_LINES
+    assert _minor(full.body["statement"]["closing_balance"]) == statements.MAX_STATEMENT_LINES
+    assert_error(await http("GET", "/api/v1/billing/statement", host=info.domain, token=token), 422,
+                 "statement_too_long")
