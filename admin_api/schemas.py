@@ -10,15 +10,31 @@ Ids are bounded by what their columns hold (see :data:`core.models.MAX_ID`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from datetime import date
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import EmailStr, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, EmailStr, Field, ValidationInfo, field_validator, model_validator
 
 from core.attachments import MAX_PER_MESSAGE as MAX_ATTACHMENTS
 from core.models import MAX_BIG_ID
 from web.schemas import AgentId, AttachmentId, ClientId, CustomerId, Frame, GroupId, RuleId, Strict, TicketId
 
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+
+def _iso_day(value: Any) -> Any:
+    """A day as JSON has it: the string YYYY-MM-DD (no timestamps, no times)."""
+    if not isinstance(value, str) or not _DAY.match(value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value} is not a day of the calendar") from None
+
+
+Day = Annotated[date, BeforeValidator(_iso_day), Field(json_schema_extra={"type": "string", "format": "date"})]
 StatusName = Literal["new", "open", "pending", "solved", "closed"]
 PriorityName = Literal["low", "normal", "high", "urgent"]
 RoleName = Literal["owner", "admin", "supervisor", "agent"]
@@ -120,6 +136,12 @@ class RemoveAgentsBody(Strict):
     """Seats removed at once, all or none (at most 100)."""
 
     agent_ids: list[AgentId] = Field(min_length=1, max_length=100)
+
+
+class NoticeBody(Strict):
+    """The day a contract ends (00:00 UTC): at least 30 days away, no later than the term's end."""
+
+    ends_on: Day
 
 
 class CreateGroupBody(Strict):

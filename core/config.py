@@ -98,6 +98,11 @@ class Settings:
     # Turn what web-hooks landed in the inbox into tickets in this process (core.inbox). Off for
     # processes that should only answer web-hooks, with others (or a later start) draining.
     inbox_drain: bool = True
+    # The seller on tenants' invoices (core.statements): the operator running the hub, its postal
+    # address (one line; empty leaves it off) and, where invoices need one, its tax id.
+    operator_name: str = "channelhub operator"
+    operator_address: str = ""
+    operator_tax_id: str = ""
     # Every CHANNELHUB_* variable as it was read: each channel reads its own settings from here
     # (connectors/<kind>/settings.py), so core knows no channel's options.
     env: dict[str, str] = field(default_factory=dict)
@@ -153,6 +158,9 @@ class Settings:
             secret_key=get("SECRET_KEY"),
             secret_key_file=get("SECRET_KEY_FILE") or defaults.secret_key_file,
             inbox_drain=env_bool(get("INBOX_DRAIN"), default=True),
+            operator_name=get("OPERATOR_NAME") or defaults.operator_name,
+            operator_address=get("OPERATOR_ADDRESS") or defaults.operator_address,
+            operator_tax_id=get("OPERATOR_TAX_ID") or defaults.operator_tax_id,
             env={k: v for k, v in env.items() if k.startswith("CHANNELHUB_")},
         )
 

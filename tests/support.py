@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -15,8 +16,10 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
 from channelhub.app import build_api
+from core import billing
 from core.db import Database, tenant_scoped_models
 from core.models import LoginLog, Tenant
+from core.statements import invoice_number
 from web.api import Operation
 
 _NO_BODY = object()
@@ -146,3 +149,18 @@ async def tenant_rows(db: Database, tenant_id: int) -> dict[str, list[dict[str, 
             rows = (await session.execute(select(table).where(table.tenant_id == tenant_id))).scalars().all()
             out[model.__tablename__] = sorted(({c: getattr(r, c) for c in columns} for r in rows), key=repr)
     return out
+
+
+async def open_billing(db: Database, tenant_id: int, *, seats: int = 2) -> str:
+    """A billing contract for the tenant (from today, 365.00 CNY a seat-year), a top-up and a
+    charge for ``seats`` seats, as the operator would make them: the charge's invoice number.
+    (From today: seats added later in the tests are charged for the term that is running.)"""
+    now = datetime.now(UTC)
+    operator = billing.Actor("operator", 1)
+    async with db.session() as session:
+        await billing.open_contract(session, tenant_id, price_per_seat_year=36_500, currency="CNY",
+                                    term_start=now.date(), now=now, actor=operator)
+        await billing.top_up(session, tenant_id, 1000 * 36_500, now=now, actor=operator, reference="test")
+        charge = await billing.charge_for_seats(session, tenant_id, seats, now=now, actor=operator)
+        await session.flush()
+        return invoice_number(tenant_id, charge.id)

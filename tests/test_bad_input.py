@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -36,6 +37,7 @@ from tests.support import (
     next_frame,
     op_id,
     op_key,
+    open_billing,
     operations,
     tenant_rows,
 )
@@ -63,6 +65,7 @@ WORD_PARAMS = {
     "key": ("account_not_found", 40),
     "media_id": ("media_not_found", 255),
     "signature": ("attachment_not_found", 64),  # of a customer's link to a file
+    "invoice_number": ("invoice_not_found", 40),  # 000042-00001234 (core.statements.invoice_number)
 }
 BAD_WORDS = ["has%20space", "%00", "nul%00x", "%D9%A3", "caf%C3%A9", "a;b", "a%22b", "a%3Cb%3E", "~tilde", "a,b"]
 DEEP = "[" * 100_000  # nesting deeper than any parser's recursion limit
@@ -92,6 +95,8 @@ class Shop:
     admin_token: str
     agent_token: str
     revoked_token: str
+    # The tenant's owner, who may call every route (the calls here use it unless told otherwise).
+    owner_token: str
     ticket_id: int
     visitor_id: str
     customer_id: int
@@ -103,6 +108,7 @@ class Shop:
     kf_key: str  # a WeCom customer-service account's web-hook key
     mailbox: dict[str, Any]  # a support address, as the admin API shows it
     message_id: int  # the customer's first message
+    invoice_number: str  # of the charge for the tenant's seats (a billing contract and its ledger)
 
     @property
     def domain(self) -> str:
@@ -113,14 +119,14 @@ class Shop:
                 "group_id": self.group_id, "rule_id": self.rule_id, "account_id": self.wechat["id"],
                 "key": self.wechat["key"], "media_id": self.media_id, "attachment_id": self.attachment["id"],
                 "signature": self.file_path.rsplit("/", 1)[1], "mailbox_id": self.mailbox["id"],
-                "message_id": self.message_id}
+                "message_id": self.message_id, "invoice_number": self.invoice_number}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
         kwargs: dict[str, Any] = {"data": data, "headers": headers}
         if body is not None:
             kwargs["json_body"] = body
-        return await self.http(method, path, host=self.domain, token=token if token is not None else self.admin_token,
+        return await self.http(method, path, host=self.domain, token=token if token is not None else self.owner_token,
                                **kwargs)
 
     async def rows(self) -> dict[str, list[dict[str, Any]]]:
@@ -152,6 +158,7 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
         agent_token = await _login(http, info.domain, agent.email)
         revoked = await _login(http, info.domain, admin.email)
         assert (await http("POST", "/api/v1/auth/logout", host=info.domain, token=revoked)).status == 200
+        owner_token = await _login(http, info.domain, (await info.add_agent(role="owner")).email)
 
         first = await http("POST", "/webchat/messages", host=info.domain,
                            json_body={"client_id": "first", "text": "My parcel never came", "name": "Milton"})
@@ -190,11 +197,12 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
         mailbox = await http("POST", "/api/v1/email/mailboxes", host=info.domain, token=admin_token,
                              json_body={"address": f"help@{info.domain}", "name": "Initech help"})
         assert mailbox.status == 201, mailbox
+        invoice = await open_billing(db, info.id)
         s = Shop(info, http, db, server.app[HUB].settings, admin, agent, spare, group_id, admin_token, agent_token,
-                 revoked,
+                 revoked, owner_token,
                  ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"],
                  account.body["account"], media_id, label.body["attachment"], file_path, kf.key,
-                 mailbox.body["mailbox"], first.body["message"]["id"])
+                 mailbox.body["mailbox"], first.body["message"]["id"], invoice)
 
         async def delivered() -> bool:
             detail = await s.call("GET", f"/api/v1/tickets/{ticket_id}")
@@ -228,6 +236,7 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
                                                        "name": "B", "password": PASSWORD}]},
         ("POST", "/api/v1/agents/batch-remove"): {"agent_ids": [shop.spare.id]},
         ("POST", "/api/v1/groups"): {"name": f"group {uuid.uuid4().hex[:6]}"},
+        ("POST", "/api/v1/billing/notice"): {"ends_on": (datetime.now(UTC).date() + timedelta(days=31)).isoformat()},
         ("POST", "/api/v1/tickets"): {"text": "Phoned in", "customer": {"name": "Walk-in"}},
         ("PATCH", "/api/v1/tickets/{ticket_id}"): {"priority": "urgent"},
         ("POST", "/api/v1/tickets/{ticket_id}/messages"): {"text": "hello", "kind": "note"},
@@ -299,6 +308,10 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
             ({"agent_ids": [2**31]}, "agent_ids"), ({"agent_ids": shop.spare.id}, "agent_ids"), ({}, "agent_ids"),
         ],
         ("POST", "/api/v1/groups"): [({"name": 5}, "name"), ({"name": ""}, "name"), ({"name": None}, "name")],
+        ("POST", "/api/v1/billing/notice"): [
+            ({"ends_on": "2027-02-30"}, "ends_on"), ({"ends_on": "2027-1-1"}, "ends_on"),
+            ({"ends_on": 20270101}, "ends_on"), ({"ends_on": "2027-01-01T00:00:00"}, "ends_on"), ({}, "ends_on"),
+        ],
         ("POST", "/api/v1/tickets"): [
             ({**tickets, "text": 5}, "text"),
             ({**tickets, "text": ""}, "text"),
@@ -701,7 +714,9 @@ ADMIN_ONLY = [
     ("DELETE", "/api/v1/routing/rules/{rule_id}"), ("PUT", "/api/v1/routing/rules/order"),
     ("PUT", "/api/v1/routing/settings"), ("GET", "/api/v1/wechat/accounts"), ("POST", "/api/v1/wechat/accounts"),
     ("GET", "/api/v1/wechat/accounts/{account_id}"), ("PATCH", "/api/v1/wechat/accounts/{account_id}"),
-    ("DELETE", "/api/v1/wechat/accounts/{account_id}"),
+    ("DELETE", "/api/v1/wechat/accounts/{account_id}"), ("GET", "/api/v1/billing"), ("GET", "/api/v1/billing/ledger"),
+    ("GET", "/api/v1/billing/statement"), ("GET", "/api/v1/billing/invoices"),
+    ("GET", "/api/v1/billing/invoices/{invoice_number}"),
 ]
 
 
@@ -743,6 +758,23 @@ async def test_bad_query_parameters(shop: Shop) -> None:
                         (f"visitor_id={shop.visitor_id}&since=abc", "invalid_query"),
                         (f"visitor_id={shop.visitor_id}&since={10**30}", "invalid_query")):
         assert_error(await shop.call("GET", f"/webchat/history?{query}"), 422, code)
+    for path, queries in (
+        ("/api/v1/billing/ledger", ("limit=0", "limit=501", "limit=x", "after_id=0", f"after_id={2**63}")),
+        ("/api/v1/billing/invoices", ("limit=0", "limit=1.5", "after_id=-1", "after_id=%D9%A3")),
+        ("/api/v1/billing/statement", ("from=2026-02-30", "from=20260101", "to=x", "format=doc", "format=",
+                                       "from=2026-01-01&from=2026-01-02")),
+        (f"/api/v1/billing/invoices/{shop.invoice_number}", ("format=csv", "format=pdf&format=pdf")),
+    ):
+        for query in queries:
+            reply = await shop.call("GET", f"{path}?{query}")
+            if query != "format=":
+                assert_error(reply, 422, "invalid_query")
+            else:  # an empty format is the default, JSON
+                assert reply.status == 200, reply
+    assert_error(await shop.call("GET", "/api/v1/billing/statement?from=2026-02-01&to=2026-01-01"), 422,
+                 "invalid_period")
+    assert_error(await shop.call("GET", "/api/v1/billing/statement?from=2020-01-01&to=2026-01-01"), 422,
+                 "period_too_long")
     ok = await shop.call("GET", f"/webchat/history?visitor_id={shop.visitor_id}&since=-5")
     assert ok.status == 200 and ok.body["messages"][0]["text"] == "My parcel never came", ok
 

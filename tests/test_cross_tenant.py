@@ -14,6 +14,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,6 +26,7 @@ from admin_api.client import AgentClient, HubError
 from admin_api.gateway import ACTIONS
 from connectors.email.models import EmailMailbox
 from connectors.wechat.models import WeChatAccount, WeChatMedia
+from core import statements
 from core.config import Settings
 from core.db import Database
 from core.models import (
@@ -33,6 +35,7 @@ from core.models import (
     CustomerIdentity,
     Group,
     InboxItem,
+    LedgerEntry,
     Message,
     RoutingRule,
     StoredAttachment,
@@ -50,6 +53,7 @@ from tests.support import (
     next_frame,
     op_id,
     op_key,
+    open_billing,
     operations,
     tenant_rows,
 )
@@ -99,6 +103,7 @@ class Side:
     kf: KfAccount  # a WeCom customer-service account, with its callback as WeCom sends it
     mailbox: dict[str, Any]  # a support address, as the admin API shows it
     mail_message_id: int  # a customer's mail to it, received over SMTP and made a ticket message
+    invoice_number: str  # a billing contract, its ledger, and the invoice of its charge for seats
 
     @property
     def attachment_id(self) -> int:
@@ -125,7 +130,8 @@ class Side:
         return {"ticket_id": self.open_ticket, "rule_id": self.rule_id, "group_id": self.group_id,
                 "agent_id": self.agent.id, "customer_id": self.customer_id, "account_id": self.account_id,
                 "key": self.key, "media_id": self.media_id, "attachment_id": self.attachment_id,
-                "signature": self.signature, "mailbox_id": self.mailbox["id"], "message_id": self.mail_message_id}
+                "signature": self.signature, "mailbox_id": self.mailbox["id"], "message_id": self.mail_message_id,
+                "invoice_number": self.invoice_number}
 
 
 @dataclass
@@ -209,7 +215,7 @@ async def _wechat_account(http: Http, db: Database, wechat_api: StandIn, t: Tena
 
 
 async def build_side(settings: Settings, server: Server, http: Http, db: Database, wechat_api: StandIn,
-                     name: str) -> Side:
+                     name: str, *, seats: int) -> Side:
     t = await make_tenant(settings, server, name=name)
     group_name = f"{name} support"
     group_id = await t.add_group(group_name)
@@ -259,9 +265,10 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     history = await http("GET", f"/webchat/history?visitor_id={visitor_id}", host=t.domain)
     [file_path] = [a["url"] for m in history.body["messages"] for a in m["attachments"]]
     mailbox, mail_message_id = await _mailbox_with_mail(http, server, t, admin_token, name)
+    invoice = await open_billing(db, t.id, seats=seats)
     return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
                 int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
-                wechat, media_id, attachment, file_path, oa, kf, mailbox, mail_message_id)
+                wechat, media_id, attachment, file_path, oa, kf, mailbox, mail_message_id, invoice)
 
 
 async def _mailbox_with_mail(http: Http, server: Server, t: TenantInfo, token: str, name: str
@@ -299,8 +306,9 @@ async def world(settings: Settings, server: Server, wechat_api: StandIn) -> Asyn
     db = Database(settings.database_url)
     async with aiohttp.ClientSession() as session:
         http = Http(server.url, session)
-        a = await build_side(settings, server, http, db, wechat_api, "Acme")
-        b = await build_side(settings, server, http, db, wechat_api, "Globex")
+        # Different seats, so the two tenants' billing differs in every figure.
+        a = await build_side(settings, server, http, db, wechat_api, "Acme", seats=2)
+        b = await build_side(settings, server, http, db, wechat_api, "Globex", seats=3)
         yield World(a, b, http, db, server, wechat_api)
         await a.info.close()
         await b.info.close()
@@ -417,6 +425,16 @@ async def probe_remove_agents(w: World) -> None:
     # Nothing of the refused batches was applied: A's seat is still there, and goes now.
     ok = await w.call("POST", path, body={"agent_ids": [spare.id]})
     assert ok.status == 200 and ok.body["removed"] == [spare.id], ok
+
+
+async def probe_notice(w: World) -> None:
+    # Only an owner gives notice, and only on their own tenant's contract (the path names none).
+    ends_on = (datetime.now(UTC).date() + timedelta(days=40)).isoformat()
+    assert_error(await w.call("POST", "/api/v1/billing/notice", body={"ends_on": ends_on}), 403, "owner_only")
+    owner = await w.a.info.add_agent(role="owner")
+    token = await _login(w.http, w.a.domain, owner.email)
+    assert_error(await w.call("POST", "/api/v1/billing/notice", token=token, host=w.b.domain,
+                              body={"ends_on": ends_on}), 401, "invalid_token")
 
 
 async def probe_list_groups(w: World) -> None:
@@ -806,6 +824,73 @@ async def probe_upload(w: World) -> None:
     assert (ok.status, ok.text) == (200, "A's own file"), ok
 
 
+async def probe_billing(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/billing")
+    assert reply.status == 200, reply
+    async with w.db.read(w.a.info.id) as session:
+        mine = await statements.summary(session, w.a.info.id)
+    async with w.db.read(w.b.info.id) as session:
+        theirs = await statements.summary(session, w.b.info.id)
+    # A's contract, and not B's (their seats and balances differ: the probes before added A's seats).
+    assert reply.body["contract"] == mine.as_dict() != theirs.as_dict(), reply
+
+
+async def probe_ledger(w: World) -> None:
+    b_entries = await ids_of(w.db, LedgerEntry, w.b.info.id)
+    for query in ("", f"?after_id={min(b_entries) - 1}", "?limit=500"):
+        reply = await w.call("GET", "/api/v1/billing/ledger" + query)
+        assert reply.status == 200, reply
+        listed = {e["id"] for e in reply.body["entries"]}
+        assert listed <= await ids_of(w.db, LedgerEntry, w.a.info.id) and not listed & b_entries, (query, listed)
+    assert (await w.call("GET", "/api/v1/billing/ledger")).body["entries"], "A's own ledger is listed"
+
+
+async def probe_statement(w: World) -> None:
+    b_entries = await ids_of(w.db, LedgerEntry, w.b.info.id)
+    reply = await w.call("GET", "/api/v1/billing/statement")
+    assert reply.status == 200, reply
+    st = reply.body["statement"]
+    assert st["tenant"]["domain"] == w.a.domain and st["entries"]
+    assert not {e["id"] for e in st["entries"]} & b_entries
+    mine = {None, *await _invoices_of(w, w.a)}
+    assert all(e["invoice"] in mine for e in st["entries"])
+    for fmt in ("pdf", "xlsx"):
+        async with w.http.session.get(f"{w.http.base_url}/api/v1/billing/statement?format={fmt}", headers={
+                "Host": w.a.domain, "Authorization": f"Bearer {w.a.admin_token}"}) as document:
+            data = await document.read()
+            assert document.status == 200 and data, fmt
+        assert w.b.domain.encode() not in data and w.b.invoice_number.encode() not in data, fmt
+
+
+async def probe_list_invoices(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/billing/invoices")
+    assert reply.status == 200, reply
+    numbers = [i["number"] for i in reply.body["invoices"]]
+    assert w.a.invoice_number in numbers and numbers == await _invoices_of(w, w.a), numbers
+
+
+async def _invoices_of(w: World, side: Side) -> list[str]:
+    """The side's invoice numbers: one per charge in its ledger (the probes before added A's seats)."""
+    async with w.db.read() as session:
+        charges = (await session.execute(select(LedgerEntry.id).where(
+            LedgerEntry.tenant_id == side.info.id, LedgerEntry.kind == "charge").order_by(LedgerEntry.id))).scalars()
+        return [statements.invoice_number(side.info.id, entry_id) for entry_id in charges]
+
+
+async def probe_get_invoice(w: World) -> None:
+    # B's number on A's domain is an invoice that exists nowhere, in every format; so is B's entry
+    # id under A's tenant number.
+    b_entry = statements.parse_invoice_number(w.b.invoice_number)
+    assert b_entry is not None
+    missing = statements.invoice_number(w.a.info.id, 10**12)
+    for suffix in ("", "?format=pdf", "?format=xlsx"):
+        await _not_found_like_a_missing(w, "GET", "/api/v1/billing/invoices/{}" + suffix,
+                                        [w.b.invoice_number, statements.invoice_number(w.a.info.id, b_entry[1])],
+                                        missing, "invoice_not_found")
+    ok = await w.call("GET", f"/api/v1/billing/invoices/{w.a.invoice_number}")
+    assert ok.status == 200 and ok.body["invoice"]["buyer"]["domain"] == w.a.domain, ok
+
+
 async def probe_get_attachment(w: World) -> None:
     for token in (w.a.admin_token, w.a.agent_token):
         await _not_found_like_a_missing(w, "GET", "/api/v1/attachments/{}", [w.b.attachment_id], MISSING_TICKET,
@@ -1048,6 +1133,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("PATCH", "/api/v1/agents/{agent_id}"): Case(probe_update_agent, lambda w: {"capacity": 1}),
     ("POST", "/api/v1/agents/batch"): Case(probe_create_agents, lambda w: {"agents": [
         {"email": f"x-{uuid.uuid4().hex[:8]}@{w.b.domain}", "name": "X", "password": PASSWORD}]}),
+    ("POST", "/api/v1/billing/notice"): Case(probe_notice, lambda w: {"ends_on": "2099-01-01"}),
     ("POST", "/api/v1/agents/batch-remove"): Case(probe_remove_agents, lambda w: {"agent_ids": [w.b.agent.id]}),
     ("GET", "/api/v1/groups"): Case(probe_list_groups),
     ("POST", "/api/v1/groups"): Case(probe_create_group, lambda w: {"name": "Intruders"}),
@@ -1100,6 +1186,11 @@ CASES: dict[tuple[str, str], Case] = {
     ("PATCH", "/api/v1/email/mailboxes/{mailbox_id}"): Case(probe_update_mailbox, lambda w: {"name": "x"}),
     ("DELETE", "/api/v1/email/mailboxes/{mailbox_id}"): Case(probe_delete_mailbox),
     ("GET", "/api/v1/email/messages/{message_id}/original"): Case(probe_mail_original),
+    ("GET", "/api/v1/billing"): Case(probe_billing),
+    ("GET", "/api/v1/billing/ledger"): Case(probe_ledger),
+    ("GET", "/api/v1/billing/statement"): Case(probe_statement),
+    ("GET", "/api/v1/billing/invoices"): Case(probe_list_invoices),
+    ("GET", "/api/v1/billing/invoices/{invoice_number}"): Case(probe_get_invoice),
     ("GET", "/wechat/oa/{key}"): Case(probe_oa_verify),
     ("POST", "/wechat/oa/{key}"): Case(probe_oa_push),
     ("GET", "/wechat/kf/{key}"): Case(probe_kf_verify),

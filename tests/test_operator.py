@@ -413,7 +413,8 @@ def _bodies(desk: Desk, tenant: dict[str, Any]) -> dict[tuple[str, str], Any]:
 
 def _filled(op: Operation, desk: Desk, tenant: dict[str, Any]) -> str:
     domain = tenant["domains"][-1]
-    return op.path.format(tenant_id=tenant["id"], account_id=desk.ids["support"], domain=domain)
+    return op.path.format(tenant_id=tenant["id"], account_id=desk.ids["support"], domain=domain,
+                          invoice_number="000001-00000001")
 
 
 @pytest.mark.parametrize("op", [op for op in operator_operations() if op.auth], ids=op_id)

@@ -269,6 +269,15 @@ def int_param(request: web.Request, name: str, *, limit: int = MAX_BIG_ID) -> in
     return value
 
 
+def query_value(request: web.Request, name: str) -> str | None:
+    """A query parameter given at most once (a repeated one would be read one way here and another
+    way by a proxy or a log); absent or empty: None."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise InvalidInput(f"{name} is given more than once", code="invalid_query")
+    return values[0] if values and values[0] != "" else None
+
+
 @overload
 def query_int(request: web.Request, name: str, default: int, *, lo: int, hi: int) -> int: ...
 @overload
@@ -278,8 +287,8 @@ def query_int(request: web.Request, name: str, default: None, *, lo: int, hi: in
 def query_int(request: web.Request, name: str, default: int | None, *, lo: int, hi: int) -> int | None:
     """An integer from the query string, written the plain way and within [lo, hi]; absent or
     empty: ``default``."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = query_value(request, name)
+    if raw is None:
         return default
     try:
         value = strict_int(raw)

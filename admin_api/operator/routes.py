@@ -26,6 +26,7 @@ from admin_api.operator.schemas import (
     TenantPatch,
     TopUpBody,
 )
+from admin_api.routes import billing as billing_routes
 from core import billing, operators, tenants
 from core.auth import announce_revoked
 from core.errors import InvalidInput
@@ -334,6 +335,35 @@ async def tenant_billing(request: web.Request) -> web.Response:
             "seats_paid": await billing.seats_paid(session, tenant_id),
             "seats_in_use": await billing.seats_in_use(session, tenant_id),
             "entries": [ledger_dict(e) for e in entries]})
+
+
+@ROUTES.route("GET", "/operator/v1/tenants/{tenant_id}/billing/statement", summary="A tenant's statement for "
+              "?from=YYYY-MM-DD&to=YYYY-MM-DD (UTC, to excluded; default: the current term) as ?format=json, pdf "
+              "or xlsx")
+async def tenant_statement(request: web.Request) -> web.Response:
+    return await billing_routes.statement_response(request, await _readable_tenant(request))
+
+
+@ROUTES.route("GET", "/operator/v1/tenants/{tenant_id}/billing/invoices", summary="A tenant's invoices (one per "
+              "charge), oldest first (?after_id=&limit=)")
+async def tenant_invoices(request: web.Request) -> web.Response:
+    return await billing_routes.invoices_response(request, await _readable_tenant(request))
+
+
+@ROUTES.route("GET", "/operator/v1/tenants/{tenant_id}/billing/invoices/{invoice_number}", summary="One of a "
+              "tenant's invoices as ?format=json, pdf or xlsx")
+async def tenant_invoice(request: web.Request) -> web.Response:
+    return await billing_routes.invoice_response(request, await _readable_tenant(request))
+
+
+async def _readable_tenant(request: web.Request) -> int:
+    """The path's tenant, which must exist, for a signed-in operator of any role."""
+    hub = request.app[HUB]
+    await operator_of(request, *READ)
+    tenant_id = _tenant_id(request)
+    async with hub.db.read() as session:
+        await tenants.get(session, tenant_id)
+    return tenant_id
 
 
 @ROUTES.route("GET", "/operator/v1/audit", summary="The operator's audit trail: every change by the operator's "

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import re
-from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, EmailStr, Field
+from pydantic import EmailStr, Field
 
+from admin_api.schemas import Day, NoticeBody
 from web.schemas import Strict
 
+__all__ = ["Day", "NoticeBody"]
+
 OperatorRoleName = Literal["owner", "billing", "support"]
-_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-
-
-def _iso_day(value: Any) -> Any:
-    """A day as JSON has it: the string YYYY-MM-DD (no timestamps, no times)."""
-    if not isinstance(value, str) or not _DAY.match(value):
-        raise ValueError("a day is written YYYY-MM-DD")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{value} is not a day of the calendar") from None
-
-
-Day = Annotated[date, BeforeValidator(_iso_day), Field(json_schema_extra={"type": "string", "format": "date"})]
 Domain = Annotated[str, Field(min_length=1, max_length=253)]
 # Money: integer minor units (fen, cents); see core.billing for the bounds.
 Money = Annotated[int, Field(ge=1, le=10**15)]
@@ -92,7 +79,3 @@ class TopUpBody(Strict):
 class CompensationBody(Strict):
     minutes: int = Field(ge=1, le=366 * 24 * 60)
     note: str | None = Field(default=None, max_length=500)
-
-
-class NoticeBody(Strict):
-    ends_on: Day
