@@ -58,6 +58,8 @@ def child_env(settings: Settings, namespace: str, port: int | None) -> dict[str,
     })
     if settings.redis_url is not None:
         env["CHANNELHUB_REDIS_URL"] = settings.redis_url
+    if settings.operator_host:
+        env["CHANNELHUB_OPERATOR_HOST"] = settings.operator_host
     if settings.secret_key:  # the channel credentials the test run stored must decrypt here too
         env["CHANNELHUB_SECRET_KEY"] = settings.secret_key
     wechat = settings.channel("wechat", WeChatSettings)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -164,3 +166,25 @@ async def open_billing(db: Database, tenant_id: int, *, seats: int = 2) -> str:
         charge = await billing.charge_for_seats(session, tenant_id, seats, now=now, actor=operator)
         await session.flush()
         return invoice_number(tenant_id, charge.id)
+
+
+_DOCS = Path(__file__).resolve().parent.parent / "docs"
+_ROLE_ROW = re.compile(r"^\| `(?P<method>[A-Z]+) (?P<path>[^`]+)` \| (?P<cells>.+) \|$")
+
+
+def role_table(doc: str, roles: tuple[str, ...]) -> dict[tuple[str, str], dict[str, bool]]:
+    """A document's "Who may call what" table (docs/api.md, docs/operator.md): for each operation,
+    which of ``roles`` (the table's columns, in order) may call it."""
+    text = (_DOCS / doc).read_text(encoding="utf-8")
+    section = text.split("## Who may call what", 1)[1].split("\n## ", 1)[0]
+    rows: dict[tuple[str, str], dict[str, bool]] = {}
+    for line in section.splitlines():
+        found = _ROLE_ROW.match(line.strip())
+        if found is None:
+            continue
+        cells = [c.strip() for c in found["cells"].split("|")]
+        assert len(cells) == len(roles) and set(cells) <= {"yes", "—"}, line
+        key = (found["method"], found["path"])
+        assert key not in rows, f"{key} is in the table twice"
+        rows[key] = {role: cell == "yes" for role, cell in zip(roles, cells, strict=True)}
+    return rows

@@ -179,3 +179,55 @@ async def test_wechat_pushes_to_two_processes_become_one_message_each(
     for _, external_id, ticket_id in rows:
         tickets.setdefault(external_id, set()).add(ticket_id)
     assert len(tickets) == len(customers) and all(len(ids) == 1 for ids in tickets.values())
+
+
+async def test_a_suspension_on_one_process_stops_the_tenants_agents_on_the_other_at_once(
+    multiprocess_settings: Settings, tenant: TenantInfo, tmp_path: Path
+) -> None:
+    """The operator suspends a tenant through process 1; process 2, which has just served the
+    tenant (its domain cached), refuses its agents at once and closes their sockets: the change
+    crosses the Redis bus, not the resolver cache's 30 seconds. Resuming crosses back as fast."""
+    from core import operators
+    from core.billing import Actor
+    from core.db import Database
+    from tests.conftest import OPERATOR_HOST, PASSWORD, eventually
+    from tests.support import Http, assert_error
+    from tests.test_sessions import closed_for_session
+
+    agent = await tenant.add_agent()
+    email = f"mp-{uuid.uuid4().hex[:8]}@operator.example"
+    db = Database(multiprocess_settings.database_url)
+    try:
+        async with db.session() as session:
+            await operators.create_account(session, email=email, name="MP", password="operator passphrase",
+                                           role="support", actor=Actor("operator"))
+    finally:
+        await db.dispose()
+    async with hub_cluster(multiprocess_settings, tmp_path) as (serve1, serve2, _worker), \
+            aiohttp.ClientSession() as session:
+        one, two = Http(serve1.url, session), Http(serve2.url, session)
+        token = (await two("POST", "/api/v1/auth/login", host=tenant.domain,
+                           json_body={"email": agent.email, "password": PASSWORD})).body["token"]
+        client = await tenant.signed_in(agent, server=serve2)
+        assert (await two("GET", "/api/v1/me", host=tenant.domain, token=token)).status == 200
+        operator = (await one("POST", "/operator/v1/auth/login", host=OPERATOR_HOST,
+                              json_body={"email": email, "password": "operator passphrase"})).body["token"]
+        suspended = await one("POST", f"/operator/v1/tenants/{tenant.id}/suspend", host=OPERATOR_HOST,
+                              token=operator, json_body={})
+        assert suspended.status == 200, suspended
+
+        async def refused() -> bool:
+            reply = await two("GET", "/api/v1/me", host=tenant.domain, token=token)
+            return reply.status == 403
+
+        await eventually(refused, timeout=3)
+        assert_error(await two("GET", "/api/v1/me", host=tenant.domain, token=token), 403, "tenant_suspended")
+        await closed_for_session(client, timeout=5)
+        resumed = await one("POST", f"/operator/v1/tenants/{tenant.id}/resume", host=OPERATOR_HOST,
+                            token=operator)
+        assert resumed.status == 200, resumed
+
+        async def served() -> bool:
+            return (await two("GET", "/api/v1/me", host=tenant.domain, token=token)).status == 200
+
+        await eventually(served, timeout=3)

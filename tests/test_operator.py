@@ -6,7 +6,6 @@ docs/operator.md; a suspended tenant's agents refused while its customers' messa
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -23,7 +22,7 @@ from core import tenants
 from core.config import Settings
 from core.db import Database
 from tests.conftest import OPERATOR_HOST, PASSWORD, ROOT, Server, TenantInfo, eventually, make_tenant
-from tests.support import Http, Reply, assert_error, op_id, op_key, tenant_rows
+from tests.support import Http, Reply, assert_error, op_id, op_key, role_table, tenant_rows
 from tests.test_sessions import closed_for_session
 from tests.wechat.conftest import make_oa_account
 from tests.wechat.platform import StandIn, new_openid
@@ -364,18 +363,7 @@ async def test_money_moves_only_as_whole_minor_units(desk: Desk) -> None:
 
 # --- who may call what ----------------------------------------------------------------------------
 def operator_table() -> dict[tuple[str, str], dict[str, bool]]:
-    text = (ROOT / "docs" / "operator.md").read_text(encoding="utf-8")
-    section = text.split("## Who may call what", 1)[1].split("\n## ", 1)[0]
-    row = re.compile(r"^\| `(?P<method>[A-Z]+) (?P<path>[^`]+)` \| (?P<cells>.+) \|$")
-    rows: dict[tuple[str, str], dict[str, bool]] = {}
-    for line in section.splitlines():
-        found = row.match(line.strip())
-        if found is None:
-            continue
-        cells = [c.strip() for c in found["cells"].split("|")]
-        assert len(cells) == len(ROLES) and set(cells) <= {"yes", "—"}, line
-        rows[(found["method"], found["path"])] = {r: c == "yes" for r, c in zip(ROLES, cells, strict=True)}
-    return rows
+    return role_table("operator.md", ROLES)
 
 
 def operator_operations() -> list[Operation]:

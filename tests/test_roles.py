@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.support import assert_error, op_id, op_key, operations
+from tests.support import assert_error, op_id, op_key, operations, role_table
 from tests.test_bad_input import Shop, _login, _path, shop, valid_bodies  # noqa: F401  (shop: the fixture)
 
 ROLES = ("anyone", "agent", "supervisor", "admin", "owner")
@@ -28,19 +27,7 @@ _ENDS_TOKEN = {("POST", "/api/v1/auth/logout"), ("POST", "/api/v1/auth/logout-al
 
 
 def table() -> dict[tuple[str, str], dict[str, bool]]:
-    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
-    section = text.split("## Who may call what", 1)[1].split("\n## ", 1)[0]
-    rows: dict[tuple[str, str], dict[str, bool]] = {}
-    for line in section.splitlines():
-        found = _ROW.match(line.strip())
-        if found is None:
-            continue
-        cells = [c.strip() for c in found["cells"].split("|")]
-        assert len(cells) == len(ROLES) and set(cells) <= {"yes", "—"}, line
-        key = (found["method"], found["path"])
-        assert key not in rows, f"{key} is in the table twice"
-        rows[key] = {role: cell == "yes" for role, cell in zip(ROLES, cells, strict=True)}
-    return rows
+    return role_table("api.md", ROLES)
 
 
 def test_every_route_is_in_the_table_and_anyones_routes_take_no_token() -> None:

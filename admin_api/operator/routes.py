@@ -242,19 +242,14 @@ async def _tenant_change(request: web.Request, role: str | None, model: Any, cha
               "per year, currency and first day of its one-year term; its seats in use are charged from the "
               "balance at once (402 when short) (owner, billing)", body=ContractTerms)
 async def open_contract(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    op = await operator_of(request, BILLING)
-    tenant_id = _tenant_id(request)
-    data = await body(request, ContractTerms)
-    now = utcnow()
-    async with hub.db.session() as session:
+    async def change(session: Any, tenant_id: int, op: Operator, data: ContractTerms) -> None:
         await tenants.get(session, tenant_id, lock=True)
         await billing.open_contract(session, tenant_id, price_per_seat_year=data.price_per_seat_year,
-                                    currency=data.currency, term_start=data.term_start, now=now, actor=op.actor)
+                                    currency=data.currency, term_start=data.term_start, now=utcnow(), actor=op.actor)
         tenants.operator_audit(session, op.actor, "tenant.contract.open", tenant_id,
                                {"after": data.model_dump(mode="json")}, request.remote)
-        out = await tenants.describe(session, await tenants.get(session, tenant_id))
-    return web.json_response({"tenant": out})
+
+    return await _tenant_change(request, BILLING, ContractTerms, change)
 
 
 async def _money(request: web.Request, model: Any, move: Any) -> web.Response:
@@ -289,16 +284,12 @@ async def compensate(request: web.Request) -> web.Response:
 @ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/notice", summary="End a tenant's contract on a day at "
               "least 30 days away; the unused prepaid days are refunded then (owner, billing)", body=NoticeBody)
 async def notice(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
-    op = await operator_of(request, BILLING)
-    tenant_id = _tenant_id(request)
-    data = await body(request, NoticeBody)
-    async with hub.db.session() as session:
+    async def change(session: Any, tenant_id: int, op: Operator, data: NoticeBody) -> None:
         await billing.give_notice(session, tenant_id, ends_on=data.ends_on, now=utcnow(), actor=op.actor)
         tenants.operator_audit(session, op.actor, "tenant.contract.notice", tenant_id,
                                {"ends_on": data.ends_on.isoformat()}, request.remote)
-        out = await tenants.describe(session, await tenants.get(session, tenant_id))
-    return web.json_response({"tenant": out})
+
+    return await _tenant_change(request, BILLING, NoticeBody, change)
 
 
 @ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/renew", summary="Do now what is due on a tenant's "
