@@ -165,6 +165,9 @@ def _append(
                               details={"balance": contract.balance, "required": -amount})
     contract.balance = balance
     contract.updated_at = now
+    if seats:
+        # What the amount was reckoned from, for its invoice: the price and the term's length then.
+        detail = {**detail, "price_per_seat_year": contract.price_per_seat_year, "term_days": term_days(contract)}
     entry = LedgerEntry(
         tenant_id=contract.tenant_id, contract_id=contract.id, kind=kind.value, amount=amount,
         currency=contract.currency, seats=seats, days=days, balance_after=balance,
@@ -372,6 +375,26 @@ async def compensate(
     return entry
 
 
+async def reprice(
+    session: AsyncSession, tenant_id: int, price_per_seat_year: int, *, now: datetime, actor: Actor,
+) -> BillingContract:
+    """Set the price per seat per year from the next renewal on. The running term was paid in
+    advance at its price and stays so; so do seats added in it (prorated at the running price)."""
+    _today(now)
+    price = _whole("price_per_seat_year", price_per_seat_year, low=0, high=MAX_PRICE)
+    contract = await _locked_contract(session, tenant_id)
+    if contract.state == ContractState.ENDED:
+        raise Conflict("the contract has ended", code="contract_ended")
+    before = contract.next_price_per_seat_year
+    contract.next_price_per_seat_year = None if price == contract.price_per_seat_year else price
+    contract.updated_at = now
+    _audit(session, contract, actor, "billing.contract.reprice",
+           {"price_per_seat_year": contract.price_per_seat_year, "next_before": before,
+            "next_price_per_seat_year": contract.next_price_per_seat_year,
+            "from": contract.term_end.isoformat()})
+    return contract
+
+
 async def give_notice(
     session: AsyncSession, tenant_id: int, *, ends_on: date, now: datetime, actor: Actor,
 ) -> BillingContract:
@@ -440,7 +463,9 @@ async def renew(session: AsyncSession, tenant_id: int, *, now: datetime, actor: 
         return Renewal("not_due")
     if today < contract.term_end:
         return Renewal("not_due")
-    cost = contract.seats * contract.price_per_seat_year
+    price = contract.price_per_seat_year if contract.next_price_per_seat_year is None \
+        else contract.next_price_per_seat_year
+    cost = contract.seats * price
     if cost > contract.balance:
         shortfall = cost - contract.balance
         if contract.lapsed_at is None:
@@ -454,6 +479,7 @@ async def renew(session: AsyncSession, tenant_id: int, *, now: datetime, actor: 
     # A renewal after a lapse starts today: the days the tenant was suspended are not charged.
     start = max(contract.term_end, today)
     contract.term_start, contract.term_end = start, one_year_after(start)
+    contract.price_per_seat_year, contract.next_price_per_seat_year = price, None
     entry = _append(session, contract, kind=LedgerKind.CHARGE, amount=-cost, seats=contract.seats,
                     days=term_days(contract), now=now, actor=actor,
                     detail={"reason": "renewal", "from": start.isoformat(), "to": contract.term_end.isoformat()})

@@ -585,6 +585,9 @@ class BillingContract(TenantScoped, Base):
     ended_at: Mapped[datetime | None]
     # When the term ran out unpaid and the tenant was suspended; a later renewal resumes it.
     lapsed_at: Mapped[datetime | None]
+    # The price the next renewal charges and keeps (set by the operator mid-term; the running term
+    # was paid at the old one). None: the price stays.
+    next_price_per_seat_year: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

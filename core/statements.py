@@ -466,15 +466,16 @@ def _invoice(entry: LedgerEntry, contract: BillingContract, seller: Party, buyer
     reason = str(detail.get("reason") or "")
     start, end = _iso_day(detail.get("from")), _iso_day(detail.get("to"))
     total = -entry.amount
-    # The price is the contract's: core.billing has no repricing, so it is the price of every charge.
-    price = contract.price_per_seat_year
+    # The price and term length the charge was reckoned from (core.billing keeps them on the entry);
+    # older entries, made before it did, were all at the contract's only price.
+    price = int(detail.get("price_per_seat_year", contract.price_per_seat_year))
     if reason == "renewal":
         term = entry.days
         line = InvoiceLine(f"Renewal: {_plural(entry.seats, 'seat')} for a year" +
                            (f", {_span(start, end)}" if start and end else ""),
                            entry.seats, entry.days, term, price, total)
     else:
-        term = _term_days_of(contract, entry)
+        term = int(detail["term_days"]) if "term_days" in detail else _term_days_of(contract, entry)
         line = InvoiceLine(f"{_plural(entry.seats, 'seat')} for the rest of the term" +
                            (f", {_span(start, end)}" if start and end else "") +
                            f": {entry.days} of {term} days", entry.seats, entry.days, term, price, total)

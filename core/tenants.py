@@ -160,6 +160,7 @@ def contract_dict(contract: BillingContract) -> dict[str, Any]:
         "price_per_seat_year": contract.price_per_seat_year, "currency": contract.currency,
         "term_start": contract.term_start.isoformat(), "term_end": contract.term_end.isoformat(),
         "seats": contract.seats, "balance": contract.balance, "state": contract.state,
+        "next_price_per_seat_year": contract.next_price_per_seat_year,
         "ends_on": contract.ends_on.isoformat() if contract.ends_on else None,
         "lapsed": contract.lapsed_at is not None,
     }

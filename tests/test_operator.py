@@ -393,6 +393,7 @@ def _bodies(desk: Desk, tenant: dict[str, Any]) -> dict[tuple[str, str], Any]:
         ("POST", "/operator/v1/tenants/{tenant_id}/suspend"): {"reason": "roles"},
         ("PUT", "/operator/v1/tenants/{tenant_id}/contract"): {"price_per_seat_year": PRICE, "currency": "CNY",
                                                               "term_start": today.isoformat()},
+        ("PATCH", "/operator/v1/tenants/{tenant_id}/contract"): {"price_per_seat_year": 40_000},
         ("POST", "/operator/v1/tenants/{tenant_id}/top-ups"): {"amount": 100},
         ("POST", "/operator/v1/tenants/{tenant_id}/compensations"): {"minutes": 1},
         ("POST", "/operator/v1/tenants/{tenant_id}/notice"): {"ends_on": (today + timedelta(days=31)).isoformat()},
@@ -452,3 +453,28 @@ async def test_days_are_calendar_days_written_plainly(desk: Desk) -> None:
     ok = await desk.call("PUT", path, role="billing", body={"price_per_seat_year": PRICE, "currency": "CNY",
                                                             "term_start": "2024-02-29"})
     assert ok.status == 200 and ok.body["tenant"]["contract"]["term_end"] == "2025-02-28", ok  # one_year_after
+
+
+async def test_a_new_price_applies_from_the_next_renewal_and_each_invoice_keeps_its_own(desk: Desk) -> None:
+    tenant = await desk.tenant(contract=True, top_up=PRICE + 40_000)
+    path = f"/operator/v1/tenants/{tenant['id']}"
+    for bad in (-1, 1.5, "40000", True, 10**13):
+        assert_error(await desk.call("PATCH", path + "/contract", role="billing",
+                                     body={"price_per_seat_year": bad}), 422)
+    changed = await desk.call("PATCH", path + "/contract", role="billing", body={"price_per_seat_year": 40_000})
+    contract = changed.body["tenant"]["contract"]
+    assert (contract["price_per_seat_year"], contract["next_price_per_seat_year"]) == (PRICE, 40_000), changed
+    outcomes = await tenants.run_due(desk.server.app[HUB], now=datetime.now(UTC) + timedelta(days=367))
+    assert outcomes.get("renewed", 0) >= 1, outcomes
+    contract = (await desk.call("GET", path)).body["tenant"]["contract"]
+    assert (contract["price_per_seat_year"], contract["next_price_per_seat_year"]) == (40_000, None), contract
+    invoices = (await desk.call("GET", path + "/billing/invoices")).body["invoices"]
+    prices = []
+    for summary in invoices:
+        one = await desk.call("GET", f"{path}/billing/invoices/{summary['number']}")
+        assert one.status == 200, one
+        prices.append(one.body["invoice"]["lines"][0]["price_per_seat_year"]["minor"])
+    assert prices == [PRICE, 40_000], invoices
+    trail = (await desk.call("GET", f"/operator/v1/audit?tenant_id={tenant['id']}")).body["entries"]
+    [reprice] = [e for e in trail if e["action"] == "tenant.contract.reprice"]
+    assert reprice["details"]["next_price_per_seat_year"] == 40_000 and reprice["actor_id"] == desk.ids["billing"]

@@ -22,6 +22,7 @@ from admin_api.operator.schemas import (
     DomainsBody,
     NoticeBody,
     OperatorLoginBody,
+    RepriceBody,
     SuspendBody,
     TenantPatch,
     TopUpBody,
@@ -250,6 +251,20 @@ async def open_contract(request: web.Request) -> web.Response:
                                {"after": data.model_dump(mode="json")}, request.remote)
 
     return await _tenant_change(request, BILLING, ContractTerms, change)
+
+
+@ROUTES.route("PATCH", "/operator/v1/tenants/{tenant_id}/contract", summary="Change a tenant's price per seat "
+              "per year from its next renewal on; the running term stays at the price it was paid at "
+              "(owner, billing)", body=RepriceBody)
+async def reprice(request: web.Request) -> web.Response:
+    async def change(session: Any, tenant_id: int, op: Operator, data: RepriceBody) -> None:
+        contract = await billing.reprice(session, tenant_id, data.price_per_seat_year, now=utcnow(), actor=op.actor)
+        tenants.operator_audit(session, op.actor, "tenant.contract.reprice", tenant_id,
+                               {"price_per_seat_year": contract.price_per_seat_year,
+                                "next_price_per_seat_year": contract.next_price_per_seat_year,
+                                "from": contract.term_end.isoformat()}, request.remote)
+
+    return await _tenant_change(request, BILLING, RepriceBody, change)
 
 
 async def _money(request: web.Request, model: Any, move: Any) -> web.Response:

@@ -42,6 +42,12 @@ class ContractTerms(Strict):
     term_start: Day
 
 
+class RepriceBody(Strict):
+    """The price per seat per year (minor units) from the next renewal on."""
+
+    price_per_seat_year: int = Field(ge=0, le=10**12)
+
+
 class TenantOwner(Strict):
     email: EmailStr
     name: str = Field(min_length=1, max_length=200)
