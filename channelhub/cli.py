@@ -171,7 +171,14 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    asyncio.run(_with_db(settings, lambda db: migrate(db, args.revision)))
+    from alembic.util.exc import CommandError
+
+    try:
+        asyncio.run(_with_db(settings, lambda db: migrate(db, args.revision)))
+    except CommandError as exc:
+        print(f"channelhub: cannot migrate to {args.revision!r}: {exc} (try `head`, or a revision of "
+              f"alembic/versions/)", file=sys.stderr)
+        return 2
     print(f"database migrated to {args.revision}")
     return 0
 
@@ -179,24 +186,31 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
     from core import tenants
 
-    async def job(db: Database) -> int:
+    async def job(db: Database) -> tuple[int, list[str]]:
         async with db.session() as session:
             tenant = await tenants.create(session, name=args.name, domains=args.domain)
-            return tenant.id
+            return tenant.id, await tenants.domains_of(session, tenant.id)
 
-    tid = asyncio.run(_with_db(settings, job))
-    print(f"tenant {tid} created at {', '.join(args.domain)}")
+    tid, domains = asyncio.run(_with_db(settings, job))
+    print(f"tenant {tid} created at {', '.join(domains)}")
     return 0
 
 
 def cmd_agent_create(settings: Settings, args: argparse.Namespace) -> int:
+    from admin_api.schemas import CreateAgentBody
     from core import seats
+    from web.http import validate
+
+    # What the API refuses, the command refuses: the same model checks the same fields.
+    data = validate(CreateAgentBody, {"email": args.email, "name": args.name, "password": args.password,
+                                      "role": args.role, "capacity": args.capacity, "group_ids": args.group})
 
     async def job(db: Database) -> dict[str, Any]:
         tid = await _tenant_id(db, args.domain)
         async with db.session(tid) as session:
-            return await seats.create_agent(session, tid, email=args.email, name=args.name, password=args.password,
-                                            role=args.role, capacity=args.capacity, group_ids=args.group)
+            return await seats.create_agent(session, tid, email=str(data.email), name=data.name,
+                                            password=data.password, role=data.role, capacity=data.capacity,
+                                            group_ids=data.group_ids)
 
     agent = asyncio.run(_with_db(settings, job))
     print(f"agent {agent['id']} ({agent['email']}, {agent['role']}) created")

@@ -36,7 +36,11 @@ _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z
 
 
 def clean_domain(domain: str) -> str:
-    domain = domain.strip().lower().rstrip(".")
+    """A domain as it is stored: lower case. A trailing dot (the DNS root) is refused rather than
+    dropped, so what is stored is what was given."""
+    domain = domain.strip().lower()
+    if domain.endswith("."):
+        raise InvalidInput(f"{domain!r}: write the domain without a trailing dot", code="invalid_domain")
     if not _DOMAIN.match(domain):
         raise InvalidInput(f"{domain!r} is not a valid domain name", code="invalid_domain")
     return domain

@@ -53,11 +53,22 @@ def test_bad_input_is_refused_with_a_message(settings: Any) -> None:
           "--group", "999999"), "groups not found"),
         (("agent", "create", "--domain", domain, "--email", "a@b.c", "--name", "A", "--password", PASSWORD,
           "--role", "king"), "invalid choice"),
+        # What the API refuses, the command refuses, with the API's words.
+        (("agent", "create", "--domain", domain, "--email", "a@b.c", "--name", "A", "--password", PASSWORD,
+          "--capacity", "-1"), "capacity: Input should be greater than or equal to 0"),
+        (("agent", "create", "--domain", domain, "--email", "a@b.c", "--name", "", "--password", PASSWORD),
+         "name: String should have at least 1 character"),
+        (("agent", "create", "--domain", domain, "--email", "not-an-address", "--name", "A", "--password",
+          PASSWORD), "email:"),
+        (("tenant", "create", "--name", "Y", "--domain", f"dot{domain}."), "without a trailing dot"),
+        (("tenant", "create", "--name", "", "--domain", f"empty{domain}"), "needs a name"),
+        (("migrate", "no-such-revision"), "cannot migrate to 'no-such-revision'"),
     ]
     for args, expected in cases:
         result = run(settings, *args)
         assert result.returncode != 0, args
         assert expected in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
 
 
 def test_worker_without_redis_says_why(settings: Any) -> None:
