@@ -15,6 +15,7 @@ from admin_api import gateway
 from admin_api.apidocs import apidocs_routes
 from admin_api.routes import attachments, auth, billing, routing, seats, tickets
 from web.api import RouteTable
+from web.assets import SCRIPT, file_handler, vendor_routes
 
 STATIC = Path(__file__).parent / "static"
 
@@ -23,13 +24,38 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
 )
 
 
-async def _console(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "console.html", headers={"Content-Type": "text/html; charset=utf-8"})
-
-
-async def _console_js(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "console.js", headers={"Content-Type": "application/javascript; charset=utf-8"})
+CONSOLE = STATIC / "console"
+HTML = "text/html; charset=utf-8"
+# The console loads only what the hub serves: its own modules and styles, the vendored UI library,
+# its catalogues, and files fetched with the agent's token (blob: URLs); the socket is same-origin.
+CONSOLE_CSP = "; ".join((
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' blob: data:",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+))
+PAGE = {"Content-Security-Policy": CONSOLE_CSP, "Referrer-Policy": "no-referrer"}
 
 
 def console_routes() -> list[web.RouteDef]:
-    return [web.get("/console", _console), web.get("/console.js", _console_js), *apidocs_routes()]
+    """The agent console (/console and its modules), the landing page of a tenant's domain, the
+    favicon, the vendored UI library (web.assets) and the API's documentation page."""
+    files = [
+        ("/console", CONSOLE / "index.html", HTML, PAGE),
+        ("/console/app.js", CONSOLE / "app.js", SCRIPT, None),
+        ("/console/live.js", CONSOLE / "live.js", SCRIPT, None),
+        ("/console/i18n.js", CONSOLE / "i18n.js", SCRIPT, None),
+        ("/console/console.css", CONSOLE / "console.css", "text/css; charset=utf-8", None),
+        ("/console/locales/en.json", CONSOLE / "locales" / "en.json", "application/json; charset=utf-8", None),
+        ("/console/locales/zh-CN.json", CONSOLE / "locales" / "zh-CN.json", "application/json; charset=utf-8", None),
+        ("/", STATIC / "landing.html", HTML, PAGE),
+        ("/landing.css", STATIC / "landing.css", "text/css; charset=utf-8", None),
+        ("/favicon.svg", STATIC / "favicon.svg", "image/svg+xml", None),
+        ("/favicon.ico", STATIC / "favicon.svg", "image/svg+xml", None),
+    ]
+    return [web.get(path, file_handler(file, kind, cache="no-cache", headers=extra))
+            for path, file, kind, extra in files] + vendor_routes() + apidocs_routes()

@@ -1,0 +1,175 @@
+"""The agent console as a team uses it, in a real headless Chromium: views with live counts and
+filters, transfer by name through a picker (both agents' lists update at once), tags and priority
+edited in place, keyboard shortcuts, Simplified Chinese under a zh-CN browser (every word from the
+catalogues), and the two-pane layout at 390 px. Screenshots go to the test's tmp_path."""
+
+# ruff: noqa: RUF001 - Chinese is written with full-width punctuation; these are its texts.
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, TenantInfo, eventually
+from tests.test_browser import _agent_signs_in, _customer_writes, browser, local_tenant, origin  # noqa: F401
+
+pytestmark = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no Chromium at /usr/bin/chromium")
+
+LOCALES = ROOT / "admin_api" / "static" / "console" / "locales"
+
+
+def catalogue(lang: str) -> dict[str, str]:
+    return dict(json.loads((LOCALES / f"{lang}.json").read_text(encoding="utf-8")))
+
+
+def test_the_catalogues_have_the_same_keys_and_the_code_uses_only_those() -> None:
+    en, zh = catalogue("en"), catalogue("zh-CN")
+    assert set(en) == set(zh)
+    assert all(v.strip() for v in [*en.values(), *zh.values()])
+    code = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "admin_api" / "static" / "console").glob("*.js"))
+    used = set(re.findall(r"\bt\('([a-z_]+\.[a-z_]+)'", code))
+    used |= {f"{prefix}.{name}" for prefix, names in (
+        ("status", "new open pending solved closed"), ("priority", "low normal high urgent"),
+        ("views", "mine unassigned all pending solved"), ("presence", "online away"),
+        ("conn", "connected reconnecting"), ("channel", "webchat wechat email xmpp")) for name in names.split()}
+    assert used <= set(en), sorted(used - set(en))
+
+
+async def test_views_transfer_by_name_tags_priority_and_shortcuts(browser: Any, local_tenant: TenantInfo,  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    t = local_tenant
+    group = await t.add_group("售后 After-sales")
+    li = await t.add_agent(name="Li Na", role="supervisor")
+    wang = await t.add_agent(name="王芳")
+    base = origin(t)
+    li_ctx, li_page = await _agent_signs_in(browser, base, li.email)
+    wang_ctx, wang_page = await _agent_signs_in(browser, base, wang.email)
+    shop_ctx, _shop = await _customer_writes(browser, base, "Where is my parcel?")
+
+    # The ticket went to one of them; whoever has it sees it under Mine, with its count.
+    async def holder() -> Any:
+        for page in (li_page, wang_page):
+            if await page.locator("#tickets li.ticket").count():
+                return page
+        return None
+
+    page = await eventually(holder)
+    other = wang_page if page is li_page else li_page
+    other_name = "王芳" if page is li_page else "Li Na"
+    await page.wait_for_selector("#views [data-count='mine']:has-text('1')")
+    await page.locator("#tickets li.ticket").first.click()
+    await page.wait_for_selector("#thread .msg-inbound:has-text('Where is my parcel?')")
+
+    # Priority and tags in place.
+    await page.select_option("#ticket-priority", "urgent")
+    await page.wait_for_selector("#tickets li.ticket .priority-urgent")
+    await page.fill("#tag-input", "vip")
+    await page.press("#tag-input", "Enter")
+    await page.wait_for_selector("#ticket-tags .tag:has-text('vip')")
+    await page.screenshot(path=str(tmp_path / "console-ticket.png"))
+
+    # Transfer through the picker, by name; nobody sees "#id" or "agent 7" afterwards.
+    await page.click("#transfer-open")
+    await page.fill("#transfer-filter", other_name[:2])
+    await page.screenshot(path=str(tmp_path / "console-transfer.png"))
+    await page.click(f"#transfer-picker .pick-agent:has-text('{other_name}')")
+    await page.wait_for_selector(f"#ticket-info:has-text('{other_name}')")
+    await other.wait_for_selector("#views [data-count='mine']:has-text('1')")
+    await other.locator("#tickets li.ticket").first.click()
+    await other.wait_for_selector("#ticket-info:has-text('assigned to you')")
+    await other.wait_for_selector("#ticket-tags .tag:has-text('vip')")
+    assert "#" + str(t.agents[-1].id) not in (await other.inner_text("#ticket-info"))
+
+    # Shortcuts: ? shows the list, Esc closes it; e marks the ticket solved (the Solved view counts it).
+    await other.click("#thread")
+    await other.keyboard.press("?")
+    await other.wait_for_selector("#shortcuts")
+    await other.keyboard.press("Escape")
+    await other.wait_for_selector("#shortcuts", state="detached")
+    await other.keyboard.press("e")
+    await other.wait_for_selector("#views [data-count='solved']:has-text('1')")
+    # A transfer to the group, by name.
+    await other.click("#transfer-open")
+    await other.click("#transfer-picker .pick-group:has-text('售后')")
+    await other.wait_for_selector("#ticket-info:has-text('售后')")
+    assert group
+    for ctx in (li_ctx, wang_ctx, shop_ctx):
+        await ctx.close()
+
+
+async def test_simplified_chinese_follows_the_browser_and_can_be_switched(browser: Any,  # noqa: F811
+                                                                          local_tenant: TenantInfo,  # noqa: F811
+                                                                          tmp_path: Path) -> None:
+    agent = await local_tenant.add_agent(name="王芳")
+    base = origin(local_tenant)
+    ctx = await browser.new_context(locale="zh-CN")
+    page = await ctx.new_page()
+    await page.goto(f"{base}/console")
+    zh, en = catalogue("zh-CN"), catalogue("en")
+    await page.wait_for_selector(f"#login-submit:has-text('{zh['login.submit']}')")
+    await page.fill("#login-email", agent.email)
+    await page.fill("#login-password", "correct horse battery")
+    await page.click("#login-submit")
+    await page.wait_for_selector(f"#conn:has-text('{zh['conn.connected']}')")
+    _shop_ctx, _shop = await _customer_writes(browser, base, "你好，我的快递还没到")
+    await page.locator("#tickets li.ticket").first.click()
+    await page.wait_for_selector("#thread .msg-inbound:has-text('快递还没到')")
+    assert await page.evaluate("document.documentElement.lang") == "zh-CN"
+    assert await page.title() == zh["app.title"]
+    # No English word of the catalogue is left on the page (the brand is a name, not a word).
+    shown = await page.inner_text("#app")
+    leftover = [v for k, v in en.items() if k != "app.brand" and len(v) > 3 and v in shown and v != zh[k]]
+    assert not leftover, leftover
+    await page.screenshot(path=str(tmp_path / "console-zh.png"))
+    # Switched to English, it stays English after a reload.
+    await page.select_option("#lang", "en")
+    await page.wait_for_selector(f"#conn:has-text('{en['conn.connected']}')")
+    await page.reload()
+    await page.wait_for_selector(f"#send-reply, #conn:has-text('{en['conn.connected']}')")
+    assert await page.evaluate("document.documentElement.lang") == "en"
+    await ctx.close()
+
+
+async def test_the_console_works_at_390_pixels(browser: Any, local_tenant: TenantInfo,  # noqa: F811
+                                               tmp_path: Path) -> None:
+    agent = await local_tenant.add_agent(name="Li Na")
+    base = origin(local_tenant)
+    ctx, page = await _agent_signs_in(browser, base, agent.email, viewport={"width": 390, "height": 844},
+                                      is_mobile=True, has_touch=True)
+    shop_ctx, _shop = await _customer_writes(browser, base, "Hello from my phone")
+    ticket = page.locator("#tickets li.ticket").first
+    await ticket.wait_for()
+    assert not await page.locator("#ticket-view").is_visible()  # the list pane alone
+    await page.screenshot(path=str(tmp_path / "console-390-list.png"))
+    await ticket.click()
+    await page.wait_for_selector("#thread .msg-inbound:has-text('Hello from my phone')")
+    assert not await page.locator("#ticket-list").is_visible()  # the conversation pane alone
+    # Nothing is wider than the screen.
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await page.fill("#reply-text", "Hi! On it.")
+    await page.click("#send-reply")
+    await page.wait_for_selector("#thread .msg-outbound:has-text('On it')")
+    await page.screenshot(path=str(tmp_path / "console-390-ticket.png"))
+    await page.click("#back")
+    await page.wait_for_selector("#tickets li.ticket")
+    await ctx.close()
+    await shop_ctx.close()
+
+
+async def test_the_landing_page_links_the_console_and_the_demo(browser: Any, local_tenant: TenantInfo,  # noqa: F811
+                                                               tmp_path: Path) -> None:
+    ctx = await browser.new_context()
+    page = await ctx.new_page()
+    await page.goto(origin(local_tenant) + "/")
+    await page.click("#to-console")
+    await page.wait_for_selector("#login-form")
+    await page.go_back()
+    await page.click("#to-demo")
+    await page.wait_for_selector("#chw-launcher")
+    icon = await page.goto(origin(local_tenant) + "/favicon.ico")
+    assert icon is not None and icon.status == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    await ctx.close()
