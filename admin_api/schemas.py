@@ -233,3 +233,26 @@ class TransferFrame(TransferBody, TicketFrame):
 
 class PresenceFrame(PresenceBody, ActionFrame):
     codes: ClassVar[Mapping[str, str]] = {"status": "invalid_presence"}
+
+
+# --- query strings (described in OpenAPI; the handlers read request.query themselves) ----------
+_STATUS = "(new|open|pending|solved|closed)"
+
+
+class TicketQuery(Strict):
+    status: str | None = Field(default=None, pattern=f"^,*({_STATUS}(,+{_STATUS})*)?,*$",
+                               description="Statuses to list, comma-separated (open,pending)")
+    assignee_id: AgentId | None = None
+    unassigned: Literal["1", "true", "0", "false"] | None = Field(
+        default=None, description="1 or true: only tickets without an assignee")
+    before_id: TicketId | None = Field(default=None, description="Tickets older than this one (the next page)")
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class QueueQuery(Strict):
+    group_id: GroupId | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class UploadQuery(Strict):
+    name: str = Field(min_length=1, max_length=200, description="The file's name, as the customer will see it")

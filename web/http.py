@@ -20,6 +20,7 @@ from core.hub import Hub
 from core.models import MAX_BIG_ID
 from core.tenancy import TenantRef, TenantResolver
 from web.api import Api, Handler
+from web.schemas import WORD_ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ def int_param(request: web.Request, name: str, *, limit: int = MAX_BIG_ID) -> in
     return value
 
 
-_WORD_ID = re.compile(r"[A-Za-z0-9_.=+-]+")
+_WORD_ID = re.compile(WORD_ID_PATTERN)
 
 
 def word_param(request: web.Request, name: str, *, max_length: int) -> str:

@@ -27,10 +27,22 @@ EventId = Annotated[int, Field(ge=0, le=MAX_BIG_ID)]
 # and agents' replies, notes and hand-made tickets.
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 ClientId = Annotated[str, Field(pattern=CLIENT_ID_PATTERN)]
+# A textual id in a path (a webhook key, a platform's media id): web.http.word_param reads it, and
+# the OpenAPI document (web.api.WordId) states it.
+WORD_ID_PATTERN = r"[A-Za-z0-9_.=+-]+"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
+
+
+class Out(BaseModel):
+    """A response object, for the OpenAPI document (web.api): every key listed, no other
+    (``additionalProperties: false``), so a key a handler adds and the model lacks is caught by the
+    conformance checks (tests/test_openapi.py, make apicheck). Response models only describe: the
+    handlers write their dicts as they always have."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Frame(BaseModel):

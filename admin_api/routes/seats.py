@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from admin_api.responses import GroupEnvelope, GroupsEnvelope, PresenceAnswer, SeatEnvelope, SeatsEnvelope
 from admin_api.schemas import CreateAgentBody, CreateGroupBody, PresenceBody
 from core import seats
 from core.presence import set_presence
@@ -13,7 +14,7 @@ from web.http import HUB, body, principal_of
 ROUTES = RouteTable("seats")
 
 
-@ROUTES.route("GET", "/api/v1/agents", summary="List the tenant's agents")
+@ROUTES.route("GET", "/api/v1/agents", summary="List the tenant's agents", response=SeatsEnvelope)
 async def list_agents(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -21,7 +22,8 @@ async def list_agents(request: web.Request) -> web.Response:
         return web.json_response({"agents": await seats.list_agents(session)})
 
 
-@ROUTES.route("POST", "/api/v1/agents", summary="Add an agent (admin)", body=CreateAgentBody)
+@ROUTES.route("POST", "/api/v1/agents", summary="Add an agent (admin)", body=CreateAgentBody,
+              response=SeatEnvelope, status=201, errors=(409,))
 async def create_agent(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -35,7 +37,7 @@ async def create_agent(request: web.Request) -> web.Response:
     return web.json_response({"agent": agent}, status=201)
 
 
-@ROUTES.route("GET", "/api/v1/groups", summary="List the tenant's groups")
+@ROUTES.route("GET", "/api/v1/groups", summary="List the tenant's groups", response=GroupsEnvelope)
 async def list_groups(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -43,7 +45,8 @@ async def list_groups(request: web.Request) -> web.Response:
         return web.json_response({"groups": await seats.list_groups(session)})
 
 
-@ROUTES.route("POST", "/api/v1/groups", summary="Add a group (admin)", body=CreateGroupBody)
+@ROUTES.route("POST", "/api/v1/groups", summary="Add a group (admin)", body=CreateGroupBody,
+              response=GroupEnvelope, status=201, errors=(409,))
 async def create_group(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -55,7 +58,7 @@ async def create_group(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PUT", "/api/v1/me/presence", summary="Set the caller's presence (online, away, offline)",
-           body=PresenceBody, tag="auth")
+           body=PresenceBody, tag="auth", response=PresenceAnswer)
 async def put_presence(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)

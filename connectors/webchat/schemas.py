@@ -4,13 +4,14 @@ same fields over the socket (:class:`MessageFrame`) and the HTTP fallback (:clas
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from connectors.webchat.connector import check_visitor
+from connectors.webchat.connector import VISITOR_ID, check_visitor
 from core.models import MAX_BIG_ID
-from web.schemas import Frame, Strict
+from web.schemas import Frame, Out, Strict
 
 
 def clean(value: Any, limit: int = 200) -> str | None:
@@ -71,3 +72,40 @@ class ChatHello(Frame):
     @classmethod
     def _best_effort(cls, value: Any, info: ValidationInfo) -> str | None:
         return clean(value, 35 if info.field_name == "language" else 200)
+
+
+# --- answers (described in OpenAPI, see web.api): what a customer may see of a message ---------
+class PublicAttachment(Out):
+    name: str
+    content_type: str
+    url: str | None = Field(description="The customer's own signed link for a file an agent uploaded")
+    size: int | None
+
+
+class PublicAuthor(Out):
+    name: str | None
+
+
+class PublicMessage(Out):
+    """A message as a visitor sees it (core.serialize.public_message): no agent ids, no delivery state."""
+
+    id: int
+    direction: Literal["inbound", "outbound"]
+    text: str
+    attachments: list[PublicAttachment]
+    created_at: datetime
+    author: PublicAuthor | None = Field(description="The agent's name on a reply; null on the visitor's own")
+
+
+class PostedMessage(Out):
+    visitor_id: str = Field(description="The visitor's id: the one sent, or a new one to keep")
+    message: PublicMessage
+
+
+class History(Out):
+    messages: list[PublicMessage]
+
+
+class HistoryQuery(Strict):
+    visitor_id: str = Field(pattern=VISITOR_ID.pattern)
+    since: int = Field(default=0, ge=0, le=MAX_BIG_ID, description="The last message id the visitor has")
