@@ -17,7 +17,18 @@ from pydantic import EmailStr, Field, ValidationInfo, field_validator, model_val
 
 from core.attachments import MAX_PER_MESSAGE as MAX_ATTACHMENTS
 from core.models import MAX_BIG_ID
-from web.schemas import AgentId, AttachmentId, ClientId, CustomerId, Frame, GroupId, RuleId, Strict, TicketId
+from web.schemas import (
+    AgentId,
+    AttachmentId,
+    ClientId,
+    CustomerId,
+    Frame,
+    GroupId,
+    Patch,
+    RuleId,
+    Strict,
+    TicketId,
+)
 
 StatusName = Literal["new", "open", "pending", "solved", "closed"]
 PriorityName = Literal["low", "normal", "high", "urgent"]
@@ -129,7 +140,7 @@ class RuleBody(Strict):
     position: int | None = Field(default=None, ge=0, le=100_000)
 
 
-class RulePatch(Strict):
+class RulePatch(Patch):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     conditions: dict[str, Any] | None = None
     actions: dict[str, Any] | None = None
@@ -149,7 +160,9 @@ class RoutingSettingsBody(Strict):
     unlimited_wait: bool = False
 
 
-class GroupPatch(Strict):
+class GroupPatch(Patch):
+    # Both null (or clear_overflow): no overflow.
+    nullable: ClassVar[frozenset[str]] = frozenset({"overflow_group_id", "overflow_after_seconds"})
     name: str | None = Field(default=None, min_length=1, max_length=200)
     strategy: StrategyName | None = None
     sticky_days: int | None = Field(default=None, ge=1, le=365)
@@ -163,7 +176,9 @@ class MembersBody(Strict):
     agent_ids: list[AgentId] = Field(max_length=1000)
 
 
-class AgentPatch(Strict):
+class AgentPatch(Patch):
+    # null group_ids has always meant "leave the groups alone".
+    nullable: ClassVar[frozenset[str]] = frozenset({"group_ids"})
     name: str | None = Field(default=None, min_length=1, max_length=200)
     role: RoleName | None = None
     capacity: int | None = Field(default=None, ge=0, le=1000)
@@ -173,7 +188,8 @@ class AgentPatch(Strict):
     active: bool | None = None
 
 
-class CustomerPatch(Strict):
+class CustomerPatch(Patch):
+    nullable: ClassVar[frozenset[str]] = frozenset({"name", "email"})
     name: str | None = Field(default=None, max_length=200)
     email: EmailStr | None = None
     tags: list[str] | None = Field(default=None, max_length=50)

@@ -338,6 +338,9 @@ class Api:
         if op.response is not None:
             return {"description": description,
                     "content": {"application/json": {"schema": refs[(op.response, "serialization")]}}}
+        if op.media_type == "*/*":
+            # A file of whatever type it was stored with: its bytes, nothing to validate.
+            return {"description": description, "content": {"*/*": {}}}
         if op.media_type is not None:
             schema = {"type": "string"} if op.media_type.startswith("text/") or "javascript" in op.media_type \
                 else {"type": "string", "format": "binary"}

@@ -25,7 +25,7 @@ def client_ip(request: web.Request) -> str | None:
 
 @ROUTES.route("POST", "/api/v1/auth/login", summary="Sign in with e-mail and password; returns a bearer token "
            "(throttled: 429 with Retry-After after repeated failures)", body=LoginBody, auth=False,
-           response=LoginAnswer, errors=(429,))
+           response=LoginAnswer, errors=(401, 429))
 async def login(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     tenant = tenant_of(request)

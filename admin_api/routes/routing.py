@@ -47,7 +47,7 @@ async def list_rules(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/api/v1/routing/rules", summary="Add a rule (admin); last unless a position is given",
-           body=RuleBody, response=RuleEnvelope, status=201)
+           body=RuleBody, response=RuleEnvelope, status=201, errors=(409,))
 async def create_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -70,7 +70,7 @@ async def get_rule(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PATCH", "/api/v1/routing/rules/{rule_id}", summary="Change a rule (admin)", body=RulePatch,
-           response=RuleEnvelope, path_params={"rule_id": IntId(MAX_ID)})
+           response=RuleEnvelope, errors=(409,), path_params={"rule_id": IntId(MAX_ID)})
 async def update_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -128,7 +128,7 @@ async def put_settings(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PATCH", "/api/v1/groups/{group_id}", summary="Change a group's name, strategy, stickiness or overflow "
-           "(admin)", body=GroupPatch, response=GroupSettingsEnvelope,
+           "(admin)", body=GroupPatch, response=GroupSettingsEnvelope, errors=(409,),
            path_params={"group_id": IntId(MAX_ID)})
 async def update_group(request: web.Request) -> web.Response:
     hub = request.app[HUB]

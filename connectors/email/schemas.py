@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import EmailStr, Field
 
-from web.schemas import Out, Strict
+from web.schemas import Out, Patch, Strict
 
 Security = Literal["none", "starttls", "tls"]
 HostName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.\-\[\]:]+$")]
@@ -36,7 +36,9 @@ class ImapBody(Strict):
     folder: str = Field(default="INBOX", min_length=1, max_length=200)
 
 
-class RelayChange(Strict):
+class RelayChange(Patch):
+    # null clears these (security has a value always; the folder too).
+    nullable: ClassVar[frozenset[str]] = frozenset({"host", "port", "username", "password"})
     host: HostName | None = None
     port: PortNumber | None = None
     security: Security | None = None
@@ -56,7 +58,9 @@ class CreateMailboxBody(Strict):
     imap: ImapBody | None = None
 
 
-class UpdateMailboxBody(Strict):
+class UpdateMailboxBody(Patch):
+    # null smtp or imap has always meant "leave it alone".
+    nullable: ClassVar[frozenset[str]] = frozenset({"smtp", "imap"})
     name: str | None = Field(default=None, min_length=1, max_length=200)
     active: bool | None = None
     plus_addressing: bool | None = None

@@ -11,7 +11,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from connectors.webchat.connector import VISITOR_ID, check_visitor
 from core.models import MAX_BIG_ID
-from web.schemas import Frame, Out, Strict
+from web.schemas import CLIENT_ID_PATTERN, Frame, Out, Strict
 
 
 def clean(value: Any, limit: int = 200) -> str | None:
@@ -25,7 +25,8 @@ class ChatMessage(Strict):
     """A customer's message. The format of client_id (what keys the message) is checked as the
     connector's check_client_id does."""
 
-    client_id: str
+    # The formats are checked by the connector (its own error codes); the schema states them.
+    client_id: str = Field(json_schema_extra={"pattern": CLIENT_ID_PATTERN})
     text: str
 
 
@@ -34,7 +35,7 @@ class PostMessageBody(ChatMessage):
     (unknown fields and wrong types are a validation_error naming the field); the formats of
     visitor_id and client_id are checked as on the socket."""
 
-    visitor_id: str | None = None
+    visitor_id: str | None = Field(default=None, json_schema_extra={"pattern": VISITOR_ID.pattern})
     name: str | None = None
     email: str | None = None
     language: str | None = None
