@@ -257,10 +257,6 @@ class RulesEnvelope(Out):
     rules: list[Rule]
 
 
-class Deleted(Out):
-    deleted: int
-
-
 class RoutingSettings(Out):
     default_group_id: int | None
     business_hours: dict[str, Any] | None

@@ -80,6 +80,12 @@ class Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Deleted(Out):
+    """The answer of a DELETE: the id of what is gone (admin API and channels alike)."""
+
+    deleted: int
+
+
 class Frame(BaseModel):
     """A client's websocket frame (web.sockets parses it with :func:`web.sockets.parse_frame`).
 

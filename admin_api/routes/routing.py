@@ -7,7 +7,6 @@ from aiohttp import web
 
 from admin_api.responses import (
     CustomerEnvelope,
-    Deleted,
     GroupSettingsEnvelope,
     MembersEnvelope,
     QueueEnvelope,
@@ -34,6 +33,7 @@ from core.models import MAX_ID
 from routing import config
 from web.api import IntId, RouteTable
 from web.http import HUB, body, int_param, principal_of
+from web.schemas import Deleted
 
 ROUTES = RouteTable("routing")
 

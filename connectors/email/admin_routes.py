@@ -14,7 +14,6 @@ from connectors.email import store as email_store
 from connectors.email.connector import EmailConnector
 from connectors.email.schemas import (
     CreateMailboxBody,
-    MailboxDeleted,
     MailboxEnvelope,
     MailboxesEnvelope,
     OriginalEnvelope,
@@ -23,6 +22,7 @@ from connectors.email.schemas import (
 from core.models import MAX_ID
 from web.api import IntId, RouteTable
 from web.http import HUB, body, int_param, principal_of
+from web.schemas import Deleted
 
 ADMIN_ROUTES = RouteTable("email")
 
@@ -87,7 +87,7 @@ async def update_mailbox(request: web.Request) -> web.Response:
 
 
 @ADMIN_ROUTES.route("DELETE", "/api/v1/email/mailboxes/{mailbox_id}", summary="Remove a mailbox (admin)",
-                    response=MailboxDeleted, path_params={"mailbox_id": IntId(MAX_ID)})
+                    response=Deleted, path_params={"mailbox_id": IntId(MAX_ID)})
 async def delete_mailbox(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)

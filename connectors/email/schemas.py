@@ -104,10 +104,6 @@ class MailboxesEnvelope(Out):
     mailboxes: list[Mailbox]
 
 
-class MailboxDeleted(Out):
-    deleted: int
-
-
 class Original(Out):
     """A received mail as it came (store.original)."""
 

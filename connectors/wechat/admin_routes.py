@@ -18,13 +18,13 @@ from connectors.wechat.schemas import (
     UpdateWeChatAccountBody,
     WeChatAccountEnvelope,
     WeChatAccountsEnvelope,
-    WeChatDeleted,
 )
 from connectors.wechat.store import MAX_KEY, MAX_MEDIA_ID
 from core.errors import DomainError, NotFound
 from core.models import MAX_ID
 from web.api import IntId, RouteTable, WordId
 from web.http import HUB, body, int_param, principal_of, tenant_of, word_param
+from web.schemas import Deleted
 
 ADMIN_ROUTES = RouteTable("wechat")
 
@@ -85,7 +85,7 @@ async def update_account(request: web.Request) -> web.Response:
 
 
 @ADMIN_ROUTES.route("DELETE", "/api/v1/wechat/accounts/{account_id}", summary="Remove a WeChat account (admin)",
-                    response=WeChatDeleted, path_params={"account_id": IntId(MAX_ID)})
+                    response=Deleted, path_params={"account_id": IntId(MAX_ID)})
 async def delete_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)

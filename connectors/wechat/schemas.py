@@ -74,10 +74,6 @@ class WeChatAccountsEnvelope(Out):
     accounts: list[WeChatAccount]
 
 
-class WeChatDeleted(Out):
-    deleted: int
-
-
 # The platform's query strings: signed pushes and URL checks (a missing one is 403 invalid_signature).
 def _signed(*names: str, optional: tuple[str, ...] = ()) -> tuple[QueryParam, ...]:
     return (*(QueryParam(n, {"type": "string"}, required=True) for n in names),
