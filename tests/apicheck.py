@@ -147,8 +147,8 @@ async def seed(base: str) -> dict[str, str]:
     return tokens
 
 
-def schemathesis(schema_url: str, token: str, args: argparse.Namespace, *, only: tuple[str, ...] = (),
-                 skip: tuple[str, ...] = ()) -> int:
+def schemathesis(schema_url: str, token: str, args: argparse.Namespace, workdir: Path, *,
+                 only: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> int:
     """One ``schemathesis run`` with ``token``, on the operations ``only`` names (all but ``skip``)."""
     cmd = [
         str(Path(sys.executable).parent / "schemathesis"), "--no-color",
@@ -167,7 +167,8 @@ def schemathesis(schema_url: str, token: str, args: argparse.Namespace, *, only:
         cmd += ["--include-operation-id", op_id]
     for op_id in skip:
         cmd += ["--exclude-operation-id", op_id]
-    return subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode
+    # In the scratch folder: schemathesis keeps a cache (.schemathesis/) where it runs.
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, cwd=workdir).returncode
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -206,10 +207,10 @@ async def main(args: argparse.Namespace) -> int:
         schema_url = base + "/api/v1/openapi.json"
         for role in ROLES:
             log(f"--- {role}: every operation but those that end the token ---")
-            if schemathesis(schema_url, tokens[role], args, skip=TOKEN_ENDERS) != 0:
+            if schemathesis(schema_url, tokens[role], args, workdir, skip=TOKEN_ENDERS) != 0:
                 failed.append(role)
         log("--- the operations that end the token, with a seat of their own ---")
-        if schemathesis(schema_url, tokens["ender"], args, only=TOKEN_ENDERS) != 0:
+        if schemathesis(schema_url, tokens["ender"], args, workdir, only=TOKEN_ENDERS) != 0:
             failed.append("token enders")
     finally:
         if proc is not None and proc.poll() is None:
