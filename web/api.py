@@ -20,22 +20,24 @@ How a route describes itself (the OpenAPI document is written from this alone, a
                   status=201,                  # ... and its status (200 unless said)
                   errors=(409,))               # errors beyond those the registry derives
 
-- ``response``: the model of the success answer, with the JSON the handler really writes (response
-  models are output-only: they are never used to build the answer, only to describe it; they
-  live beside the request models, ``admin_api/responses.py``, a channel's ``schemas.py``). A route
-  that answers something other than JSON says ``media_type=`` instead (a file: ``"*/*"``, the
-  widget: ``"application/javascript"``, a web-hook's ``text/plain``); a 204 says neither.
+- ``response``: the model of the success answer, on :class:`web.schemas.Out` (every key the
+  handler writes, no other). Response models describe, they never build the answer; they live
+  beside the request models (``admin_api/responses.py``, a channel's ``schemas.py``). A route that
+  answers something other than JSON says ``media_type=`` instead (a stored file: ``"*/*"``, the
+  widget: ``"application/javascript"``, a web-hook's ``"text/plain"``); a 204 says neither. A
+  route that says nothing is listed as "Not described yet", and ``tests/test_openapi.py`` fails.
 - Path parameters come from the path template: a ``*_id`` is an id from 1 to ``MAX_BIG_ID`` (as
-  :func:`web.http.int_param` reads it); ``path_params={"rule_id": IntId(MAX_ID)}`` when the handler passes
-  a smaller ``limit``, ``path_params={"key": WordId(MAX_KEY)}`` for :func:`web.http.word_param`'s textual
-  ids. Any other name must be declared.
+  :func:`web.http.int_param` reads it); ``path_params={"rule_id": IntId(MAX_ID)}`` when the
+  handler passes a smaller ``limit``, ``path_params={"key": WordId(MAX_KEY)}`` for
+  :func:`web.http.word_param`'s textual ids. Any other name must be declared (else the module
+  fails to import).
 - ``query``: the query string, as a pydantic model (a field per parameter; description only, the
   handler still reads ``request.query`` itself) or a list of :class:`QueryParam`.
 - Errors, all of the one shape :class:`Error` (``{"error": {"code", "message", "details"?}}``, as
-  :func:`web.http.error_response` writes them), are derived: 404 (an unknown tenant) and 503
-  (overload) on every route; 401 and 403 on a signed-in one; 422 where there is a body or a
-  parameter; 408 and 413 where there is a body. ``errors=`` adds the others the handler can
-  answer: 400, 402 (billing), 404 for an id it looks up is already there, 409, 429, 502.
+  :func:`web.http.error_response` writes them), are derived: 404 (an unknown tenant, so also any
+  id looked up) and 503 (overload) on every route; 401 and 403 on a signed-in one; 422 where there
+  is a body or a parameter; 408 and 413 where there is a body. ``errors=`` adds the others the
+  handler can answer: 400, 401 (a sign-in), 402 (what billing can refuse), 409, 429, 502.
 - ``auth``: signed in with a bearer token (the default); ``auth=False`` routes have no security.
 """
 
