@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-pg lint bench clean
+.PHONY: run test test-pg lint apicheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy bench
 	$(BIN)/lint-imports
+
+# schemathesis against a real hub, with a token of each role, on /api/v1/openapi.json: no 5xx, and
+# every status and answer as the document says (tests/apicheck.py; a few minutes on 2 cores).
+# APICHECK_EXAMPLES (test cases per operation and phase) and APICHECK_SEED tune it.
+apicheck: $(STAMP)
+	$(BIN)/python -m tests.apicheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/webchat_roundtrip.py

@@ -19,7 +19,18 @@ from pydantic import BeforeValidator, EmailStr, Field, ValidationInfo, field_val
 
 from core.attachments import MAX_PER_MESSAGE as MAX_ATTACHMENTS
 from core.models import MAX_BIG_ID
-from web.schemas import AgentId, AttachmentId, ClientId, CustomerId, Frame, GroupId, RuleId, Strict, TicketId
+from web.schemas import (
+    AgentId,
+    AttachmentId,
+    ClientId,
+    CustomerId,
+    Frame,
+    GroupId,
+    Patch,
+    RuleId,
+    Strict,
+    TicketId,
+)
 
 _DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
@@ -163,7 +174,7 @@ class RuleBody(Strict):
     position: int | None = Field(default=None, ge=0, le=100_000)
 
 
-class RulePatch(Strict):
+class RulePatch(Patch):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     conditions: dict[str, Any] | None = None
     actions: dict[str, Any] | None = None
@@ -183,7 +194,9 @@ class RoutingSettingsBody(Strict):
     unlimited_wait: bool = False
 
 
-class GroupPatch(Strict):
+class GroupPatch(Patch):
+    # Both null (or clear_overflow): no overflow.
+    nullable: ClassVar[frozenset[str]] = frozenset({"overflow_group_id", "overflow_after_seconds"})
     name: str | None = Field(default=None, min_length=1, max_length=200)
     strategy: StrategyName | None = None
     sticky_days: int | None = Field(default=None, ge=1, le=365)
@@ -197,7 +210,9 @@ class MembersBody(Strict):
     agent_ids: list[AgentId] = Field(max_length=1000)
 
 
-class AgentPatch(Strict):
+class AgentPatch(Patch):
+    # null group_ids has always meant "leave the groups alone".
+    nullable: ClassVar[frozenset[str]] = frozenset({"group_ids"})
     name: str | None = Field(default=None, min_length=1, max_length=200)
     role: RoleName | None = None
     capacity: int | None = Field(default=None, ge=0, le=1000)
@@ -207,7 +222,8 @@ class AgentPatch(Strict):
     active: bool | None = None
 
 
-class CustomerPatch(Strict):
+class CustomerPatch(Patch):
+    nullable: ClassVar[frozenset[str]] = frozenset({"name", "email"})
     name: str | None = Field(default=None, max_length=200)
     email: EmailStr | None = None
     tags: list[str] | None = Field(default=None, max_length=50)
@@ -267,3 +283,42 @@ class TransferFrame(TransferBody, TicketFrame):
 
 class PresenceFrame(PresenceBody, ActionFrame):
     codes: ClassVar[Mapping[str, str]] = {"status": "invalid_presence"}
+
+
+# --- query strings (described in OpenAPI; the handlers read request.query themselves) ----------
+_STATUS = "(new|open|pending|solved|closed)"
+
+
+class TicketQuery(Strict):
+    status: str | None = Field(default=None, pattern=f"^,*({_STATUS}(,+{_STATUS})*)?,*$",
+                               description="Statuses to list, comma-separated (open,pending)")
+    assignee_id: AgentId | None = None
+    unassigned: Literal["1", "true", "0", "false"] | None = Field(
+        default=None, description="1 or true: only tickets without an assignee")
+    before_id: TicketId | None = Field(default=None, description="Tickets older than this one (the next page)")
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class PageQuery(Strict):
+    after_id: int | None = Field(default=None, ge=1, le=MAX_BIG_ID, description="The entry after which to go on")
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class DocumentQuery(Strict):
+    format: Literal["json", "pdf", "xlsx"] = "json"
+
+
+class StatementQuery(DocumentQuery):
+    from_: str | None = Field(default=None, alias="from", pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                              description="The first day (UTC), YYYY-MM-DD; default: the current term's")
+    to: str | None = Field(default=None, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                           description="The day after the last (UTC); default: the current term's end")
+
+
+class QueueQuery(Strict):
+    group_id: GroupId | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class UploadQuery(Strict):
+    name: str = Field(min_length=1, max_length=200, description="The file's name, as the customer will see it")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import billing, seats
@@ -168,6 +169,11 @@ async def update_group(session: AsyncSession, p: Principal, group_id: int, chang
         await _groups_exist(session, [target])
     if changes.get("strategy") is not None and changes["strategy"] not in STRATEGIES:
         raise InvalidInput(f"unknown strategy {changes['strategy']!r}", code="invalid_strategy")
+    name = changes.get("name")
+    if name is not None and name != group.name and (
+            await session.execute(select(Group.id).where(Group.name == name))).first():
+        # Group names are unique per tenant: a rename onto another group's name was a 500.
+        raise Conflict(f"a group named {name!r} exists", code="group_exists")
     before = group_dict(group)
     for key, value in changes.items():
         setattr(group, key, value)
@@ -176,7 +182,10 @@ async def update_group(session: AsyncSession, p: Principal, group_id: int, chang
                            code="invalid_overflow")
     audit(session, tenant_id=p.tenant_id, actor_type="agent", actor_id=p.agent_id, action="group.update",
           target_type="group", target_id=group.id, details={"before": before, "after": group_dict(group)}, ip=ip)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:  # renamed concurrently onto the same name
+        raise Conflict(f"a group named {name!r} exists", code="group_exists") from None
     return group_dict(group)
 
 

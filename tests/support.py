@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from jsonschema import Draft202012Validator
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
@@ -188,3 +189,29 @@ def role_table(doc: str, roles: tuple[str, ...]) -> dict[tuple[str, str], dict[s
         assert key not in rows, f"{key} is in the table twice"
         rows[key] = {role: cell == "yes" for role, cell in zip(roles, cells, strict=True)}
     return rows
+
+
+def undocumented(method: str, path: str, status: int, body: Any, doc: dict[str, Any] | None = None) -> list[str]:
+    """How an answer of ``method path`` (the path template) with ``status`` and JSON ``body`` departs
+    from the OpenAPI document: the status unlisted, or the body not of the schema listed for it
+    (jsonschema, formats included). Empty when the document tells the truth."""
+    doc = doc or openapi_document()
+    responses = doc["paths"][path][method.lower()]["responses"]
+    if str(status) not in responses:
+        return [f"{method} {path}: {status} is not among the documented {sorted(responses)}"]
+    schema = responses[str(status)].get("content", {}).get("application/json", {}).get("schema")
+    if schema is None:
+        return [f"{method} {path}: {status} documents no JSON body"]
+    validator = Draft202012Validator({**schema, "components": doc["components"]},
+                                     format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(body)'}: {e.message}" for e in validator.iter_errors(body)]
+
+
+_DOCUMENT: dict[str, Any] = {}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document the test server serves (built once)."""
+    if not _DOCUMENT:
+        _DOCUMENT.update(build_api().openapi())
+    return _DOCUMENT

@@ -22,7 +22,7 @@ from core import tenants
 from core.config import Settings
 from core.db import Database
 from tests.conftest import OPERATOR_HOST, PASSWORD, ROOT, Server, TenantInfo, eventually, make_tenant
-from tests.support import Http, Reply, assert_error, op_id, op_key, role_table, tenant_rows
+from tests.support import Http, Reply, assert_error, op_id, op_key, role_table, tenant_rows, undocumented
 from tests.test_sessions import closed_for_session
 from tests.wechat.conftest import make_oa_account
 from tests.wechat.platform import StandIn, new_openid
@@ -370,6 +370,19 @@ def operator_operations() -> list[Operation]:
     return list(build_operator_api().operations)
 
 
+OPERATOR_DOC = build_operator_api().openapi()
+
+
+def test_the_operator_document_is_openapi_and_describes_every_route() -> None:
+    from openapi_spec_validator import validate as validate_openapi
+
+    validate_openapi(OPERATOR_DOC)
+    for op in operator_operations():
+        assert op.declared, op_id(op)
+        entry = OPERATOR_DOC["paths"][op.path][op.method.lower()]
+        assert entry["security"] == ([{"bearer": []}] if op.auth else [])
+
+
 def test_every_operator_route_is_in_the_table() -> None:
     rows = operator_table()
     served = {op_key(op): op for op in operator_operations()}
@@ -419,6 +432,10 @@ async def test_each_operator_role_gets_what_the_table_says(desk: Desk, op: Opera
             assert reply.status not in (401, 403), (role, reply)
         else:
             assert_error(reply, 403, "operator_role")
+        # Whatever it answered, the operator's OpenAPI document says so, with that shape.
+        if reply.headers.get("Content-Type", "").startswith("application/json"):
+            problems = undocumented(op.method, op.path, reply.status, reply.body, OPERATOR_DOC)
+            assert not problems, (role, op_id(op), problems[:3])
     assert_error(await desk.call(op.method, _filled(op, desk, tenant), token=""), 401)
 
 

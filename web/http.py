@@ -20,6 +20,7 @@ from core.hub import Hub
 from core.models import MAX_BIG_ID, TenantStatus
 from core.tenancy import TenantRef, TenantResolver, normalize_host
 from web.api import Api, Handler
+from web.schemas import WORD_ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ def query_int(request: web.Request, name: str, default: int | None, *, lo: int, 
     return value
 
 
-_WORD_ID = re.compile(r"[A-Za-z0-9_.=+-]+")
+_WORD_ID = re.compile(WORD_ID_PATTERN)
 
 
 def word_param(request: web.Request, name: str, *, max_length: int) -> str:

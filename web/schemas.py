@@ -9,9 +9,9 @@ bodies, the channels' bodies and the websocket frames all build on these.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from core.models import MAX_BIG_ID, MAX_ID
 
@@ -27,10 +27,63 @@ EventId = Annotated[int, Field(ge=0, le=MAX_BIG_ID)]
 # and agents' replies, notes and hand-made tickets.
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 ClientId = Annotated[str, Field(pattern=CLIENT_ID_PATTERN)]
+# A textual id in a path (a webhook key, a platform's media id): web.http.word_param reads it, and
+# the OpenAPI document (web.api.WordId) states it.
+WORD_ID_PATTERN = r"[A-Za-z0-9_.=+-]+"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
+
+
+def _refuse_null_in_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """What :class:`Patch` refuses, said in its JSON schema: no null but for the ``nullable`` fields."""
+    nullable: frozenset[str] = getattr(model, "nullable", frozenset())
+    for name, prop in schema.get("properties", {}).items():
+        options = prop.get("anyOf")
+        if name in nullable or not options:
+            continue
+        rest = [o for o in options if o.get("type") != "null"]
+        del prop["anyOf"]
+        if len(rest) == 1:
+            prop.update(rest[0])
+        else:
+            prop["anyOf"] = rest
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
+class Patch(Strict):
+    """A partial change (PATCH): a field left out is left as it is; one given is set. ``null`` is
+    refused (422 validation_error naming the field) except for the fields in ``nullable``, where it
+    clears the value: a column that cannot be empty never reaches the database as NULL (that was
+    a 500 on every PATCH route)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False,
+                              json_schema_extra=_refuse_null_in_schema)
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name not in cls.nullable:
+            raise ValueError("may not be null (leave the field out to keep its value)")
+        return value
+
+
+class Out(BaseModel):
+    """A response object, for the OpenAPI document (web.api): every key listed, no other
+    (``additionalProperties: false``), so a key a handler adds and the model lacks is caught by the
+    conformance checks (tests/test_openapi.py, make apicheck). Response models only describe: the
+    handlers write their dicts as they always have."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Deleted(Out):
+    """The answer of a DELETE: the id of what is gone (admin API and channels alike)."""
+
+    deleted: int
 
 
 class Frame(BaseModel):

@@ -13,8 +13,21 @@ from typing import Any
 
 from aiohttp import web
 
+from admin_api.operator.responses import (
+    AccountEnvelope,
+    AccountsList,
+    AuditPage,
+    EntryEnvelope,
+    Ok,
+    OperatorLogin,
+    Renewal,
+    TenantBilling,
+    TenantEnvelope,
+    TenantsPage,
+)
 from admin_api.operator.schemas import (
     AccountPatch,
+    AuditQuery,
     CompensationBody,
     ContractTerms,
     CreateAccountBody,
@@ -25,9 +38,13 @@ from admin_api.operator.schemas import (
     RepriceBody,
     SuspendBody,
     TenantPatch,
+    TenantsQuery,
     TopUpBody,
 )
+from admin_api.responses import InvoiceEnvelope, InvoicesPage, StatementEnvelope
 from admin_api.routes import billing as billing_routes
+from admin_api.routes.billing import DOCUMENTS
+from admin_api.schemas import DocumentQuery, PageQuery, StatementQuery
 from core import billing, operators, tenants
 from core.auth import announce_revoked
 from core.errors import InvalidInput
@@ -37,10 +54,13 @@ from core.operators import Operator
 from core.seats import clean_domain
 from core.serialize import ledger_dict
 from core.tenancy import announce_changed
-from web.api import RouteTable
+from web.api import IntId, PathParam, RouteTable, WordId
 from web.http import HUB, bearer_token, body, int_param, query_int, word_param
 
 ROUTES = RouteTable("operator")
+TENANT: dict[str, PathParam] = {"tenant_id": IntId(MAX_ID)}
+ACCOUNT: dict[str, PathParam] = {"account_id": IntId(MAX_ID)}
+TENANT_DOMAIN: dict[str, PathParam] = {**TENANT, "domain": WordId(253)}
 BILLING, SUPPORT = OperatorRole.BILLING.value, OperatorRole.SUPPORT.value
 
 
@@ -72,7 +92,7 @@ async def changed(hub: Hub, tenant_id: int, *, sessions: bool = False) -> None:
 # --- signing in -----------------------------------------------------------------------------------
 @ROUTES.route("POST", "/operator/v1/auth/login", summary="Sign in as a member of the operator's staff; returns "
               "a bearer token for the operator host (429 after repeated failures)", body=OperatorLoginBody,
-              auth=False)
+              auth=False, response=OperatorLogin, errors=(401, 429))
 async def login(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     data = await body(request, OperatorLoginBody)
@@ -80,7 +100,7 @@ async def login(request: web.Request) -> web.Response:
     return web.json_response({"token": token, "account": operators.account_dict(account)})
 
 
-@ROUTES.route("POST", "/operator/v1/auth/logout", summary="Revoke this token")
+@ROUTES.route("POST", "/operator/v1/auth/logout", summary="Revoke this token", response=Ok)
 async def logout(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     await operator_of(request, *READ)
@@ -89,7 +109,7 @@ async def logout(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-@ROUTES.route("GET", "/operator/v1/me", summary="The signed-in operator account")
+@ROUTES.route("GET", "/operator/v1/me", summary="The signed-in operator account", response=AccountEnvelope)
 async def me(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     op = await operator_of(request, *READ)
@@ -99,7 +119,7 @@ async def me(request: web.Request) -> web.Response:
 
 
 # --- the operator's staff -----------------------------------------------------------------------
-@ROUTES.route("GET", "/operator/v1/accounts", summary="The operator's staff accounts (owner)")
+@ROUTES.route("GET", "/operator/v1/accounts", summary="The operator's staff accounts (owner)", response=AccountsList)
 async def list_accounts(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     await operator_of(request)
@@ -108,7 +128,7 @@ async def list_accounts(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/operator/v1/accounts", summary="Add a staff account: owner, billing or support (owner)",
-              body=CreateAccountBody)
+              body=CreateAccountBody, response=AccountEnvelope, status=201, errors=(409,))
 async def create_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     op = await operator_of(request)
@@ -123,7 +143,7 @@ async def create_account(request: web.Request) -> web.Response:
 
 @ROUTES.route("PATCH", "/operator/v1/accounts/{account_id}", summary="Change a staff account's name, role or "
               "whether it is active; a change of role or a deactivation ends its sessions (owner)",
-              body=AccountPatch)
+              body=AccountPatch, response=AccountEnvelope, errors=(409,), path_params=ACCOUNT)
 async def update_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     op = await operator_of(request)
@@ -138,7 +158,7 @@ async def update_account(request: web.Request) -> web.Response:
 
 # --- tenants ------------------------------------------------------------------------------------
 @ROUTES.route("GET", "/operator/v1/tenants", summary="Tenants with their domains, seats and contract, by id "
-              "(?status=active|suspended|ended&after_id=&limit=)")
+              "(?status=active|suspended|ended&after_id=&limit=)", response=TenantsPage, query=TenantsQuery)
 async def list_tenants(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     await operator_of(request, *READ)
@@ -155,7 +175,7 @@ async def list_tenants(request: web.Request) -> web.Response:
 
 @ROUTES.route("POST", "/operator/v1/tenants", summary="Create a tenant on its domains; with a contract it is "
               "billed, the top-up paid in and its owner's seat charged (402 and nothing made when short) "
-              "(owner, billing)", body=CreateTenantBody)
+              "(owner, billing)", body=CreateTenantBody, response=TenantEnvelope, status=201, errors=(402, 409))
 async def create_tenant(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     op = await operator_of(request, BILLING)
@@ -171,7 +191,8 @@ async def create_tenant(request: web.Request) -> web.Response:
     return web.json_response({"tenant": out}, status=201)
 
 
-@ROUTES.route("GET", "/operator/v1/tenants/{tenant_id}", summary="One tenant: status, domains, seats, contract")
+@ROUTES.route("GET", "/operator/v1/tenants/{tenant_id}", summary="One tenant: status, domains, seats, contract",
+              response=TenantEnvelope, path_params=TENANT)
 async def get_tenant(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     await operator_of(request, *READ)
@@ -181,21 +202,22 @@ async def get_tenant(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PATCH", "/operator/v1/tenants/{tenant_id}", summary="Rename a tenant or make another of its "
-              "domains the primary one (owner, support)", body=TenantPatch)
+              "domains the primary one (owner, support)", body=TenantPatch, response=TenantEnvelope, path_params=TENANT)
 async def update_tenant(request: web.Request) -> web.Response:
     return await _tenant_change(request, SUPPORT, TenantPatch, lambda s, tid, op, data: tenants.update(
         s, tid, name=data.name, primary_domain=data.primary_domain, actor=op.actor, ip=request.remote))
 
 
 @ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/domains", summary="Serve a tenant on more domains "
-              "(owner, support)", body=DomainsBody)
+              "(owner, support)", body=DomainsBody, response=TenantEnvelope, errors=(409,), path_params=TENANT)
 async def add_domains(request: web.Request) -> web.Response:
     return await _tenant_change(request, SUPPORT, DomainsBody, lambda s, tid, op, data: tenants.add_domains(
         s, tid, data.domains, actor=op.actor, ip=request.remote))
 
 
 @ROUTES.route("DELETE", "/operator/v1/tenants/{tenant_id}/domains/{domain}", summary="Stop serving a tenant on "
-              "one of its domains (not its primary one) (owner, support)")
+              "one of its domains (not its primary one) (owner, support)",
+              response=TenantEnvelope, errors=(409,), path_params=TENANT_DOMAIN)
 async def remove_domain(request: web.Request) -> web.Response:
     domain = clean_domain(word_param(request, "domain", max_length=253))
     return await _tenant_change(request, SUPPORT, None, lambda s, tid, op, data: tenants.remove_domain(
@@ -203,21 +225,24 @@ async def remove_domain(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/suspend", summary="Suspend a tenant: its agents are "
-              "refused and signed out, its customers' messages still received (owner, support)", body=SuspendBody)
+              "refused and signed out, its customers' messages still received (owner, support)", body=SuspendBody,
+              response=TenantEnvelope, errors=(409,), path_params=TENANT)
 async def suspend(request: web.Request) -> web.Response:
     return await _tenant_change(request, SUPPORT, SuspendBody, lambda s, tid, op, data: tenants.suspend(
         s, tid, now=utcnow(), actor=op.actor, ip=request.remote, reason=data.reason), sessions=True)
 
 
 @ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/resume", summary="Serve a suspended tenant again (402 "
-              "term_lapsed while its term is unpaid) (owner, support)")
+              "term_lapsed while its term is unpaid) (owner, support)",
+              response=TenantEnvelope, errors=(402, 409), path_params=TENANT)
 async def resume(request: web.Request) -> web.Response:
     return await _tenant_change(request, SUPPORT, None, lambda s, tid, op, data: tenants.resume(
         s, tid, now=utcnow(), actor=op.actor, ip=request.remote))
 
 
 @ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/end", summary="End a tenant whose contract has ended (or "
-              "that has none): nothing is served on its domains, its data waits for the purge (owner)")
+              "that has none): nothing is served on its domains, its data waits for the purge (owner)",
+              response=TenantEnvelope, errors=(409,), path_params=TENANT)
 async def end(request: web.Request) -> web.Response:
     return await _tenant_change(request, None, None, lambda s, tid, op, data: tenants.end(
         s, tid, now=utcnow(), actor=op.actor, ip=request.remote), sessions=True)
@@ -241,7 +266,8 @@ async def _tenant_change(request: web.Request, role: str | None, model: Any, cha
 # --- billing ------------------------------------------------------------------------------------
 @ROUTES.route("PUT", "/operator/v1/tenants/{tenant_id}/contract", summary="Bill a tenant: its price per seat "
               "per year, currency and first day of its one-year term; its seats in use are charged from the "
-              "balance at once (402 when short) (owner, billing)", body=ContractTerms)
+              "balance at once (402 when short) (owner, billing)", body=ContractTerms,
+              response=TenantEnvelope, errors=(402, 409), path_params=TENANT)
 async def open_contract(request: web.Request) -> web.Response:
     async def change(session: Any, tenant_id: int, op: Operator, data: ContractTerms) -> None:
         await tenants.get(session, tenant_id, lock=True)
@@ -255,7 +281,7 @@ async def open_contract(request: web.Request) -> web.Response:
 
 @ROUTES.route("PATCH", "/operator/v1/tenants/{tenant_id}/contract", summary="Change a tenant's price per seat "
               "per year from its next renewal on; the running term stays at the price it was paid at "
-              "(owner, billing)", body=RepriceBody)
+              "(owner, billing)", body=RepriceBody, response=TenantEnvelope, errors=(409,), path_params=TENANT)
 async def reprice(request: web.Request) -> web.Response:
     async def change(session: Any, tenant_id: int, op: Operator, data: RepriceBody) -> None:
         contract = await billing.reprice(session, tenant_id, data.price_per_seat_year, now=utcnow(), actor=op.actor)
@@ -283,21 +309,24 @@ async def _money(request: web.Request, model: Any, move: Any) -> web.Response:
 
 
 @ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/top-ups", summary="Pay money into a tenant's prepaid "
-              "balance (owner, billing)", body=TopUpBody)
+              "balance (owner, billing)", body=TopUpBody,
+              response=EntryEnvelope, status=201, errors=(409,), path_params=TENANT)
 async def top_up(request: web.Request) -> web.Response:
     return await _money(request, TopUpBody, lambda s, tid, data, op, now: billing.top_up(
         s, tid, data.amount, now=now, actor=op.actor, reference=data.reference))
 
 
 @ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/compensations", summary="Credit service time for "
-              "downtime: what the paid seats cost for that many minutes (owner, billing)", body=CompensationBody)
+              "downtime: what the paid seats cost for that many minutes (owner, billing)", body=CompensationBody,
+              response=EntryEnvelope, status=201, errors=(409,), path_params=TENANT)
 async def compensate(request: web.Request) -> web.Response:
     return await _money(request, CompensationBody, lambda s, tid, data, op, now: billing.compensate(
         s, tid, minutes=data.minutes, now=now, actor=op.actor, note=data.note))
 
 
 @ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/notice", summary="End a tenant's contract on a day at "
-              "least 30 days away; the unused prepaid days are refunded then (owner, billing)", body=NoticeBody)
+              "least 30 days away; the unused prepaid days are refunded then (owner, billing)", body=NoticeBody,
+              response=TenantEnvelope, errors=(409,), path_params=TENANT)
 async def notice(request: web.Request) -> web.Response:
     async def change(session: Any, tenant_id: int, op: Operator, data: NoticeBody) -> None:
         await billing.give_notice(session, tenant_id, ends_on=data.ends_on, now=utcnow(), actor=op.actor)
@@ -308,7 +337,8 @@ async def notice(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/renew", summary="Do now what is due on a tenant's "
-              "contract (a renewal after a top-up resumes a lapsed tenant) (owner, billing)")
+              "contract (a renewal after a top-up resumes a lapsed tenant) (owner, billing)",
+              response=Renewal, errors=(409,), path_params=TENANT)
 async def renew(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     op = await operator_of(request, BILLING)
@@ -324,7 +354,7 @@ async def renew(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("GET", "/operator/v1/tenants/{tenant_id}/billing", summary="A tenant's contract, balance and "
-              "ledger entries (?after_id=&limit=)")
+              "ledger entries (?after_id=&limit=)", response=TenantBilling, query=PageQuery, path_params=TENANT)
 async def tenant_billing(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     await operator_of(request, *READ)
@@ -345,19 +375,21 @@ async def tenant_billing(request: web.Request) -> web.Response:
 
 @ROUTES.route("GET", "/operator/v1/tenants/{tenant_id}/billing/statement", summary="A tenant's statement for "
               "?from=YYYY-MM-DD&to=YYYY-MM-DD (UTC, to excluded; default: the current term) as ?format=json, pdf "
-              "or xlsx")
+              "or xlsx", response=StatementEnvelope, media_type=DOCUMENTS, query=StatementQuery, path_params=TENANT)
 async def tenant_statement(request: web.Request) -> web.Response:
     return await billing_routes.statement_response(request, await _readable_tenant(request))
 
 
 @ROUTES.route("GET", "/operator/v1/tenants/{tenant_id}/billing/invoices", summary="A tenant's invoices (one per "
-              "charge), oldest first (?after_id=&limit=)")
+              "charge), oldest first (?after_id=&limit=)", response=InvoicesPage, query=PageQuery, path_params=TENANT)
 async def tenant_invoices(request: web.Request) -> web.Response:
     return await billing_routes.invoices_response(request, await _readable_tenant(request))
 
 
 @ROUTES.route("GET", "/operator/v1/tenants/{tenant_id}/billing/invoices/{invoice_number}", summary="One of a "
-              "tenant's invoices as ?format=json, pdf or xlsx")
+              "tenant's invoices as ?format=json, pdf or xlsx",
+              response=InvoiceEnvelope, media_type=DOCUMENTS, query=DocumentQuery,
+              path_params={**TENANT, **billing_routes.INVOICE_NUMBER})
 async def tenant_invoice(request: web.Request) -> web.Response:
     return await billing_routes.invoice_response(request, await _readable_tenant(request))
 
@@ -373,7 +405,8 @@ async def _readable_tenant(request: web.Request) -> int:
 
 
 @ROUTES.route("GET", "/operator/v1/audit", summary="The operator's audit trail: every change by the operator's "
-              "staff, with actor, time, address and what changed (?tenant_id=&after_id=&limit=)")
+              "staff, with actor, time, address and what changed (?tenant_id=&after_id=&limit=)",
+              response=AuditPage, query=AuditQuery)
 async def audit_trail(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     await operator_of(request, *READ)

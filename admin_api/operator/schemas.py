@@ -85,3 +85,15 @@ class TopUpBody(Strict):
 class CompensationBody(Strict):
     minutes: int = Field(ge=1, le=366 * 24 * 60)
     note: str | None = Field(default=None, max_length=500)
+
+
+class TenantsQuery(Strict):
+    status: Literal["active", "suspended", "ended"] | None = None
+    after_id: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class AuditQuery(Strict):
+    tenant_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    after_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    limit: int = Field(default=200, ge=1, le=1000)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from admin_api.responses import AttachmentEnvelope
+from admin_api.schemas import UploadQuery
 from core import attachments
 from core.errors import DomainError
-from web.api import RouteTable
+from web.api import RouteTable, WordId
 from web.http import HUB, int_param, principal_of, read_file_body, tenant_of, word_param
 
 ROUTES = RouteTable("attachments")
@@ -21,7 +23,8 @@ def _serve(file: attachments.File, cache: str) -> web.Response:
                         headers={**attachments.disposition(file), "Cache-Control": cache})
 
 
-@ROUTES.route("POST", "/api/v1/attachments", raw_body=True,
+@ROUTES.route("POST", "/api/v1/attachments", raw_body=True, query=UploadQuery, response=AttachmentEnvelope,
+           status=201, errors=(400,),
            summary="Upload a file to attach to messages: the body is the file, Content-Type its type, ?name= its name")
 async def upload(request: web.Request) -> web.Response:
     hub = request.app[HUB]
@@ -36,7 +39,7 @@ async def upload(request: web.Request) -> web.Response:
     return web.json_response({"attachment": stored}, status=201)
 
 
-@ROUTES.route("GET", "/api/v1/attachments/{attachment_id}", summary="An uploaded file (signed in)")
+@ROUTES.route("GET", "/api/v1/attachments/{attachment_id}", summary="An uploaded file (signed in)", media_type="*/*")
 async def download(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -44,7 +47,8 @@ async def download(request: web.Request) -> web.Response:
     return _serve(file, "private, max-age=86400")
 
 
-@ROUTES.route("GET", "/files/{attachment_id}/{signature}", auth=False,
+@ROUTES.route("GET", "/files/{attachment_id}/{signature}", auth=False, media_type="*/*",
+           path_params={"signature": WordId(MAX_SIGNATURE)},
            summary="An attached file by the signed link a customer was given (no sign-in)")
 async def public_download(request: web.Request) -> web.Response:
     hub = request.app[HUB]

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from admin_api.responses import AgentEnvelope, LoginAnswer, Ok, TokenAnswer
 from admin_api.schemas import LoginBody, PasswordBody
 from core import auth
 from core.models import Presence
@@ -23,7 +24,8 @@ def client_ip(request: web.Request) -> str | None:
 
 
 @ROUTES.route("POST", "/api/v1/auth/login", summary="Sign in with e-mail and password; returns a bearer token "
-           "(throttled: 429 with Retry-After after repeated failures)", body=LoginBody, auth=False)
+           "(throttled: 429 with Retry-After after repeated failures)", body=LoginBody, auth=False,
+           response=LoginAnswer, errors=(401, 429))
 async def login(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     tenant = tenant_of(request)
@@ -35,7 +37,8 @@ async def login(request: web.Request) -> web.Response:
     return web.json_response({"token": token, "agent": agent_dict(agent)})
 
 
-@ROUTES.route("POST", "/api/v1/auth/logout", summary="Revoke this token, close its sockets and go offline")
+@ROUTES.route("POST", "/api/v1/auth/logout", summary="Revoke this token, close its sockets and go offline",
+           response=Ok)
 async def logout(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -49,7 +52,7 @@ async def logout(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/api/v1/auth/logout-all", summary="Sign out everywhere: revoke all the caller's tokens, "
-           "close all their sockets on every process and go offline")
+           "close all their sockets on every process and go offline", response=Ok)
 async def logout_all(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -61,7 +64,7 @@ async def logout_all(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PUT", "/api/v1/me/password", summary="Change the caller's password: ends all their sessions and "
-           "returns a new token for this client", body=PasswordBody)
+           "returns a new token for this client", body=PasswordBody, response=TokenAnswer)
 async def change_password(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -74,7 +77,7 @@ async def change_password(request: web.Request) -> web.Response:
     return web.json_response({"token": token})
 
 
-@ROUTES.route("GET", "/api/v1/me", summary="The signed-in agent")
+@ROUTES.route("GET", "/api/v1/me", summary="The signed-in agent", response=AgentEnvelope)
 async def me(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)

@@ -12,11 +12,18 @@ from typing import cast
 from aiohttp import web
 
 from admin_api import documents
-from admin_api.schemas import NoticeBody
+from admin_api.responses import (
+    ContractEnvelope,
+    InvoiceEnvelope,
+    InvoicesPage,
+    LedgerPage,
+    StatementEnvelope,
+)
+from admin_api.schemas import DocumentQuery, NoticeBody, PageQuery, StatementQuery
 from core import billing, statements
 from core.errors import InvalidInput
 from core.models import MAX_BIG_ID
-from web.api import RouteTable
+from web.api import RouteTable, WordId
 from web.http import HUB, body, principal_of, query_int, query_value, word_param
 
 ROUTES = RouteTable("billing")
@@ -62,7 +69,12 @@ async def _download(document: statements.Statement | statements.Invoice, fmt: st
     })
 
 
-@ROUTES.route("GET", "/api/v1/billing", summary="The tenant's contract, balance and seats paid and in use (admin)")
+DOCUMENTS = "application/pdf, application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+INVOICE_NUMBER = {"invoice_number": WordId(MAX_INVOICE_NUMBER)}
+
+
+@ROUTES.route("GET", "/api/v1/billing", summary="The tenant's contract, balance and seats paid and in use (admin)",
+              response=ContractEnvelope)
 async def get_billing(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -72,7 +84,8 @@ async def get_billing(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("GET", "/api/v1/billing/ledger",
-              summary="The billing ledger, oldest first (?after_id=&limit=, at most 500) (admin)")
+              summary="The billing ledger, oldest first (?after_id=&limit=, at most 500) (admin)",
+              response=LedgerPage, query=PageQuery)
 async def get_ledger(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -86,28 +99,32 @@ async def get_ledger(request: web.Request) -> web.Response:
 
 @ROUTES.route("GET", "/api/v1/billing/statement",
               summary="A statement for ?from=YYYY-MM-DD&to=YYYY-MM-DD (UTC, to excluded; default: the current "
-                      "term) as ?format=json, pdf or xlsx (admin)")
+                      "term) as ?format=json, pdf or xlsx (admin)",
+              response=StatementEnvelope, media_type=DOCUMENTS, query=StatementQuery)
 async def get_statement(request: web.Request) -> web.Response:
     principal = await principal_of(request, admin=True)
     return await statement_response(request, principal.tenant_id)
 
 
 @ROUTES.route("GET", "/api/v1/billing/invoices",
-              summary="The tenant's invoices (one per charge), oldest first (?after_id=&limit=) (admin)")
+              summary="The tenant's invoices (one per charge), oldest first (?after_id=&limit=) (admin)",
+              response=InvoicesPage, query=PageQuery)
 async def list_invoices(request: web.Request) -> web.Response:
     principal = await principal_of(request, admin=True)
     return await invoices_response(request, principal.tenant_id)
 
 
 @ROUTES.route("GET", "/api/v1/billing/invoices/{invoice_number}",
-              summary="One invoice as ?format=json, pdf or xlsx (admin)")
+              summary="One invoice as ?format=json, pdf or xlsx (admin)",
+              response=InvoiceEnvelope, media_type=DOCUMENTS, query=DocumentQuery, path_params=INVOICE_NUMBER)
 async def get_invoice(request: web.Request) -> web.Response:
     principal = await principal_of(request, admin=True)
     return await invoice_response(request, principal.tenant_id)
 
 
 @ROUTES.route("POST", "/api/v1/billing/notice", summary="End the contract on a day at least 30 days away (no "
-              "later than the term's end); the prepaid days after it are refunded then (owner)", body=NoticeBody)
+              "later than the term's end); the prepaid days after it are refunded then (owner)", body=NoticeBody,
+              response=ContractEnvelope, errors=(409,))
 async def give_notice(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, owner=True)

@@ -5,12 +5,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from admin_api.responses import (
+    CustomerEnvelope,
+    GroupSettingsEnvelope,
+    MembersEnvelope,
+    QueueEnvelope,
+    RoutingHistory,
+    RoutingSettingsEnvelope,
+    RuleEnvelope,
+    RulesEnvelope,
+    SeatEnvelope,
+    TicketEnvelope,
+)
 from admin_api.routes.seats import end_seats
 from admin_api.schemas import (
     AgentPatch,
     CustomerPatch,
     GroupPatch,
     MembersBody,
+    QueueQuery,
     RoutingSettingsBody,
     RuleBody,
     RuleOrderBody,
@@ -19,13 +32,14 @@ from admin_api.schemas import (
 from core import auth, customers, tickets
 from core.models import MAX_ID
 from routing import config
-from web.api import RouteTable
+from web.api import IntId, RouteTable
 from web.http import HUB, body, int_param, principal_of, query_int
+from web.schemas import Deleted
 
 ROUTES = RouteTable("routing")
 
 
-@ROUTES.route("GET", "/api/v1/routing/rules", summary="The routing rules in order")
+@ROUTES.route("GET", "/api/v1/routing/rules", summary="The routing rules in order", response=RulesEnvelope)
 async def list_rules(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
@@ -34,7 +48,7 @@ async def list_rules(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/api/v1/routing/rules", summary="Add a rule (admin); last unless a position is given",
-           body=RuleBody)
+           body=RuleBody, response=RuleEnvelope, status=201, errors=(409,))
 async def create_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -46,7 +60,8 @@ async def create_rule(request: web.Request) -> web.Response:
     return web.json_response({"rule": rule}, status=201)
 
 
-@ROUTES.route("GET", "/api/v1/routing/rules/{rule_id}", summary="One rule")
+@ROUTES.route("GET", "/api/v1/routing/rules/{rule_id}", summary="One rule", response=RuleEnvelope,
+           path_params={"rule_id": IntId(MAX_ID)})
 async def get_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
@@ -55,7 +70,8 @@ async def get_rule(request: web.Request) -> web.Response:
         return web.json_response({"rule": await config.get_rule(session, rule_id)})
 
 
-@ROUTES.route("PATCH", "/api/v1/routing/rules/{rule_id}", summary="Change a rule (admin)", body=RulePatch)
+@ROUTES.route("PATCH", "/api/v1/routing/rules/{rule_id}", summary="Change a rule (admin)", body=RulePatch,
+           response=RuleEnvelope, errors=(409,), path_params={"rule_id": IntId(MAX_ID)})
 async def update_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -67,7 +83,8 @@ async def update_rule(request: web.Request) -> web.Response:
     return web.json_response({"rule": rule})
 
 
-@ROUTES.route("DELETE", "/api/v1/routing/rules/{rule_id}", summary="Delete a rule (admin)")
+@ROUTES.route("DELETE", "/api/v1/routing/rules/{rule_id}", summary="Delete a rule (admin)", response=Deleted,
+           path_params={"rule_id": IntId(MAX_ID)})
 async def delete_rule(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -79,7 +96,7 @@ async def delete_rule(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PUT", "/api/v1/routing/rules/order", summary="Put the rules in this order (admin)",
-           body=RuleOrderBody)
+           body=RuleOrderBody, response=RulesEnvelope)
 async def reorder_rules(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -90,7 +107,8 @@ async def reorder_rules(request: web.Request) -> web.Response:
     return web.json_response({"rules": rules})
 
 
-@ROUTES.route("GET", "/api/v1/routing/settings", summary="Default group, business hours, offline and overflow policy")
+@ROUTES.route("GET", "/api/v1/routing/settings", summary="Default group, business hours, offline and overflow policy",
+           response=RoutingSettingsEnvelope)
 async def get_settings(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
@@ -99,7 +117,7 @@ async def get_settings(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PUT", "/api/v1/routing/settings", summary="Replace the routing settings (admin)",
-           body=RoutingSettingsBody)
+           body=RoutingSettingsBody, response=RoutingSettingsEnvelope)
 async def put_settings(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -111,7 +129,8 @@ async def put_settings(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PATCH", "/api/v1/groups/{group_id}", summary="Change a group's name, strategy, stickiness or overflow "
-           "(admin)", body=GroupPatch)
+           "(admin)", body=GroupPatch, response=GroupSettingsEnvelope, errors=(409,),
+           path_params={"group_id": IntId(MAX_ID)})
 async def update_group(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -123,7 +142,8 @@ async def update_group(request: web.Request) -> web.Response:
     return web.json_response({"group": group})
 
 
-@ROUTES.route("PUT", "/api/v1/groups/{group_id}/members", summary="Set a group's agents (admin)", body=MembersBody)
+@ROUTES.route("PUT", "/api/v1/groups/{group_id}/members", summary="Set a group's agents (admin)", body=MembersBody,
+           response=MembersEnvelope, path_params={"group_id": IntId(MAX_ID)})
 async def set_members(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -136,7 +156,8 @@ async def set_members(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PATCH", "/api/v1/agents/{agent_id}", summary="Change an agent's role, capacity, per-channel capacity, "
-           "skills, groups or whether the seat is active (admin)", body=AgentPatch, tag="seats")
+           "skills, groups or whether the seat is active (admin)", body=AgentPatch, tag="seats",
+           response=SeatEnvelope, path_params={"agent_id": IntId(MAX_ID)})
 async def update_agent(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request, admin=True)
@@ -156,7 +177,7 @@ async def update_agent(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("GET", "/api/v1/customers/{customer_id}", summary="A customer with tags, attributes and identities",
-           tag="customers")
+           tag="customers", response=CustomerEnvelope)
 async def get_customer(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
@@ -165,7 +186,8 @@ async def get_customer(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PATCH", "/api/v1/customers/{customer_id}", summary="Change a customer's name, e-mail, tags or "
-           "attributes (VIP, language, region...)", body=CustomerPatch, tag="customers")
+           "attributes (VIP, language, region...)", body=CustomerPatch, tag="customers",
+           response=CustomerEnvelope)
 async def update_customer(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
@@ -179,7 +201,8 @@ async def update_customer(request: web.Request) -> web.Response:
     return web.json_response({"customer": customer})
 
 
-@ROUTES.route("GET", "/api/v1/queue", summary="Waiting tickets in the order they will be served (?group_id=&limit=)")
+@ROUTES.route("GET", "/api/v1/queue", summary="Waiting tickets in the order they will be served (?group_id=&limit=)",
+           query=QueueQuery, response=QueueEnvelope)
 async def get_queue(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
@@ -188,7 +211,8 @@ async def get_queue(request: web.Request) -> web.Response:
     return web.json_response({"queue": rows})
 
 
-@ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/claim", summary="Take a waiting ticket from the queue")
+@ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/claim", summary="Take a waiting ticket from the queue",
+           response=TicketEnvelope, errors=(409,))
 async def claim(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)
@@ -196,7 +220,7 @@ async def claim(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("GET", "/api/v1/tickets/{ticket_id}/routing", summary="Why the ticket went where it went: rule, "
-           "strategy and candidates of every decision")
+           "strategy and candidates of every decision", response=RoutingHistory)
 async def routing_history(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)

@@ -7,6 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
+from admin_api.responses import (
+    GroupEnvelope,
+    GroupsEnvelope,
+    PresenceAnswer,
+    SeatAdded,
+    SeatsAdded,
+    SeatsEnvelope,
+    SeatsRemoved,
+)
 from admin_api.schemas import AgentBatchBody, CreateAgentBody, CreateGroupBody, PresenceBody, RemoveAgentsBody
 from core import seats
 from core.auth import announce_revoked, hash_passwords
@@ -22,7 +31,7 @@ from web.http import HUB, body, principal_of
 ROUTES = RouteTable("seats")
 
 
-@ROUTES.route("GET", "/api/v1/agents", summary="List the tenant's agents")
+@ROUTES.route("GET", "/api/v1/agents", summary="List the tenant's agents", response=SeatsEnvelope)
 async def list_agents(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -45,6 +54,7 @@ async def _add(request: web.Request, items: list[CreateAgentBody]) -> tuple[list
         agents, charge = await seats.add_agents(session, principal.tenant_id, [_new(i) for i in items],
                                                 actor=Actor("agent", principal.agent_id), ip=request.remote,
                                                 hashes=hashes)
+        await session.flush()  # the charge's ledger id
         charged = money(charge) if charge is not None else None
     await routing_config.announce(hub, principal.tenant_id)  # new room may serve the queue at once
     return agents, charged
@@ -56,7 +66,7 @@ def money(entry: LedgerEntry) -> dict[str, Any]:
 
 
 @ROUTES.route("POST", "/api/v1/agents", summary="Add an agent (admin); a billed tenant pays for a seat it lacks",
-              body=CreateAgentBody)
+              body=CreateAgentBody, response=SeatAdded, status=201, errors=(402, 409))
 async def create_agent(request: web.Request) -> web.Response:
     data = await body(request, CreateAgentBody)
     agents, charged = await _add(request, [data])
@@ -65,7 +75,7 @@ async def create_agent(request: web.Request) -> web.Response:
 
 @ROUTES.route("POST", "/api/v1/agents/batch", summary="Add up to 100 agents at once, all or none (admin); a "
               "billed tenant pays for the seats it lacks, prorated (402 and nothing added when short)",
-              body=AgentBatchBody)
+              body=AgentBatchBody, response=SeatsAdded, status=201, errors=(402, 409))
 async def create_agents(request: web.Request) -> web.Response:
     data = await body(request, AgentBatchBody)
     agents, charged = await _add(request, data.agents)
@@ -74,7 +84,7 @@ async def create_agents(request: web.Request) -> web.Response:
 
 @ROUTES.route("POST", "/api/v1/agents/batch-remove", summary="Remove up to 100 seats at once, all or none "
               "(admin): their sessions end, their open tickets go back to routing, unused days are credited",
-              body=RemoveAgentsBody)
+              body=RemoveAgentsBody, response=SeatsRemoved, errors=(409,))
 async def remove_agents(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -83,6 +93,7 @@ async def remove_agents(request: web.Request) -> web.Response:
         removal = await seats.remove_agents(session, principal.tenant_id, data.agent_ids,
                                             actor=Actor("agent", principal.agent_id), caller=principal,
                                             ip=request.remote)
+        await session.flush()  # the credit's ledger id
         credited = money(removal.credit) if removal.credit is not None else None
     await end_seats(hub, principal.tenant_id, removal.removed)
     return web.json_response({"removed": removal.removed, "already_removed": removal.already,
@@ -99,7 +110,7 @@ async def end_seats(hub: Hub, tenant_id: int, agent_ids: list[int]) -> None:
     await routing_config.announce(hub, tenant_id)
 
 
-@ROUTES.route("GET", "/api/v1/groups", summary="List the tenant's groups")
+@ROUTES.route("GET", "/api/v1/groups", summary="List the tenant's groups", response=GroupsEnvelope)
 async def list_groups(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -107,7 +118,8 @@ async def list_groups(request: web.Request) -> web.Response:
         return web.json_response({"groups": await seats.list_groups(session)})
 
 
-@ROUTES.route("POST", "/api/v1/groups", summary="Add a group (admin)", body=CreateGroupBody)
+@ROUTES.route("POST", "/api/v1/groups", summary="Add a group (admin)", body=CreateGroupBody,
+              response=GroupEnvelope, status=201, errors=(409,))
 async def create_group(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -119,7 +131,7 @@ async def create_group(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PUT", "/api/v1/me/presence", summary="Set the caller's presence (online, away, offline)",
-           body=PresenceBody, tag="auth")
+           body=PresenceBody, tag="auth", response=PresenceAnswer)
 async def put_presence(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)

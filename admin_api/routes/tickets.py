@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin_api.schemas import CreateTicketBody, MessageBody, TransferBody, UpdateTicketBody
+from admin_api.responses import MessageEnvelope, TicketEnvelope, TicketsEnvelope, TicketWithMessages
+from admin_api.schemas import CreateTicketBody, MessageBody, TicketQuery, TransferBody, UpdateTicketBody
 from core import tickets
 from core.errors import InvalidInput
 from core.models import MAX_BIG_ID, MAX_ID
@@ -17,7 +18,8 @@ _STATUSES = {"new", "open", "pending", "solved", "closed"}
 
 
 @ROUTES.route("GET", "/api/v1/tickets", summary="List tickets the caller may see, newest first "
-           "(?status=open,pending&assignee_id=&unassigned=1&before_id=&limit=)")
+           "(?status=open,pending&assignee_id=&unassigned=1&before_id=&limit=)", query=TicketQuery,
+           response=TicketsEnvelope)
 async def list_tickets(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -35,7 +37,8 @@ async def list_tickets(request: web.Request) -> web.Response:
     return web.json_response({"tickets": rows})
 
 
-@ROUTES.route("POST", "/api/v1/tickets", summary="Create a ticket by hand", body=CreateTicketBody)
+@ROUTES.route("POST", "/api/v1/tickets", summary="Create a ticket by hand", body=CreateTicketBody,
+           response=TicketEnvelope, status=201, errors=(409,))
 async def create_ticket(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -50,7 +53,7 @@ async def create_ticket(request: web.Request) -> web.Response:
     return web.json_response({"ticket": ticket}, status=201)
 
 
-@ROUTES.route("GET", "/api/v1/tickets/{ticket_id}", summary="A ticket with its messages")
+@ROUTES.route("GET", "/api/v1/tickets/{ticket_id}", summary="A ticket with its messages", response=TicketWithMessages)
 async def get_ticket(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -58,7 +61,8 @@ async def get_ticket(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PATCH", "/api/v1/tickets/{ticket_id}",
-           summary="Change status (solve, reopen), priority, subject or tags", body=UpdateTicketBody)
+           summary="Change status (solve, reopen), priority, subject or tags", body=UpdateTicketBody,
+           response=TicketEnvelope, errors=(409,))
 async def update_ticket(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -71,7 +75,7 @@ async def update_ticket(request: web.Request) -> web.Response:
 @ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/messages",
            summary="Reply to the customer (kind=reply, delivered through the outbox) or add an internal note,"
            " with uploaded attachments",
-           body=MessageBody)
+           body=MessageBody, response=MessageEnvelope, status=201, errors=(409,))
 async def add_message(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -83,7 +87,7 @@ async def add_message(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/transfer", summary="Transfer to an agent or a group",
-           body=TransferBody)
+           body=TransferBody, response=TicketEnvelope, errors=(409,))
 async def transfer(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
@@ -100,11 +104,13 @@ async def _set_status(request: web.Request, status: str) -> web.Response:
     return web.json_response({"ticket": ticket})
 
 
-@ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/solve", summary="Mark solved")
+@ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/solve", summary="Mark solved", response=TicketEnvelope,
+           errors=(409,))
 async def solve(request: web.Request) -> web.Response:
     return await _set_status(request, "solved")
 
 
-@ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/reopen", summary="Reopen a solved ticket")
+@ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/reopen", summary="Reopen a solved ticket", response=TicketEnvelope,
+           errors=(409,))
 async def reopen(request: web.Request) -> web.Response:
     return await _set_status(request, "open")

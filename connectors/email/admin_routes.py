@@ -12,10 +12,17 @@ from aiohttp import web
 
 from connectors.email import store as email_store
 from connectors.email.connector import EmailConnector
-from connectors.email.schemas import CreateMailboxBody, UpdateMailboxBody
+from connectors.email.schemas import (
+    CreateMailboxBody,
+    MailboxEnvelope,
+    MailboxesEnvelope,
+    OriginalEnvelope,
+    UpdateMailboxBody,
+)
 from core.models import MAX_ID
-from web.api import RouteTable
+from web.api import IntId, RouteTable
 from web.http import HUB, body, int_param, principal_of
+from web.schemas import Deleted
 
 ADMIN_ROUTES = RouteTable("email")
 
@@ -30,7 +37,8 @@ def _changes(data: CreateMailboxBody | UpdateMailboxBody) -> dict[str, Any]:
     return data.model_dump(exclude_unset=True)
 
 
-@ADMIN_ROUTES.route("GET", "/api/v1/email/mailboxes", summary="List the tenant's mailboxes (admin)")
+@ADMIN_ROUTES.route("GET", "/api/v1/email/mailboxes", summary="List the tenant's mailboxes (admin)",
+                    response=MailboxesEnvelope)
 async def list_mailboxes(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -40,7 +48,7 @@ async def list_mailboxes(request: web.Request) -> web.Response:
 
 
 @ADMIN_ROUTES.route("POST", "/api/v1/email/mailboxes", summary="Add a support address (admin)",
-                    body=CreateMailboxBody)
+                    body=CreateMailboxBody, response=MailboxEnvelope, status=201, errors=(409,))
 async def create_mailbox(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -52,7 +60,8 @@ async def create_mailbox(request: web.Request) -> web.Response:
     return web.json_response({"mailbox": mailbox}, status=201)
 
 
-@ADMIN_ROUTES.route("GET", "/api/v1/email/mailboxes/{mailbox_id}", summary="One mailbox (admin)")
+@ADMIN_ROUTES.route("GET", "/api/v1/email/mailboxes/{mailbox_id}", summary="One mailbox (admin)",
+                    response=MailboxEnvelope, path_params={"mailbox_id": IntId(MAX_ID)})
 async def get_mailbox(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -63,7 +72,8 @@ async def get_mailbox(request: web.Request) -> web.Response:
 
 
 @ADMIN_ROUTES.route("PATCH", "/api/v1/email/mailboxes/{mailbox_id}", summary="Change a mailbox (admin)",
-                    body=UpdateMailboxBody)
+                    body=UpdateMailboxBody, response=MailboxEnvelope, errors=(409,),
+                    path_params={"mailbox_id": IntId(MAX_ID)})
 async def update_mailbox(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -76,7 +86,8 @@ async def update_mailbox(request: web.Request) -> web.Response:
     return web.json_response({"mailbox": mailbox})
 
 
-@ADMIN_ROUTES.route("DELETE", "/api/v1/email/mailboxes/{mailbox_id}", summary="Remove a mailbox (admin)")
+@ADMIN_ROUTES.route("DELETE", "/api/v1/email/mailboxes/{mailbox_id}", summary="Remove a mailbox (admin)",
+                    response=Deleted, path_params={"mailbox_id": IntId(MAX_ID)})
 async def delete_mailbox(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -88,7 +99,8 @@ async def delete_mailbox(request: web.Request) -> web.Response:
 
 
 @ADMIN_ROUTES.route("GET", "/api/v1/email/messages/{message_id}/original",
-                    summary="A received mail as it came: whole text, sanitised HTML, headers")
+                    summary="A received mail as it came: whole text, sanitised HTML, headers",
+                    response=OriginalEnvelope)
 async def get_original(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)

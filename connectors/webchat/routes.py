@@ -19,7 +19,15 @@ from connectors.webchat.connector import (
     new_visitor_id,
     visitor_topic,
 )
-from connectors.webchat.schemas import ChatHello, MessageFrame, PostMessageBody, clean
+from connectors.webchat.schemas import (
+    ChatHello,
+    History,
+    HistoryQuery,
+    MessageFrame,
+    PostedMessage,
+    PostMessageBody,
+    clean,
+)
 from core.conversations import customer_history
 from core.errors import InvalidInput
 from core.models import MAX_BIG_ID
@@ -47,7 +55,8 @@ def connector_of(request: web.Request) -> WebchatConnector:
 
 # --- HTTP ---------------------------------------------------------------------------------
 @ROUTES.route("GET", "/webchat/widget.js", auth=False,
-              summary="The widget script (one script tag on the customer's site)")
+              summary="The widget script (one script tag on the customer's site)",
+              media_type="application/javascript")
 async def widget_js(request: web.Request) -> web.StreamResponse:
     tenant_of(request)  # an unknown domain has no widget
     return web.FileResponse(STATIC / "widget.js", headers={
@@ -56,14 +65,17 @@ async def widget_js(request: web.Request) -> web.StreamResponse:
     })
 
 
-@ROUTES.route("GET", "/webchat/demo", auth=False, summary="A demo page with the widget on it")
+@ROUTES.route("GET", "/webchat/demo", auth=False, summary="A demo page with the widget on it",
+              media_type="text/html")
 async def demo_page(request: web.Request) -> web.StreamResponse:
     tenant_of(request)  # an unknown domain has no widget
     return web.FileResponse(STATIC / "demo.html", headers={"Content-Type": "text/html; charset=utf-8"})
 
 
-@ROUTES.route("OPTIONS", "/webchat/messages", auth=False, summary="CORS preflight for the widget's HTTP fallback")
-@ROUTES.route("OPTIONS", "/webchat/history", auth=False, summary="CORS preflight for the widget's history")
+@ROUTES.route("OPTIONS", "/webchat/messages", auth=False, summary="CORS preflight for the widget's HTTP fallback",
+              status=204)
+@ROUTES.route("OPTIONS", "/webchat/history", auth=False, summary="CORS preflight for the widget's history",
+              status=204)
 async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={
         **CORS, "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
@@ -72,7 +84,8 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/webchat/messages", auth=False, body=PostMessageBody,
-              summary="A customer's message over HTTP (the widget's fallback when the socket is down)")
+              summary="A customer's message over HTTP (the widget's fallback when the socket is down)",
+              response=PostedMessage, status=201)
 async def post_message(request: web.Request) -> web.Response:
     tenant_id = tenant_of(request).id
     data = validate(PostMessageBody, await read_json(request))
@@ -85,7 +98,8 @@ async def post_message(request: web.Request) -> web.Response:
                              headers=CORS)
 
 
-@ROUTES.route("GET", "/webchat/history", auth=False, summary="A visitor's conversation, after ?since= (a message id)")
+@ROUTES.route("GET", "/webchat/history", auth=False, summary="A visitor's conversation, after ?since= (a message id)",
+              query=HistoryQuery, response=History)
 async def history(request: web.Request) -> web.Response:
     tenant_id = tenant_of(request).id
     visitor_id = check_visitor(request.query.get("visitor_id"))

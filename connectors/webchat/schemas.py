@@ -4,13 +4,14 @@ same fields over the socket (:class:`MessageFrame`) and the HTTP fallback (:clas
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from connectors.webchat.connector import check_visitor
+from connectors.webchat.connector import VISITOR_ID, check_visitor
 from core.models import MAX_BIG_ID
-from web.schemas import Frame, Strict
+from web.schemas import CLIENT_ID_PATTERN, Frame, Out, Strict
 
 
 def clean(value: Any, limit: int = 200) -> str | None:
@@ -24,7 +25,8 @@ class ChatMessage(Strict):
     """A customer's message. The format of client_id (what keys the message) is checked as the
     connector's check_client_id does."""
 
-    client_id: str
+    # The formats are checked by the connector (its own error codes); the schema states them.
+    client_id: str = Field(json_schema_extra={"pattern": CLIENT_ID_PATTERN})
     text: str
 
 
@@ -33,7 +35,7 @@ class PostMessageBody(ChatMessage):
     (unknown fields and wrong types are a validation_error naming the field); the formats of
     visitor_id and client_id are checked as on the socket."""
 
-    visitor_id: str | None = None
+    visitor_id: str | None = Field(default=None, json_schema_extra={"pattern": VISITOR_ID.pattern})
     name: str | None = None
     email: str | None = None
     language: str | None = None
@@ -71,3 +73,40 @@ class ChatHello(Frame):
     @classmethod
     def _best_effort(cls, value: Any, info: ValidationInfo) -> str | None:
         return clean(value, 35 if info.field_name == "language" else 200)
+
+
+# --- answers (described in OpenAPI, see web.api): what a customer may see of a message ---------
+class PublicAttachment(Out):
+    name: str
+    content_type: str
+    url: str | None = Field(description="The customer's own signed link for a file an agent uploaded")
+    size: int | None
+
+
+class PublicAuthor(Out):
+    name: str | None
+
+
+class PublicMessage(Out):
+    """A message as a visitor sees it (core.serialize.public_message): no agent ids, no delivery state."""
+
+    id: int
+    direction: Literal["inbound", "outbound"]
+    text: str
+    attachments: list[PublicAttachment]
+    created_at: datetime
+    author: PublicAuthor | None = Field(description="The agent's name on a reply; null on the visitor's own")
+
+
+class PostedMessage(Out):
+    visitor_id: str = Field(description="The visitor's id: the one sent, or a new one to keep")
+    message: PublicMessage
+
+
+class History(Out):
+    messages: list[PublicMessage]
+
+
+class HistoryQuery(Strict):
+    visitor_id: str = Field(pattern=VISITOR_ID.pattern)
+    since: int = Field(default=0, ge=0, le=MAX_BIG_ID, description="The last message id the visitor has")

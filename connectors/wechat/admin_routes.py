@@ -13,17 +13,24 @@ from aiohttp import web
 from connectors.wechat import store as wechat_store
 from connectors.wechat.api import ApiError, PlatformUnavailable
 from connectors.wechat.routes import connector_of
-from connectors.wechat.schemas import CreateWeChatAccountBody, UpdateWeChatAccountBody
+from connectors.wechat.schemas import (
+    CreateWeChatAccountBody,
+    UpdateWeChatAccountBody,
+    WeChatAccountEnvelope,
+    WeChatAccountsEnvelope,
+)
 from connectors.wechat.store import MAX_KEY, MAX_MEDIA_ID
 from core.errors import DomainError, NotFound
 from core.models import MAX_ID
-from web.api import RouteTable
+from web.api import IntId, RouteTable, WordId
 from web.http import HUB, body, int_param, principal_of, tenant_of, word_param
+from web.schemas import Deleted
 
 ADMIN_ROUTES = RouteTable("wechat")
 
 
-@ADMIN_ROUTES.route("GET", "/api/v1/wechat/accounts", summary="List the tenant's WeChat accounts (admin)")
+@ADMIN_ROUTES.route("GET", "/api/v1/wechat/accounts", summary="List the tenant's WeChat accounts (admin)",
+                    response=WeChatAccountsEnvelope)
 async def list_accounts(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -33,7 +40,7 @@ async def list_accounts(request: web.Request) -> web.Response:
 
 
 @ADMIN_ROUTES.route("POST", "/api/v1/wechat/accounts", summary="Add an Official Account or WeCom kf account (admin)",
-           body=CreateWeChatAccountBody)
+           body=CreateWeChatAccountBody, response=WeChatAccountEnvelope, status=201, errors=(409,))
 async def create_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -47,7 +54,8 @@ async def create_account(request: web.Request) -> web.Response:
     return web.json_response({"account": account}, status=201)
 
 
-@ADMIN_ROUTES.route("GET", "/api/v1/wechat/accounts/{account_id}", summary="One WeChat account (admin)")
+@ADMIN_ROUTES.route("GET", "/api/v1/wechat/accounts/{account_id}", summary="One WeChat account (admin)",
+                    response=WeChatAccountEnvelope, path_params={"account_id": IntId(MAX_ID)})
 async def get_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -58,7 +66,8 @@ async def get_account(request: web.Request) -> web.Response:
 
 
 @ADMIN_ROUTES.route("PATCH", "/api/v1/wechat/accounts/{account_id}", summary="Change a WeChat account (admin)",
-           body=UpdateWeChatAccountBody)
+           body=UpdateWeChatAccountBody, response=WeChatAccountEnvelope, errors=(409,),
+           path_params={"account_id": IntId(MAX_ID)})
 async def update_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -75,7 +84,8 @@ async def update_account(request: web.Request) -> web.Response:
     return web.json_response({"account": account})
 
 
-@ADMIN_ROUTES.route("DELETE", "/api/v1/wechat/accounts/{account_id}", summary="Remove a WeChat account (admin)")
+@ADMIN_ROUTES.route("DELETE", "/api/v1/wechat/accounts/{account_id}", summary="Remove a WeChat account (admin)",
+                    response=Deleted, path_params={"account_id": IntId(MAX_ID)})
 async def delete_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -85,7 +95,8 @@ async def delete_account(request: web.Request) -> web.Response:
     return web.json_response({"deleted": account_id})
 
 
-@ADMIN_ROUTES.route("GET", "/api/v1/wechat/media/{key}/{media_id}", summary="A customer's WeChat image, voice or video")
+@ADMIN_ROUTES.route("GET", "/api/v1/wechat/media/{key}/{media_id}", summary="A customer's WeChat image, voice or video",
+                    media_type="*/*", path_params={"key": WordId(MAX_KEY), "media_id": WordId(MAX_MEDIA_ID)})
 async def get_media(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     principal = await principal_of(request)

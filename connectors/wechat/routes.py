@@ -21,10 +21,11 @@ from wechatpy.utils import check_signature
 from connectors.wechat import store
 from connectors.wechat.connector import SUCCESS, WeChatConnector
 from connectors.wechat.inbound import parse_oa
+from connectors.wechat.schemas import KF_PUSH_QUERY, KF_VERIFY_QUERY, OA_PUSH_QUERY, OA_VERIFY_QUERY
 from connectors.wechat.store import MAX_KEY, AccountConfig
 from connectors.wechat.xmlparse import NotWeChatXml, parse_xml, text
 from core.errors import DomainError, Forbidden, NotFound, TooLarge
-from web.api import RouteTable
+from web.api import RouteTable, WordId
 from web.http import HUB, tenant_of, word_param
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ def _signed_query(conn: WeChatConnector, request: web.Request, *names: str) -> l
 
 # --- Official Account ---------------------------------------------------------------------
 @ROUTES.route("GET", "/wechat/oa/{key}", auth=False,
-              summary="Official Account URL verification (the platform calls it)")
+              summary="Official Account URL verification (the platform calls it): echoes echostr",
+              query=OA_VERIFY_QUERY, media_type="text/plain", errors=(403,), path_params={"key": WordId(MAX_KEY)})
 async def oa_verify(request: web.Request) -> web.Response:
     """URL verification: echo ``echostr`` when the signature is ours (the same in every mode)."""
     conn = connector_of(request)
@@ -125,7 +127,8 @@ async def oa_verify(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/wechat/oa/{key}", auth=False, raw_body=True,
-              summary="Official Account push: a message or event, plain or AES (the platform calls it)")
+              summary="Official Account push: a message or event, plain or AES (the platform calls it)",
+              query=OA_PUSH_QUERY, media_type="text/plain", errors=(400, 403), path_params={"key": WordId(MAX_KEY)})
 async def oa_push(request: web.Request) -> web.Response:
     conn = connector_of(request)
     account = await _account(conn, request, "oa")
@@ -172,7 +175,8 @@ def _wecom(account: AccountConfig) -> WeComCrypto:
 
 
 @ROUTES.route("GET", "/wechat/kf/{key}", auth=False,
-              summary="WeCom kf URL verification (the platform calls it)")
+              summary="WeCom kf URL verification (the platform calls it): the decrypted echostr",
+              query=KF_VERIFY_QUERY, media_type="text/plain", errors=(403,), path_params={"key": WordId(MAX_KEY)})
 async def kf_verify(request: web.Request) -> web.Response:
     """WeCom's URL check: the echostr is encrypted and signed with msg_signature."""
     conn = connector_of(request)
@@ -188,7 +192,8 @@ async def kf_verify(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/wechat/kf/{key}", auth=False, raw_body=True,
-              summary="WeCom kf callback: new messages to pull (the platform calls it)")
+              summary="WeCom kf callback: new messages to pull (the platform calls it)",
+              query=KF_PUSH_QUERY, media_type="text/plain", errors=(400, 403), path_params={"key": WordId(MAX_KEY)})
 async def kf_callback(request: web.Request) -> web.Response:
     conn = connector_of(request)
     account = await _account(conn, request, "kf")

@@ -1,12 +1,15 @@
-"""The WeChat admin API's request bodies (strict, like every body: web.schemas)."""
+"""The WeChat admin API's request bodies (strict, like every body: web.schemas) and answers, and the
+query strings of the platform's calls."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from web.schemas import Strict
+from web.api import QueryParam
+from web.schemas import Out, Strict
 
 WeChatKind = Literal["oa", "kf"]
 WeChatMode = Literal["plain", "compat", "safe"]
@@ -43,3 +46,41 @@ class UpdateWeChatAccountBody(Strict):
     mode: WeChatMode | None = None
     open_kfid: str | None = Field(default=None, min_length=4, max_length=64)
     active: bool | None = None
+
+
+# --- answers (described in OpenAPI, see web.api; the handlers write store.account_dict) --------
+class WeChatAccount(Out):
+    id: int
+    key: str = Field(description="The account's part of its web-hook URL")
+    kind: WeChatKind
+    name: str
+    app_id: str
+    open_kfid: str | None
+    mode: WeChatMode
+    active: bool
+    secret: str | None = Field(description="Masked: its last 4 characters at most")
+    token: str | None = Field(description="Masked")
+    aes_key: str | None = Field(description="Masked")
+    webhook_url: str = Field(description="The server URL to paste into the WeChat (or WeCom) console")
+    created_at: datetime
+    updated_at: datetime
+
+
+class WeChatAccountEnvelope(Out):
+    account: WeChatAccount
+
+
+class WeChatAccountsEnvelope(Out):
+    accounts: list[WeChatAccount]
+
+
+# The platform's query strings: signed pushes and URL checks (a missing one is 403 invalid_signature).
+def _signed(*names: str, optional: tuple[str, ...] = ()) -> tuple[QueryParam, ...]:
+    return (*(QueryParam(n, {"type": "string"}, required=True) for n in names),
+            *(QueryParam(n, {"type": "string"}) for n in optional))
+
+
+OA_VERIFY_QUERY = _signed("signature", "timestamp", "nonce", optional=("echostr",))
+OA_PUSH_QUERY = _signed("signature", "timestamp", "nonce", optional=("encrypt_type", "msg_signature", "openid"))
+KF_VERIFY_QUERY = _signed("msg_signature", "timestamp", "nonce", "echostr")
+KF_PUSH_QUERY = _signed("msg_signature", "timestamp", "nonce")

@@ -1,0 +1,127 @@
+"""The operator API's answers, for its OpenAPI document (/operator/v1/openapi.json): they describe
+the dicts of core.tenants, core.operators and core.serialize.ledger_dict (every key, no other)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from admin_api.operator.schemas import OperatorRoleName
+from web.schemas import Out
+
+TenantStatusName = Literal["active", "suspended", "ended"]
+
+
+class Contract(Out):
+    price_per_seat_year: int
+    currency: str
+    term_start: str
+    term_end: str
+    seats: int
+    balance: int
+    state: Literal["active", "ending", "ended"]
+    next_price_per_seat_year: int | None
+    ends_on: str | None
+    lapsed: bool
+
+
+class TenantListed(Out):
+    id: int
+    name: str
+    domain: str
+    domains: list[str]
+    status: TenantStatusName
+    suspended_by: Literal["operator", "billing"] | None
+    created_at: datetime
+    seats_in_use: int
+    contract: Contract | None
+
+
+class Tenant(TenantListed):
+    status_changed_at: datetime | None
+
+
+class TenantEnvelope(Out):
+    tenant: Tenant
+
+
+class TenantsPage(Out):
+    tenants: list[TenantListed]
+
+
+class Account(Out):
+    id: int
+    email: str
+    name: str
+    role: OperatorRoleName
+    active: bool
+    created_at: datetime
+
+
+class AccountEnvelope(Out):
+    account: Account
+
+
+class AccountsList(Out):
+    accounts: list[Account]
+
+
+class OperatorLogin(Out):
+    token: str
+    account: Account
+
+
+class Ok(Out):
+    ok: Literal[True]
+
+
+LedgerKind = Literal["top_up", "charge", "credit", "refund", "compensation"]
+
+
+class Entry(Out):
+    id: int
+    kind: LedgerKind
+    amount: int
+    currency: str
+    seats: int
+    days: int
+    balance_after: int
+    actor_type: str
+    actor_id: int | None
+    detail: dict[str, Any]
+    created_at: datetime
+
+
+class EntryEnvelope(Out):
+    entry: Entry
+
+
+class TenantBilling(Out):
+    tenant_id: int
+    contract: Contract | None
+    balance: int
+    seats_paid: int
+    seats_in_use: int
+    entries: list[Entry]
+
+
+class Renewal(Out):
+    outcome: Literal["not_due", "renewed", "suspended", "ended"]
+    shortfall: int
+    tenant: Tenant
+
+
+class AuditEntry(Out):
+    id: int
+    at: datetime
+    actor_type: str
+    actor_id: int | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    details: dict[str, Any]
+    ip: str | None
+
+
+class AuditPage(Out):
+    entries: list[AuditEntry]

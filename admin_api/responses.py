@@ -1,0 +1,442 @@
+"""Response models: the JSON the admin API's handlers answer, for the OpenAPI document.
+
+They describe, they do not build: the handlers write the dicts of core.serialize, core.seats,
+routing.config and core.customers as before, and these models say what those dicts hold (every
+key, its type, whether it may be null). ``tests/test_openapi.py`` checks real answers against them
+and ``make apicheck`` (schemathesis) checks every route's answers, so a key added to a dict and
+not here fails there. One model per shape, reused wherever the shape is answered.
+
+Objects refuse unknown keys (``additionalProperties: false``) so that the document lists every key
+there is; the free-form ones (a rule's conditions, a customer's attributes) are plain objects.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from admin_api.schemas import PriorityName, RoleName, StatusName, StrategyName
+from web.schemas import Out
+
+Presence = Literal["online", "away", "offline"]
+Direction = Literal["inbound", "outbound", "note"]
+DeliveryState = Literal["pending", "sending", "sent", "failed"]
+
+
+# --- agents and groups ------------------------------------------------------------------------
+class Agent(Out):
+    """An agent as core.serialize.agent_dict writes it."""
+
+    id: int
+    name: str
+    email: str
+    role: RoleName
+    status: Presence
+    capacity: int
+    load: int
+    channel_capacity: dict[str, int]
+    skills: dict[str, int]
+    active: bool
+
+
+class Seat(Agent):
+    """An agent with the groups they are in (core.seats, routing.config.update_agent)."""
+
+    group_ids: list[int]
+
+
+class Group(Out):
+    id: int
+    name: str
+
+
+class GroupSettings(Group):
+    """A group with its routing (routing.config.group_dict)."""
+
+    strategy: StrategyName
+    sticky_days: int
+    sticky_fallback: str
+    overflow_group_id: int | None
+    overflow_after_seconds: int | None
+
+
+class AgentEnvelope(Out):
+    agent: Agent
+
+
+class SeatEnvelope(Out):
+    agent: Seat
+
+
+class SeatsEnvelope(Out):
+    agents: list[Seat]
+
+
+class Charge(Out):
+    """A seat change's ledger entry, as money: what was charged or credited (minor units)."""
+
+    amount: int = Field(ge=0)
+    currency: str
+    seats: int
+    days: int
+    ledger_entry_id: int
+
+
+class SeatAdded(Out):
+    agent: Seat
+    charged: Charge | None
+
+
+class SeatsAdded(Out):
+    agents: list[Seat]
+    charged: Charge | None
+
+
+class SeatsRemoved(Out):
+    removed: list[int]
+    already_removed: list[int]
+    credited: Charge | None
+
+
+class GroupEnvelope(Out):
+    group: Group
+
+
+class GroupsEnvelope(Out):
+    groups: list[Group]
+
+
+class GroupSettingsEnvelope(Out):
+    group: GroupSettings
+
+
+class MembersEnvelope(Out):
+    group_id: int
+    agent_ids: list[int]
+
+
+# --- sign-in ----------------------------------------------------------------------------------
+class LoginAnswer(Out):
+    token: str
+    agent: Agent
+
+
+class TokenAnswer(Out):
+    token: str
+
+
+class Ok(Out):
+    ok: Literal[True]
+
+
+class PresenceAnswer(Out):
+    status: Presence
+
+
+# --- tickets and messages ---------------------------------------------------------------------
+class CustomerRef(Out):
+    id: int
+    name: str | None
+    email: str | None
+
+
+class Ticket(Out):
+    """A ticket as core.serialize.ticket_dict writes it."""
+
+    id: int
+    subject: str | None
+    status: StatusName
+    priority: PriorityName
+    channel: str
+    tags: list[str]
+    group_id: int | None
+    assignee_id: int | None
+    customer_id: int
+    customer: CustomerRef | None
+    created_at: datetime
+    updated_at: datetime
+    last_message_at: datetime | None
+    assigned_at: datetime | None
+    first_response_at: datetime | None
+    solved_at: datetime | None
+    reopen_count: int
+
+
+class QueuedTicket(Ticket):
+    """A waiting ticket in the queue (core.tickets.queue)."""
+
+    routing_state: str
+    queued_at: datetime | None
+    overflow_at: datetime | None
+
+
+class MessageAttachment(Out):
+    """A file on a message: an agent's upload (with its ``id``) or a channel's file (core.channels.Attachment)."""
+
+    id: int | None = Field(default=None, description="Set for a file uploaded to the hub")
+    name: str
+    content_type: str
+    url: str | None
+    size: int | None
+
+
+class Author(Out):
+    type: Literal["customer", "agent"]
+    id: int | None
+    name: str | None
+
+
+class Message(Out):
+    """A message as core.serialize.message_dict writes it (``author`` is null for the system's)."""
+
+    id: int
+    ticket_id: int
+    direction: Direction
+    text: str
+    attachments: list[MessageAttachment]
+    author: Author | None
+    channel: str
+    delivery_state: DeliveryState | None
+    created_at: datetime
+
+
+class TicketEnvelope(Out):
+    ticket: Ticket
+
+
+class TicketsEnvelope(Out):
+    tickets: list[Ticket]
+
+
+class TicketWithMessages(Out):
+    ticket: Ticket
+    messages: list[Message]
+
+
+class MessageEnvelope(Out):
+    message: Message
+
+
+class QueueEnvelope(Out):
+    queue: list[QueuedTicket]
+
+
+class RoutingDecision(BaseModel):
+    """One routing decision about a ticket; its strategy may add keys of its own (``detail``)."""
+
+    model_config = ConfigDict(extra="allow")
+    at: datetime
+    outcome: str
+    agent_id: int | None
+    agent_name: str | None
+    group_id: int | None
+    rule: str | None
+    strategy: str | None
+    candidates: list[Any]
+
+
+class RoutingHistory(Out):
+    ticket_id: int
+    assignee_id: int | None
+    group_id: int | None
+    rule: str | None
+    routing_state: str
+    decisions: list[RoutingDecision]
+
+
+# --- attachments ------------------------------------------------------------------------------
+class Attachment(Out):
+    """An uploaded file (core.attachments.attachment_dict)."""
+
+    id: int
+    name: str
+    content_type: str
+    size: int
+    url: str
+
+
+class AttachmentEnvelope(Out):
+    attachment: Attachment
+
+
+# --- routing configuration --------------------------------------------------------------------
+class Rule(Out):
+    """A routing rule (routing.config.rule_dict)."""
+
+    id: int
+    name: str
+    position: int
+    enabled: bool
+    conditions: dict[str, Any]
+    actions: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class RuleEnvelope(Out):
+    rule: Rule
+
+
+class RulesEnvelope(Out):
+    rules: list[Rule]
+
+
+class RoutingSettings(Out):
+    default_group_id: int | None
+    business_hours: dict[str, Any] | None
+    offline_policy: Literal["reroute", "keep"]
+    default_overflow_seconds: int
+    unlimited_wait: bool
+
+
+class RoutingSettingsEnvelope(Out):
+    settings: RoutingSettings
+
+
+# --- customers --------------------------------------------------------------------------------
+class Identity(Out):
+    channel: str
+    external_id: str
+
+
+class Customer(Out):
+    """A customer (core.customers.customer_view)."""
+
+    id: int
+    name: str | None
+    email: str | None
+    tags: list[str]
+    attributes: dict[str, Any]
+    created_at: datetime
+    identities: list[Identity]
+
+
+class CustomerEnvelope(Out):
+    customer: Customer
+
+
+# --- billing (core.statements) ----------------------------------------------------------------
+class Money(Out):
+    """An amount: the exact integer of minor units, and the decimal string for people."""
+
+    minor: int
+    decimal: str
+
+
+class Party(Out):
+    name: str
+    address: str
+    domain: str
+    tax_id: str
+
+
+class ContractSummary(Out):
+    state: Literal["active", "ending", "ended"]
+    tenant_status: Literal["active", "suspended", "ended"]
+    currency: str
+    minor_unit_digits: int
+    price_per_seat_year: Money
+    term_start: str = Field(json_schema_extra={"format": "date"})
+    term_end: str = Field(json_schema_extra={"format": "date"})
+    term_days: int
+    seats_paid: int
+    seats_in_use: int
+    balance: Money
+    ends_on: str | None
+
+
+class ContractEnvelope(Out):
+    contract: ContractSummary
+
+
+LedgerKindName = Literal["top_up", "charge", "credit", "refund", "compensation"]
+
+
+class LedgerLine(Out):
+    id: int
+    at: datetime
+    date: str = Field(json_schema_extra={"format": "date"})
+    kind: LedgerKindName
+    description: str
+    seats: int
+    days: int
+    amount: Money
+    balance_after: Money
+    invoice: str | None
+
+
+class LedgerPage(Out):
+    currency: str
+    minor_unit_digits: int
+    entries: list[LedgerLine]
+    next_after_id: int | None
+
+
+class Period(Out):
+    from_: str | None = Field(alias="from")
+    to: str | None
+
+
+class StatementBody(Out):
+    tenant: Party
+    contract: ContractSummary
+    currency: str
+    minor_unit_digits: int
+    period: Period
+    opening_balance: Money
+    entries: list[LedgerLine]
+    totals: dict[str, Money]
+    closing_balance: Money
+    generated_at: datetime
+
+
+class StatementEnvelope(Out):
+    statement: StatementBody
+
+
+class InvoiceLine(Out):
+    description: str
+    seats: int
+    days: int
+    term_days: int
+    price_per_seat_year: Money
+    amount: Money
+
+
+class InvoiceBody(Out):
+    number: str
+    entry_id: int
+    issued_on: str = Field(json_schema_extra={"format": "date"})
+    issued_at: datetime
+    reason: str
+    seller: Party
+    buyer: Party
+    currency: str
+    minor_unit_digits: int
+    service_period: Period
+    lines: list[InvoiceLine]
+    total: Money
+    paid_from_balance: Money
+    balance_before: Money
+    balance_after: Money
+
+
+class InvoiceEnvelope(Out):
+    invoice: InvoiceBody
+
+
+class InvoiceSummary(Out):
+    number: str
+    entry_id: int
+    issued_on: str = Field(json_schema_extra={"format": "date"})
+    reason: str
+    description: str
+    currency: str
+    total: Money
+
+
+class InvoicesPage(Out):
+    invoices: list[InvoiceSummary]
+    next_after_id: int | None
