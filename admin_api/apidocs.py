@@ -35,14 +35,31 @@ PAGE_CSP = "; ".join((
 BUNDLE_CACHE = "public, max-age=86400"
 
 
+PAGE_HEADERS = {
+    "Content-Security-Policy": PAGE_CSP,
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
 async def _page(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(DOCS / "index.html", headers={
-        "Content-Type": "text/html; charset=utf-8",
-        "Content-Security-Policy": PAGE_CSP,
-        "Cache-Control": "no-cache",
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-    })
+    return web.FileResponse(DOCS / "index.html", headers={"Content-Type": "text/html; charset=utf-8", **PAGE_HEADERS})
+
+
+def _operator_page() -> bytes:
+    """The same page for the operator's document, on the operator host (which serves /operator/ only)."""
+    page = (DOCS / "index.html").read_text(encoding="utf-8")
+    page = page.replace('spec-url="/api/v1/openapi.json"', 'spec-url="/operator/v1/openapi.json"')
+    page = page.replace('src="/api/docs/redoc.standalone.js"', 'src="/operator/docs/redoc.standalone.js"')
+    return page.replace("<title>channelhub API</title>", "<title>channelhub operator API</title>").encode()
+
+
+OPERATOR_PAGE = _operator_page()
+
+
+async def _operator(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=OPERATOR_PAGE, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
 
 
 async def _bundle(request: web.Request) -> web.StreamResponse:
@@ -54,4 +71,7 @@ async def _bundle(request: web.Request) -> web.StreamResponse:
 
 
 def apidocs_routes() -> list[web.RouteDef]:
-    return [web.get("/api/docs", _page), web.get("/api/docs/redoc.standalone.js", _bundle)]
+    """/api/docs on tenants' domains; /operator/docs on the operator host (web.http decides which
+    host serves which)."""
+    return [web.get("/api/docs", _page), web.get("/api/docs/redoc.standalone.js", _bundle),
+            web.get("/operator/docs", _operator), web.get("/operator/docs/redoc.standalone.js", _bundle)]

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from admin_api.apidocs import DOCS
-from tests.conftest import Server, TenantInfo
+from tests.conftest import OPERATOR_HOST, Server, TenantInfo
 from tests.support import Http, assert_error
 
 # The browser and the *.localhost tenant of the browser tests (fixtures), and how they launch it.
@@ -119,3 +119,19 @@ async def test_docs_render_in_chromium_from_the_hub_alone(
     assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
     assert page_errors == []
     await ctx.close()
+
+
+async def test_the_operator_host_has_its_own_docs_page_and_tenants_do_not(http: Http, tenant: TenantInfo) -> None:
+    page = await http("GET", "/operator/docs", host=OPERATOR_HOST)
+    assert page.status == 200, page
+    assert 'spec-url="/operator/v1/openapi.json"' in page.text
+    assert 'src="/operator/docs/redoc.standalone.js"' in page.text
+    assert csp_of(page.headers)["script-src"] == ["'self'"]
+    bundle = await http("GET", "/operator/docs/redoc.standalone.js", host=OPERATOR_HOST)
+    assert bundle.status == 200 and bundle.headers["Content-Type"] == "application/javascript; charset=utf-8"
+    document = await http("GET", "/operator/v1/openapi.json", host=OPERATOR_HOST)
+    assert document.status == 200 and "/operator/v1/tenants" in document.body["paths"]
+    # Neither the page nor the document is served on a tenant's domain, and /api/docs not on the operator's.
+    for path in ("/operator/docs", "/operator/v1/openapi.json"):
+        assert_error(await http("GET", path, host=tenant.domain), 404, "not_found")
+    assert_error(await http("GET", "/api/docs", host=OPERATOR_HOST), 404, "not_found")
