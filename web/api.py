@@ -97,8 +97,10 @@ class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: str
     message: str
-    # A validation_error's refusals, one per field: {"loc", "msg", "type"}.
-    details: list[dict[str, Any]] | None = None
+    # A validation_error's refusals, one per field ({"loc", "msg", "type"}), or what else explains
+    # the refusal as an object: what a 402 required, the e-mails a 409 found taken, the ids a 404
+    # did not find.
+    details: list[dict[str, Any]] | dict[str, Any] | None = None
 
 
 class Error(BaseModel):
