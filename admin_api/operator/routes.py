@@ -301,6 +301,7 @@ async def _money(request: web.Request, model: Any, move: Any) -> web.Response:
     now = utcnow()
     async with hub.db.session() as session:
         entry = await move(session, tenant_id, data, op, now)
+        await session.flush()  # the entry's id
         tenants.operator_audit(session, op.actor, f"tenant.billing.{entry.kind}", tenant_id,
                                {"amount": entry.amount, "balance_after": entry.balance_after, **entry.detail},
                                request.remote)
