@@ -22,7 +22,7 @@ CUSTOMERS = {f"customer{n}": "pw" for n in range(1, 6)}
 @pytest.fixture
 async def prosody() -> AsyncIterator[Prosody]:
     skip_without_prosody()
-    server = Prosody({SUPPORT_USER: SUPPORT_PASSWORD, **CUSTOMERS})
+    server = Prosody({SUPPORT_USER: SUPPORT_PASSWORD, **CUSTOMERS}, tls=True)
     await server.start()
     yield server
     await server.close()

@@ -21,14 +21,13 @@ import signal
 import socket
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
 
 PROSODY = "/usr/bin/prosody"
 PROSODYCTL = "/usr/bin/prosodyctl"
-HOST = "xmpp.test"
-COMPONENT = "support.xmpp.test"
 COMPONENT_SECRET = "comp-s3cret"
 
 
@@ -62,7 +61,8 @@ authentication = "internal_plain"
 storage = "internal"
 modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "presence"; "message"; "offline";
                      "smacks"; "posix"; "register"; "carbons" }}
-modules_disabled = {{ "s2s"; "tls" }}
+modules_disabled = {{ {disabled} }}
+{tls}
 allow_registration = false
 smacks_hibernation_time = 30
 -- Clients reconnect at once in the tests: no limits on how fast they may.
@@ -77,20 +77,36 @@ Component "{component}"
 class Prosody:
     """One prosody server; ``users`` maps local parts to passwords (registered at start)."""
 
-    def __init__(self, users: dict[str, str] | None = None, *, log_level: str = "info") -> None:
+    def __init__(self, users: dict[str, str] | None = None, *, log_level: str = "info", tls: bool = False) -> None:
         self.users = dict(users or {})
         self.host = "127.0.0.1"
-        self.domain = HOST
-        self.component = COMPONENT
+        # A domain of its own: account JIDs are unique over the whole hub (and the test database).
+        self.domain = f"x{uuid.uuid4().hex[:10]}.test"
+        self.component = f"support.{self.domain}"
         self.component_secret = COMPONENT_SECRET
         self.c2s_port = free_port()
         self.component_port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="channelhub-prosody-"))
         (self.root / "data").mkdir()
+        (self.root / "certs").mkdir()
+        # With ``tls``: STARTTLS offered (not required) with a self-signed certificate for the domain,
+        # for clients that refuse to authenticate in plaintext (go-sendxmpp; connect with -n).
+        tls_config, disabled = "", '"s2s"; "tls"'
+        self.tls_port = 0
+        if tls:
+            key, cert = self.root / "key.pem", self.root / "cert.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                            "-subj", f"/CN={self.domain}", "-addext", f"subjectAltName=DNS:{self.domain}",
+                            "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+            self.tls_port = free_port()
+            tls_config = (f'ssl = {{ certificate = "{cert}"; key = "{key}" }}\n'
+                          f'c2s_direct_tls_ports = {{ {self.tls_port} }}\n'
+                          f'c2s_direct_tls_ssl = {{ certificate = "{cert}"; key = "{key}" }}')
+            disabled = '"s2s"'
         self.config = self.root / "prosody.cfg.lua"
         self.config.write_text(CONFIG.format(
-            root=self.root, c2s_port=self.c2s_port, component_port=self.component_port, host=HOST,
-            component=COMPONENT, secret=COMPONENT_SECRET, level=log_level))
+            root=self.root, c2s_port=self.c2s_port, component_port=self.component_port, host=self.domain,
+            component=self.component, secret=COMPONENT_SECRET, level=log_level, tls=tls_config, disabled=disabled))
         self.proc: asyncio.subprocess.Process | None = None
         self._registered: set[str] = set()
 
@@ -100,12 +116,12 @@ class Prosody:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def jid(self, user: str) -> str:
-        return f"{user}@{HOST}"
+        return f"{user}@{self.domain}"
 
     def register(self, user: str, password: str) -> None:
         """Make an account (works whether or not the server runs: prosodyctl writes the data files)."""
         self.users[user] = password
-        result = subprocess.run([PROSODYCTL, "--config", str(self.config), "register", user, HOST, password],
+        result = subprocess.run([PROSODYCTL, "--config", str(self.config), "register", user, self.domain, password],
                                 capture_output=True, text=True, timeout=30)
         if result.returncode != 0:
             raise RuntimeError(f"prosodyctl register {user} failed: {result.stdout}{result.stderr}")
