@@ -51,22 +51,22 @@ async def create_account(request: web.Request) -> web.Response:
     return web.json_response({"account": account}, status=201)
 
 
-@ADMIN_ROUTES.route("GET", "/api/v1/xmpp/accounts/{account_id}", summary="One XMPP account (admin)")
+@ADMIN_ROUTES.route("GET", "/api/v1/xmpp/accounts/{xmpp_account_id}", summary="One XMPP account (admin)")
 async def get_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
-    account_id = int_param(request, "account_id", limit=MAX_ID)
+    account_id = int_param(request, "xmpp_account_id", limit=MAX_ID)
     async with hub.db.read(principal.tenant_id) as session:
         account = await xstore.get_account(session, account_id)
     return web.json_response({"account": account})
 
 
-@ADMIN_ROUTES.route("PATCH", "/api/v1/xmpp/accounts/{account_id}", summary="Change an XMPP account (admin)",
+@ADMIN_ROUTES.route("PATCH", "/api/v1/xmpp/accounts/{xmpp_account_id}", summary="Change an XMPP account (admin)",
                     body=UpdateAccountBody)
 async def update_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
-    account_id = int_param(request, "account_id", limit=MAX_ID)
+    account_id = int_param(request, "xmpp_account_id", limit=MAX_ID)
     data = await body(request, UpdateAccountBody)
     async with hub.db.session(principal.tenant_id) as session:
         account = await xstore.update_account(session, hub.settings, account_id, _changes(data),
@@ -75,11 +75,11 @@ async def update_account(request: web.Request) -> web.Response:
     return web.json_response({"account": account})
 
 
-@ADMIN_ROUTES.route("DELETE", "/api/v1/xmpp/accounts/{account_id}", summary="Remove an XMPP account (admin)")
+@ADMIN_ROUTES.route("DELETE", "/api/v1/xmpp/accounts/{xmpp_account_id}", summary="Remove an XMPP account (admin)")
 async def delete_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
-    account_id = int_param(request, "account_id", limit=MAX_ID)
+    account_id = int_param(request, "xmpp_account_id", limit=MAX_ID)
     async with hub.db.session(principal.tenant_id) as session:
         await xstore.delete_account(session, account_id, actor_id=principal.agent_id, ip=request.remote)
     connector_of(request).forget()
