@@ -20,9 +20,9 @@ from sqlalchemy.engine import make_url
 from admin_api.client import AgentClient, VisitorClient
 from channelhub.app import create_app, limits
 from connectors.email.settings import EmailSettings
-from connectors.xmpp.settings import XmppSettings
 from connectors.registry import CHANNELS
 from connectors.wechat.settings import WeChatSettings
+from connectors.xmpp.settings import XmppSettings
 from core import seats, tenants
 from core.config import Settings
 from core.db import Database, create_pg_database, drop_pg_database, migrate

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -110,7 +111,7 @@ class Shop:
     mailbox: dict[str, Any]  # a support address, as the admin API shows it
     message_id: int  # the customer's first message
     invoice_number: str  # of the charge for the tenant's seats (a billing contract and its ledger)
-    xmpp: dict[str, Any] = field(default_factory=dict)  # an XMPP client account, as the admin API shows it
+    xmpp: dict[str, Any] = dataclass_field(default_factory=dict)  # an XMPP client account, as the API shows it
 
     @property
     def domain(self) -> str:

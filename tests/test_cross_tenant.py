@@ -25,8 +25,8 @@ from sqlalchemy import select
 from admin_api.client import AgentClient, HubError
 from admin_api.gateway import ACTIONS
 from connectors.email.models import EmailMailbox
-from connectors.xmpp.models import XmppAccount
 from connectors.wechat.models import WeChatAccount, WeChatMedia
+from connectors.xmpp.models import XmppAccount
 from core import statements
 from core.config import Settings
 from core.db import Database

@@ -27,6 +27,7 @@ class Customer:
         self.receipts: list[str] = []
         self.changed = asyncio.Condition()
         self.xmpp: Any = None
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def connect(self) -> Customer:
         xmpp = slixmpp.ClientXMPP(f"{self.jid}/phone", self.password, plugin_config={
@@ -51,7 +52,9 @@ class Customer:
             self.receipts.append(received.get("id") or "")
         if msg["body"]:
             self.received.append(msg)
-        asyncio.ensure_future(self._notify())
+        task = asyncio.ensure_future(self._notify())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _notify(self) -> None:
         async with self.changed:

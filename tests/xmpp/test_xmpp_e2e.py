@@ -7,14 +7,18 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
+from connectors.xmpp.models import XmppAccount
+from core.db import Database
+from core.models import table_of, utcnow
 from tests.conftest import Server, eventually
 from tests.xmpp.conftest import make_desk
 from tests.xmpp.prosody import Prosody
 from tests.xmpp.support import Customer
-
 
 
 async def test_customer_writes_agent_answers_customer_receives(xmpp_server: Server, prosody: Prosody) -> None:
@@ -207,3 +211,49 @@ async def _presence_of(customer: Customer, jid: str) -> str | None:
 
 async def _show_is(customer: Customer, jid: str, show: str) -> bool:
     return await _presence_of(customer, jid) == show
+
+
+async def test_one_failing_account_holds_up_nothing_and_a_dead_holders_lease_is_taken_over(
+        xmpp_server: Server, prosody: Prosody) -> None:
+    """Two tenants in one process: one account with a wrong password keeps failing (its error shown to
+    its admin) while the other connects; an account whose lease a dead process still holds is
+    connected once that lease runs out."""
+    good = await make_desk(xmpp_server, prosody)
+    bad_tenant_desk = await make_desk(xmpp_server, prosody, component=True)
+    try:
+        # The component's secret is wrong: it keeps failing with back-off, and says why.
+        await bad_tenant_desk.admin.api("PATCH", f"/api/v1/xmpp/accounts/{bad_tenant_desk.account['id']}",
+                                        {"secret": "wrong"})
+
+        async def failing() -> dict[str, object] | None:
+            acc = (await bad_tenant_desk.admin.api(
+                "GET", f"/api/v1/xmpp/accounts/{bad_tenant_desk.account['id']}"))["account"]
+            return acc if acc["status"]["error"] and not acc["status"]["connected"] else None
+
+        failed = await eventually(failing, timeout=20)
+        assert "wrong" not in str(failed)
+        await good.connected()
+
+        # A dead process's lease on the good account: nobody connects it until the lease runs out.
+        await good.deactivate()
+        db = Database(xmpp_server.settings.database_url)
+        try:
+            async with db.connection() as conn:
+                await conn.execute(sa.update(table_of(XmppAccount)).where(XmppAccount.id == good.account["id"])
+                                   .values(lease_owner="dead-host:1:x", connected=False,
+                                           lease_until=utcnow() + timedelta(seconds=3)))
+            await good.admin.api("PATCH", f"/api/v1/xmpp/accounts/{good.account['id']}", {"active": True})
+            started = asyncio.get_running_loop().time()
+            await good.connected(timeout=30)
+            assert asyncio.get_running_loop().time() - started > 1.5
+            async with db.read() as session:
+                owner = (await session.execute(sa.select(XmppAccount.lease_owner)
+                                               .where(XmppAccount.id == good.account["id"]))).scalar_one()
+            assert owner != "dead-host:1:x"
+        finally:
+            await db.dispose()
+    finally:
+        await good.deactivate()
+        await bad_tenant_desk.deactivate()
+        await good.tenant.close()
+        await bad_tenant_desk.tenant.close()
