@@ -102,8 +102,9 @@ def key_of(text: str) -> str | None:
 
 
 async def wait_all(arrived: dict[str, float], want: int, timeout: float) -> None:
-    deadline = time.perf_counter() + timeout
-    while len(arrived) < want and time.perf_counter() < deadline:
+    for _ in range(int(timeout / 0.05)):
+        if len(arrived) >= want:
+            return
         await asyncio.sleep(0.05)
 
 
@@ -193,6 +194,13 @@ async def connected_count(url: str) -> int:
         await db.dispose()
 
 
+async def until_connected(url: str, want: int, timeout: float) -> None:
+    for _ in range(int(timeout / 0.2)):
+        if await connected_count(url) >= want:
+            return
+        await asyncio.sleep(0.2)
+
+
 async def stored_count(url: str) -> tuple[int, int]:
     from sqlalchemy import func, select
 
@@ -237,8 +245,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
         proc = start_serve(env, workdir, log_file)
         await wait_up(f"http://127.0.0.1:{port}", proc, timeout=60)
-        while await connected_count(database_url) < 1:
-            await asyncio.sleep(0.1)
+        await until_connected(database_url, 1, 60)
         agent = AgentClient(f"http://127.0.0.1:{port}", host=domain)
         await agent.login(f"admin@{domain}", PASSWORD)
         await agent.connect()
@@ -285,8 +292,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             extra.append((await make_tenant(database_url, f"t{n}-{domain}", admin=False), prosody.jid(f"s{n}")))
         started = time.perf_counter()
         await add_accounts(database_url, prosody, extra)
-        while await connected_count(database_url) < args.tenants + 1 and time.perf_counter() - started < 120:
-            await asyncio.sleep(0.2)
+        await until_connected(database_url, args.tenants + 1, 120)
         await asyncio.sleep(1)
         result["tenants_side_by_side"] = {
             "accounts": args.tenants + 1, "connected": await connected_count(database_url),
