@@ -427,9 +427,15 @@ class Link:
         stored = False
         for attempt in range(STORE_TRIES):
             try:
-                if (a.id, customer, local) not in self._peers:
-                    await xstore.remember_peer(self.hub, a.tenant_id, a.id, customer, local)
-                    self._peers.add((a.id, customer, local))  # type: ignore[arg-type]
+                peer = (customer, local)
+                if peer not in self._peers:
+                    # Marked before the write: a burst from one customer writes the row once.
+                    self._peers.add(peer)
+                    try:
+                        await xstore.remember_peer(self.hub, a.tenant_id, a.id, customer, local)
+                    except BaseException:
+                        self._peers.discard(peer)
+                        raise
                 await self.hub.inbox.ingest(msg)
                 stored = True
                 break
