@@ -114,6 +114,8 @@ class AgentClient(_Base):
         self._changed = asyncio.Condition()
         self._refs = itertools.count(1)
         self.errors: list[dict[str, Any]] = []
+        # Live typing frames (core.live): someone typing on a ticket this agent sees.
+        self.typing_frames: list[dict[str, Any]] = []
 
     async def __aenter__(self) -> AgentClient:
         return self
@@ -167,6 +169,8 @@ class AgentClient(_Base):
                     self._results.pop(frame["ref"]).set_result(frame)
                 elif kind == "error":
                     self.errors.append(frame)
+                elif kind == "typing":
+                    self.typing_frames.append(frame)
                 async with self._changed:
                     self._changed.notify_all()
         finally:
@@ -236,6 +240,15 @@ class AgentClient(_Base):
     async def transfer(self, ticket_id: int, *, agent_id: int | None = None, group_id: int | None = None) -> Any:
         fields = {"agent_id": agent_id} if agent_id else {"group_id": group_id}
         return (await self.action("transfer", ticket_id=ticket_id, **fields))["ticket"]
+
+    async def typing(self, ticket_id: int, state: str = "composing") -> dict[str, Any]:
+        """Tell the customer (and the other agents on the ticket) that this agent is typing
+        (``composing``) or stopped (``paused``)."""
+        return await self.action("typing", ticket_id=ticket_id, state=state)
+
+    async def wait_typing(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
+        """The first ``typing`` frame received that matches."""
+        return await _wait_until(self._changed, lambda: self.typing_frames, predicate, timeout)
 
     async def wait_event(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10,
                          start: int = 0) -> dict[str, Any]:

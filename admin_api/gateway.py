@@ -31,6 +31,7 @@ from admin_api.schemas import (
     TagsFrame,
     TicketFrame,
     TransferFrame,
+    TypingFrame,
 )
 from core import tickets
 from core.auth import Principal, WatchedSession, authenticate, sessions_topic, token_digest, token_valid
@@ -38,6 +39,7 @@ from core.bus import Subscription
 from core.events import tenant_topic, visible_to
 from core.feed import missed_events, snapshot
 from core.hub import Hub
+from core.live import agent_typing, live_topic
 from core.models import Presence
 from core.presence import heartbeat, set_presence
 from core.seats import profile
@@ -78,6 +80,7 @@ class AgentConnection(SocketSession[Hello]):
         self.watched: WatchedSession | None = None
         self.sees_all = False  # read once: on_event runs for every event of the tenant
         self.revocations: Subscription | None = None
+        self.live: Subscription | None = None  # typing (core.live): pushed as it comes, never stored
         self.watchdog: asyncio.Task[None] | None = None
         self.recheck = asyncio.Event()  # set by a revocation on the bus
         # The agent's groups: which waiting tickets' events they see (refreshed with heartbeats).
@@ -96,6 +99,20 @@ class AgentConnection(SocketSession[Hello]):
         assert self.principal is not None
         if visible_to(event, self.principal.agent_id, self.sees_all, self.groups) and self._mark(event["id"]):
             self.push({"type": "event", "event": event})
+
+    def on_live(self, signal: dict[str, Any]) -> None:
+        """Someone typing on a ticket this agent sees (not the agent's own typing)."""
+        assert self.principal is not None
+        if signal.get("kind") != "typing":
+            return
+        by = signal.get("by") or {}
+        if by.get("type") == "agent" and by.get("id") == self.principal.agent_id:
+            return
+        assignee, group = signal.get("assignee_id"), signal.get("group_id")
+        if self.sees_all or assignee == self.principal.agent_id or (
+                assignee is None and (group is None or group in self.groups)):
+            self.push({"type": "typing", "ticket_id": signal["ticket_id"], "state": signal["state"], "by": by,
+                       "channel": signal.get("channel")})
 
     async def catch_up(self, since: datetime) -> None:
         """The bus may have lost events since ``since``: send those of the table not sent yet."""
@@ -120,6 +137,7 @@ class AgentConnection(SocketSession[Hello]):
         # Subscribe before reading the backlog, so nothing falls between the two; ids de-duplicate.
         self.subscription = self.hub.bus.subscribe(tenant_topic(self.tenant.id), self.on_event,
                                                    catch_up=self.catch_up)
+        self.live = self.hub.bus.subscribe(live_topic(self.tenant.id), self.on_live)
         status = hello.status if hello.status in (Presence.ONLINE, Presence.AWAY) else Presence.ONLINE
         await set_presence(self.hub, self.tenant.id, principal.agent_id, status)
         self.last_beat = time.monotonic()
@@ -140,6 +158,8 @@ class AgentConnection(SocketSession[Hello]):
                 self.hub.sessions.remove(self.watched)
             if self.revocations is not None:
                 self.revocations.close()
+            if self.live is not None:
+                self.live.close()
             if self.watchdog is not None:
                 self.watchdog.cancel()
 
@@ -233,6 +253,11 @@ async def _note(hub: Hub, p: Principal, f: MessageFrame) -> dict[str, Any]:
                                                  client_id=f.client_id)}
 
 
+async def _typing(hub: Hub, p: Principal, f: TypingFrame) -> dict[str, Any]:
+    await agent_typing(hub, p, f.ticket_id, f.state)
+    return {"state": f.state}
+
+
 async def _status(hub: Hub, p: Principal, f: StatusFrame) -> dict[str, Any]:
     return {"ticket": await tickets.update_ticket(hub, p, f.ticket_id, status=f.status)}
 
@@ -263,6 +288,7 @@ ACTIONS: dict[str, Action[Any]] = {
     "status": Action(StatusFrame, _status), "priority": Action(PriorityFrame, _priority),
     "tags": Action(TagsFrame, _tags), "transfer": Action(TransferFrame, _transfer),
     "get_ticket": Action(TicketFrame, _get), "claim": Action(TicketFrame, _claim),
+    "typing": Action(TypingFrame, _typing),
 }
 
 

@@ -281,6 +281,14 @@ class TransferFrame(TransferBody, TicketFrame):
                                           "": "transfer_target"}
 
 
+class TypingFrame(TicketFrame):
+    """The agent is typing on a ticket (``composing``) or stopped (``paused``): a live signal, never
+    stored (core.live)."""
+
+    codes: ClassVar[Mapping[str, str]] = {**TicketFrame.codes, "state": "invalid_typing_state"}
+    state: Literal["composing", "paused"] = "composing"
+
+
 class PresenceFrame(PresenceBody, ActionFrame):
     codes: ClassVar[Mapping[str, str]] = {"status": "invalid_presence"}
 

@@ -6,11 +6,12 @@ here, and one alembic revision for its tables (docs/architecture.md, "Adding a c
 
 from __future__ import annotations
 
-from connectors import email, webchat, wechat
+from connectors import email, webchat, wechat, xmpp
 from web.channels import ChannelSpec
 
 CHANNELS: tuple[ChannelSpec, ...] = (
     webchat.CHANNEL,
     wechat.CHANNEL,
     email.CHANNEL,
+    xmpp.CHANNEL,
 )

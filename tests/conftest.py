@@ -22,6 +22,7 @@ from channelhub.app import create_app, limits
 from connectors.email.settings import EmailSettings
 from connectors.registry import CHANNELS
 from connectors.wechat.settings import WeChatSettings
+from connectors.xmpp.settings import XmppSettings
 from core import seats, tenants
 from core.config import Settings
 from core.db import Database, create_pg_database, drop_pg_database, migrate
@@ -89,7 +90,7 @@ class Server:
 
 
 async def start_server(settings: Settings, channels: Sequence[ChannelSpec] = CHANNELS, *,
-                       imap: bool = False) -> Server:
+                       imap: bool = False, xmpp: bool = False) -> Server:
     """A hub server on loopback with its own SMTP receiver port. It follows IMAP mailboxes only with
     ``imap``: every hub reads every tenant's mailboxes, and the IMAP tests' own followers would
     otherwise compete for their leases."""
@@ -97,7 +98,11 @@ async def start_server(settings: Settings, channels: Sequence[ChannelSpec] = CHA
     email = settings.channels.get("email") or EmailSettings()
     assert isinstance(email, EmailSettings)
     email = replace(email, smtp_host="127.0.0.1", smtp_port=smtp_port, imap_follow=imap)
-    own = replace(settings, port=port, channels={**settings.channels, "email": email})
+    # XMPP accounts are connected only with ``xmpp``, for the same reason (their leases).
+    xmpp_settings = settings.channels.get("xmpp") or XmppSettings()
+    assert isinstance(xmpp_settings, XmppSettings)
+    xmpp_settings = replace(xmpp_settings, connect=xmpp)
+    own = replace(settings, port=port, channels={**settings.channels, "email": email, "xmpp": xmpp_settings})
     app = create_app(own, channels)
     # The runner `channelhub serve` uses, with its limits on slow and stuck clients.
     runner = await serving.start(app, limits(settings), "127.0.0.1", port, shutdown_timeout=2)

@@ -15,6 +15,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -58,6 +59,7 @@ ID_PARAMS = {
     "attachment_id": ("attachment_not_found", MAX_BIG_ID),
     "mailbox_id": ("mailbox_not_found", MAX_ID),
     "message_id": ("original_not_found", MAX_BIG_ID),
+    "xmpp_account_id": ("xmpp_account_not_found", MAX_ID),
 }
 # Each textual id in a path (a WeChat account's webhook key, a WeChat media id): the error for one
 # that exists nowhere, and the longest its column holds.
@@ -109,6 +111,7 @@ class Shop:
     mailbox: dict[str, Any]  # a support address, as the admin API shows it
     message_id: int  # the customer's first message
     invoice_number: str  # of the charge for the tenant's seats (a billing contract and its ledger)
+    xmpp: dict[str, Any] = dataclass_field(default_factory=dict)  # an XMPP client account, as the API shows it
 
     @property
     def domain(self) -> str:
@@ -119,7 +122,8 @@ class Shop:
                 "group_id": self.group_id, "rule_id": self.rule_id, "account_id": self.wechat["id"],
                 "key": self.wechat["key"], "media_id": self.media_id, "attachment_id": self.attachment["id"],
                 "signature": self.file_path.rsplit("/", 1)[1], "mailbox_id": self.mailbox["id"],
-                "message_id": self.message_id, "invoice_number": self.invoice_number}
+                "message_id": self.message_id, "invoice_number": self.invoice_number,
+                "xmpp_account_id": self.xmpp["id"]}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
@@ -203,6 +207,10 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
                  ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"],
                  account.body["account"], media_id, label.body["attachment"], file_path, kf.key,
                  mailbox.body["mailbox"], first.body["message"]["id"], invoice)
+        xmpp = await http("POST", "/api/v1/xmpp/accounts", host=info.domain, token=admin_token, json_body={
+            "kind": "client", "jid": f"help@xmpp.{info.domain}", "secret": "xmpp secret"})
+        assert xmpp.status == 201, xmpp
+        s.xmpp = dict(xmpp.body["account"])
 
         async def delivered() -> bool:
             detail = await s.call("GET", f"/api/v1/tickets/{ticket_id}")
@@ -254,6 +262,9 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/api/v1/email/mailboxes"): {"address": f"help-{uuid.uuid4().hex[:6]}@{shop.domain}",
                                               "name": "Initech help", "smtp": {"host": "127.0.0.1", "port": 2525}},
         ("PATCH", "/api/v1/email/mailboxes/{mailbox_id}"): {"name": "Renamed", "plus_addressing": True},
+        ("POST", "/api/v1/xmpp/accounts"): {"kind": "client", "jid": f"c-{uuid.uuid4().hex[:6]}@{shop.domain}",
+                                            "secret": "pw", "host": "127.0.0.1", "port": 5222},
+        ("PATCH", "/api/v1/xmpp/accounts/{xmpp_account_id}"): {"name": "Renamed", "muc_rooms": []},
         ("POST", "/webchat/messages"): {"visitor_id": shop.visitor_id, "client_id": f"c-{uuid.uuid4().hex[:8]}",
                                         "text": "Any news?", "name": "Milton", "email": "milton@example.com",
                                         "language": "en-GB"},
@@ -268,6 +279,7 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
     no_app_id = {k: val for k, val in wechat.items() if k != "app_id"}
     webchat = v[("POST", "/webchat/messages")]
     mailbox = v[("POST", "/api/v1/email/mailboxes")]
+    xmpp = v[("POST", "/api/v1/xmpp/accounts")]
 
     def without(body: dict[str, Any], field: str) -> dict[str, Any]:
         return {k: val for k, val in body.items() if k != field}
@@ -419,6 +431,17 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
         ("PATCH", "/api/v1/email/mailboxes/{mailbox_id}"): [
             ({"name": 5}, "name"), ({"active": "yes"}, "active"), ({"smtp": {"port": 70000}}, "smtp"),
             ({"imap": {"folder": ""}}, "imap"), ({"smtp": "host"}, "smtp"), ({"address": "x@y.example"}, "address"),
+        ],
+        ("POST", "/api/v1/xmpp/accounts"): [
+            ({**xmpp, "kind": "bot"}, "kind"), (without(xmpp, "kind"), "kind"), ({**xmpp, "jid": 5}, "jid"),
+            (without(xmpp, "jid"), "jid"), ({**xmpp, "secret": ""}, "secret"), (without(xmpp, "secret"), "secret"),
+            ({**xmpp, "port": 0}, "port"), ({**xmpp, "host": "a b"}, "host"), ({**xmpp, "security": "ssl"}, "security"),
+            ({**xmpp, "muc_rooms": "room@muc.example.com"}, "muc_rooms"), ({**xmpp, "muc_rooms": [5]}, "muc_rooms"),
+            ({**xmpp, "password": "x"}, "password"),
+        ],
+        ("PATCH", "/api/v1/xmpp/accounts/{xmpp_account_id}"): [
+            ({"name": 5}, "name"), ({"active": "yes"}, "active"), ({"port": 70000}, "port"),
+            ({"secret": ""}, "secret"), ({"jid": "x@y.example"}, "jid"), ({"kind": "component"}, "kind"),
         ],
         ("POST", "/webchat/messages"): [
             ({**webchat, "text": 5}, "text"), ({**webchat, "text": None}, "text"),
@@ -881,6 +904,9 @@ async def test_agent_socket_malformed_frames(shop: Shop) -> None:
         ({"type": "transfer", "ticket_id": t, "agent_id": 2**31}, "invalid_id"),
         ({"type": "transfer", "ticket_id": t, "group_id": 2**63}, "invalid_id"),
         ({"type": "presence", "status": "busy"}, "invalid_presence"),
+        ({"type": "typing", "ticket_id": t, "state": "dancing"}, "invalid_typing_state"),
+        ({"type": "typing", "ticket_id": "x"}, "invalid_ticket_id"),
+        ({"type": "typing", "ticket_id": MISSING_TICKET}, "ticket_not_found"),
     ]
     for frame, code in frames:
         await _send_raw(ws, frame)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -26,6 +26,7 @@ from admin_api.client import AgentClient, HubError
 from admin_api.gateway import ACTIONS
 from connectors.email.models import EmailMailbox
 from connectors.wechat.models import WeChatAccount, WeChatMedia
+from connectors.xmpp.models import XmppAccount
 from core import statements
 from core.config import Settings
 from core.db import Database
@@ -104,6 +105,7 @@ class Side:
     mailbox: dict[str, Any]  # a support address, as the admin API shows it
     mail_message_id: int  # a customer's mail to it, received over SMTP and made a ticket message
     invoice_number: str  # a billing contract, its ledger, and the invoice of its charge for seats
+    xmpp: dict[str, Any] = field(default_factory=dict)  # an XMPP client account, as the admin API shows it
 
     @property
     def attachment_id(self) -> int:
@@ -131,7 +133,7 @@ class Side:
                 "agent_id": self.agent.id, "customer_id": self.customer_id, "account_id": self.account_id,
                 "key": self.key, "media_id": self.media_id, "attachment_id": self.attachment_id,
                 "signature": self.signature, "mailbox_id": self.mailbox["id"], "message_id": self.mail_message_id,
-                "invoice_number": self.invoice_number}
+                "invoice_number": self.invoice_number, "xmpp_account_id": self.xmpp["id"]}
 
 
 @dataclass
@@ -266,9 +268,13 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     [file_path] = [a["url"] for m in history.body["messages"] for a in m["attachments"]]
     mailbox, mail_message_id = await _mailbox_with_mail(http, server, t, admin_token, name)
     invoice = await open_billing(db, t.id, seats=seats)
+    xmpp = await http("POST", "/api/v1/xmpp/accounts", host=t.domain, token=admin_token, json_body={
+        "kind": "client", "jid": f"help@xmpp.{t.domain}", "secret": f"{name} xmpp secret", "name": f"{name} chat"})
+    assert xmpp.status == 201, xmpp
     return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
                 int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
-                wechat, media_id, attachment, file_path, oa, kf, mailbox, mail_message_id, invoice)
+                wechat, media_id, attachment, file_path, oa, kf, mailbox, mail_message_id, invoice,
+                dict(xmpp.body["account"]))
 
 
 async def _mailbox_with_mail(http: Http, server: Server, t: TenantInfo, token: str, name: str
@@ -756,6 +762,48 @@ async def probe_mail_original(w: World) -> None:
     assert ok.status == 200 and "Where is my Acme order?" in ok.body["original"]["text"], ok
 
 
+# --- XMPP accounts ---------------------------------------------------------------------------------------------
+async def probe_list_xmpp_accounts(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/xmpp/accounts")
+    assert reply.status == 200, reply
+    assert {a["id"] for a in reply.body["accounts"]} == await ids_of(w.db, XmppAccount, w.a.info.id)
+    assert w.b.xmpp["jid"] not in json.dumps(reply.body) and "secret" not in json.dumps(reply.body).replace(
+        "secret_set", "")
+
+
+async def probe_create_xmpp_account(w: World) -> None:
+    # A JID is one account of the whole hub: B's is taken, and saying so names nothing else of B.
+    taken = await w.call("POST", "/api/v1/xmpp/accounts", body={"kind": "client", "jid": w.b.xmpp["jid"],
+                                                                "secret": "x"})
+    error = assert_error(taken, 409, "jid_taken")
+    assert w.b.info.domain not in error["message"].replace(w.b.xmpp["jid"], "")
+    made = await w.call("POST", "/api/v1/xmpp/accounts", body={"kind": "component", "jid": f"chat.{w.a.domain}",
+                                                               "secret": "x"})
+    assert made.status == 201, made
+    assert made.body["account"]["id"] in await ids_of(w.db, XmppAccount, w.a.info.id)
+    assert (await w.call("DELETE", f"/api/v1/xmpp/accounts/{made.body['account']['id']}")).status == 200
+
+
+async def probe_get_xmpp_account(w: World) -> None:
+    await _not_found_like_a_missing(w, "GET", "/api/v1/xmpp/accounts/{}", [w.b.xmpp["id"]], MISSING_SMALL,
+                                    "xmpp_account_not_found")
+    ok = await w.call("GET", f"/api/v1/xmpp/accounts/{w.a.xmpp['id']}")
+    assert ok.status == 200 and ok.body["account"]["jid"] == w.a.xmpp["jid"], ok
+
+
+async def probe_update_xmpp_account(w: World) -> None:
+    for body in ({"name": "taken over"}, {"active": False}, {"host": "evil.example.com", "secret": "x"}):
+        await _not_found_like_a_missing(w, "PATCH", "/api/v1/xmpp/accounts/{}", [w.b.xmpp["id"]], MISSING_SMALL,
+                                        "xmpp_account_not_found", body)
+    ok = await w.call("PATCH", f"/api/v1/xmpp/accounts/{w.a.xmpp['id']}", body={"name": "Acme chat"})
+    assert ok.status == 200 and ok.body["account"]["name"] == "Acme chat", ok
+
+
+async def probe_delete_xmpp_account(w: World) -> None:
+    await _not_found_like_a_missing(w, "DELETE", "/api/v1/xmpp/accounts/{}", [w.b.xmpp["id"]], MISSING_SMALL,
+                                    "xmpp_account_not_found")
+
+
 # --- WeChat accounts and media ------------------------------------------------------------------------------
 async def probe_list_wechat_accounts(w: World) -> None:
     reply = await w.call("GET", "/api/v1/wechat/accounts")
@@ -1186,6 +1234,12 @@ CASES: dict[tuple[str, str], Case] = {
     ("PATCH", "/api/v1/email/mailboxes/{mailbox_id}"): Case(probe_update_mailbox, lambda w: {"name": "x"}),
     ("DELETE", "/api/v1/email/mailboxes/{mailbox_id}"): Case(probe_delete_mailbox),
     ("GET", "/api/v1/email/messages/{message_id}/original"): Case(probe_mail_original),
+    ("GET", "/api/v1/xmpp/accounts"): Case(probe_list_xmpp_accounts),
+    ("POST", "/api/v1/xmpp/accounts"): Case(probe_create_xmpp_account,
+                                            lambda w: {"kind": "client", "jid": f"x@{w.a.domain}", "secret": "x"}),
+    ("GET", "/api/v1/xmpp/accounts/{xmpp_account_id}"): Case(probe_get_xmpp_account),
+    ("PATCH", "/api/v1/xmpp/accounts/{xmpp_account_id}"): Case(probe_update_xmpp_account, lambda w: {"name": "x"}),
+    ("DELETE", "/api/v1/xmpp/accounts/{xmpp_account_id}"): Case(probe_delete_xmpp_account),
     ("GET", "/api/v1/billing"): Case(probe_billing),
     ("GET", "/api/v1/billing/ledger"): Case(probe_ledger),
     ("GET", "/api/v1/billing/statement"): Case(probe_statement),
@@ -1262,6 +1316,7 @@ def _ws_fields(w: World) -> dict[str, list[dict[str, Any]]]:
                      {"group_id": w.b.group_id}],
         "get_ticket": [{}],
         "claim": [{}],
+        "typing": [{"state": "composing"}, {"state": "paused"}],
     }
 
 
