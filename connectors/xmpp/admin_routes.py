@@ -11,10 +11,11 @@ from aiohttp import web
 
 from connectors.xmpp import store as xstore
 from connectors.xmpp.connector import XmppConnector
-from connectors.xmpp.schemas import CreateAccountBody, UpdateAccountBody
+from connectors.xmpp.schemas import AccountEnvelope, AccountsEnvelope, CreateAccountBody, UpdateAccountBody
 from core.models import MAX_ID
-from web.api import RouteTable
+from web.api import IntId, RouteTable
 from web.http import HUB, body, int_param, principal_of
+from web.schemas import Deleted
 
 ADMIN_ROUTES = RouteTable("xmpp")
 
@@ -29,7 +30,11 @@ def _changes(data: CreateAccountBody | UpdateAccountBody) -> dict[str, Any]:
     return data.model_dump(exclude_unset=True)
 
 
-@ADMIN_ROUTES.route("GET", "/api/v1/xmpp/accounts", summary="List the tenant's XMPP accounts (admin)")
+ACCOUNT_ID = {"xmpp_account_id": IntId(MAX_ID)}
+
+
+@ADMIN_ROUTES.route("GET", "/api/v1/xmpp/accounts", summary="List the tenant's XMPP accounts (admin)",
+                    response=AccountsEnvelope)
 async def list_accounts(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -39,7 +44,7 @@ async def list_accounts(request: web.Request) -> web.Response:
 
 
 @ADMIN_ROUTES.route("POST", "/api/v1/xmpp/accounts", summary="Add a client account or a component (admin)",
-                    body=CreateAccountBody)
+                    body=CreateAccountBody, response=AccountEnvelope, status=201, errors=(409,))
 async def create_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -51,7 +56,8 @@ async def create_account(request: web.Request) -> web.Response:
     return web.json_response({"account": account}, status=201)
 
 
-@ADMIN_ROUTES.route("GET", "/api/v1/xmpp/accounts/{xmpp_account_id}", summary="One XMPP account (admin)")
+@ADMIN_ROUTES.route("GET", "/api/v1/xmpp/accounts/{xmpp_account_id}", summary="One XMPP account (admin)",
+                    response=AccountEnvelope, path_params=ACCOUNT_ID)
 async def get_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -62,7 +68,7 @@ async def get_account(request: web.Request) -> web.Response:
 
 
 @ADMIN_ROUTES.route("PATCH", "/api/v1/xmpp/accounts/{xmpp_account_id}", summary="Change an XMPP account (admin)",
-                    body=UpdateAccountBody)
+                    body=UpdateAccountBody, response=AccountEnvelope, errors=(409,), path_params=ACCOUNT_ID)
 async def update_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
@@ -75,7 +81,8 @@ async def update_account(request: web.Request) -> web.Response:
     return web.json_response({"account": account})
 
 
-@ADMIN_ROUTES.route("DELETE", "/api/v1/xmpp/accounts/{xmpp_account_id}", summary="Remove an XMPP account (admin)")
+@ADMIN_ROUTES.route("DELETE", "/api/v1/xmpp/accounts/{xmpp_account_id}", summary="Remove an XMPP account (admin)",
+                    response=Deleted, path_params=ACCOUNT_ID)
 async def delete_account(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from web.schemas import Strict
+from web.schemas import Out, Patch, Strict
 
 Kind = Literal["client", "component"]
 Security = Literal["none", "starttls", "tls"]
@@ -29,7 +29,10 @@ class CreateAccountBody(Strict):
     muc_rooms: list[Room] = Field(default_factory=list, max_length=50)
 
 
-class UpdateAccountBody(Strict):
+class UpdateAccountBody(Patch):
+    # null clears these: the server is found from the JID's domain again, the label goes.
+    nullable: ClassVar[frozenset[str]] = frozenset({"host", "port", "name"})
+
     secret: str | None = Field(default=None, min_length=1, max_length=1000)
     host: HostName | None = None
     port: PortNumber | None = None
@@ -37,3 +40,36 @@ class UpdateAccountBody(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     active: bool | None = None
     muc_rooms: list[Room] | None = Field(default=None, max_length=50)
+
+
+# --- answers (described in OpenAPI, see web.api) ------------------------------------------------
+class AccountStatus(Out):
+    connected: bool
+    error: str | None
+    checked_at: str | None
+
+
+class Account(Out):
+    """An account as connectors.xmpp.store.account_dict writes it: never its secret."""
+
+    id: int
+    kind: Kind
+    jid: str
+    secret_set: bool
+    host: str | None
+    port: int | None
+    security: Security
+    name: str | None
+    active: bool
+    muc_rooms: list[str]
+    status: AccountStatus
+    created_at: str
+    updated_at: str
+
+
+class AccountEnvelope(Out):
+    account: Account
+
+
+class AccountsEnvelope(Out):
+    accounts: list[Account]
