@@ -271,7 +271,7 @@ async def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=int(os.environ.get("APICHECK_EXAMPLES", "50")),
+    parser.add_argument("--examples", type=int, default=int(os.environ.get("APICHECK_EXAMPLES", "30")),
                         help="test cases per operation and phase (schemathesis --max-examples)")
     parser.add_argument("--seed", type=int, default=int(os.environ.get("APICHECK_SEED", "12")))
     parser.add_argument("--workers", type=int, default=1)
