@@ -32,6 +32,7 @@ from admin_api.schemas import (
     TicketFrame,
     TransferFrame,
     TypingFrame,
+    ViewingFrame,
 )
 from core import tickets
 from core.auth import Principal, WatchedSession, authenticate, sessions_topic, token_digest, token_valid
@@ -101,9 +102,10 @@ class AgentConnection(SocketSession[Hello]):
             self.push({"type": "event", "event": event})
 
     def on_live(self, signal: dict[str, Any]) -> None:
-        """Someone typing on a ticket this agent sees (not the agent's own typing)."""
+        """Someone typing on, or viewing, a ticket this agent sees (not the agent's own)."""
         assert self.principal is not None
-        if signal.get("kind") != "typing":
+        kind = signal.get("kind")
+        if kind not in ("typing", "viewing"):
             return
         by = signal.get("by") or {}
         if by.get("type") == "agent" and by.get("id") == self.principal.agent_id:
@@ -111,7 +113,7 @@ class AgentConnection(SocketSession[Hello]):
         assignee, group = signal.get("assignee_id"), signal.get("group_id")
         if self.sees_all or assignee == self.principal.agent_id or (
                 assignee is None and (group is None or group in self.groups)):
-            self.push({"type": "typing", "ticket_id": signal["ticket_id"], "state": signal["state"], "by": by,
+            self.push({"type": kind, "ticket_id": signal["ticket_id"], "state": signal["state"], "by": by,
                        "channel": signal.get("channel")})
 
     async def catch_up(self, since: datetime) -> None:
@@ -258,6 +260,11 @@ async def _typing(hub: Hub, p: Principal, f: TypingFrame) -> dict[str, Any]:
     return {"state": f.state}
 
 
+async def _viewing(hub: Hub, p: Principal, f: ViewingFrame) -> dict[str, Any]:
+    await agent_typing(hub, p, f.ticket_id, f.state, kind="viewing")
+    return {"state": f.state}
+
+
 async def _status(hub: Hub, p: Principal, f: StatusFrame) -> dict[str, Any]:
     return {"ticket": await tickets.update_ticket(hub, p, f.ticket_id, status=f.status)}
 
@@ -289,6 +296,7 @@ ACTIONS: dict[str, Action[Any]] = {
     "tags": Action(TagsFrame, _tags), "transfer": Action(TransferFrame, _transfer),
     "get_ticket": Action(TicketFrame, _get), "claim": Action(TicketFrame, _claim),
     "typing": Action(TypingFrame, _typing),
+    "viewing": Action(ViewingFrame, _viewing),
 }
 
 

@@ -289,6 +289,14 @@ class TypingFrame(TicketFrame):
     state: Literal["composing", "paused"] = "composing"
 
 
+class ViewingFrame(TicketFrame):
+    """The agent has the ticket open (``viewing``, again every 20 s while it stays open) or closed it
+    (``left``): the other agents who see it are told, never stored (core.live)."""
+
+    codes: ClassVar[Mapping[str, str]] = {**TicketFrame.codes, "state": "invalid_viewing_state"}
+    state: Literal["viewing", "left"] = "viewing"
+
+
 class PresenceFrame(PresenceBody, ActionFrame):
     codes: ClassVar[Mapping[str, str]] = {"status": "invalid_presence"}
 

@@ -26,14 +26,18 @@ logger = logging.getLogger(__name__)
 
 # composing: typing now; paused: stopped (or sent, or left).
 STATES = ("composing", "paused")
+# Agents on a ticket's page: viewing (sent again every VIEWING_EVERY seconds while they stay) or left.
+VIEWING_STATES = ("viewing", "left")
+VIEWING_EVERY = 20
 
 
 def live_topic(tenant_id: int) -> str:
     return f"live:{tenant_id}"
 
 
-def _signal(ticket: Ticket, state: str, by: dict[str, Any], external_id: str | None) -> dict[str, Any]:
-    return {"kind": "typing", "ticket_id": ticket.id, "channel": ticket.channel, "assignee_id": ticket.assignee_id,
+def _signal(ticket: Ticket, state: str, by: dict[str, Any], external_id: str | None, *,
+            kind: str = "typing") -> dict[str, Any]:
+    return {"kind": kind, "ticket_id": ticket.id, "channel": ticket.channel, "assignee_id": ticket.assignee_id,
             "group_id": ticket.group_id, "state": state, "by": by, "external_id": external_id}
 
 
@@ -52,9 +56,10 @@ async def customer_typing(hub: Hub, tenant_id: int, channel: str, external_id: s
     return True
 
 
-async def agent_typing(hub: Hub, principal: Principal, ticket_id: int, state: str) -> None:
+async def agent_typing(hub: Hub, principal: Principal, ticket_id: int, state: str, *, kind: str = "typing") -> None:
     """An agent typing on a ticket they may see: the other agents who see it hear of it, and so does
-    the ticket's channel, which tells the customer if it can."""
+    the ticket's channel, which tells the customer if it can. ``kind="viewing"``: the agent has the
+    ticket open (or ``left`` it), so two agents do not answer at once; channels ignore it."""
     from core.tickets import can_see
 
     async with hub.db.read(principal.tenant_id) as session:
@@ -66,4 +71,4 @@ async def agent_typing(hub: Hub, principal: Principal, ticket_id: int, state: st
             raise NotFound(f"no ticket {ticket_id}", code="ticket_not_found")
     ticket, external_id = row
     by = {"type": "agent", "id": principal.agent_id, "name": principal.name}
-    await hub.bus.publish(live_topic(principal.tenant_id), _signal(ticket, state, by, external_id))
+    await hub.bus.publish(live_topic(principal.tenant_id), _signal(ticket, state, by, external_id, kind=kind))

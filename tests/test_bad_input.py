@@ -907,6 +907,8 @@ async def test_agent_socket_malformed_frames(shop: Shop) -> None:
         ({"type": "typing", "ticket_id": t, "state": "dancing"}, "invalid_typing_state"),
         ({"type": "typing", "ticket_id": "x"}, "invalid_ticket_id"),
         ({"type": "typing", "ticket_id": MISSING_TICKET}, "ticket_not_found"),
+        ({"type": "viewing", "ticket_id": t, "state": "staring"}, "invalid_viewing_state"),
+        ({"type": "viewing", "ticket_id": MISSING_TICKET}, "ticket_not_found"),
     ]
     for frame, code in frames:
         await _send_raw(ws, frame)

@@ -173,3 +173,43 @@ async def test_the_landing_page_links_the_console_and_the_demo(browser: Any, loc
     assert icon is not None and icon.status == 200
     assert icon.headers["content-type"].startswith("image/svg+xml")
     await ctx.close()
+
+
+async def test_typing_both_ways_and_who_else_is_viewing(browser: Any, local_tenant: TenantInfo,  # noqa: F811
+                                                        tmp_path: Path) -> None:
+    t = local_tenant
+    li = await t.add_agent(name="Li Na", role="supervisor")
+    wang = await t.add_agent(name="王芳", role="supervisor")
+    base = origin(t)
+    li_ctx, li_page = await _agent_signs_in(browser, base, li.email)
+    wang_ctx, wang_page = await _agent_signs_in(browser, base, wang.email)
+    shop_ctx, shop = await _customer_writes(browser, base, "Is anyone there?")
+    for page in (li_page, wang_page):  # supervisors see every ticket
+        await page.locator("#views [data-view='all']").click()
+        await page.locator("#tickets li.ticket").first.click()
+        await page.wait_for_selector("#thread .msg-inbound:has-text('anyone there')")
+    # Each sees that the other has the ticket open.
+    await li_page.wait_for_selector("#viewing-line:has-text('王芳')")
+    await wang_page.wait_for_selector("#viewing-line:has-text('Li Na')")
+    # The customer types: both agents see it; the agent types: the customer sees who.
+    await shop.type("#chw-input", "one more thing")
+    await li_page.wait_for_selector("#typing-line")
+    await li_page.type("#reply-text", "Yes, I am here")
+    await shop.wait_for_selector("#chw-typing:has-text('Li Na is typing')")
+    await wang_page.wait_for_selector("#typing-line:has-text('Li Na')")
+    await li_page.screenshot(path=str(tmp_path / "console-live.png"))
+    await shop.screenshot(path=str(tmp_path / "widget-typing.png"))
+    await li_page.click("#send-reply")
+    await shop.wait_for_selector(".chw-msg.chw-outbound:has-text('I am here')")
+    await shop.wait_for_selector("#chw-typing", state="hidden")
+    # Li Na opens another ticket: 王芳 no longer sees her on this one.
+    other_ctx, _other = await _customer_writes(browser, base, "A second customer")
+    await li_page.locator("#tickets li.ticket:has-text('A second customer')").click()
+    await wang_page.wait_for_selector("#viewing-line", state="detached")
+    # And closing the console says so too: 王芳 on the second ticket, Li Na closes her tab.
+    await wang_page.locator("#tickets li.ticket:has-text('A second customer')").click()
+    await wang_page.wait_for_selector("#viewing-line:has-text('Li Na')")
+    await li_page.close()
+    await wang_page.wait_for_selector("#viewing-line", state="detached")
+    for ctx in (li_ctx, wang_ctx, shop_ctx, other_ctx):
+        await ctx.close()

@@ -1317,6 +1317,7 @@ def _ws_fields(w: World) -> dict[str, list[dict[str, Any]]]:
         "get_ticket": [{}],
         "claim": [{}],
         "typing": [{"state": "composing"}, {"state": "paused"}],
+        "viewing": [{"state": "viewing"}, {"state": "left"}],
     }
 
 

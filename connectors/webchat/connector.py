@@ -15,6 +15,7 @@ from typing import Any
 from core.attachments import for_customer
 from core.channels import Connector, InboundMessage, OutboundMessage
 from core.errors import InvalidInput
+from core.live import live_topic
 from core.serialize import iso
 from web.schemas import CLIENT_ID_PATTERN
 
@@ -44,9 +45,48 @@ def check_client_id(value: Any) -> str:
     return value
 
 
+class TypingWatch:
+    """Agents' typing for this process's visitor sockets: one subscription per tenant on the live
+    topic (core.live), whatever the number of sockets, and each signal pushed to the sockets of the
+    visitor it is for (their ``typing`` method)."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self._sockets: dict[tuple[int, str], set[Any]] = {}
+        self._subs: dict[int, Any] = {}
+
+    def add(self, tenant_id: int, visitor_id: str, socket: Any) -> None:
+        self._sockets.setdefault((tenant_id, visitor_id), set()).add(socket)
+        if tenant_id not in self._subs:
+            self._subs[tenant_id] = self.hub.bus.subscribe(live_topic(tenant_id),
+                                                           lambda signal: self._heard(tenant_id, signal))
+
+    def remove(self, tenant_id: int, visitor_id: str, socket: Any) -> None:
+        sockets = self._sockets.get((tenant_id, visitor_id))
+        if sockets is not None:
+            sockets.discard(socket)
+            if not sockets:
+                del self._sockets[(tenant_id, visitor_id)]
+
+    def _heard(self, tenant_id: int, signal: dict[str, Any]) -> None:
+        by = signal.get("by") or {}
+        if signal.get("kind") != "typing" or signal.get("channel") != "webchat" or by.get("type") != "agent":
+            return
+        for socket in list(self._sockets.get((tenant_id, str(signal.get("external_id"))), ())):
+            # The agent's name only: what the customer may know of who answers.
+            socket.push({"type": "typing", "state": signal.get("state"), "by": {"name": by.get("name")}})
+
+
 class WebchatConnector(Connector):
     kind = "webchat"
     delivers_on_commit = True
+
+    @property
+    def typing(self) -> TypingWatch:
+        watch = getattr(self, "_typing", None)
+        if watch is None:
+            watch = self._typing = TypingWatch(self.hub)
+        return watch
 
     async def send(self, message: OutboundMessage) -> str:
         # Delivery is a publication to whichever hub process holds the visitor's socket; a visitor

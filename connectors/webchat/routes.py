@@ -6,6 +6,7 @@ Protocol: connectors/webchat/README.md.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,12 @@ from connectors.webchat.schemas import (
     MessageFrame,
     PostedMessage,
     PostMessageBody,
+    TypingFrame,
     clean,
 )
 from core.conversations import customer_history
 from core.errors import InvalidInput
+from core.live import customer_typing
 from core.models import MAX_BIG_ID
 from web.api import RouteTable
 from web.http import HUB, read_json, strict_int, tenant_of, validate
@@ -39,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 HELLO_TIMEOUT = 15.0
+# A customer's "still typing" is passed on at most this often (seconds).
+TYPING_EVERY = 3.0
 # Past this many, a catch-up may send a message again (the widget keeps messages by id).
 # Web chat endpoints carry no credentials (the visitor id is in the body), so any origin may call them.
 CORS = {"Access-Control-Allow-Origin": "*"}
@@ -142,15 +147,38 @@ class VisitorSession(SocketSession[ChatHello]):
         # soon as it is stored, so one message can be published twice or come both ways.
         self.sent = RecentIds()
         self.handlers["message"] = self.message
+        self.handlers["typing"] = self.typing_frame
+        self.last_typing = ("", 0.0)
 
     async def start(self, hello: ChatHello) -> None:
         self.hello, self.visitor_id = hello, hello.visitor_id or new_visitor_id()
         self.subscription = self.conn.hub.bus.subscribe(visitor_topic(self.tenant_id, self.visitor_id), self.live,
                                                         catch_up=self.catch_up)
+        self.conn.typing.add(self.tenant_id, self.visitor_id, self)
         history = await customer_history(self.conn.hub, self.tenant_id, self.conn.kind, self.visitor_id,
                                          since=hello.since or 0)
         self.sent.mark_all(m["id"] for m in history)
         await self.send({"type": "welcome", "visitor_id": self.visitor_id, "messages": history})
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            if self.visitor_id:
+                self.conn.typing.remove(self.tenant_id, self.visitor_id, self)
+
+    async def typing_frame(self, data: dict[str, Any], ref: Any) -> None:
+        """The customer typing (``composing``) or stopped (``paused``): the agents who see their
+        ticket are told (core.live). Never stored, never answered; a repeat of the same state within
+        TYPING_EVERY seconds is not passed on."""
+        frame = parse_frame(TypingFrame, data)
+        last_state, last_at = self.last_typing
+        now = time.monotonic()
+        if frame.state == last_state and now - last_at < TYPING_EVERY:
+            return None
+        self.last_typing = (frame.state, now)
+        await customer_typing(self.conn.hub, self.tenant_id, self.conn.kind, self.visitor_id, frame.state)
+        return None
 
     def live(self, frame: dict[str, Any]) -> None:
         """A publication on the visitor's topic: each message once per socket."""

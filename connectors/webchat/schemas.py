@@ -45,6 +45,13 @@ class MessageFrame(ChatMessage, Frame):
     codes: ClassVar[Mapping[str, str]] = {"client_id": "invalid_client_id", "text": "empty_text"}
 
 
+class TypingFrame(Frame):
+    """The customer typing (composing) or stopped (paused): passed to the agents, never stored."""
+
+    codes: ClassVar[Mapping[str, str]] = {"state": "invalid_state"}
+    state: Literal["composing", "paused"]
+
+
 class ChatHello(Frame):
     """The socket's first frame. As lenient as the widget has always relied on: a visitor_id or since
     that is empty, zero or false means none (a new visitor; everything), and a name, e-mail or

@@ -50,6 +50,8 @@ const state = {
   loginError: '',
   overlay: null,           // 'shortcuts' | 'transfer' | null
   seenEvents: new Set(),
+  // Who is typing on or viewing which ticket, right now: ticket id -> key -> {kind, by, until}.
+  live: new Map(),
 };
 
 let redraw = () => {};
@@ -67,6 +69,7 @@ const live = new Live({
   onState: (up) => { state.connected = up; changed(); },
   onWelcome: welcome,
   onEvent: (ev) => { applyEvent(ev, false); changed(); },
+  onLive: heardLive,
   onUnauthorized: () => signOut(t('login.expired')),
   onError: (message) => { state.error = message; changed(); },
 });
@@ -135,7 +138,7 @@ function signOut(message) {
   Object.assign(state, {
     token: null, agent: null, connected: false, tickets: new Map(), queue: [], unread: new Set(),
     selectedId: null, viewTicket: null, thread: null, error: '', loginError: message || '', overlay: null,
-    seenEvents: new Set(),
+    seenEvents: new Set(), live: new Map(),
   });
   changed();
 }
@@ -161,6 +164,7 @@ function welcome(f) {
     if (state.agent) state.agent = { ...state.agent, status: presence };
   }
   if (reconnect && state.selectedId != null) loadThread(state.selectedId);
+  if (state.selectedId != null) viewing(state.selectedId, true);
   refreshQueue();
   changed();
 }
@@ -251,6 +255,46 @@ function beep() {
   } catch { /* no audio here */ }
 }
 
+// ---- who else is here: typing and viewing (live signals, never stored) --------------------------
+const TYPING_SHOWN = 8000;   // a lost "paused" must not leave it showing
+const VIEWING_SHOWN = 45000; // viewers say so again every 20 s
+function heardLive(f) {
+  if (!f || !Number.isInteger(f.ticket_id) || !f.by) return;
+  const key = `${f.type}:${f.by.type}:${f.by.id == null ? '' : f.by.id}`;
+  const on = (f.type === 'typing' && f.state === 'composing') || (f.type === 'viewing' && f.state === 'viewing');
+  const here = state.live.get(f.ticket_id) || new Map();
+  if (on) here.set(key, { kind: f.type, by: f.by, until: Date.now() + (f.type === 'typing' ? TYPING_SHOWN : VIEWING_SHOWN) });
+  else here.delete(key);
+  if (here.size) state.live.set(f.ticket_id, here); else state.live.delete(f.ticket_id);
+  changed();
+}
+function liveOn(ticketId, kind) {
+  const now = Date.now();
+  return [...(state.live.get(ticketId) || new Map()).values()].filter((x) => x.kind === kind && x.until > now);
+}
+setInterval(() => { if (state.live.size) changed(); }, 2000); // let the stale ones go
+
+let viewingTimer = 0;
+function viewing(ticketId, on) {
+  clearInterval(viewingTimer);
+  if (ticketId == null) return;
+  live.send({ type: 'viewing', ticket_id: ticketId, state: on ? 'viewing' : 'left' });
+  if (on) viewingTimer = setInterval(() => live.send({ type: 'viewing', ticket_id: ticketId, state: 'viewing' }), 20000);
+}
+
+let typingSent = { ticketId: null, state: 'paused', at: 0 };
+let typingIdle = 0;
+function typing(ticketId, next) {
+  clearTimeout(typingIdle);
+  if (next === 'composing') typingIdle = setTimeout(() => typing(ticketId, 'paused'), 5000);
+  const now = Date.now();
+  const same = typingSent.ticketId === ticketId && typingSent.state === next;
+  if (same && (next === 'paused' || now - typingSent.at < 3000)) return;
+  if (next === 'paused' && typingSent.state === 'paused') return;
+  typingSent = { ticketId, state: next, at: now };
+  live.send({ type: 'typing', ticket_id: ticketId, state: next });
+}
+
 // ---- names, never ids ----------------------------------------------------------------------------
 const agentName = (id) => {
   const a = state.agents.get(id);
@@ -319,6 +363,8 @@ function listed() {
 // ---- a ticket ------------------------------------------------------------------------------------
 function select(id) {
   if (id === state.selectedId) return;
+  if (state.selectedId != null) viewing(state.selectedId, false);
+  viewing(id, true);
   state.selectedId = id;
   state.viewTicket = state.tickets.get(id) || state.queue.find((q) => q.id === id) || null;
   state.thread = { ticketId: id, messages: new Map(), loading: true };
@@ -331,6 +377,7 @@ function select(id) {
 }
 
 function back() {
+  if (state.selectedId != null) viewing(state.selectedId, false);
   state.selectedId = null;
   state.viewTicket = null;
   state.thread = null;
@@ -648,6 +695,7 @@ function Composer() {
     if ((!body && !chosen.length) || id == null) return;
     setBusy(true);
     state.error = '';
+    typing(id, 'paused');
     const key = JSON.stringify([kind, id, body, chosen.map((f) => [f.name, f.size])]);
     if (!unconfirmed || unconfirmed.key !== key) unconfirmed = { key, clientId: newClientId() };
     try {
@@ -673,7 +721,7 @@ function Composer() {
   return html`
     <div id="composer">
       <textarea id="reply-text" ref=${text} placeholder=${t('composer.placeholder')} aria-label=${t('composer.label')}
-        onKeyDown=${onKey}></textarea>
+        onKeyDown=${onKey} onInput=${(e) => typing(state.selectedId, e.target.value.trim() ? 'composing' : 'paused')}></textarea>
       <div class="row">
         <button id="send-reply" class="primary" type="button" disabled=${busy} onClick=${() => submit('reply')}>${t('composer.send')}</button>
         <button id="send-note" type="button" disabled=${busy} onClick=${() => submit('note')}>${t('composer.note')}</button>
@@ -744,6 +792,18 @@ function TransferPicker({ ticket }) {
     </div>`;
 }
 
+function LiveLine({ ticket }) {
+  const name = (by) => (by.type === 'customer' ? customerName(ticket) : by.name || agentName(by.id));
+  const typingNow = liveOn(ticket.id, 'typing').map((x) => name(x.by));
+  const viewers = liveOn(ticket.id, 'viewing').map((x) => name(x.by));
+  if (!typingNow.length && !viewers.length) return null;
+  return html`
+    <div id="live-line" class="live-line" aria-live="polite">
+      ${typingNow.length > 0 && html`<span id="typing-line" class="typing">${t('ticket.typing', { names: typingNow.join(', ') })}</span>`}
+      ${viewers.length > 0 && html`<span id="viewing-line" class="viewing">${t('ticket.viewing', { names: viewers.join(', ') })}</span>`}
+    </div>`;
+}
+
 function TicketView() {
   const ticket = state.viewTicket;
   if (state.selectedId == null || !ticket) {
@@ -784,6 +844,7 @@ function TicketView() {
           </div>
         </div>
         <${Thread} />
+        <${LiveLine} ticket=${ticket} />
         <${Composer} />
       </div>
     </main>`;
@@ -853,6 +914,7 @@ function App() {
 
 // ---- start -----------------------------------------------------------------------------------------
 document.addEventListener('keydown', onShortcut);
+window.addEventListener('pagehide', () => { if (state.selectedId != null) viewing(state.selectedId, false); });
 document.addEventListener('visibilitychange', () => {
   if (!document.hidden && state.selectedId != null && state.unread.delete(state.selectedId)) { saveUnread(); changed(); }
 });

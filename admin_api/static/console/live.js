@@ -11,8 +11,8 @@ const BACKOFF_MIN = 500;
 const BACKOFF_MAX = 10000;
 
 export class Live {
-  constructor({ onWelcome, onEvent, onState, onUnauthorized, onError, words }) {
-    Object.assign(this, { onWelcome, onEvent, onState, onUnauthorized, onError, words });
+  constructor({ onWelcome, onEvent, onLive, onState, onUnauthorized, onError, words }) {
+    Object.assign(this, { onWelcome, onEvent, onLive, onState, onUnauthorized, onError, words });
     this.ws = null;
     this.ready = false;
     this.token = null;
@@ -110,6 +110,8 @@ export class Live {
     } else if (f.type === 'event') {
       if (f.event) this.seen(f.event.id);
       this.onEvent(f.event);
+    } else if (f.type === 'typing' || f.type === 'viewing') {
+      this.onLive(f);
     } else if (f.type === 'result') {
       const p = this.inflight.get(f.ref);
       if (!p) return;

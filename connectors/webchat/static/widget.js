@@ -82,6 +82,7 @@ ${R} .chw-failed{background:#cf222e;cursor:help}
 ${R} .chw-compose{display:flex;gap:8px;padding:10px;border-top:1px solid #eaeef2}
 ${R} .chw-input{flex:1;height:40px;max-height:120px;padding:9px 10px;resize:none;border:1px solid #d0d7de;border-radius:8px;outline:none;background:#fff;color:#1f2328}
 ${R} .chw-input:focus{border-color:${BLUE}}
+${R} .chw-typing{padding:2px 14px 4px;font-size:12px;color:#57606a;font-style:italic}
 ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};color:#fff;font-weight:600;cursor:pointer}
 `;
   // Static markup only: every piece of user or server text goes in via textContent.
@@ -94,6 +95,7 @@ ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};colo
   <div class="chw-header"><span class="chw-title">Chat with us</span><button class="chw-close" type="button" aria-label="Close chat">&times;</button></div>
   <div id="chw-status" class="chw-status" role="status">connecting…</div>
   <div id="chw-messages" class="chw-messages" role="log" aria-live="polite"></div>
+  <div id="chw-typing" class="chw-typing" aria-live="polite" hidden></div>
   <form class="chw-compose">
     <textarea id="chw-input" class="chw-input" rows="1" placeholder="Type a message…" aria-label="Message"></textarea>
     <button id="chw-send" class="chw-send" type="submit">Send</button>
@@ -110,6 +112,7 @@ ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};colo
   const statusEl = q('#chw-status');
   const list = q('#chw-messages');
   const input = q('#chw-input');
+  const typingEl = q('#chw-typing');
 
   function mount() {
     const style = document.createElement('style');
@@ -343,8 +346,12 @@ ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};colo
     lastRx = Date.now();
     switch (f.type) {
       case 'welcome': onWelcome(f); break;
-      case 'message': receive([f.message], true); break;
+      case 'message':
+        if (f.message && f.message.direction === 'outbound') agentTyping({ state: 'paused' });
+        receive([f.message], true);
+        break;
       case 'ack': confirm(f.client_id, f.message); break;
+      case 'typing': agentTyping(f); break;
       case 'error':
         // busy: the server was overloaded and stored nothing; the same client_id is sent again.
         if (f.code === 'busy' && f.client_id && pending.has(f.client_id)) retryLater(f.client_id);
@@ -463,12 +470,36 @@ ${R} .chw-send{padding:0 14px;border:0;border-radius:8px;background:${BLUE};colo
 
   function submit() {
     if (send(input.value)) input.value = '';
+    typing('paused');
     input.focus();
+  }
+
+  // ---- typing, both ways (never stored): "composing" at most every few seconds while the
+  // customer types, "paused" once they stop or send; the agent's shows under the messages.
+  let typingState = 'paused', typingAt = 0, typingIdle = 0, agentTypingTimer = 0;
+  function typing(state) {
+    clearTimeout(typingIdle);
+    if (state === 'composing') typingIdle = setTimeout(() => typing('paused'), 5000);
+    const now = Date.now();
+    if (state === typingState && (state === 'paused' || now - typingAt < 3000)) return;
+    typingState = state;
+    typingAt = now;
+    if (ready) frame({ type: 'typing', state });
+  }
+  function agentTyping(f) {
+    clearTimeout(agentTypingTimer);
+    const on = f.state === 'composing';
+    const name = f.by && typeof f.by.name === 'string' ? f.by.name : '';
+    typingEl.textContent = on ? (name ? `${name} is typing…` : 'Typing…') : '';
+    typingEl.hidden = !on;
+    // A lost "paused" must not leave it showing.
+    if (on) agentTypingTimer = setTimeout(() => { typingEl.hidden = true; }, 8000);
   }
 
   launcher.addEventListener('click', () => (panel.hidden ? open() : close()));
   q('.chw-close').addEventListener('click', close);
   q('.chw-compose').addEventListener('submit', (e) => { e.preventDefault(); submit(); });
+  input.addEventListener('input', () => typing(input.value.trim() ? 'composing' : 'paused'));
   input.addEventListener('keydown', (e) => {
     // Enter sends, Shift+Enter is a newline; leave Enter alone while an IME is composing.
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); }
