@@ -133,13 +133,22 @@ async def customer_tickets(hub: Hub, principal: Principal, customer_id: int, *, 
 
 
 # --- customer merges ----------------------------------------------------------------------------------
-async def _lock_customers(session: AsyncSession, ids: Sequence[int]) -> dict[int, Customer]:
-    """Their identities, then the customers themselves, locked in id order (ingest's order)."""
-    await session.execute(select(CustomerIdentity.id).where(CustomerIdentity.customer_id.in_(sorted(ids)))
-                          .order_by(CustomerIdentity.id).with_for_update())
+async def _lock_customers(session: AsyncSession, ids: Sequence[int]) -> tuple[dict[int, Customer], set[int]]:
+    """Their identities, then the customers themselves, locked in id order (ingest's order: it
+    locks a sender's identity before it touches the customer). Returns the customers and the
+    identities locked."""
+    locked = set((await session.execute(
+        select(CustomerIdentity.id).where(CustomerIdentity.customer_id.in_(sorted(ids)))
+        .order_by(CustomerIdentity.id).with_for_update())).scalars())
     rows = (await session.execute(select(Customer).where(Customer.id.in_(sorted(ids))).order_by(Customer.id)
                                   .with_for_update().execution_options(populate_existing=True))).scalars()
-    return {c.id: c for c in rows}
+    return {c.id: c for c in rows}, locked
+
+
+def _changed_meanwhile() -> Conflict:
+    # Another merge moved identities to one of these customers between our two locks: taking theirs
+    # now could deadlock with a third merge waiting on them, so this one gives way.
+    return Conflict("the customers changed while this merge was being made; try again", code="customer_changed")
 
 
 async def _lock_tickets(session: AsyncSession, where: Any) -> list[Ticket]:
@@ -175,7 +184,7 @@ async def merge_customers(hub: Hub, principal: Principal, customer_id: int, othe
     tid = principal.tenant_id
     log_events: list[dict[str, Any]]
     async with hub.db.session(tid) as session:
-        locked = await _lock_customers(session, [customer_id, other_id])
+        locked, locked_identities = await _lock_customers(session, [customer_id, other_id])
         for cid in (customer_id, other_id):
             if cid not in locked:
                 raise _missing_customer(cid)
@@ -187,6 +196,8 @@ async def merge_customers(hub: Hub, principal: Principal, customer_id: int, othe
         identities = list((await session.execute(
             select(CustomerIdentity.id).where(CustomerIdentity.customer_id == other_id)
             .order_by(CustomerIdentity.id))).scalars())
+        if not set(identities) <= locked_identities:
+            raise _changed_meanwhile()
         tickets = await _lock_tickets(session, Ticket.customer_id == other_id)
         now = utcnow()
         before, other_fields = _fields(kept), _fields(other)
@@ -234,7 +245,7 @@ async def undo_customer_merge(hub: Hub, principal: Principal, merge_id: int, ip:
         if record.undone_at is not None:
             raise Conflict(f"merge {merge_id} was already undone", code="already_undone")
         kept_id, other_id = record.customer_id, record.other_id
-        locked = await _lock_customers(session, [kept_id, other_id])
+        locked, locked_identities = await _lock_customers(session, [kept_id, other_id])
         kept, other = locked.get(kept_id), locked.get(other_id)
 
         def conflict(why: str) -> Conflict:
@@ -251,6 +262,8 @@ async def undo_customer_merge(hub: Hub, principal: Principal, merge_id: int, ip:
             .where(CustomerIdentity.id.in_(identity_ids)))).all()) if identity_ids else {}
         if any(owners.get(i) != kept_id for i in identity_ids):
             raise conflict("one of the identities it moved belongs to another customer now")
+        if not set(identity_ids) <= locked_identities:
+            raise _changed_meanwhile()
         # The moved tickets, and those opened since on the identities that go back (they follow them).
         following = Ticket.identity_id.in_(identity_ids) & (Ticket.customer_id == kept_id) & (
             Ticket.created_at >= record.created_at) if identity_ids else Ticket.id.in_([])

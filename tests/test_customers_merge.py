@@ -165,7 +165,9 @@ async def test_merges_racing_each_other_leave_one_consistent_outcome(tenant: Ten
             return_exceptions=True)
         won = [r for r in results if not isinstance(r, BaseException)]
         lost = [r for r in results if isinstance(r, BaseException)]
-        assert all(isinstance(r, HubError) and r.code == "customer_merged" for r in lost), lost
+        # Refused because another merge got there first (or, rarely on PostgreSQL, moved identities
+        # under this one: "try again").
+        assert all(isinstance(r, HubError) and r.code in ("customer_merged", "customer_changed") for r in lost), lost
         # b was merged once at most, and no ticket or identity is lost or held twice.
         assert 1 <= len(won) <= 2
         owners = {}
