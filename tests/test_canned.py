@@ -41,7 +41,8 @@ async def test_canned_replies_scopes_search_and_rendering(tenant: TenantInfo, de
         "text": "Hello {{customer.name|there}}, refunds take 7 days. — {{agent.name}}"}))["canned_reply"]
     assert (shop["scope"], shop["shortcut"], shop["agent_id"]) == ("tenant", "refund", None)
     mine = (await cli.api("POST", "/api/v1/canned-replies", {
-        "shortcut": "退款", "title": "我的退款回复", "text": "您好 {{customer.name}}，工单 #{{ticket.id}} 已收到。"}))["canned_reply"]
+        "shortcut": "退款", "title": "我的退款回复",
+        "text": "您好 {{customer.name}}\uff0c工单 #{{ticket.id}} 已收到。"}))["canned_reply"]
     assert mine["scope"] == "personal" and mine["agent_id"] == li.id
     # A personal shortcut may repeat the tenant's; twice in one scope is refused.
     same = (await cli.api("POST", "/api/v1/canned-replies", {"shortcut": "refund", "title": "Mine",
@@ -81,7 +82,7 @@ async def test_canned_replies_scopes_search_and_rendering(tenant: TenantInfo, de
     for ticket_id, canned_id, want in (
             (chat.ticket_id, shop["id"], "Hello 王芳, refunds take 7 days. — 李雷"),
             (nameless.ticket_id, shop["id"], "Hello there, refunds take 7 days. — 李雷"),
-            (nameless.ticket_id, mine["id"], f"您好 ，工单 #{nameless.ticket_id} 已收到。")):
+            (nameless.ticket_id, mine["id"], f"您好 \uff0c工单 #{nameless.ticket_id} 已收到。")):
         rendered = await cli.api("POST", f"/api/v1/tickets/{ticket_id}/canned-replies/{canned_id}/render")
         assert rendered["text"] == want
     # Zhao cannot use Li's; nobody renders on a ticket they may not see.
@@ -191,7 +192,7 @@ async def test_a_mention_reaches_the_agent_who_may_then_open_the_ticket(tenant: 
     assert (await desk.routed(chat.ticket_id))["assignee_id"] == li.id
     assert (await _error(czhang.api("GET", f"/api/v1/tickets/{chat.ticket_id}"))).code == "ticket_not_found"
 
-    note = (await cli.note(chat.ticket_id, "@张伟请看一下 and @[Sup](agent:%d), not @Li" % sup.id))
+    note = (await cli.note(chat.ticket_id, f"@张伟请看一下 and @[Sup](agent:{sup.id}), not @Li"))
     event = await czhang.wait_event(lambda e: e["kind"] == "mention")
     assert (event["ticket_id"], event["note_id"], event["author"]["id"]) == (chat.ticket_id, note["id"], li.id)
     assert event["mentioned_agent_id"] == zhang.id and event["ticket"]["id"] == chat.ticket_id
