@@ -238,6 +238,12 @@ async def _workspace(http: Http, domain: str, admin_token: str, agent_token: str
     right = (await call("/api/v1/tickets", {"customer": {"name": "Right"}, "text": "right"}))["ticket"]
     spare = (await call("/api/v1/tickets", {"customer": {"name": "Spare"}, "text": "spare"}))["ticket"]
     second = (await call("/api/v1/tickets", {"customer_id": customer_id, "text": "second ticket"}))["ticket"]
+    # Solved, so they wait in no queue: an agent coming online would be given them, and the tests
+    # compare every row before and after.
+    for ticket in (left, right, spare, second):
+        solved = await http("PATCH", f"/api/v1/tickets/{ticket['id']}", host=domain, token=admin_token,
+                            json_body={"status": "solved"})
+        assert solved.status == 200, solved
     merge = await call(f"/api/v1/customers/{left['customer_id']}/merge", {"other_id": right["customer_id"]})
     canned = await call("/api/v1/canned-replies", {"shortcut": "own", "title": "Own", "text": "Hi"}, agent_token)
     macro = await call("/api/v1/macros", {"name": "Prioritise", "actions": [{"type": "priority", "priority": "high"}]})
