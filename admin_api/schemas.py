@@ -230,6 +230,99 @@ class CustomerPatch(Patch):
     attributes: dict[str, Any] | None = None
 
 
+# --- the agent workspace (#13): merges, canned replies, macros, mentions -----------------------
+class CustomerMergeBody(Strict):
+    """Merge the customer ``other_id`` into the one in the path."""
+
+    other_id: CustomerId
+
+
+class TicketMergeBody(Strict):
+    """Merge the ticket ``other_ticket_id`` into the one in the path."""
+
+    other_ticket_id: TicketId
+
+
+class SplitBody(Strict):
+    """Split a message into a new ticket; ``following``: the messages after it go too."""
+
+    following: bool = False
+    subject: str | None = Field(default=None, min_length=1, max_length=500)
+
+
+CANNED_TEXT = 16 * 1024
+
+
+class CannedBody(Strict):
+    scope: Literal["personal", "tenant"] = "personal"
+    shortcut: str = Field(min_length=1, max_length=65)
+    title: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=CANNED_TEXT)
+
+
+class CannedPatch(Strict):
+    shortcut: str | None = Field(default=None, min_length=1, max_length=65)
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    text: str | None = Field(default=None, min_length=1, max_length=CANNED_TEXT)
+
+
+class TextAction(Strict):
+    type: Literal["reply", "note"]
+    text: str = Field(min_length=1, max_length=CANNED_TEXT)
+
+
+class TagsAction(Strict):
+    type: Literal["add_tags", "remove_tags"]
+    tags: list[Tag] = Field(min_length=1, max_length=50)
+
+
+class StatusAction(Strict):
+    type: Literal["status"]
+    status: StatusName
+
+
+class PriorityAction(Strict):
+    type: Literal["priority"]
+    priority: PriorityName
+
+
+class GroupAction(Strict):
+    type: Literal["group"]
+    group_id: GroupId
+
+
+MacroAction = Annotated[TextAction | TagsAction | StatusAction | PriorityAction | GroupAction,
+                        Field(discriminator="type")]
+
+
+class MacroBody(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=1000)
+    actions: list[MacroAction] = Field(min_length=1, max_length=20)
+
+
+class MacroPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=1000)
+    actions: list[MacroAction] | None = Field(default=None, min_length=1, max_length=20)
+
+
+MentionId = Annotated[int, Field(gt=0, le=MAX_BIG_ID)]
+
+
+class MentionsReadBody(Strict):
+    """Mark mentions read: these ``ids``, or all of the caller's (``all``: true)."""
+
+    ids: list[MentionId] | None = Field(default=None, min_length=1, max_length=500)
+    all: bool = False
+
+    @model_validator(mode="after")
+    def ids_or_all(self) -> MentionsReadBody:
+        if (self.ids is None) == (not self.all):
+            raise ValueError("give ids, or all: true")
+        return self
+
+
 # --- the agent gateway's frames (docs/agent-protocol.md) ---------------------------------------
 # Each maps a refused field to the code the protocol has always given it (see web.schemas.Frame).
 class Hello(Frame):

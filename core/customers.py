@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import audit
 from core.auth import Principal
-from core.errors import InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Customer, CustomerIdentity
 from core.serialize import iso
 
@@ -19,7 +19,9 @@ MAX_ATTRIBUTES = 50
 def customer_view(customer: Customer, identities: list[CustomerIdentity]) -> dict[str, Any]:
     return {"id": customer.id, "name": customer.name, "email": customer.email, "tags": list(customer.tags or []),
             "attributes": dict(customer.attributes or {}), "created_at": iso(customer.created_at),
-            "identities": [{"channel": i.channel, "external_id": i.external_id} for i in identities]}
+            "identities": [{"channel": i.channel, "external_id": i.external_id} for i in identities],
+            # Set once merged into another customer (core.merges): where to look instead.
+            "merged_into_id": customer.merged_into_id}
 
 
 async def _customer(session: AsyncSession, customer_id: int) -> Customer:
@@ -39,6 +41,9 @@ async def get_customer(session: AsyncSession, customer_id: int) -> dict[str, Any
 async def update_customer(session: AsyncSession, p: Principal, customer_id: int, changes: dict[str, Any],
                           ip: str | None) -> dict[str, Any]:
     customer = await _customer(session, customer_id)
+    if customer.merged_into_id is not None:
+        raise Conflict(f"customer {customer_id} was merged into customer {customer.merged_into_id}: change that one",
+                       code="customer_merged")
     if "tags" in changes and changes["tags"] is not None:
         tags = [str(t).strip().lower() for t in changes["tags"]]
         if any(not t or len(t) > 64 for t in tags):

@@ -23,6 +23,15 @@ class EventKind:
     MESSAGE_DELIVERY = "message.delivery"
     AGENT_PRESENCE = "agent.presence"
     AGENT_UPDATED = "agent.updated"
+    # The agent workspace (#13): customers merged and unmerged (every agent of the tenant gets them:
+    # any agent may read any customer), and an agent mentioned in a note (that agent only).
+    CUSTOMER_MERGED = "customer.merged"
+    CUSTOMER_UNMERGED = "customer.unmerged"
+    MENTION = "mention"
+
+
+# Events about customers, not tickets: every agent of the tenant sees them.
+CUSTOMER_KINDS = frozenset({EventKind.CUSTOMER_MERGED, EventKind.CUSTOMER_UNMERGED})
 
 
 def tenant_topic(tenant_id: int) -> str:
@@ -51,10 +60,13 @@ class EventLog:
         payload: dict[str, Any] | None = None,
         assignee_id: int | None = None,
         previous_assignee_id: int | None = None,
+        ticket_id: int | None = None,
     ) -> None:
+        """``ticket_id`` without ``ticket``: an event about a ticket whose visibility is not its
+        assignee's (a mention: ``assignee_id`` is the agent mentioned)."""
         self.rows.append({
             "tenant_id": tenant_id,
-            "ticket_id": ticket.id if ticket is not None else None,
+            "ticket_id": ticket.id if ticket is not None else ticket_id,
             "kind": kind,
             "assignee_id": ticket.assignee_id if ticket is not None else assignee_id,
             "previous_assignee_id": previous_assignee_id,
@@ -79,7 +91,13 @@ class EventLog:
 def visible_to(event: dict[str, Any], agent_id: int, sees_all: bool, groups: frozenset[int] = frozenset()) -> bool:
     """Admins and supervisors see everything of their tenant. An agent sees events of tickets
     assigned to them (before or after the change), and of waiting tickets in their groups' queues
-    (or in the tenant-wide queue, for tickets without a group)."""
+    (or in the tenant-wide queue, for tickets without a group). Everyone sees the events about
+    customers; a mention reaches the agent mentioned only, whatever their role."""
+    kind = event.get("kind")
+    if kind == EventKind.MENTION:
+        return event.get("mentioned_agent_id") == agent_id
+    if kind in CUSTOMER_KINDS:
+        return True
     if sees_all:
         return True
     if event.get("assignee_id") == agent_id or event.get("previous_assignee_id") == agent_id:

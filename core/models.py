@@ -28,6 +28,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column
@@ -276,6 +277,9 @@ class Customer(TenantScoped, Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     tags: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when this customer was merged into another (core.merges): kept, not deleted, so the merge
+    # can be undone with the same id and links to it still say where it went.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
 
 
 class CustomerIdentity(TenantScoped, Base):
@@ -332,6 +336,9 @@ class Ticket(TenantScoped, Base):
     solved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Set when this ticket was merged into another (core.merges): its messages moved there and it
+    # was closed. Shown in the ticket's detail.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
 
 
 class TicketParticipant(TenantScoped, Base):
@@ -636,3 +643,84 @@ def _no_bulk_ledger_changes(state: ORMExecuteState) -> None:
     # update(LedgerEntry) / delete(LedgerEntry) through a session skip the per-object hooks above.
     if (state.is_update or state.is_delete) and any(m.class_ is LedgerEntry for m in state.all_mappers):
         raise AppendOnly("the billing ledger is append-only")
+
+
+# --- the agent workspace (#13): customer merges, canned replies, macros, mentions ----------------------
+class CustomerMerge(TenantScoped, Base):
+    """One customer merged into another (core.merges), with what moved and what was there before,
+    so that :func:`core.merges.undo_customer_merge` puts exactly that back."""
+
+    __tablename__ = "customer_merges"
+    __table_args__ = (Index("ix_customer_merges_tenant_customer", "tenant_id", "customer_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # The one kept, and the one merged into it.
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    other_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    # Ids of the identities and tickets that moved from the other to the one kept.
+    identity_ids: Mapped[list[Any]] = mapped_column(default=list)
+    ticket_ids: Mapped[list[Any]] = mapped_column(default=list)
+    # The kept customer's fields before the merge (name, email, tags, attributes), and the other's.
+    before: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    other_fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    merged_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    undone_at: Mapped[datetime | None]
+    undone_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+
+
+class CannedReply(TenantScoped, Base):
+    """A prepared answer an agent inserts with ``/shortcut`` (core.canned): the tenant's own
+    (``agent_id`` null, managed by admins) or one agent's personal one."""
+
+    __tablename__ = "canned_replies"
+    __table_args__ = (
+        # A shortcut names one reply per scope: once among the tenant's, once among each agent's.
+        Index("uq_canned_replies_tenant_shortcut", "tenant_id", "shortcut", unique=True,
+              sqlite_where=text("agent_id IS NULL"), postgresql_where=text("agent_id IS NULL")),
+        Index("uq_canned_replies_agent_shortcut", "tenant_id", "agent_id", "shortcut", unique=True,
+              sqlite_where=text("agent_id IS NOT NULL"), postgresql_where=text("agent_id IS NOT NULL")),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    shortcut: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Macro(TenantScoped, Base):
+    """Several actions applied to a ticket at once (core.macros): reply, note, tags, status,
+    priority, transfer to a group. Managed by the tenant's admins."""
+
+    __tablename__ = "macros"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(String(1000))
+    actions: Mapped[list[Any]] = mapped_column(default=list)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Mention(TenantScoped, Base):
+    """An agent named in an internal note (core.mentions); read once they have seen it."""
+
+    __tablename__ = "mentions"
+    __table_args__ = (
+        UniqueConstraint("message_id", "agent_id"),
+        Index("ix_mentions_tenant_agent_read", "tenant_id", "agent_id", "read_at", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    author_agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    read_at: Mapped[datetime | None]

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import attachments, transitions
+from core import attachments, mentions, transitions
 from core.auth import Principal
 from core.batching import GroupCommit
 from core.capacity import Pending, lock_agents, move_load
@@ -189,6 +189,11 @@ class TicketWrites:
             done = await _write_tickets(session, self.hub, tenant_id, items)
         await self._after_commit(tenant_id, done)
         return done.results
+
+    async def after_commit(self, tenant_id: int, done: _Done) -> None:
+        """What a committed write leaves to do (see :meth:`_after_commit`), for writes made in a
+        transaction of the caller's (:func:`write_together`)."""
+        await self._after_commit(tenant_id, done)
 
     async def _after_commit(self, tenant_id: int, done: _Done) -> None:
         # The batch is committed: nothing here may fail it, or the writer would write its items
@@ -398,6 +403,11 @@ async def _write_replies(session: AsyncSession, hub: Hub, tenant_id: int, items:
     # tickets, before any slot moves (as the router and transfers lock them).
     await lock_agents(session, [it.principal.agent_id for it in items if it.direction == Direction.OUTBOUND
                                 and it.ticket_id in locked and locked[it.ticket_id].ticket.assignee_id is None])
+    # Agents mentioned on a ticket they do not otherwise see may add notes to it (core.mentions).
+    asked = {(it.principal.agent_id, it.ticket_id) for it in items if it.direction == Direction.NOTE
+             and not it.principal.sees_all and (t := locked.get(it.ticket_id)) is not None
+             and not sees(it.principal, t.ticket, a.groups if (a := agents.get(it.principal.agent_id)) else set())}
+    mentioned = await mentions.granted(session, asked)
     pending: Pending = {}
     planned: list[tuple[int, _Planned]] = []
     for i, it in enumerate(items):
@@ -405,7 +415,8 @@ async def _write_replies(session: AsyncSession, hub: Hub, tenant_id: int, items:
             if (replayed := _replayed(it, done_before)) is not None:
                 results[i] = replayed
                 continue
-            entry = _visible(it.principal, locked.get(it.ticket_id), agents, it.ticket_id)
+            entry = (locked[it.ticket_id] if (it.principal.agent_id, it.ticket_id) in mentioned
+                     else _visible(it.principal, locked.get(it.ticket_id), agents, it.ticket_id))
             files = await attachments.for_message(session, it.attachment_ids)
             planned.append((i, await _plan(session, hub, it.principal, entry, direction=it.direction, text=it.text,
                                            files=files, client_id=it.client_id,
@@ -420,6 +431,9 @@ async def _write_replies(session: AsyncSession, hub: Hub, tenant_id: int, items:
                                                              log, now)
         for (i, _), mdict in zip(planned, messages, strict=True):
             results[i] = mdict
+        await mentions.record(session, tenant_id, [
+            mentions.Note(m["id"], p.view, p.customer, p.text, p.principal.agent_id, m["author"]["name"], now)
+            for (_, p), m in zip(planned, messages, strict=True) if p.direction == Direction.NOTE], log)
         done.events = await log.flush()
     return done
 
@@ -536,8 +550,10 @@ async def _write_changes(session: AsyncSession, tenant_id: int, items: list[Chan
 async def _customers(session: AsyncSession, tenant_id: int, ids: set[int]) -> dict[int, CustomerRow]:
     if not ids:
         return {}
+    # A customer merged into another (core.merges) takes no new tickets: it is not found.
     rows = await session.execute(select(*_CUSTOMER_COLUMNS).where(Customer.tenant_id == tenant_id,
-                                                                  Customer.id.in_(sorted(ids))))
+                                                                  Customer.id.in_(sorted(ids)),
+                                                                  Customer.merged_into_id.is_(None)))
     return {row[0]: CustomerRow(*row) for row in rows}
 
 
@@ -730,4 +746,28 @@ async def _write_tickets(session: AsyncSession, hub: Hub, tenant_id: int, items:
     for m in made:
         results[m.index] = ticket_dict(m.ticket, m.customer)
     done.events = await log.flush()
+    return done
+
+
+# --- several actions on one ticket in one transaction (a macro, core.macros) --------------------------
+Done = _Done
+
+
+async def write_together(session: AsyncSession, hub: Hub, tenant_id: int, replies: list[Reply],
+                         changes: list[Change]) -> _Done:
+    """Replies and notes, then changes, in the caller's transaction, all or nothing: the first
+    item's error is raised (rolling the transaction back) instead of being returned."""
+    done = _Done([], [], [], [], capacity=True)
+    for batch in (await _write_replies(session, hub, tenant_id, replies) if replies else None,
+                  await _write_changes(session, tenant_id, changes) if changes else None):
+        if batch is None:
+            continue
+        for result in batch.results:
+            if isinstance(result, BaseException):
+                raise result
+        done.results += batch.results
+        done.events += batch.events
+        done.outbox_ids += batch.outbox_ids
+        done.sends += batch.sends
+        done.route = done.route or batch.route
     return done

@@ -31,6 +31,7 @@ from core.models import (
     Customer,
     Direction,
     Group,
+    Mention,
     Message,
     Priority,
     Ticket,
@@ -134,7 +135,8 @@ async def get_ticket(hub: Hub, principal: Principal, ticket_id: int, *, limit: i
                 select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id).where(Ticket.id == ticket_id)
             )
         ).one_or_none()
-        if row is None or not await can_see(session, principal, row[0]):
+        if row is None or not (await can_see(session, principal, row[0])
+                               or await was_mentioned(session, principal, ticket_id)):
             raise NotFound(f"ticket {ticket_id} not found", code="ticket_not_found")
         ticket, customer = row
         messages = (
@@ -147,9 +149,18 @@ async def get_ticket(hub: Hub, principal: Principal, ticket_id: int, *, limit: i
             )
         ).all()
         return {
-            "ticket": ticket_dict(ticket, customer),
+            # merged_into_id: the ticket this one was merged into (core.merges), in its detail only.
+            "ticket": {**ticket_dict(ticket, customer), "merged_into_id": ticket.merged_into_id},
             "messages": [message_dict(m, agent=a, customer=customer) for m, a in messages],
         }
+
+
+async def was_mentioned(session: AsyncSession, principal: Principal, ticket_id: int) -> bool:
+    """Whether the agent was mentioned in a note of the ticket: a mention lets them open it
+    (read it and add notes; core.mentions), whoever it is assigned to."""
+    found = await session.execute(select(Mention.id).where(Mention.agent_id == principal.agent_id,
+                                                           Mention.ticket_id == ticket_id).limit(1))
+    return found.first() is not None
 
 
 async def list_tickets(

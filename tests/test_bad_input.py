@@ -11,6 +11,7 @@ here what a valid and a badly typed body look like.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -60,6 +61,13 @@ ID_PARAMS = {
     "mailbox_id": ("mailbox_not_found", MAX_ID),
     "message_id": ("original_not_found", MAX_BIG_ID),
     "xmpp_account_id": ("xmpp_account_not_found", MAX_ID),
+    "merge_id": ("merge_not_found", MAX_BIG_ID),
+    "canned_id": ("canned_not_found", MAX_BIG_ID),
+    "macro_id": ("macro_not_found", MAX_BIG_ID),
+}
+# Where one route's id of the same name is missing with another code.
+ID_PARAMS_BY_ROUTE = {
+    (("POST", "/api/v1/tickets/{ticket_id}/messages/{message_id}/split"), "message_id"): "message_not_found",
 }
 # Each textual id in a path (a WeChat account's webhook key, a WeChat media id): the error for one
 # that exists nowhere, and the longest its column holds.
@@ -112,6 +120,9 @@ class Shop:
     message_id: int  # the customer's first message
     invoice_number: str  # of the charge for the tenant's seats (a billing contract and its ledger)
     xmpp: dict[str, Any] = dataclass_field(default_factory=dict)  # an XMPP client account, as the API shows it
+    # The agent workspace (#13): a customer merge, the agent's own canned reply, a macro, and the ids
+    # the valid bodies name (another customer to merge, another ticket of the shop's customer).
+    workspace: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def domain(self) -> str:
@@ -123,7 +134,8 @@ class Shop:
                 "key": self.wechat["key"], "media_id": self.media_id, "attachment_id": self.attachment["id"],
                 "signature": self.file_path.rsplit("/", 1)[1], "mailbox_id": self.mailbox["id"],
                 "message_id": self.message_id, "invoice_number": self.invoice_number,
-                "xmpp_account_id": self.xmpp["id"]}
+                "xmpp_account_id": self.xmpp["id"], "merge_id": self.workspace["merge_id"],
+                "canned_id": self.workspace["canned_id"], "macro_id": self.workspace["macro_id"]}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
@@ -202,11 +214,12 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
                              json_body={"address": f"help@{info.domain}", "name": "Initech help"})
         assert mailbox.status == 201, mailbox
         invoice = await open_billing(db, info.id)
+        workspace = await _workspace(http, info.domain, admin_token, agent_token, tickets[0]["customer_id"])
         s = Shop(info, http, db, server.app[HUB].settings, admin, agent, spare, group_id, admin_token, agent_token,
                  revoked, owner_token,
                  ticket_id, first.body["visitor_id"], tickets[0]["customer_id"], rule.body["rule"]["id"],
                  account.body["account"], media_id, label.body["attachment"], file_path, kf.key,
-                 mailbox.body["mailbox"], first.body["message"]["id"], invoice)
+                 mailbox.body["mailbox"], first.body["message"]["id"], invoice, workspace=workspace)
         xmpp = await http("POST", "/api/v1/xmpp/accounts", host=info.domain, token=admin_token, json_body={
             "kind": "client", "jid": f"help@xmpp.{info.domain}", "secret": "xmpp secret"})
         assert xmpp.status == 201, xmpp
@@ -220,6 +233,29 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
         yield s
     await info.close()
     await db.dispose()
+
+
+async def _workspace(http: Http, domain: str, admin_token: str, agent_token: str, customer_id: int) -> dict[str, int]:
+    async def call(path: str, body: Any, token: str = admin_token) -> dict[str, Any]:
+        reply = await http("POST", path, host=domain, token=token, json_body=body)
+        assert reply.status == 201, reply
+        return dict(reply.body)
+
+    left = (await call("/api/v1/tickets", {"customer": {"name": "Left"}, "text": "left"}))["ticket"]
+    right = (await call("/api/v1/tickets", {"customer": {"name": "Right"}, "text": "right"}))["ticket"]
+    spare = (await call("/api/v1/tickets", {"customer": {"name": "Spare"}, "text": "spare"}))["ticket"]
+    second = (await call("/api/v1/tickets", {"customer_id": customer_id, "text": "second ticket"}))["ticket"]
+    # Solved, so they wait in no queue: an agent coming online would be given them, and the tests
+    # compare every row before and after.
+    for ticket in (left, right, spare, second):
+        solved = await http("PATCH", f"/api/v1/tickets/{ticket['id']}", host=domain, token=admin_token,
+                            json_body={"status": "solved"})
+        assert solved.status == 200, solved
+    merge = await call(f"/api/v1/customers/{left['customer_id']}/merge", {"other_id": right["customer_id"]})
+    canned = await call("/api/v1/canned-replies", {"shortcut": "own", "title": "Own", "text": "Hi"}, agent_token)
+    macro = await call("/api/v1/macros", {"name": "Prioritise", "actions": [{"type": "priority", "priority": "high"}]})
+    return {"merge_id": merge["merge"]["id"], "canned_id": canned["canned_reply"]["id"],
+            "macro_id": macro["macro"]["id"], "spare_customer": spare["customer_id"], "second_ticket": second["id"]}
 
 
 def _wechat_body(**extra: Any) -> dict[str, Any]:
@@ -265,6 +301,16 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/api/v1/xmpp/accounts"): {"kind": "client", "jid": f"c-{uuid.uuid4().hex[:6]}@{shop.domain}",
                                             "secret": "pw", "host": "127.0.0.1", "port": 5222},
         ("PATCH", "/api/v1/xmpp/accounts/{xmpp_account_id}"): {"name": "Renamed", "muc_rooms": []},
+        ("POST", "/api/v1/customers/{customer_id}/merge"): {"other_id": shop.workspace["spare_customer"]},
+        ("POST", "/api/v1/tickets/{ticket_id}/merge"): {"other_ticket_id": shop.workspace["second_ticket"]},
+        ("POST", "/api/v1/tickets/{ticket_id}/messages/{message_id}/split"): {"following": False},
+        ("POST", "/api/v1/canned-replies"): {"shortcut": f"s{uuid.uuid4().hex[:6]}", "title": "T",
+                                             "text": "Hello {{customer.name|there}}"},
+        ("PATCH", "/api/v1/canned-replies/{canned_id}"): {"title": "Renamed"},
+        ("POST", "/api/v1/macros"): {"name": f"m{uuid.uuid4().hex[:6]}",
+                                     "actions": [{"type": "priority", "priority": "high"}]},
+        ("PATCH", "/api/v1/macros/{macro_id}"): {"description": "renamed"},
+        ("POST", "/api/v1/me/mentions/read"): {"all": True},
         ("POST", "/webchat/messages"): {"visitor_id": shop.visitor_id, "client_id": f"c-{uuid.uuid4().hex[:8]}",
                                         "text": "Any news?", "name": "Milton", "email": "milton@example.com",
                                         "language": "en-GB"},
@@ -442,6 +488,42 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
         ("PATCH", "/api/v1/xmpp/accounts/{xmpp_account_id}"): [
             ({"name": 5}, "name"), ({"active": "yes"}, "active"), ({"port": 70000}, "port"),
             ({"secret": ""}, "secret"), ({"jid": "x@y.example"}, "jid"), ({"kind": "component"}, "kind"),
+        ],
+        ("POST", "/api/v1/customers/{customer_id}/merge"): [
+            ({"other_id": str(shop.customer_id)}, "other_id"), ({"other_id": True}, "other_id"),
+            ({"other_id": 0}, "other_id"), ({"other_id": 2**63}, "other_id"), ({}, "other_id"),
+        ],
+        ("POST", "/api/v1/tickets/{ticket_id}/merge"): [
+            ({"other_ticket_id": "5"}, "other_ticket_id"), ({"other_ticket_id": 1.5}, "other_ticket_id"),
+            ({"other_ticket_id": -1}, "other_ticket_id"), ({}, "other_ticket_id"),
+        ],
+        ("POST", "/api/v1/tickets/{ticket_id}/messages/{message_id}/split"): [
+            ({"following": "yes"}, "following"), ({"following": 1}, "following"), ({"subject": ""}, "subject"),
+            ({"subject": 5}, "subject"),
+        ],
+        ("POST", "/api/v1/canned-replies"): [
+            ({"shortcut": 5, "title": "t", "text": "x"}, "shortcut"), ({"shortcut": "s", "title": "", "text": "x"},
+                                                                       "title"),
+            ({"shortcut": "s", "title": "t", "text": None}, "text"), ({"shortcut": "s", "title": "t"}, "text"),
+            ({"scope": "global", "shortcut": "s", "title": "t", "text": "x"}, "scope"),
+        ],
+        ("PATCH", "/api/v1/canned-replies/{canned_id}"): [
+            ({"title": 5}, "title"), ({"shortcut": ""}, "shortcut"), ({"text": ["x"]}, "text"),
+        ],
+        ("POST", "/api/v1/macros"): [
+            ({"name": "m", "actions": []}, "actions"), ({"name": "m", "actions": [{"type": "shout"}]}, "actions"),
+            ({"name": "m", "actions": [{"type": "status", "status": "done"}]}, "actions"),
+            ({"name": "m", "actions": [{"type": "group", "group_id": "1"}]}, "actions"),
+            ({"name": "m", "actions": [{"type": "reply"}]}, "actions"),
+            ({"name": "", "actions": [{"type": "priority", "priority": "low"}]}, "name"), ({"name": "m"}, "actions"),
+        ],
+        ("PATCH", "/api/v1/macros/{macro_id}"): [
+            ({"name": 5}, "name"), ({"actions": []}, "actions"), ({"description": 5}, "description"),
+            ({"actions": [{"type": "add_tags", "tags": []}]}, "actions"),
+        ],
+        ("POST", "/api/v1/me/mentions/read"): [
+            ({}, "body"), ({"ids": []}, "ids"), ({"ids": ["1"]}, "ids"), ({"all": "yes"}, "all"),
+            ({"ids": [1], "all": True}, "body"), ({"ids": [0]}, "ids"),
         ],
         ("POST", "/webchat/messages"): [
             ({**webchat, "text": 5}, "text"), ({**webchat, "text": None}, "text"),
@@ -693,6 +775,7 @@ async def test_ids_in_the_path(shop: Shop, op: Operation) -> None:
             continue
         assert param in ID_PARAMS, f"{op_id(op)}: say in ID_PARAMS or WORD_PARAMS what {param} is"
         missing_code, largest = ID_PARAMS[param]
+        missing_code = ID_PARAMS_BY_ROUTE.get((op_key(op), param), missing_code)
         for bad in [*BAD_IDS, str(largest + 1)]:
             reply = await shop.call(op.method, _path(op, shop, **{param: bad}), body=body)
             assert_error(reply, 422, "invalid_id")

@@ -33,10 +33,13 @@ from core.db import Database
 from core.models import (
     MAX_ID,
     Agent,
+    CannedReply,
     CustomerIdentity,
     Group,
     InboxItem,
     LedgerEntry,
+    Macro,
+    Mention,
     Message,
     RoutingRule,
     StoredAttachment,
@@ -106,6 +109,9 @@ class Side:
     mail_message_id: int  # a customer's mail to it, received over SMTP and made a ticket message
     invoice_number: str  # a billing contract, its ledger, and the invoice of its charge for seats
     xmpp: dict[str, Any] = field(default_factory=dict)  # an XMPP client account, as the admin API shows it
+    # The agent workspace (#13): a customer merge, canned replies (the tenant's, the agent's own), a
+    # macro, and a note mentioning the agent.
+    workspace: dict[str, int] = field(default_factory=dict)
 
     @property
     def attachment_id(self) -> int:
@@ -133,7 +139,9 @@ class Side:
                 "agent_id": self.agent.id, "customer_id": self.customer_id, "account_id": self.account_id,
                 "key": self.key, "media_id": self.media_id, "attachment_id": self.attachment_id,
                 "signature": self.signature, "mailbox_id": self.mailbox["id"], "message_id": self.mail_message_id,
-                "invoice_number": self.invoice_number, "xmpp_account_id": self.xmpp["id"]}
+                "invoice_number": self.invoice_number, "xmpp_account_id": self.xmpp["id"],
+                "merge_id": self.workspace["merge_id"], "canned_id": self.workspace["canned_id"],
+                "macro_id": self.workspace["macro_id"]}
 
 
 @dataclass
@@ -271,10 +279,39 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     xmpp = await http("POST", "/api/v1/xmpp/accounts", host=t.domain, token=admin_token, json_body={
         "kind": "client", "jid": f"help@xmpp.{t.domain}", "secret": f"{name} xmpp secret", "name": f"{name} chat"})
     assert xmpp.status == 201, xmpp
+    workspace = await _workspace(http, db, t, admin_token, agent_token, name, agent)
     return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
                 int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
                 wechat, media_id, attachment, file_path, oa, kf, mailbox, mail_message_id, invoice,
-                dict(xmpp.body["account"]))
+                dict(xmpp.body["account"]), workspace)
+
+
+async def _workspace(http: Http, db: Database, t: TenantInfo, admin_token: str, agent_token: str, name: str,
+                     agent: AgentInfo) -> dict[str, int]:
+    """Two customers (of tickets made by hand) merged, canned replies, a macro, a mention."""
+    async def call(method: str, path: str, body: Any, token: str = admin_token) -> dict[str, Any]:
+        reply = await http(method, path, host=t.domain, token=token, json_body=body)
+        assert reply.status in (200, 201), reply
+        return dict(reply.body)
+
+    left = (await call("POST", "/api/v1/tickets", {"customer": {"name": f"{name} left"}, "text": "left"}))["ticket"]
+    right = (await call("POST", "/api/v1/tickets", {"customer": {"name": f"{name} right"}, "text": "right"}))["ticket"]
+    # Solved, so they wait in no queue (the tests of live events count on the agent's free capacity).
+    for ticket in (left, right):
+        await call("PATCH", f"/api/v1/tickets/{ticket['id']}", {"status": "solved"})
+    merge = await call("POST", f"/api/v1/customers/{left['customer_id']}/merge", {"other_id": right["customer_id"]})
+    canned = await call("POST", "/api/v1/canned-replies", {"scope": "tenant", "shortcut": f"{name.lower()}-hello",
+                                                           "title": f"{name} hello", "text": "Hi {{customer.name}}"})
+    await call("POST", "/api/v1/canned-replies", {"shortcut": "mine", "title": f"{name} own", "text": "mine"},
+               token=agent_token)
+    macro = await call("POST", "/api/v1/macros", {"name": f"{name} macro", "actions": [
+        {"type": "add_tags", "tags": [f"{name.lower()}-macro"]}]})
+    await call("POST", f"/api/v1/tickets/{left['id']}/messages", {"kind": "note",
+                                                               "text": f"@[{agent.name}](agent:{agent.id}) look"})
+    await eventually(lambda: _routed(db, t.id))
+    return {"merge_id": int(merge["merge"]["id"]), "canned_id": int(canned["canned_reply"]["id"]),
+            "macro_id": int(macro["macro"]["id"]), "left_customer": int(left["customer_id"]),
+            "right_customer": int(right["customer_id"]), "left_ticket": int(left["id"])}
 
 
 async def _mailbox_with_mail(http: Http, server: Server, t: TenantInfo, token: str, name: str
@@ -1166,6 +1203,183 @@ async def probe_kf_callback(w: World) -> None:
     assert {c["open_kfid"] for c in await eventually(pulls)} == {a.kf.open_kfid}
 
 
+# --- the agent workspace (#13) -------------------------------------------------------------------------------
+async def _body_ids_like_missing(w: World, method: str, path: str, make: Callable[[Any], Any], b_ids: list[int],
+                                 code: str) -> None:
+    """B's ids in a body answer exactly as an id that exists nowhere."""
+    absent = await w.call(method, path, body=make(MISSING_TICKET))
+    assert_not_found(absent, code)
+    for b_id in b_ids:
+        reply = await w.call(method, path, body=make(b_id))
+        assert_not_found(reply, code)
+        assert reply.body["error"]["message"] == absent.body["error"]["message"].replace(str(MISSING_TICKET), str(b_id))
+
+
+async def probe_customer_tickets(w: World) -> None:
+    await _not_found_like_a_missing(w, "GET", "/api/v1/customers/{}/tickets",
+                                    [w.b.customer_id, w.b.workspace["left_customer"]], MISSING_TICKET,
+                                    "customer_not_found")
+    ok = await w.call("GET", f"/api/v1/customers/{w.a.customer_id}/tickets")
+    assert ok.status == 200 and w.a.open_ticket in {t["id"] for t in ok.body["tickets"]}, ok
+    assert not {t["id"] for t in ok.body["tickets"]} & await ids_of(w.db, Ticket, w.b.info.id)
+
+
+async def probe_merge_customers(w: World) -> None:
+    a_left, a_right = w.a.workspace["left_customer"], w.a.workspace["right_customer"]
+    b_ids = [w.b.customer_id, w.b.workspace["left_customer"], w.b.workspace["right_customer"]]
+    for other in (w.a.customer_id, a_left):
+        await _not_found_like_a_missing(w, "POST", "/api/v1/customers/{}/merge", b_ids, MISSING_TICKET,
+                                        "customer_not_found", {"other_id": other})
+    for kept in (w.a.customer_id, a_left):
+        await _body_ids_like_missing(w, "POST", f"/api/v1/customers/{kept}/merge", lambda i: {"other_id": i}, b_ids,
+                                     "customer_not_found")
+    customer = await w.call("GET", f"/api/v1/customers/{w.a.customer_id}")
+    assert customer.body["customer"]["merged_into_id"] is None
+    # A's own merged customer is refused as merged, not as missing.
+    assert_error(await w.call("POST", f"/api/v1/customers/{a_left}/merge", body={"other_id": a_right}), 409,
+                 "customer_merged")
+
+
+async def probe_list_merges(w: World) -> None:
+    await _not_found_like_a_missing(w, "GET", "/api/v1/customers/{}/merges",
+                                    [w.b.workspace["left_customer"], w.b.workspace["right_customer"]], MISSING_TICKET,
+                                    "customer_not_found")
+    ok = await w.call("GET", f"/api/v1/customers/{w.a.workspace['left_customer']}/merges")
+    assert ok.status == 200 and [m["id"] for m in ok.body["merges"]] == [w.a.workspace["merge_id"]], ok
+
+
+async def probe_undo_merge(w: World) -> None:
+    await _not_found_like_a_missing(w, "POST", "/api/v1/customers/merges/{}/undo", [w.b.workspace["merge_id"]],
+                                    MISSING_TICKET, "merge_not_found")
+    # A's own merge undoes, and is made again for the probes after this one.
+    ok = await w.call("POST", f"/api/v1/customers/merges/{w.a.workspace['merge_id']}/undo")
+    assert ok.status == 200, ok
+    again = await w.call("POST", f"/api/v1/customers/{w.a.workspace['left_customer']}/merge",
+                         body={"other_id": w.a.workspace["right_customer"]})
+    assert again.status == 201, again
+
+
+async def probe_merge_tickets(w: World) -> None:
+    b_tickets = [w.b.open_ticket, w.b.solved_ticket, w.b.waiting_ticket, w.b.workspace["left_ticket"]]
+    await _not_found_like_a_missing(w, "POST", "/api/v1/tickets/{}/merge", b_tickets, MISSING_TICKET,
+                                    "ticket_not_found", {"other_ticket_id": w.a.open_ticket})
+    await _body_ids_like_missing(w, "POST", f"/api/v1/tickets/{w.a.open_ticket}/merge",
+                                 lambda i: {"other_ticket_id": i}, b_tickets, "ticket_not_found")
+    detail = await w.call("GET", f"/api/v1/tickets/{w.a.open_ticket}")
+    assert detail.body["ticket"]["merged_into_id"] is None and detail.body["ticket"]["status"] != "closed"
+
+
+async def probe_split(w: World) -> None:
+    b_messages = sorted(await ids_of(w.db, Message, w.b.info.id))
+    for b_ticket in (w.b.open_ticket, w.b.solved_ticket):
+        path = f"/api/v1/tickets/{b_ticket}/messages/{b_messages[0]}/split"
+        assert_not_found(await w.call("POST", path, body={}), "ticket_not_found")
+    await _not_found_like_a_missing(w, "POST", f"/api/v1/tickets/{{}}/messages/{b_messages[0]}/split",
+                                    [w.b.open_ticket], MISSING_TICKET, "ticket_not_found", {})
+    await _not_found_like_a_missing(w, "POST", f"/api/v1/tickets/{w.a.open_ticket}/messages/{{}}/split",
+                                    b_messages[:5], MISSING_TICKET, "message_not_found", {"following": True})
+
+
+async def probe_list_canned(w: World) -> None:
+    b_canned = await ids_of(w.db, CannedReply, w.b.info.id)
+    for query in ("", "?q=globex", "?q=/globex", "?q=Hi", "?q=mine"):
+        for token in (w.a.admin_token, w.a.agent_token):
+            reply = await w.call("GET", "/api/v1/canned-replies" + query, token=token)
+            assert reply.status == 200, reply
+            listed = {c["id"] for c in reply.body["canned_replies"]}
+            assert not listed & b_canned and listed <= await ids_of(w.db, CannedReply, w.a.info.id), query
+    everything = await w.call("GET", "/api/v1/canned-replies")
+    assert w.a.workspace["canned_id"] in {c["id"] for c in everything.body["canned_replies"]}
+
+
+async def probe_create_canned(w: World) -> None:
+    # B's shortcut is free in A (and B's use of it is not revealed by a conflict).
+    made = await w.call("POST", "/api/v1/canned-replies", body={"scope": "tenant", "shortcut": "globex-hello",
+                                                                 "title": "x", "text": "y"})
+    assert made.status == 201 and made.body["canned_reply"]["id"] in await ids_of(w.db, CannedReply, w.a.info.id)
+    assert (await w.call("DELETE", f"/api/v1/canned-replies/{made.body['canned_reply']['id']}")).status == 200
+
+
+async def probe_update_canned(w: World) -> None:
+    b_canned = sorted(await ids_of(w.db, CannedReply, w.b.info.id))
+    for body in ({"title": "taken over"}, {"shortcut": "mine"}, {"text": "{{customer.email}}"}):
+        await _not_found_like_a_missing(w, "PATCH", "/api/v1/canned-replies/{}", b_canned, MISSING_TICKET,
+                                        "canned_not_found", body)
+    ok = await w.call("PATCH", f"/api/v1/canned-replies/{w.a.workspace['canned_id']}", body={"title": "Acme hi"})
+    assert ok.status == 200, ok
+
+
+async def probe_delete_canned(w: World) -> None:
+    await _not_found_like_a_missing(w, "DELETE", "/api/v1/canned-replies/{}",
+                                    sorted(await ids_of(w.db, CannedReply, w.b.info.id)), MISSING_TICKET,
+                                    "canned_not_found")
+
+
+async def probe_render_canned(w: World) -> None:
+    b_canned = sorted(await ids_of(w.db, CannedReply, w.b.info.id))
+    a_canned = w.a.workspace["canned_id"]
+    await _not_found_like_a_missing(w, "POST", f"/api/v1/tickets/{{}}/canned-replies/{a_canned}/render",
+                                    [w.b.open_ticket, w.b.waiting_ticket], MISSING_TICKET, "ticket_not_found")
+    await _not_found_like_a_missing(w, "POST", f"/api/v1/tickets/{w.a.open_ticket}/canned-replies/{{}}/render",
+                                    b_canned, MISSING_TICKET, "canned_not_found")
+    ok = await w.call("POST", f"/api/v1/tickets/{w.a.open_ticket}/canned-replies/{a_canned}/render")
+    assert ok.status == 200 and ok.body["text"] == "Hi Acme customer", ok
+
+
+async def probe_list_macros(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/macros", token=w.a.agent_token)
+    assert reply.status == 200, reply
+    listed = {m["id"] for m in reply.body["macros"]}
+    assert listed == await ids_of(w.db, Macro, w.a.info.id) and "Globex" not in json.dumps(reply.body)
+
+
+async def probe_create_macro(w: World) -> None:
+    assert_not_found(await w.call("POST", "/api/v1/macros", body={"name": "to B", "actions": [
+        {"type": "group", "group_id": w.b.group_id}]}), "group_not_found")
+    made = await w.call("POST", "/api/v1/macros", body={"name": "Globex macro", "actions": [
+        {"type": "priority", "priority": "low"}]})
+    assert made.status == 201, made
+    assert (await w.call("DELETE", f"/api/v1/macros/{made.body['macro']['id']}")).status == 200
+
+
+async def probe_update_macro(w: World) -> None:
+    for body in ({"name": "taken over"}, {"actions": [{"type": "group", "group_id": w.a.group_id}]}):
+        await _not_found_like_a_missing(w, "PATCH", "/api/v1/macros/{}", [w.b.workspace["macro_id"]],
+                                        MISSING_TICKET, "macro_not_found", body)
+    assert_not_found(await w.call("PATCH", f"/api/v1/macros/{w.a.workspace['macro_id']}", body={"actions": [
+        {"type": "group", "group_id": w.b.group_id}]}), "group_not_found")
+
+
+async def probe_delete_macro(w: World) -> None:
+    await _not_found_like_a_missing(w, "DELETE", "/api/v1/macros/{}", [w.b.workspace["macro_id"]], MISSING_TICKET,
+                                    "macro_not_found")
+
+
+async def probe_apply_macro(w: World) -> None:
+    a_macro, b_macro = w.a.workspace["macro_id"], w.b.workspace["macro_id"]
+    await _not_found_like_a_missing(w, "POST", f"/api/v1/tickets/{{}}/macros/{a_macro}",
+                                    [w.b.open_ticket, w.b.waiting_ticket], MISSING_TICKET, "ticket_not_found")
+    await _not_found_like_a_missing(w, "POST", f"/api/v1/tickets/{w.a.open_ticket}/macros/{{}}", [b_macro],
+                                    MISSING_TICKET, "macro_not_found")
+    ok = await w.call("POST", f"/api/v1/tickets/{w.a.workspace['left_ticket']}/macros/{a_macro}")
+    assert ok.status == 200 and "acme-macro" in ok.body["ticket"]["tags"], ok
+
+
+async def probe_my_mentions(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/me/mentions", token=w.a.agent_token)
+    assert reply.status == 200, reply
+    assert {m["id"] for m in reply.body["mentions"]} <= await ids_of(w.db, Mention, w.a.info.id)
+    assert reply.body["mentions"] and "Globex" not in json.dumps(reply.body)
+
+
+async def probe_read_mentions(w: World) -> None:
+    b_mentions = sorted(await ids_of(w.db, Mention, w.b.info.id))
+    assert b_mentions
+    for token in (w.a.agent_token, w.a.admin_token):
+        reply = await w.call("POST", "/api/v1/me/mentions/read", token=token, body={"ids": b_mentions})
+        assert reply.status == 200 and reply.body["marked"] == 0, reply
+
+
 CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/auth/login"): Case(probe_login,
                                          lambda w: {"email": w.a.admin.email, "password": PASSWORD}),
@@ -1249,6 +1463,28 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/wechat/oa/{key}"): Case(probe_oa_push),
     ("GET", "/wechat/kf/{key}"): Case(probe_kf_verify),
     ("POST", "/wechat/kf/{key}"): Case(probe_kf_callback),
+    ("GET", "/api/v1/customers/{customer_id}/tickets"): Case(probe_customer_tickets),
+    ("POST", "/api/v1/customers/{customer_id}/merge"): Case(probe_merge_customers,
+                                                            lambda w: {"other_id": w.a.customer_id}),
+    ("GET", "/api/v1/customers/{customer_id}/merges"): Case(probe_list_merges),
+    ("POST", "/api/v1/customers/merges/{merge_id}/undo"): Case(probe_undo_merge),
+    ("POST", "/api/v1/tickets/{ticket_id}/merge"): Case(probe_merge_tickets,
+                                                        lambda w: {"other_ticket_id": w.a.open_ticket}),
+    ("POST", "/api/v1/tickets/{ticket_id}/messages/{message_id}/split"): Case(probe_split, lambda w: {}),
+    ("GET", "/api/v1/canned-replies"): Case(probe_list_canned),
+    ("POST", "/api/v1/canned-replies"): Case(probe_create_canned,
+                                             lambda w: {"shortcut": "x", "title": "x", "text": "x"}),
+    ("PATCH", "/api/v1/canned-replies/{canned_id}"): Case(probe_update_canned, lambda w: {"title": "x"}),
+    ("DELETE", "/api/v1/canned-replies/{canned_id}"): Case(probe_delete_canned),
+    ("POST", "/api/v1/tickets/{ticket_id}/canned-replies/{canned_id}/render"): Case(probe_render_canned),
+    ("GET", "/api/v1/macros"): Case(probe_list_macros),
+    ("POST", "/api/v1/macros"): Case(probe_create_macro,
+                                     lambda w: {"name": "x", "actions": [{"type": "priority", "priority": "low"}]}),
+    ("PATCH", "/api/v1/macros/{macro_id}"): Case(probe_update_macro, lambda w: {"name": "x"}),
+    ("DELETE", "/api/v1/macros/{macro_id}"): Case(probe_delete_macro),
+    ("POST", "/api/v1/tickets/{ticket_id}/macros/{macro_id}"): Case(probe_apply_macro),
+    ("GET", "/api/v1/me/mentions"): Case(probe_my_mentions),
+    ("POST", "/api/v1/me/mentions/read"): Case(probe_read_mentions, lambda w: {"all": True}),
 }
 
 
