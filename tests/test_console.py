@@ -213,3 +213,47 @@ async def test_typing_both_ways_and_who_else_is_viewing(browser: Any, local_tena
     await wang_page.wait_for_selector("#viewing-line", state="detached")
     for ctx in (li_ctx, wang_ctx, shop_ctx, other_ctx):
         await ctx.close()
+
+
+async def test_the_customer_panel_and_canned_replies(browser: Any, local_tenant: TenantInfo,  # noqa: F811
+                                                     tmp_path: Path) -> None:
+    t = local_tenant
+    agent = await t.add_agent(name="Li Na", role="admin")
+    client = await t.signed_in(agent, connect=False)
+    base = origin(t)
+    await client.api("POST", "/api/v1/canned-replies", {"scope": "tenant", "shortcut": "hello", "title": "Greeting",
+                                                         "text": "Hello {{customer.name|there}}, thanks for writing!"})
+    # The customer wrote before: that ticket is closed; now they write again.
+    shop_ctx, shop = await _customer_writes(browser, base, "My first question")
+    first = (await client.api("GET", "/api/v1/tickets"))["tickets"][0]
+    await client.api("PATCH", f"/api/v1/tickets/{first['id']}", {"status": "closed"})
+    await shop.fill("#chw-input", "A second question")
+    await shop.click("#chw-send")
+    ctx, page = await _agent_signs_in(browser, base, agent.email)
+    await page.locator("#tickets li.ticket:has-text('second question')").click()
+    await page.wait_for_selector("#thread .msg-inbound:has-text('second question')")
+    # The panel: the customer on every channel, and their earlier ticket, one click away.
+    await page.wait_for_selector("#customer-identities li:has-text('web chat')")
+    await page.wait_for_selector(f"#customer-history .history-item[data-id='{first['id']}']")
+    # Agents edit it in place.
+    await page.click("#customer-edit")
+    await page.fill("#customer-name", "张伟")
+    await page.click("#customer-save")
+    await page.wait_for_selector("#customer-display-name:has-text('张伟')")
+    # "/" opens the canned replies; the chosen one comes filled in for this customer.
+    await page.fill("#reply-text", "")
+    await page.type("#reply-text", "/hel")
+    await page.wait_for_selector("#canned-picker .canned-item:has-text('Greeting')")
+    await page.screenshot(path=str(tmp_path / "console-canned.png"))
+    await page.keyboard.press("Enter")
+
+    async def filled() -> bool:
+        return await page.input_value("#reply-text") == "Hello 张伟, thanks for writing!"
+
+    await eventually(filled)
+    await page.screenshot(path=str(tmp_path / "console-panel.png"))
+    # The earlier ticket opens from the panel.
+    await page.click(f"#customer-history .history-item[data-id='{first['id']}']")
+    await page.wait_for_selector("#thread .msg-inbound:has-text('My first question')")
+    await ctx.close()
+    await shop_ctx.close()

@@ -678,6 +678,21 @@ function Composer() {
   const files = useRef(null);
   const [busy, setBusy] = useState(false);
   const [chosen, setChosen] = useState([]);
+  const [slash, setSlash] = useState(null); // the text after "/" while the agent picks a canned reply
+  function watchSlash(value) {
+    const found = /(?:^|\s)\/([^\s/]*)$/.exec(value);
+    setSlash(found ? found[1] : null);
+  }
+  async function pickCanned(c) {
+    const id = state.selectedId;
+    setSlash(null);
+    try {
+      const rendered = await api('POST', `/api/v1/tickets/${id}/canned-replies/${c.id}/render`);
+      const el = text.current;
+      el.value = el.value.replace(/(^|\s)\/[^\s/]*$/, (m, space) => space) + rendered.text;
+      el.focus();
+    } catch (err) { state.error = err.message; changed(); }
+  }
   async function upload(file) {
     const res = await fetch(`/api/v1/attachments?name=${encodeURIComponent(file.name)}`, {
       method: 'POST',
@@ -721,7 +736,11 @@ function Composer() {
   return html`
     <div id="composer">
       <textarea id="reply-text" ref=${text} placeholder=${t('composer.placeholder')} aria-label=${t('composer.label')}
-        onKeyDown=${onKey} onInput=${(e) => typing(state.selectedId, e.target.value.trim() ? 'composing' : 'paused')}></textarea>
+        onKeyDown=${onKey} onInput=${(e) => {
+          typing(state.selectedId, e.target.value.trim() ? 'composing' : 'paused');
+          watchSlash(e.target.value);
+        }}></textarea>
+      ${slash != null && html`<${CannedPicker} query=${slash} onPick=${pickCanned} onClose=${() => setSlash(null)} />`}
       <div class="row">
         <button id="send-reply" class="primary" type="button" disabled=${busy} onClick=${() => submit('reply')}>${t('composer.send')}</button>
         <button id="send-note" type="button" disabled=${busy} onClick=${() => submit('note')}>${t('composer.note')}</button>
@@ -804,6 +823,104 @@ function LiveLine({ ticket }) {
     </div>`;
 }
 
+// ---- the customer panel: who this is, on every channel, and their earlier tickets ---------------
+function CustomerPanel({ ticket }) {
+  const [customer, setCustomer] = useState(null);
+  const [history, setHistory] = useState(null);
+  const [editing, setEditing] = useState(false);
+  const name = useRef(null);
+  const email = useRef(null);
+  const id = ticket.customer_id;
+  async function load() {
+    try {
+      const [c, h] = await Promise.all([api('GET', `/api/v1/customers/${id}`),
+        api('GET', `/api/v1/customers/${id}/tickets?limit=20`)]);
+      setCustomer(c.customer);
+      setHistory(h.tickets || []);
+    } catch (err) { state.error = err.message; changed(); }
+  }
+  useEffect(() => { setCustomer(null); setHistory(null); setEditing(false); if (id != null) load(); }, [id]);
+  async function save(e) {
+    e.preventDefault();
+    const changes = { name: name.current.value.trim() || null, email: email.current.value.trim() || null };
+    try {
+      setCustomer((await api('PATCH', `/api/v1/customers/${id}`, changes)).customer);
+      setEditing(false);
+    } catch (err) { state.error = err.message; changed(); }
+  }
+  if (id == null) return null;
+  const c = customer || ticket.customer || {};
+  const earlier = (history || []).filter((x) => x.id !== ticket.id);
+  return html`
+    <aside id="customer-panel" aria-label=${t('customer.title')}>
+      <h3>${t('customer.title')}</h3>
+      ${editing ? html`
+        <form id="customer-form" onSubmit=${save}>
+          <label>${t('customer.name')}<input id="customer-name" ref=${name} value=${c.name || ''} maxlength="200" /></label>
+          <label>${t('customer.email')}<input id="customer-email" ref=${email} type="email" value=${c.email || ''} /></label>
+          <div class="row"><button class="primary" type="submit" id="customer-save">${t('customer.save')}</button>
+            <button type="button" onClick=${() => setEditing(false)}>${t('customer.cancel')}</button></div>
+        </form>` : html`
+        <div class="customer-card">
+          <div id="customer-display-name" class="customer-name">${c.name || t('ticket.customer')}</div>
+          ${c.email && html`<div class="customer-email">${c.email}</div>`}
+          <button type="button" id="customer-edit" class="link" onClick=${() => setEditing(true)}>${t('customer.edit')}</button>
+        </div>`}
+      ${customer && customer.tags && customer.tags.length > 0 && html`
+        <div class="tags">${customer.tags.map((tag) => html`<span class="tag" key=${tag}>${tag}</span>`)}</div>`}
+      ${customer && html`
+        <h4>${t('customer.identities')}</h4>
+        <ul id="customer-identities" class="plain">
+          ${(customer.identities || []).map((i) => html`<li key=${`${i.channel}:${i.external_id}`}>
+            <span class="badge">${channelName(i.channel)}</span> <span class="ident">${i.external_id}</span></li>`)}
+        </ul>`}
+      <h4>${t('customer.history')}</h4>
+      ${history == null ? html`<p class="empty">${t('ticket.loading')}</p>` : !earlier.length
+        ? html`<p class="empty">${t('customer.no_history')}</p>` : html`
+        <ul id="customer-history" class="plain">
+          ${earlier.map((x) => html`<li key=${x.id}>
+            <button type="button" class="history-item" disabled=${!x.can_open} data-id=${x.id}
+              onClick=${() => { upsertTicket(x); select(x.id); }}>
+              <span class="history-title">${ticketTitle(x)}</span>
+              <span class="ticket-meta"><span class=${`badge status-${x.status}`}>${t(`status.${x.status}`)}</span>
+                <span>${channelName(x.channel)}</span><span class="time">${when(x.created_at)}</span></span>
+            </button></li>`)}
+        </ul>`}
+    </aside>`;
+}
+
+// ---- canned replies: "/" in the composer, a search, the text filled in for the ticket ------------
+function CannedPicker({ query, onPick, onClose }) {
+  const [items, setItems] = useState([]);
+  const [at, setAt] = useState(0);
+  useEffect(() => {
+    let live = true;
+    api('GET', `/api/v1/canned-replies?limit=20&q=${encodeURIComponent(`/${query}`)}`)
+      .then((d) => { if (live) { setItems(d.canned_replies || []); setAt(0); } })
+      .catch(() => { if (live) setItems([]); });
+    return () => { live = false; };
+  }, [query]);
+  useEffect(() => {
+    function key(e) {
+      if (!items.length) return;
+      if (e.key === 'ArrowDown') { e.preventDefault(); setAt((at + 1) % items.length); }
+      else if (e.key === 'ArrowUp') { e.preventDefault(); setAt((at + items.length - 1) % items.length); }
+      else if (e.key === 'Enter' && !e.ctrlKey && !e.metaKey) { e.preventDefault(); e.stopPropagation(); onPick(items[at]); }
+      else if (e.key === 'Escape') onClose();
+    }
+    document.addEventListener('keydown', key, true);
+    return () => document.removeEventListener('keydown', key, true);
+  }, [items, at]);
+  return html`
+    <ul id="canned-picker" class="popover canned" role="listbox" aria-label=${t('canned.title')}>
+      ${!items.length && html`<li class="empty">${t('canned.none')}</li>`}
+      ${items.map((c, i) => html`<li key=${c.id} role="option" aria-selected=${i === at}
+        class=${`canned-item${i === at ? ' active' : ''}`} onMouseDown=${(e) => { e.preventDefault(); onPick(c); }}>
+        <span class="shortcut">/${c.shortcut}</span> <span class="canned-title">${c.title}</span>
+        <span class="canned-scope">${t(`canned.${c.scope}`)}</span></li>`)}
+    </ul>`;
+}
+
 function TicketView() {
   const ticket = state.viewTicket;
   if (state.selectedId == null || !ticket) {
@@ -843,9 +960,14 @@ function TicketView() {
               </select></label>
           </div>
         </div>
-        <${Thread} />
-        <${LiveLine} ticket=${ticket} />
-        <${Composer} />
+        <div class="ticket-body">
+          <div class="conversation">
+            <${Thread} />
+            <${LiveLine} ticket=${ticket} />
+            <${Composer} />
+          </div>
+          <${CustomerPanel} ticket=${ticket} />
+        </div>
       </div>
     </main>`;
 }
