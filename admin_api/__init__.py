@@ -13,13 +13,14 @@ from aiohttp import web
 
 from admin_api import gateway
 from admin_api.apidocs import apidocs_routes
-from admin_api.routes import attachments, auth, billing, routing, seats, tickets
+from admin_api.routes import attachments, auth, billing, routing, search, seats, tickets
 from web.api import RouteTable
 
 STATIC = Path(__file__).parent / "static"
 
 ROUTE_TABLES: tuple[RouteTable, ...] = (
-    auth.ROUTES, seats.ROUTES, tickets.ROUTES, routing.ROUTES, attachments.ROUTES, billing.ROUTES, gateway.ROUTES,
+    auth.ROUTES, seats.ROUTES, tickets.ROUTES, routing.ROUTES, attachments.ROUTES, billing.ROUTES, search.ROUTES,
+    gateway.ROUTES,
 )
 
 
