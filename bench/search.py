@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# ruff: noqa: RUF001  (Chinese punctuation and full-width letters are the point here)
 """Full-text search at scale: GET /api/v1/search's work (core.search.search) over 1,000,000 messages.
 
 Builds one tenant with ``--messages`` messages (default 1,000,000) on ``--messages / 10`` tickets
@@ -61,12 +62,15 @@ def log(*args: Any) -> None:
 
 
 # --- the text -------------------------------------------------------------------------------------------
-ZH = ["您好，我想咨询一下订单的发货时间", "我的退款申请已经提交三天了还没有处理", "请问可以开发票吗", "快递一直没有更新物流信息",
+ZH = ["您好，我想咨询一下订单的发货时间", "我的退款申请已经提交三天了还没有处理", "请问可以开发票吗",
+      "快递一直没有更新物流信息",
       "收到的商品有破损，需要换货", "优惠券无法使用，提示已过期", "会员积分怎么兑换", "请帮我修改收货地址",
       "客服你好，我要投诉配送员态度不好", "这个产品支持七天无理由退货吗", "付款成功了但是订单显示未支付",
-      "麻烦尽快处理，谢谢", "我想取消订单", "尺码不合适可以换吗", "发票抬头写错了需要重开", "商品和描述不符",
+      "麻烦尽快处理，谢谢", "我想取消订单", "尺码不合适可以换吗", "发票抬头写错了需要重开",
+      "商品和描述不符",
       "请问什么时候有货", "能不能加急发货", "账户登录不上去，验证码收不到", "价格保护怎么申请"]
-ZH_PRODUCTS = ["蓝牙耳机", "电饭煲", "空气净化器", "保温杯", "扫地机器人", "电动牙刷", "羽绒服", "运动鞋", "智能手表", "榨汁机"]
+ZH_PRODUCTS = ["蓝牙耳机", "电饭煲", "空气净化器", "保温杯", "扫地机器人", "电动牙刷", "羽绒服", "运动鞋",
+               "智能手表", "榨汁机"]
 ZH_RARE = ["紫砂壶", "无人机", "天文望远镜", "古筝"]
 EN = ["Hello, I would like to know when my order will ship", "My refund request has been pending for three days",
       "Can you send me an invoice please", "The tracking number has not updated in a week",
@@ -81,7 +85,8 @@ EN_PRODUCTS = ["wireless earbuds", "rice cooker", "air purifier", "travel mug", 
                "down jacket", "running shoes", "smart watch", "juicer"]
 EN_RARE = ["theodolite", "harpsichord", "sextant", "zeppelin"]
 SURNAMES = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "周", "吴", "徐", "孙", "马", "朱", "胡", "郭"]
-GIVEN = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛", "明", "超", "秀英", "桂英", "建华"]
+GIVEN = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛", "明", "超", "秀英",
+         "桂英", "建华"]
 FIRST = ["James", "Mary", "John", "Patricia", "Robert", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "Olivia",
          "Noah", "Emma", "Liam", "Sophia", "Lucas"]
 LAST = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Wilson", "Anderson", "Taylor",
@@ -168,7 +173,7 @@ async def build(db: Database, n_messages: int, seed: int) -> World:
                                             password=url.password, database=url.database)
         await target.execute("DROP INDEX IF EXISTS ix_search_docs_terms")
     else:
-        target = sqlite3.connect(url.database, isolation_level=None)
+        target = sqlite3.connect(str(url.database), isolation_level=None)
         target.execute("PRAGMA synchronous=OFF")
         target.execute("BEGIN")
     w = Writer(target, postgres)
@@ -209,9 +214,9 @@ async def build(db: Database, n_messages: int, seed: int) -> World:
         assignee = None if status == "new" else rng.choice(agent_ids)
         routing = "queued" if assignee is None else ("idle" if status in ("solved", "closed") else "assigned")
         count = per_ticket + (1 if t < n_messages - per_ticket * n_tickets else 0)
-        last = opened + timedelta(minutes=2 * count)
+        ended = opened + timedelta(minutes=2 * count)
         t_rows.append((ticket_id, tenant_id, c + 1, c + 1, "webchat", subject, status, "normal", 1, "[]", "{}", routing,
-                       assignee, when(opened, postgres), when(last, postgres), when(last, postgres), 0))
+                       assignee, when(opened, postgres), when(ended, postgres), when(ended, postgres), 0))
         for kind, value in ((textsearch.SUBJECT, subject),
                             (textsearch.CUSTOMER, textsearch.customer_text(name, email, ext))):
             doc_id += 1

@@ -44,6 +44,7 @@ def _matches(phrases: list[Phrase], principal: Principal, *, postgres: bool, bef
     kind, message id). ``before``/``after``: doc ids below / at or above; ``tickets``: only these."""
     d = SearchDoc
     stmt = select(d.id, d.ticket_id, d.kind, d.message_id)
+    doc_id: Any
     if postgres:
         doc_id = d.id
         stmt = stmt.where(text("search_docs.terms @@ CAST(:tsq AS tsquery)").bindparams(tsq=tsquery(phrases)))

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (Chinese punctuation and full-width letters are the point here)
 """Full-text search (GET /api/v1/search): Chinese and English, subjects, messages (notes too) and
 customers; only the caller's tenant and only the tickets the caller may see; what a customer wrote
 is found as soon as it is stored; pages go on without showing a ticket twice."""
