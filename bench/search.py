@@ -130,7 +130,9 @@ class Writer:
             buf = io.StringIO()
             csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC).writerows(rows)
             data = buf.getvalue().encode()
-            await self.target.copy_to_table(table, source=io.BytesIO(data), columns=columns, format="csv")
+            # QUOTE_NONNUMERIC writes None as "": read back as NULL (no column here holds "").
+            await self.target.copy_to_table(table, source=io.BytesIO(data), columns=columns, format="csv",
+                                            force_null=columns)
         else:
             marks = ", ".join("?" for _ in columns)
             self.target.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
