@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import column, select, table, text
+from sqlalchemy import column, func, select, table, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Principal
@@ -36,23 +36,51 @@ _PER_RESULT = 5
 _ROUNDS = 4
 
 _FTS = table("search_fts", column("rowid"))
+# PostgreSQL: the newest documents are walked first, in windows of these many ids (see _matches).
+_WINDOWS = (10_000,)
 
 
 def _matches(phrases: list[Phrase], principal: Principal, *, postgres: bool, before: int | None,
-             after: int | None = None, tickets: Sequence[int] = (), limit: int | None = None) -> Any:
+             after: int | None = None, tickets: Sequence[int] = (), limit: int | None = None,
+             walk: bool = False) -> Any:
     """The matching documents of tickets the caller may see, newest first: (doc id, ticket id,
-    kind, message id). ``before``/``after``: doc ids below / at or above; ``tickets``: only these."""
+    kind, message id). ``before``/``after``: doc ids below / at or above; ``tickets``: only these.
+
+    ``walk`` (PostgreSQL): read the tenant's documents in [after, before) newest first and test
+    each, instead of asking the GIN index. PostgreSQL estimates a phrase's matches as if its
+    bigrams were independent (for 退款申请, 219 rows where there are 55,000), then takes every
+    match from the GIN index and sorts them: 450 ms where walking finds the newest hundred in 2.
+    The subquery with OFFSET 0 keeps the planner from pushing the match into it; the window
+    bounds the walk when matches are rare, where the GIN index is the better way."""
     d = SearchDoc
-    stmt = select(d.id, d.ticket_id, d.kind, d.message_id)
     doc_id: Any
     if postgres:
-        doc_id = d.id
-        stmt = stmt.where(text("search_docs.terms @@ CAST(:tsq AS tsquery)").bindparams(tsq=tsquery(phrases)))
-    else:
-        # FTS5 drives: it walks its index newest first (ORDER BY its rowid) and stops at LIMIT.
-        doc_id = _FTS.c.rowid
-        stmt = stmt.select_from(_FTS).join(d, d.id == _FTS.c.rowid).where(
-            text("search_fts MATCH :fts").bindparams(fts=fts5_query(phrases)))
+        # Both ways in a subquery with OFFSET 0, which the planner neither flattens nor pushes
+        # conditions into: walking, the match is tested above it, on rows read newest first (and
+        # the LIMIT stops the reading); otherwise the match is inside, where the GIN index serves
+        # it whatever the estimate (ordered by id and limited outside, a rare term's estimate
+        # made the planner walk all the documents backwards instead: a second).
+        match = text("terms @@ CAST(:tsq AS tsquery)").bindparams(tsq=tsquery(phrases))
+        rows = select(d).where(d.tenant_id == principal.tenant_id)
+        if after is not None:
+            rows = rows.where(d.id >= after)
+        if before is not None:
+            rows = rows.where(d.id < before)
+        if tickets:
+            rows = rows.where(d.ticket_id.in_(sorted(tickets)))
+        rows = rows.order_by(d.id.desc()) if walk else rows.where(match)
+        found = rows.offset(0).subquery("found")
+        stmt = (select(found.c.id, found.c.ticket_id, found.c.kind, found.c.message_id)
+                .join(Ticket, Ticket.id == found.c.ticket_id)
+                .where(Ticket.tenant_id == principal.tenant_id, visible(principal))
+                .order_by(found.c.id.desc()))
+        if walk:
+            stmt = stmt.where(text("found.terms @@ CAST(:tsq AS tsquery)").bindparams(tsq=tsquery(phrases)))
+        return stmt.limit(limit) if limit is not None else stmt
+    # SQLite: FTS5 drives; it walks its index newest first (ORDER BY its rowid) and stops at LIMIT.
+    doc_id = _FTS.c.rowid
+    stmt = select(d.id, d.ticket_id, d.kind, d.message_id).select_from(_FTS).join(d, d.id == _FTS.c.rowid).where(
+        text("search_fts MATCH :fts").bindparams(fts=fts5_query(phrases)))
     stmt = stmt.join(Ticket, Ticket.id == d.ticket_id).where(
         d.tenant_id == principal.tenant_id, Ticket.tenant_id == principal.tenant_id, visible(principal))
     if before is not None:
@@ -74,9 +102,17 @@ async def search(hub: Hub, principal: Principal, q: str, *, limit: int = 20, bef
     cursor = before
     exhausted = False
     async with hub.db.read(principal.tenant_id) as session:
-        for _ in range(_ROUNDS):
+        windows: list[int] = []
+        if postgres:
+            top = cursor if cursor is not None else 1 + ((await session.execute(
+                select(func.max(SearchDoc.id)).where(SearchDoc.tenant_id == principal.tenant_id))).scalar() or 0)
+            cursor, windows = top, [max(1, top - w) for w in _WINDOWS]
+        rounds = _ROUNDS + len(windows)
+        while rounds:
+            rounds -= 1
+            floor = windows[0] if windows else None
             rows = (await session.execute(_matches(phrases, principal, postgres=postgres, before=cursor,
-                                                   limit=chunk))).all()
+                                                   after=floor, limit=chunk, walk=floor is not None))).all()
             for doc_id, ticket_id, kind, message_id in rows:
                 cursor = doc_id
                 if ticket_id not in picked:
@@ -86,12 +122,16 @@ async def search(hub: Hub, principal: Principal, q: str, *, limit: int = 20, bef
             if len(picked) == limit:
                 break
             if len(rows) < chunk:
-                exhausted = True
-                break
+                if floor is None:
+                    exhausted = True
+                    break
+                cursor = floor  # this window is read: on to the next, then the index
+                windows.pop(0)
         if before is not None and picked:
-            # Shown on an earlier page: they have a newer match.
+            # Shown on an earlier page: they have a newer match (their documents, read by ticket).
             shown = (await session.execute(_matches(phrases, principal, postgres=postgres, before=None,
-                                                    after=before, tickets=list(picked)))).all()
+                                                    after=before, tickets=list(picked),
+                                                    walk=postgres))).all()
             for row in shown:
                 picked.pop(row[1], None)
         results = await _results(session, phrases, picked)
