@@ -13,14 +13,14 @@ from aiohttp import web
 
 from admin_api import gateway
 from admin_api.apidocs import apidocs_routes
-from admin_api.routes import attachments, auth, billing, routing, seats, tickets, workspace
+from admin_api.routes import attachments, auth, billing, routing, search, seats, tickets, workspace
 from web.api import RouteTable
 from web.assets import SCRIPT, file_handler, vendor_routes
 
 STATIC = Path(__file__).parent / "static"
 
 ROUTE_TABLES: tuple[RouteTable, ...] = (
-    auth.ROUTES, seats.ROUTES, tickets.ROUTES, routing.ROUTES, attachments.ROUTES, billing.ROUTES,
+    auth.ROUTES, seats.ROUTES, tickets.ROUTES, routing.ROUTES, attachments.ROUTES, billing.ROUTES, search.ROUTES,
     workspace.ROUTES, gateway.ROUTES,
 )
 

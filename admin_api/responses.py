@@ -440,3 +440,52 @@ class InvoiceSummary(Out):
 class InvoicesPage(Out):
     invoices: list[InvoiceSummary]
     next_after_id: int | None
+
+
+# --- views, counts and search (core.tickets.view_counts, core.search) ---------------------------
+class Counts(Out):
+    mine: int
+    unassigned: int
+    pending: int
+    solved: int
+    # Only for supervisors, admins and owners.
+    all: int | None = None
+
+
+class CountsEnvelope(Out):
+    counts: Counts
+
+
+class Snippet(Out):
+    """Plain text and where the match is: [start, end) in UTF-16 code units (as JavaScript counts)."""
+
+    text: str
+    highlights: list[list[int]]
+    truncated_before: bool
+    truncated_after: bool
+
+
+class SearchCustomer(Out):
+    id: int
+    name: str | None
+
+
+class SearchResult(Out):
+    ticket_id: int
+    subject: str | None
+    status: StatusName
+    priority: PriorityName
+    channel: str | None
+    assignee_id: int | None
+    updated_at: datetime
+    customer: SearchCustomer
+    matched: Literal["subject", "message", "customer"]
+    field: Literal["name", "email", "external_id"] | None
+    message_id: int | None
+    snippet: Snippet
+    doc_id: int
+
+
+class SearchResults(Out):
+    results: list[SearchResult]
+    next_before: int | None

@@ -399,13 +399,25 @@ _STATUS = "(new|open|pending|solved|closed)"
 
 
 class TicketQuery(Strict):
+    view: Literal["mine", "unassigned", "all", "pending", "solved"] | None = Field(
+        default=None, description="A view of the workspace (all: supervisors and up)")
     status: str | None = Field(default=None, pattern=f"^,*({_STATUS}(,+{_STATUS})*)?,*$",
                                description="Statuses to list, comma-separated (open,pending)")
+    channel: str | None = Field(default=None, max_length=40)
+    group_id: GroupId | None = None
+    tag: str | None = Field(default=None, max_length=64)
+    priority: PriorityName | None = None
     assignee_id: AgentId | None = None
     unassigned: Literal["1", "true", "0", "false"] | None = Field(
         default=None, description="1 or true: only tickets without an assignee")
     before_id: TicketId | None = Field(default=None, description="Tickets older than this one (the next page)")
     limit: int = Field(default=50, ge=1, le=500)
+
+
+class SearchQuery(Strict):
+    q: str = Field(min_length=1, max_length=200, description="What to find: words, or Chinese in any length")
+    limit: int = Field(default=20, ge=1, le=50)
+    before: int | None = Field(default=None, ge=1, le=MAX_BIG_ID, description="next_before of the previous page")
 
 
 class PageQuery(Strict):

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import connectors.registry  # noqa: F401  (the channels' own tables join core's metadata)
 from alembic import context
-from core.models import Base
+from core.models import Base, autogenerate_includes
 
 config = context.config
 target_metadata = Base.metadata
@@ -21,6 +21,7 @@ def _configure(connection: Any) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=autogenerate_includes,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -12,6 +12,7 @@ from core.auth import Principal
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Customer, CustomerIdentity
 from core.serialize import iso
+from core.textsearch import Docs
 
 MAX_ATTRIBUTES = 50
 
@@ -59,6 +60,10 @@ async def update_customer(session: AsyncSession, p: Principal, customer_id: int,
         changes["attributes"] = {k: v for k, v in changes["attributes"].items() if v is not None}
     for key, value in changes.items():
         setattr(customer, key, value)
+    if {"name", "email"} & set(changes):
+        docs = await Docs.of(session, p.tenant_id)
+        await docs.customers_changed(session, {customer.id: (customer.name, customer.email)})
+        await docs.write(session)
     audit(session, tenant_id=p.tenant_id, actor_type="agent", actor_id=p.agent_id, action="customer.update",
           target_type="customer", target_id=customer_id, details={"changes": list(changes)}, ip=ip)
     await session.flush()

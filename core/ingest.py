@@ -52,6 +52,7 @@ from core.serialize import (
     message_dict,
     ticket_dict,
 )
+from core.textsearch import Docs
 
 if TYPE_CHECKING:
     from core.hub import Hub
@@ -196,10 +197,11 @@ async def _existing(conn: AsyncConnection, tenant_id: int, msgs: Sequence[Inboun
 
 
 async def _identities(session: AsyncSession, conn: AsyncConnection, tenant_id: int, msgs: Sequence[InboundMessage]
-                      ) -> dict[tuple[str, str], tuple[int, CustomerRow]]:
-    """Every sender's identity id and customer, created for first-time senders. The identities
-    are locked, so one customer's messages are taken one batch at a time: two first messages
-    arriving at once (a websocket and the HTTP fallback) cannot open two tickets."""
+                      ) -> tuple[dict[tuple[str, str], tuple[int, CustomerRow]], dict[int, CustomerRow]]:
+    """Every sender's identity id and customer, created for first-time senders, and the customers
+    whose name or e-mail these messages changed. The identities are locked, so one customer's
+    messages are taken one batch at a time: two first messages arriving at once (a websocket and
+    the HTTP fallback) cannot open two tickets."""
     wanted: dict[str, set[str]] = defaultdict(set)
     for m in msgs:
         wanted[m.channel].add(m.external_id)
@@ -242,7 +244,7 @@ async def _identities(session: AsyncSession, conn: AsyncConnection, tenant_id: i
               "created_at": new[key]["created_at"]} for key in new])
         for identity_id, channel, external_id in made:
             found[(channel, external_id)] = (identity_id, customers[(channel, external_id)])
-    return found
+    return found, changed
 
 
 # What a customer's message can change on a ticket they already have: its state (the transition's
@@ -416,7 +418,7 @@ async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessa
         return _with_repeats(msgs, results, first), []
 
     batch = [msgs[i] for i in fresh]
-    people = await _identities(session, conn, tenant_id, batch)
+    people, renamed = await _identities(session, conn, tenant_id, batch)
     threads = _Threads()
     thread_ids = await threads.load_answered(conn, tenant_id, batch) if threads.threaded(batch) else []
     tickets, by_id = await _joinable(
@@ -459,6 +461,14 @@ async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessa
              "created_at": m.created_at} for m, (i, _, _, _) in zip(stored, plan, strict=True)]
     # One multi-row INSERT; both databases number the rows in the order of the VALUES list.
     ids = sorted((await conn.execute(_NEW_MESSAGES, rows)).scalars())
+    # What search finds, in this transaction: new tickets' subjects and customers, the messages.
+    docs = Docs(tenant_id, conn.dialect.name == "postgresql")
+    await docs.customers_changed(conn, {c.id: (c.name, c.email) for c in renamed.values()})
+    for (i, ticket, customer, is_new), message_id in zip(plan, ids, strict=True):
+        if is_new:
+            docs.ticket(ticket.id, ticket.subject, customer.name, customer.email, msgs[i].external_id)
+        docs.message(ticket.id, message_id, msgs[i].text)
+    await docs.write(conn)
     log = EventLog(session)
     views: dict[int, dict[str, Any]] = {}
     for (i, ticket, customer, is_new), message, message_id in zip(plan, stored, ids, strict=True):

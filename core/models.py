@@ -30,6 +30,7 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column
 
@@ -304,6 +305,10 @@ class Ticket(TenantScoped, Base):
         # The queue: waiting tickets in priority order, then oldest first.
         Index("ix_tickets_queue", "tenant_id", "routing_state", "priority_rank", "created_at"),
         Index("ix_tickets_overflow", "routing_state", "overflow_at"),
+        # The views of the agent workspace (core.tickets.list_tickets, view_counts): a status's
+        # tickets newest first, and every count read from the index alone.
+        Index("ix_tickets_tenant_status_id", "tenant_id", "status", "id"),
+        Index("ix_tickets_views", "tenant_id", "status", "assignee_id", "group_id", "routing_state"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -414,6 +419,39 @@ class Message(TenantScoped, Base):
     delivery_state: Mapped[str | None] = mapped_column(String(20))
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SearchDoc(TenantScoped, Base):
+    """What full-text search finds (core.textsearch): a message, or a ticket's subject, or its
+    customer as seen on it (name, e-mail, the identity's external id). Written in the transaction
+    that writes what it indexes. ``terms`` holds the tokens: space-separated on SQLite, indexed by
+    the FTS5 table ``search_fts`` (revision 0011s; triggers keep it), a ``tsvector`` under a GIN
+    index on PostgreSQL. Neither index is in this metadata: both are dialect-specific
+    (:func:`autogenerate_includes`)."""
+
+    __tablename__ = "search_docs"
+    __table_args__ = (
+        # Newest first within a tenant (and a tenant's purge); a ticket's documents.
+        Index("ix_search_docs_tenant_id_id", "tenant_id", "id"),
+        Index("ix_search_docs_ticket_id", "ticket_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    # subject, message, customer
+    kind: Mapped[str] = mapped_column(String(20))
+    # The message, for kind "message" (it goes with its ticket: no key of its own).
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    terms: Mapped[str] = mapped_column(TSVECTOR().with_variant(Text(), "sqlite"))
+
+
+# Dialect-specific search objects that the migrations make and the models cannot describe.
+SEARCH_ONLY_IN_MIGRATIONS = ("search_fts", "ix_search_docs_terms")
+
+
+def autogenerate_includes(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """For alembic's comparison: leave out the FTS5 table (and its shadow tables) and the GIN index."""
+    return not (name and name.startswith(SEARCH_ONLY_IN_MIGRATIONS))
 
 
 class OutboxItem(TenantScoped, Base):

@@ -67,6 +67,7 @@ from core.models import (
     utcnow,
 )
 from core.serialize import CUSTOMER_ROW_FIELDS, AgentRow, CustomerRow, MessageRow, TicketRow, message_dict, ticket_dict
+from core.textsearch import Docs
 from core.tickets import Change, First, NewTicket, Reply, clean_tags, firsts, give, record, sees
 from core.transitions import Reopener, RoutingState
 
@@ -334,9 +335,11 @@ async def _plan(session: AsyncSession, hub: Hub, principal: Principal, locked: _
 
 
 async def _store(session: AsyncSession, tenant_id: int, planned: list[_Planned], agents: dict[int, _Agent],
-                 log: EventLog, now: datetime) -> tuple[list[dict[str, Any]], list[int], list[OutboundMessage]]:
-    """Write the planned messages (one INSERT), their outbox rows (one) and record their events.
-    Returns the messages as the API shows them, the outbox rows to deliver, the replies to publish."""
+                 log: EventLog, now: datetime, docs: Docs
+                 ) -> tuple[list[dict[str, Any]], list[int], list[OutboundMessage]]:
+    """Write the planned messages (one INSERT), their outbox rows (one) and record their events;
+    add them to ``docs`` (search: notes too, they are the team's own). Returns the messages as the
+    API shows them, the outbox rows to deliver, the replies to publish."""
     rows = []
     states: list[str | None] = []
     for p in planned:
@@ -348,6 +351,8 @@ async def _store(session: AsyncSession, tenant_id: int, planned: list[_Planned],
                      "attachments": p.files, "delivery_state": state, "client_id": p.client_id,
                      "sent_at": now if p.direct else None, "created_at": now})
     ids = await _insert(session, Message, rows)
+    for p, message_id in zip(planned, ids, strict=True):
+        docs.message(p.ticket.id, message_id, p.text)
     outbox = [{"tenant_id": tenant_id, "message_id": message_id, "channel": p.ticket.channel,
                "state": DeliveryState.SENT if p.direct else DeliveryState.PENDING, "attempts": 1 if p.direct else 0,
                "next_attempt_at": now, "sent_at": now if p.direct else None, "created_at": now}
@@ -427,8 +432,10 @@ async def _write_replies(session: AsyncSession, hub: Hub, tenant_id: int, items:
     if planned:
         await _write_back(session, {p.ticket.id: p.ticket for _, p in planned}.values())
         log = EventLog(session)
+        docs = await Docs.of(session, tenant_id)
         messages, done.outbox_ids, done.sends = await _store(session, tenant_id, [p for _, p in planned], agents,
-                                                             log, now)
+                                                             log, now, docs)
+        await docs.write(session)
         for (i, _), mdict in zip(planned, messages, strict=True):
             results[i] = mdict
         await mentions.record(session, tenant_id, [
@@ -525,6 +532,7 @@ async def _write_changes(session: AsyncSession, tenant_id: int, items: list[Chan
     done = _Done(results, [], [], [])
     touched: dict[int, TicketRow] = {}
     log = EventLog(session)
+    docs = await Docs.of(session, tenant_id)
     for i, it in enumerate(items):
         try:
             entry = _visible(it.principal, locked.get(it.ticket_id), agents, it.ticket_id)
@@ -538,10 +546,13 @@ async def _write_changes(session: AsyncSession, tenant_id: int, items: list[Chan
         tdict = ticket_dict(ticket, entry.customer)
         if changes:
             touched[ticket.id] = ticket
+            if "subject" in changes:
+                docs.subject_changed(ticket.id, ticket.subject)
             log.add(EventKind.TICKET_UPDATED, tenant_id=tenant_id, ticket=ticket,
                     payload={"ticket": tdict, "changes": changes, "by": it.principal.agent_id})
         results[i] = tdict
     await _write_back(session, touched.values())
+    await docs.write(session)
     done.events = await log.flush()
     return done
 
@@ -731,8 +742,10 @@ async def _write_tickets(session: AsyncSession, hub: Hub, tenant_id: int, items:
     ticket_rows = [{**{n: getattr(m.ticket, n) for n in _TICKET_FIELDS if n != "id"},
                     "created_by_agent_id": m.item.principal.agent_id} for m in made]
     log = EventLog(session)
+    docs = await Docs.of(session, tenant_id)
     for m, ticket_id in zip(made, await _insert(session, Ticket, ticket_rows), strict=True):
         m.ticket.id = m.created.id = m.planned.view.id = ticket_id
+        docs.ticket(ticket_id, m.ticket.subject, m.customer.name, m.customer.email, m.planned.external_id)
         it = m.item
         if m.assigned:
             record(session, m.ticket, "assigned", agent_id=it.assignee_id, by=it.principal.agent_id,
@@ -742,7 +755,9 @@ async def _write_tickets(session: AsyncSession, hub: Hub, tenant_id: int, items:
                    how="answered")
         log.add(EventKind.TICKET_CREATED, tenant_id=tenant_id, ticket=m.created,
                 payload={"ticket": ticket_dict(m.created, m.customer)})
-    _, done.outbox_ids, done.sends = await _store(session, tenant_id, [m.planned for m in made], agents, log, now)
+    _, done.outbox_ids, done.sends = await _store(session, tenant_id, [m.planned for m in made], agents, log, now,
+                                                  docs)
+    await docs.write(session)
     for m in made:
         results[m.index] = ticket_dict(m.ticket, m.customer)
     done.events = await log.flush()

@@ -13,14 +13,15 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import ColumnElement, cast, func, select, true, tuple_
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import transitions
 from core.auth import Principal
 from core.capacity import Pending, lock_agents, move_load
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.events import EventKind, EventLog
 from core.ingest import check_text
 from core.models import (
@@ -163,32 +164,100 @@ async def was_mentioned(session: AsyncSession, principal: Principal, ticket_id: 
     return found.first() is not None
 
 
+def visible(principal: Principal) -> ColumnElement[bool]:
+    """:func:`sees` as SQL: every ticket for supervisors and up; an agent's own, and the waiting
+    ones in their groups' queues or in the tenant-wide queue."""
+    if principal.sees_all:
+        return true()
+    mine = select(AgentGroup.group_id).where(AgentGroup.agent_id == principal.agent_id)
+    return (Ticket.assignee_id == principal.agent_id) | (
+        Ticket.assignee_id.is_(None) & (Ticket.group_id.is_(None) | Ticket.group_id.in_(mine)))
+
+
+# The views of the agent workspace, each within what the caller may see. Closed tickets are in
+# none (list them with ?status=closed, or find them with search).
+VIEWS = ("mine", "unassigned", "all", "pending", "solved")
+UNSOLVED = (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.PENDING)
+_WAITING = (RoutingState.PENDING, RoutingState.QUEUED)
+
+
+def view_clause(view: str, principal: Principal) -> ColumnElement[bool]:
+    if view == "mine":  # assigned to me, not solved yet
+        return (Ticket.assignee_id == principal.agent_id) & Ticket.status.in_(UNSOLVED)
+    if view == "unassigned":  # waiting for routing or for an agent in a queue
+        return Ticket.assignee_id.is_(None) & Ticket.status.in_(UNSOLVED) & Ticket.routing_state.in_(_WAITING)
+    if view == "all":  # every unsolved ticket (supervisors and up)
+        if not principal.sees_all:
+            raise Forbidden("the view 'all' is for supervisors, admins and owners", code="supervisor_only")
+        return Ticket.status.in_(UNSOLVED)
+    if view == "pending":
+        return Ticket.status == TicketStatus.PENDING
+    if view == "solved":
+        return Ticket.status == TicketStatus.SOLVED
+    raise InvalidInput(f"unknown view {view!r}; one of {', '.join(VIEWS)}", code="invalid_query")
+
+
+def has_tag(tag: str, *, postgres: bool) -> ColumnElement[bool]:
+    """The ticket's tags (a JSON list) hold ``tag``."""
+    if postgres:
+        return cast(Ticket.tags, JSONB).contains([tag])
+    each = func.json_each(Ticket.tags).table_valued("value")
+    return select(each.c.value).where(each.c.value == tag).exists()
+
+
 async def list_tickets(
     hub: Hub,
     principal: Principal,
     *,
+    view: str | None = None,
     status: list[str] | None = None,
     assignee_id: int | None = None,
     unassigned: bool = False,
+    channel: str | None = None,
+    group_id: int | None = None,
+    tag: str | None = None,
+    priority: str | None = None,
     before_id: int | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    stmt = select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id)
-    if not principal.sees_all:
-        mine = select(AgentGroup.group_id).where(AgentGroup.agent_id == principal.agent_id)
-        stmt = stmt.where((Ticket.assignee_id == principal.agent_id) | (
-            Ticket.assignee_id.is_(None) & (Ticket.group_id.is_(None) | Ticket.group_id.in_(mine))))
+    """Tickets the caller may see, newest first: a view (:data:`VIEWS`) or all of them, narrowed by
+    any of the filters."""
+    stmt = select(Ticket, Customer).join(Customer, Customer.id == Ticket.customer_id).where(visible(principal))
+    if view is not None:
+        stmt = stmt.where(view_clause(view, principal))
     if status:
         stmt = stmt.where(Ticket.status.in_(status))
     if unassigned:
         stmt = stmt.where(Ticket.assignee_id.is_(None))
     elif assignee_id is not None:
         stmt = stmt.where(Ticket.assignee_id == assignee_id)
+    if channel is not None:
+        stmt = stmt.where(Ticket.channel == channel)
+    if group_id is not None:
+        stmt = stmt.where(Ticket.group_id == group_id)
+    if priority is not None:
+        stmt = stmt.where(Ticket.priority == priority)
+    if tag is not None:
+        stmt = stmt.where(has_tag(tag, postgres=not hub.db.is_sqlite))
     if before_id is not None:
         stmt = stmt.where(Ticket.id < before_id)
     stmt = stmt.order_by(Ticket.id.desc()).limit(limit)
     async with hub.db.read(principal.tenant_id) as session:
         return [ticket_dict(t, c) for t, c in (await session.execute(stmt)).all()]
+
+
+async def view_counts(hub: Hub, principal: Principal) -> dict[str, int]:
+    """How many tickets each view holds for the caller, in one query (conditional aggregates over
+    the tickets not closed, read from the index ix_tickets_views). ``all`` only for those who may
+    use it. Clients read it again when ticket events arrive: nothing is counted per event."""
+    counted = [view for view in VIEWS if view != "all" or principal.sees_all]
+    stmt = (select(*(func.count().filter(view_clause(view, principal)) for view in counted))
+            .select_from(Ticket)
+            .where(Ticket.tenant_id == principal.tenant_id, Ticket.status.in_((*UNSOLVED, TicketStatus.SOLVED)),
+                   visible(principal)))
+    async with hub.db.read(principal.tenant_id) as session:
+        row = (await session.execute(stmt)).one()
+    return {view: int(n or 0) for view, n in zip(counted, row, strict=True)}
 
 
 @dataclass(frozen=True)

@@ -856,8 +856,14 @@ async def test_unknown_route_and_method_answer_json(shop: Shop) -> None:
 async def test_bad_query_parameters(shop: Shop) -> None:
     for query in ("limit=abc", "limit=0", "limit=501", "limit=1.5", "status=bogus", "status=open,bogus",
                   "assignee_id=abc", "assignee_id=0", f"assignee_id={2**31}", f"assignee_id={2**62}",
-                  "before_id=-1", "before_id=x", "limit=1_0"):
+                  "before_id=-1", "before_id=x", "limit=1_0", "view=bogus", "view=mine&view=mine", "priority=x",
+                  "status=open&status=new", "group_id=0", f"group_id={2**31}", "channel=%00", "tag=" + "x" * 65,
+                  "unassigned=2"):
         assert_error(await shop.call("GET", f"/api/v1/tickets?{query}"), 422, "invalid_query")
+    assert_error(await shop.call("GET", "/api/v1/tickets?view=all", token=shop.agent_token), 403, "supervisor_only")
+    for query in ("", "q=", "q=%00", "q=%E3%80%82", "q=" + "x" * 201, "q=a&q=a", "q=a&limit=0", "q=a&limit=51",
+                  "q=a&limit=1.5", "q=a&before=0", f"q=a&before={2**63}", "q=a&before=%D9%A3"):
+        assert_error(await shop.call("GET", f"/api/v1/search?{query}"), 422, "invalid_query")
     for query in ("group_id=abc", "group_id=0", f"group_id={2**31}", "limit=0", "limit=1001", "limit=+5"):
         assert_error(await shop.call("GET", f"/api/v1/queue?{query}"), 422, "invalid_query")
     for query, code in (("", "invalid_visitor"), ("visitor_id=short", "invalid_visitor"),

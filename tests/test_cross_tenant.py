@@ -499,7 +499,9 @@ async def probe_list_tickets(w: World) -> None:
     b_tickets = await ids_of(w.db, Ticket, w.b.info.id)
     a_tickets = await ids_of(w.db, Ticket, w.a.info.id)
     for query in ("", "?status=new,open,pending,solved,closed", f"?assignee_id={w.b.agent.id}",
-                  f"?before_id={max(b_tickets) + 1}", "?unassigned=1"):
+                  f"?before_id={max(b_tickets) + 1}", "?unassigned=1", "?view=all", "?view=unassigned",
+                  "?view=solved", "?view=pending", "?view=mine", f"?group_id={w.b.group_id}", "?channel=webchat",
+                  "?channel=email", "?priority=high"):
         reply = await w.call("GET", "/api/v1/tickets" + query)
         assert reply.status == 200, reply
         listed = {t["id"] for t in reply.body["tickets"]}
@@ -507,6 +509,7 @@ async def probe_list_tickets(w: World) -> None:
     everything = await w.call("GET", "/api/v1/tickets")
     assert {w.a.open_ticket, w.a.solved_ticket} <= {t["id"] for t in everything.body["tickets"]}
     assert (await w.call("GET", f"/api/v1/tickets?assignee_id={w.b.agent.id}")).body["tickets"] == []
+    assert (await w.call("GET", f"/api/v1/tickets?group_id={w.b.group_id}")).body["tickets"] == []
 
 
 async def probe_create_ticket(w: World) -> None:
@@ -724,6 +727,43 @@ async def probe_update_customer(w: World) -> None:
         await _not_found_like_a_missing(w, "PATCH", "/api/v1/customers/{}", [w.b.customer_id], MISSING_TICKET,
                                         "customer_not_found", body)
     assert (await w.call("PATCH", f"/api/v1/customers/{w.a.customer_id}", body={"tags": ["regular"]})).status == 200
+
+
+async def probe_ticket_counts(w: World) -> None:
+    # A's admin sees every ticket of A: the counts are A's tickets by status, none of B's.
+    async with w.db.read() as session:
+        rows = (await session.execute(select(Ticket.status, Ticket.assignee_id, Ticket.routing_state).where(
+            Ticket.tenant_id == w.a.info.id))).all()
+    unsolved = [r for r in rows if r.status in ("new", "open", "pending")]
+    expected = {"mine": sum(1 for r in unsolved if r.assignee_id == w.a.admin.id),
+                "unassigned": sum(1 for r in unsolved if r.assignee_id is None
+                                  and r.routing_state in ("pending", "queued")),
+                "all": len(unsolved), "pending": sum(1 for r in rows if r.status == "pending"),
+                "solved": sum(1 for r in rows if r.status == "solved")}
+    reply = await w.call("GET", "/api/v1/tickets/counts")
+    assert reply.status == 200 and reply.body["counts"] == expected, (reply, expected)
+    agent = await w.call("GET", "/api/v1/tickets/counts", token=w.a.agent_token)
+    assert agent.status == 200 and "all" not in agent.body["counts"], agent
+
+
+async def probe_search(w: World) -> None:
+    a_tickets, b_tickets = await ids_of(w.db, Ticket, w.a.info.id), await ids_of(w.db, Ticket, w.b.info.id)
+    # Every text of B's (its customers' messages, names and mail, its agents' notes and answers, its
+    # visitor's id) finds nothing in A; A's own do.
+    for token in (w.a.admin_token, w.a.agent_token):
+        for q in ("globex", "Globex customer", "Where is my Globex order", "Globex internal note", w.b.visitor_id,
+                  "globex-customers.example.org"):
+            reply = await w.call("GET", "/api/v1/search?" + urlencode({"q": q}), token=token)
+            assert reply.status == 200 and reply.body["results"] == [], (q, reply)
+    mine = await w.call("GET", "/api/v1/search?q=acme")
+    assert mine.status == 200 and mine.body["results"], mine
+    assert {r["ticket_id"] for r in mine.body["results"]} <= a_tickets
+    # A cursor past all of B's documents still reads only A's.
+    reply = await w.call("GET", f"/api/v1/search?q=customer&before={10**12}&limit=50")
+    assert reply.status == 200, reply
+    found = {r["ticket_id"] for r in reply.body["results"]}
+    assert found and found <= a_tickets and not found & b_tickets
+    assert "Globex" not in json.dumps(reply.body)
 
 
 async def probe_queue(w: World) -> None:
@@ -1402,6 +1442,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("PATCH", "/api/v1/groups/{group_id}"): Case(probe_update_group, lambda w: {"name": "Intruders"}),
     ("PUT", "/api/v1/groups/{group_id}/members"): Case(probe_set_members, lambda w: {"agent_ids": [w.a.agent.id]}),
     ("GET", "/api/v1/tickets"): Case(probe_list_tickets),
+    ("GET", "/api/v1/tickets/counts"): Case(probe_ticket_counts),
+    ("GET", "/api/v1/search"): Case(probe_search),
     ("POST", "/api/v1/tickets"): Case(probe_create_ticket, lambda w: {"text": "x", "customer_id": w.b.customer_id}),
     ("GET", "/api/v1/tickets/{ticket_id}"): Case(probe_get_ticket),
     ("PATCH", "/api/v1/tickets/{ticket_id}"): Case(probe_update_ticket, lambda w: {"status": "closed"}),

@@ -2,39 +2,72 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 from aiohttp import web
 
-from admin_api.responses import MessageEnvelope, TicketEnvelope, TicketsEnvelope, TicketWithMessages
+from admin_api.responses import CountsEnvelope, MessageEnvelope, TicketEnvelope, TicketsEnvelope, TicketWithMessages
 from admin_api.schemas import CreateTicketBody, MessageBody, TicketQuery, TransferBody, UpdateTicketBody
 from core import tickets
 from core.errors import InvalidInput
-from core.models import MAX_BIG_ID, MAX_ID
+from core.models import MAX_BIG_ID, MAX_ID, Priority
+from core.tickets import MAX_TAG_LENGTH, VIEWS
 from web.api import RouteTable
-from web.http import HUB, body, int_param, principal_of, query_int
+from web.http import HUB, body, int_param, principal_of, query_int, query_value
 
 ROUTES = RouteTable("tickets")
 
 _STATUSES = {"new", "open", "pending", "solved", "closed"}
 
 
+_CHANNEL = re.compile(r"[a-z0-9_]{1,40}")
+
+
+def _one_of(request: web.Request, name: str, allowed: Iterable[str]) -> str | None:
+    value = query_value(request, name)
+    if value is not None and value not in allowed:
+        raise InvalidInput(f"{name} must be one of {', '.join(allowed)}", code="invalid_query")
+    return value
+
+
 @ROUTES.route("GET", "/api/v1/tickets", summary="List tickets the caller may see, newest first "
-           "(?status=open,pending&assignee_id=&unassigned=1&before_id=&limit=)", query=TicketQuery,
-           response=TicketsEnvelope)
+           "(?view=mine|unassigned|all|pending|solved&status=open,pending&channel=&group_id=&tag=&priority="
+           "&assignee_id=&unassigned=1&before_id=&limit=)", query=TicketQuery, response=TicketsEnvelope)
 async def list_tickets(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request)
-    status = [s for s in request.query.get("status", "").split(",") if s]
+    status = [s for s in (query_value(request, "status") or "").split(",") if s]
     unknown = [s for s in status if s not in _STATUSES]
     if unknown:
         raise InvalidInput(f"unknown status {unknown[0]!r}", code="invalid_query")
+    channel = query_value(request, "channel")
+    if channel is not None and not _CHANNEL.fullmatch(channel):
+        raise InvalidInput("channel must be a channel's name (1-40 of a-z, 0-9, _)", code="invalid_query")
+    tag = query_value(request, "tag")
+    if tag is not None:
+        tag = tag.strip().lower()
+        if not tag or len(tag) > MAX_TAG_LENGTH:
+            raise InvalidInput(f"tag must be 1-{MAX_TAG_LENGTH} characters", code="invalid_query")
     rows = await tickets.list_tickets(
-        hub, principal, status=status or None,
+        hub, principal, view=_one_of(request, "view", VIEWS), status=status or None,
         assignee_id=query_int(request, "assignee_id", None, lo=1, hi=MAX_ID),
-        unassigned=request.query.get("unassigned") in ("1", "true"),
+        unassigned=_one_of(request, "unassigned", ("1", "true", "0", "false")) in ("1", "true"),
+        channel=channel, group_id=query_int(request, "group_id", None, lo=1, hi=MAX_ID), tag=tag,
+        priority=_one_of(request, "priority", [p.value for p in Priority]),
         before_id=query_int(request, "before_id", None, lo=1, hi=MAX_BIG_ID),
         limit=query_int(request, "limit", 50, lo=1, hi=500) or 50,
     )
     return web.json_response({"tickets": rows})
+
+
+# Before /api/v1/tickets/{ticket_id}, which would take "counts" for an id.
+@ROUTES.route("GET", "/api/v1/tickets/counts", summary="How many tickets each view holds for the caller "
+           "(mine, unassigned, pending, solved; all for supervisors and up), in one query", response=CountsEnvelope)
+async def ticket_counts(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    principal = await principal_of(request)
+    return web.json_response({"counts": await tickets.view_counts(hub, principal)})
 
 
 @ROUTES.route("POST", "/api/v1/tickets", summary="Create a ticket by hand", body=CreateTicketBody,
