@@ -57,6 +57,7 @@ from core.models import (
     Mention,
     Message,
     Priority,
+    SearchDoc,
     Ticket,
     TicketParticipant,
     TicketStatus,
@@ -64,6 +65,7 @@ from core.models import (
     utcnow,
 )
 from core.serialize import iso, message_dict, ticket_dict
+from core.textsearch import MESSAGE, Docs
 from core.tickets import MAX_TAGS, can_see, sees
 
 if TYPE_CHECKING:
@@ -218,6 +220,10 @@ async def merge_customers(hub: Hub, principal: Principal, customer_id: int, othe
                                merged_by=principal.agent_id, created_at=now)
         session.add(record)
         await session.flush()
+        # The moved tickets' customer documents (search) now name the kept customer.
+        docs = await Docs.of(session, tid)
+        await docs.customers_changed(session, {kept.id: (kept.name, kept.email)})
+        await docs.write(session)
         audit(session, tenant_id=tid, actor_type="agent", actor_id=principal.agent_id, action="customer.merge",
               target_type="customer", target_id=customer_id,
               details={"merge_id": record.id, "other_id": other_id, "identity_ids": identities,
@@ -292,6 +298,9 @@ async def undo_customer_merge(hub: Hub, principal: Principal, merge_id: int, ip:
         record.undone_at = utcnow()
         record.undone_by = principal.agent_id
         await session.flush()
+        docs = await Docs.of(session, tid)
+        await docs.customers_changed(session, {kept.id: (kept.name, kept.email), other.id: (other.name, other.email)})
+        await docs.write(session)
         audit(session, tenant_id=tid, actor_type="agent", actor_id=principal.agent_id, action="customer.merge_undo",
               target_type="customer", target_id=kept_id,
               details={"merge_id": merge_id, "other_id": other_id, "identity_ids": identity_ids,
@@ -406,6 +415,9 @@ async def merge_tickets(hub: Hub, principal: Principal, ticket_id: int, other_id
         after.route = change.release is not None
         await session.execute(update(Message).where(Message.ticket_id == other_id).values(ticket_id=ticket_id)
                               .execution_options(synchronize_session=False))
+        # The messages' search documents move with them (the other ticket keeps its subject's).
+        await session.execute(update(SearchDoc).where(SearchDoc.ticket_id == other_id, SearchDoc.kind == MESSAGE)
+                              .values(ticket_id=ticket_id).execution_options(synchronize_session=False))
         await session.execute(update(Mention).where(Mention.ticket_id == other_id).values(ticket_id=ticket_id)
                               .execution_options(synchronize_session=False))
         await _copy_participants(session, tid, other_id, ticket_id)
@@ -483,6 +495,14 @@ async def split_ticket(hub: Hub, principal: Principal, ticket_id: int, message_i
         session.add(new)
         await session.flush()
         moved = [m.id for m in moving]
+        # Search: the new ticket's subject and customer, and the moved messages' documents follow them.
+        external = (await session.execute(select(CustomerIdentity.external_id).where(
+            CustomerIdentity.id == source.identity_id))).scalar_one_or_none() if source.identity_id else None
+        docs = await Docs.of(session, tid)
+        docs.ticket(new.id, new.subject, customer.name, customer.email, external)
+        await docs.write(session)
+        await session.execute(update(SearchDoc).where(SearchDoc.message_id.in_(moved), SearchDoc.kind == MESSAGE)
+                              .values(ticket_id=new.id).execution_options(synchronize_session=False))
         await session.execute(update(Message).where(Message.id.in_(moved)).values(ticket_id=new.id)
                               .execution_options(synchronize_session=False))
         await session.execute(update(Mention).where(Mention.message_id.in_(moved)).values(ticket_id=new.id)

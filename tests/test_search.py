@@ -240,3 +240,31 @@ async def test_bad_search_queries(http: Http, tenant: TenantInfo) -> None:
         reply = await http("GET", f"/api/v1/search?{query}", host=tenant.domain, token=token)
         assert_error(reply, 422, "invalid_query")
     assert_error(await http("GET", "/api/v1/search?q=a", host=tenant.domain), 401, "unauthorized")
+
+
+async def test_search_follows_merges_and_splits(http: Http, tenant: TenantInfo) -> None:
+    """Merged and split tickets, and merged customers, are found where they are now."""
+    admin = await tenant.add_agent(role="admin")
+    token = await _token(http, tenant, admin.email)
+
+    async def call(method: str, path: str, body: Any = None) -> dict[str, Any]:
+        reply = await http(method, path, host=tenant.domain, token=token,
+                           **({"json_body": body} if body is not None else {}))
+        assert reply.status in (200, 201), reply
+        return dict(reply.body)
+
+    kept = (await call("POST", "/api/v1/tickets", {"customer": {"name": "Zhang Wei"}, "text": "first ticket",
+                                                   "subject": "first"}))["ticket"]
+    other = (await call("POST", "/api/v1/tickets", {"customer_id": kept["customer_id"], "subject": "second",
+                                                    "text": "快递丢失 kiwi-parcel"}))["ticket"]
+    await call("POST", f"/api/v1/tickets/{kept['id']}/merge", {"other_ticket_id": other["id"]})
+    [hit] = await _found(http, tenant, token, "kiwi-parcel")
+    assert (hit["ticket_id"], hit["matched"]) == (kept["id"], "message"), hit
+    split = await call("POST", f"/api/v1/tickets/{kept['id']}/messages/{hit['message_id']}/split", {})
+    [hit] = await _found(http, tenant, token, "快递丢失")
+    assert hit["ticket_id"] == split["ticket"]["id"] != kept["id"], hit
+    # Customers: Bob merged into Zhang Wei; Bob's ticket is found by Zhang Wei's name.
+    bobs = (await call("POST", "/api/v1/tickets", {"customer": {"name": "Bob Li"}, "text": "hello"}))["ticket"]
+    await call("POST", f"/api/v1/customers/{kept['customer_id']}/merge", {"other_id": bobs["customer_id"]})
+    found = {r["ticket_id"] for r in await _found(http, tenant, token, "Zhang Wei")}
+    assert bobs["id"] in found, found
