@@ -1,10 +1,11 @@
 """Response models: the JSON the admin API's handlers answer, for the OpenAPI document.
 
 They describe, they do not build: the handlers write the dicts of core.serialize, core.seats,
-routing.config and core.customers as before, and these models say what those dicts hold (every
-key, its type, whether it may be null). ``tests/test_openapi.py`` checks real answers against them
-and ``make apicheck`` (schemathesis) checks every route's answers, so a key added to a dict and
-not here fails there. One model per shape, reused wherever the shape is answered.
+routing.config, core.customers and the agent workspace's (core.merges, core.canned, core.macros,
+core.mentions) as before, and these models say what those dicts hold (every key, its type, whether
+it may be null). ``tests/test_openapi.py`` checks real answers against them and ``make apicheck``
+(schemathesis) checks every route's answers, so a key added to a dict and not here fails there.
+One model per shape, reused wherever the shape is answered.
 
 Objects refuse unknown keys (``additionalProperties: false``) so that the document lists every key
 there is; the free-form ones (a rule's conditions, a customer's attributes) are plain objects.
@@ -13,7 +14,7 @@ there is; the free-form ones (a rule's conditions, a customer's attributes) are 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -202,6 +203,12 @@ class Message(Out):
     created_at: datetime
 
 
+class TicketDetail(Ticket):
+    """A ticket as its detail shows it (core.tickets.get_ticket): with the ticket it was merged into."""
+
+    merged_into_id: int | None = Field(description="The ticket this one was merged into (core.merges)")
+
+
 class TicketEnvelope(Out):
     ticket: Ticket
 
@@ -211,7 +218,7 @@ class TicketsEnvelope(Out):
 
 
 class TicketWithMessages(Out):
-    ticket: Ticket
+    ticket: TicketDetail
     messages: list[Message]
 
 
@@ -311,6 +318,7 @@ class Customer(Out):
     attributes: dict[str, Any]
     created_at: datetime
     identities: list[Identity]
+    merged_into_id: int | None = Field(description="Set once merged into another customer (core.merges)")
 
 
 class CustomerEnvelope(Out):
@@ -489,3 +497,191 @@ class SearchResult(Out):
 class SearchResults(Out):
     results: list[SearchResult]
     next_before: int | None
+
+
+# --- the agent workspace (#13): core.merges, core.canned, core.macros, core.mentions ------------
+class CustomerTicket(TicketDetail):
+    """A ticket of the customer panel's history (core.merges.customer_tickets)."""
+
+    can_open: bool = Field(description="Whether the caller may open it (GET /api/v1/tickets/{id})")
+
+
+class CustomerTickets(Out):
+    customer_id: int
+    merged_into_id: int | None
+    tickets: list[CustomerTicket]
+    next_before_id: int | None = Field(description="Pass as before_id for the next page; null: the last page")
+
+
+class CustomerFields(Out):
+    """A customer's fields as a merge keeps them (core.merges._fields)."""
+
+    name: str | None
+    email: str | None
+    tags: list[str]
+    attributes: dict[str, Any]
+
+
+class CustomerMerge(Out):
+    """A customer merge (core.merges.merge_view)."""
+
+    id: int
+    customer_id: int = Field(description="The customer kept")
+    other_id: int = Field(description="The customer merged into it")
+    identity_ids: list[int]
+    ticket_ids: list[int]
+    other: CustomerFields = Field(description="The other customer's fields when merged")
+    before: CustomerFields = Field(description="The kept customer's fields before the merge")
+    merged_by: int | None
+    created_at: datetime
+    undone_at: datetime | None
+    undone_by: int | None
+
+
+class CustomerMerged(Out):
+    merge: CustomerMerge
+    customer: Customer
+
+
+class CustomerMerges(Out):
+    merges: list[CustomerMerge]
+
+
+class CustomerMergeUndone(Out):
+    merge: CustomerMerge
+    customer: Customer
+    other: Customer
+    ticket_ids: list[int] = Field(description="The tickets that went back to the other customer")
+
+
+class MergedTicket(Ticket):
+    """The ticket merged into another (closed), as a ticket merge answers it."""
+
+    merged_into_id: int
+
+
+class TicketsMerged(Out):
+    ticket: Ticket
+    other: MergedTicket
+    moved_message_ids: list[int]
+
+
+class TicketSplit(Out):
+    ticket: Ticket = Field(description="The new ticket")
+    source: Ticket = Field(description="The ticket split from")
+    moved_message_ids: list[int]
+
+
+class CannedReply(Out):
+    """A canned reply (core.canned.view)."""
+
+    id: int
+    scope: Literal["tenant", "personal"]
+    agent_id: int | None = Field(description="The owner of a personal reply; null for the tenant's")
+    shortcut: str
+    title: str
+    text: str
+    created_by: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CannedReplyEnvelope(Out):
+    canned_reply: CannedReply
+
+
+class CannedRepliesEnvelope(Out):
+    canned_replies: list[CannedReply]
+
+
+class CannedRendered(Out):
+    canned_reply_id: int
+    ticket_id: int
+    shortcut: str
+    text: str
+
+
+class MacroTextAction(Out):
+    type: Literal["reply", "note"]
+    text: str
+
+
+class MacroTagsAction(Out):
+    type: Literal["add_tags", "remove_tags"]
+    tags: list[str]
+
+
+class MacroStatusAction(Out):
+    type: Literal["status"]
+    status: StatusName
+
+
+class MacroPriorityAction(Out):
+    type: Literal["priority"]
+    priority: PriorityName
+
+
+class MacroGroupAction(Out):
+    type: Literal["group"]
+    group_id: int
+
+
+MacroActionType = Literal["reply", "note", "add_tags", "remove_tags", "status", "priority", "group"]
+StoredMacroAction = Annotated[MacroTextAction | MacroTagsAction | MacroStatusAction | MacroPriorityAction
+                              | MacroGroupAction, Field(discriminator="type")]
+
+
+class Macro(Out):
+    """A macro (core.macros.view), its actions as stored (core.macros.check_actions)."""
+
+    id: int
+    name: str
+    description: str | None
+    actions: list[StoredMacroAction]
+    created_by: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class MacroEnvelope(Out):
+    macro: Macro
+
+
+class MacrosEnvelope(Out):
+    macros: list[Macro]
+
+
+class MacroApplied(Out):
+    ticket: Ticket = Field(description="The ticket after the macro")
+    macro_id: int
+    messages: list[Message] = Field(description="The reply and the note the macro wrote, in that order")
+    applied: list[MacroActionType]
+
+
+class NoteAuthor(Out):
+    type: Literal["agent"]
+    id: int | None
+    name: str | None
+
+
+class Mention(Out):
+    """A mention of the caller in a note (core.mentions._view)."""
+
+    id: int
+    ticket_id: int
+    note_id: int
+    text: str
+    author: NoteAuthor
+    ticket: Ticket
+    created_at: datetime
+    read_at: datetime | None
+
+
+class MentionsPage(Out):
+    mentions: list[Mention]
+    unread: int = Field(description="How many of the caller's mentions are unread, in all")
+
+
+class MentionsRead(Out):
+    marked: int = Field(description="How many were newly marked read")
+    unread: int

@@ -443,3 +443,21 @@ class QueueQuery(Strict):
 
 class UploadQuery(Strict):
     name: str = Field(min_length=1, max_length=200, description="The file's name, as the customer will see it")
+
+
+class CustomerTicketsQuery(Strict):
+    before_id: TicketId | None = Field(default=None, description="Tickets older than this one (the next page)")
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class CannedQuery(Strict):
+    q: str | None = Field(default=None, max_length=200,
+                          description="Keep those whose shortcut, title or text contain it; /ref: the shortcuts "
+                          "that start with ref")
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class MentionsQuery(Strict):
+    unread: Literal["1", "true", "0", "false"] | None = Field(default=None, description="1 or true: only unread ones")
+    before_id: MentionId | None = Field(default=None, description="Mentions older than this one (the next page)")
+    limit: int = Field(default=50, ge=1, le=200)

@@ -187,7 +187,7 @@ async def get_customer(request: web.Request) -> web.Response:
 
 @ROUTES.route("PATCH", "/api/v1/customers/{customer_id}", summary="Change a customer's name, e-mail, tags or "
            "attributes (VIP, language, region...)", body=CustomerPatch, tag="customers",
-           response=CustomerEnvelope)
+           response=CustomerEnvelope, errors=(409,))
 async def update_customer(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     p = await principal_of(request)

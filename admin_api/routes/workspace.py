@@ -5,12 +5,31 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from admin_api.responses import (
+    CannedRendered,
+    CannedRepliesEnvelope,
+    CannedReplyEnvelope,
+    CustomerMerged,
+    CustomerMerges,
+    CustomerMergeUndone,
+    CustomerTickets,
+    MacroApplied,
+    MacroEnvelope,
+    MacrosEnvelope,
+    MentionsPage,
+    MentionsRead,
+    TicketsMerged,
+    TicketSplit,
+)
 from admin_api.schemas import (
     CannedBody,
     CannedPatch,
+    CannedQuery,
     CustomerMergeBody,
+    CustomerTicketsQuery,
     MacroBody,
     MacroPatch,
+    MentionsQuery,
     MentionsReadBody,
     SplitBody,
     TicketMergeBody,
@@ -20,6 +39,7 @@ from core.errors import InvalidInput
 from core.models import MAX_BIG_ID
 from web.api import RouteTable
 from web.http import HUB, body, int_param, principal_of, query_int, query_value
+from web.schemas import Deleted
 
 ROUTES = RouteTable("workspace")
 
@@ -27,7 +47,7 @@ ROUTES = RouteTable("workspace")
 # --- customers ---------------------------------------------------------------------------------------
 @ROUTES.route("GET", "/api/v1/customers/{customer_id}/tickets", tag="customers",
               summary="The customer's tickets on every channel, newest first (?before_id=&limit=), each with "
-              "whether the caller may open it")
+              "whether the caller may open it", response=CustomerTickets, query=CustomerTicketsQuery)
 async def customer_tickets(request: web.Request) -> web.Response:
     p = await principal_of(request)
     customer_id = int_param(request, "customer_id")
@@ -38,7 +58,7 @@ async def customer_tickets(request: web.Request) -> web.Response:
 
 @ROUTES.route("POST", "/api/v1/customers/{customer_id}/merge", body=CustomerMergeBody, tag="customers",
               summary="Merge another customer into this one: identities and tickets move here (undo with "
-              "/api/v1/customers/merges/{merge_id}/undo)")
+              "/api/v1/customers/merges/{merge_id}/undo)", response=CustomerMerged, status=201, errors=(409,))
 async def merge_customers(request: web.Request) -> web.Response:
     p = await principal_of(request)
     customer_id = int_param(request, "customer_id")
@@ -48,7 +68,8 @@ async def merge_customers(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("GET", "/api/v1/customers/{customer_id}/merges", tag="customers",
-              summary="The merges into this customer and of it into another, newest first")
+              summary="The merges into this customer and of it into another, newest first",
+              response=CustomerMerges)
 async def list_merges(request: web.Request) -> web.Response:
     p = await principal_of(request)
     return web.json_response({"merges": await merges.list_merges(request.app[HUB], p,
@@ -57,7 +78,7 @@ async def list_merges(request: web.Request) -> web.Response:
 
 @ROUTES.route("POST", "/api/v1/customers/merges/{merge_id}/undo", tag="customers",
               summary="Undo a customer merge: what it moved goes back (409 undo_conflict when that can no longer "
-              "be done exactly)")
+              "be done exactly)", response=CustomerMergeUndone, errors=(409,))
 async def undo_merge(request: web.Request) -> web.Response:
     p = await principal_of(request)
     merge_id = int_param(request, "merge_id")
@@ -67,7 +88,7 @@ async def undo_merge(request: web.Request) -> web.Response:
 # --- tickets -----------------------------------------------------------------------------------------
 @ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/merge", body=TicketMergeBody, tag="tickets",
               summary="Merge another ticket of the same customer into this one: its messages move here, it is "
-              "closed and points here")
+              "closed and points here", response=TicketsMerged, errors=(409,))
 async def merge_tickets(request: web.Request) -> web.Response:
     p = await principal_of(request)
     ticket_id = int_param(request, "ticket_id")
@@ -78,7 +99,7 @@ async def merge_tickets(request: web.Request) -> web.Response:
 
 @ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/messages/{message_id}/split", body=SplitBody, tag="tickets",
               summary="Move a message (with following: it and every later one) into a new ticket of the same "
-              "customer, routed as new")
+              "customer, routed as new", response=TicketSplit, status=201, errors=(409,))
 async def split(request: web.Request) -> web.Response:
     p = await principal_of(request)
     ticket_id = int_param(request, "ticket_id")
@@ -91,7 +112,8 @@ async def split(request: web.Request) -> web.Response:
 
 # --- canned replies ----------------------------------------------------------------------------------
 @ROUTES.route("GET", "/api/v1/canned-replies", tag="canned replies",
-              summary="The canned replies the caller may use, the tenant's and their own (?q=&limit=)")
+              summary="The canned replies the caller may use, the tenant's and their own (?q=&limit=)",
+              response=CannedRepliesEnvelope, query=CannedQuery)
 async def list_canned(request: web.Request) -> web.Response:
     p = await principal_of(request)
     q = query_value(request, "q")
@@ -102,7 +124,8 @@ async def list_canned(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/api/v1/canned-replies", body=CannedBody, tag="canned replies",
-              summary="Add a canned reply: personal (anyone) or the tenant's (admin)")
+              summary="Add a canned reply: personal (anyone) or the tenant's (admin)", response=CannedReplyEnvelope,
+              status=201, errors=(409,))
 async def create_canned(request: web.Request) -> web.Response:
     p = await principal_of(request)
     data = await body(request, CannedBody)
@@ -112,7 +135,8 @@ async def create_canned(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("PATCH", "/api/v1/canned-replies/{canned_id}", body=CannedPatch, tag="canned replies",
-              summary="Change a canned reply: your own, or the tenant's (admin)")
+              summary="Change a canned reply: your own, or the tenant's (admin)", response=CannedReplyEnvelope,
+              errors=(409,))
 async def update_canned(request: web.Request) -> web.Response:
     p = await principal_of(request)
     canned_id = int_param(request, "canned_id")
@@ -122,7 +146,7 @@ async def update_canned(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("DELETE", "/api/v1/canned-replies/{canned_id}", tag="canned replies",
-              summary="Remove a canned reply: your own, or the tenant's (admin)")
+              summary="Remove a canned reply: your own, or the tenant's (admin)", response=Deleted)
 async def delete_canned(request: web.Request) -> web.Response:
     p = await principal_of(request)
     canned_id = int_param(request, "canned_id")
@@ -131,7 +155,7 @@ async def delete_canned(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/canned-replies/{canned_id}/render", tag="canned replies",
-              summary="A canned reply's text with its placeholders filled in for the ticket")
+              summary="A canned reply's text with its placeholders filled in for the ticket", response=CannedRendered)
 async def render_canned(request: web.Request) -> web.Response:
     p = await principal_of(request)
     ticket_id = int_param(request, "ticket_id")
@@ -140,13 +164,14 @@ async def render_canned(request: web.Request) -> web.Response:
 
 
 # --- macros ------------------------------------------------------------------------------------------
-@ROUTES.route("GET", "/api/v1/macros", tag="macros", summary="The tenant's macros")
+@ROUTES.route("GET", "/api/v1/macros", tag="macros", summary="The tenant's macros", response=MacrosEnvelope)
 async def list_macros(request: web.Request) -> web.Response:
     p = await principal_of(request)
     return web.json_response({"macros": await macros.list_macros(request.app[HUB], p)})
 
 
-@ROUTES.route("POST", "/api/v1/macros", body=MacroBody, tag="macros", summary="Add a macro (admin)")
+@ROUTES.route("POST", "/api/v1/macros", body=MacroBody, tag="macros", summary="Add a macro (admin)",
+              response=MacroEnvelope, status=201, errors=(409,))
 async def create_macro(request: web.Request) -> web.Response:
     p = await principal_of(request, admin=True)
     data = await body(request, MacroBody)
@@ -155,7 +180,8 @@ async def create_macro(request: web.Request) -> web.Response:
     return web.json_response({"macro": made}, status=201)
 
 
-@ROUTES.route("PATCH", "/api/v1/macros/{macro_id}", body=MacroPatch, tag="macros", summary="Change a macro (admin)")
+@ROUTES.route("PATCH", "/api/v1/macros/{macro_id}", body=MacroPatch, tag="macros", summary="Change a macro (admin)",
+              response=MacroEnvelope, errors=(409,))
 async def update_macro(request: web.Request) -> web.Response:
     p = await principal_of(request, admin=True)
     macro_id = int_param(request, "macro_id")
@@ -166,7 +192,8 @@ async def update_macro(request: web.Request) -> web.Response:
     return web.json_response({"macro": await macros.update(request.app[HUB], p, macro_id, changes, request.remote)})
 
 
-@ROUTES.route("DELETE", "/api/v1/macros/{macro_id}", tag="macros", summary="Remove a macro (admin)")
+@ROUTES.route("DELETE", "/api/v1/macros/{macro_id}", tag="macros", summary="Remove a macro (admin)",
+              response=Deleted)
 async def delete_macro(request: web.Request) -> web.Response:
     p = await principal_of(request, admin=True)
     macro_id = int_param(request, "macro_id")
@@ -175,7 +202,8 @@ async def delete_macro(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/api/v1/tickets/{ticket_id}/macros/{macro_id}", tag="macros",
-              summary="Apply a macro to the ticket: all its actions at once, or none")
+              summary="Apply a macro to the ticket: all its actions at once, or none", response=MacroApplied,
+              errors=(409, 413))
 async def apply_macro(request: web.Request) -> web.Response:
     p = await principal_of(request)
     ticket_id = int_param(request, "ticket_id")
@@ -185,7 +213,8 @@ async def apply_macro(request: web.Request) -> web.Response:
 
 # --- mentions ----------------------------------------------------------------------------------------
 @ROUTES.route("GET", "/api/v1/me/mentions", tag="mentions",
-              summary="The notes that mention the caller, unread first (?unread=1&before_id=&limit=)")
+              summary="The notes that mention the caller, unread first (?unread=1&before_id=&limit=)",
+              response=MentionsPage, query=MentionsQuery)
 async def my_mentions(request: web.Request) -> web.Response:
     p = await principal_of(request)
     unread = query_value(request, "unread")
@@ -198,7 +227,7 @@ async def my_mentions(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("POST", "/api/v1/me/mentions/read", body=MentionsReadBody, tag="mentions",
-              summary="Mark the caller's mentions read: {\"ids\": [...]} or {\"all\": true}")
+              summary="Mark the caller's mentions read: {\"ids\": [...]} or {\"all\": true}", response=MentionsRead)
 async def read_mentions(request: web.Request) -> web.Response:
     p = await principal_of(request)
     data = await body(request, MentionsReadBody)
