@@ -257,3 +257,27 @@ async def test_the_customer_panel_and_canned_replies(browser: Any, local_tenant:
     await page.wait_for_selector("#thread .msg-inbound:has-text('My first question')")
     await ctx.close()
     await shop_ctx.close()
+
+
+async def test_search_finds_chinese_and_english_and_opens_the_ticket(browser: Any, local_tenant: TenantInfo,  # noqa: F811
+                                                                     tmp_path: Path) -> None:
+    t = local_tenant
+    agent = await t.add_agent(name="Li Na", role="supervisor")
+    base = origin(t)
+    shop_ctx, _shop = await _customer_writes(browser, base, "我要申请退款，订单 A-1024")
+    other_ctx, _other = await _customer_writes(browser, base, "Where is my parcel?")
+    ctx, page = await _agent_signs_in(browser, base, agent.email)
+    await page.fill("#search", "退款")
+    result = page.locator("#search-results li.result").first
+    await result.wait_for()
+    assert await page.locator("#search-results li.result").count() == 1
+    assert await result.locator("mark").first.text_content() == "退款"
+    await page.screenshot(path=str(tmp_path / "console-search.png"))
+    await result.click()
+    await page.wait_for_selector("#thread .msg-inbound:has-text('申请退款')")
+    await page.fill("#search", "PARCEL")
+    await page.wait_for_selector("#search-results li.result:has-text('parcel')")
+    await page.fill("#search", "")
+    await page.wait_for_selector("#tickets")
+    for c in (ctx, shop_ctx, other_ctx):
+        await c.close()

@@ -52,6 +52,8 @@ const state = {
   seenEvents: new Set(),
   // Who is typing on or viewing which ticket, right now: ticket id -> key -> {kind, by, until}.
   live: new Map(),
+  // Full-text search (GET /api/v1/search): the query, and its results while one is shown.
+  search: { q: '', results: null, busy: false, next: null },
 };
 
 let redraw = () => {};
@@ -557,6 +559,65 @@ function Filters() {
     </details>`;
 }
 
+// ---- search: subjects, messages and customers, Chinese and English (GET /api/v1/search) ----------
+let searchTimer = 0;
+function searchFor(q) {
+  state.search.q = q;
+  clearTimeout(searchTimer);
+  if (!q.trim()) { state.search = { q, results: null, busy: false, next: null }; changed(); return; }
+  searchTimer = setTimeout(() => runSearch(q, null), 250);
+}
+async function runSearch(q, before) {
+  state.search.busy = true;
+  changed();
+  try {
+    const found = await api('GET', `/api/v1/search?q=${encodeURIComponent(q)}&limit=20${before ? `&before=${before}` : ''}`);
+    if (state.search.q !== q) return; // typed on meanwhile
+    state.search.results = before ? [...(state.search.results || []), ...found.results] : found.results;
+    state.search.next = found.next_before;
+  } catch (err) {
+    state.error = err.message;
+  } finally {
+    state.search.busy = false;
+    changed();
+  }
+}
+
+// The snippet with its matches marked: offsets count UTF-16 code units, as JavaScript strings do.
+function Marked({ snippet }) {
+  const text = (snippet && snippet.text) || '';
+  const parts = [];
+  let at = 0;
+  for (const [a, b] of (snippet && snippet.highlights) || []) {
+    if (a > at) parts.push(text.slice(at, a));
+    parts.push(html`<mark>${text.slice(a, b)}</mark>`);
+    at = b;
+  }
+  if (at < text.length) parts.push(text.slice(at));
+  return html`<span class="snippet">${snippet && snippet.truncated_before ? '…' : ''}${parts}${
+    snippet && snippet.truncated_after ? '…' : ''}</span>`;
+}
+
+function SearchResults() {
+  const found = state.search.results || [];
+  return html`
+    <ul id="search-results" role="listbox" aria-label=${t('search.results')}>
+      ${!found.length && !state.search.busy && html`<li class="empty">${t('search.none')}</li>`}
+      ${found.map((r) => html`
+        <li key=${r.ticket_id} class=${`ticket result${r.ticket_id === state.selectedId ? ' selected' : ''}`}
+          data-id=${r.ticket_id} tabindex="0" role="option" onClick=${() => select(r.ticket_id)}
+          onKeyDown=${(e) => { if (e.key === 'Enter') select(r.ticket_id); }}>
+          <div class="ticket-title">${r.subject || (r.customer && r.customer.name) || t('ticket.untitled', { id: r.ticket_id })}</div>
+          <div class="result-snippet"><span class="badge">${t(`search.matched_${r.matched}`)}</span> <${Marked} snippet=${r.snippet} /></div>
+          <div class="ticket-meta"><span class=${`badge status-${r.status}`}>${t(`status.${r.status}`)}</span>
+            <span>${channelName(r.channel)}</span><span>${r.customer && r.customer.name}</span>
+            <span class="time">${when(r.updated_at)}</span></div>
+        </li>`)}
+      ${state.search.next && html`<li><button type="button" id="search-more"
+        onClick=${() => runSearch(state.search.q, state.search.next)}>${t('search.more')}</button></li>`}
+    </ul>`;
+}
+
 function TicketList() {
   const items = listed();
   function key(e, id) {
@@ -569,6 +630,11 @@ function TicketList() {
   }
   return html`
     <nav id="ticket-list" aria-label=${t('list.heading')}>
+      <form id="search-form" role="search" onSubmit=${(e) => { e.preventDefault(); runSearch(state.search.q, null); }}>
+        <input id="search" type="search" value=${state.search.q} placeholder=${t('search.placeholder')}
+          aria-label=${t('search.placeholder')} onInput=${(e) => searchFor(e.target.value)} />
+      </form>
+      ${state.search.results != null ? html`<${SearchResults} />` : html`
       <${Views} />
       <${Filters} />
       <ul id="tickets" role="listbox" aria-label=${t('list.heading')}>
@@ -589,7 +655,7 @@ function TicketList() {
                 <button type="button" class="claim" onClick=${(e) => claim(e, x.id)}>${t('list.claim')}</button>`}
             </div>
           </li>`)}
-      </ul>
+      </ul>`}
     </nav>`;
 }
 
@@ -973,7 +1039,7 @@ function TicketView() {
 }
 
 const SHORTCUTS = [['j', 'shortcuts.next'], ['k', 'shortcuts.prev'], ['r', 'shortcuts.reply'],
-  ['1–5', 'shortcuts.views'], ['e', 'shortcuts.solve'], ['t', 'shortcuts.transfer'], ['?', 'shortcuts.help'],
+  ['1–5', 'shortcuts.views'], ['/', 'shortcuts.search'], ['e', 'shortcuts.solve'], ['t', 'shortcuts.transfer'], ['?', 'shortcuts.help'],
   ['Esc', 'shortcuts.close']];
 
 function Shortcuts() {
@@ -1010,6 +1076,9 @@ function onShortcut(e) {
   } else if (e.key === 't' && ticket) {
     state.overlay = 'transfer';
     changed();
+  } else if (e.key === '/') {
+    const el = document.getElementById('search');
+    if (el) el.focus();
   } else if (e.key === '?') {
     state.overlay = 'shortcuts';
     changed();
