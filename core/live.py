@@ -60,14 +60,16 @@ async def agent_typing(hub: Hub, principal: Principal, ticket_id: int, state: st
     """An agent typing on a ticket they may see: the other agents who see it hear of it, and so does
     the ticket's channel, which tells the customer if it can. ``kind="viewing"``: the agent has the
     ticket open (or ``left`` it), so two agents do not answer at once; channels ignore it."""
-    from core.tickets import can_see
+    from core.tickets import can_see, was_mentioned
 
     async with hub.db.read(principal.tenant_id) as session:
         row = (await session.execute(
             select(Ticket, CustomerIdentity.external_id)
             .outerjoin(CustomerIdentity, CustomerIdentity.id == Ticket.identity_id)
             .where(Ticket.id == ticket_id))).one_or_none()
-        if row is None or not await can_see(session, principal, row[0]):
+        # Those who may open it: who may see it, and a colleague mentioned on it (core.mentions).
+        if row is None or not (await can_see(session, principal, row[0])
+                               or await was_mentioned(session, principal, ticket_id)):
             raise NotFound(f"no ticket {ticket_id}", code="ticket_not_found")
     ticket, external_id = row
     by = {"type": "agent", "id": principal.agent_id, "name": principal.name}

@@ -281,3 +281,46 @@ async def test_search_finds_chinese_and_english_and_opens_the_ticket(browser: An
     await page.wait_for_selector("#tickets")
     for c in (ctx, shop_ctx, other_ctx):
         await c.close()
+
+
+async def test_a_mention_reaches_the_colleague_and_a_macro_does_several_things(
+        browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:  # noqa: F811
+    t = local_tenant
+    wang = await t.add_agent(name="王芳", role="admin")
+    li = await t.add_agent(name="Li Na")
+    admin = await t.signed_in(wang, connect=False)
+    await admin.api("POST", "/api/v1/macros", {"name": "Refund done", "actions": [
+        {"type": "add_tags", "tags": ["refund"]}, {"type": "status", "status": "pending"},
+        {"type": "reply", "text": "Your refund is on its way, {{customer.name|there}}."}]})
+    base = origin(t)
+    wang_ctx, wang_page = await _agent_signs_in(browser, base, wang.email)
+    shop_ctx, shop = await _customer_writes(browser, base, "I want my money back")
+    await wang_page.locator("#tickets li.ticket").first.click()
+    await wang_page.wait_for_selector("#thread .msg-inbound:has-text('money back')")
+    # Li Na signs in afterwards (she is not assigned): the mention is what brings her in.
+    li_ctx, li_page = await _agent_signs_in(browser, base, li.email)
+    await wang_page.click("#reply-text")
+    await wang_page.keyboard.type("@Li")
+    await wang_page.wait_for_selector("#mention-picker .pick-mention:has-text('Li Na')")
+    await wang_page.keyboard.press("Enter")
+    await wang_page.keyboard.type("can you check the payment?")
+    assert (await wang_page.input_value("#reply-text")).startswith(f"@[Li Na](agent:{li.id}) ")
+    await wang_page.click("#send-note")
+    await wang_page.wait_for_selector("#thread .msg-note .mention:has-text('@Li Na')")
+    await li_page.wait_for_selector("#mentions-unread:has-text('1')")
+    await li_page.click("#mentions-open")
+    await li_page.click("#mentions-list .mention-item")
+    await li_page.wait_for_selector("#thread .msg-note:has-text('check the payment')")
+    await li_page.wait_for_selector("#mentions-unread", state="detached")
+    # She may open it, and be seen on it, without an error: a mention lets her in.
+    await wang_page.wait_for_selector("#viewing-line:has-text('Li Na')")
+    assert await li_page.inner_text("#view-error") == ""
+    await li_page.screenshot(path=str(tmp_path / "console-mention.png"))
+    # The macro: a reply, a tag and a status at once.
+    await wang_page.select_option("#ticket-macro", label="Refund done")
+    await wang_page.wait_for_selector("#ticket-tags .tag:has-text('refund')")
+    await wang_page.wait_for_selector("#thread .msg-outbound:has-text('refund is on its way')")
+    assert await wang_page.input_value("#ticket-status") == "pending"
+    await shop.wait_for_selector(".chw-msg.chw-outbound:has-text('refund is on its way')")
+    for ctx in (wang_ctx, li_ctx, shop_ctx):
+        await ctx.close()

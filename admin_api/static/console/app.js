@@ -52,6 +52,9 @@ const state = {
   seenEvents: new Set(),
   // Who is typing on or viewing which ticket, right now: ticket id -> key -> {kind, by, until}.
   live: new Map(),
+  // Notes that mention this agent (GET /api/v1/me/mentions), and how many are unread.
+  mentions: { list: [], unread: 0 },
+  macros: [],
   // Full-text search (GET /api/v1/search): the query, and its results while one is shown.
   search: { q: '', results: null, busy: false, next: null },
 };
@@ -127,9 +130,23 @@ async function signIn(email, password) {
   start();
 }
 
+async function loadMentions() {
+  try {
+    const found = await api('GET', '/api/v1/me/mentions?limit=30');
+    state.mentions = { list: found.mentions || [], unread: found.unread || 0 };
+    changed();
+  } catch { /* shown at the next mention */ }
+}
+
+async function loadMacros() {
+  try { state.macros = (await api('GET', '/api/v1/macros')).macros || []; changed(); } catch { /* none shown */ }
+}
+
 function start() {
   live.start(state.token);
   loadPeople();
+  loadMentions();
+  loadMacros();
   refreshQueue();
   changed();
 }
@@ -196,6 +213,12 @@ function applyEvent(ev, backlog) {
     if (!backlog && ev.ticket) notify(t('notify.new_ticket', { title: ticketTitle(ev.ticket) }), '', ev.ticket_id);
   } else if (ev.kind === 'ticket.assigned' && !selected && ev.ticket && ev.ticket.assignee_id === me) {
     markUnread(ev.ticket_id);
+  } else if (ev.kind === 'mention' && ev.mentioned_agent_id === me) {
+    if (!backlog) {
+      const who = (ev.author && ev.author.name) || t('ticket.agent');
+      notify(t('notify.mention', { name: who }), plainMentions(ev.text || ''), ev.ticket_id, true);
+    }
+    loadMentions();
   }
   if (ev.kind && ev.kind.startsWith('ticket.')) refreshQueue();
   if (ev.kind === 'agent.presence' || ev.kind === 'ticket.assigned' || ev.kind === 'ticket.unassigned') {
@@ -233,8 +256,8 @@ const saveUnread = () => store.set(UNREAD_KEY, JSON.stringify([...state.unread])
 
 // A browser notification and a short tone for news while the tab is hidden (when the agent
 // allowed them), and the unread count in the title in any case.
-function notify(title, body, ticketId) {
-  if (!document.hidden) return;
+function notify(title, body, ticketId, always = false) {
+  if (!document.hidden && !always) return;
   if (prefs.notify && 'Notification' in window && Notification.permission === 'granted') {
     const n = new Notification(title, { body: body.slice(0, 140), tag: `ticket-${ticketId}` });
     n.onclick = () => { window.focus(); select(ticketId); n.close(); };
@@ -280,8 +303,8 @@ let viewingTimer = 0;
 function viewing(ticketId, on) {
   clearInterval(viewingTimer);
   if (ticketId == null) return;
-  live.send({ type: 'viewing', ticket_id: ticketId, state: on ? 'viewing' : 'left' });
-  if (on) viewingTimer = setInterval(() => live.send({ type: 'viewing', ticket_id: ticketId, state: 'viewing' }), 20000);
+  signal({ type: 'viewing', ticket_id: ticketId, state: on ? 'viewing' : 'left' });
+  if (on) viewingTimer = setInterval(() => signal({ type: 'viewing', ticket_id: ticketId, state: 'viewing' }), 20000);
 }
 
 let typingSent = { ticketId: null, state: 'paused', at: 0 };
@@ -294,7 +317,28 @@ function typing(ticketId, next) {
   if (same && (next === 'paused' || now - typingSent.at < 3000)) return;
   if (next === 'paused' && typingSent.state === 'paused') return;
   typingSent = { ticketId, state: next, at: now };
-  live.send({ type: 'typing', ticket_id: ticketId, state: next });
+  signal({ type: 'typing', ticket_id: ticketId, state: next });
+}
+
+// Typing and viewing are best effort: sent with a ref, so a refusal is the answer to it (and
+// ignored) rather than an error frame shown to the agent.
+function signal(frame) {
+  if (live.ready) live.action(frame).catch(() => {});
+}
+
+// ---- @mentions: notes name colleagues as @[Name](agent:42); shown as @Name --------------------
+const MENTION = /@\[([^\]]+)\]\(agent:(\d+)\)/g;
+const plainMentions = (text) => text.replace(MENTION, (m, name) => `@${name}`);
+function withMentions(text) {
+  const parts = [];
+  let at = 0;
+  for (const m of text.matchAll(MENTION)) {
+    if (m.index > at) parts.push(text.slice(at, m.index));
+    parts.push(html`<span class="mention" data-agent=${m[2]}>@${m[1]}</span>`);
+    at = m.index + m[0].length;
+  }
+  if (at < text.length) parts.push(text.slice(at));
+  return parts;
 }
 
 // ---- names, never ids ----------------------------------------------------------------------------
@@ -509,6 +553,7 @@ function Header() {
       </select>
       <label class="toggle"><input id="notify" type="checkbox" checked=${!!prefs.notify} onChange=${toggleNotify} /> ${t('header.notify')}</label>
       <label class="toggle"><input id="sound" type="checkbox" checked=${!!prefs.sound} onChange=${toggleSound} /> ${t('header.sound')}</label>
+      <${MentionsMenu} />
       <${LangSwitch} />
       <button id="shortcuts-open" type="button" title=${t('header.shortcuts')} aria-label=${t('header.shortcuts')}
         onClick=${() => { state.overlay = 'shortcuts'; changed(); }}>?</button>
@@ -710,7 +755,8 @@ function Message({ m }) {
   const meta = [author, dir === 'note' ? t('ticket.note') : '', when(m.created_at)].filter(Boolean).join(' · ');
   return html`
     <div class=${`msg msg-${dir}`} data-id=${m.id} data-meta=${meta}
-      title=${m.created_at ? new Date(m.created_at).toLocaleString(lang()) : ''}>${m.text || ''}${
+      title=${m.created_at ? new Date(m.created_at).toLocaleString(lang()) : ''}>${
+      dir === 'note' ? withMentions(m.text || '') : (m.text || '')}${
       (Array.isArray(m.attachments) ? m.attachments : []).filter((a) => a && typeof a === 'object')
         .map((a) => html`<${Attachment} key=${a.id || a.url} a=${a} />`)}</div>`;
 }
@@ -745,9 +791,18 @@ function Composer() {
   const [busy, setBusy] = useState(false);
   const [chosen, setChosen] = useState([]);
   const [slash, setSlash] = useState(null); // the text after "/" while the agent picks a canned reply
+  const [at, setAt] = useState(null);       // the text after "@" while the agent picks a colleague
   function watchSlash(value) {
     const found = /(?:^|\s)\/([^\s/]*)$/.exec(value);
     setSlash(found ? found[1] : null);
+    const mention = /(?:^|\s)@([^\s@\[]*)$/.exec(value);
+    setAt(mention ? mention[1] : null);
+  }
+  function pickAgent(a) {
+    const el = text.current;
+    el.value = el.value.replace(/(^|\s)@[^\s@\[]*$/, (m, space) => `${space}@[${a.name || a.email}](agent:${a.id}) `);
+    setAt(null);
+    el.focus();
   }
   async function pickCanned(c) {
     const id = state.selectedId;
@@ -807,6 +862,7 @@ function Composer() {
           watchSlash(e.target.value);
         }}></textarea>
       ${slash != null && html`<${CannedPicker} query=${slash} onPick=${pickCanned} onClose=${() => setSlash(null)} />`}
+      ${at != null && html`<${AgentPicker} query=${at} onPick=${pickAgent} onClose=${() => setAt(null)} />`}
       <div class="row">
         <button id="send-reply" class="primary" type="button" disabled=${busy} onClick=${() => submit('reply')}>${t('composer.send')}</button>
         <button id="send-note" type="button" disabled=${busy} onClick=${() => submit('note')}>${t('composer.note')}</button>
@@ -987,6 +1043,80 @@ function CannedPicker({ query, onPick, onClose }) {
     </ul>`;
 }
 
+function AgentPicker({ query, onPick, onClose }) {
+  const me = state.agent && state.agent.id;
+  const q = query.toLowerCase();
+  const agents = [...state.agents.values()].filter((a) => a.active !== false && a.id !== me
+    && ((a.name || '').toLowerCase().includes(q) || (a.email || '').toLowerCase().includes(q))).slice(0, 8);
+  const [idx, setIdx] = useState(0);
+  useEffect(() => {
+    function key(e) {
+      if (!agents.length) return;
+      if (e.key === 'ArrowDown') { e.preventDefault(); setIdx((idx + 1) % agents.length); }
+      else if (e.key === 'ArrowUp') { e.preventDefault(); setIdx((idx + agents.length - 1) % agents.length); }
+      else if (e.key === 'Enter' && !e.ctrlKey && !e.metaKey) { e.preventDefault(); e.stopPropagation(); onPick(agents[idx]); }
+      else if (e.key === 'Escape') onClose();
+    }
+    document.addEventListener('keydown', key, true);
+    return () => document.removeEventListener('keydown', key, true);
+  }, [query, idx, agents.length]);
+  if (!agents.length) return null;
+  return html`
+    <ul id="mention-picker" class="popover canned" role="listbox" aria-label=${t('mentions.pick')}>
+      ${agents.map((a, i) => html`<li key=${a.id} role="option" aria-selected=${i === idx}
+        class=${`canned-item pick-mention${i === idx ? ' active' : ''}`} onMouseDown=${(e) => { e.preventDefault(); onPick(a); }}>
+        <span class=${`dot presence-${a.status}`}></span><span class="canned-title">${a.name || a.email}</span></li>`)}
+    </ul>`;
+}
+
+function MentionsMenu() {
+  const [open, setOpen] = useState(false);
+  async function openIt(m) {
+    setOpen(false);
+    try { await api('POST', '/api/v1/me/mentions/read', { ids: [m.id] }); } catch { /* read later */ }
+    if (m.ticket) upsertTicket(m.ticket);
+    select(m.ticket_id);
+    loadMentions();
+  }
+  const unread = state.mentions.unread;
+  return html`
+    <div class="transfer">
+      <button id="mentions-open" type="button" aria-expanded=${open} onClick=${() => { setOpen(!open); if (!open) loadMentions(); }}>
+        @ ${unread > 0 && html`<span id="mentions-unread" class="count">${unread}</span>`}</button>
+      ${open && html`
+        <div id="mentions-list" class="popover" role="dialog" aria-label=${t('mentions.title')}>
+          <h3>${t('mentions.title')}</h3>
+          ${!state.mentions.list.length && html`<p class="empty">${t('mentions.none')}</p>`}
+          <ul class="picks">${state.mentions.list.map((m) => html`<li key=${m.id}>
+            <button type="button" class=${`mention-item${m.read_at ? '' : ' unread'}`} onClick=${() => openIt(m)}>
+              <span class="pick-name">${(m.author && m.author.name) || ''}: ${plainMentions(m.text || '')}</span>
+              <span class="pick-load">${when(m.created_at)}</span></button></li>`)}</ul>
+        </div>`}
+    </div>`;
+}
+
+function Macros({ ticket }) {
+  if (!state.macros.length) return null;
+  async function apply(e) {
+    const id = e.target.value;
+    e.target.value = '';
+    if (!id) return;
+    state.error = '';
+    try {
+      const done = await api('POST', `/api/v1/tickets/${ticket.id}/macros/${id}`);
+      if (done.ticket) upsertTicket(done.ticket);
+      for (const m of done.messages || []) addMessage(m);
+    } catch (err) { state.error = err.message; }
+    changed();
+  }
+  return html`
+    <label>${t('macros.label')}
+      <select id="ticket-macro" value="" onChange=${apply}>
+        <option value="">${t('macros.choose')}</option>
+        ${state.macros.map((m) => html`<option value=${String(m.id)}>${m.name}</option>`)}
+      </select></label>`;
+}
+
 function TicketView() {
   const ticket = state.viewTicket;
   if (state.selectedId == null || !ticket) {
@@ -1014,6 +1144,7 @@ function TicketView() {
                 onClick=${() => { state.overlay = state.overlay === 'transfer' ? null : 'transfer'; changed(); }}>${t('ticket.transfer')}</button>
               ${state.overlay === 'transfer' && html`<${TransferPicker} ticket=${ticket} />`}
             </div>
+            <${Macros} ticket=${ticket} />
             <label>${t('ticket.priority')}
               <select id="ticket-priority" value=${ticket.priority}
                 onChange=${(e) => act({ type: 'priority', ticket_id: ticket.id, priority: e.target.value })}>
