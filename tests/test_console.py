@@ -324,3 +324,41 @@ async def test_a_mention_reaches_the_colleague_and_a_macro_does_several_things(
     await shop.wait_for_selector(".chw-msg.chw-outbound:has-text('refund is on its way')")
     for ctx in (wang_ctx, li_ctx, shop_ctx):
         await ctx.close()
+
+
+async def test_customers_merged_and_undone_tickets_merged_and_split(browser: Any, local_tenant: TenantInfo,  # noqa: F811
+                                                                   tmp_path: Path) -> None:
+    t = local_tenant
+    agent = await t.add_agent(name="Li Na", role="supervisor")
+    base = origin(t)
+    one_ctx, _one = await _customer_writes(browser, base, "Hello, I am Zhang Wei on the web")
+    two_ctx, _two = await _customer_writes(browser, base, "Zhang Wei again, from my phone")
+    ctx, page = await _agent_signs_in(browser, base, agent.email)
+    await page.locator("#views [data-view='all']").click()
+    await page.locator("#tickets li.ticket:has-text('on the web')").click()
+    await page.wait_for_selector("#thread .msg-inbound:has-text('on the web')")
+    # The same person on another device: found by what they wrote, merged here, and undone.
+    await page.fill("#merge-search", "from my phone")
+    await page.click("#customer-merge .merge-customer")
+    await page.wait_for_selector("#customer-merge .merged")
+    history = page.locator("#customer-history .history-item:has-text('from my phone')")
+    await history.wait_for()
+    await page.screenshot(path=str(tmp_path / "console-merged.png"))
+    await page.click("#customer-merge .merge-undo")
+    await page.wait_for_selector("#customer-merge .merged", state="detached")
+    await history.wait_for(state="detached")
+    # Merged again, then the other ticket is merged into this one: one conversation.
+    await page.fill("#merge-search", "from my phone")
+    await page.click("#customer-merge .merge-customer")
+    await page.click("#customer-history .merge-ticket")
+    await page.wait_for_selector("#thread .msg-inbound:has-text('from my phone')")
+    assert await page.locator("#thread .msg-inbound").count() == 2
+    # And split back out: the message goes to a new ticket, which opens.
+    second = page.locator("#thread .msg-inbound:has-text('from my phone')")
+    await second.hover()
+    await second.locator(".split").click()
+    await page.wait_for_selector("#thread .msg-inbound:has-text('from my phone')")
+    assert await page.locator("#thread .msg-inbound").count() == 1
+    await page.screenshot(path=str(tmp_path / "console-split.png"))
+    for c in (ctx, one_ctx, two_ctx):
+        await c.close()

@@ -748,6 +748,16 @@ async function blobUrl(url) {
   return URL.createObjectURL(await res.blob());
 }
 
+async function splitOff(m) {
+  const id = state.selectedId;
+  state.error = '';
+  try {
+    const done = await api('POST', `/api/v1/tickets/${id}/messages/${m.id}/split`, { following: false });
+    if (done.source) upsertTicket(done.source);
+    if (done.ticket) { upsertTicket(done.ticket); select(done.ticket.id); }
+  } catch (err) { state.error = err.message; changed(); }
+}
+
 function Message({ m }) {
   const dir = ['inbound', 'outbound', 'note'].includes(m.direction) ? m.direction : 'inbound';
   const author = (m.author && m.author.name)
@@ -758,7 +768,9 @@ function Message({ m }) {
       title=${m.created_at ? new Date(m.created_at).toLocaleString(lang()) : ''}>${
       dir === 'note' ? withMentions(m.text || '') : (m.text || '')}${
       (Array.isArray(m.attachments) ? m.attachments : []).filter((a) => a && typeof a === 'object')
-        .map((a) => html`<${Attachment} key=${a.id || a.url} a=${a} />`)}</div>`;
+        .map((a) => html`<${Attachment} key=${a.id || a.url} a=${a} />`)}${
+      dir === 'inbound' && html`<button type="button" class="split link" title=${t('merge.split')}
+        aria-label=${t('merge.split')} onClick=${() => splitOff(m)}>${t('merge.split')}</button>`}</div>`;
 }
 
 function Thread() {
@@ -973,6 +985,16 @@ function CustomerPanel({ ticket }) {
   if (id == null) return null;
   const c = customer || ticket.customer || {};
   const earlier = (history || []).filter((x) => x.id !== ticket.id);
+  async function mergeTicket(other) {
+    state.error = '';
+    try {
+      const done = await api('POST', `/api/v1/tickets/${ticket.id}/merge`, { other_ticket_id: other.id });
+      if (done.ticket) upsertTicket(done.ticket);
+      if (done.other) upsertTicket(done.other);
+      await loadThread(ticket.id);
+      load();
+    } catch (err) { state.error = err.message; changed(); }
+  }
   return html`
     <aside id="customer-panel" aria-label=${t('customer.title')}>
       <h3>${t('customer.title')}</h3>
@@ -996,6 +1018,7 @@ function CustomerPanel({ ticket }) {
           ${(customer.identities || []).map((i) => html`<li key=${`${i.channel}:${i.external_id}`}>
             <span class="badge">${channelName(i.channel)}</span> <span class="ident">${i.external_id}</span></li>`)}
         </ul>`}
+      ${customer && !customer.merged_into_id && html`<${CustomerMerge} customer=${customer} onDone=${load} />`}
       <h4>${t('customer.history')}</h4>
       ${history == null ? html`<p class="empty">${t('ticket.loading')}</p>` : !earlier.length
         ? html`<p class="empty">${t('customer.no_history')}</p>` : html`
@@ -1006,9 +1029,66 @@ function CustomerPanel({ ticket }) {
               <span class="history-title">${ticketTitle(x)}</span>
               <span class="ticket-meta"><span class=${`badge status-${x.status}`}>${t(`status.${x.status}`)}</span>
                 <span>${channelName(x.channel)}</span><span class="time">${when(x.created_at)}</span></span>
-            </button></li>`)}
+            </button>
+            ${x.can_open && x.status !== 'closed' && !x.merged_into_id && ticket.status !== 'closed' && html`
+              <button type="button" class="link merge-ticket" data-id=${x.id} onClick=${() => mergeTicket(x)}>
+                ${t('merge.ticket_into_this')}</button>`}</li>`)}
         </ul>`}
     </aside>`;
+}
+
+// Another customer (found by search: the same person on WeChat and web chat) merged into this one,
+// with an undo for as long as it can be undone exactly.
+function CustomerMerge({ customer, onDone }) {
+  const [q, setQ] = useState('');
+  const [found, setFound] = useState([]);
+  const [merges, setMerges] = useState([]);
+  async function loadMerges() {
+    try { setMerges((await api('GET', `/api/v1/customers/${customer.id}/merges`)).merges || []); } catch { setMerges([]); }
+  }
+  useEffect(() => { loadMerges(); }, [customer.id]);
+  useEffect(() => {
+    if (!q.trim()) { setFound([]); return undefined; }
+    const timer = setTimeout(async () => {
+      try {
+        const results = (await api('GET', `/api/v1/search?q=${encodeURIComponent(q)}&limit=20`)).results || [];
+        const byId = new Map();
+        for (const r of results) if (r.customer && r.customer.id !== customer.id) byId.set(r.customer.id, r.customer);
+        setFound([...byId.values()]);
+      } catch { setFound([]); }
+    }, 250);
+    return () => clearTimeout(timer);
+  }, [q]);
+  async function merge(other) {
+    state.error = '';
+    try {
+      await api('POST', `/api/v1/customers/${customer.id}/merge`, { other_id: other.id });
+      setQ('');
+      await loadMerges();
+      onDone();
+    } catch (err) { state.error = err.message; changed(); }
+  }
+  async function undo(m) {
+    state.error = '';
+    try {
+      await api('POST', `/api/v1/customers/merges/${m.id}/undo`);
+      await loadMerges();
+      onDone();
+    } catch (err) { state.error = err.message; changed(); }
+  }
+  const undoable = merges.filter((m) => !m.undone_at && m.customer_id === customer.id);
+  return html`
+    <div id="customer-merge">
+      <h4>${t('merge.customer_title')}</h4>
+      <input id="merge-search" type="search" value=${q} onInput=${(e) => setQ(e.target.value)}
+        placeholder=${t('merge.customer_find')} aria-label=${t('merge.customer_find')} />
+      ${found.length > 0 && html`<ul class="plain merge-found">${found.map((o) => html`<li key=${o.id}>
+        <span class="pick-name">${o.name || t('ticket.customer')}</span>
+        <button type="button" class="merge-customer" data-id=${o.id} onClick=${() => merge(o)}>${t('merge.customer_do')}</button></li>`)}</ul>`}
+      ${undoable.map((m) => html`<div class="merged" key=${m.id}>
+        ${t('merge.customer_done', { name: (m.other && (m.other.name || m.other.email)) || t('ticket.customer') })}
+        <button type="button" class="link merge-undo" data-id=${m.id} onClick=${() => undo(m)}>${t('merge.undo')}</button></div>`)}
+    </div>`;
 }
 
 // ---- canned replies: "/" in the composer, a search, the text filled in for the ticket ------------
