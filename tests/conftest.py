@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -204,6 +205,16 @@ async def make_tenant(
     finally:
         await db.dispose()
     return TenantInfo(tid, domain, server, settings)
+
+
+@pytest.fixture
+def shots(request: pytest.FixtureRequest) -> Path:
+    """Where a browser test keeps its screenshots, as artefacts of the run: var/screenshots/<test>
+    (or $CHANNELHUB_SCREENSHOTS/<test>), kept after the run for a person to look at."""
+    base = Path(os.environ.get("CHANNELHUB_SCREENSHOTS") or ROOT / "var" / "screenshots")
+    folder = base / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:120]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture

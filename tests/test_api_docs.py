@@ -83,7 +83,7 @@ async def test_docs_page_is_not_an_api_operation(http: Http, tenant: TenantInfo)
 
 @needs_chromium
 async def test_docs_render_in_chromium_from_the_hub_alone(
-        browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:  # noqa: F811 - the fixtures imported
+        browser: Any, local_tenant: TenantInfo, tmp_path: Path, shots: Path) -> None:  # noqa: F811 - the fixtures imported
     hub = f"http://{local_tenant.domain}:{local_tenant.server.port}"
     ctx = await browser.new_context()
     page = await ctx.new_page()
@@ -109,7 +109,7 @@ async def test_docs_render_in_chromium_from_the_hub_alone(
     await page.fill("input[placeholder='Search...']", "logout")
     await page.locator("[data-role='search:results'] li", has_text="Revoke this token").first.wait_for()
     await page.wait_for_load_state("networkidle")
-    await page.screenshot(path=str(tmp_path / "apidocs.png"), full_page=False)
+    await page.screenshot(path=str(shots / "apidocs.png"), full_page=False)
 
     assert f"{hub}/api/v1/openapi.json" in requests
     assert f"{hub}/api/docs/redoc.standalone.js" in requests

@@ -69,7 +69,7 @@ async def _agent_signs_in(browser: Any, base: str, email: str, **context: Any) -
     return ctx, console
 
 
-async def test_widget_and_console_talk_live(browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:
+async def test_widget_and_console_talk_live(browser: Any, local_tenant: TenantInfo, shots: Path) -> None:
     agent = await local_tenant.add_agent(name="Li Na")
     base = origin(local_tenant)
 
@@ -92,8 +92,8 @@ async def test_widget_and_console_talk_live(browser: Any, local_tenant: TenantIn
     await reply.wait_for()
     assert await reply.text_content() is not None
     assert "arrives tomorrow" in (await reply.text_content() or "")
-    await shop.screenshot(path=str(tmp_path / "widget.png"))
-    await console.screenshot(path=str(tmp_path / "console.png"))
+    await shop.screenshot(path=str(shots / "widget.png"))
+    await console.screenshot(path=str(shots / "console.png"))
 
     # A reload keeps the conversation: same visitor, whole history.
     await shop.reload()
@@ -150,7 +150,8 @@ PNG = bytes.fromhex(
     "00440c100a001fee03fd8b5f14d40000000049454e44ae426082")
 
 
-async def test_console_sends_and_shows_attachments(browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:
+async def test_console_sends_and_shows_attachments(browser: Any, local_tenant: TenantInfo, tmp_path: Path,
+                                                   shots: Path) -> None:
     agent = await local_tenant.add_agent(name="Li Na")
     base = origin(local_tenant)
     console_ctx, console = await _agent_signs_in(browser, base, agent.email, accept_downloads=True)
@@ -188,13 +189,13 @@ async def test_console_sends_and_shows_attachments(browser: Any, local_tenant: T
 
     # The customer gets it as a link in the widget.
     await shop.locator(".chw-msg.chw-outbound a.chw-file:has-text('label.png')").wait_for()
-    await console.screenshot(path=str(tmp_path / "console-attachment.png"))
+    await console.screenshot(path=str(shots / "console-attachment.png"))
     await console_ctx.close()
     await shop_ctx.close()
 
 
 async def test_widget_shows_a_reply_once_when_it_is_delivered_twice(browser: Any, local_tenant: TenantInfo,
-                                                                   settings: Any, tmp_path: Path) -> None:
+                                                                   settings: Any, tmp_path: Path, shots: Path) -> None:
     """Delivery is at least once: after a crash between publishing a reply and recording it, the
     outbox sends it again. The page was reloaded meanwhile (a new socket, which never sent that
     reply: the widget had it already), so the second copy reaches the browser; it shows it once."""
@@ -219,11 +220,11 @@ async def test_widget_shows_a_reply_once_when_it_is_delivered_twice(browser: Any
     marker = await client.reply(created["ticket_id"], "Anything else?")
     await shop.wait_for_selector(f".chw-msg.chw-outbound[data-id='{marker['id']}']")
     assert await shop.locator(".chw-msg.chw-outbound:has-text('it left this morning')").count() == 1
-    await shop.screenshot(path=str(tmp_path / "widget-once.png"))
+    await shop.screenshot(path=str(shots / "widget-once.png"))
     await ctx.close()
 
 
-async def test_a_mail_in_the_console_answered_by_mail(browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:
+async def test_a_mail_in_the_console_answered_by_mail(browser: Any, local_tenant: TenantInfo, shots: Path) -> None:
     """A customer's Chinese mail with a file, sent to the hub's SMTP receiver, shows in the console;
     the agent's answer from the console leaves through the tenant's relay, threaded."""
     from tests.email.conftest import make_mailbox
@@ -252,7 +253,7 @@ async def test_a_mail_in_the_console_answered_by_mail(browser: Any, local_tenant
         [sent] = await sink.wait_for(1)
         assert sent["Subject"].startswith("Re: 发票问题 [#")
         assert sent.get_body(("plain",)).get_content().strip() == "李先生您好，发票今天寄出。"
-        await console.screenshot(path=str(tmp_path / "console-email.png"))
+        await console.screenshot(path=str(shots / "console-email.png"))
         await console_ctx.close()
     finally:
         sink.stop()

@@ -39,7 +39,7 @@ def test_the_catalogues_have_the_same_keys_and_the_code_uses_only_those() -> Non
 
 
 async def test_views_transfer_by_name_tags_priority_and_shortcuts(browser: Any, local_tenant: TenantInfo,  # noqa: F811
-                                                                  tmp_path: Path) -> None:
+                                                                  tmp_path: Path, shots: Path) -> None:
     t = local_tenant
     group = await t.add_group("售后 After-sales")
     li = await t.add_agent(name="Li Na", role="supervisor")
@@ -69,12 +69,12 @@ async def test_views_transfer_by_name_tags_priority_and_shortcuts(browser: Any, 
     await page.fill("#tag-input", "vip")
     await page.press("#tag-input", "Enter")
     await page.wait_for_selector("#ticket-tags .tag:has-text('vip')")
-    await page.screenshot(path=str(tmp_path / "console-ticket.png"))
+    await page.screenshot(path=str(shots / "console-ticket.png"))
 
     # Transfer through the picker, by name; nobody sees "#id" or "agent 7" afterwards.
     await page.click("#transfer-open")
     await page.fill("#transfer-filter", other_name[:2])
-    await page.screenshot(path=str(tmp_path / "console-transfer.png"))
+    await page.screenshot(path=str(shots / "console-transfer.png"))
     await page.click(f"#transfer-picker .pick-agent:has-text('{other_name}')")
     await page.wait_for_selector(f"#ticket-info:has-text('{other_name}')")
     await other.wait_for_selector("#views [data-count='mine']:has-text('1')")
@@ -102,7 +102,7 @@ async def test_views_transfer_by_name_tags_priority_and_shortcuts(browser: Any, 
 
 async def test_simplified_chinese_follows_the_browser_and_can_be_switched(browser: Any,  # noqa: F811
                                                                           local_tenant: TenantInfo,  # noqa: F811
-                                                                          tmp_path: Path) -> None:
+                                                                          tmp_path: Path, shots: Path) -> None:
     agent = await local_tenant.add_agent(name="王芳")
     base = origin(local_tenant)
     ctx = await browser.new_context(locale="zh-CN")
@@ -123,7 +123,7 @@ async def test_simplified_chinese_follows_the_browser_and_can_be_switched(browse
     shown = await page.inner_text("#app")
     leftover = [v for k, v in en.items() if k != "app.brand" and len(v) > 3 and v in shown and v != zh[k]]
     assert not leftover, leftover
-    await page.screenshot(path=str(tmp_path / "console-zh.png"))
+    await page.screenshot(path=str(shots / "console-zh.png"))
     # Switched to English, it stays English after a reload.
     await page.select_option("#lang", "en")
     await page.wait_for_selector(f"#conn:has-text('{en['conn.connected']}')")
@@ -134,7 +134,7 @@ async def test_simplified_chinese_follows_the_browser_and_can_be_switched(browse
 
 
 async def test_the_console_works_at_390_pixels(browser: Any, local_tenant: TenantInfo,  # noqa: F811
-                                               tmp_path: Path) -> None:
+                                               tmp_path: Path, shots: Path) -> None:
     agent = await local_tenant.add_agent(name="Li Na")
     base = origin(local_tenant)
     ctx, page = await _agent_signs_in(browser, base, agent.email, viewport={"width": 390, "height": 844},
@@ -143,7 +143,7 @@ async def test_the_console_works_at_390_pixels(browser: Any, local_tenant: Tenan
     ticket = page.locator("#tickets li.ticket").first
     await ticket.wait_for()
     assert not await page.locator("#ticket-view").is_visible()  # the list pane alone
-    await page.screenshot(path=str(tmp_path / "console-390-list.png"))
+    await page.screenshot(path=str(shots / "console-390-list.png"))
     await ticket.click()
     await page.wait_for_selector("#thread .msg-inbound:has-text('Hello from my phone')")
     assert not await page.locator("#ticket-list").is_visible()  # the conversation pane alone
@@ -152,7 +152,7 @@ async def test_the_console_works_at_390_pixels(browser: Any, local_tenant: Tenan
     await page.fill("#reply-text", "Hi! On it.")
     await page.click("#send-reply")
     await page.wait_for_selector("#thread .msg-outbound:has-text('On it')")
-    await page.screenshot(path=str(tmp_path / "console-390-ticket.png"))
+    await page.screenshot(path=str(shots / "console-390-ticket.png"))
     await page.click("#back")
     await page.wait_for_selector("#tickets li.ticket")
     await ctx.close()
@@ -176,7 +176,7 @@ async def test_the_landing_page_links_the_console_and_the_demo(browser: Any, loc
 
 
 async def test_typing_both_ways_and_who_else_is_viewing(browser: Any, local_tenant: TenantInfo,  # noqa: F811
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path, shots: Path) -> None:
     t = local_tenant
     li = await t.add_agent(name="Li Na", role="supervisor")
     wang = await t.add_agent(name="王芳", role="supervisor")
@@ -197,8 +197,8 @@ async def test_typing_both_ways_and_who_else_is_viewing(browser: Any, local_tena
     await li_page.type("#reply-text", "Yes, I am here")
     await shop.wait_for_selector("#chw-typing:has-text('Li Na is typing')")
     await wang_page.wait_for_selector("#typing-line:has-text('Li Na')")
-    await li_page.screenshot(path=str(tmp_path / "console-live.png"))
-    await shop.screenshot(path=str(tmp_path / "widget-typing.png"))
+    await li_page.screenshot(path=str(shots / "console-live.png"))
+    await shop.screenshot(path=str(shots / "widget-typing.png"))
     await li_page.click("#send-reply")
     await shop.wait_for_selector(".chw-msg.chw-outbound:has-text('I am here')")
     await shop.wait_for_selector("#chw-typing", state="hidden")
@@ -216,7 +216,7 @@ async def test_typing_both_ways_and_who_else_is_viewing(browser: Any, local_tena
 
 
 async def test_the_customer_panel_and_canned_replies(browser: Any, local_tenant: TenantInfo,  # noqa: F811
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, shots: Path) -> None:
     t = local_tenant
     agent = await t.add_agent(name="Li Na", role="admin")
     client = await t.signed_in(agent, connect=False)
@@ -244,14 +244,14 @@ async def test_the_customer_panel_and_canned_replies(browser: Any, local_tenant:
     await page.fill("#reply-text", "")
     await page.type("#reply-text", "/hel")
     await page.wait_for_selector("#canned-picker .canned-item:has-text('Greeting')")
-    await page.screenshot(path=str(tmp_path / "console-canned.png"))
+    await page.screenshot(path=str(shots / "console-canned.png"))
     await page.keyboard.press("Enter")
 
     async def filled() -> bool:
         return await page.input_value("#reply-text") == "Hello 张伟, thanks for writing!"
 
     await eventually(filled)
-    await page.screenshot(path=str(tmp_path / "console-panel.png"))
+    await page.screenshot(path=str(shots / "console-panel.png"))
     # The earlier ticket opens from the panel.
     await page.click(f"#customer-history .history-item[data-id='{first['id']}']")
     await page.wait_for_selector("#thread .msg-inbound:has-text('My first question')")
@@ -260,7 +260,7 @@ async def test_the_customer_panel_and_canned_replies(browser: Any, local_tenant:
 
 
 async def test_search_finds_chinese_and_english_and_opens_the_ticket(browser: Any, local_tenant: TenantInfo,  # noqa: F811
-                                                                     tmp_path: Path) -> None:
+                                                                     tmp_path: Path, shots: Path) -> None:
     t = local_tenant
     agent = await t.add_agent(name="Li Na", role="supervisor")
     base = origin(t)
@@ -272,7 +272,7 @@ async def test_search_finds_chinese_and_english_and_opens_the_ticket(browser: An
     await result.wait_for()
     assert await page.locator("#search-results li.result").count() == 1
     assert await result.locator("mark").first.text_content() == "退款"
-    await page.screenshot(path=str(tmp_path / "console-search.png"))
+    await page.screenshot(path=str(shots / "console-search.png"))
     await result.click()
     await page.wait_for_selector("#thread .msg-inbound:has-text('申请退款')")
     await page.fill("#search", "PARCEL")
@@ -284,7 +284,7 @@ async def test_search_finds_chinese_and_english_and_opens_the_ticket(browser: An
 
 
 async def test_a_mention_reaches_the_colleague_and_a_macro_does_several_things(
-        browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:  # noqa: F811
+        browser: Any, local_tenant: TenantInfo, tmp_path: Path, shots: Path) -> None:  # noqa: F811
     t = local_tenant
     wang = await t.add_agent(name="王芳", role="admin")
     li = await t.add_agent(name="Li Na")
@@ -315,7 +315,7 @@ async def test_a_mention_reaches_the_colleague_and_a_macro_does_several_things(
     # She may open it, and be seen on it, without an error: a mention lets her in.
     await wang_page.wait_for_selector("#viewing-line:has-text('Li Na')")
     assert await li_page.inner_text("#view-error") == ""
-    await li_page.screenshot(path=str(tmp_path / "console-mention.png"))
+    await li_page.screenshot(path=str(shots / "console-mention.png"))
     # The macro: a reply, a tag and a status at once.
     await wang_page.select_option("#ticket-macro", label="Refund done")
     await wang_page.wait_for_selector("#ticket-tags .tag:has-text('refund')")
@@ -327,7 +327,7 @@ async def test_a_mention_reaches_the_colleague_and_a_macro_does_several_things(
 
 
 async def test_customers_merged_and_undone_tickets_merged_and_split(browser: Any, local_tenant: TenantInfo,  # noqa: F811
-                                                                   tmp_path: Path) -> None:
+                                                                   tmp_path: Path, shots: Path) -> None:
     t = local_tenant
     agent = await t.add_agent(name="Li Na", role="supervisor")
     base = origin(t)
@@ -343,7 +343,7 @@ async def test_customers_merged_and_undone_tickets_merged_and_split(browser: Any
     await page.wait_for_selector("#customer-merge .merged")
     history = page.locator("#customer-history .history-item:has-text('from my phone')")
     await history.wait_for()
-    await page.screenshot(path=str(tmp_path / "console-merged.png"))
+    await page.screenshot(path=str(shots / "console-merged.png"))
     await page.click("#customer-merge .merge-undo")
     await page.wait_for_selector("#customer-merge .merged", state="detached")
     await history.wait_for(state="detached")
@@ -359,6 +359,6 @@ async def test_customers_merged_and_undone_tickets_merged_and_split(browser: Any
     await second.locator(".split").click()
     await page.wait_for_selector("#thread .msg-inbound:has-text('from my phone')")
     assert await page.locator("#thread .msg-inbound").count() == 1
-    await page.screenshot(path=str(tmp_path / "console-split.png"))
+    await page.screenshot(path=str(shots / "console-split.png"))
     for c in (ctx, one_ctx, two_ctx):
         await c.close()
