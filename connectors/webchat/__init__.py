@@ -1,14 +1,18 @@
 """Web chat: an embeddable widget (one script tag), a customer websocket and an HTTP fallback.
 
 The channel in one folder: the connector (connector.py: a reply is a publication to the visitor's
-socket), its routes (routes.py), the widget (static/) and its protocol (README.md). It has no
-tables of its own: a visitor is a customer identity like any other.
+socket; whether an agent is online), its routes (routes.py), the tenant's widget words (admin_routes.py),
+its tables (models.py: whose uploads, the widget words) and their queries (store.py), the widget
+(static/: a small loader and a Preact + htm app with its catalogues) and its protocol (README.md). A
+visitor is a customer identity like any other; their files are core's attachments.
 """
 
 from __future__ import annotations
 
+from connectors.webchat.admin_routes import ADMIN_ROUTES
 from connectors.webchat.connector import WebchatConnector
 from connectors.webchat.routes import ROUTES
+from connectors.webchat.settings import WebchatSettings
 from web.channels import ChannelSpec
 
 CHANNEL = ChannelSpec(
@@ -16,5 +20,7 @@ CHANNEL = ChannelSpec(
     live_chat=True,
     connector=WebchatConnector,
     routes=(ROUTES,),
+    admin_routes=(ADMIN_ROUTES,),
+    settings=WebchatSettings,
     docs="connectors/webchat/README.md",
 )
