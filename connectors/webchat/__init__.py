@@ -9,11 +9,16 @@ visitor is a customer identity like any other; their files are core's attachment
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from connectors.webchat.admin_routes import ADMIN_ROUTES
 from connectors.webchat.connector import WebchatConnector
 from connectors.webchat.routes import ROUTES
 from connectors.webchat.settings import WebchatSettings
+from web.assets import JSON, SCRIPT, Asset
 from web.channels import ChannelSpec
+
+STATIC = Path(__file__).parent / "static"
 
 CHANNEL = ChannelSpec(
     kind=WebchatConnector.kind,
@@ -23,4 +28,12 @@ CHANNEL = ChannelSpec(
     admin_routes=(ADMIN_ROUTES,),
     settings=WebchatSettings,
     docs="connectors/webchat/README.md",
+    # The widget's modules, imported by the loader (/webchat/widget.js) from the hub's origin.
+    assets=(
+        Asset("/webchat/app.mjs", STATIC / "app.mjs", SCRIPT),
+        Asset("/webchat/chat.mjs", STATIC / "chat.mjs", SCRIPT),
+        Asset("/webchat/i18n.mjs", STATIC / "i18n.mjs", SCRIPT),
+        Asset("/webchat/locales/en.json", STATIC / "locales" / "en.json", JSON),
+        Asset("/webchat/locales/zh-CN.json", STATIC / "locales" / "zh-CN.json", JSON),
+    ),
 )
