@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -18,6 +19,7 @@ import pytest
 
 from admin_api.client import HubError
 from connectors.webchat.settings import WebchatSettings
+from core.models import utcnow
 from tests import test_browser
 from tests.conftest import ROOT, TenantInfo, eventually
 from tests.support import PNG
@@ -104,10 +106,17 @@ async def test_uploads_are_limited_per_visitor(tenant: TenantInfo) -> None:
             assert (r.status, body["error"]["code"]) == (429, "too_many_uploads"), body
             assert int(r.headers["Retry-After"]) >= 1
             assert r.headers["Access-Control-Allow-Origin"] == "*"
-    # Another visitor is not held back.
+    # Another visitor is not held back; this one may upload again once the window has passed.
     other = tenant.visitor()
     await other.connect()
     await other.upload("fine.png", PNG, "image/png")
+    conn = tenant.server.app[HUB].connectors["webchat"]
+    window = conn.settings.upload_window_seconds
+    conn.clock = lambda: utcnow() + timedelta(seconds=window + 1)
+    try:
+        await visitor.upload("later.png", PNG, "image/png")
+    finally:
+        conn.clock = utcnow
     await other.close()
     await visitor.close()
 

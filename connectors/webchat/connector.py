@@ -21,7 +21,7 @@ from core.channels import Attachment, Connector, InboundMessage, OutboundMessage
 from core.errors import InvalidInput
 from core.events import EventKind, tenant_topic
 from core.live import live_topic
-from core.models import Presence
+from core.models import Presence, utcnow
 from core.serialize import iso
 from web.schemas import CLIENT_ID_PATTERN
 
@@ -188,6 +188,8 @@ class WebchatConnector(Connector):
         # Never more than agents may upload (CHANNELHUB_MAX_ATTACHMENT_BYTES).
         self.max_upload_bytes = min(self.settings.max_upload_bytes, hub.settings.max_attachment_bytes)
         self.presence = PresenceWatch(hub)
+        # What the per-visitor upload limit counts by (tests move it).
+        self.clock: Callable[[], datetime] = utcnow
 
     @property
     def typing(self) -> TypingWatch:

@@ -129,7 +129,8 @@ async def upload(request: web.Request) -> web.Response:
     if content_type not in conn.settings.upload_types:
         raise UnsupportedMediaType(f"files of type {content_type} cannot be sent here: pictures, PDF, office "
                                    "documents and text files can", code="unsupported_type")
-    stored = await store.save_upload(hub, conn.settings, tenant_id, visitor_id, name, content_type, data)
+    stored = await store.save_upload(hub, conn.settings, tenant_id, visitor_id, name, content_type, data,
+                                     now=conn.clock())
     return web.json_response({"attachment": store.customer_file(hub, tenant_id, stored)}, status=201, headers=CORS)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -31,10 +31,9 @@ def customer_file(hub: Hub, tenant_id: int, stored: dict[str, Any]) -> dict[str,
 
 
 async def save_upload(hub: Hub, limits: WebchatSettings, tenant_id: int, visitor_id: str, name: str,
-                      content_type: str, data: bytes) -> dict[str, Any]:
+                      content_type: str, data: bytes, *, now: datetime) -> dict[str, Any]:
     """Store a visitor's file with core's attachments, and that it is this visitor's, in one
-    transaction; refused with 429 past the visitor's upload limit."""
-    now = utcnow()
+    transaction; refused with 429 past the visitor's upload limit (counted back from ``now``)."""
     window = timedelta(seconds=limits.upload_window_seconds)
     async with hub.db.session(tenant_id) as session:
         count, oldest = (await session.execute(
