@@ -300,11 +300,21 @@ class VisitorClient(_Base):
             async with self._changed:
                 self._changed.notify_all()
 
-    async def send(self, text: str, client_id: str | None = None) -> str:
+    async def send(self, text: str, client_id: str | None = None, *, attachments: list[int] | None = None) -> str:
         assert self.ws is not None, "connect() first"
         client_id = client_id or new_client_id()
-        await self.ws.send_json({"type": "message", "client_id": client_id, "text": text})
+        frame: dict[str, Any] = {"type": "message", "client_id": client_id, "text": text}
+        if attachments:
+            frame["attachments"] = attachments
+        await self.ws.send_json(frame)
         return client_id
+
+    async def upload(self, name: str, data: bytes, content_type: str) -> dict[str, Any]:
+        """A file for a message, as the widget uploads it (needs the visitor id: connect() first)."""
+        assert self.visitor_id, "connect() first"
+        body = await self.request("POST", "/webchat/attachments", raw=data, content_type=content_type,
+                                  params={"visitor_id": self.visitor_id, "name": name})
+        return dict(body["attachment"])
 
     async def wait_frame(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
         return await _wait_until(self._changed, lambda: self.frames, predicate, timeout)

@@ -24,6 +24,7 @@ from core.hub import Hub
 from core.tenancy import TenantResolver
 from routing.router import Router
 from web.api import Api, RouteTable
+from web.assets import asset_routes
 from web.channels import ChannelSpec
 from web.http import API, HUB, OVERLOAD, RESOLVER, errors_middleware, tenancy_middleware
 from web.serving import Limits
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None, channels: Sequence[ChannelSpec]
     app.router.add_get("/operator/v1/openapi.json", operator_openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_routes(admin_api.console_routes())
+    app.router.add_routes(asset_routes(a for c in channels for a in c.assets))
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)

@@ -91,6 +91,28 @@ def check_name(raw: str | None) -> str:
     return name
 
 
+def sanitize_name(raw: str | None, fallback: str = "file") -> str:
+    """A customer's file name made acceptable to :func:`check_name` rather than refused (a customer
+    cannot rename a file the way an agent is asked to): what is invisible is dropped, what is or
+    looks like a slash becomes "_", and a long name is cut to 200 characters keeping its extension."""
+    if raw is None or not raw.strip():
+        raise _bad_name("the file name is required: ?name=<file name>")
+    out = []
+    for c in unicodedata.normalize("NFC", raw.strip()):
+        if _unseen(c):
+            continue
+        folded = unicodedata.normalize("NFKC", c)
+        out.append("_" if "/" in folded or "\\" in folded or c in _SLASHES else c)
+    name = "".join(out).strip()
+    if unicodedata.normalize("NFKC", name).strip(".") == "":
+        name = fallback
+    if len(name) > MAX_NAME:
+        stem, dot, ext = name.rpartition(".")
+        ext = ext if dot and stem and len(ext) <= 16 else ""
+        name = name[:MAX_NAME - len(ext) - (1 if ext else 0)].rstrip() + (f".{ext}" if ext else "")
+    return check_name(name)
+
+
 def check_content_type(raw: str | None) -> str:
     """The upload's Content-Type without parameters (``application/octet-stream`` when none is given)."""
     value = (raw or "").split(";", 1)[0].strip().lower() or "application/octet-stream"
@@ -162,12 +184,19 @@ async def public_url(hub: Hub, tenant_id: int, attachment_id: int) -> str:
 async def store(hub: Hub, tenant_id: int, agent_id: int | None, name: str, content_type: str,
                 data: bytes) -> dict[str, Any]:
     async with hub.db.session(tenant_id) as session:
-        row = StoredAttachment(tenant_id=tenant_id, uploaded_by_agent_id=agent_id, name=name,
-                               content_type=content_type, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                               data=data)
-        session.add(row)
-        await session.flush()
-        return attachment_dict(row)
+        return await add(session, tenant_id, agent_id, name, content_type, data)
+
+
+async def add(session: AsyncSession, tenant_id: int, agent_id: int | None, name: str, content_type: str,
+              data: bytes) -> dict[str, Any]:
+    """Store a file in the caller's transaction (a channel records who sent it in the same one);
+    ``agent_id`` is None for a customer's file."""
+    row = StoredAttachment(tenant_id=tenant_id, uploaded_by_agent_id=agent_id, name=name,
+                           content_type=content_type, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                           data=data)
+    session.add(row)
+    await session.flush()
+    return attachment_dict(row)
 
 
 def _not_found(attachment_id: int) -> NotFound:

@@ -62,6 +62,14 @@ class TooLarge(DomainError):
     code = "too_large"
 
 
+class UnsupportedMediaType(DomainError):
+    """A file of a type the route does not take (a visitor's upload that is not a picture, PDF,
+    office document or text)."""
+
+    status = 415
+    code = "unsupported_type"
+
+
 class Busy(DomainError):
     """Overload: nothing was done; try again after ``retry_after`` seconds (503 with Retry-After)."""
 

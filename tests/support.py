@@ -215,3 +215,9 @@ def openapi_document() -> dict[str, Any]:
     if not _DOCUMENT:
         _DOCUMENT.update(build_api().openapi())
     return _DOCUMENT
+
+
+# A real 2x2 PNG (a picture a browser decodes: thumbnails, uploads).
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a730000001049444154789c63f8cfc0"
+    "00440c100a001fee03fd8b5f14d40000000049454e44ae426082")

@@ -24,6 +24,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
+from connectors.webchat.settings import WebchatSettings
 from connectors.wechat.models import WeChatMedia
 from connectors.wechat.settings import WeChatSettings
 from core.config import Settings
@@ -314,6 +315,8 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/webchat/messages"): {"visitor_id": shop.visitor_id, "client_id": f"c-{uuid.uuid4().hex[:8]}",
                                         "text": "Any news?", "name": "Milton", "email": "milton@example.com",
                                         "language": "en-GB"},
+        ("PUT", "/api/v1/webchat/settings"): {"offline_message": {"en": "We are away", "zh-CN": "我们暂时不在"},
+                                              "welcome": {"en": "Hello!"}},
     }
 
 
@@ -534,6 +537,17 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
             ({**webchat, "name": ["Milton"]}, "name"), ({**webchat, "name": 5}, "name"),
             ({**webchat, "email": 5}, "email"), ({**webchat, "email": {"address": "m@example.com"}}, "email"),
             ({**webchat, "language": True}, "language"), ({**webchat, "language": ["en"]}, "language"),
+            ({**webchat, "attachments": 5}, "attachments"), ({**webchat, "attachments": ["5"]}, "attachments"),
+            ({**webchat, "attachments": [0]}, "attachments"), ({**webchat, "attachments": [True]}, "attachments"),
+            ({**webchat, "attachments": [2**63]}, "attachments"), ({**webchat, "attachments": [1] * 11}, "attachments"),
+            ({**webchat, "text": "", "attachments": []}, "text"),
+        ],
+        ("PUT", "/api/v1/webchat/settings"): [
+            ({"offline_message": "away"}, "offline_message"), ({"offline_message": None}, "offline_message"),
+            ({"offline_message": {"en": ""}}, "offline_message"), ({"offline_message": {"en": 5}}, "offline_message"),
+            ({"offline_message": {"not a language": "x"}}, "offline_message"),
+            ({"offline_message": {"en": "x" * 2001}}, "offline_message"),
+            ({"welcome": ["hi"]}, "welcome"), ({"welcome": {f"x{i:02d}": "x" for i in range(21)}}, "welcome"),
         ],
     }
 
@@ -716,11 +730,19 @@ class RawBody:
     too_large: str
 
 
+def _visitor_upload_limit(shop: Shop) -> int:
+    """What a web chat visitor may upload: their own limit, never more than agents'."""
+    return min(shop.settings.channel("webchat", WebchatSettings).max_upload_bytes, shop.settings.max_attachment_bytes)
+
+
 def raw_bodies(shop: Shop) -> dict[tuple[str, str], RawBody]:
     push_limit = shop.settings.channel("wechat", WeChatSettings).max_push_bytes
     return {
         ("POST", "/api/v1/attachments"): RawBody("/api/v1/attachments?name=x.pdf", shop.settings.max_attachment_bytes,
                                                  (400, "empty_attachment"), "attachment_too_large"),
+        ("POST", "/webchat/attachments"): RawBody(f"/webchat/attachments?visitor_id={shop.visitor_id}&name=x.png",
+                                                  _visitor_upload_limit(shop),
+                                                  (400, "empty_attachment"), "attachment_too_large"),
         ("POST", "/wechat/oa/{key}"): RawBody(f"/wechat/oa/{shop.wechat['key']}", push_limit, (400, "invalid_xml"),
                                               "push_too_large"),
         ("POST", "/wechat/kf/{key}"): RawBody(f"/wechat/kf/{shop.kf_key}", push_limit, (400, "invalid_xml"),
@@ -1169,6 +1191,37 @@ async def test_wechat_configuration_the_platform_would_refuse(shop: Shop) -> Non
 
 
 # --- attachments --------------------------------------------------------------------------------------------
+async def test_visitor_uploads_that_are_refused_store_nothing(shop: Shop) -> None:
+    limit = _visitor_upload_limit(shop)
+    before = await shop.rows()
+
+    async def upload(query: str, data: Any, content_type: str = "image/png") -> Reply:
+        reply = await shop.call("POST", "/webchat/attachments" + query, token="", data=data,
+                                headers={"Content-Type": content_type})
+        assert reply.headers.get("Access-Control-Allow-Origin") == "*", reply.headers
+        return reply
+
+    ok = f"?visitor_id={shop.visitor_id}&name=x.png"
+    for query in ("?name=x.png", "?visitor_id=short&name=x.png", f"?visitor_id={shop.visitor_id}x%20y&name=x.png"):
+        assert_error(await upload(query, b"png"), 422, "invalid_visitor")
+    for query in (f"?visitor_id={shop.visitor_id}", f"?visitor_id={shop.visitor_id}&name=%20",
+                  f"?visitor_id={shop.visitor_id}&name="):
+        assert_error(await upload(query, b"png"), 422, "invalid_attachment_name")
+    for content_type in ("text/html", "image/svg+xml", "application/javascript", "application/octet-stream",
+                         "application/x-msdownload", ""):
+        error = assert_error(await upload(ok, b"<script>alert(1)</script>", content_type), 415, "unsupported_type")
+        assert "pictures" in error["message"], error
+    assert_error(await upload(ok, b"png", "image/"), 422, "invalid_content_type")
+    # Over the visitor's limit (lower than agents'), whatever the type; by Content-Length and while reading.
+    big = b"x" * (limit + 1)
+    assert limit <= shop.settings.max_attachment_bytes
+    for content_type in ("image/png", "text/html"):
+        assert_error(await upload(ok, big, content_type), 413, "attachment_too_large")
+    assert_error(await upload(ok, _chunked(big)), 413, "attachment_too_large")
+    assert_error(await upload(ok, b""), 400, "empty_attachment")
+    assert await shop.rows() == before
+
+
 async def test_uploads_that_are_refused_store_nothing(shop: Shop) -> None:
     limit = shop.settings.max_attachment_bytes
     before = await shop.rows()

@@ -49,6 +49,7 @@ from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, 
 from tests.email.support import mail as email_mail
 from tests.email.support import send as smtp_send
 from tests.support import (
+    PNG,
     Http,
     Reply,
     assert_error,
@@ -112,6 +113,8 @@ class Side:
     # The agent workspace (#13): a customer merge, canned replies (the tenant's, the agent's own), a
     # macro, and a note mentioning the agent.
     workspace: dict[str, int] = field(default_factory=dict)
+    # A picture the web chat visitor uploaded (not yet in a message), as the upload answered it.
+    visitor_file: dict[str, Any] = field(default_factory=dict)
 
     @property
     def attachment_id(self) -> int:
@@ -280,10 +283,22 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
         "kind": "client", "jid": f"help@xmpp.{t.domain}", "secret": f"{name} xmpp secret", "name": f"{name} chat"})
     assert xmpp.status == 201, xmpp
     workspace = await _workspace(http, db, t, admin_token, agent_token, name, agent)
+    words = await http("PUT", "/api/v1/webchat/settings", host=t.domain, token=admin_token, json_body={
+        "offline_message": {"en": f"{name} is away", "zh-CN": f"{name} 暂时不在"},
+        "welcome": {"en": f"Hi from {name}"}})
+    assert words.status == 200, words
+    visitor_file = await _visitor_upload(http, t.domain, visitor_id, f"{name} photo.png")
     return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
                 int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
                 wechat, media_id, attachment, file_path, oa, kf, mailbox, mail_message_id, invoice,
-                dict(xmpp.body["account"]), workspace)
+                dict(xmpp.body["account"]), workspace, visitor_file)
+
+
+async def _visitor_upload(http: Http, domain: str, visitor_id: str, name: str, data: bytes = PNG) -> dict[str, Any]:
+    reply = await http("POST", "/webchat/attachments?" + urlencode({"visitor_id": visitor_id, "name": name}),
+                       host=domain, data=data, headers={"Content-Type": "image/png"})
+    assert reply.status == 201, reply
+    return dict(reply.body["attachment"])
 
 
 async def _workspace(http: Http, db: Database, t: TenantInfo, admin_token: str, agent_token: str, name: str,
@@ -1107,6 +1122,41 @@ async def probe_post_message(w: World) -> None:
     await watcher.close()
 
 
+async def probe_visitor_upload(w: World) -> None:
+    """B's visitor id on A's domain uploads A's file (kept as A's, whose link opens on A's domain
+    only); and a message on A's domain may name only files that visitor uploaded there: B's visitor's
+    file, A's agent's file and A's other visitor's file are all not found, like a missing id."""
+    a, b = w.a, w.b
+    made = await _visitor_upload(w.http, a.domain, b.visitor_id, "photo.png")
+    assert made["id"] in await ids_of(w.db, StoredAttachment, a.info.id)
+    assert made["id"] not in await ids_of(w.db, StoredAttachment, b.info.id)
+    assert made["url"].startswith(f"/files/{made['id']}/"), made
+    assert (await w.http("GET", made["url"], host=a.domain)).status == 200
+    assert_not_found(await w.http("GET", made["url"], host=b.domain), "attachment_not_found")
+    for visitor_id, ids in ((b.visitor_id, [b.visitor_file["id"]]), (a.visitor_id, [b.visitor_file["id"]]),
+                            (a.visitor_id, [a.attachment_id]), (a.visitor_id, [made["id"]]),
+                            (b.visitor_id, [made["id"], MISSING_TICKET])):
+        reply = await w.http("POST", "/webchat/messages", host=a.domain, json_body={
+            "visitor_id": visitor_id, "client_id": uuid.uuid4().hex, "text": "", "attachments": ids})
+        assert_not_found(reply, "attachment_not_found")
+    sent = await w.http("POST", "/webchat/messages", host=a.domain, json_body={
+        "visitor_id": b.visitor_id, "client_id": uuid.uuid4().hex, "text": "", "attachments": [made["id"]]})
+    assert sent.status == 201, sent
+    assert [f["url"] for f in sent.body["message"]["attachments"]] == [made["url"]], sent
+
+
+async def probe_get_webchat_settings(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/webchat/settings")
+    assert reply.status == 200 and reply.body["offline_message"]["en"] == "Acme is away", reply
+    assert "Globex" not in json.dumps(reply.body, ensure_ascii=False), reply
+
+
+async def probe_put_webchat_settings(w: World) -> None:
+    reply = await w.call("PUT", "/api/v1/webchat/settings", body={"offline_message": {"en": "Acme is out"}})
+    assert reply.status == 200 and reply.body["offline_message"] == {"en": "Acme is out"}, reply
+    assert reply.body["welcome"] == {"en": "Hi from Acme"}, reply
+
+
 async def probe_history(w: World) -> None:
     a_messages, b_messages = await ids_of(w.db, Message, w.a.info.id), await ids_of(w.db, Message, w.b.info.id)
     # B's visitor id on A's domain reads nothing of B's (only what was written with it on A, if
@@ -1481,6 +1531,11 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/webchat/demo"): Case(probe_served_alike("GET", "/webchat/demo", 200, "text/html")),
     ("OPTIONS", "/webchat/history"): Case(probe_served_alike("OPTIONS", "/webchat/history", 204)),
     ("OPTIONS", "/webchat/messages"): Case(probe_served_alike("OPTIONS", "/webchat/messages", 204)),
+    ("OPTIONS", "/webchat/attachments"): Case(probe_served_alike("OPTIONS", "/webchat/attachments", 204)),
+    ("POST", "/webchat/attachments"): Case(probe_visitor_upload),
+    ("GET", "/api/v1/webchat/settings"): Case(probe_get_webchat_settings),
+    ("PUT", "/api/v1/webchat/settings"): Case(probe_put_webchat_settings,
+                                              lambda w: {"offline_message": {"en": "taken over"}}),
     ("POST", "/webchat/messages"): Case(probe_post_message,
                                         lambda w: {"visitor_id": w.b.visitor_id, "client_id": "c1", "text": "Hello?"}),
     ("GET", "/webchat/history"): Case(probe_history),

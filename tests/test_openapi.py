@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from channelhub.app import build_api
 from core.models import MAX_BIG_ID, MAX_ID
 from tests import test_bad_input as bad_input
-from tests.support import Reply, assert_error, op_id, op_key, operations, undocumented
+from tests.support import PNG, Reply, assert_error, op_id, op_key, operations, undocumented
 from tests.test_bad_input import Shop, _login, _path, valid_bodies
 from web.api import Api, Operation, RouteTable
 from web.schemas import WORD_ID_PATTERN
@@ -128,6 +128,9 @@ def test_query_parameters_are_described() -> None:
     assert upload["name"]["required"] is True
     history = {p["name"]: p for p in DOC["paths"]["/webchat/history"]["get"]["parameters"]}
     assert history["visitor_id"]["required"] is True
+    visitor_upload = {p["name"]: p for p in DOC["paths"]["/webchat/attachments"]["post"]["parameters"]}
+    assert visitor_upload["visitor_id"]["required"] is True and visitor_upload["name"]["required"] is True
+    assert set(DOC["paths"]["/webchat/attachments"]["post"]["responses"]) >= {"201", "413", "415", "429"}
 
 
 def test_a_path_parameter_must_be_declared() -> None:
@@ -188,6 +191,9 @@ async def call_as_a_client(shop: Shop, op: Operation) -> Reply:
     if key == ("POST", "/api/v1/attachments"):
         return await shop.call("POST", path + "?name=invoice.pdf", token=token, data=b"%PDF-1.7 invoice",
                                headers={"Content-Type": "application/pdf"})
+    if key == ("POST", "/webchat/attachments"):
+        return await shop.call("POST", path + f"?visitor_id={shop.visitor_id}&name=label.png", token=token, data=PNG,
+                               headers={"Content-Type": "image/png"})
     if key == ("GET", "/webchat/history"):
         path += f"?visitor_id={shop.visitor_id}"
     if key == ("GET", "/api/v1/search"):

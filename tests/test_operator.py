@@ -282,6 +282,12 @@ async def test_a_suspended_tenants_agents_are_refused_and_its_customers_still_la
     assert chat.status == 201, chat
     status, text = await oa.deliver(oa.pusher.message("text", new_openid(), content="微信 还在吗"))
     assert (status, text) == (200, "success")
+    # The widget still loads: its loader, its modules and catalogues, the vendored library; the
+    # console does not.
+    for path in ("/webchat/widget.js", "/webchat/app.mjs", "/webchat/locales/zh-CN.json", "/vendor/preact.mjs"):
+        served = await desk.http("GET", path, host=t.domain)
+        assert served.status == 200 and served.headers.get("Access-Control-Allow-Origin") == "*", (path, served)
+    assert_error(await desk.http("GET", "/console/app.js", host=t.domain), 403, "tenant_suspended")
 
     resumed = await desk.call("POST", f"/operator/v1/tenants/{t.id}/resume", role="support")
     assert resumed.status == 200 and resumed.body["tenant"]["status"] == "active", resumed

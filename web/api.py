@@ -39,7 +39,8 @@ How a route describes itself (the OpenAPI document is written from this alone, a
   :func:`web.http.error_response` writes them), are derived: 404 (an unknown tenant, so also any
   id looked up) and 503 (overload) on every route; 401 and 403 on a signed-in one; 422 where there
   is a body or a parameter; 408 and 413 where there is a body. ``errors=`` adds the others the
-  handler can answer: 400, 401 (a sign-in), 402 (what billing can refuse), 409, 429, 502.
+  handler can answer: 400, 401 (a sign-in), 402 (what billing can refuse), 409, 415 (a file type
+  refused), 429, 502.
 - ``auth``: signed in with a bearer token (the default); ``auth=False`` routes have no security.
 """
 
@@ -119,6 +120,7 @@ ERROR_TEXT = {
     408: "The request body stopped arriving",
     409: "The state does not allow it",
     413: "The request body or file is too large",
+    415: "A file of a type the route does not take",
     422: "Malformed input: invalid JSON, a refused field (details), id or query parameter",
     429: "Too many attempts: try again after Retry-After seconds",
     502: "The channel's platform refused or failed",

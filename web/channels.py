@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from core.channels import Connector
 from web.api import RouteTable
+from web.assets import Asset
 
 
 @dataclass(frozen=True)
@@ -27,3 +28,6 @@ class ChannelSpec:
     settings: type | None = None
     # The channel's guide, relative to the repository root.
     docs: str = ""
+    # Static files customers' pages load (the widget's modules and catalogues): served from the
+    # hub's origin to any site (web.assets).
+    assets: tuple[Asset, ...] = ()

@@ -20,6 +20,7 @@ from core.hub import Hub
 from core.models import MAX_BIG_ID, TenantStatus
 from core.tenancy import TenantRef, TenantResolver, normalize_host
 from web.api import Api, Handler
+from web.assets import is_customer_facing
 from web.schemas import WORD_ID_PATTERN
 
 logger = logging.getLogger(__name__)
@@ -121,8 +122,9 @@ async def tenancy_middleware(request: web.Request, handler: Handler) -> web.Stre
     if not tenant.active:
         route = request.match_info.route
         resource = route.resource
-        served = (tenant.status == TenantStatus.SUSPENDED and resource is not None
-                  and (route.method, resource.canonical) in request.app[API].customer_facing)
+        served = tenant.status == TenantStatus.SUSPENDED and (
+            (resource is not None and (route.method, resource.canonical) in request.app[API].customer_facing)
+            or is_customer_facing(request.match_info.handler))
         if not served:
             if tenant.status == TenantStatus.SUSPENDED:
                 raise Forbidden(f"the service for {tenant.domain} is suspended; its customers' messages are still "

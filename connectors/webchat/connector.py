@@ -6,18 +6,27 @@ page reload is the same conversation. Protocol: connectors/webchat/README.md.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+from connectors.webchat import store
+from connectors.webchat.settings import WebchatSettings
 from core.attachments import for_customer
-from core.channels import Connector, InboundMessage, OutboundMessage
+from core.channels import Attachment, Connector, InboundMessage, OutboundMessage
 from core.errors import InvalidInput
+from core.events import EventKind, tenant_topic
 from core.live import live_topic
+from core.models import Presence, utcnow
 from core.serialize import iso
 from web.schemas import CLIENT_ID_PATTERN
+
+if TYPE_CHECKING:
+    from core.hub import Hub
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +86,110 @@ class TypingWatch:
             socket.push({"type": "typing", "state": signal.get("state"), "by": {"name": by.get("name")}})
 
 
+class PresenceWatch:
+    """Whether any agent of a tenant is online, for this process's visitor sockets: one subscription
+    per tenant on its event topic while it has sockets here, the online agents loaded with one
+    query when its first socket comes (and again when the bus may have lost events), then kept by
+    the presence events. When the answer changes, each socket of the tenant is sent
+    ``{"type": "agents", "online": bool}``."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self._sockets: dict[int, set[Any]] = {}
+        self._subs: dict[int, Any] = {}
+        self._online: dict[int, set[int]] = {}
+        self._loading: dict[int, asyncio.Task[None]] = {}
+        # Presence events heard while the tenant's agents load, applied after.
+        self._heard_meanwhile: dict[int, list[dict[str, Any]]] = {}
+
+    async def add(self, tenant_id: int, socket: Any) -> bool:
+        """Watch for ``socket``; whether an agent of the tenant is online now."""
+        self._sockets.setdefault(tenant_id, set()).add(socket)
+        if tenant_id not in self._subs:
+            # Subscribed before the query, so no change falls between the two.
+            self._subs[tenant_id] = self.hub.bus.subscribe(
+                tenant_topic(tenant_id), lambda event: self._heard(tenant_id, event),
+                catch_up=lambda since: self._reload(tenant_id, since))
+        if tenant_id not in self._online:
+            task = self._loading.get(tenant_id)
+            if task is None:
+                task = self._loading[tenant_id] = asyncio.ensure_future(self._load(tenant_id))
+            await asyncio.shield(task)
+        return bool(self._online.get(tenant_id))
+
+    def remove(self, tenant_id: int, socket: Any) -> None:
+        sockets = self._sockets.get(tenant_id)
+        if sockets is None:
+            return
+        sockets.discard(socket)
+        if not sockets:
+            del self._sockets[tenant_id]
+            sub = self._subs.pop(tenant_id, None)
+            if sub is not None:
+                sub.close()
+            self._online.pop(tenant_id, None)
+
+    async def _load(self, tenant_id: int) -> None:
+        self._heard_meanwhile[tenant_id] = []
+        try:
+            async with self.hub.db.read(tenant_id) as session:
+                online = await store.online_agents(session)
+            if tenant_id in self._sockets:
+                self._online[tenant_id] = online
+                for event in self._heard_meanwhile.get(tenant_id, []):
+                    self._apply(tenant_id, event)
+        finally:
+            self._heard_meanwhile.pop(tenant_id, None)
+            self._loading.pop(tenant_id, None)
+
+    async def _reload(self, tenant_id: int, since: datetime) -> None:
+        before = bool(self._online.get(tenant_id))
+        self._online.pop(tenant_id, None)
+        await self._load(tenant_id)
+        if tenant_id in self._online and bool(self._online[tenant_id]) != before:
+            self._tell(tenant_id)
+
+    def _heard(self, tenant_id: int, event: dict[str, Any]) -> None:
+        if event.get("kind") != EventKind.AGENT_PRESENCE:
+            return
+        meanwhile = self._heard_meanwhile.get(tenant_id)
+        if meanwhile is not None:
+            meanwhile.append(event)
+            return
+        if tenant_id not in self._online:
+            return
+        before = bool(self._online[tenant_id])
+        self._apply(tenant_id, event)
+        if bool(self._online[tenant_id]) != before:
+            self._tell(tenant_id)
+
+    def _apply(self, tenant_id: int, event: dict[str, Any]) -> None:
+        agent_id = event.get("agent_id")
+        if not isinstance(agent_id, int):
+            return
+        if event.get("status") == Presence.ONLINE:
+            self._online[tenant_id].add(agent_id)
+        else:
+            self._online[tenant_id].discard(agent_id)
+
+    def _tell(self, tenant_id: int) -> None:
+        frame = {"type": "agents", "online": bool(self._online.get(tenant_id))}
+        for socket in list(self._sockets.get(tenant_id, ())):
+            socket.push(frame)
+
+
 class WebchatConnector(Connector):
     kind = "webchat"
     delivers_on_commit = True
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__(hub)
+        self.settings = hub.settings.channel(self.kind, WebchatSettings)
+        # Never more than agents may upload (CHANNELHUB_MAX_ATTACHMENT_BYTES).
+        self.max_upload_bytes = min(self.settings.max_upload_bytes, hub.settings.max_attachment_bytes)
+        self.presence = PresenceWatch(hub)
+        # What the per-visitor upload limit counts by (tests move it).
+        self.clock: Callable[[], datetime] = utcnow
 
     @property
     def typing(self) -> TypingWatch:
@@ -109,24 +219,29 @@ class WebchatConnector(Connector):
 
     async def receive(
         self, tenant_id: int, visitor_id: str, client_id: str, text: Any, *, name: str | None = None,
-        email: str | None = None, language: str | None = None,
+        email: str | None = None, language: str | None = None, attachments: Sequence[int] = (),
         on_stored: Callable[[dict[str, Any]], object] | None = None,
     ) -> dict[str, Any]:
-        """Store a visitor's message and show it on their other tabs. ``on_stored`` sees the stored
-        message before that publication: the sending socket marks it as its own (it acks it), so
-        the echo meant for the other tabs cannot reach it first."""
-        if not isinstance(text, str) or not text.strip():
+        """Store a visitor's message and show it on their other tabs. ``attachments``: ids of files
+        this visitor uploaded (any other is not found). ``on_stored`` sees the stored message before
+        that publication: the sending socket marks it as its own (it acks it), so the echo meant for
+        the other tabs cannot reach it first."""
+        if not isinstance(text, str) or (not text.strip() and not attachments):
             raise InvalidInput("text must be a non-empty string", code="empty_text")
+        files = await store.visitor_files(self.hub, tenant_id, visitor_id, attachments)
         # Through the live group commit (core.inbox): acknowledged once the ticket message is committed.
         result = await self.hub.inbox.ingest(InboundMessage(
             tenant_id=tenant_id, channel=self.kind, external_id=visitor_id, text=text,
+            attachments=tuple(Attachment.from_dict(f) for f in files),
             # Scoped by visitor: one visitor can never collide with (or read) another's message.
             channel_message_id=f"{visitor_id}:{client_id}", customer_name=name, customer_email=email,
             # The browser's language (routing rules can use it); trusted attributes such as VIP are
             # set by agents and admins, never by the visitor.
             customer_attributes={"language": language.lower()} if language else {},
         ))
-        public = {k: result.message[k] for k in ("id", "direction", "text", "attachments", "created_at")}
+        public = {k: result.message[k] for k in ("id", "direction", "text", "created_at")}
+        # The visitor's own files by their signed links, as in the history (never the agents' URLs).
+        public["attachments"] = for_customer(self.hub.settings, tenant_id, result.message["attachments"])
         public["author"] = None
         if on_stored is not None:
             on_stored(public)

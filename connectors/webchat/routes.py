@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from connectors.webchat import store
 from connectors.webchat.connector import (
     WebchatConnector,
     check_client_id,
@@ -28,14 +29,17 @@ from connectors.webchat.schemas import (
     PostedMessage,
     PostMessageBody,
     TypingFrame,
+    UploadedFile,
+    UploadQuery,
     clean,
 )
+from core import attachments
 from core.conversations import customer_history
-from core.errors import InvalidInput
+from core.errors import DomainError, InvalidInput, UnsupportedMediaType
 from core.live import customer_typing
 from core.models import MAX_BIG_ID
 from web.api import RouteTable
-from web.http import HUB, read_json, strict_int, tenant_of, validate
+from web.http import HUB, read_file_body, read_json, strict_int, tenant_of, validate
 from web.sockets import RecentIds, SocketSession, parse_frame, serve
 
 logger = logging.getLogger(__name__)
@@ -77,6 +81,8 @@ async def demo_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "demo.html", headers={"Content-Type": "text/html; charset=utf-8"})
 
 
+@ROUTES.route("OPTIONS", "/webchat/attachments", auth=False, summary="CORS preflight for the widget's uploads",
+              status=204)
 @ROUTES.route("OPTIONS", "/webchat/messages", auth=False, summary="CORS preflight for the widget's HTTP fallback",
               status=204)
 @ROUTES.route("OPTIONS", "/webchat/history", auth=False, summary="CORS preflight for the widget's history",
@@ -98,9 +104,34 @@ async def post_message(request: web.Request) -> web.Response:
     client_id = check_client_id(data.client_id)
     message = await connector_of(request).receive(tenant_id, visitor_id, client_id, data.text,
                                                   name=clean(data.name), email=clean(data.email),
-                                                  language=clean(data.language, 35))
+                                                  language=clean(data.language, 35), attachments=data.attachments)
     return web.json_response({"visitor_id": visitor_id, "message": message}, status=201,
                              headers=CORS)
+
+
+@ROUTES.route("POST", "/webchat/attachments", auth=False, raw_body=True, query=UploadQuery, response=UploadedFile,
+              status=201, errors=(400, 415, 429),
+              summary="A visitor's file (the body; Content-Type its type, ?name= its name, ?visitor_id= whose): "
+                      "pictures, PDF, office documents and text, within CHANNELHUB_WEBCHAT_MAX_UPLOAD_BYTES")
+async def upload(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    tenant_id = tenant_of(request).id
+    conn = connector_of(request)
+    visitor_id = check_visitor(request.query.get("visitor_id"))
+    name = attachments.sanitize_name(request.query.get("name"))
+    content_type = attachments.check_content_type(request.headers.get("Content-Type"))
+    limit = conn.max_upload_bytes
+    data = await read_file_body(request, limit, code="attachment_too_large", what="the file")
+    if not data:
+        raise DomainError("the file is empty: send its bytes as the request body", code="empty_attachment")
+    # After the size (a file too large is refused as such whatever its type): served from the
+    # tenant's own domain, nothing a browser could run there is taken.
+    if content_type not in conn.settings.upload_types:
+        raise UnsupportedMediaType(f"files of type {content_type} cannot be sent here: pictures, PDF, office "
+                                   "documents and text files can", code="unsupported_type")
+    stored = await store.save_upload(hub, conn.settings, tenant_id, visitor_id, name, content_type, data,
+                                     now=conn.clock())
+    return web.json_response({"attachment": store.customer_file(hub, tenant_id, stored)}, status=201, headers=CORS)
 
 
 @ROUTES.route("GET", "/webchat/history", auth=False, summary="A visitor's conversation, after ?since= (a message id)",
@@ -155,10 +186,17 @@ class VisitorSession(SocketSession[ChatHello]):
         self.subscription = self.conn.hub.bus.subscribe(visitor_topic(self.tenant_id, self.visitor_id), self.live,
                                                         catch_up=self.catch_up)
         self.conn.typing.add(self.tenant_id, self.visitor_id, self)
+        agents_online = await self.conn.presence.add(self.tenant_id, self)
+        async with self.conn.hub.db.read(self.tenant_id) as session:
+            words = await store.get_settings(session)
         history = await customer_history(self.conn.hub, self.tenant_id, self.conn.kind, self.visitor_id,
                                          since=hello.since or 0)
         self.sent.mark_all(m["id"] for m in history)
-        await self.send({"type": "welcome", "visitor_id": self.visitor_id, "messages": history})
+        limits = self.conn.settings
+        await self.send({"type": "welcome", "visitor_id": self.visitor_id, "messages": history,
+                         "agents_online": agents_online, "offline_message": words["offline_message"],
+                         "greeting": words["welcome"],
+                         "uploads": {"max_bytes": self.conn.max_upload_bytes, "types": list(limits.upload_types)}})
 
     async def run(self) -> None:
         try:
@@ -166,6 +204,7 @@ class VisitorSession(SocketSession[ChatHello]):
         finally:
             if self.visitor_id:
                 self.conn.typing.remove(self.tenant_id, self.visitor_id, self)
+                self.conn.presence.remove(self.tenant_id, self)
 
     async def typing_frame(self, data: dict[str, Any], ref: Any) -> None:
         """The customer typing (``composing``) or stopped (``paused``): the agents who see their
@@ -210,6 +249,6 @@ class VisitorSession(SocketSession[ChatHello]):
         frame = parse_frame(MessageFrame, data)
         message = await self.conn.receive(self.tenant_id, self.visitor_id, frame.client_id, frame.text,
                                           name=self.hello.name, email=self.hello.email,
-                                          language=self.hello.language,
+                                          language=self.hello.language, attachments=frame.attachments,
                                           on_stored=lambda m: self.sent.mark(m["id"]))
         return {"type": "ack", "client_id": frame.client_id, "message": message}

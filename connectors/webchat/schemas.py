@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from connectors.webchat.connector import VISITOR_ID, check_visitor
+from core.attachments import MAX_PER_MESSAGE
 from core.models import MAX_BIG_ID
-from web.schemas import CLIENT_ID_PATTERN, Frame, Out, Strict
+from web.schemas import CLIENT_ID_PATTERN, AttachmentId, Frame, Out, Patch, Strict
 
 
 def clean(value: Any, limit: int = 200) -> str | None:
@@ -23,11 +24,21 @@ def clean(value: Any, limit: int = 200) -> str | None:
 
 class ChatMessage(Strict):
     """A customer's message. The format of client_id (what keys the message) is checked as the
-    connector's check_client_id does."""
+    connector's check_client_id does. ``attachments`` are ids of files this visitor uploaded
+    (``POST /webchat/attachments``); the text may be empty only when there are some."""
 
     # The formats are checked by the connector (its own error codes); the schema states them.
     client_id: str = Field(json_schema_extra={"pattern": CLIENT_ID_PATTERN})
-    text: str
+    # Declared before text, so text's check can see them.
+    attachments: list[AttachmentId] = Field(default_factory=list, max_length=MAX_PER_MESSAGE)
+    text: str = Field(default="", validate_default=True)
+
+    @field_validator("text")
+    @classmethod
+    def _text_or_attachments(cls, value: str, info: ValidationInfo) -> str:
+        if not value and not info.data.get("attachments"):
+            raise ValueError("text is required (it may be empty only when attachments are given)")
+        return value
 
 
 class PostMessageBody(ChatMessage):
@@ -42,7 +53,8 @@ class PostMessageBody(ChatMessage):
 
 
 class MessageFrame(ChatMessage, Frame):
-    codes: ClassVar[Mapping[str, str]] = {"client_id": "invalid_client_id", "text": "empty_text"}
+    codes: ClassVar[Mapping[str, str]] = {"client_id": "invalid_client_id", "text": "empty_text",
+                                          "attachments": "invalid_attachments"}
 
 
 class TypingFrame(Frame):
@@ -117,3 +129,44 @@ class History(Out):
 class HistoryQuery(Strict):
     visitor_id: str = Field(pattern=VISITOR_ID.pattern)
     since: int = Field(default=0, ge=0, le=MAX_BIG_ID, description="The last message id the visitor has")
+
+
+# --- uploads ------------------------------------------------------------------------------------
+class UploadQuery(Strict):
+    visitor_id: str = Field(pattern=VISITOR_ID.pattern, description="The visitor's id (from the socket's welcome)")
+    name: str = Field(min_length=1, max_length=1000,
+                      description="The file's name; folders and invisible characters are dropped, cut to 200")
+
+
+class CustomerFile(Out):
+    id: int = Field(description="Name it in the visitor's message: attachments: [id]")
+    name: str
+    content_type: str
+    size: int
+    url: str = Field(description="The visitor's own signed link to the file (relative to the hub's origin)")
+
+
+class UploadedFile(Out):
+    attachment: CustomerFile
+
+
+# --- the tenant's words for the widget (admin) ---------------------------------------------------
+LANGUAGE_TAG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$"
+MAX_WORDS = 2000
+LanguageTag = Annotated[str, Field(pattern=LANGUAGE_TAG, max_length=35)]
+Words = Annotated[str, Field(min_length=1, max_length=MAX_WORDS)]
+ByLanguage = Annotated[dict[LanguageTag, Words], Field(max_length=20)]
+
+
+class WebchatSettingsBody(Patch):
+    """The tenant's own words, each a whole object by language tag (``{"en": "...", "zh-CN": "..."}``;
+    ``{}`` clears it and the widget's own text is shown). A field left out is kept."""
+
+    offline_message: ByLanguage | None = Field(
+        default=None, description="Shown in the widget while no agent of the tenant is online")
+    welcome: ByLanguage | None = Field(default=None, description="A greeting shown above the conversation")
+
+
+class WebchatSettings(Out):
+    offline_message: dict[str, str]
+    welcome: dict[str, str]
