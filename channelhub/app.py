@@ -21,7 +21,6 @@ from connectors.registry import CHANNELS
 from core import outbox, presence, tenants
 from core.config import Settings
 from core.hub import Hub
-from core.tenancy import TenantResolver
 from routing.router import Router
 from web.api import Api, RouteTable
 from web.assets import asset_routes
@@ -150,7 +149,7 @@ def create_app(settings: Settings | None = None, channels: Sequence[ChannelSpec]
     api = build_api(channels)
     app[HUB] = hub
     app[API] = api
-    app[RESOLVER] = TenantResolver(hub.db)
+    app[RESOLVER] = hub.tenants
     app[SOCKETS] = set()
     app[OPERATOR_API] = build_operator_api()
     api.add_to(app)

@@ -22,6 +22,7 @@ from core.events import tenant_topic
 from core.inbox import Inbox
 from core.logins import LoginGuard
 from core.outbox import Outbox
+from core.tenancy import TenantResolver
 from core.ticket_writes import TicketWrites
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class Hub:
         self.logins = LoginGuard(settings)
         # Who a request's token is, trusted for a moment (core.auth).
         self.principals = Principals(self)
+        # Which tenant a Host names (web.http), with a cache every tenant change clears here at once
+        # and, over the bus, in the other processes (core.tenancy.announce_changed).
+        self.tenants = TenantResolver(self.db)
         # The sessions of this process's agent sockets, re-checked together (core.auth).
         self.sessions = SessionWatch(self)
         self.outbox: Outbox = Outbox(self)

@@ -22,6 +22,7 @@ from core.models import Tenant, TenantDomain, TenantStatus
 
 if TYPE_CHECKING:
     from core.bus import Bus, Subscription
+    from core.hub import Hub
 
 TTL = 30.0
 TOPIC = "tenants"
@@ -99,6 +100,9 @@ class TenantResolver:
         self._cache.forget_where(lambda ref: ref is None or ref.id == tenant_id)
 
 
-async def announce_changed(bus: Bus, tenant_id: int) -> None:
-    """After a tenant's domains or status changed (committed): every process forgets its cache."""
-    await bus.publish(TOPIC, {"tenant_id": tenant_id})
+async def announce_changed(hub: Hub, tenant_id: int) -> None:
+    """After a tenant's domains or status changed (committed): this process forgets its cache at
+    once (a bus that echoes publications, such as Redis, would do it a moment later, after the
+    caller's next request), and every other process when the bus brings the news."""
+    hub.tenants.forget_tenant(tenant_id)
+    await hub.bus.publish(TOPIC, {"tenant_id": tenant_id})

@@ -317,7 +317,7 @@ async def run_due(hub: Hub, *, now: datetime | None = None) -> dict[str, int]:
             continue
         outcomes[renewal.outcome] = outcomes.get(renewal.outcome, 0) + 1
         if status_after != status_before:
-            await announce_changed(hub.bus, tenant_id)
+            await announce_changed(hub, tenant_id)
             await announce_revoked(hub, tenant_id, None)
     if due:
         logger.info("billing round: %s", outcomes)

@@ -359,8 +359,12 @@ async def test_customers_merged_and_undone_tickets_merged_and_split(browser: Any
     second = page.locator("#thread .msg-inbound:has-text('from my phone')")
     await second.hover()
     await second.locator(".split").click()
+
+    async def alone() -> bool:  # the new ticket opens, with that one message
+        return await page.locator("#thread .msg-inbound").count() == 1
+
+    await eventually(alone)
     await page.wait_for_selector("#thread .msg-inbound:has-text('from my phone')")
-    assert await page.locator("#thread .msg-inbound").count() == 1
     await page.screenshot(path=str(shots / "console-split.png"))
     for c in (ctx, one_ctx, two_ctx):
         await c.close()

@@ -1,7 +1,7 @@
 """The web chat widget (#13): customers' files, the offline notice, languages, and the widget on
 another site. First over the widget's own protocol (HTTP and the visitor socket), then in a real
 headless Chromium (Debian's) driven by Playwright, as customers and agents use it. Screenshots go
-to the test's tmp_path."""
+to var/screenshots/<test> (the shots fixture)."""
 
 # ruff: noqa: RUF001 - Chinese is written with full-width punctuation; these are its texts.
 from __future__ import annotations
@@ -201,7 +201,7 @@ def test_the_catalogues_have_the_same_keys_and_the_code_uses_only_those() -> Non
 
 @browser_only
 async def test_a_picture_from_the_widget_reaches_the_console(browser: Any, local_tenant: TenantInfo,
-                                                             tmp_path: Path) -> None:
+                                                             shots: Path) -> None:
     agent = await local_tenant.add_agent(name="Li Na")
     base = origin(local_tenant)
     console_ctx, console = await _agent_signs_in(browser, base, agent.email)
@@ -214,7 +214,7 @@ async def test_a_picture_from_the_widget_reaches_the_console(browser: Any, local
     await draft.wait_for()
     assert "broken lid.png" in (await draft.text_content() or "")
     await eventually(lambda: _decoded(shop.locator(".chw-draft img.chw-draft-thumb")))
-    await shop.screenshot(path=str(tmp_path / "widget-preview.png"))
+    await shop.screenshot(path=str(shots / "widget-preview.png"))
     await shop.fill("#chw-input", "The lid arrived broken")
     await shop.click("#chw-send")
     sent = shop.locator(".chw-msg.chw-inbound:not(.chw-pending):has-text('lid arrived broken')")
@@ -250,14 +250,14 @@ async def test_a_picture_from_the_widget_reaches_the_console(browser: Any, local
     await shop.press("#chw-input", "Enter")
     await shop.locator(".chw-msg.chw-inbound:not(.chw-pending) a.chw-file:has-text('pasted.png')").wait_for()
     await console.locator("#thread .msg-inbound a.att:has-text('pasted.png')").wait_for()
-    await shop.screenshot(path=str(tmp_path / "widget-picture.png"))
-    await console.screenshot(path=str(tmp_path / "console-picture.png"))
+    await shop.screenshot(path=str(shots / "widget-picture.png"))
+    await console.screenshot(path=str(shots / "console-picture.png"))
     await console_ctx.close()
     await shop_ctx.close()
 
 
 @browser_only
-async def test_files_the_widget_refuses_are_said_so(browser: Any, local_tenant: TenantInfo, tmp_path: Path) -> None:
+async def test_files_the_widget_refuses_are_said_so(browser: Any, local_tenant: TenantInfo, shots: Path) -> None:
     settings = local_tenant.server.app[HUB].settings
     limit = min(settings.channel("webchat", WebchatSettings).max_upload_bytes, settings.max_attachment_bytes)
     ctx, shop = await _open_chat(browser, f"{origin(local_tenant)}/webchat/demo")
@@ -274,7 +274,7 @@ async def test_files_the_widget_refuses_are_said_so(browser: Any, local_tenant: 
     huge = await shop.locator(".chw-draft:has-text('huge.png') .chw-draft-error").text_content() or ""
     assert huge.startswith(en["error.attachment_too_large"].split("{max}")[0]) and "MB" in huge, huge
     await shop.locator(".chw-draft[data-state='done']:has-text('fine.pdf')").wait_for()
-    await shop.screenshot(path=str(tmp_path / "widget-refused.png"))
+    await shop.screenshot(path=str(shots / "widget-refused.png"))
     # The refused ones are not sent; the accepted one is.
     await shop.click("#chw-send")
     sent = shop.locator(".chw-msg.chw-inbound:not(.chw-pending)")
@@ -291,7 +291,7 @@ async def test_files_the_widget_refuses_are_said_so(browser: Any, local_tenant: 
 
 @browser_only
 async def test_the_offline_notice_in_the_tenants_words(browser: Any, local_tenant: TenantInfo,
-                                                       tmp_path: Path) -> None:
+                                                       shots: Path) -> None:
     admin = await local_tenant.add_agent(role="admin", name="王芳")
     admin_client = await local_tenant.signed_in(admin, connect=False)
     words = {"offline_message": {"en": "Back at 9:00 (Beijing time). Leave us a message!",
@@ -314,7 +314,7 @@ async def test_the_offline_notice_in_the_tenants_words(browser: Any, local_tenan
     await zh_page.fill("#chw-input", "你好，有人在吗？")
     await zh_page.press("#chw-input", "Enter")
     await zh_page.wait_for_selector(".chw-msg.chw-inbound:not(.chw-pending):has-text('有人在吗')")
-    await zh_page.screenshot(path=str(tmp_path / "widget-offline-zh.png"))
+    await zh_page.screenshot(path=str(shots / "widget-offline-zh.png"))
 
     async def stored() -> bool:
         for ticket in (await admin_client.api("GET", "/api/v1/tickets?view=all"))["tickets"]:
@@ -335,14 +335,14 @@ async def test_the_offline_notice_in_the_tenants_words(browser: Any, local_tenan
     await en_page.wait_for_selector(f"#chw-offline:has-text('{words['offline_message']['zh-CN']}')")
     await en_page.select_option("#chw-lang", "en")
     await en_page.wait_for_selector(f"#chw-offline:has-text('{words['offline_message']['en']}')")
-    await en_page.screenshot(path=str(tmp_path / "widget-offline-en.png"))
+    await en_page.screenshot(path=str(shots / "widget-offline-en.png"))
 
     # An agent comes online: the notice goes, on every open widget.
     agent = await local_tenant.add_agent(name="Li Na")
     console_ctx, _console = await _agent_signs_in(browser, base, agent.email)
     await en_page.wait_for_selector("#chw-offline", state="detached")
     await zh_page.wait_for_selector("#chw-offline", state="detached")
-    await zh_page.screenshot(path=str(tmp_path / "widget-online-zh.png"))
+    await zh_page.screenshot(path=str(shots / "widget-online-zh.png"))
     for ctx in (en_ctx, zh_ctx, console_ctx):
         await ctx.close()
 
@@ -384,7 +384,7 @@ async def other_site(local_tenant: TenantInfo) -> AsyncIterator[str]:
 
 @browser_only
 async def test_the_widget_on_another_site_in_chinese(browser: Any, local_tenant: TenantInfo, other_site: str,
-                                                     tmp_path: Path) -> None:
+                                                     shots: Path) -> None:
     agent = await local_tenant.add_agent(name="Li Na")
     client = await local_tenant.signed_in(agent)
     zh = catalogue("zh-CN")
@@ -415,7 +415,7 @@ async def test_the_widget_on_another_site_in_chinese(browser: Any, local_tenant:
     assert event["message"]["attachments"][0]["name"] == "收据.png"
     await client.reply(created["ticket_id"], "好的，请把订单号发给我。")
     await page.wait_for_selector(".chw-msg.chw-outbound:has-text('订单号')")
-    await page.screenshot(path=str(tmp_path / "widget-other-site.png"))
+    await page.screenshot(path=str(shots / "widget-other-site.png"))
     # Escape closes the panel; the launcher gets the focus back.
     await page.press("#chw-input", "Escape")
     await page.wait_for_selector("#chw-panel", state="hidden")

@@ -84,7 +84,7 @@ def _tenant_id(request: web.Request) -> int:
 async def changed(hub: Hub, tenant_id: int, *, sessions: bool = False) -> None:
     """After a tenant's domains or status changed (committed): every process serves the new ones;
     ``sessions``: its agents' open sockets re-check (and close when the tenant is no longer active)."""
-    await announce_changed(hub.bus, tenant_id)
+    await announce_changed(hub, tenant_id)
     if sessions:
         await announce_revoked(hub, tenant_id, None)
 
