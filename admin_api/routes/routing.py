@@ -166,13 +166,15 @@ async def update_agent(request: web.Request) -> web.Response:
     async with hub.db.session(p.tenant_id) as session:
         agent = await config.update_agent(session, p, agent_id, data.model_dump(exclude_unset=True), request.remote)
     if data.active is False:
-        # The seat is gone: its sockets close and its open tickets go back to routing.
+        # The seat is gone: its sockets close, its open tickets go back to routing, and the routing
+        # configuration is announced (end_seats does all three).
         await end_seats(hub, p.tenant_id, [agent_id])
-    elif data.active is not None or data.role is not None:
-        # Its sockets re-check their token at once, on every process (a new role revoked the
-        # agent's tokens).
-        await auth.announce_revoked(hub, p.tenant_id, agent_id)
-    await config.announce(hub, p.tenant_id)  # more room may serve the queue at once
+    else:
+        if data.active is not None or data.role is not None:
+            # Its sockets re-check their token at once, on every process (a new role revoked the
+            # agent's tokens).
+            await auth.announce_revoked(hub, p.tenant_id, agent_id)
+        await config.announce(hub, p.tenant_id)  # more room may serve the queue at once
     return web.json_response({"agent": agent})
 
 
