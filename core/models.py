@@ -762,3 +762,24 @@ class Mention(TenantScoped, Base):
     author_agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     read_at: Mapped[datetime | None]
+
+
+# --- the availability promise (#15): what the probers saw ----------------------------------------------
+class ProbeResult(TenantScoped, Base):
+    """One probe of one tenant's service by one prober (``channelhub probe``): whether its domain
+    answered, a synthetic web chat message went in and came back, and the agent socket accepted.
+    Several probers may run; core.availability merges what they saw into outages."""
+
+    __tablename__ = "probe_results"
+    __table_args__ = (Index("ix_probe_results_tenant_at", "tenant_id", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # Which prober saw it (its name: host and process by default).
+    prober: Mapped[str] = mapped_column(String(100))
+    # When the probe began, by the prober's clock.
+    at: Mapped[datetime]
+    ok: Mapped[bool]
+    # The first check that failed and why ("webchat: no echo within 10 s"); None when ok.
+    cause: Mapped[str | None] = mapped_column(String(500))
+    # How long the whole probe took.
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
