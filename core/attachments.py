@@ -121,6 +121,53 @@ def check_content_type(raw: str | None) -> str:
     return value
 
 
+# What the first bytes of a file of each type are (its "magic"): an upload whose bytes are not what
+# its Content-Type says is refused, so a page or a script can't pass for a picture. Types not
+# listed here (an operator's own additions) are taken as declared.
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the old Office formats (.doc, .xls, .ppt)
+_ZIP = (b"PK\x03\x04",)  # Office Open XML and OpenDocument are zip archives
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "application/pdf": (b"%PDF-",),
+    "application/msword": (_OLE2,),
+    "application/vnd.ms-excel": (_OLE2,),
+    "application/vnd.ms-powerpoint": (_OLE2,),
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": _ZIP,
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": _ZIP,
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": _ZIP,
+    "application/vnd.oasis.opendocument.text": _ZIP,
+    "application/vnd.oasis.opendocument.spreadsheet": _ZIP,
+    "application/vnd.oasis.opendocument.presentation": _ZIP,
+}
+# ISO base media files (HEIC/HEIF pictures): "ftyp" at offset 4, then the major brand.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif"})
+_TEXT_TYPES = frozenset({"text/plain", "text/csv"})
+
+
+def content_matches(content_type: str, data: bytes) -> bool:
+    """Whether ``data`` is what ``content_type`` says: the type's magic bytes; for text, that it
+    decodes as UTF-8 or GB 18030 (what Chinese Windows writes) and holds no NUL byte."""
+    if content_type in _MAGIC:
+        return data.startswith(_MAGIC[content_type])
+    if content_type == "image/webp":
+        return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    if content_type in ("image/heic", "image/heif"):
+        return data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS
+    if content_type in _TEXT_TYPES:
+        if b"\x00" in data:
+            return False
+        for encoding in ("utf-8", "gb18030"):
+            try:
+                data.decode(encoding)
+            except UnicodeDecodeError:
+                continue
+            return True
+        return False
+    return True
+
+
 def agent_url(attachment_id: int) -> str:
     return f"/api/v1/attachments/{attachment_id}"
 

@@ -16,10 +16,11 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
 from admin_api.client import HubError
 from connectors.webchat.settings import WebchatSettings
-from core.models import utcnow
+from core.models import StoredAttachment, utcnow
 from tests import test_browser
 from tests.conftest import ROOT, TenantInfo, eventually
 from tests.support import PNG
@@ -118,6 +119,39 @@ async def test_uploads_are_limited_per_visitor(tenant: TenantInfo) -> None:
     finally:
         conn.clock = utcnow
     await other.close()
+    await visitor.close()
+
+
+async def test_an_upload_must_be_what_its_type_says(tenant: TenantInfo) -> None:
+    """The bytes are checked against the declared type: a page sent as a picture, a picture sent as
+    a PDF, or binary sent as text is refused (415 content_mismatch) and nothing is stored."""
+    visitor = tenant.visitor()
+    await visitor.connect()
+    docx = b"PK\x03\x04" + b"\x00" * 40  # an Office Open XML file is a zip archive
+    for name, data, content_type in [("page.png", b"<html><script>alert(1)</script></html>", "image/png"),
+                                     ("photo.pdf", PNG, "application/pdf"),
+                                     ("notes.txt", b"abc\x00\x01\x02", "text/plain"),
+                                     ("sheet.xlsx", b"\xd0\xcf\x11\xe0" + b"\x00" * 20,
+                                      "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")]:
+        async with aiohttp.ClientSession() as http:
+            query = urlencode({"visitor_id": visitor.visitor_id, "name": name})
+            async with http.post(f"{tenant.server.url}/webchat/attachments?{query}", data=data,
+                                 headers={"Host": tenant.domain, "Content-Type": content_type}) as r:
+                body = await r.json()
+                assert (r.status, body["error"]["code"]) == (415, "content_mismatch"), (name, body)
+                assert content_type in body["error"]["message"]
+    # What they say they are, they are: taken.
+    for name, data, content_type in [("receipt.pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "application/pdf"),
+                                     ("order.docx", docx,
+                                      "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+                                     ("地址.txt", "杭州市西湖区".encode("gb18030"), "text/plain"),
+                                     ("list.csv", "name,qty\n杯子,2\n".encode(), "text/csv"),
+                                     ("shot.png", PNG, "image/png")]:
+        stored = await visitor.upload(name, data, content_type)
+        assert stored["size"] == len(data)
+    async with tenant.server.app[HUB].db.read(tenant.id) as session:
+        names = set((await session.execute(select(StoredAttachment.name))).scalars())
+    assert names == {"receipt.pdf", "order.docx", "地址.txt", "list.csv", "shot.png"}
     await visitor.close()
 
 

@@ -129,6 +129,9 @@ async def upload(request: web.Request) -> web.Response:
     if content_type not in conn.settings.upload_types:
         raise UnsupportedMediaType(f"files of type {content_type} cannot be sent here: pictures, PDF, office "
                                    "documents and text files can", code="unsupported_type")
+    if not attachments.content_matches(content_type, data):
+        raise UnsupportedMediaType(f"the file's content is not {content_type}: send it with its real type",
+                                   code="content_mismatch")
     stored = await store.save_upload(hub, conn.settings, tenant_id, visitor_id, name, content_type, data,
                                      now=conn.clock())
     return web.json_response({"attachment": store.customer_file(hub, tenant_id, stored)}, status=201, headers=CORS)
