@@ -368,3 +368,72 @@ async def test_customers_merged_and_undone_tickets_merged_and_split(browser: Any
     await page.screenshot(path=str(shots / "console-split.png"))
     for c in (ctx, one_ctx, two_ctx):
         await c.close()
+
+
+async def test_an_admin_sets_the_widgets_words_and_opens_the_panel_on_a_narrow_screen(
+        browser: Any, local_tenant: TenantInfo, shots: Path) -> None:  # noqa: F811
+    admin = await local_tenant.add_agent(role="admin", name="王芳")
+    agent = await local_tenant.add_agent(name="Li Na")
+    base = origin(local_tenant)
+    shop_ctx, _shop = await _customer_writes(browser, base, "Do you ship to Hangzhou?")
+    ctx, page = await _agent_signs_in(browser, base, admin.email, viewport={"width": 900, "height": 760})
+    # The views' counts are the server's (GET /api/v1/tickets/counts).
+    await page.wait_for_selector("[data-count='all']:text-is('1')")
+    await page.click("#tickets li.ticket")
+    await page.wait_for_selector("#thread .msg-inbound:has-text('Hangzhou')")
+    # At 900 px the customer panel is not beside the conversation; a button shows it over it.
+    assert not await page.locator("#customer-panel").is_visible()
+    await page.click("#customer-toggle")
+    await page.wait_for_selector("#customer-panel", state="visible")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 900
+    await page.screenshot(path=str(shots / "console-900-panel.png"))
+    await page.keyboard.press("Escape")
+    await page.wait_for_selector("#customer-panel", state="hidden")
+
+    # The widget's words, in both languages, from the administration page.
+    await page.click("#admin-open")
+    await page.wait_for_selector("#widget-words")
+    await page.fill("#offline-en", "Back at nine. Leave us a message!")
+    await page.fill("#offline-zh-CN", "我们九点回来，请留言！")
+    await page.fill("#welcome-en", "Welcome to the shop.")
+    await page.click("#widget-words-save")
+    await page.wait_for_selector(f"#widget-words-status:has-text('{catalogue('en')['admin.saved']}')")
+    await page.screenshot(path=str(shots / "console-admin-widget.png"))
+    admin_client = await local_tenant.signed_in(admin, connect=False)
+    assert await admin_client.api("GET", "/api/v1/webchat/settings") == {
+        "offline_message": {"en": "Back at nine. Leave us a message!", "zh-CN": "我们九点回来，请留言！"},
+        "welcome": {"en": "Welcome to the shop."}}
+    # Emptied, a text is removed (the widget's own words show again); the page reads back what is stored.
+    await page.fill("#welcome-en", "")
+    await page.click("#widget-words-save")
+    await eventually(lambda: _words(admin_client, "welcome", {}))
+    await page.reload()
+    await page.click("#admin-open")
+    await page.wait_for_selector("#offline-zh-CN")
+    assert await page.input_value("#offline-zh-CN") == "我们九点回来，请留言！"
+    await page.click("#admin-close")
+    await page.wait_for_selector("#tickets li.ticket")
+
+    # An agent has no administration page.
+    agent_ctx, agent_page = await _agent_signs_in(browser, base, agent.email)
+    await agent_page.wait_for_selector("#views")
+    assert await agent_page.locator("#admin-open").count() == 0
+    await agent_page.click("#logout")  # offline at once (a closed socket alone counts until the heartbeat timeout)
+    await agent_page.wait_for_selector("#login-form")
+    await agent_ctx.close()
+
+    # Nobody online now: a visitor reads the notice in the tenant's words, in Chinese.
+    await page.click("#logout")
+    await page.wait_for_selector("#login-form")
+    zh_ctx = await browser.new_context(locale="zh-CN")
+    zh = await zh_ctx.new_page()
+    await zh.goto(f"{base}/webchat/demo")
+    await zh.click("#chw-launcher")
+    await zh.wait_for_selector("#chw-offline:has-text('我们九点回来')")
+    await zh.screenshot(path=str(shots / "widget-offline-words-zh.png"))
+    for c in (zh_ctx, ctx, shop_ctx):
+        await c.close()
+
+
+async def _words(client: Any, field: str, expected: dict[str, str]) -> bool:
+    return bool((await client.api("GET", "/api/v1/webchat/settings"))[field] == expected)

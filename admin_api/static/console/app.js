@@ -10,6 +10,7 @@ import { useEffect, useRef, useState } from '/vendor/hooks.mjs';
 import htm from '/vendor/htm.mjs';
 import { LANGS, lang, loadLang, preferredLang, t } from './i18n.js';
 import { Live } from './live.js';
+import { AdminPage } from './admin.js';
 
 const html = htm.bind(h);
 
@@ -57,6 +58,12 @@ const state = {
   macros: [],
   // Full-text search (GET /api/v1/search): the query, and its results while one is shown.
   search: { q: '', results: null, busy: false, next: null },
+  // How many tickets each view holds (GET /api/v1/tickets/counts: the server's, not the snapshot's).
+  counts: null,
+  // The administration page's tab while it is open (admins and owners), else null.
+  page: null,
+  // The customer panel, on screens too narrow to show it beside the conversation.
+  panel: false,
 };
 
 let redraw = () => {};
@@ -110,6 +117,19 @@ async function loadPeople() {
   } catch { /* names fall back to "agent 7" until the next try */ }
 }
 
+// Read again after ticket events, at most every half second: nothing is counted per event.
+let countsTimer = 0;
+function refreshCounts() {
+  if (countsTimer) return;
+  countsTimer = setTimeout(async () => {
+    try {
+      state.counts = (await api('GET', '/api/v1/tickets/counts')).counts || null;
+      changed();
+    } catch { /* the snapshot's counts show until the next try */ }
+    countsTimer = 0;
+  }, 500);
+}
+
 let queueTimer = 0;
 function refreshQueue() {
   clearTimeout(queueTimer);
@@ -148,6 +168,7 @@ function start() {
   loadMentions();
   loadMacros();
   refreshQueue();
+  refreshCounts();
   changed();
 }
 
@@ -157,7 +178,7 @@ function signOut(message) {
   Object.assign(state, {
     token: null, agent: null, connected: false, tickets: new Map(), queue: [], unread: new Set(),
     selectedId: null, viewTicket: null, thread: null, error: '', loginError: message || '', overlay: null,
-    seenEvents: new Set(), live: new Map(),
+    seenEvents: new Set(), live: new Map(), counts: null, page: null, panel: false,
   });
   changed();
 }
@@ -185,6 +206,7 @@ function welcome(f) {
   if (reconnect && state.selectedId != null) loadThread(state.selectedId);
   if (state.selectedId != null) viewing(state.selectedId, true);
   refreshQueue();
+  refreshCounts();
   changed();
 }
 
@@ -220,7 +242,7 @@ function applyEvent(ev, backlog) {
     }
     loadMentions();
   }
-  if (ev.kind && ev.kind.startsWith('ticket.')) refreshQueue();
+  if (ev.kind && ev.kind.startsWith('ticket.')) { refreshQueue(); refreshCounts(); }
   if (ev.kind === 'agent.presence' || ev.kind === 'ticket.assigned' || ev.kind === 'ticket.unassigned') {
     loadPeopleSoon();
   }
@@ -390,6 +412,7 @@ function allTickets() {
   return [...out.values()];
 }
 
+const isAdmin = () => state.agent && ['owner', 'admin'].includes(state.agent.role);
 const seesAll = () => state.agent && ['owner', 'admin', 'supervisor'].includes(state.agent.role);
 const views = () => VIEWS.filter((v) => v !== 'all' || seesAll());
 
@@ -418,6 +441,7 @@ function select(id) {
   saveUnread();
   state.error = '';
   state.overlay = null;
+  state.panel = false;
   changed();
   loadThread(id);
 }
@@ -555,6 +579,8 @@ function Header() {
       <label class="toggle"><input id="sound" type="checkbox" checked=${!!prefs.sound} onChange=${toggleSound} /> ${t('header.sound')}</label>
       <${MentionsMenu} />
       <${LangSwitch} />
+      ${isAdmin() && html`<button id="admin-open" type="button" aria-pressed=${state.page != null}
+        onClick=${() => { state.page = state.page ? null : 'widget'; changed(); }}>${t('header.admin')}</button>`}
       <button id="shortcuts-open" type="button" title=${t('header.shortcuts')} aria-label=${t('header.shortcuts')}
         onClick=${() => { state.overlay = 'shortcuts'; changed(); }}>?</button>
       <button id="logout" type="button" onClick=${logout}>${t('header.logout')}</button>
@@ -562,9 +588,13 @@ function Header() {
 }
 
 function Views() {
+  // The server's counts once read (they cover every ticket, not only the snapshot's); until then,
+  // what the snapshot and the queue hold.
   const counts = {};
   const every = allTickets();
-  for (const v of views()) counts[v] = every.filter((x) => inView(v, x)).length;
+  for (const v of views()) {
+    counts[v] = state.counts && Number.isInteger(state.counts[v]) ? state.counts[v] : every.filter((x) => inView(v, x)).length;
+  }
   return html`
     <div id="views" role="tablist" aria-label=${t('views.label')}>
       ${views().map((v) => html`
@@ -1225,6 +1255,8 @@ function TicketView() {
               ${state.overlay === 'transfer' && html`<${TransferPicker} ticket=${ticket} />`}
             </div>
             <${Macros} ticket=${ticket} />
+            ${ticket.customer_id != null && html`<button id="customer-toggle" type="button" aria-expanded=${state.panel}
+              aria-controls="customer-panel" onClick=${() => { state.panel = !state.panel; changed(); }}>${t('customer.title')}</button>`}
             <label>${t('ticket.priority')}
               <select id="ticket-priority" value=${ticket.priority}
                 onChange=${(e) => act({ type: 'priority', ticket_id: ticket.id, priority: e.target.value })}>
@@ -1237,7 +1269,7 @@ function TicketView() {
               </select></label>
           </div>
         </div>
-        <div class="ticket-body">
+        <div class=${`ticket-body${state.panel ? ' show-panel' : ''}`}>
           <div class="conversation">
             <${Thread} />
             <${LiveLine} ticket=${ticket} />
@@ -1267,7 +1299,13 @@ function Shortcuts() {
 
 function onShortcut(e) {
   if (!state.token || e.ctrlKey || e.metaKey || e.altKey) return;
-  if (e.key === 'Escape') { if (state.overlay) { state.overlay = null; changed(); } return; }
+  if (e.key === 'Escape') {
+    if (state.overlay) state.overlay = null;
+    else if (state.panel) state.panel = false;
+    changed();
+    return;
+  }
+  if (state.page) return; // the administration page has no ticket shortcuts
   const typing = e.target.closest && e.target.closest('input, textarea, select, [contenteditable]');
   if (typing) return;
   const items = listed();
@@ -1305,6 +1343,14 @@ function App() {
   const unread = state.unread.size;
   document.title = `${unread ? `(${unread}) ` : ''}${t('app.title')}`;
   if (!state.token) return html`<${Login} />`;
+  if (state.page && isAdmin()) {
+    return html`
+      <div id="app" class="show-admin">
+        <${Header} />
+        <${AdminPage} api=${api} html=${html} t=${t} tab=${state.page}
+          onTab=${(x) => { state.page = x; changed(); }} onClose=${() => { state.page = null; changed(); }} />
+      </div>`;
+  }
   return html`
     <div id="app" class=${state.selectedId != null ? 'show-ticket' : 'show-list'}>
       <${Header} />
