@@ -6,6 +6,7 @@ catalogues), and the two-pane layout at 390 px. Screenshots go to the test's tmp
 # ruff: noqa: RUF001 - Chinese is written with full-width punctuation; these are its texts.
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_the_catalogues_have_the_same_keys_and_the_code_uses_only_those() -> Non
     used |= {f"{prefix}.{name}" for prefix, names in (
         ("status", "new open pending solved closed"), ("priority", "low normal high urgent"),
         ("views", "mine unassigned all pending solved"), ("presence", "online away"),
-        ("conn", "connected reconnecting"), ("channel", "webchat wechat email xmpp")) for name in names.split()}
+        ("conn", "connected reconnecting"), ("channel", "webchat wechat email xmpp manual")) for name in names.split()}
     assert used <= set(en), sorted(used - set(en))
 
 
@@ -437,3 +438,36 @@ async def test_an_admin_sets_the_widgets_words_and_opens_the_panel_on_a_narrow_s
 
 async def _words(client: Any, field: str, expected: dict[str, str]) -> bool:
     return bool((await client.api("GET", "/api/v1/webchat/settings"))[field] == expected)
+
+
+async def test_a_view_larger_than_the_live_snapshot_pages_from_the_server(
+        browser: Any, local_tenant: TenantInfo, shots: Path) -> None:  # noqa: F811
+    """The socket's snapshot holds the newest 500 open tickets; a view holds more. Its count is the
+    server's, and the older tickets come page by page from GET /api/v1/tickets."""
+    supervisor = await local_tenant.add_agent(role="supervisor", name="Zhao Lei", capacity=1000)
+    client = await local_tenant.signed_in(supervisor, connect=False)
+    # Assigned, so that none waits in the queue (which the console also lists).
+    customer = (await client.api("POST", "/api/v1/tickets", {"text": "first call", "customer": {"name": "Wu"},
+                                                             "assignee_id": supervisor.id}))
+    customer_id = customer["ticket"]["customer_id"]
+    gate = asyncio.Semaphore(8)
+
+    async def make(i: int) -> None:
+        async with gate:
+            await client.api("POST", "/api/v1/tickets", {"text": f"call {i}", "subject": f"Call {i:03d}",
+                                                         "customer_id": customer_id, "assignee_id": supervisor.id})
+
+    await asyncio.gather(*(make(i) for i in range(1, 520)))
+    ctx, page = await _agent_signs_in(browser, origin(local_tenant), supervisor.email)
+    await page.click("[data-view='all']")
+    await page.wait_for_selector("[data-count='all']:text-is('520')")
+    await page.wait_for_selector("#list-more")
+    assert await page.locator("#tickets li.ticket").count() == 500
+    await page.click("#list-more")
+    await eventually(lambda: _listed(page, 520))
+    await page.screenshot(path=str(shots / "console-older-tickets.png"))
+    await ctx.close()
+
+
+async def _listed(page: Any, n: int) -> bool:
+    return bool(await page.locator("#tickets li.ticket").count() == n)

@@ -58,6 +58,8 @@ const state = {
   macros: [],
   // Full-text search (GET /api/v1/search): the query, and its results while one is shown.
   search: { q: '', results: null, busy: false, next: null },
+  // Whether the server has more of the view than is listed (a full page came back).
+  more: false,
   // How many tickets each view holds (GET /api/v1/tickets/counts: the server's, not the snapshot's).
   counts: null,
   // The administration page's tab while it is open (admins and owners), else null.
@@ -128,6 +130,29 @@ function refreshCounts() {
     } catch { /* the snapshot's counts show until the next try */ }
     countsTimer = 0;
   }, 500);
+}
+
+// The view's tickets from the server (GET /api/v1/tickets with the view and the filters), a page at a
+// time: the live snapshot holds at most the newest 500 open tickets, so solved ones and a large
+// tenant's older ones come from here.
+const VIEW_PAGE = 100;
+let viewTimer = 0;
+function loadView(more = false) {
+  clearTimeout(viewTimer);
+  viewTimer = setTimeout(async () => {
+    const f = state.filters;
+    const q = new URLSearchParams({ view: state.view, limit: String(VIEW_PAGE) });
+    for (const [key, param] of [['channel', 'channel'], ['group', 'group_id'], ['tag', 'tag'], ['priority', 'priority'],
+      ['assignee', 'assignee_id']]) if (f[key]) q.set(param, f[key]);
+    const shown = listed();
+    if (more && shown.length) q.set('before_id', String(Math.min(...shown.map((x) => x.id))));
+    try {
+      const rows = (await api('GET', `/api/v1/tickets?${q}`)).tickets || [];
+      for (const x of rows) upsertTicket(x);
+      state.more = rows.length === VIEW_PAGE;
+      changed();
+    } catch { /* the snapshot's tickets stay listed */ }
+  }, more ? 0 : 150);
 }
 
 let queueTimer = 0;
@@ -207,6 +232,7 @@ function welcome(f) {
   if (state.selectedId != null) viewing(state.selectedId, true);
   refreshQueue();
   refreshCounts();
+  loadView();
   changed();
 }
 
@@ -599,7 +625,7 @@ function Views() {
     <div id="views" role="tablist" aria-label=${t('views.label')}>
       ${views().map((v) => html`
         <button type="button" role="tab" class="view" data-view=${v} aria-selected=${state.view === v}
-          onClick=${() => { state.view = v; prefs.view = v; savePrefs(); changed(); }}>
+          onClick=${() => { state.view = v; prefs.view = v; savePrefs(); loadView(); changed(); }}>
           ${t(`views.${v}`)} <span class="count" data-count=${v}>${counts[v]}</span>
         </button>`)}
     </div>`;
@@ -610,7 +636,7 @@ function Filters() {
   const channels = [...new Set(every.map((x) => x.channel).filter(Boolean))].sort();
   const tags = [...new Set(every.flatMap((x) => x.tags || []))].sort();
   const f = state.filters;
-  const set = (key) => (e) => { f[key] = e.target.value; changed(); };
+  const set = (key) => (e) => { f[key] = e.target.value; loadView(); changed(); };
   const any = html`<option value="">${t('filters.any')}</option>`;
   const active = Object.values(f).some(Boolean);
   return html`
@@ -628,7 +654,7 @@ function Filters() {
         <label>${t('filters.assignee')}<select id="filter-assignee" value=${f.assignee} onChange=${set('assignee')}>
           ${any}${[...state.agents.values()].map((a) => html`<option value=${String(a.id)}>${a.name || a.email}</option>`)}</select></label>
         ${active && html`<button id="filters-clear" type="button" onClick=${() => {
-          Object.keys(f).forEach((k) => { f[k] = ''; }); changed();
+          Object.keys(f).forEach((k) => { f[k] = ''; }); loadView(); changed();
         }}>${t('filters.clear')}</button>`}
       </div>
     </details>`;
@@ -730,6 +756,8 @@ function TicketList() {
                 <button type="button" class="claim" onClick=${(e) => claim(e, x.id)}>${t('list.claim')}</button>`}
             </div>
           </li>`)}
+        ${state.more && html`<li class="more"><button type="button" id="list-more" onClick=${() => loadView(true)}>
+          ${t('list.more')}</button></li>`}
       </ul>`}
     </nav>`;
 }
@@ -1319,7 +1347,7 @@ function onShortcut(e) {
     if (el) { e.preventDefault(); el.focus(); }
   } else if (/^[1-5]$/.test(e.key)) {
     const v = views()[Number(e.key) - 1];
-    if (v) { state.view = v; changed(); }
+    if (v) { state.view = v; loadView(); changed(); }
   } else if (e.key === 'e' && ticket) {
     act({ type: 'status', ticket_id: ticket.id, status: 'solved' });
   } else if (e.key === 't' && ticket) {
