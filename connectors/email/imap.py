@@ -55,16 +55,17 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aioimaplib
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 from connectors.email.models import EmailMailbox
 from core import secrets
 from core.config import Settings
 from core.db import Database
+from core.leases import RowLease
 from core.models import table_of, utcnow
 from core.tasks import cancel_and_wait
 
@@ -366,14 +367,16 @@ class ImapFollower:
         self.use_idle = use_idle
         self.ssl_context = ssl_context
         self._task: asyncio.Task[None] | None = None
-        self._lease_until: datetime | None = None
+        self._lease = RowLease(db, _table, self._row, owner_column="imap_lease_owner",
+                               until_column="imap_lease_until", owner=owner, seconds=lease_seconds,
+                               clock=lambda: self.clock(), label=str(account))
         self._uidvalidity: int | None = None
         self._last_uid = 0
         self._failures = 0
 
     @property
     def holds_lease(self) -> bool:
-        return self._lease_until is not None
+        return self._lease.held
 
     @property
     def running(self) -> bool:
@@ -396,96 +399,27 @@ class ImapFollower:
                 await asyncio.wait({task}, timeout=5.0)
             if task.done() and not task.cancelled() and (failure := task.exception()) is not None:
                 logger.warning("%s: the follower ended with %s", self.account, self._short(failure))
-        self._lease_until = None
-        # Whether or not we know we hold it: a cancellation can land between the UPDATE that took
-        # it and our noting so.
         try:
-            await self._release()
+            await self._lease.release()
         except Exception as exc:
             # It runs out by itself after lease_seconds.
             logger.warning("%s: could not release the lease: %s", self.account, self._short(exc))
 
     # -- the lease ---------------------------------------------------------------------------------
 
-    def _mine(self) -> Any:
+    def _row(self) -> Any:
         return (_table.c.id == self.account.mailbox_id) & (_table.c.tenant_id == self.account.tenant_id)
-
-    async def _take_lease(self) -> bool:
-        now = self.clock()
-        until = now + timedelta(seconds=self.lease_seconds)
-        async with self.db.connection() as conn:
-            result = await conn.execute(
-                update(_table)
-                .where(self._mine(), or_(_table.c.imap_lease_owner.is_(None),
-                                         _table.c.imap_lease_owner == self.owner,
-                                         _table.c.imap_lease_until.is_(None),
-                                         _table.c.imap_lease_until < now))
-                .values(imap_lease_owner=self.owner, imap_lease_until=until))
-        if result.rowcount == 1:
-            self._lease_until = until
-            return True
-        return False
-
-    async def _renew(self) -> bool:
-        until = self.clock() + timedelta(seconds=self.lease_seconds)
-        async with self.db.connection() as conn:
-            result = await conn.execute(
-                update(_table).where(self._mine(), _table.c.imap_lease_owner == self.owner)
-                .values(imap_lease_until=until))
-        if result.rowcount == 1:
-            self._lease_until = until
-            return True
-        return False
-
-    async def _release(self) -> None:
-        async with self.db.connection() as conn:
-            await conn.execute(
-                update(_table).where(self._mine(), _table.c.imap_lease_owner == self.owner)
-                .values(imap_lease_owner=None, imap_lease_until=None))
 
     async def _write(self, **values: Any) -> None:
         """Write the mailbox's row, only while this process holds the lease (else LeaseLost)."""
         async with self.db.connection() as conn:
             result = await conn.execute(
-                update(_table).where(self._mine(), _table.c.imap_lease_owner == self.owner).values(**values))
+                update(_table).where(self._lease.mine()).values(**values))
         if result.rowcount != 1:
             raise LeaseLost
 
     async def _run(self) -> None:
-        while True:
-            try:
-                held = await self._take_lease()
-            except Exception as exc:
-                held = False
-                logger.warning("%s: could not take the lease: %s", self.account, self._short(exc))
-            if held:
-                logger.info("%s: following (lease held by %s)", self.account, self.owner)
-                await self._follow_while_leased()
-                self._lease_until = None
-            await asyncio.sleep(self.lease_seconds)
-
-    async def _follow_while_leased(self) -> None:
-        reader = asyncio.create_task(self._read_loop(), name=f"imap reader {self.account}")
-        keeper = asyncio.create_task(self._keep_lease(), name=f"imap lease {self.account}")
-        try:
-            await asyncio.wait({reader, keeper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await cancel_and_wait(reader, keeper)
-
-    async def _keep_lease(self) -> None:
-        """Returns when the lease is lost (or could not be renewed before it ran out)."""
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                if await self._renew():
-                    continue
-                logger.warning("%s: another process took the lease; stopping here", self.account)
-                return
-            except Exception as exc:
-                logger.warning("%s: could not renew the lease: %s", self.account, self._short(exc))
-                until = self._lease_until
-                if until is None or self.clock() >= until:
-                    return
+        await self._lease.hold_while(self._read_loop, retry_seconds=self.lease_seconds)
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -542,7 +476,7 @@ class ImapFollower:
         # the lease.
         async with self.db.read() as session:
             row = (await session.execute(
-                select(_table.c.imap_uidvalidity, _table.c.imap_last_uid).where(self._mine()))).one_or_none()
+                select(_table.c.imap_uidvalidity, _table.c.imap_last_uid).where(self._row()))).one_or_none()
         if row is None:
             raise LeaseLost  # the mailbox is gone
         stored, last = row

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
@@ -46,7 +46,7 @@ from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 
 from connectors.xmpp import parse as xp
 from connectors.xmpp import store as xstore
@@ -56,8 +56,8 @@ from core import live
 from core.channels import Attachment, InboundMessage
 from core.errors import Busy, DeliveryError
 from core.events import EventKind, tenant_topic
+from core.leases import RowLease
 from core.models import Agent, Presence, table_of, utcnow
-from core.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from connectors.xmpp.connector import XmppConnector
@@ -105,7 +105,10 @@ class Link:
         self.xmpp: Any = None
         self.ready = False  # a session is up: sends go out now
         self._task: asyncio.Task[None] | None = None
-        self._lease_until: datetime | None = None
+        self._lease = RowLease(self.hub.db, _table, self._row, owner_column="lease_owner", until_column="lease_until",
+                               owner=owner, seconds=self.settings.lease_seconds, clock=lambda: self.clock(),
+                               label=str(account), takeable=lambda: _table.c.active.is_(True),
+                               on_release={"connected": False})
         self._failures = 0
         self._pending_acks: dict[str, asyncio.Future[None]] = {}
         self._sm = False
@@ -125,7 +128,7 @@ class Link:
 
     @property
     def holds_lease(self) -> bool:
-        return self._lease_until is not None
+        return self._lease.held
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -146,93 +149,39 @@ class Link:
 
     async def _run(self) -> None:
         try:
-            while True:
-                try:
-                    held = await self._take_lease()
-                except Exception as exc:
-                    held = False
-                    logger.warning("%s: could not take the lease: %s", self.account, self._short(exc))
-                if held:
-                    logger.info("%s: connecting (lease held by %s)", self.account, self.owner)
-                    await self._hold()
-                    self._lease_until = None
-                await asyncio.sleep(self.settings.lease_seconds / 3)
+            await self._lease.hold_while(self._hold, retry_seconds=self.settings.lease_seconds / 3)
         finally:
-            self._lease_until = None
             await self._close_session()
             with contextlib.suppress(Exception):
-                await self._release()
+                await self._lease.release()
 
     # --- the lease ---------------------------------------------------------------------------------
-    def _mine(self) -> Any:
+    def _row(self) -> Any:
         return (_table.c.id == self.account.id) & (_table.c.tenant_id == self.account.tenant_id)
-
-    async def _take_lease(self) -> bool:
-        now = self.clock()
-        until = now + timedelta(seconds=self.settings.lease_seconds)
-        async with self.hub.db.connection() as conn:
-            result = await conn.execute(
-                update(_table).where(self._mine(), _table.c.active.is_(True),
-                                     or_(_table.c.lease_owner.is_(None), _table.c.lease_owner == self.owner,
-                                         _table.c.lease_until.is_(None), _table.c.lease_until < now))
-                .values(lease_owner=self.owner, lease_until=until))
-        if result.rowcount == 1:
-            self._lease_until = until
-            return True
-        return False
-
-    async def _renew(self) -> bool:
-        until = self.clock() + timedelta(seconds=self.settings.lease_seconds)
-        async with self.hub.db.connection() as conn:
-            result = await conn.execute(update(_table).where(self._mine(), _table.c.lease_owner == self.owner)
-                                        .values(lease_until=until))
-        if result.rowcount == 1:
-            self._lease_until = until
-            return True
-        return False
-
-    async def _release(self) -> None:
-        async with self.hub.db.connection() as conn:
-            await conn.execute(update(_table).where(self._mine(), _table.c.lease_owner == self.owner)
-                               .values(lease_owner=None, lease_until=None, connected=False))
 
     async def _status(self, *, connected: bool, error: str | None) -> None:
         try:
             async with self.hub.db.connection() as conn:
-                await conn.execute(update(_table).where(self._mine(), _table.c.lease_owner == self.owner)
+                await conn.execute(update(_table).where(self._lease.mine())
                                    .values(connected=connected, error=error, checked_at=self.clock()))
         except Exception as exc:
             logger.warning("%s: could not record its status: %s", self.account, self._short(exc))
 
     async def _hold(self) -> None:
-        sessions = asyncio.create_task(self._sessions(), name=f"xmpp sessions {self.account}")
-        keeper = asyncio.create_task(self._keep_lease(), name=f"xmpp lease {self.account}")
+        """While the lease is held: the sessions, one after the other, and the bus topics this
+        account answers (cancelled by the lease when it is lost)."""
         self._subs = [
             self.hub.bus.subscribe(live.live_topic(self.account.tenant_id), self._on_live),
             self.hub.bus.subscribe(tenant_topic(self.account.tenant_id), self._on_event),
             self.hub.bus.subscribe(self.connector.send_topic(self.account.id), self._on_relay),
         ]
         try:
-            await asyncio.wait({sessions, keeper}, return_when=asyncio.FIRST_COMPLETED)
+            await self._sessions()
         finally:
             for sub in self._subs:
                 sub.close()
             self._subs = []
-            await cancel_and_wait(sessions, keeper)
             await self._close_session()
-
-    async def _keep_lease(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.lease_seconds / 3)
-            try:
-                if await self._renew():
-                    continue
-                logger.warning("%s: another process took the lease; disconnecting here", self.account)
-                return
-            except Exception as exc:
-                logger.warning("%s: could not renew the lease: %s", self.account, self._short(exc))
-                if self._lease_until is None or self.clock() >= self._lease_until:
-                    return
 
     # --- sessions ----------------------------------------------------------------------------------
     async def _sessions(self) -> None:
