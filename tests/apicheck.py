@@ -28,7 +28,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ from typing import IO, Any
 
 import aiohttp
 import asyncpg
+
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "127.0.0.1"
@@ -59,12 +60,6 @@ CHECKS = ",".join((
 
 def log(text: str) -> None:
     print(f"[apicheck] {text}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli(env: dict[str, str], workdir: Path, *args: str, stdin: str | None = None) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,7 @@ from connectors.xmpp.settings import XmppSettings
 from core import seats, tenants
 from core.config import Settings
 from core.db import Database, create_pg_database, drop_pg_database, migrate
+from tests.servers import free_port
 from tests.wechat.platform import StandIn
 from web import serving
 from web.channels import ChannelSpec
@@ -35,12 +35,6 @@ PG_URL = os.environ.get("CHANNELHUB_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("CHANNELHUB_TEST_REDIS_URL")
 PASSWORD = "correct horse battery"
 OPERATOR_HOST = "operator.test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # The loopback stand-in for the WeChat APIs (tests/wechat/platform.py) listens here; every hub the

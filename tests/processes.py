@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import aiohttp
 from connectors.wechat.settings import WeChatSettings
 from core.config import Settings
 from tests.conftest import ROOT
+from tests.servers import free_port
 
 STARTUP_TIMEOUT = 30.0
 
@@ -33,12 +33,6 @@ class HubProcess:
     def output(self) -> str:
         self.log_file.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def open_log(path: Path) -> IO[bytes]:

@@ -16,14 +16,14 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import aioimaplib
 import pytest
+
+from tests.servers import ThrowAwayServer, free_port
 
 DOVECOT = "/usr/sbin/dovecot"
 
@@ -36,12 +36,6 @@ LOGIN_USER = "dovenull"
 def skip_without_dovecot() -> None:
     if not os.path.exists(DOVECOT):
         pytest.skip(f"needs dovecot ({DOVECOT}, Debian's dovecot-imapd)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 CONFIG = """\
@@ -82,20 +76,21 @@ service imap-login {{
 """
 
 
-class Dovecot:
+class Dovecot(ThrowAwayServer):
     """One dovecot server. ``users`` maps user names to their passwords; ``capability`` replaces
     what the server announces after login (``imap_capability``), e.g. a list without IDLE."""
 
+    name = "dovecot"
+
     def __init__(self, users: dict[str, str], *, capability: str | None = None, tls: bool = False) -> None:
+        # Not pytest's tmp_path: its parents are 0700 root, and dovecot's unprivileged processes
+        # must reach the passwd file and the mail.
+        super().__init__(Path(tempfile.mkdtemp(prefix="channelhub-dovecot-")))
         self.users = dict(users)
         self.port = free_port()
         # With ``tls``: IMAPS on tls_port and STARTTLS on port, with a self-signed certificate for
         # 127.0.0.1 (``cert``: what a client must trust). Without: plaintext only (``ssl = no``).
         self.tls_port = free_port() if tls else 0
-        self.host = "127.0.0.1"
-        # Not pytest's tmp_path: its parents are 0700 root, and dovecot's unprivileged processes
-        # must reach the passwd file and the mail.
-        self.root = Path(tempfile.mkdtemp(prefix="channelhub-dovecot-"))
         self.root.chmod(0o755)
         mail = self.root / "mail"
         mail.mkdir()
@@ -115,74 +110,26 @@ class Dovecot:
         self.config = self.root / "dovecot.conf"
         self.config.write_text(CONFIG.format(root=self.root, port=self.port, tls_port=self.tls_port, ssl=ssl,
                                              internal=INTERNAL_USER, login=LOGIN_USER, extra=extra))
-        self.proc: asyncio.subprocess.Process | None = None
 
     @property
     def log(self) -> str:
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    async def start(self, timeout: float = 10.0) -> None:
-        assert self.proc is None, "already running"
-        # Its own stderr goes to a file: a pipe nobody reads could fill up and block it.
-        stderr = os.open(self.root / "stderr.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    def argv(self) -> list[str]:
+        return [DOVECOT, "-F", "-c", str(self.config)]
+
+    async def ready(self) -> bool:
+        """Up once it greets: the listener exists before the login processes answer."""
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1)
         try:
-            self.proc = await asyncio.create_subprocess_exec(
-                DOVECOT, "-F", "-c", str(self.config), stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
-                start_new_session=True)
+            line = await asyncio.wait_for(reader.readline(), 2)
         finally:
-            os.close(stderr)
-        deadline = asyncio.get_running_loop().time() + timeout
-        # Up once it greets: the listener exists before the login processes answer.
-        while True:
-            if self.proc.returncode is not None:
-                err = (self.root / "stderr.log").read_text(errors="replace")
-                self.proc = None
-                raise RuntimeError(f"dovecot exited at start: {err}\n{self.log}")
-            with contextlib.suppress(OSError, asyncio.TimeoutError):
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1)
-                try:
-                    line = await asyncio.wait_for(reader.readline(), 2)
-                finally:
-                    writer.close()
-                if line.startswith(b"* OK"):
-                    return
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"dovecot did not answer on port {self.port}\n{self.log}")
-            await asyncio.sleep(0.05)
-
-    async def stop(self) -> None:
-        """Stop the server as a service manager does (systemd signals the whole control group):
-        every dovecot process gets SIGTERM, so clients are disconnected (an imap process in IDLE
-        says BYE). Signalling only the master leaves the imap processes serving their clients."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        group = proc.pid  # start_new_session: the master leads its own process group
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        # The rest of the group (imap, log, stats...) ends on its own signal; wait for it so the
-        # port and the mail are free, and make sure of it after a while.
-        for _ in range(200):
-            try:
-                os.killpg(group, 0)
-            except ProcessLookupError:
-                return
-            await asyncio.sleep(0.025)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
+            writer.close()
+        return line.startswith(b"* OK")
 
     async def close(self) -> None:
-        await self.stop()
+        await super().close()
         shutil.rmtree(self.root, ignore_errors=True)
 
     async def client(self, user: str) -> aioimaplib.IMAP4:

@@ -14,17 +14,16 @@ Tests that use it skip when ``/usr/bin/prosody`` is not installed (``skip_withou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.servers import ThrowAwayServer, free_port
 
 PROSODY = "/usr/bin/prosody"
 PROSODYCTL = "/usr/bin/prosodyctl"
@@ -34,12 +33,6 @@ COMPONENT_SECRET = "comp-s3cret"
 def skip_without_prosody() -> None:
     if not os.path.exists(PROSODY):
         pytest.skip(f"needs prosody ({PROSODY}, Debian's prosody)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 CONFIG = """\
@@ -74,19 +67,20 @@ Component "{component}"
 """
 
 
-class Prosody:
+class Prosody(ThrowAwayServer):
     """One prosody server; ``users`` maps local parts to passwords (registered at start)."""
 
+    name = "prosody"
+
     def __init__(self, users: dict[str, str] | None = None, *, log_level: str = "info", tls: bool = False) -> None:
+        super().__init__(Path(tempfile.mkdtemp(prefix="channelhub-prosody-")))
         self.users = dict(users or {})
-        self.host = "127.0.0.1"
         # A domain of its own: account JIDs are unique over the whole hub (and the test database).
         self.domain = f"x{uuid.uuid4().hex[:10]}.test"
         self.component = f"support.{self.domain}"
         self.component_secret = COMPONENT_SECRET
         self.c2s_port = free_port()
         self.component_port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="channelhub-prosody-"))
         (self.root / "data").mkdir()
         (self.root / "certs").mkdir()
         # With ``tls``: STARTTLS offered (not required) with a self-signed certificate for the domain,
@@ -107,7 +101,6 @@ class Prosody:
         self.config.write_text(CONFIG.format(
             root=self.root, c2s_port=self.c2s_port, component_port=self.component_port, host=self.domain,
             component=self.component, secret=COMPONENT_SECRET, level=log_level, tls=tls_config, disabled=disabled))
-        self.proc: asyncio.subprocess.Process | None = None
         self._registered: set[str] = set()
 
     @property
@@ -140,53 +133,20 @@ class Prosody:
             self.users[user] = password
             self._registered.add(user)
 
-    async def start(self, timeout: float = 15.0) -> None:
-        assert self.proc is None, "already running"
+    async def before_start(self) -> None:
         for user, password in self.users.items():
             if user not in self._registered:
                 await asyncio.to_thread(self.register, user, password)
-        stderr = os.open(self.root / "stderr.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                PROSODY, "--config", str(self.config), stdout=stderr, stderr=stderr,
-                stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
-        finally:
-            os.close(stderr)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        # Up once both listeners take a connection.
-        pending = [self.c2s_port, self.component_port]
-        while pending:
-            if self.proc.returncode is not None:
-                err = (self.root / "stderr.log").read_text(errors="replace")
-                self.proc = None
-                raise RuntimeError(f"prosody exited at start: {err}\n{self.log}")
-            with contextlib.suppress(OSError, asyncio.TimeoutError):
-                _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, pending[0]), 1)
-                writer.close()
-                pending.pop(0)
-                continue
-            if loop.time() > deadline:
-                raise RuntimeError(f"prosody did not listen on {pending}\n{self.log}")
-            await asyncio.sleep(0.05)
 
-    async def stop(self) -> None:
-        """Stop the server as its service manager does (SIGTERM): it closes every stream."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+    def argv(self) -> list[str]:
+        return [PROSODY, "--config", str(self.config)]
 
-    async def restart(self) -> None:
-        await self.stop()
-        await self.start()
+    async def ready(self) -> bool:
+        """Up once both listeners take a connection."""
+        for port in (self.c2s_port, self.component_port):
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, port), 1)
+            writer.close()
+        return True
 
     async def close(self) -> None:
         await self.stop()
