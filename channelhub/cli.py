@@ -188,10 +188,14 @@ def cmd_probe(settings: Settings, args: argparse.Namespace) -> int:
 
         settings = replace(settings, probe_interval=args.interval)
     name = args.name or f"{socket.gethostname()}:{os.getpid()}"
+    base = args.base_url or settings.probe_base_url
+    if base is not None and not base.startswith(("http://", "https://")):
+        print(f"channelhub probe: the base URL {base!r} must begin with http:// or https://", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         db = Database(settings.database_url, pool_size=2, pool_timeout=settings.probe_timeout)
-        prober = Prober(settings, db, name=name, base_url=args.base_url, domains=args.domain)
+        prober = Prober(settings, db, name=name, base_url=base, domains=args.domain)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -306,3 +306,26 @@ async def test_an_outage_of_a_real_serve_appears_with_its_length_to_each_of_two_
         assert "domain: connection refused" in causes, causes
     # Two probers, two names, each with its own record of the same tenant.
     assert {r.prober for r in rows} == set(names)
+
+
+async def test_a_prober_outlives_its_database(settings: Settings, tenant: TenantInfo, tmp_path: Path) -> None:
+    """A database the prober cannot reach: the round probes the tenants it knew, keeps the results,
+    and writes them once it can."""
+    good = Database(settings.database_url)
+    gone = Database(f"sqlite+aiosqlite:///{tmp_path / 'no-such-folder' / 'hub.db'}")
+    try:
+        prober = _prober(settings, good, tenant.server.url, tenant.domain, name="outliving")
+        async with aiohttp.ClientSession() as http:
+            await prober.round(http)  # knows the tenant now
+            prober.db = gone
+            lost = await prober.round(http)  # neither reads nor writes: no exception
+            assert [p.ok for p in lost] == [True]
+            assert len(prober.pending) == 1
+            prober.db = good
+            await prober.round(http)
+        assert not prober.pending
+        rows = await _results(settings, tenant.id)
+        assert [(r.prober, r.ok) for r in rows] == [("outliving", True)] * 3
+    finally:
+        await good.dispose()
+        await gone.dispose()
