@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# A development probe secret (core.probes), so `channelhub probe` can be tried beside it with the
+# same value; give your own in the environment to override it.
 run: $(STAMP)
-	$(BIN)/channelhub serve --demo
+	CHANNELHUB_PROBE_SECRET="$${CHANNELHUB_PROBE_SECRET:-dev-probe-secret}" $(BIN)/channelhub serve --demo
 
 # The suite on SQLite with the in-process bus and broker (the embedded mode).
 test: $(STAMP)

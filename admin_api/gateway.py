@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from aiohttp import web
+from sqlalchemy import literal, select
 
 from admin_api.schemas import (
     Hello,
@@ -34,18 +35,19 @@ from admin_api.schemas import (
     TypingFrame,
     ViewingFrame,
 )
-from core import tickets
+from core import probes, tickets
 from core.auth import Principal, WatchedSession, authenticate, sessions_topic, token_digest, token_valid
 from core.bus import Subscription
 from core.events import tenant_topic, visible_to
 from core.feed import missed_events, snapshot
 from core.hub import Hub
 from core.live import agent_typing, live_topic
-from core.models import Presence
+from core.models import Presence, utcnow
 from core.presence import heartbeat, set_presence
 from core.seats import profile
 from web.api import RouteTable
 from web.http import HUB, tenant_of
+from web.schemas import ProbeMark
 from web.sockets import RecentIds, SocketSession, parse_frame, serve
 
 logger = logging.getLogger(__name__)
@@ -124,6 +126,9 @@ class AgentConnection(SocketSession[Hello]):
 
     # --- the session's hooks ----------------------------------------------------------------
     async def start(self, hello: Hello) -> None:
+        if hello.probe is not None:
+            return await self.probe(hello.probe)
+        assert hello.token is not None  # the model requires one without a probe mark
         async with self.hub.db.read(self.tenant.id) as session:
             self.principal = principal = await authenticate(session, self.tenant.id, hello.token)
         self.token_hash = token_digest(hello.token)
@@ -151,6 +156,16 @@ class AgentConnection(SocketSession[Hello]):
             "type": "welcome", "agent": await profile(self.hub, principal), "last_event_id": last_id,
             "tickets": open_tickets, "events": missed,
         })
+
+    async def probe(self, mark: ProbeMark) -> None:
+        """A prober's hello (core.probes): the mark checked and the tenant's database read as an
+        agent's hello reads it, then ``{"type": "probe", "ok": true}`` and the socket closes. No
+        agent, no session, no presence, no subscription."""
+        probes.verify(self.hub.settings.probe_secret, self.tenant.id, mark.at, mark.signature, now=utcnow())
+        async with self.hub.db.read(self.tenant.id) as session:
+            await session.execute(select(literal(1)))
+        await self.send({"type": "probe", "ok": True})
+        await self.ws.close()
 
     async def run(self) -> None:
         try:

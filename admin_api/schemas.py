@@ -27,6 +27,7 @@ from web.schemas import (
     Frame,
     GroupId,
     Patch,
+    ProbeMark,
     RuleId,
     Strict,
     TicketId,
@@ -326,9 +327,18 @@ class MentionsReadBody(Strict):
 # --- the agent gateway's frames (docs/agent-protocol.md) ---------------------------------------
 # Each maps a refused field to the code the protocol has always given it (see web.schemas.Frame).
 class Hello(Frame):
-    token: str = Field(min_length=1, max_length=512)
+    codes: ClassVar[Mapping[str, str]] = {"probe": "invalid_probe"}
+    # Required, but for a prober's hello (core.probes), which carries its mark instead.
+    token: str | None = Field(default=None, min_length=1, max_length=512)
     since: int | None = Field(default=None, ge=0, le=MAX_BIG_ID)
     status: str | None = None  # online (anything else) or away
+    probe: ProbeMark | None = None
+
+    @model_validator(mode="after")
+    def _token_or_probe(self) -> Hello:
+        if self.token is None and self.probe is None:
+            raise ValueError("token is required")
+        return self
 
 
 class ActionFrame(Frame):

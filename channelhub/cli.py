@@ -1,5 +1,5 @@
-"""The ``channelhub`` command: serve, worker, migrate, tenant create, agent create, group create, inbox,
-demo."""
+"""The ``channelhub`` command: serve, worker, probe, migrate, tenant create, agent create, group create,
+inbox, demo."""
 
 from __future__ import annotations
 
@@ -93,6 +93,9 @@ async def _ensure_demo(db: Database, settings: Settings) -> None:
     mail_line = (f"  Mail in          swaks --server 127.0.0.1:{smtp.smtp_port} --to {DEMO_MAILBOX} "
                  f"--from you@example.org\n") if smtp.smtp_port else ""
     base = f"http://{DEMO_DOMAIN}:{settings.port}"
+    probe_line = (f"  Prober           CHANNELHUB_PROBE_SECRET=... channelhub probe --base-url "
+                  f"http://127.0.0.1:{settings.port}   (the secret this hub has; docs/operator.md)\n"
+                  if settings.probe_secret else "")
     print(f"""
 channelhub is running in the embedded mode (database: {settings.database_url})
 
@@ -103,7 +106,7 @@ channelhub is running in the embedded mode (database: {settings.database_url})
   API              {base}/api/v1/openapi.json   (browse it: {base}/api/docs)
 {operator_line}{mail_line}  Sign in by API   curl -s {base}/api/v1/auth/login -H 'Content-Type: application/json' \\
                         -d '{{"email": "{DEMO_AGENTS[1][0]}", "password": "{DEMO_PASSWORD}"}}'
-""", flush=True)
+{probe_line}""", flush=True)
 
 
 async def _ensure_demo_operator(db: Database) -> None:
@@ -165,6 +168,44 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await hub.outbox.stop()
             await hub.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_probe(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from channelhub.probe import Prober
+
+    if not settings.probe_secret:
+        print("channelhub probe needs CHANNELHUB_PROBE_SECRET, the secret the hubs it probes are given: it marks "
+              "probe traffic so that they store nothing of it", file=sys.stderr)
+        return 2
+    if args.interval is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, probe_interval=args.interval)
+    name = args.name or f"{socket.gethostname()}:{os.getpid()}"
+    base = args.base_url or settings.probe_base_url
+    if base is not None and not base.startswith(("http://", "https://")):
+        print(f"channelhub probe: the base URL {base!r} must begin with http:// or https://", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        db = Database(settings.database_url, pool_size=2, pool_timeout=settings.probe_timeout)
+        prober = Prober(settings, db, name=name, base_url=base, domains=args.domain)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        logger.info("prober %s probing every %g s (%s)", name, settings.probe_interval,
+                    ", ".join(args.domain) if args.domain else "every active tenant")
+        try:
+            await prober.run(stop)
+        finally:
+            await db.dispose()
 
     asyncio.run(main())
     return 0
@@ -297,6 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run dramatiq workers for outbound delivery (needs Redis)")
     worker.add_argument("--threads", type=int)
     worker.set_defaults(func=cmd_worker)
+
+    probe = sub.add_parser("probe", help="probe every active tenant's service and record its availability")
+    probe.add_argument("--name", help="this prober's name in the results (default: host:pid)")
+    probe.add_argument("--base-url", help="where the hub answers (e.g. http://127.0.0.1:8080: requests carry the "
+                       "tenant's domain as Host), or a URL with {domain}; default CHANNELHUB_PROBE_BASE_URL, else "
+                       "http://<domain>")
+    probe.add_argument("--interval", type=float, help="seconds between rounds (default CHANNELHUB_PROBE_INTERVAL)")
+    probe.add_argument("--domain", action="append", default=[],
+                       help="probe only the tenant at this domain (repeatable; default: every active tenant)")
+    probe.set_defaults(func=cmd_probe)
 
     mig = sub.add_parser("migrate", help="bring the database schema up to date")
     mig.add_argument("revision", nargs="?", default="head")

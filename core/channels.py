@@ -72,6 +72,9 @@ class InboundMessage:
     # Others the message was addressed to (an e-mail's Cc), by their identity on the channel: they
     # become participants of its ticket, whose replies join it.
     participants: tuple[str, ...] = ()
+    # A prober's synthetic message (core.probes), checked by the channel before it is made:
+    # core.ingest acknowledges and echoes it and stores nothing of it.
+    probe: bool = False
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,16 @@ class Settings:
     operator_name: str = "channelhub operator"
     operator_address: str = ""
     operator_tax_id: str = ""
+    # The prober (`channelhub probe`, #15): the secret that marks probe traffic (core.probes; a hub
+    # without it refuses probes, a prober without it does not start), how often each active
+    # tenant is probed, how long one tenant's checks may take, how many tenants are probed at
+    # once, and where the hub is reached: a URL every request goes to with the tenant's domain
+    # as its Host, or a template with {domain} (https://{domain}); unset, http://<domain>.
+    probe_secret: str | None = None
+    probe_interval: float = 30.0
+    probe_timeout: float = 10.0
+    probe_concurrency: int = 20
+    probe_base_url: str | None = None
     # Every CHANNELHUB_* variable as it was read: each channel reads its own settings from here
     # (connectors/<kind>/settings.py), so core knows no channel's options.
     env: dict[str, str] = field(default_factory=dict)
@@ -161,6 +171,11 @@ class Settings:
             operator_name=get("OPERATOR_NAME") or defaults.operator_name,
             operator_address=get("OPERATOR_ADDRESS") or defaults.operator_address,
             operator_tax_id=get("OPERATOR_TAX_ID") or defaults.operator_tax_id,
+            probe_secret=get("PROBE_SECRET"),
+            probe_interval=float(get("PROBE_INTERVAL") or defaults.probe_interval),
+            probe_timeout=float(get("PROBE_TIMEOUT") or defaults.probe_timeout),
+            probe_concurrency=int(get("PROBE_CONCURRENCY") or defaults.probe_concurrency),
+            probe_base_url=get("PROBE_BASE_URL"),
             env={k: v for k, v in env.items() if k.startswith("CHANNELHUB_")},
         )
 

@@ -93,6 +93,7 @@ def encode(msg: InboundMessage) -> dict[str, Any]:
         **({"ticket_refs": list(msg.ticket_refs)} if msg.ticket_refs else {}),
         **({"join_open": False} if not msg.join_open else {}),
         **({"participants": list(msg.participants)} if msg.participants else {}),
+        **({"probe": True} if msg.probe else {}),
     }
 
 
@@ -106,6 +107,7 @@ def decode(tenant_id: int, channel: str, channel_message_id: str, external_id: s
         subject=payload.get("subject"), customer_attributes=dict(payload.get("customer_attributes") or {}),
         answers=tuple(payload.get("answers") or ()), ticket_refs=tuple(payload.get("ticket_refs") or ()),
         join_open=bool(payload.get("join_open", True)), participants=tuple(payload.get("participants") or ()),
+        probe=bool(payload.get("probe", False)),
     )
 
 

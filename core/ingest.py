@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -43,12 +43,14 @@ from core.models import (
     TicketParticipant,
     table_of,
 )
+from core.probes import probe_topic
 from core.serialize import (
     CUSTOMER_ROW_FIELDS,
     TICKET_ROW_FIELDS,
     CustomerRow,
     MessageRow,
     TicketRow,
+    iso,
     message_dict,
     ticket_dict,
 )
@@ -74,6 +76,8 @@ class IngestResult:
     created_ticket: bool
     # The ticket waits for the router (new, or reopened without its agent).
     needs_routing: bool = False
+    # A probe's message (core.probes): the topic it is echoed on after commit; nothing was stored.
+    echo: str | None = None
 
 
 def check_text(text: str, limit: int) -> str:
@@ -395,7 +399,40 @@ async def _write_tickets(conn: AsyncConnection, created: list[TicketRow], joined
 async def ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessage]
                     ) -> tuple[list[IngestResult], list[dict[str, Any]]]:
     """Store messages of one tenant in ``session``'s transaction (checked with :func:`check_message`
-    beforehand). Returns a result per message, in order, and the events to publish after commit."""
+    beforehand). Returns a result per message, in order, and the events to publish after commit.
+    A probe's message (``msg.probe``, core.probes) is answered and stores nothing."""
+    if any(m.probe for m in msgs):  # a prober's batch: rare, set apart before the real work
+        return await _with_probes(session, hub, msgs)
+    return await _ingest_in(session, hub, msgs)
+
+
+_DATABASE_ANSWERS = select(literal(1))
+
+
+def _probe_message(msg: InboundMessage) -> dict[str, Any]:
+    """What a probe is answered with: its text, as a stored message would be shown (id 0: none)."""
+    return {"id": 0, "ticket_id": None, "channel": msg.channel, "direction": Direction.INBOUND.value,
+            "text": msg.text, "attachments": [], "created_at": iso(msg.received_at), "author": None}
+
+
+async def _with_probes(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessage]
+                       ) -> tuple[list[IngestResult], list[dict[str, Any]]]:
+    """A batch holding probes: the others ingested as always; each probe answered and echoed
+    (:func:`after_commit`) once the batch's transaction has read from the database, so a probe
+    proves the path a customer's message takes, its database included, and leaves nothing: no
+    customer, ticket, message, event, search document or routing job."""
+    await (await session.connection()).execute(_DATABASE_ANSWERS)
+    real = [m for m in msgs if not m.probe]
+    stored, events = await _ingest_in(session, hub, real)
+    stored_in_order = iter(stored)
+    results = [IngestResult(_probe_message(m), {}, False, False,
+                            echo=probe_topic(m.tenant_id, m.channel, m.external_id)) if m.probe
+               else next(stored_in_order) for m in msgs]
+    return results, events
+
+
+async def _ingest_in(session: AsyncSession, hub: Hub, msgs: Sequence[InboundMessage]
+                     ) -> tuple[list[IngestResult], list[dict[str, Any]]]:
     if not msgs:
         return [], []
     tenant_id = msgs[0].tenant_id
@@ -499,8 +536,12 @@ def _with_repeats(msgs: Sequence[InboundMessage], results: list[IngestResult | N
 
 
 async def after_commit(hub: Hub, tenant_id: int, results: Sequence[IngestResult], events: list[dict[str, Any]]) -> None:
-    """Publish what a committed batch recorded, and wake the router for tickets that wait."""
+    """Publish what a committed batch recorded, wake the router for tickets that wait, and echo
+    probes to their prober (core.probes)."""
     await hub.publish(tenant_id, events)
+    for r in results:
+        if r.echo is not None:
+            await hub.bus.publish(r.echo, {"type": "echo", "message": r.message})
     if any(r.needs_routing for r in results):
         hub.router.signal(tenant_id, capacity=False)
 

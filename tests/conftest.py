@@ -60,6 +60,8 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         # Small enough to test the limit quickly, still above max_request_bytes and WeChat's voice limit.
         max_attachment_bytes=3 * 1024 * 1024,
         secret_key="channelhub-test-secret-key",
+        # Probe traffic (core.probes, tests/test_probe.py) is taken by every test server.
+        probe_secret="channelhub-test-probe-secret",
         # The operator's API (tests/test_operator.py) is served on this host of every test server.
         operator_host=OPERATOR_HOST,
         channels={"wechat": WeChatSettings(api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",

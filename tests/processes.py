@@ -56,6 +56,8 @@ def child_env(settings: Settings, namespace: str, port: int | None) -> dict[str,
         env["CHANNELHUB_OPERATOR_HOST"] = settings.operator_host
     if settings.secret_key:  # the channel credentials the test run stored must decrypt here too
         env["CHANNELHUB_SECRET_KEY"] = settings.secret_key
+    if settings.probe_secret:  # the prober's marks (core.probes) are taken by these hubs too
+        env["CHANNELHUB_PROBE_SECRET"] = settings.probe_secret
     wechat = settings.channel("wechat", WeChatSettings)
     env["CHANNELHUB_WECHAT_API_BASE"] = wechat.api_base
     env["CHANNELHUB_WECOM_API_BASE"] = wechat.wecom_api_base

@@ -99,3 +99,13 @@ class Frame(BaseModel):
     codes: ClassVar[Mapping[str, str]] = {}
 
     type: str
+
+
+class ProbeMark(Strict):
+    """A prober's mark on a hello frame (core.probes): ``at``, Unix seconds when it was made, and
+    ``signature``, the HMAC-SHA256 (hex) of the tenant's id and ``at`` keyed with the hub's
+    ``CHANNELHUB_PROBE_SECRET``. A socket whose hello carries one is a probe's, not a customer's or
+    an agent's, once the signature is checked."""
+
+    at: int = Field(ge=0, le=2**40)
+    signature: str = Field(min_length=1, max_length=128)

@@ -220,14 +220,17 @@ class WebchatConnector(Connector):
     async def receive(
         self, tenant_id: int, visitor_id: str, client_id: str, text: Any, *, name: str | None = None,
         email: str | None = None, language: str | None = None, attachments: Sequence[int] = (),
-        on_stored: Callable[[dict[str, Any]], object] | None = None,
+        on_stored: Callable[[dict[str, Any]], object] | None = None, probe: bool = False,
     ) -> dict[str, Any]:
         """Store a visitor's message and show it on their other tabs. ``attachments``: ids of files
         this visitor uploaded (any other is not found). ``on_stored`` sees the stored message before
         that publication: the sending socket marks it as its own (it acks it), so the echo meant for
-        the other tabs cannot reach it first."""
+        the other tabs cannot reach it first. ``probe``: a prober's message, whose mark the socket
+        checked (core.probes): it goes the same way, and core.ingest echoes it instead of storing it."""
         if not isinstance(text, str) or (not text.strip() and not attachments):
             raise InvalidInput("text must be a non-empty string", code="empty_text")
+        if probe:
+            return await self._probe(tenant_id, visitor_id, client_id, text, attachments)
         files = await store.visitor_files(self.hub, tenant_id, visitor_id, attachments)
         # Through the live group commit (core.inbox): acknowledged once the ticket message is committed.
         result = await self.hub.inbox.ingest(InboundMessage(
@@ -249,3 +252,13 @@ class WebchatConnector(Connector):
             # Other tabs of the same visitor show it too.
             await self.hub.bus.publish(visitor_topic(tenant_id, visitor_id), {"type": "message", "message": public})
         return public
+
+    async def _probe(self, tenant_id: int, visitor_id: str, client_id: str, text: str, attachments: Sequence[int]
+                     ) -> dict[str, Any]:
+        if attachments:  # a probe uploads nothing (nothing of it may be kept)
+            raise InvalidInput("a probe's message has no attachments", code="invalid_attachments")
+        result = await self.hub.inbox.ingest(InboundMessage(
+            tenant_id=tenant_id, channel=self.kind, external_id=visitor_id, text=text,
+            channel_message_id=f"{visitor_id}:{client_id}", probe=True))
+        return {**{k: result.message[k] for k in ("id", "direction", "text", "created_at")}, "attachments": [],
+                "author": None}

@@ -33,13 +33,14 @@ from connectors.webchat.schemas import (
     UploadQuery,
     clean,
 )
-from core import attachments
+from core import attachments, probes
 from core.conversations import customer_history
 from core.errors import DomainError, InvalidInput, UnsupportedMediaType
 from core.live import customer_typing
 from core.models import MAX_BIG_ID
 from web.api import RouteTable
 from web.http import HUB, read_file_body, read_json, strict_int, tenant_of, validate
+from web.schemas import ProbeMark
 from web.sockets import RecentIds, SocketSession, parse_frame, serve
 
 logger = logging.getLogger(__name__)
@@ -183,8 +184,11 @@ class VisitorSession(SocketSession[ChatHello]):
         self.handlers["message"] = self.message
         self.handlers["typing"] = self.typing_frame
         self.last_typing = ("", 0.0)
+        self.probe = False  # a prober's socket (core.probes), once its hello's mark is checked
 
     async def start(self, hello: ChatHello) -> None:
+        if hello.probe is not None:
+            return await self.start_probe(hello.probe)
         self.hello, self.visitor_id = hello, hello.visitor_id or new_visitor_id()
         self.subscription = self.conn.hub.bus.subscribe(visitor_topic(self.tenant_id, self.visitor_id), self.live,
                                                         catch_up=self.catch_up)
@@ -201,11 +205,23 @@ class VisitorSession(SocketSession[ChatHello]):
                          "greeting": words["welcome"],
                          "uploads": {"max_bytes": self.conn.max_upload_bytes, "types": list(limits.upload_types)}})
 
+    async def start_probe(self, mark: ProbeMark) -> None:
+        """A prober's visitor (core.probes): a fresh visitor id, no history, no greeting; it is never
+        counted among the tenant's visitors (no presence or typing watch), its typing goes nowhere,
+        and its messages are echoed back from core.ingest instead of being stored."""
+        probes.verify(self.conn.hub.settings.probe_secret, self.tenant_id, mark.at, mark.signature,
+                      now=self.conn.clock())
+        self.probe, self.visitor_id = True, new_visitor_id()
+        del self.handlers["typing"]
+        self.subscription = self.conn.hub.bus.subscribe(
+            probes.probe_topic(self.tenant_id, self.conn.kind, self.visitor_id), self.push)
+        await self.send({"type": "welcome", "visitor_id": self.visitor_id, "probe": True, "messages": []})
+
     async def run(self) -> None:
         try:
             await super().run()
         finally:
-            if self.visitor_id:
+            if self.visitor_id and not self.probe:
                 self.conn.typing.remove(self.tenant_id, self.visitor_id, self)
                 self.conn.presence.remove(self.tenant_id, self)
 
@@ -253,5 +269,5 @@ class VisitorSession(SocketSession[ChatHello]):
         message = await self.conn.receive(self.tenant_id, self.visitor_id, frame.client_id, frame.text,
                                           name=self.hello.name, email=self.hello.email,
                                           language=self.hello.language, attachments=frame.attachments,
-                                          on_stored=lambda m: self.sent.mark(m["id"]))
+                                          on_stored=lambda m: self.sent.mark(m["id"]), probe=self.probe)
         return {"type": "ack", "client_id": frame.client_id, "message": message}

@@ -12,7 +12,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from connectors.webchat.connector import VISITOR_ID, check_visitor
 from core.attachments import MAX_PER_MESSAGE
 from core.models import MAX_BIG_ID
-from web.schemas import CLIENT_ID_PATTERN, AttachmentId, Frame, Out, Patch, Strict
+from web.schemas import CLIENT_ID_PATTERN, AttachmentId, Frame, Out, Patch, ProbeMark, Strict
 
 
 def clean(value: Any, limit: int = 200) -> str | None:
@@ -69,13 +69,16 @@ class ChatHello(Frame):
     that is empty, zero or false means none (a new visitor; everything), and a name, e-mail or
     language that is not text is ignored."""
 
-    codes: ClassVar[Mapping[str, str]] = {"visitor_id": "invalid_visitor", "since": "invalid_since"}
+    codes: ClassVar[Mapping[str, str]] = {"visitor_id": "invalid_visitor", "since": "invalid_since",
+                                          "probe": "invalid_probe"}
 
     visitor_id: str | None = None
     since: int | None = Field(default=None, ge=0, le=MAX_BIG_ID)
     name: str | None = None
     email: str | None = None
     language: str | None = None
+    # A prober's (core.probes): checked by the socket before anything else; never a customer's.
+    probe: ProbeMark | None = None
 
     @field_validator("visitor_id", "since", mode="before")
     @classmethod
