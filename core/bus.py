@@ -327,7 +327,10 @@ class RedisBus(Bus):
         connection comes back as a PONG through the listener, in order behind any publication
         still unread. A listener that is reconnecting, or whose connection went quiet (a dead
         peer that never closed it), fails here though a fresh PING on another connection would
-        pass."""
+        pass. Publications that fail (other processes do not hear this one) fail it too."""
+        if self._down_since is not None:
+            raise ConnectionError(f"bus publications are failing since {self._down_since.isoformat()} "
+                                  "(other processes catch up once Redis answers)")
         pubsub = self._pubsub
         connection = getattr(pubsub, "connection", None)
         if pubsub is None or connection is None or not connection.is_connected:
