@@ -61,6 +61,7 @@ F = TypeVar("F", bound=TicketFrame)
 
 class AgentConnection(SocketSession[Hello]):
     name = "agent"
+    kind = "agent"
     hello_model = Hello
     hello_example = '{"type": "hello", "token": ...}'
     hello_timeout = HELLO_TIMEOUT

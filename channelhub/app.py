@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
@@ -26,8 +27,10 @@ from web.api import Api, RouteTable
 from web.assets import asset_routes
 from web.channels import ChannelSpec
 from web.http import API, HUB, OVERLOAD, RESOLVER, errors_middleware, tenancy_middleware
+from web.ops import OPS, metrics_middleware
+from web.ops import add_routes as add_ops_routes
 from web.serving import Limits
-from web.sockets import SOCKETS, close_sockets
+from web.sockets import SOCKET_KINDS, SOCKETS, close_sockets
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +106,9 @@ async def _on_startup(app: web.Application) -> None:
 
 
 async def _on_shutdown(app: web.Application) -> None:
+    # /readyz answers 503 from now on: a load balancer stops sending this process work while it
+    # finishes what it has (/healthz stays 200: the process is alive, only leaving).
+    app[OPS].draining = True
     await close_sockets(app)
 
 
@@ -143,7 +149,9 @@ def limits(settings: Settings) -> Limits:
 def create_app(settings: Settings | None = None, channels: Sequence[ChannelSpec] = CHANNELS) -> web.Application:
     settings = settings or Settings.from_env()
     app = web.Application(
-        middlewares=[errors_middleware, tenancy_middleware], client_max_size=settings.max_request_bytes
+        # The metrics middleware is outermost: it counts the answer the client got, errors included.
+        middlewares=[metrics_middleware, errors_middleware, tenancy_middleware],
+        client_max_size=settings.max_request_bytes
     )
     hub = build_hub(settings, channels)
     api = build_api(channels)
@@ -151,12 +159,14 @@ def create_app(settings: Settings | None = None, channels: Sequence[ChannelSpec]
     app[API] = api
     app[RESOLVER] = hub.tenants
     app[SOCKETS] = set()
+    app[SOCKET_KINDS] = Counter()
     app[OPERATOR_API] = build_operator_api()
     api.add_to(app)
     app[OPERATOR_API].add_to(app)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/operator/v1/openapi.json", operator_openapi)
     app.router.add_get("/healthz", healthz)
+    add_ops_routes(app)  # /readyz, /metrics (web/ops.py)
     app.router.add_routes(admin_api.console_routes())
     app.router.add_routes(asset_routes(a for c in channels for a in c.assets))
     app.on_startup.append(_on_startup)

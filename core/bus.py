@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import threading
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -171,6 +172,10 @@ class Bus:
     async def start(self) -> None:
         """Begin receiving from other processes (no-op for the in-process bus)."""
 
+    async def check(self, timeout: float) -> None:
+        """Raise if this process would not hear what other processes publish now (readiness,
+        web/ops.py). The in-process bus has no other processes: always fine."""
+
     async def close(self) -> None:
         """Stop receiving and release connections."""
 
@@ -232,6 +237,10 @@ class RedisBus(Bus):
         self._outgoing: deque[tuple[str, dict[str, Any]]] = deque()
         self._outgoing_ready = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
+        # The listener's subscription while it is subscribed (None while it reconnects), and the
+        # readiness checks' PINGs waiting for their PONG through it (:meth:`check`).
+        self._pubsub: Any = None
+        self._pongs: dict[str, asyncio.Future[None]] = {}
 
     def _redis(self) -> Any:
         if self._client is None:
@@ -309,6 +318,40 @@ class RedisBus(Bus):
                            (datetime.now(UTC) - since).total_seconds())
             # Our own announcement comes back through the listener, which tells local subscribers.
 
+    async def ping(self) -> None:
+        """A PING through the publishing connection pool (readiness: Redis answers)."""
+        await self._redis().ping()
+
+    async def check(self, timeout: float) -> None:
+        """The listener's own connection carries messages: a PING sent on the subscribed
+        connection comes back as a PONG through the listener, in order behind any publication
+        still unread. A listener that is reconnecting, or whose connection went quiet (a dead
+        peer that never closed it), fails here though a fresh PING on another connection would
+        pass. Publications that fail (other processes do not hear this one) fail it too."""
+        if self._down_since is not None:
+            raise ConnectionError(f"bus publications are failing since {self._down_since.isoformat()} "
+                                  "(other processes catch up once Redis answers)")
+        pubsub = self._pubsub
+        connection = getattr(pubsub, "connection", None)
+        if pubsub is None or connection is None or not connection.is_connected:
+            raise ConnectionError("the bus listener is not subscribed (reconnecting to Redis)")
+        token = uuid.uuid4().hex
+        waiter = self._pongs[token] = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await pubsub.ping(token)
+                await waiter
+        except TimeoutError:
+            raise TimeoutError(f"the bus listener did not hear its PING back within {timeout}s") from None
+        finally:
+            self._pongs.pop(token, None)
+
+    def _pong(self, data: bytes | str) -> None:
+        token = data.decode() if isinstance(data, bytes) else data
+        waiter = self._pongs.get(token)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _on_message(self, raw: bytes | str) -> None:
         try:
             envelope = json.loads(raw)
@@ -344,6 +387,7 @@ class RedisBus(Bus):
             pubsub = self._listener_redis().pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
+                self._pubsub = pubsub
                 self._ready.set()
                 delay = self.retry_delay
                 if lost_at is not None:
@@ -351,17 +395,22 @@ class RedisBus(Bus):
                     self._missed(lost_at)
                     lost_at = None
                 async for item in pubsub.listen():
-                    if item.get("type") == "message":
+                    kind = item.get("type")
+                    if kind == "message":
                         self._on_message(item["data"])
+                    elif kind == "pong":
+                        self._pong(item["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._pubsub = None  # not ready while it waits to reconnect
                 if lost_at is None:
                     lost_at = datetime.now(UTC)
                     logger.warning("redis bus connection lost (%s); reconnecting", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_retry_delay)
             finally:
+                self._pubsub = None
                 try:
                     await pubsub.aclose()
                 except Exception:

@@ -88,6 +88,10 @@ class Settings:
     # The operator's API (admin_api/operator) is served on this host only, and nothing else is;
     # unset: no operator API (`make run` sets operator.localhost).
     operator_host: str | None = None
+    # /metrics (web/ops.py) shows tenant ids and load. Set: a scrape must carry
+    # ``Authorization: Bearer <token>``, from any address. Unset: only loopback clients may scrape
+    # (behind a reverse proxy on the same machine every client looks like loopback: set a token).
+    metrics_token: str | None = None
     # How often this process looks for contracts due (renewal, lapse, end): core.billing.due.
     billing_interval: float = 3600.0
     log_level: str = "INFO"
@@ -163,6 +167,7 @@ class Settings:
             login_hash_concurrency=int(get("LOGIN_HASH_CONCURRENCY") or defaults.login_hash_concurrency),
             sweeper_interval=float(get("SWEEPER_INTERVAL") or defaults.sweeper_interval),
             operator_host=(get("OPERATOR_HOST") or "").strip().lower().rstrip(".") or None,
+            metrics_token=get("METRICS_TOKEN"),
             billing_interval=float(get("BILLING_INTERVAL") or defaults.billing_interval),
             log_level=get("LOG_LEVEL") or defaults.log_level,
             secret_key=get("SECRET_KEY"),

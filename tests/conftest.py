@@ -87,7 +87,7 @@ class Server:
 
 
 async def start_server(settings: Settings, channels: Sequence[ChannelSpec] = CHANNELS, *,
-                       imap: bool = False, xmpp: bool = False) -> Server:
+                       imap: bool = False, xmpp: bool = False, bind: str = "127.0.0.1") -> Server:
     """A hub server on loopback with its own SMTP receiver port. It follows IMAP mailboxes only with
     ``imap``: every hub reads every tenant's mailboxes, and the IMAP tests' own followers would
     otherwise compete for their leases."""
@@ -102,7 +102,7 @@ async def start_server(settings: Settings, channels: Sequence[ChannelSpec] = CHA
     own = replace(settings, port=port, channels={**settings.channels, "email": email, "xmpp": xmpp_settings})
     app = create_app(own, channels)
     # The runner `channelhub serve` uses, with its limits on slow and stuck clients.
-    runner = await serving.start(app, limits(settings), "127.0.0.1", port, shutdown_timeout=2)
+    runner = await serving.start(app, limits(settings), bind, port, shutdown_timeout=2)
     return Server(f"http://127.0.0.1:{port}", port, own, runner, app, smtp_port)
 
 

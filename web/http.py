@@ -32,8 +32,8 @@ TENANT = web.RequestKey("tenant", TenantRef)
 
 M = TypeVar("M", bound=BaseModel)
 
-# Paths served without a tenant (the operator's health check).
-TENANTLESS = ("/healthz",)
+# Paths served without a tenant, on any host (the operator's health, readiness and metrics: web/ops.py).
+TENANTLESS = ("/healthz", "/readyz", "/metrics")
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar
@@ -29,6 +29,8 @@ from web.schemas import Frame
 logger = logging.getLogger(__name__)
 
 SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
+# How many of them are open, by the kind of client (SocketSession.kind): the /metrics gauge.
+SOCKET_KINDS = web.AppKey("socket_kinds", Counter[str])
 
 F = TypeVar("F", bound=Frame)
 H = TypeVar("H", bound=Frame)
@@ -81,6 +83,7 @@ class SocketSession(Generic[H]):
     :meth:`reference`, :meth:`error_frame` and :meth:`heard`."""
 
     name: ClassVar[str]  # for the log
+    kind: ClassVar[str]  # who is at the other end ("agent", "visitor"): the /metrics label
     hello_model: type[H]
     hello_example: ClassVar[str]  # the first frame as the protocol writes it, for refusals
     hello_timeout: ClassVar[float]
@@ -273,8 +276,10 @@ async def serve(request: web.Request, session: Callable[[web.WebSocketResponse],
     bounded by the app's body limit: a larger one closes the socket with 1009."""
     ws = web.WebSocketResponse(max_msg_size=request.app[HUB].settings.max_request_bytes, heartbeat=heartbeat)
     await ws.prepare(request)
-    async with tracked(request, ws):
+    tracker = tracked(request, ws)
+    async with tracker:
         s = session(ws)
+        tracker.count(s.kind)
         s.transport = request.transport
         await s.run()
     return ws
@@ -290,7 +295,15 @@ class tracked:
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
         self.sockets: set[web.WebSocketResponse] = request.app[SOCKETS]
+        self.kinds: Counter[str] | None = request.app.get(SOCKET_KINDS)
         self.ws = ws
+        self.kind: str | None = None
+
+    def count(self, kind: str) -> None:
+        """Count the socket as one of ``kind`` while it is open (SOCKET_KINDS)."""
+        if self.kinds is not None and self.kind is None:
+            self.kind = kind
+            self.kinds[kind] += 1
 
     async def __aenter__(self) -> web.WebSocketResponse:
         self.sockets.add(self.ws)
@@ -299,6 +312,8 @@ class tracked:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool:
         self.sockets.discard(self.ws)
+        if self.kinds is not None and self.kind is not None:
+            self.kinds[self.kind] -= 1
         if not isinstance(exc, Exception):  # no error, or a cancellation that must go on
             return False
         if isinstance(exc, ConnectionResetError):  # the client went away: not an error of ours

@@ -163,6 +163,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 class VisitorSession(SocketSession[ChatHello]):
     name = "webchat"
+    kind = "visitor"
     hello_model = ChatHello
     hello_example = '{"type": "hello", ...}'
     hello_timeout = HELLO_TIMEOUT
