@@ -88,8 +88,17 @@ class Settings:
     # The operator's API (admin_api/operator) is served on this host only, and nothing else is;
     # unset: no operator API (`make run` sets operator.localhost).
     operator_host: str | None = None
-    # How often this process looks for contracts due (renewal, lapse, end): core.billing.due.
+    # How often this process looks for contracts due (renewal, lapse, end): core.billing.due; 0: never.
     billing_interval: float = 3600.0
+    # Graceful degradation (core.breakers): a subsystem (billing, statistics, reports) whose work
+    # fails this many times in a row is switched off automatically for breaker_cooldown seconds,
+    # then tried once; while trials fail the cooldown doubles up to breaker_cooldown_max. Each
+    # process re-reads the shared state at least every breaker_refresh seconds (changes are
+    # announced on the bus at once; this bounds a lost announcement).
+    breaker_failures: int = 3
+    breaker_cooldown: float = 60.0
+    breaker_cooldown_max: float = 3600.0
+    breaker_refresh: float = 5.0
     log_level: str = "INFO"
     # Key that encrypts channel credentials at rest (a Fernet key, or any passphrase). Unset in the
     # embedded mode: one is generated once into ``secret_key_file``.
@@ -154,6 +163,10 @@ class Settings:
             sweeper_interval=float(get("SWEEPER_INTERVAL") or defaults.sweeper_interval),
             operator_host=(get("OPERATOR_HOST") or "").strip().lower().rstrip(".") or None,
             billing_interval=float(get("BILLING_INTERVAL") or defaults.billing_interval),
+            breaker_failures=int(get("BREAKER_FAILURES") or defaults.breaker_failures),
+            breaker_cooldown=float(get("BREAKER_COOLDOWN") or defaults.breaker_cooldown),
+            breaker_cooldown_max=float(get("BREAKER_COOLDOWN_MAX") or defaults.breaker_cooldown_max),
+            breaker_refresh=float(get("BREAKER_REFRESH") or defaults.breaker_refresh),
             log_level=get("LOG_LEVEL") or defaults.log_level,
             secret_key=get("SECRET_KEY"),
             secret_key_file=get("SECRET_KEY_FILE") or defaults.secret_key_file,
