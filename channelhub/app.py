@@ -162,7 +162,7 @@ async def healthz(request: web.Request) -> web.Response:
     """Liveness: 200 while the process serves, whatever the database or a subsystem says (a
     subsystem offline is degraded, not dead). It adds each subsystem's state and recent changes,
     from this process's cache (read at most every few seconds; never fails for it)."""
-    statuses = await request.app[HUB].breakers.statuses()
+    statuses = await request.app[HUB].breakers.for_health()
     return web.json_response({"ok": True, "subsystems": {
         name: {k: v for k, v in status.as_dict().items() if k in HEALTH_KEYS} for name, status in statuses.items()}})
 

@@ -212,6 +212,7 @@ class Breakers:
         self._loaded_at: float | None = None  # monotonic; None: reload at the next look
         self._loading = asyncio.Lock()
         self._subscription: Subscription | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
         # Set when a subsystem comes back (closed and switched on): what waits to catch up wakes.
         self._back: dict[str, asyncio.Event] = {}
 
@@ -223,7 +224,9 @@ class Breakers:
 
         def changed(_message: dict[str, Any]) -> None:
             self._loaded_at = None
-            asyncio.get_running_loop().create_task(self._reload_quietly())
+            task = asyncio.get_running_loop().create_task(self._reload_quietly())
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
 
         async def maybe_missed(_since: object) -> None:
             self._loaded_at = None
@@ -252,6 +255,14 @@ class Breakers:
                         logger.warning("subsystems: could not reload their state (%s); using the last known",
                                        type(exc).__name__)
         return dict(self._cache)
+
+    async def for_health(self, timeout: float = 1.0) -> dict[str, Status]:
+        """:meth:`statuses` for liveness checks: never waits more than ``timeout`` for the database
+        (the reload goes on in the background; the answer is then the last known)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.statuses()), timeout)
+        except TimeoutError:
+            return self.cached()
 
     def cached(self) -> dict[str, Status]:
         """What this process knows now, without reading anything."""
