@@ -80,6 +80,33 @@ async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str
             logger.exception("periodic job %s failed", name)
 
 
+async def _billing_rounds(hub: Hub, *, first: float = 5.0) -> None:
+    """The billing round every ``billing_interval`` seconds, through billing's breaker
+    (core.tenants.billing_round). While billing is open the round also runs when its trial is due,
+    and when billing comes back (its trial succeeded elsewhere, or the operator switched it on) a
+    round runs at once: what fell due while it was offline is caught up without waiting an hour."""
+    wait = first
+    back = hub.breakers.back("billing")
+    while True:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await back.wait()
+        back.clear()
+        try:
+            await tenants.billing_round(hub)
+        except asyncio.CancelledError:
+            raise
+        except OVERLOAD as exc:
+            logger.warning("billing round skipped: overloaded (%s)", type(exc).__name__)
+        except Exception:
+            logger.exception("billing round failed")
+        wait = hub.settings.billing_interval
+        status = hub.breakers.cached()["billing"]
+        if status.enabled and status.next_trial_at is not None and status.state == "open":
+            until_trial = (status.next_trial_at - hub.breakers.clock()).total_seconds()
+            wait = min(wait, max(1.0, until_trial))
+
+
 async def _on_startup(app: web.Application) -> None:
     hub = app[HUB]
     await hub.start()
@@ -93,8 +120,9 @@ async def _on_startup(app: web.Application) -> None:
     app[TASKS] = [
         asyncio.create_task(_every(s.sweeper_interval, lambda: outbox.sweep(hub), "outbox sweeper")),
         asyncio.create_task(_every(max(s.heartbeat_timeout / 4, 0.5), lambda: presence.reap(hub), "presence reaper")),
-        asyncio.create_task(_every(s.billing_interval, lambda: tenants.run_due(hub), "billing", first=5.0)),
     ]
+    if s.billing_interval > 0:  # 0: this process runs no billing round (another does, or none should)
+        app[TASKS].append(asyncio.create_task(_billing_rounds(hub)))
     app[RESOLVER].watch(hub.bus)
     # What start-up made (modules, the models' metadata, compiled statements) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk all of it and
@@ -137,7 +165,15 @@ async def operator_openapi(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+    """Liveness: 200 while the process serves, whatever the database or a subsystem says (a
+    subsystem offline is degraded, not dead). It adds each subsystem's state and recent changes,
+    from this process's cache (read at most every few seconds; never fails for it)."""
+    statuses = await request.app[HUB].breakers.for_health()
+    return web.json_response({"ok": True, "subsystems": {
+        name: {k: v for k, v in status.as_dict().items() if k in HEALTH_KEYS} for name, status in statuses.items()}})
+
+
+HEALTH_KEYS = ("state", "enabled", "since", "failures", "next_trial_at", "last_error", "last_failure_at", "history")
 
 
 def limits(settings: Settings) -> Limits:

@@ -92,8 +92,17 @@ class Settings:
     # ``Authorization: Bearer <token>``, from any address. Unset: only loopback clients may scrape
     # (behind a reverse proxy on the same machine every client looks like loopback: set a token).
     metrics_token: str | None = None
-    # How often this process looks for contracts due (renewal, lapse, end): core.billing.due.
+    # How often this process looks for contracts due (renewal, lapse, end): core.billing.due; 0: never.
     billing_interval: float = 3600.0
+    # Graceful degradation (core.breakers): a subsystem (billing, statistics, reports) whose work
+    # fails this many times in a row is switched off automatically for breaker_cooldown seconds,
+    # then tried once; while trials fail the cooldown doubles up to breaker_cooldown_max. Each
+    # process re-reads the shared state at least every breaker_refresh seconds (changes are
+    # announced on the bus at once; this bounds a lost announcement).
+    breaker_failures: int = 3
+    breaker_cooldown: float = 60.0
+    breaker_cooldown_max: float = 3600.0
+    breaker_refresh: float = 5.0
     log_level: str = "INFO"
     # Key that encrypts channel credentials at rest (a Fernet key, or any passphrase). Unset in the
     # embedded mode: one is generated once into ``secret_key_file``.
@@ -169,6 +178,10 @@ class Settings:
             operator_host=(get("OPERATOR_HOST") or "").strip().lower().rstrip(".") or None,
             metrics_token=get("METRICS_TOKEN"),
             billing_interval=float(get("BILLING_INTERVAL") or defaults.billing_interval),
+            breaker_failures=int(get("BREAKER_FAILURES") or defaults.breaker_failures),
+            breaker_cooldown=float(get("BREAKER_COOLDOWN") or defaults.breaker_cooldown),
+            breaker_cooldown_max=float(get("BREAKER_COOLDOWN_MAX") or defaults.breaker_cooldown_max),
+            breaker_refresh=float(get("BREAKER_REFRESH") or defaults.breaker_refresh),
             log_level=get("LOG_LEVEL") or defaults.log_level,
             secret_key=get("SECRET_KEY"),
             secret_key_file=get("SECRET_KEY_FILE") or defaults.secret_key_file,

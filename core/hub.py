@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from core.auth import Principals, SessionWatch
 from core.batching import LoopLag
+from core.breakers import Breakers
 from core.bus import Bus, make_bus
 from core.channels import ChannelInfo, Connector
 from core.config import Settings
@@ -70,6 +71,9 @@ class Hub:
         # Which tenant a Host names (web.http), with a cache every tenant change clears here at once
         # and, over the bus, in the other processes (core.tenancy.announce_changed).
         self.tenants = TenantResolver(self.db)
+        # The switches and circuit breakers of billing, statistics and reports (core.breakers):
+        # consulted by those subsystems only, never on the messaging paths.
+        self.breakers = Breakers(self.db, self.bus, settings)
         # The sessions of this process's agent sockets, re-checked together (core.auth).
         self.sessions = SessionWatch(self)
         self.outbox: Outbox = Outbox(self)
@@ -85,6 +89,7 @@ class Hub:
         follows no mailbox (``Hub.inbound``, which connectors read in their ``start``)."""
         self.inbound = inbound
         await self.bus.start()
+        self.breakers.watch()
         for connector in self.connectors.values():
             await connector.start()
 
@@ -95,6 +100,7 @@ class Hub:
             except Exception:
                 logger.exception("connector %s failed to stop", connector.kind)
         await self.sessions.stop()
+        self.breakers.close()
         await self.bus.close()
         await self.logins.close()
         await self.db.dispose()

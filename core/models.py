@@ -783,3 +783,54 @@ class ProbeResult(TenantScoped, Base):
     cause: Mapped[str | None] = mapped_column(String(500))
     # How long the whole probe took.
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BreakerState(enum.StrEnum):
+    """A subsystem's automatic state (core.breakers): ``closed`` runs, ``open`` refuses until its
+    trial, ``half_open`` lets one trial run and refuses the rest."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class Subsystem(Base):
+    """One subsystem that may go offline without taking messaging with it (billing, statistics,
+    reports): the operator's switch and the circuit breaker's state, shared by every process
+    (core.breakers). One row per subsystem; no tenant data."""
+
+    __tablename__ = "subsystems"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The operator's switch: off refuses everything, whatever the breaker says.
+    enabled: Mapped[bool] = mapped_column(default=True)
+    switched_by: Mapped[int | None] = mapped_column(Integer)
+    switch_reason: Mapped[str | None] = mapped_column(String(500))
+    switched_at: Mapped[datetime | None]
+    # The breaker.
+    state: Mapped[str] = mapped_column(String(16), default=BreakerState.CLOSED.value)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime | None]
+    next_trial_at: Mapped[datetime | None]
+    # The cooldown the breaker opened with last (seconds): doubled while trials fail, up to a cap.
+    cooldown: Mapped[float] = mapped_column(default=0.0)
+    trial_started_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    last_failure_at: Mapped[datetime | None]
+    changed_at: Mapped[datetime | None]
+
+
+class SubsystemChange(Base):
+    """Every change of a subsystem's state, by the operator (``actor_type`` operator, its account
+    id) or by the breaker (``auto``): what it was, what it became, and why."""
+
+    __tablename__ = "subsystem_history"
+    __table_args__ = (Index("ix_subsystem_history_subsystem_id", "subsystem", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subsystem: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime]
+    # Effective states: closed, open, half_open, or off (switched off by the operator).
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[int | None] = mapped_column(Integer)

@@ -15,7 +15,7 @@ from core import billing
 from core.audit import audit
 from core.auth import Principal, hash_password
 from core.billing import Actor
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from core.models import (
     Agent,
     AgentGroup,
@@ -74,13 +74,15 @@ def _checked(item: NewAgent) -> NewAgent:
 
 async def add_agents(
     session: AsyncSession, tenant_id: int, items: list[NewAgent], *, actor: Actor, ip: str | None = None,
-    now: datetime | None = None, hashes: list[str] | None = None,
+    now: datetime | None = None, hashes: list[str] | None = None, billing_offline: DomainError | None = None,
 ) -> tuple[list[dict[str, Any]], LedgerEntry | None]:
     """Add up to :data:`MAX_BATCH` agents at once, all or none. A billed tenant pays for the seats
     its paid ones lack, prorated, in this transaction (402 and nothing added when the balance is
     short); an unbilled one (no contract: a self-hosted install) is not metered. ``hashes``: the
     passwords' hashes, made beforehand (:func:`core.auth.hash_passwords`) so that the transaction
-    does not wait on argon2."""
+    does not wait on argon2. ``billing_offline``: billing's refusal when it is offline
+    (core.breakers.Breakers.offline): a billed tenant's seats then do not change (503), an unbilled
+    one's do."""
     if not items:
         raise InvalidInput("give at least one agent", code="empty_batch")
     if len(items) > MAX_BATCH:
@@ -107,6 +109,8 @@ async def add_agents(
             raise NotFound(f"groups not found: {missing}", code="group_not_found", details={"group_ids": missing})
     charge = None
     if await billing.contract_of(session, tenant_id) is not None:
+        if billing_offline is not None:
+            raise billing_offline
         charge = await billing.ensure_seats(session, tenant_id, len(items), now=now or utcnow(), actor=actor)
     if hashes is None:
         hashes = [hash_password(i.password) for i in items]
@@ -158,12 +162,13 @@ class Removal:
 
 async def remove_agents(
     session: AsyncSession, tenant_id: int, ids: list[int], *, actor: Actor, caller: Principal | None,
-    ip: str | None = None, now: datetime | None = None,
+    ip: str | None = None, now: datetime | None = None, billing_offline: DomainError | None = None,
 ) -> Removal:
     """Remove up to :data:`MAX_BATCH` seats at once, all or none: the agents are deactivated (their
     tickets and history keep their names), their tokens revoked, and a billed tenant is credited
-    the unused days of the seats freed. The caller, after commit, closes their sockets
-    (:func:`core.auth.announce_revoked`) and sends their open tickets back to routing."""
+    the unused days of the seats freed (refused with ``billing_offline`` while billing is offline).
+    The caller, after commit, closes their sockets (:func:`core.auth.announce_revoked`) and sends
+    their open tickets back to routing."""
     ids = list(dict.fromkeys(ids))
     if not ids:
         raise InvalidInput("give at least one agent id", code="empty_batch")
@@ -199,17 +204,22 @@ async def remove_agents(
             audit(session, tenant_id=tenant_id, actor_type=actor.type, actor_id=actor.id, action="agent.remove",
                   target_type="agent", target_id=a.id, details={"email": a.email, "role": a.role}, ip=ip)
         await session.flush()
-        credit = await release_unused_seats(session, tenant_id, now=now or utcnow(), actor=actor)
+        credit = await release_unused_seats(session, tenant_id, now=now or utcnow(), actor=actor,
+                                            billing_offline=billing_offline)
     return Removal(gone, [a.id for a in agents if a.id not in gone], credit)
 
 
-async def release_unused_seats(session: AsyncSession, tenant_id: int, *, now: datetime,
-                               actor: Actor) -> LedgerEntry | None:
+async def release_unused_seats(session: AsyncSession, tenant_id: int, *, now: datetime, actor: Actor,
+                               billing_offline: DomainError | None = None) -> LedgerEntry | None:
     """Give up the paid seats no active agent uses (after a removal or deactivation), crediting
-    their unused days; None for an unbilled tenant or when none are unused."""
+    their unused days; None for an unbilled tenant or when none are unused. While billing is
+    offline (``billing_offline``, its refusal) a billed tenant's seats do not change: it is raised,
+    and the caller's transaction with the removal rolls back."""
     contract = await billing.contract_of(session, tenant_id)
     if contract is None or contract.state == ContractState.ENDED:
         return None
+    if billing_offline is not None:
+        raise billing_offline
     unused = contract.seats - await billing.seats_in_use(session, tenant_id)
     if unused <= 0:
         return None

@@ -27,6 +27,7 @@ from core import billing
 from core.audit import audit
 from core.auth import announce_revoked
 from core.billing import Actor
+from core.breakers import SubsystemOffline
 from core.errors import Conflict, InvalidInput, NotFound, PaymentRequired
 from core.models import Agent, BillingContract, ContractState, Role, Tenant, TenantDomain, TenantStatus, utcnow
 from core.seats import NewAgent, add_agents, clean_domain
@@ -296,29 +297,65 @@ async def end(session: AsyncSession, tenant_id: int, *, now: datetime, actor: Ac
     return tenant
 
 
+class RoundFailed(Exception):
+    """Every renewal the billing round tried failed: billing itself is failing (its tables, the
+    database), which the breaker counts (core.breakers)."""
+
+
+# Terms one tenant may catch up in one round (billing offline for years is not expected; the next
+# round goes on where this one stopped).
+MAX_TERMS_PER_ROUND = 5
+
+
 async def run_due(hub: Hub, *, now: datetime | None = None) -> dict[str, int]:
     """What is due on every contract today (core.billing.renew): renewals charged, lapsed tenants
     suspended, ended contracts refunded. Each tenant in a transaction of its own; a tenant whose
     status changed is announced, so every process serves (or refuses) it at once. Safe to run in
-    several processes at once: each renewal takes the contract's lock and does nothing twice."""
+    several processes at once: each renewal takes the contract's lock and does nothing twice.
+
+    Catching up: a renewal is decided by the dates alone (a term whose end has come is charged
+    once, and the term moves on under the contract's lock), so a round after billing was offline
+    charges every renewal that fell due meanwhile, each exactly once. A round in which renewals
+    were tried and every one failed raises :class:`RoundFailed`: billing is failing, not a tenant."""
     now = now or utcnow()
     async with hub.db.read() as session:
         due = await billing.due(session, now)
     outcomes: dict[str, int] = {}
+    last_error: Exception | None = None
     for tenant_id in due:
+        changed = False
         try:
-            async with hub.db.session() as session:
-                status_before = (await get(session, tenant_id)).status
-                renewal = await billing.renew(session, tenant_id, now=now)
-                status_after = (await get(session, tenant_id)).status
-        except Exception:
+            for _ in range(MAX_TERMS_PER_ROUND):
+                async with hub.db.session() as session:
+                    status_before = (await get(session, tenant_id)).status
+                    renewal = await billing.renew(session, tenant_id, now=now)
+                    status_after = (await get(session, tenant_id)).status
+                    still_due = renewal.outcome == "renewed" and tenant_id in await billing.due(session, now)
+                outcomes[renewal.outcome] = outcomes.get(renewal.outcome, 0) + 1
+                changed = changed or status_after != status_before
+                if not still_due:
+                    break
+        except Exception as exc:
             logger.exception("billing: the renewal of tenant %s failed; the next round tries again", tenant_id)
             outcomes["failed"] = outcomes.get("failed", 0) + 1
-            continue
-        outcomes[renewal.outcome] = outcomes.get(renewal.outcome, 0) + 1
-        if status_after != status_before:
+            last_error = exc
+        if changed:
             await announce_changed(hub, tenant_id)
             await announce_revoked(hub, tenant_id, None)
     if due:
         logger.info("billing round: %s", outcomes)
+    if last_error is not None and outcomes["failed"] == sum(outcomes.values()):
+        raise RoundFailed(f"all {outcomes['failed']} renewals due failed: {last_error}") from last_error
     return outcomes
+
+
+async def billing_round(hub: Hub, *, now: datetime | None = None) -> dict[str, int] | None:
+    """The billing round as the periodic task runs it: through billing's breaker (core.breakers).
+    None when billing is offline (switched off, or open and not yet due for its trial): the round
+    does not run at all, and catches up once billing is back."""
+    now = now or hub.breakers.clock()
+    try:
+        return await hub.breakers.call("billing", lambda: run_due(hub, now=now), now=now)
+    except SubsystemOffline as exc:
+        logger.info("billing round skipped: %s", exc.message)
+        return None

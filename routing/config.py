@@ -16,7 +16,7 @@ from core import billing, seats
 from core.audit import audit
 from core.auth import Principal, revoke_agent
 from core.billing import Actor
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from core.models import Agent, AgentGroup, Group, Role, RoutingRule, Tenant, utcnow
 from core.serialize import agent_dict, iso
 from routing.router import CONFIG_TOPIC, Router, parse_settings
@@ -218,7 +218,9 @@ def _levels(value: dict[str, int], what: str, hi: int) -> dict[str, int]:
 
 
 async def update_agent(session: AsyncSession, p: Principal, agent_id: int, changes: dict[str, Any],
-                       ip: str | None) -> dict[str, Any]:
+                       ip: str | None, *, billing_offline: DomainError | None = None) -> dict[str, Any]:
+    """Change an agent. Deactivating or reactivating a billed tenant's agent credits or charges a
+    seat, refused with ``billing_offline`` (its refusal, core.breakers) while billing is offline."""
     agent = (await session.execute(select(Agent).where(Agent.id == agent_id).with_for_update())).scalar_one_or_none()
     if agent is None:
         raise NotFound(f"agent {agent_id} not found", code="agent_not_found")
@@ -247,8 +249,11 @@ async def update_agent(session: AsyncSession, p: Principal, agent_id: int, chang
     actor = Actor("agent", p.agent_id)
     if before["active"] and not agent.active:
         await session.flush()
-        await seats.release_unused_seats(session, p.tenant_id, now=utcnow(), actor=actor)
+        await seats.release_unused_seats(session, p.tenant_id, now=utcnow(), actor=actor,
+                                         billing_offline=billing_offline)
     elif agent.active and not before["active"] and await billing.contract_of(session, p.tenant_id) is not None:
+        if billing_offline is not None:
+            raise billing_offline
         await session.flush()
         await billing.ensure_seats(session, p.tenant_id, 0, now=utcnow(), actor=actor)
     if group_ids is not None:

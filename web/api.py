@@ -124,8 +124,8 @@ ERROR_TEXT = {
     422: "Malformed input: invalid JSON, a refused field (details), id or query parameter",
     429: "Too many attempts: try again after Retry-After seconds",
     502: "The channel's platform refused or failed",
-    503: "Overloaded, or the channel's platform is unreachable: nothing was done, try again after Retry-After "
-         "seconds",
+    503: "Overloaded, the channel's platform is unreachable, or the subsystem (billing) is offline "
+         "(subsystem_offline): nothing was done, try again after Retry-After seconds",
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
                                "schema": {"type": "string", "pattern": "^[0-9]+$"}}}

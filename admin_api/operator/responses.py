@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import Field
+
 from admin_api.operator.schemas import OperatorRoleName
 from web.schemas import Out
 
@@ -125,3 +127,57 @@ class AuditEntry(Out):
 
 class AuditPage(Out):
     entries: list[AuditEntry]
+
+
+# --- subsystems (core.breakers.Status.as_dict, Change.as_dict) -----------------------------------
+SubsystemName = Literal["billing", "statistics", "reports"]
+SubsystemState = Literal["closed", "open", "half_open", "off"]
+
+
+class SubsystemChange(Out):
+    id: int
+    at: datetime
+    # Effective states: the breaker's, or off when the operator switched it off. ("from" is a
+    # keyword in Python: the field is named by its alias.)
+    from_: SubsystemState = Field(alias="from")
+    to: SubsystemState
+    reason: str | None
+    # "operator" (operator_id says who) or "auto" (the circuit breaker).
+    actor: Literal["operator", "auto"]
+    operator_id: int | None
+
+
+class SubsystemSwitch(Out):
+    by: int | None
+    reason: str | None
+    at: datetime | None
+
+
+class SubsystemStatus(Out):
+    name: SubsystemName
+    state: SubsystemState
+    enabled: bool
+    breaker: Literal["closed", "open", "half_open"]
+    since: datetime | None
+    failures: int
+    opened_at: datetime | None
+    next_trial_at: datetime | None
+    cooldown_seconds: float
+    last_error: str | None
+    last_failure_at: datetime | None
+    switch: SubsystemSwitch
+    history: list[SubsystemChange]
+
+
+class SubsystemsList(Out):
+    subsystems: list[SubsystemStatus]
+
+
+class SubsystemEnvelope(Out):
+    subsystem: SubsystemStatus
+
+
+class SubsystemHistory(Out):
+    subsystem: SubsystemName
+    changes: list[SubsystemChange]
+    next_before_id: int | None

@@ -9,6 +9,7 @@ account, the time, the address and what changed.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +22,9 @@ from admin_api.operator.responses import (
     Ok,
     OperatorLogin,
     Renewal,
+    SubsystemEnvelope,
+    SubsystemHistory,
+    SubsystemsList,
     TenantBilling,
     TenantEnvelope,
     TenantsPage,
@@ -36,6 +40,8 @@ from admin_api.operator.schemas import (
     NoticeBody,
     OperatorLoginBody,
     RepriceBody,
+    SubsystemHistoryQuery,
+    SubsystemSwitchBody,
     SuspendBody,
     TenantPatch,
     TenantsQuery,
@@ -45,7 +51,7 @@ from admin_api.responses import InvoiceEnvelope, InvoicesPage, StatementEnvelope
 from admin_api.routes import billing as billing_routes
 from admin_api.routes.billing import DOCUMENTS
 from admin_api.schemas import DocumentQuery, PageQuery, StatementQuery
-from core import billing, operators, tenants
+from core import billing, breakers, operators, tenants
 from core.auth import announce_revoked
 from core.errors import InvalidInput
 from core.hub import Hub
@@ -61,6 +67,7 @@ ROUTES = RouteTable("operator")
 TENANT: dict[str, PathParam] = {"tenant_id": IntId(MAX_ID)}
 ACCOUNT: dict[str, PathParam] = {"account_id": IntId(MAX_ID)}
 TENANT_DOMAIN: dict[str, PathParam] = {**TENANT, "domain": WordId(253)}
+SUBSYSTEM: dict[str, PathParam] = {"name": WordId(32)}
 BILLING, SUPPORT = OperatorRole.BILLING.value, OperatorRole.SUPPORT.value
 
 
@@ -183,6 +190,9 @@ async def create_tenant(request: web.Request) -> web.Response:
     terms = tenants.Terms(data.contract.price_per_seat_year, data.contract.currency, data.contract.term_start) \
         if data.contract is not None else None
     owner = tenants.Owner(str(data.owner.email), data.owner.name, data.owner.password) if data.owner else None
+    if terms is not None or data.top_up:
+        # A billed tenant's contract, top-up and owner's seat are billing's work: not while it is offline.
+        await hub.breakers.require("billing")
     async with hub.db.session() as session:
         tenant = await tenants.create(session, name=data.name, domains=data.domains, now=utcnow(), actor=op.actor,
                                       ip=request.remote, terms=terms, top_up=data.top_up, owner=owner)
@@ -249,14 +259,15 @@ async def end(request: web.Request) -> web.Response:
 
 
 async def _tenant_change(request: web.Request, role: str | None, model: Any, change: Any, *,
-                         sessions: bool = False) -> web.Response:
+                         sessions: bool = False, subsystem: str | None = None) -> web.Response:
     """Check the operator's role, read the body, make the change, answer the tenant as it is now,
-    and announce the change to every process."""
+    and announce the change to every process. ``subsystem``: the change is that subsystem's work
+    (billing), run through its breaker (503 ``subsystem_offline`` while it is offline)."""
     hub = request.app[HUB]
     op = await operator_of(request, *([role] if role else []))
     tenant_id = _tenant_id(request)
     data = await body(request, model) if model is not None else None
-    async with hub.db.session() as session:
+    async with _guard(hub, subsystem), hub.db.session() as session:
         await change(session, tenant_id, op, data)
         out = await tenants.describe(session, await tenants.get(session, tenant_id))
     await changed(hub, tenant_id, sessions=sessions)
@@ -276,7 +287,7 @@ async def open_contract(request: web.Request) -> web.Response:
         tenants.operator_audit(session, op.actor, "tenant.contract.open", tenant_id,
                                {"after": data.model_dump(mode="json")}, request.remote)
 
-    return await _tenant_change(request, BILLING, ContractTerms, change)
+    return await _tenant_change(request, BILLING, ContractTerms, change, subsystem="billing")
 
 
 @ROUTES.route("PATCH", "/operator/v1/tenants/{tenant_id}/contract", summary="Change a tenant's price per seat "
@@ -290,7 +301,11 @@ async def reprice(request: web.Request) -> web.Response:
                                 "next_price_per_seat_year": contract.next_price_per_seat_year,
                                 "from": contract.term_end.isoformat()}, request.remote)
 
-    return await _tenant_change(request, BILLING, RepriceBody, change)
+    return await _tenant_change(request, BILLING, RepriceBody, change, subsystem="billing")
+
+
+def _guard(hub: Hub, subsystem: str | None) -> contextlib.AbstractAsyncContextManager[None]:
+    return hub.breakers.run(subsystem) if subsystem is not None else contextlib.nullcontext()
 
 
 async def _money(request: web.Request, model: Any, move: Any) -> web.Response:
@@ -299,7 +314,7 @@ async def _money(request: web.Request, model: Any, move: Any) -> web.Response:
     tenant_id = _tenant_id(request)
     data = await body(request, model)
     now = utcnow()
-    async with hub.db.session() as session:
+    async with hub.breakers.run("billing"), hub.db.session() as session:
         entry = await move(session, tenant_id, data, op, now)
         await session.flush()  # the entry's id
         tenants.operator_audit(session, op.actor, f"tenant.billing.{entry.kind}", tenant_id,
@@ -334,7 +349,7 @@ async def notice(request: web.Request) -> web.Response:
         tenants.operator_audit(session, op.actor, "tenant.contract.notice", tenant_id,
                                {"ends_on": data.ends_on.isoformat()}, request.remote)
 
-    return await _tenant_change(request, BILLING, NoticeBody, change)
+    return await _tenant_change(request, BILLING, NoticeBody, change, subsystem="billing")
 
 
 @ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/renew", summary="Do now what is due on a tenant's "
@@ -344,7 +359,7 @@ async def renew(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     op = await operator_of(request, BILLING)
     tenant_id = _tenant_id(request)
-    async with hub.db.session() as session:
+    async with hub.breakers.run("billing"), hub.db.session() as session:
         await tenants.get(session, tenant_id)
         renewal = await billing.renew(session, tenant_id, now=utcnow(), actor=op.actor)
         tenants.operator_audit(session, op.actor, "tenant.contract.renew", tenant_id,
@@ -362,7 +377,7 @@ async def tenant_billing(request: web.Request) -> web.Response:
     tenant_id = _tenant_id(request)
     after = query_int(request, "after_id", 0, lo=0, hi=MAX_BIG_ID)
     limit = query_int(request, "limit", 200, lo=1, hi=1000)
-    async with hub.db.read() as session:
+    async with hub.breakers.run("billing"), hub.db.read() as session:
         tenant = await tenants.get(session, tenant_id)
         contract = await billing.contract_of(session, tenant_id)
         entries = await billing.ledger(session, tenant_id, after=after, limit=limit)
@@ -417,3 +432,42 @@ async def audit_trail(request: web.Request) -> web.Response:
     async with hub.db.read() as session:
         return web.json_response({"entries": await operators.trail(session, tenant_id=tenant_id, after=after,
                                                                    limit=limit)})
+
+
+# --- degradation: the subsystems' switches and breakers (core.breakers) ------------------------------
+@ROUTES.route("GET", "/operator/v1/subsystems", summary="Billing, statistics and reports: each one's state "
+              "(closed, open, half_open, or off by the operator), its breaker and its recent changes",
+              response=SubsystemsList)
+async def list_subsystems(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    await operator_of(request, *READ)
+    statuses = await hub.breakers.statuses(fresh=True)
+    return web.json_response({"subsystems": [statuses[n].as_dict() for n in breakers.SUBSYSTEMS]})
+
+
+@ROUTES.route("PUT", "/operator/v1/subsystems/{name}", summary="Switch a subsystem off (its work and routes "
+              "answer 503 subsystem_offline; messaging goes on) or on again (its breaker closes; what it "
+              "missed is caught up), saying why (owner, support)", body=SubsystemSwitchBody,
+              response=SubsystemEnvelope, path_params=SUBSYSTEM)
+async def switch_subsystem(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    op = await operator_of(request, SUPPORT)
+    name = breakers.known(word_param(request, "name", max_length=32))
+    data = await body(request, SubsystemSwitchBody)
+    status = await hub.breakers.switch(name, enabled=data.enabled, reason=data.reason,
+                                       actor=breakers.Actor("operator", op.id), ip=request.remote)
+    return web.json_response({"subsystem": status.as_dict()})
+
+
+@ROUTES.route("GET", "/operator/v1/subsystems/{name}/history", summary="Every change of a subsystem's state, "
+              "newest first, by the operator or by its breaker (?before_id=&limit=)", response=SubsystemHistory,
+              query=SubsystemHistoryQuery, path_params=SUBSYSTEM)
+async def subsystem_history(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    await operator_of(request, *READ)
+    name = breakers.known(word_param(request, "name", max_length=32))
+    before_id = query_int(request, "before_id", None, lo=1, hi=MAX_BIG_ID)
+    limit = query_int(request, "limit", 100, lo=1, hi=1000) or 100
+    changes = await hub.breakers.history(name, before_id=before_id, limit=limit)
+    return web.json_response({"subsystem": name, "changes": [c.as_dict() for c in changes],
+                              "next_before_id": changes[-1].id if len(changes) == limit else None})

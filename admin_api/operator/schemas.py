@@ -97,3 +97,15 @@ class AuditQuery(Strict):
     tenant_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     after_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
     limit: int = Field(default=200, ge=1, le=1000)
+
+
+class SubsystemSwitchBody(Strict):
+    """Switch a subsystem (billing, statistics, reports) on or off, saying why (audited)."""
+
+    enabled: bool
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class SubsystemHistoryQuery(Strict):
+    before_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    limit: int = Field(default=100, ge=1, le=1000)

@@ -1,7 +1,10 @@
 """The tenant's billing, read-only: the contract and balance, the ledger, statements and invoices
 (as JSON, PDF or .xlsx) for admins and owners; the owner alone gives notice. The documents come
 from core.statements, which takes the tenant id: the operator's API serves the same ones for any
-tenant (statement_response, invoices_response, invoice_response)."""
+tenant (statement_response, invoices_response, invoice_response).
+
+Every route runs through billing's breaker (core.breakers): while billing is switched off or
+failing they answer 503 ``subsystem_offline`` with Retry-After, and their failures count."""
 
 from __future__ import annotations
 
@@ -78,7 +81,7 @@ INVOICE_NUMBER = {"invoice_number": WordId(MAX_INVOICE_NUMBER)}
 async def get_billing(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
-    async with hub.db.read(principal.tenant_id) as session:
+    async with hub.breakers.run("billing"), hub.db.read(principal.tenant_id) as session:
         found = await statements.summary(session, principal.tenant_id)
     return web.json_response({"contract": found.as_dict()})
 
@@ -90,7 +93,7 @@ async def get_ledger(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
     after_id, limit = _page(request)
-    async with hub.db.read(principal.tenant_id) as session:
+    async with hub.breakers.run("billing"), hub.db.read(principal.tenant_id) as session:
         currency, lines, next_after = await statements.ledger_page(session, principal.tenant_id, after_id=after_id,
                                                                    limit=limit)
     return web.json_response({"currency": currency, "minor_unit_digits": statements.minor_digits(currency),
@@ -129,7 +132,7 @@ async def give_notice(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, owner=True)
     data = await body(request, NoticeBody)
-    async with hub.db.session(principal.tenant_id) as session:
+    async with hub.breakers.run("billing"), hub.db.session(principal.tenant_id) as session:
         await billing.give_notice(session, principal.tenant_id, ends_on=data.ends_on, now=datetime.now(UTC),
                                   actor=billing.Actor("agent", principal.agent_id))
         found = await statements.summary(session, principal.tenant_id)
@@ -141,17 +144,18 @@ async def statement_response(request: web.Request, tenant_id: int) -> web.Respon
     """The tenant's statement for the request's ?from, ?to and ?format."""
     hub = request.app[HUB]
     start, end, fmt = _query_date(request, "from"), _query_date(request, "to"), _format(request)
-    async with hub.db.read(tenant_id) as session:
-        found = await statements.statement(session, tenant_id, start=start, end=end, now=datetime.now(UTC))
-    if fmt == "json":
-        return web.json_response({"statement": found.as_dict()})
-    return await _download(found, fmt)
+    async with hub.breakers.run("billing"):
+        async with hub.db.read(tenant_id) as session:
+            found = await statements.statement(session, tenant_id, start=start, end=end, now=datetime.now(UTC))
+        if fmt == "json":
+            return web.json_response({"statement": found.as_dict()})
+        return await _download(found, fmt)
 
 
 async def invoices_response(request: web.Request, tenant_id: int) -> web.Response:
     hub = request.app[HUB]
     after_id, limit = _page(request)
-    async with hub.db.read(tenant_id) as session:
+    async with hub.breakers.run("billing"), hub.db.read(tenant_id) as session:
         found, next_after = await statements.invoices(session, tenant_id, seller=statements.seller_of(hub.settings),
                                                       after_id=after_id, limit=limit)
     return web.json_response({"invoices": [i.summary() for i in found], "next_after_id": next_after})
@@ -162,8 +166,9 @@ async def invoice_response(request: web.Request, tenant_id: int) -> web.Response
     hub = request.app[HUB]
     number = word_param(request, "invoice_number", max_length=MAX_INVOICE_NUMBER)
     fmt = _format(request)
-    async with hub.db.read(tenant_id) as session:
-        found = await statements.invoice(session, tenant_id, number, seller=statements.seller_of(hub.settings))
-    if fmt == "json":
-        return web.json_response({"invoice": found.as_dict()})
-    return await _download(found, fmt)
+    async with hub.breakers.run("billing"):
+        async with hub.db.read(tenant_id) as session:
+            found = await statements.invoice(session, tenant_id, number, seller=statements.seller_of(hub.settings))
+        if fmt == "json":
+            return web.json_response({"invoice": found.as_dict()})
+        return await _download(found, fmt)

@@ -163,8 +163,11 @@ async def update_agent(request: web.Request) -> web.Response:
     p = await principal_of(request, admin=True)
     agent_id = int_param(request, "agent_id", limit=MAX_ID)
     data = await body(request, AgentPatch)
+    # A billed tenant's seat changing (active) is billing's work: refused while it is offline.
+    offline = await hub.breakers.offline("billing") if data.active is not None else None
     async with hub.db.session(p.tenant_id) as session:
-        agent = await config.update_agent(session, p, agent_id, data.model_dump(exclude_unset=True), request.remote)
+        agent = await config.update_agent(session, p, agent_id, data.model_dump(exclude_unset=True), request.remote,
+                                          billing_offline=offline)
     if data.active is False:
         # The seat is gone: its sockets close, its open tickets go back to routing, and the routing
         # configuration is announced (end_seats does all three).

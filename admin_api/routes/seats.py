@@ -1,5 +1,6 @@
 """Seats (agents) and groups: adding and removing seats (one or up to 100 at once, billed per seat)
-and groups are admin actions and go to the audit log."""
+and groups are admin actions and go to the audit log. While billing is offline (core.breakers) a
+billed tenant's seats do not change (503 ``subsystem_offline``); an unbilled tenant's do."""
 
 from __future__ import annotations
 
@@ -50,10 +51,12 @@ async def _add(request: web.Request, items: list[CreateAgentBody]) -> tuple[list
     if any(i.role == Role.OWNER for i in items) and not principal.is_owner:
         raise Forbidden("adding an owner needs the owner role", code="owner_only")
     hashes = await hash_passwords([i.password for i in items])
+    # Known before the transaction (nothing is read inside it): a billed tenant's seats wait for billing.
+    offline = await hub.breakers.offline("billing")
     async with hub.db.session(principal.tenant_id) as session:
         agents, charge = await seats.add_agents(session, principal.tenant_id, [_new(i) for i in items],
                                                 actor=Actor("agent", principal.agent_id), ip=request.remote,
-                                                hashes=hashes)
+                                                hashes=hashes, billing_offline=offline)
         await session.flush()  # the charge's ledger id
         charged = money(charge) if charge is not None else None
     await routing_config.announce(hub, principal.tenant_id)  # new room may serve the queue at once
@@ -89,10 +92,11 @@ async def remove_agents(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = await principal_of(request, admin=True)
     data = await body(request, RemoveAgentsBody)
+    offline = await hub.breakers.offline("billing")
     async with hub.db.session(principal.tenant_id) as session:
         removal = await seats.remove_agents(session, principal.tenant_id, data.agent_ids,
                                             actor=Actor("agent", principal.agent_id), caller=principal,
-                                            ip=request.remote)
+                                            ip=request.remote, billing_offline=offline)
         await session.flush()  # the credit's ledger id
         credited = money(removal.credit) if removal.credit is not None else None
     await end_seats(hub, principal.tenant_id, removal.removed)
