@@ -18,7 +18,7 @@ from aiohttp import web
 import admin_api
 import admin_api.operator
 from connectors.registry import CHANNELS
-from core import outbox, presence, tenants
+from core import availability, outbox, presence, tenants
 from core.config import Settings
 from core.hub import Hub
 from routing.router import Router
@@ -91,6 +91,9 @@ async def _on_startup(app: web.Application) -> None:
         asyncio.create_task(_every(s.sweeper_interval, lambda: outbox.sweep(hub), "outbox sweeper")),
         asyncio.create_task(_every(max(s.heartbeat_timeout / 4, 0.5), lambda: presence.reap(hub), "presence reaper")),
         asyncio.create_task(_every(s.billing_interval, lambda: tenants.run_due(hub), "billing", first=5.0)),
+        # Closes the months that are over and compensates those below 99.9 % (once, by the database).
+        asyncio.create_task(_every(s.billing_interval, lambda: availability.close_due(hub), "availability",
+                                   first=15.0)),
     ]
     app[RESOLVER].watch(hub.bus)
     # What start-up made (modules, the models' metadata, compiled statements) lives as long as the

@@ -90,6 +90,9 @@ class Settings:
     operator_host: str | None = None
     # How often this process looks for contracts due (renewal, lapse, end): core.billing.due.
     billing_interval: float = 3600.0
+    # How often each prober (`channelhub probe`) probes every tenant, and the round the availability
+    # report merges probes by (core.availability): keep it the same for every process.
+    probe_interval: float = 30.0
     log_level: str = "INFO"
     # Key that encrypts channel credentials at rest (a Fernet key, or any passphrase). Unset in the
     # embedded mode: one is generated once into ``secret_key_file``.
@@ -154,6 +157,7 @@ class Settings:
             sweeper_interval=float(get("SWEEPER_INTERVAL") or defaults.sweeper_interval),
             operator_host=(get("OPERATOR_HOST") or "").strip().lower().rstrip(".") or None,
             billing_interval=float(get("BILLING_INTERVAL") or defaults.billing_interval),
+            probe_interval=float(get("PROBE_INTERVAL") or defaults.probe_interval),
             log_level=get("LOG_LEVEL") or defaults.log_level,
             secret_key=get("SECRET_KEY"),
             secret_key_file=get("SECRET_KEY_FILE") or defaults.secret_key_file,

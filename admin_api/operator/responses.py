@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from admin_api.operator.schemas import OperatorRoleName
+from admin_api.responses import MaintenanceWindow
 from web.schemas import Out
 
 TenantStatusName = Literal["active", "suspended", "ended"]
@@ -125,3 +126,11 @@ class AuditEntry(Out):
 
 class AuditPage(Out):
     entries: list[AuditEntry]
+
+
+class WindowEnvelope(Out):
+    window: MaintenanceWindow
+
+
+class WindowsList(Out):
+    windows: list[MaintenanceWindow]
