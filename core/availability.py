@@ -643,18 +643,24 @@ async def close_due(hub: Hub, *, now: datetime | None = None,
                     tenant_ids: Sequence[int] | None = None) -> dict[str, int]:
     """The availability round: close every tenant's (or those of ``tenant_ids``) months that are
     over (:func:`close_month`), each in transactions of its own. Safe in several processes at once."""
-    now = now or datetime.now(UTC)
-    interval = timedelta(seconds=hub.settings.probe_interval)
+    return await close_all(hub.db, interval=timedelta(seconds=hub.settings.probe_interval),
+                           now=now or datetime.now(UTC), tenant_ids=tenant_ids)
+
+
+async def close_all(db: Database, *, interval: timedelta, now: datetime,
+                    tenant_ids: Sequence[int] | None = None) -> dict[str, int]:
+    """:func:`close_due` on a database alone (``channelhub availability close``): how many months
+    were ``closed``, ``compensated``, ``already_closed`` (by another process meanwhile), ``failed``."""
     if tenant_ids is None:
-        async with hub.db.read() as session:
+        async with db.read() as session:
             tenant_ids = list((await session.execute(select(Tenant.id).order_by(Tenant.id))).scalars())
     outcomes: dict[str, int] = {}
     for tenant_id in tenant_ids:
         try:
-            async with hub.db.read() as session:
+            async with db.read() as session:
                 due = await months_due(session, tenant_id, now)
             for month in due:
-                closing = await close_month(hub.db, tenant_id, month, now=now, interval=interval)
+                closing = await close_month(db, tenant_id, month, now=now, interval=interval)
                 outcome = "closed" if closing.closed_now else "already_closed"
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 if closing.closed_now and closing.row.ledger_entry_id is not None:

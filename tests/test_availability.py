@@ -9,9 +9,11 @@ round (which closes what is over by the wall clock) never closes them first.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,6 +27,7 @@ from core.config import Settings
 from core.db import Database
 from core.models import AuditLog, AvailabilityMonth
 from tests.conftest import PASSWORD, Server, TenantInfo, make_tenant
+from tests.processes import child_env, spawn, stop
 from tests.support import Http, assert_error, open_billing
 from tests.test_operator import Desk, desk  # noqa: F401  (the operator's staff, a fixture)
 from web.http import HUB
@@ -408,3 +411,29 @@ async def test_operators_announce_and_withdraw_maintenance(desk: Desk, db: Datab
             AuditLog.action.like("maintenance.%")).order_by(AuditLog.id))).all()
     assert [tuple(a) for a in actions] == [("maintenance.create", desk.ids["support"]),
                                            ("maintenance.delete", desk.ids["support"])]
+
+
+async def test_two_processes_closing_at_once_compensate_once(
+        settings: Settings, db: Database, tenant_id: int, tmp_path: Path) -> None:
+    """`channelhub availability close` in two real processes at the same moment (as two `serve`
+    processes' rounds would): one compensation. (The month is over by the wall clock, which these
+    processes read; the test server's own round may close it first, with the same figures.)"""
+    await open_billing(db, tenant_id, seats=2)
+    await put(db, every(tenant_id, t("2025-06-10T08:00:00"), t("2025-06-10T10:00:00"),
+                        down=between(t("2025-06-10T08:30:00"), t("2025-06-10T09:20:00"))))
+    env = child_env(settings, f"avail{uuid.uuid4().hex[:6]}", None)
+    procs = [await spawn(f"close{i}", ["availability", "close", "--tenant", str(tenant_id)], env, tmp_path)
+             for i in range(2)]
+    try:
+        codes = await asyncio.wait_for(asyncio.gather(*(p.proc.wait() for p in procs)), timeout=120)
+    finally:
+        for p in procs:
+            await stop(p)
+    assert codes == [0, 0], [p.output() for p in procs]
+    async with db.read() as session:
+        entries = [e for e in await billing.ledger(session, tenant_id) if e.kind == "compensation"]
+        june = (await session.execute(select(AvailabilityMonth).where(
+            AvailabilityMonth.tenant_id == tenant_id, AvailabilityMonth.month == date(2025, 6, 1)))).scalar_one()
+    [entry] = entries
+    assert entry.detail["month"] == "2025-06" and entry.detail["minutes"] == 50
+    assert june.ledger_entry_id == entry.id and june.downtime_seconds == 50 * 60
