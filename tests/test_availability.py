@@ -437,3 +437,17 @@ async def test_two_processes_closing_at_once_compensate_once(
     [entry] = entries
     assert entry.detail["month"] == "2025-06" and entry.detail["minutes"] == 50
     assert june.ledger_entry_id == entry.id and june.downtime_seconds == 50 * 60
+
+
+def test_an_outage_going_on_is_open_and_counts_once_it_reaches_5_minutes() -> None:
+    # Pure: the analysis alone, the way the report runs it (as of now less one interval).
+    start = t("2026-10-05T12:00:00")
+    probes = every(1, start, start + 10 * MINUTE, down=lambda at: at >= start + 2 * MINUTE)
+    for minutes_on, counted in ((4, False), (8, True)):
+        now = availability.settled(start + (2 + minutes_on) * MINUTE + INTERVAL, INTERVAL)
+        got = availability.analyse([p for p in probes if p.at <= now], [], date(2026, 10, 1), now=now,
+                                   interval=INTERVAL)
+        [outage] = got.outages
+        assert (outage.ended_by, outage.end, outage.counts) == ("open", now, counted)
+        assert got.downtime == (now - outage.start if counted else timedelta())
+        assert got.meets_target is None  # most of October is unknown
