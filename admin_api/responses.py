@@ -685,3 +685,83 @@ class MentionsPage(Out):
 class MentionsRead(Out):
     marked: int = Field(description="How many were newly marked read")
     unread: int
+
+
+# --- availability (#15): core.availability.month_report ------------------------------------------------
+class Incident(Out):
+    """One outage touching the month: the whole outage's times and length, and its part in the month."""
+
+    start: datetime
+    end: datetime
+    ended_by: Literal["up", "unknown", "open"] = Field(
+        description="up: a probe succeeded; unknown: no probes after it; open: still going on")
+    minutes: float = Field(description="The whole outage's length")
+    cause: str
+    causes: list[str]
+    counted: bool = Field(description="Whether it lasted 5 minutes or more, and so counts toward downtime")
+    minutes_in_month: float
+    maintenance_minutes: float = Field(description="Of its part in the month, the minutes in announced maintenance")
+    counted_minutes: float = Field(description="What it adds to the month's downtime")
+
+
+class UnknownSpan(Out):
+    start: datetime
+    end: datetime
+    minutes: float
+
+
+class MaintenanceWindow(Out):
+    id: int
+    start: datetime
+    end: datetime
+    reason: str
+    tenant_id: int | None = Field(description="None: for every tenant")
+
+
+class AvailabilityDay(Out):
+    date: str
+    downtime_minutes: float
+    unknown_minutes: float
+    measured_minutes: float
+    availability: float | None = Field(description="Over the day's elapsed part; null while any of it is unknown")
+
+
+class ClosedMonth(Out):
+    closed_at: datetime
+    availability: float | None
+    measured_availability: float | None
+    downtime_minutes: float
+    unknown_minutes: float
+    compensated_minutes: int
+    ledger_entry_id: int | None
+    compensation: Literal["none", "paid", "no_contract"]
+
+
+class AvailabilityReport(Out):
+    tenant_id: int
+    month: str
+    start: datetime
+    end: datetime
+    as_of: datetime = Field(description="The figures' time: the month's end, or now less one probe interval")
+    complete: bool
+    basis_minutes: int = Field(description="43200: every month counts as 30 days")
+    target: float
+    availability: float | None = Field(
+        description="(43200 - downtime minutes) / 43200 in %, rounded down to 3 decimals; null while any "
+                    "elapsed part of the month has no probe data")
+    measured_availability: float | None = Field(description="Over the part of the month with probe data")
+    meets_target: bool | None
+    downtime_minutes: float
+    unknown_minutes: float
+    measured_minutes: float
+    incidents_total: int
+    incidents_counted: int
+    incidents: list[Incident]
+    unknown: list[UnknownSpan]
+    maintenance: list[MaintenanceWindow]
+    days: list[AvailabilityDay]
+    closed: ClosedMonth | None
+
+
+class AvailabilityEnvelope(Out):
+    availability: AvailabilityReport

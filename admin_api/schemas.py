@@ -471,3 +471,8 @@ class MentionsQuery(Strict):
     unread: Literal["1", "true", "0", "false"] | None = Field(default=None, description="1 or true: only unread ones")
     before_id: MentionId | None = Field(default=None, description="Mentions older than this one (the next page)")
     limit: int = Field(default=50, ge=1, le=200)
+
+
+class AvailabilityQuery(Strict):
+    month: str | None = Field(default=None, pattern=r"^[0-9]{4}-[0-9]{2}$",
+                              description="The calendar month (UTC), YYYY-MM; default: the current month so far")

@@ -19,7 +19,8 @@ from aiohttp import web
 import admin_api
 import admin_api.operator
 from connectors.registry import CHANNELS
-from core import outbox, presence, tenants
+from core import availability, outbox, presence, tenants
+from core.breakers import SubsystemOffline
 from core.config import Settings
 from core.hub import Hub
 from routing.router import Router
@@ -107,6 +108,20 @@ async def _billing_rounds(hub: Hub, *, first: float = 5.0) -> None:
             wait = min(wait, max(1.0, until_trial))
 
 
+async def _availability_round(hub: Hub) -> None:
+    """Close the months that are over (core.availability.close_due) and compensate those below the
+    promise, once, by the database. It is statistics' work, so it runs through that breaker; and it
+    writes the billing ledger, so it waits while billing is offline: a month stays open until both
+    are back, and is closed (and compensated) then."""
+    if (offline := await hub.breakers.offline("billing")) is not None:
+        logger.info("availability round skipped: %s", offline.message)
+        return
+    try:
+        await hub.breakers.call("statistics", lambda: availability.close_due(hub))
+    except SubsystemOffline as exc:
+        logger.info("availability round skipped: %s", exc.message)
+
+
 async def _on_startup(app: web.Application) -> None:
     hub = app[HUB]
     await hub.start()
@@ -123,6 +138,8 @@ async def _on_startup(app: web.Application) -> None:
     ]
     if s.billing_interval > 0:  # 0: this process runs no billing round (another does, or none should)
         app[TASKS].append(asyncio.create_task(_billing_rounds(hub)))
+        app[TASKS].append(asyncio.create_task(
+            _every(s.billing_interval, lambda: _availability_round(hub), "availability", first=15.0)))
     app[RESOLVER].watch(hub.bus)
     # What start-up made (modules, the models' metadata, compiled statements) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk all of it and

@@ -324,6 +324,23 @@ def cmd_inbox(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_availability_close(settings: Settings, args: argparse.Namespace) -> int:
+    """Close the months that are over now (as every `serve` process does each billing interval):
+    their figures kept and, below 99.9 %, the tenant compensated once."""
+    from datetime import UTC, datetime, timedelta
+
+    from core import availability
+
+    async def job(db: Database) -> dict[str, int]:
+        return await availability.close_all(db, interval=timedelta(seconds=settings.probe_interval),
+                                            now=datetime.now(UTC), tenant_ids=args.tenant or None)
+
+    outcomes = asyncio.run(_with_db(settings, job))
+    print("availability: " + (", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(outcomes.items()))
+                              or "no month to close"))
+    return 1 if outcomes.get("failed") else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="channelhub", description="channelhub customer-service hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -383,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--role", default="owner", choices=["owner", "billing", "support"])
     oc.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     oc.set_defaults(func=cmd_operator_create)
+
+    avail = sub.add_parser("availability", help="the availability promise (#15)").add_subparsers(
+        dest="action", required=True)
+    close = avail.add_parser("close", help="close the months that are over and compensate those below 99.9 %% "
+                             "(every serve process does it each billing interval)")
+    close.add_argument("--tenant", type=int, action="append", default=[], help="only this tenant id (repeatable)")
+    close.set_defaults(func=cmd_availability_close)
 
     group = sub.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
     gc = group.add_parser("create", help="create a group in a tenant")

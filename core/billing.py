@@ -358,15 +358,19 @@ async def credit_for_seats(
 
 async def compensate(
     session: AsyncSession, tenant_id: int, *, minutes: int, now: datetime, actor: Actor, note: str | None = None,
+    month: str | None = None,
 ) -> LedgerEntry:
     """Service time credited for downtime: what the paid seats cost for ``minutes`` of the term,
-    prorated by the minute (same rounding as seats)."""
+    prorated by the minute (same rounding as seats). ``month`` (YYYY-MM): the month whose
+    downtime it compensates (core.availability), kept in the entry's detail."""
     _today(now)
     contract = await _locked_contract(session, tenant_id)
     whole = term_days(contract) * MINUTES_PER_DAY
     minutes = _whole("minutes", minutes, low=1, high=whole)
     amount = prorate(contract.seats, contract.price_per_seat_year, minutes, whole)
     detail: dict[str, Any] = {"minutes": minutes}
+    if month:
+        detail["month"] = month
     if note:
         detail["note"] = note
     entry = _append(session, contract, kind=LedgerKind.COMPENSATION, amount=amount, seats=contract.seats, days=0,

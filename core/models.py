@@ -834,3 +834,45 @@ class SubsystemChange(Base):
     reason: Mapped[str | None] = mapped_column(String(500))
     actor_type: Mapped[str] = mapped_column(String(16))
     actor_id: Mapped[int | None] = mapped_column(Integer)
+class MaintenanceWindow(Base):
+    """An announced maintenance window, set by the operator (core.availability): an outage inside
+    it does not count against the availability promise. ``tenant_id`` None: every tenant's.
+    Not TenantScoped: the windows for all tenants (None) would vanish from a tenant's session."""
+
+    __tablename__ = "maintenance_windows"
+    __table_args__ = (
+        CheckConstraint("ends_at > starts_at", name="ends_after_start"),
+        Index("ix_maintenance_windows_ends_at", "ends_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(500))
+    # The operator account that announced it (kept when the account goes: the audit trail names it).
+    created_by: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AvailabilityMonth(TenantScoped, Base):
+    """A tenant's calendar month (UTC) once closed (core.availability.close_month): the figures
+    it closed with and the compensation paid for it. The key (tenant, month) is what makes the
+    compensation happen once: it is inserted in the transaction that appends the ledger entry."""
+
+    __tablename__ = "availability_months"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    # The month's first day.
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    closed_at: Mapped[datetime]
+    # Thousandths of a percent (99912 is 99.912 %), rounded down; None while any part was unknown.
+    availability_milli: Mapped[int | None] = mapped_column(Integer)
+    # Over the part of the month with probe data; None when there was none.
+    measured_availability_milli: Mapped[int | None] = mapped_column(Integer)
+    downtime_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    unknown_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    # Minutes of service credited (the counted downtime rounded up); 0 when the month met the promise.
+    compensated_minutes: Mapped[int] = mapped_column(Integer, default=0)
+    # The ledger's compensation entry (None: none was due, or the tenant has no contract).
+    ledger_entry_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The closed figures and incidents, as the report showed them then.
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)

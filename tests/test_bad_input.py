@@ -844,7 +844,7 @@ ADMIN_ONLY = [
     ("GET", "/api/v1/wechat/accounts/{account_id}"), ("PATCH", "/api/v1/wechat/accounts/{account_id}"),
     ("DELETE", "/api/v1/wechat/accounts/{account_id}"), ("GET", "/api/v1/billing"), ("GET", "/api/v1/billing/ledger"),
     ("GET", "/api/v1/billing/statement"), ("GET", "/api/v1/billing/invoices"),
-    ("GET", "/api/v1/billing/invoices/{invoice_number}"),
+    ("GET", "/api/v1/billing/invoices/{invoice_number}"), ("GET", "/api/v1/availability"),
 ]
 
 
@@ -898,6 +898,9 @@ async def test_bad_query_parameters(shop: Shop) -> None:
         ("/api/v1/billing/statement", ("from=2026-02-30", "from=20260101", "to=x", "format=doc", "format=",
                                        "from=2026-01-01&from=2026-01-02")),
         (f"/api/v1/billing/invoices/{shop.invoice_number}", ("format=csv", "format=pdf&format=pdf")),
+        ("/api/v1/availability", ("month=2026-13", "month=2026-1", "month=1999-12", "month=x", "month=2026-01-01",
+                                  "month=%D9%A3%D9%A3%D9%A3%D9%A3-01", "month=2026-01&month=2026-02",
+                                  "month=9999-01")),
     ):
         for query in queries:
             reply = await shop.call("GET", f"{path}?{query}")

@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,7 +27,7 @@ from admin_api.gateway import ACTIONS
 from connectors.email.models import EmailMailbox
 from connectors.wechat.models import WeChatAccount, WeChatMedia
 from connectors.xmpp.models import XmppAccount
-from core import statements
+from core import availability, statements
 from core.config import Settings
 from core.db import Database
 from core.models import (
@@ -279,6 +279,7 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     [file_path] = [a["url"] for m in history.body["messages"] for a in m["attachments"]]
     mailbox, mail_message_id = await _mailbox_with_mail(http, server, t, admin_token, name)
     invoice = await open_billing(db, t.id, seats=seats)
+    await _probed(db, t.id, down=f"{name} is down" if seats == 3 else None)
     xmpp = await http("POST", "/api/v1/xmpp/accounts", host=t.domain, token=admin_token, json_body={
         "kind": "client", "jid": f"help@xmpp.{t.domain}", "secret": f"{name} xmpp secret", "name": f"{name} chat"})
     assert xmpp.status == 201, xmpp
@@ -292,6 +293,20 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
                 int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
                 wechat, media_id, attachment, file_path, oa, kf, mailbox, mail_message_id, invoice,
                 dict(xmpp.body["account"]), workspace, visitor_file)
+
+
+async def _probed(db: Database, tenant_id: int, *, down: str | None) -> None:
+    """The last hour's probes of the tenant (availability, #15): up throughout, or 10 minutes down
+    with the cause ``down``."""
+    now = datetime.now(UTC)
+    start = max(now - timedelta(hours=1), now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
+    probes = []
+    for i in range(int((now - start) / timedelta(seconds=30))):
+        failed = down is not None and i < 20
+        probes.append(availability.Probe(tenant_id, "x-tenant", start + i * timedelta(seconds=30), not failed,
+                                         down if failed else None))
+    async with db.session() as session:
+        await availability.record(session, probes)
 
 
 async def _visitor_upload(http: Http, domain: str, visitor_id: str, name: str, data: bytes = PNG) -> dict[str, Any]:
@@ -1031,6 +1046,21 @@ async def probe_get_invoice(w: World) -> None:
     assert ok.status == 200 and ok.body["invoice"]["buyer"]["domain"] == w.a.domain, ok
 
 
+async def probe_availability(w: World) -> None:
+    # In the last hour B was down for 10 minutes while A was up throughout: A's report shows A's.
+    now = datetime.now(UTC)
+    for query in ("", f"?month={now:%Y-%m}"):
+        reply = await w.call("GET", "/api/v1/availability" + query)
+        assert reply.status == 200, reply
+        got = reply.body["availability"]
+        assert got["tenant_id"] == w.a.info.id and got["downtime_minutes"] == 0 and not got["incidents"], got
+        assert "Globex" not in reply.text
+    async with w.db.read() as session:
+        theirs = await availability.month_report(session, w.b.info.id, date(now.year, now.month, 1), now=now,
+                                                 interval=timedelta(seconds=30))
+    assert theirs["incidents"][0]["cause"] == "Globex is down"
+
+
 async def probe_get_attachment(w: World) -> None:
     for token in (w.a.admin_token, w.a.agent_token):
         await _not_found_like_a_missing(w, "GET", "/api/v1/attachments/{}", [w.b.attachment_id], MISSING_TICKET,
@@ -1556,6 +1586,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/billing/statement"): Case(probe_statement),
     ("GET", "/api/v1/billing/invoices"): Case(probe_list_invoices),
     ("GET", "/api/v1/billing/invoices/{invoice_number}"): Case(probe_get_invoice),
+    ("GET", "/api/v1/availability"): Case(probe_availability),
     ("GET", "/wechat/oa/{key}"): Case(probe_oa_verify),
     ("POST", "/wechat/oa/{key}"): Case(probe_oa_push),
     ("GET", "/wechat/kf/{key}"): Case(probe_kf_verify),

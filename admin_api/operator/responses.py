@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from admin_api.operator.schemas import OperatorRoleName
+from admin_api.responses import MaintenanceWindow
 from web.schemas import Out
 
 TenantStatusName = Literal["active", "suspended", "ended"]
@@ -181,3 +182,9 @@ class SubsystemHistory(Out):
     subsystem: SubsystemName
     changes: list[SubsystemChange]
     next_before_id: int | None
+class WindowEnvelope(Out):
+    window: MaintenanceWindow
+
+
+class WindowsList(Out):
+    windows: list[MaintenanceWindow]

@@ -10,6 +10,7 @@ account, the time, the address and what changed.
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +29,8 @@ from admin_api.operator.responses import (
     TenantBilling,
     TenantEnvelope,
     TenantsPage,
+    WindowEnvelope,
+    WindowsList,
 )
 from admin_api.operator.schemas import (
     AccountPatch,
@@ -37,21 +40,25 @@ from admin_api.operator.schemas import (
     CreateAccountBody,
     CreateTenantBody,
     DomainsBody,
+    MaintenanceBody,
+    MaintenanceQuery,
     NoticeBody,
     OperatorLoginBody,
     RepriceBody,
     SubsystemHistoryQuery,
     SubsystemSwitchBody,
     SuspendBody,
+    TenantAvailabilityQuery,
     TenantPatch,
     TenantsQuery,
     TopUpBody,
 )
-from admin_api.responses import InvoiceEnvelope, InvoicesPage, StatementEnvelope
+from admin_api.responses import AvailabilityEnvelope, InvoiceEnvelope, InvoicesPage, StatementEnvelope
+from admin_api.routes import availability as availability_routes
 from admin_api.routes import billing as billing_routes
 from admin_api.routes.billing import DOCUMENTS
 from admin_api.schemas import DocumentQuery, PageQuery, StatementQuery
-from core import billing, breakers, operators, tenants
+from core import availability, billing, breakers, operators, tenants
 from core.auth import announce_revoked
 from core.errors import InvalidInput
 from core.hub import Hub
@@ -61,13 +68,15 @@ from core.seats import clean_domain
 from core.serialize import ledger_dict
 from core.tenancy import announce_changed
 from web.api import IntId, PathParam, RouteTable, WordId
-from web.http import HUB, bearer_token, body, int_param, query_int, word_param
+from web.http import HUB, bearer_token, body, int_param, query_int, query_value, word_param
+from web.schemas import Deleted
 
 ROUTES = RouteTable("operator")
 TENANT: dict[str, PathParam] = {"tenant_id": IntId(MAX_ID)}
 ACCOUNT: dict[str, PathParam] = {"account_id": IntId(MAX_ID)}
 TENANT_DOMAIN: dict[str, PathParam] = {**TENANT, "domain": WordId(253)}
 SUBSYSTEM: dict[str, PathParam] = {"name": WordId(32)}
+WINDOW: dict[str, PathParam] = {"window_id": IntId(MAX_ID)}
 BILLING, SUPPORT = OperatorRole.BILLING.value, OperatorRole.SUPPORT.value
 
 
@@ -471,3 +480,64 @@ async def subsystem_history(request: web.Request) -> web.Response:
     changes = await hub.breakers.history(name, before_id=before_id, limit=limit)
     return web.json_response({"subsystem": name, "changes": [c.as_dict() for c in changes],
                               "next_before_id": changes[-1].id if len(changes) == limit else None})
+# --- availability (#15) -----------------------------------------------------------------------------
+@ROUTES.route("GET", "/operator/v1/tenants/{tenant_id}/availability", summary="A tenant's availability report "
+              "of a calendar month (UTC, ?month=YYYY-MM; default: the current month so far), as its admins see it",
+              response=AvailabilityEnvelope, query=TenantAvailabilityQuery, path_params=TENANT)
+async def tenant_availability(request: web.Request) -> web.Response:
+    return await availability_routes.report_response(request, await _readable_tenant(request))
+
+
+def _query_time(request: web.Request, name: str) -> datetime | None:
+    raw = query_value(request, name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw) if len(raw) <= 40 else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidInput(f"{name} must be a time written ISO 8601 with its offset (2026-12-07T02:00:00Z), "
+                           f"not {raw[:40]!r}", code="invalid_query")
+    return moment.astimezone(UTC)
+
+
+@ROUTES.route("GET", "/operator/v1/maintenance", summary="Announced maintenance windows, by start "
+              "(?from=&to= ISO 8601 times: those overlapping; ?tenant_id=: that tenant's and every tenant's)",
+              response=WindowsList, query=MaintenanceQuery)
+async def list_maintenance(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    await operator_of(request, *READ)
+    start, end = _query_time(request, "from"), _query_time(request, "to")
+    tenant_id = query_int(request, "tenant_id", None, lo=1, hi=MAX_ID)
+    if start is not None and end is not None and not start < end:
+        raise InvalidInput("from must be before to", code="invalid_query")
+    async with hub.db.read() as session:
+        windows = await availability.list_windows(session, start=start, end=end, tenant_id=tenant_id)
+    return web.json_response({"windows": [w.as_dict() for w in windows]})
+
+
+@ROUTES.route("POST", "/operator/v1/maintenance", summary="Announce a maintenance window for one tenant or "
+              "all, beginning now or later: outages inside it do not count against availability (owner, support)",
+              body=MaintenanceBody,
+              response=WindowEnvelope, status=201)
+async def create_maintenance(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    op = await operator_of(request, SUPPORT)
+    data = await body(request, MaintenanceBody)
+    async with hub.db.session() as session:
+        window = await availability.add_window(session, start=data.start, end=data.end, reason=data.reason,
+                                               tenant_id=data.tenant_id, actor=op.actor, now=utcnow(),
+                                               ip=request.remote)
+    return web.json_response({"window": window.as_dict()}, status=201)
+
+
+@ROUTES.route("DELETE", "/operator/v1/maintenance/{window_id}", summary="Withdraw a maintenance window "
+              "(owner, support)", response=Deleted, path_params=WINDOW)
+async def delete_maintenance(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    op = await operator_of(request, SUPPORT)
+    window_id = int_param(request, "window_id", limit=MAX_ID)
+    async with hub.db.session() as session:
+        await availability.remove_window(session, window_id, actor=op.actor, ip=request.remote)
+    return web.json_response({"deleted": window_id})

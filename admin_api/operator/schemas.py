@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import EmailStr, Field
+from pydantic import BeforeValidator, EmailStr, Field
 
 from admin_api.schemas import Day, NoticeBody
+from core.models import MAX_ID
 from web.schemas import Strict
 
 __all__ = ["Day", "NoticeBody"]
@@ -109,3 +111,40 @@ class SubsystemSwitchBody(Strict):
 class SubsystemHistoryQuery(Strict):
     before_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
     limit: int = Field(default=100, ge=1, le=1000)
+def _moment(value: Any) -> Any:
+    """A time as JSON has it: an ISO 8601 string with its offset (Z or +08:00), made UTC."""
+    if not isinstance(value, str) or len(value) > 40:
+        raise ValueError("a time is written as ISO 8601 with its offset, e.g. 2026-12-07T02:00:00Z")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value} is not a time written ISO 8601") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("a time needs its offset (Z or +08:00): the hub does not guess a time zone")
+    return moment.astimezone(UTC)
+
+
+Moment = Annotated[datetime, BeforeValidator(_moment),
+                   Field(json_schema_extra={"type": "string", "format": "date-time"})]
+
+
+class MaintenanceBody(Strict):
+    """An announced maintenance window: outages inside it do not count against availability."""
+
+    start: Moment
+    end: Moment
+    reason: str = Field(min_length=1, max_length=500)
+    tenant_id: int | None = Field(default=None, ge=1, le=MAX_ID,
+                                  description="Only this tenant's; absent: every tenant's")
+
+
+class MaintenanceQuery(Strict):
+    from_: str | None = Field(default=None, alias="from", description="Windows ending after this time (ISO 8601)")
+    to: str | None = Field(default=None, description="Windows starting before this time (ISO 8601)")
+    tenant_id: int | None = Field(default=None, ge=1, le=MAX_ID,
+                                  description="This tenant's windows and those for every tenant")
+
+
+class TenantAvailabilityQuery(Strict):
+    month: str | None = Field(default=None, pattern=r"^[0-9]{4}-[0-9]{2}$",
+                              description="The calendar month (UTC), YYYY-MM; default: the current month so far")
