@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core import availability
+from core.availability import Probe
+from core.db import Database
 from tests.conftest import ROOT, TenantInfo, eventually
 from tests.test_browser import _agent_signs_in, _customer_writes, browser, local_tenant, origin  # noqa: F401
 
@@ -471,3 +475,50 @@ async def test_a_view_larger_than_the_live_snapshot_pages_from_the_server(
 
 async def _listed(page: Any, n: int) -> bool:
     return bool(await page.locator("#tickets li.ticket").count() == n)
+
+
+async def test_an_admin_reads_the_months_availability(browser: Any, local_tenant: TenantInfo,  # noqa: F811
+                                                      shots: Path) -> None:
+    """The availability page: the month's figure against the promise, a bar a day, the incidents; a
+    month without probe data is unknown, never 100 %."""
+    admin = await local_tenant.add_agent(role="admin", name="王芳")
+    now = datetime.now(UTC)
+    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last_month = (first - timedelta(days=1)).replace(day=1)
+    outage = (last_month + timedelta(days=9, hours=3), last_month + timedelta(days=9, hours=3, minutes=50))
+    blip = (last_month + timedelta(days=19, hours=8), last_month + timedelta(days=19, hours=8, minutes=3))
+    probes, at = [], last_month
+    while at < first:  # a probe a minute all month (a missed round between is tolerated)
+        down = outage[0] <= at < outage[1] or blip[0] <= at < blip[1]
+        probes.append(Probe(local_tenant.id, "probe-1", at, not down, "webchat: no echo within 10 s" if down else None,
+                            90))
+        at += timedelta(minutes=1)
+    db = Database(local_tenant.settings.database_url)
+    try:
+        for chunk in range(0, len(probes), 5000):
+            async with db.session() as session:
+                await availability.record(session, probes[chunk:chunk + 5000])
+    finally:
+        await db.dispose()
+
+    ctx, page = await _agent_signs_in(browser, origin(local_tenant), admin.email)
+    await page.select_option("#lang", "zh-CN")
+    await page.click("#admin-open")
+    await page.click("[data-tab='availability']")
+    zh = catalogue("zh-CN")
+    # This month: no probe has run yet.
+    await page.wait_for_selector(f"#availability-figure:has-text('{zh['availability.unknown']}')")
+    await page.fill("#availability-month", last_month.strftime("%Y-%m"))
+    # 50 minutes down on a 43,200-minute month: 99.884 %, below the promise; the 3-minute blip does not count.
+    await page.wait_for_selector("#availability-figure:has-text('99.884%')")
+    assert "verdict-missed" in (await page.get_attribute("#availability-figure", "class") or "")
+    assert (await page.inner_text("#availability-downtime")).strip() == "50"
+    rows = page.locator("#availability-incidents tbody tr")
+    assert await rows.count() == 2
+    assert "webchat: no echo within 10 s" in await rows.first.inner_text()
+    assert await page.locator("#availability-incidents tr.counted").count() == 1
+    assert await page.locator("#availability-chart .day").count() == (first - last_month).days
+    assert await page.locator("#availability-chart .day-down").count() == 1
+    assert await page.locator("#availability-chart .day-dip").count() == 1  # the blip: seen, not counted
+    await page.screenshot(path=str(shots / "console-availability-zh.png"), full_page=True)
+    await ctx.close()

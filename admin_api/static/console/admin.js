@@ -1,5 +1,6 @@
 // The console's administration pages, for admins and owners: the web chat widget's own words (the
-// notice shown while nobody is online, and a greeting, in each language the widget speaks).
+// notice shown while nobody is online, and a greeting, in each language the widget speaks), and the
+// monthly availability report (GET /api/v1/availability: the figures, a bar a day, the incidents).
 // The caller hands in what it shares: the HTTP helper, htm's html and the words (t).
 
 import { useEffect, useState } from '/vendor/hooks.mjs';
@@ -9,7 +10,7 @@ const WIDGET_LANGS = [['en', 'English'], ['zh-CN', '简体中文']];
 const FIELDS = ['offline_message', 'welcome'];
 const MAX_WORDS = 2000; // connectors/webchat/schemas.py MAX_WORDS
 
-export const ADMIN_TABS = ['widget'];
+export const ADMIN_TABS = ['widget', 'availability'];
 
 export function WidgetWords({ api, html, t }) {
   const [words, setWords] = useState(null);   // {offline_message: {lang: text}, welcome: {...}}
@@ -76,6 +77,108 @@ export function AdminPage({ api, html, t, tab, onTab, onClose }) {
       </div>
       <section class="admin-body">
         ${tab === 'widget' && html`<h3>${t('admin.tab_widget')}</h3><${WidgetWords} api=${api} html=${html} t=${t} />`}
+        ${tab === 'availability' && html`<${Availability} api=${api} html=${html} t=${t} />`}
       </section>
     </main>`;
+}
+
+// ---- availability: the promise (99.9% a month, on a 43,200-minute basis) as the probers saw it -------
+const thisMonth = () => new Date().toISOString().slice(0, 7); // UTC, as the report's months are
+const pct = (x) => (x == null ? null : `${x.toFixed(3)}%`);
+const mins = (x) => (Math.round(x * 10) / 10).toString();
+
+function stamp(iso, lang) {
+  return new Intl.DateTimeFormat(lang, { dateStyle: 'medium', timeStyle: 'short', timeZone: 'UTC' }).format(new Date(iso));
+}
+
+// One bar a day, as status pages draw them, its colour saying how the day went: up, short outages
+// only (under 5 minutes: not counted), downtime counted, or no probe data (grey, never "up").
+function DayChart({ days, incidents, html, t }) {
+  const width = 16;
+  const gap = 4;
+  const height = 60;
+  const blips = new Set(incidents.filter((x) => x.counted_minutes === 0).map((x) => x.start.slice(0, 10)));
+  const kind = (d) => (d.downtime_minutes > 0 ? 'down' : d.measured_minutes === 0 ? 'unknown'
+    : blips.has(d.date) ? 'dip' : d.unknown_minutes > 0 ? 'partial' : 'up');
+  return html`
+    <svg id="availability-chart" class="day-chart" role="img" aria-label=${t('availability.chart')}
+      viewBox=${`0 0 ${days.length * (width + gap)} ${height + 18}`} preserveAspectRatio="xMinYMin meet">
+      ${days.map((d, i) => {
+        const label = [d.date, d.availability == null ? t('availability.unknown') : pct(d.availability),
+          t('availability.day_down', { n: mins(d.downtime_minutes) }),
+          d.unknown_minutes > 0 ? t('availability.day_unknown', { n: mins(d.unknown_minutes) }) : ''].filter(Boolean).join(' · ');
+        return html`<g key=${d.date} class=${`day day-${kind(d)}`} data-date=${d.date}>
+          <title>${label}</title>
+          <rect x=${i * (width + gap)} y="0" width=${width} height=${height} rx="2" />
+          ${(i === 0 || (i + 1) % 5 === 0) && html`<text x=${i * (width + gap) + width / 2} y=${height + 14}
+            text-anchor="middle">${Number(d.date.slice(8))}</text>`}
+        </g>`;
+      })}
+    </svg>`;
+}
+
+export function Availability({ api, html, t }) {
+  const [month, setMonth] = useState(thisMonth());
+  const [report, setReport] = useState(null);
+  const [error, setError] = useState('');
+  const lang = document.documentElement.lang || 'en';
+  useEffect(() => {
+    setReport(null);
+    setError('');
+    api('GET', `/api/v1/availability?month=${encodeURIComponent(month)}`)
+      .then((r) => setReport(r.availability))
+      .catch((err) => setError(err.message));
+  }, [month]);
+  const r = report;
+  const headline = r && (r.availability != null ? pct(r.availability)
+    : r.measured_availability != null ? t('availability.measured_only', { pct: pct(r.measured_availability) })
+      : t('availability.unknown'));
+  const verdict = r && (r.meets_target == null ? 'unknown' : r.meets_target ? 'met' : 'missed');
+  return html`
+    <div id="availability">
+      <div class="row availability-head">
+        <h3>${t('admin.tab_availability')}</h3>
+        <label>${t('availability.month')}
+          <input id="availability-month" type="month" value=${month} max=${thisMonth()}
+            onChange=${(e) => { if (e.target.value) setMonth(e.target.value); }} /></label>
+      </div>
+      ${error && html`<p class="error" role="alert">${error}</p>`}
+      ${!r && !error && html`<p class="empty">${t('ticket.loading')}</p>`}
+      ${r && html`
+        <div class="figures">
+          <div class="figure"><span class="figure-label">${t('availability.figure')}</span>
+            <span id="availability-figure" class=${`figure-value verdict-${verdict}`}>${headline}</span>
+            <span class="figure-note">${t('availability.target', { pct: pct(r.target) })} · ${t(`availability.verdict_${verdict}`)}</span></div>
+          <div class="figure"><span class="figure-label">${t('availability.downtime')}</span>
+            <span id="availability-downtime" class="figure-value">${mins(r.downtime_minutes)}</span>
+            <span class="figure-note">${t('availability.minutes_of', { n: r.basis_minutes })}</span></div>
+          <div class="figure"><span class="figure-label">${t('availability.unknown_minutes')}</span>
+            <span id="availability-unknown" class="figure-value">${mins(r.unknown_minutes)}</span>
+            <span class="figure-note">${r.complete ? t('availability.complete') : t('availability.as_of', { when: stamp(r.as_of, lang) })}</span></div>
+        </div>
+        ${r.closed && html`<p id="availability-closed" class="hint">${t(`availability.closed_${r.closed.compensation}`,
+          { n: r.closed.compensated_minutes })}</p>`}
+        <${DayChart} days=${r.days} incidents=${r.incidents} html=${html} t=${t} />
+        <p class="legend">
+          <span class="key day-up"></span>${t('availability.key_up')} <span class="key day-dip"></span>${t('availability.key_dip')}
+          <span class="key day-down"></span>${t('availability.key_down')} <span class="key day-unknown"></span>${t('availability.key_unknown')}</p>
+        <h4>${t('availability.incidents')}</h4>
+        ${!r.incidents.length ? html`<p class="empty">${t('availability.no_incidents')}</p>` : html`
+          <table id="availability-incidents" class="incidents">
+            <thead><tr><th>${t('availability.start')}</th><th>${t('availability.end')}</th><th>${t('availability.length')}</th>
+              <th>${t('availability.cause')}</th><th>${t('availability.counted')}</th></tr></thead>
+            <tbody>${r.incidents.map((x) => html`<tr key=${x.start} class=${x.counted_minutes > 0 ? 'counted' : ''}>
+              <td>${stamp(x.start, lang)}</td>
+              <td>${x.ended_by === 'open' ? t('availability.ongoing') : stamp(x.end, lang)}</td>
+              <td>${t('availability.n_minutes', { n: mins(x.minutes) })}</td>
+              <td class="cause">${x.cause}</td>
+              <td>${x.counted_minutes > 0 ? t('availability.n_minutes', { n: mins(x.counted_minutes) })
+                : x.maintenance_minutes > 0 ? t('availability.in_maintenance') : t('availability.under_five')}</td>
+            </tr>`)}</tbody>
+          </table>`}
+        ${r.maintenance.length > 0 && html`
+          <h4>${t('availability.maintenance')}</h4>
+          <ul class="plain">${r.maintenance.map((w) => html`<li key=${w.id}>${stamp(w.start, lang)} – ${stamp(w.end, lang)} · ${w.reason}</li>`)}</ul>`}
+        <p class="hint">${t('availability.explained')}</p>`}
+    </div>`;
 }
