@@ -18,7 +18,7 @@ import aiohttp
 from sqlalchemy import func, select
 
 from channelhub.probe import Prober, Target
-from core import probes, tenants
+from core import availability, probes, tenants
 from core.billing import Actor
 from core.config import Settings
 from core.db import Database
@@ -306,6 +306,19 @@ async def test_an_outage_of_a_real_serve_appears_with_its_length_to_each_of_two_
         assert "domain: connection refused" in causes, causes
     # Two probers, two names, each with its own record of the same tenant.
     assert {r.prober for r in rows} == set(names)
+    # And the availability report, which merges the probers, shows that one outage with its length.
+    db = Database(settings.database_url)
+    try:
+        async with db.read() as session:
+            report = await availability.month_report(
+                session, tenant.id, availability.parse_month(down_at.strftime("%Y-%m"), utcnow()),
+                now=utcnow() + timedelta(seconds=2), interval=timedelta(seconds=INTERVAL))
+    finally:
+        await db.dispose()
+    [incident] = report["incidents"]
+    assert abs(incident["minutes"] * 60 - expected) <= 2 * INTERVAL + 0.25, (incident, expected)
+    assert incident["cause"].split(":")[0] in ("domain", "webchat", "agent socket"), incident
+    assert not incident["counted"]  # seconds, not the 5 minutes that count
 
 
 async def test_a_prober_outlives_its_database(settings: Settings, tenant: TenantInfo, tmp_path: Path) -> None:
