@@ -10,7 +10,7 @@ account, the time, the address and what changed.
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -52,6 +52,7 @@ from admin_api.operator.schemas import (
     TenantPatch,
     TenantsQuery,
     TopUpBody,
+    parse_moment,
 )
 from admin_api.responses import AvailabilityEnvelope, InvoiceEnvelope, InvoicesPage, StatementEnvelope
 from admin_api.routes import availability as availability_routes
@@ -493,13 +494,9 @@ def _query_time(request: web.Request, name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        moment = datetime.fromisoformat(raw) if len(raw) <= 40 else None
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None or moment.utcoffset() is None:
-        raise InvalidInput(f"{name} must be a time written ISO 8601 with its offset (2026-12-07T02:00:00Z), "
-                           f"not {raw[:40]!r}", code="invalid_query")
-    return moment.astimezone(UTC)
+        return parse_moment(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"{name}: {exc}", code="invalid_query") from None
 
 
 @ROUTES.route("GET", "/operator/v1/maintenance", summary="Announced maintenance windows, by start "

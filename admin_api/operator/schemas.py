@@ -111,8 +111,11 @@ class SubsystemSwitchBody(Strict):
 class SubsystemHistoryQuery(Strict):
     before_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
     limit: int = Field(default=100, ge=1, le=1000)
-def _moment(value: Any) -> Any:
-    """A time as JSON has it: an ISO 8601 string with its offset (Z or +08:00), made UTC."""
+
+
+def parse_moment(value: Any) -> datetime:
+    """A time as JSON and query strings have it: an ISO 8601 string with its offset (Z or +08:00),
+    made UTC; ValueError saying what is wrong otherwise."""
     if not isinstance(value, str) or len(value) > 40:
         raise ValueError("a time is written as ISO 8601 with its offset, e.g. 2026-12-07T02:00:00Z")
     try:
@@ -124,7 +127,7 @@ def _moment(value: Any) -> Any:
     return moment.astimezone(UTC)
 
 
-Moment = Annotated[datetime, BeforeValidator(_moment),
+Moment = Annotated[datetime, BeforeValidator(parse_moment),
                    Field(json_schema_extra={"type": "string", "format": "date-time"})]
 
 
