@@ -49,8 +49,9 @@ ROLES = ("agent", "supervisor", "admin", "owner")
 OPERATOR_HOST = "localhost"
 OPERATOR_ROLES = ("support", "billing", "owner")
 OPERATOR_PASSWORD = "apicheck-operator-password"
-# Operator operations that end a token or an account: run last, under an account of their own.
-OPERATOR_ENDERS = ("logout", "update_account")
+# Operator operations that end a token or an account, or switch a subsystem off (after which that
+# subsystem's routes answer 503 subsystem_offline, as they should): run last, under an account of their own.
+OPERATOR_ENDERS = ("logout", "update_account", "switch_subsystem")
 # What may end the token it is called with (operationIds): run last, under a seat of their own.
 TOKEN_ENDERS = ("logout", "logout_all", "change_password", "update_agent")
 CHECKS = ",".join((
