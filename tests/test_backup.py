@@ -8,6 +8,7 @@ processes; and the restored hub serves."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -372,3 +373,83 @@ async def test_serve_runs_the_schedule(settings: Settings, fresh: Databases, tmp
         assert backups.verify(folder / name)["alembic_revision"] is not None
     finally:
         await server.runner.cleanup()
+
+
+@pytest.mark.skipif(not PG_URL or shutil.which("pg_basebackup") is None,
+                    reason="the hot standby recipe needs PostgreSQL and pg_basebackup")
+def test_standby_base_backup_recipe(tmp_path: Path) -> None:
+    """docs/operations.md's hot standby starts from `pg_basebackup -R`: against the test server it
+    makes a data directory that starts as a standby of it (standby.signal, primary_conninfo). The
+    server must accept replication connections from here (a `host replication` line in
+    pg_hba.conf, as Debian's default cluster has); where it does not, the test is skipped. The
+    standby itself is not started (PostgreSQL will not run as root, as CI does)."""
+    assert PG_URL
+    target = tmp_path / "standby"
+    env = backups.pg_env(PG_URL)
+    result = subprocess.run(["pg_basebackup", "--pgdata", str(target), "--wal-method=stream", "--checkpoint=fast",
+                             "--write-recovery-conf", "--no-password", "--progress"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    if result.returncode != 0 and ("pg_hba.conf" in result.stderr or "replication" in result.stderr):
+        pytest.skip(f"the server refuses replication connections here: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0, result.stderr
+    assert (target / "PG_VERSION").exists() and (target / "standby.signal").exists()
+    assert "primary_conninfo" in (target / "postgresql.auto.conf").read_text()
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else None
+
+
+def _free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free loopback ports."""
+    import random
+    import socket
+
+    for _ in range(100):
+        first = random.randrange(20000, 60000)
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(first, first + n):
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise AssertionError("no free ports")
+
+
+@pytest.mark.skipif(not PG_URL or _postgres_bin() is None, reason="needs PostgreSQL's server programs (initdb)")
+def test_postgresql_recipe_on_a_private_cluster() -> None:
+    """The hot standby and WAL archiving recipe of docs/operations.md, on a throw-away cluster of
+    our own (tests/pg_recipe.sh): the shared server is not touched."""
+    import pwd
+    import tempfile
+
+    bin_dir = _postgres_bin()
+    assert bin_dir is not None
+    as_root = os.geteuid() == 0
+    if as_root:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("PostgreSQL does not run as root, and there is no postgres user to run it as")
+    work = Path(tempfile.mkdtemp(prefix="channelhub-pg-recipe-"))
+    try:
+        if as_root:
+            os.chown(work, user.pw_uid, user.pw_gid)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BIN": str(bin_dir), "D": str(work),
+               "PORT": str(_free_ports(3))}
+        argv = ["bash", str(ROOT / "tests" / "pg_recipe.sh")]
+        if as_root:
+            argv = ["runuser", "-u", "postgres", "--", "env", *(f"{k}={v}" for k, v in env.items()), *argv]
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=work)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        assert "standby in recovery: t, rows: 2" in out, out
+        assert "walreceiver|streaming" in out, out
+        # Recovered to the moment before the DELETE: the three rows; the primary has none left.
+        assert ": one,two,three; primary now: 0 rows" in out, out
+        assert "after cleanup to" in out, out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
