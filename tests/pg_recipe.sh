@@ -49,14 +49,16 @@ for i in $(seq 50); do [ "$($S -d hub -c 'select count(*) from t')" = 2 ] && bre
 echo "standby in recovery: $($S -c 'select pg_is_in_recovery()'), rows: $($S -d hub -c 'select count(*) from t')"
 $P -c "select application_name, state from pg_stat_replication"
 # Point-in-time recovery: a base backup, changes, a mistake; recover to just before it.
-$B/pg_basebackup -h 127.0.0.1 -p $P1 -U replicator -D $D/base -X none --checkpoint=fast
+$B/pg_basebackup -h 127.0.0.1 -p $P1 -U replicator -D $D/base -Ft -z -X none --checkpoint=fast
 $P -d hub -c "INSERT INTO t VALUES (3, 'three')"
 T=$($P -c "select now()")
 sleep 1
 $P -d hub -c "DELETE FROM t"
 $P -c "select pg_switch_wal()" >/dev/null
 for i in $(seq 100); do [ "$($P -c 'select last_archived_wal is not null and last_archived_time > now() - interval '"'"'5 s'"'"' from pg_stat_archiver')" = t ] && break; sleep 0.1; done
-cp -a $D/base $D/pitr
+mkdir -m 700 $D/pitr
+tar -xzf $D/base/base.tar.gz -C $D/pitr
+rm -rf $D/pitr/pg_wal/*
 cat >> $D/pitr/postgresql.auto.conf <<CONF
 port = $P3
 archive_mode = off
@@ -70,8 +72,9 @@ R="$B/psql -h 127.0.0.1 -p $P3 -U postgres -qAt"
 for i in $(seq 100); do [ "$($R -c 'select pg_is_in_recovery()')" = f ] && break; sleep 0.1; done
 rows=$($R -d hub -c "select string_agg(v, ',' order by id) from t")
 echo "recovered to $T: $rows; primary now: $($P -d hub -c 'select count(*) from t') rows"
-# Keeping the archive: remove what the oldest kept base backup does not need.
-label=$(ls $D/archive | grep '\.backup$' | tail -1)
-before=$(ls $D/archive | wc -l)
-$B/pg_archivecleanup $D/archive "$label"
-echo "archive: $before files, after cleanup to $label: $(ls $D/archive | wc -l)"
+# Keeping the archive: remove the segments the oldest kept base backup does not need (it starts
+# where its backup_label says).
+segment=$(tar -xzOf $D/base/base.tar.gz backup_label | sed -n 's/^START WAL LOCATION: .*(file \(.*\))$/\1/p')
+before=$(ls $D/archive | grep -vc '\.backup$')
+$B/pg_archivecleanup $D/archive "$segment"
+echo "archive: $before segments, after cleanup to $segment: $(ls $D/archive | grep -vc '\.backup$'), oldest $(ls $D/archive | grep -v '\.backup$' | sort | head -1)"

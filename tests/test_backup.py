@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -450,6 +451,8 @@ def test_postgresql_recipe_on_a_private_cluster() -> None:
         assert "walreceiver|streaming" in out, out
         # Recovered to the moment before the DELETE: the three rows; the primary has none left.
         assert ": one,two,three; primary now: 0 rows" in out, out
-        assert "after cleanup to" in out, out
+        # The archive kept from where the base backup starts: nothing older, that segment kept.
+        [(segment, oldest)] = re.findall(r"after cleanup to (\w+): \d+, oldest (\w+)", out)
+        assert segment and oldest == segment, out
     finally:
         shutil.rmtree(work, ignore_errors=True)
