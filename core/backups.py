@@ -391,7 +391,8 @@ def _unpacked(file: Path) -> Iterator[tuple[dict[str, Any], dict[str, Path]]]:
                     raise _corrupt(file, f"missing {', '.join(missing)}")
         except BackupError:
             raise
-        except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, KeyError, TypeError) as exc:
+        except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, LookupError, TypeError,
+                AttributeError) as exc:
             raise _corrupt(file, f"{type(exc).__name__}: {exc}") from None
         yield manifest, found
 

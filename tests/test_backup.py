@@ -315,6 +315,50 @@ async def test_cli_backs_up_restores_and_refuses(settings: Settings, fresh: Data
     assert empty == 0
 
 
+def forged(path: Path, dest: Path, **changes: Any) -> Path:
+    """A copy of a backup whose manifest says something else (its hashes still right)."""
+    import io
+    import json
+    import tarfile
+
+    with tarfile.open(path, "r:*") as src, tarfile.open(dest, "w") as out:
+        for member in src.getmembers():
+            fh = src.extractfile(member)
+            assert fh is not None
+            data = fh.read()
+            if member.name == backups.MANIFEST:
+                data = json.dumps({**json.loads(data), **changes}).encode()
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data))
+    return dest
+
+
+async def test_restore_refuses_what_this_hub_cannot_use(settings: Settings, fresh: Databases,
+                                                        tmp_path: Path) -> None:
+    src = await migrated(hub_settings(settings, await fresh("refsrc"), tmp_path / "src"))
+    secrets.encrypt(src, "a channel password")  # the key file is made
+    path = await backups.backup(src, tmp_path / "b")
+    dest = hub_settings(settings, await fresh("refdest"), tmp_path / "dest")
+    other_kind = "sqlite" if PG_URL else "postgresql"
+    cases = [
+        (forged(path, tmp_path / "kind.chbk", database=other_kind), "wrong_database_kind", f"a {other_kind} database"),
+        (forged(path, tmp_path / "new.chbk", alembic_revision="9999z", hub_version="9.0"), "backup_too_new", "9.0"),
+        (forged(path, tmp_path / "format.chbk", format_version=99), "backup_format", "format 99"),
+        (forged(path, tmp_path / "members.chbk", members={}), "backup_corrupt", "unexpected member"),
+    ]
+    for file, code, words in cases:
+        with pytest.raises(backups.BackupError) as refused:
+            await backups.restore(dest, file)
+        assert refused.value.code == code and words in refused.value.message, (code, refused.value.message)
+    # The key: CHANNELHUB_SECRET_KEY set to another key than the backup's key file.
+    with pytest.raises(backups.BackupError) as refused:
+        await backups.restore(replace(dest, secret_key="another key"), path)
+    assert refused.value.code == "key_mismatch"
+    # None of it wrote anything: the untouched backup still restores.
+    await backups.restore(dest, path)
+    assert await snapshot(dest.database_url) == await snapshot(src.database_url)
+
+
 def test_prune_keeps_seven_days(tmp_path: Path) -> None:
     now = datetime(2026, 12, 10, 2, 0, tzinfo=UTC)
     for days in range(12):
@@ -420,7 +464,8 @@ def _free_ports(n: int) -> int:
     raise AssertionError("no free ports")
 
 
-@pytest.mark.skipif(not PG_URL or _postgres_bin() is None, reason="needs PostgreSQL's server programs (initdb)")
+@pytest.mark.skipif(not PG_URL or _postgres_bin() is None,
+                    reason="a PostgreSQL run, with PostgreSQL's server programs (initdb) installed")
 def test_postgresql_recipe_on_a_private_cluster() -> None:
     """The hot standby and WAL archiving recipe of docs/operations.md, on a throw-away cluster of
     our own (tests/pg_recipe.sh): the shared server is not touched."""
