@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -19,7 +21,7 @@ from aiohttp import web
 import admin_api
 import admin_api.operator
 from connectors.registry import CHANNELS
-from core import availability, outbox, presence, tenants
+from core import availability, backups, outbox, presence, tenants
 from core.breakers import SubsystemOffline
 from core.config import Settings
 from core.hub import Hub
@@ -140,6 +142,13 @@ async def _on_startup(app: web.Application) -> None:
         app[TASKS].append(asyncio.create_task(_billing_rounds(hub)))
         app[TASKS].append(asyncio.create_task(
             _every(s.billing_interval, lambda: _availability_round(hub), "availability", first=15.0)))
+    if s.backup_interval > 0:  # 0: no backups from serve (cron runs `channelhub backup`, or none)
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        # Each process asks every minute (one UPDATE); the one that takes the lease while a backup
+        # is due makes it, in a thread or a child process (core.backups.scheduled).
+        app[TASKS].append(asyncio.create_task(_every(
+            min(s.backup_interval, 60.0), lambda: backups.scheduled(hub.db, s, owner=owner), "backup",
+            first=min(s.backup_interval, 5.0))))
     app[RESOLVER].watch(hub.bus)
     # What start-up made (modules, the models' metadata, compiled statements) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk all of it and

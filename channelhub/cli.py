@@ -1,5 +1,5 @@
-"""The ``channelhub`` command: serve, worker, probe, migrate, tenant create, agent create, group create,
-inbox, demo."""
+"""The ``channelhub`` command: serve, worker, probe, migrate, backup, restore, tenant create, agent create,
+group create, inbox, demo."""
 
 from __future__ import annotations
 
@@ -341,6 +341,52 @@ def cmd_availability_close(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if outcomes.get("failed") else 0
 
 
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    """One backup now (from cron, or by hand), then the directory pruned to --keep-days."""
+    from datetime import UTC, datetime
+
+    from core import backups
+
+    where = args.dir or settings.backup_dir
+    keep = settings.backup_keep_days if args.keep_days is None else args.keep_days
+    if keep < 1:
+        print("channelhub backup: --keep-days must be at least 1", file=sys.stderr)
+        return 2
+    now = datetime.now(UTC)
+    try:
+        path = asyncio.run(backups.backup(settings, where, now=now))
+    except backups.BackupError as exc:
+        print(f"channelhub backup: {exc.message} ({exc.code})", file=sys.stderr)
+        return 2
+    backups.prune(where, keep, now=now)
+    print(path)
+    return 0
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    from alembic.script import ScriptDirectory
+
+    from core import backups
+    from core.db import alembic_config
+
+    try:
+        done = asyncio.run(backups.restore(settings, args.file))
+    except backups.BackupError as exc:
+        print(f"channelhub restore: {exc.message} ({exc.code})", file=sys.stderr)
+        return 2
+    manifest = done.manifest
+    print(f"restored {args.file}: a backup of {manifest['created_at']} (channelhub {manifest['hub_version']}, "
+          f"schema {manifest['alembic_revision']})")
+    if done.key_written is not None:
+        print(f"the backup's secret key was written to {done.key_written}")
+    for warning in done.warnings:
+        print(f"warning: {warning}")
+    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    if manifest["alembic_revision"] != head:
+        print(f"the schema is older than this channelhub's ({head}): run `channelhub migrate` before serving")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="channelhub", description="channelhub customer-service hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -407,6 +453,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "(every serve process does it each billing interval)")
     close.add_argument("--tenant", type=int, action="append", default=[], help="only this tenant id (repeatable)")
     close.set_defaults(func=cmd_availability_close)
+
+    bk = sub.add_parser("backup", help="take a backup now (consistent while the hub serves) and prune old ones")
+    bk.add_argument("--dir", help="where to write it (default CHANNELHUB_BACKUP_DIR, ./var/backups)")
+    bk.add_argument("--keep-days", type=int, help="delete this command's backups older than this many days from "
+                    "the directory, keeping the newest (default CHANNELHUB_BACKUP_KEEP_DAYS, 7)")
+    bk.set_defaults(func=cmd_backup)
+
+    rs = sub.add_parser("restore", help="bring a backup back into the configured database, which must be empty")
+    rs.add_argument("file", help="a channelhub-<time>.chbk file")
+    rs.set_defaults(func=cmd_restore)
 
     group = sub.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
     gc = group.add_parser("create", help="create a group in a tenant")

@@ -126,6 +126,12 @@ class Settings:
     probe_timeout: float = 10.0
     probe_concurrency: int = 20
     probe_base_url: str | None = None
+    # Backups (`channelhub backup`, core.backups, docs/operations.md): where they are written, how
+    # many days of them are kept, and how often `serve` makes one (seconds; 0: never, cron runs
+    # `channelhub backup` instead). With several processes one of them makes each (a lease).
+    backup_dir: str = "./var/backups"
+    backup_keep_days: int = 7
+    backup_interval: float = 0.0
     # Every CHANNELHUB_* variable as it was read: each channel reads its own settings from here
     # (connectors/<kind>/settings.py), so core knows no channel's options.
     env: dict[str, str] = field(default_factory=dict)
@@ -194,6 +200,9 @@ class Settings:
             probe_timeout=float(get("PROBE_TIMEOUT") or defaults.probe_timeout),
             probe_concurrency=int(get("PROBE_CONCURRENCY") or defaults.probe_concurrency),
             probe_base_url=get("PROBE_BASE_URL"),
+            backup_dir=get("BACKUP_DIR") or defaults.backup_dir,
+            backup_keep_days=int(get("BACKUP_KEEP_DAYS") or defaults.backup_keep_days),
+            backup_interval=float(get("BACKUP_INTERVAL") or defaults.backup_interval),
             env={k: v for k, v in env.items() if k.startswith("CHANNELHUB_")},
         )
 

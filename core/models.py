@@ -876,3 +876,17 @@ class AvailabilityMonth(TenantScoped, Base):
     ledger_entry_id: Mapped[int | None] = mapped_column(BigInteger)
     # The closed figures and incidents, as the report showed them then.
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class PeriodicJob(Base):
+    """A job that one process of the hub runs every so often, whichever (core.backups' scheduled
+    backup): who holds it now and until when (a core.leases.RowLease), and when it last succeeded,
+    which is what makes it due. One row per job; no tenant data."""
+
+    __tablename__ = "periodic_jobs"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    held_until: Mapped[datetime | None]
+    # When the last successful run began.
+    last_done_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))

@@ -68,6 +68,21 @@ def _key(settings: Settings) -> bytes:
         return found
 
 
+def fingerprint(material: str) -> str:
+    """A short name of a key (or passphrase) that reveals nothing of it: backups record it, so a
+    restore can tell whether the key it will run with is the one the credentials were encrypted with."""
+    return hashlib.sha256(b"channelhub key fingerprint\0" + _fernet_key(material)).hexdigest()[:16]
+
+
+def key_fingerprint(settings: Settings) -> str | None:
+    """The fingerprint of the configured key, without generating one: None when no key is set and
+    ``secret_key_file`` does not exist (nothing was ever encrypted then)."""
+    if settings.secret_key:
+        return fingerprint(settings.secret_key)
+    path = Path(settings.secret_key_file)
+    return fingerprint(path.read_text()) if path.exists() else None
+
+
 def fernet(settings: Settings) -> Fernet:
     ident = (settings.secret_key, settings.secret_key_file)
     found = _cache.get(ident)
