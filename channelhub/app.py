@@ -19,7 +19,7 @@ from aiohttp import web
 import admin_api
 import admin_api.operator
 from connectors.registry import CHANNELS
-from core import availability, outbox, presence, tenants
+from core import availability, outbox, presence, purge, tenants
 from core.breakers import SubsystemOffline
 from core.config import Settings
 from core.hub import Hub
@@ -140,6 +140,9 @@ async def _on_startup(app: web.Application) -> None:
         app[TASKS].append(asyncio.create_task(_billing_rounds(hub)))
         app[TASKS].append(asyncio.create_task(
             _every(s.billing_interval, lambda: _availability_round(hub), "availability", first=15.0)))
+    if s.purge_interval > 0:  # 0: this process runs no purge (another does)
+        app[TASKS].append(asyncio.create_task(
+            _every(s.purge_interval, lambda: purge.purge_round(hub), "purge", first=min(s.purge_interval, 10.0))))
     app[RESOLVER].watch(hub.bus)
     # What start-up made (modules, the models' metadata, compiled statements) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk all of it and
