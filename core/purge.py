@@ -38,6 +38,7 @@ paid may not have been renewed yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -243,6 +244,11 @@ class Runner:
                              chunks=PURGES.c.chunks + 1)
         return n
 
+    async def release(self) -> None:
+        """Let the purge go at once (a process stopping), so the next one need not wait for the lease."""
+        async with self.hub.db.connection() as conn:
+            await conn.execute(update(PURGES).where(self._mine()).values(lease_owner=None, lease_until=None))
+
     async def leftovers(self) -> list[str]:
         """Tables that still hold rows of the tenant (written while the walk went by them)."""
         found: list[str] = []
@@ -322,6 +328,11 @@ async def run(hub: Hub, tenant_id: int, *, chunk: int | None = None, owner: str 
     except LeaseLost:
         logger.warning("purge of tenant %s: another process took it over; stopping here", tenant_id)
         return "busy"
+    except asyncio.CancelledError:
+        # The process is stopping: the chunk in flight was rolled back; hand the purge on now.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(runner.release())
+        raise
     hub.tenants.forget_tenant(tenant_id)
     await announce_changed(hub, tenant_id)
     logger.info("purge of tenant %s done: %s rows", tenant_id, rows)

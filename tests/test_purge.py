@@ -7,6 +7,7 @@ is untouched; a purge stopped in the middle resumes; a tenant whose term ran out
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets as secrets_module
 import subprocess
@@ -310,6 +311,29 @@ async def test_a_purge_stopped_in_the_middle_resumes_where_it_was(
     assert {"tenant.purge.request", "tenant.purge.done"} <= {e["action"] for e in trail}, trail
     # A purge that is done stays done.
     assert await purge.run(hub, a.info.id) == "done"
+
+
+async def test_a_purge_stopped_with_its_process_is_handed_on_at_once(
+        server: Server, settings: Settings, db: Database) -> None:
+    hub = server.app[HUB]
+    t = await make_tenant(settings, server)
+    async with db.session() as session:
+        session.add_all([Customer(tenant_id=t.id, name=f"c{i}") for i in range(20)])
+        await purge.request(session, t.id, confirm=t.domain, actor=tenants.CLI, reason="operator",
+                            now=datetime.now(UTC))
+    # A serve shutting down cancels its purge between two chunks (pause: room for the cancel).
+    task = asyncio.create_task(purge.run(hub, t.id, chunk=1, owner="stopping", pause=0.05))
+
+    async def begun() -> bool:
+        return int((await purge.progress(hub, t.id))["chunks"]) >= 2
+    await eventually(begun)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    # It let the lease go: the next process takes it on without waiting for the lease to run out.
+    assert t.id in await purge.unfinished(hub, datetime.now(UTC))
+    assert await purge.run(hub, t.id, owner="next") == "done"
+    assert sum((await counts(db, t.id)).values()) == 0
 
 
 # --- retention: 7 days after the term ran out unpaid --------------------------------------------------
