@@ -50,7 +50,7 @@ from core.models import (
     TicketParticipant,
 )
 from tests.conftest import PASSWORD, ROOT, Server, TenantInfo, eventually, make_tenant, start_server
-from tests.support import Http, assert_error, open_billing
+from tests.support import Http, assert_error, assert_error_frame, next_frame, open_billing
 from tests.test_operator import Desk, desk  # noqa: F401  (desk: the fixture)
 from tests.test_sessions import closed_for_session
 from tests.wechat.platform import StandIn, new_aes_key, new_app_id, new_openid
@@ -207,6 +207,9 @@ async def test_the_owners_purge_leaves_no_row_of_the_tenant_and_the_other_untouc
     live = AgentClient(server.url, host=a.info.domain)
     live.token = a.admin_token
     await live.connect()
+    visitor = await http.ws("/webchat/ws", host=a.info.domain)
+    await visitor.send_json({"type": "hello", "visitor_id": a.visitor_id})
+    assert (await next_frame(visitor))["type"] == "welcome"
 
     path = "/api/v1/tenant/delete"
     assert_error(await http("POST", path, host=a.info.domain, token=a.admin_token, json_body={
@@ -229,6 +232,10 @@ async def test_the_owners_purge_leaves_no_row_of_the_tenant_and_the_other_untouc
     assert_error(await http("GET", "/api/v1/me", host=a.info.domain, token=a.owner_token), 403, "tenant_purged")
     assert_error(await http("POST", "/webchat/messages", host=a.info.domain, json_body={
         "visitor_id": a.visitor_id, "client_id": "late", "text": "hello?"}), 403, "tenant_purged")
+    # A visitor's socket opened before takes nothing more either.
+    await visitor.send_json({"type": "message", "client_id": "late", "text": "still there?"})
+    assert_error_frame(await next_frame(visitor, skip=lambda f: f.get("type") != "error"), "tenant_purged")
+    await visitor.close()
 
     hub = server.app[HUB]
     steps: list[dict[str, Any]] = []
