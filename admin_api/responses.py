@@ -765,3 +765,39 @@ class AvailabilityReport(Out):
 
 class AvailabilityEnvelope(Out):
     availability: AvailabilityReport
+
+
+# --- deletion (#16): a tenant's purge, one customer's erasure (core.purge, core.erasure) -------------
+class PurgeRequester(Out):
+    type: str
+    id: int | None
+
+
+class Purge(Out):
+    """A tenant's purge and its progress (core.purge.purge_dict)."""
+
+    tenant_id: int
+    tenant_name: str
+    domains: list[str]
+    reason: Literal["owner", "operator", "retention"]
+    requested_by: PurgeRequester
+    requested_at: datetime
+    state: Literal["requested", "running", "done"]
+    table: str | None = Field(description="the table being emptied")
+    rows_deleted: int
+    chunks: int
+    passes: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class PurgeEnvelope(Out):
+    purge: Purge
+
+
+class Erased(Out):
+    """What one customer's erasure deleted, by kind (tickets, messages, identities, attachments, a
+    channel's table name...): counts only."""
+
+    customer_id: int
+    deleted: dict[str, int]

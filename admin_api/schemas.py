@@ -476,3 +476,10 @@ class MentionsQuery(Strict):
 class AvailabilityQuery(Strict):
     month: str | None = Field(default=None, pattern=r"^[0-9]{4}-[0-9]{2}$",
                               description="The calendar month (UTC), YYYY-MM; default: the current month so far")
+
+
+class ConfirmBody(Strict):
+    """A typed confirmation of a deletion: the tenant's primary domain (a tenant's purge), the
+    customer's id (a customer's erasure)."""
+
+    confirm: str = Field(min_length=1, max_length=255)

@@ -21,7 +21,7 @@ from aiohttp import web
 import admin_api
 import admin_api.operator
 from connectors.registry import CHANNELS
-from core import availability, backups, outbox, presence, tenants
+from core import availability, backups, outbox, presence, purge, tenants
 from core.breakers import SubsystemOffline
 from core.config import Settings
 from core.hub import Hub
@@ -149,6 +149,9 @@ async def _on_startup(app: web.Application) -> None:
         app[TASKS].append(asyncio.create_task(_every(
             min(s.backup_interval, 60.0), lambda: backups.scheduled(hub.db, s, owner=owner), "backup",
             first=min(s.backup_interval, 5.0))))
+    if s.purge_interval > 0:  # 0: this process runs no purge (another does)
+        app[TASKS].append(asyncio.create_task(
+            _every(s.purge_interval, lambda: purge.purge_round(hub), "purge", first=min(s.purge_interval, 10.0))))
     app[RESOLVER].watch(hub.bus)
     # What start-up made (modules, the models' metadata, compiled statements) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk all of it and

@@ -386,6 +386,39 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
         print(f"the schema is older than this channelhub's ({head}): run `channelhub migrate` before serving")
     return 0
 
+def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete all of a tenant's data (as the operator's purge route does), confirmed with its
+    primary domain, and run the purge to its end here, its progress on stderr. A purge already
+    asked for (or interrupted) is resumed."""
+    from channelhub.app import build_hub
+    from core import purge
+    from core.models import utcnow
+    from core.tenants import CLI
+
+    def show(step: dict[str, Any]) -> None:
+        print(f"purge: {step['table']}: -{step['deleted']} ({step['rows_deleted']} rows so far)", file=sys.stderr)
+
+    async def main() -> str:
+        hub = build_hub(settings)
+        await hub.start(inbound=False)
+        try:
+            async with hub.db.session() as session:
+                await purge.request(session, args.tenant, confirm=args.confirm, actor=CLI, reason="operator",
+                                    now=utcnow())
+            await purge.announced(hub, args.tenant)
+            while (state := await purge.run(hub, args.tenant, chunk=args.chunk, on_progress=show)) == "busy":
+                # Another process holds it (a serve's round, or a run that died and whose lease has
+                # not run out yet): wait and try again.
+                print("purge: another process works on it; waiting", file=sys.stderr)
+                await asyncio.sleep(purge.LEASE_SECONDS / 4)
+            return state
+        finally:
+            await hub.close()
+
+    state = asyncio.run(main())
+    print(f"purge of tenant {args.tenant}: {state}")
+    return 0 if state == "done" else 1
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="channelhub", description="channelhub customer-service hub")
@@ -463,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("restore", help="bring a backup back into the configured database, which must be empty")
     rs.add_argument("file", help="a channelhub-<time>.chbk file")
     rs.set_defaults(func=cmd_restore)
+
+    purge = sub.add_parser("purge", help="delete all of a tenant's data (#16), in chunks; resumes an interrupted one")
+    purge.add_argument("--tenant", type=int, required=True, help="the tenant's id")
+    purge.add_argument("--confirm", required=True, help="the tenant's primary domain, typed")
+    purge.add_argument("--chunk", type=int, default=None, help="rows per transaction (CHANNELHUB_PURGE_CHUNK)")
+    purge.set_defaults(func=cmd_purge)
 
     group = sub.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
     gc = group.add_parser("create", help="create a group in a tenant")

@@ -94,6 +94,10 @@ class Settings:
     metrics_token: str | None = None
     # How often this process looks for contracts due (renewal, lapse, end): core.billing.due; 0: never.
     billing_interval: float = 3600.0
+    # How often this process looks for tenant purges to run (asked for, or interrupted) and for
+    # tenants whose retention ran out (core.purge); 0: never. Rows deleted per transaction.
+    purge_interval: float = 60.0
+    purge_chunk: int = 2000
     # Graceful degradation (core.breakers): a subsystem (billing, statistics, reports) whose work
     # fails this many times in a row is switched off automatically for breaker_cooldown seconds,
     # then tried once; while trials fail the cooldown doubles up to breaker_cooldown_max. Each
@@ -184,6 +188,8 @@ class Settings:
             operator_host=(get("OPERATOR_HOST") or "").strip().lower().rstrip(".") or None,
             metrics_token=get("METRICS_TOKEN"),
             billing_interval=float(get("BILLING_INTERVAL") or defaults.billing_interval),
+            purge_interval=float(get("PURGE_INTERVAL") or defaults.purge_interval),
+            purge_chunk=int(get("PURGE_CHUNK") or defaults.purge_chunk),
             breaker_failures=int(get("BREAKER_FAILURES") or defaults.breaker_failures),
             breaker_cooldown=float(get("BREAKER_COOLDOWN") or defaults.breaker_cooldown),
             breaker_cooldown_max=float(get("BREAKER_COOLDOWN_MAX") or defaults.breaker_cooldown_max),

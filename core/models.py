@@ -146,6 +146,16 @@ class TenantStatus(enum.StrEnum):
     SUSPENDED = "suspended"
     # The contract ended: everything is refused; the data waits for its purge.
     ENDED = "ended"
+    # Its data is being deleted (core.purge): everything is refused, its sockets are closed.
+    PURGING = "purging"
+    # Its data is gone: the row is a tombstone (no name, no domain), kept so that its id is never
+    # given to another tenant (SQLite reuses the highest id of a deleted row), which would blur the
+    # operator's audit trail and the purge's record.
+    PURGED = "purged"
+
+
+# Statuses in which nothing of the tenant is served any more.
+GONE_STATUSES = (TenantStatus.ENDED, TenantStatus.PURGING, TenantStatus.PURGED)
 
 
 class OperatorRole(enum.StrEnum):
@@ -271,6 +281,13 @@ class AgentGroup(TenantScoped, Base):
 
 class Customer(TenantScoped, Base):
     __tablename__ = "customers"
+    __table_args__ = (
+        # Deleting a customer (a purge, an erasure) looks for the ones merged into it (the foreign
+        # key's SET NULL): without an index, a scan of every tenant's customers per row deleted.
+        # Partial: merged customers are few.
+        Index("ix_customers_merged_into_id", "merged_into_id", sqlite_where=text("merged_into_id IS NOT NULL"),
+              postgresql_where=text("merged_into_id IS NOT NULL")),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str | None] = mapped_column(String(200))
@@ -309,6 +326,10 @@ class Ticket(TenantScoped, Base):
         # tickets newest first, and every count read from the index alone.
         Index("ix_tickets_tenant_status_id", "tenant_id", "status", "id"),
         Index("ix_tickets_views", "tenant_id", "status", "assignee_id", "group_id", "routing_state"),
+        # Deleting a ticket (a purge, an erasure) looks for the ones merged into it (the foreign
+        # key's SET NULL): without an index, a scan of every tenant's tickets per row deleted.
+        Index("ix_tickets_merged_into_id", "merged_into_id", sqlite_where=text("merged_into_id IS NOT NULL"),
+              postgresql_where=text("merged_into_id IS NOT NULL")),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -890,3 +911,43 @@ class PeriodicJob(Base):
     # When the last successful run began.
     last_done_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class PurgeState(enum.StrEnum):
+    # Asked for; no process has begun it yet.
+    REQUESTED = "requested"
+    # A process works on it (or did, and died: its lease runs out and another takes it on).
+    RUNNING = "running"
+    DONE = "done"
+
+
+class TenantPurge(Base):
+    """The deletion of one tenant's data (core.purge), and its progress, durable: each chunk of
+    rows deleted moves ``table_name``/``rows_deleted`` on in the chunk's own transaction, so a
+    purge interrupted by a crash resumes where it was. It outlives the tenant (no foreign key, and
+    its column is not ``tenant_id``: the purge walks every table that has one). It keeps the
+    tenant's name and domains, so the operator can tell what was purged."""
+
+    __tablename__ = "tenant_purges"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    purged_tenant_id: Mapped[int] = mapped_column(Integer, unique=True)
+    tenant_name: Mapped[str] = mapped_column(String(200))
+    domains: Mapped[list[Any]] = mapped_column(default=list)
+    # owner (the tenant's owner asked), operator, retention (7 days after the term ended unpaid)
+    reason: Mapped[str] = mapped_column(String(20))
+    requested_by_type: Mapped[str] = mapped_column(String(20))
+    requested_by_id: Mapped[int | None] = mapped_column(Integer)
+    requested_at: Mapped[datetime]
+    # What was typed to confirm it (the tenant's primary domain); None for retention.
+    confirmation: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(20), default=PurgeState.REQUESTED.value)
+    # The table being emptied (None: not begun, or done).
+    table_name: Mapped[str | None] = mapped_column(String(64))
+    rows_deleted: Mapped[int] = mapped_column(BigInteger, default=0)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    # Walks over the tables (a second one sweeps up rows written while the first ran).
+    passes: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

@@ -9,7 +9,9 @@ every process serves the new domains and status at once.
 
 Statuses: ``active``; ``suspended`` (its agents are refused, what customers send is still taken
 in; ``suspended_by`` says whether the operator or billing did it, and billing resumes only its own);
-``ended`` (everything is refused; the data waits for its purge).
+``ended`` (everything is refused; the data waits for its purge); ``purging`` (its data is being
+deleted, core.purge: everything is refused, and no change of status is taken any more);
+``purged`` (a tombstone without name or domains, so its id is never reused).
 """
 
 from __future__ import annotations
@@ -243,9 +245,15 @@ async def update(session: AsyncSession, tenant_id: int, *, name: str | None, pri
     return tenant
 
 
+def _not_purging(tenant: Tenant) -> None:
+    if tenant.status in (TenantStatus.PURGING, TenantStatus.PURGED):
+        raise Conflict("the tenant's data is deleted or being deleted", code="tenant_purged")
+
+
 async def suspend(session: AsyncSession, tenant_id: int, *, now: datetime, actor: Actor, ip: str | None,
                   reason: str | None = None) -> Tenant:
     tenant = await get(session, tenant_id, lock=True)
+    _not_purging(tenant)
     if tenant.status == TenantStatus.ENDED:
         raise Conflict("the tenant has ended", code="tenant_ended")
     before = {"status": tenant.status, "suspended_by": tenant.suspended_by}
@@ -260,6 +268,7 @@ async def resume(session: AsyncSession, tenant_id: int, *, now: datetime, actor:
     """Serve a suspended tenant again. One whose term ran out unpaid stays suspended (by billing)
     until it renews: resuming it is refused with 402, so the operator sees why."""
     tenant = await get(session, tenant_id, lock=True)
+    _not_purging(tenant)
     if tenant.status == TenantStatus.ENDED:
         raise Conflict("the tenant has ended", code="tenant_ended")
     if tenant.status == TenantStatus.ACTIVE:
@@ -283,6 +292,7 @@ async def end(session: AsyncSession, tenant_id: int, *, now: datetime, actor: Ac
     """End the tenant: nothing is served on its domains any more, and its data waits for the purge.
     A running contract must end first (notice, then its end refunds the unused days)."""
     tenant = await get(session, tenant_id, lock=True)
+    _not_purging(tenant)
     if tenant.status == TenantStatus.ENDED:
         return tenant
     contract = await billing.contract_of(session, tenant.id)

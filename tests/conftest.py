@@ -64,6 +64,9 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         probe_secret="channelhub-test-probe-secret",
         # The operator's API (tests/test_operator.py) is served on this host of every test server.
         operator_host=OPERATOR_HOST,
+        # No background purges or retention in the shared server: tests/test_purge.py runs them
+        # itself (retention would delete other tests' tenants whose clocks moved far ahead).
+        purge_interval=0,
         channels={"wechat": WeChatSettings(api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",
                                            wecom_api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/qy")},
     )

@@ -48,6 +48,8 @@ def child_env(settings: Settings, namespace: str, port: int | None) -> dict[str,
         "CHANNELHUB_HOST": "127.0.0.1",
         "CHANNELHUB_LOG_LEVEL": "INFO",
         "CHANNELHUB_BUSY_AFTER": str(settings.busy_after),
+        # As the test servers: no background purges or retention over the shared test database.
+        "CHANNELHUB_PURGE_INTERVAL": str(settings.purge_interval),
         "PYTHONUNBUFFERED": "1",
     })
     if settings.redis_url is not None:

@@ -317,6 +317,9 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
                                         "language": "en-GB"},
         ("PUT", "/api/v1/webchat/settings"): {"offline_message": {"en": "We are away", "zh-CN": "我们暂时不在"},
                                               "welcome": {"en": "Hello!"}},
+        # Valid in shape, never the right confirmation: the role matrix sends these for real.
+        ("POST", "/api/v1/tenant/delete"): {"confirm": "not-this-tenant.example"},
+        ("POST", "/api/v1/customers/{customer_id}/erase"): {"confirm": "0"},
     }
 
 
@@ -548,6 +551,13 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
             ({"offline_message": {"not a language": "x"}}, "offline_message"),
             ({"offline_message": {"en": "x" * 2001}}, "offline_message"),
             ({"welcome": ["hi"]}, "welcome"), ({"welcome": {f"x{i:02d}": "x" for i in range(21)}}, "welcome"),
+        ],
+        ("POST", "/api/v1/tenant/delete"): [
+            ({"confirm": 5}, "confirm"), ({"confirm": ""}, "confirm"), ({"confirm": "d" * 256}, "confirm"),
+            ({"confirm": ["x"]}, "confirm"), ({}, "confirm"),
+        ],
+        ("POST", "/api/v1/customers/{customer_id}/erase"): [
+            ({"confirm": 5}, "confirm"), ({"confirm": ""}, "confirm"), ({"confirm": None}, "confirm"), ({}, "confirm"),
         ],
     }
 

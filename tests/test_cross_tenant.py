@@ -510,6 +510,28 @@ async def probe_notice(w: World) -> None:
                               body={"ends_on": ends_on}), 401, "invalid_token")
 
 
+async def probe_delete_tenant(w: World) -> None:
+    # Only an owner deletes, and only their own tenant (the path names none; the confirmation is
+    # the tenant's own primary domain: another tenant's is a mismatch).
+    assert_error(await w.call("POST", "/api/v1/tenant/delete", body={"confirm": w.a.domain}), 403, "owner_only")
+    owner = await w.a.info.add_agent(role="owner")
+    token = await _login(w.http, w.a.domain, owner.email)
+    assert_error(await w.call("POST", "/api/v1/tenant/delete", token=token, body={"confirm": w.b.domain}), 422,
+                 "confirmation_mismatch")
+    assert_error(await w.call("POST", "/api/v1/tenant/delete", token=token, host=w.b.domain,
+                              body={"confirm": w.b.domain}), 401, "invalid_token")
+
+
+async def probe_erase_customer(w: World) -> None:
+    # B's customers are missing customers to A, whatever is typed to confirm.
+    b_ids = [w.b.customer_id, w.b.workspace["left_customer"]]
+    for confirm in ("0", str(w.b.customer_id)):
+        await _not_found_like_a_missing(w, "POST", "/api/v1/customers/{}/erase", b_ids, MISSING_TICKET,
+                                        "customer_not_found", {"confirm": confirm})
+    assert_error(await w.call("POST", f"/api/v1/customers/{w.a.customer_id}/erase",
+                              body={"confirm": str(w.b.customer_id)}), 422, "confirmation_mismatch")
+
+
 async def probe_list_groups(w: World) -> None:
     reply = await w.call("GET", "/api/v1/groups")
     assert reply.status == 200, reply
@@ -1613,6 +1635,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/tickets/{ticket_id}/macros/{macro_id}"): Case(probe_apply_macro),
     ("GET", "/api/v1/me/mentions"): Case(probe_my_mentions),
     ("POST", "/api/v1/me/mentions/read"): Case(probe_read_mentions, lambda w: {"all": True}),
+    ("POST", "/api/v1/tenant/delete"): Case(probe_delete_tenant, lambda w: {"confirm": "nothing.example"}),
+    ("POST", "/api/v1/customers/{customer_id}/erase"): Case(probe_erase_customer, lambda w: {"confirm": "0"}),
 }
 
 

@@ -417,6 +417,7 @@ def _bodies(desk: Desk, tenant: dict[str, Any]) -> dict[tuple[str, str], Any]:
         ("POST", "/operator/v1/tenants/{tenant_id}/top-ups"): {"amount": 100},
         ("POST", "/operator/v1/tenants/{tenant_id}/compensations"): {"minutes": 1},
         ("POST", "/operator/v1/tenants/{tenant_id}/notice"): {"ends_on": (today + timedelta(days=31)).isoformat()},
+        ("POST", "/operator/v1/tenants/{tenant_id}/purge"): {"confirm": tenant["domain"]},
         # Switching on what is on changes nothing (statistics, which no other test switches).
         ("PUT", "/operator/v1/subsystems/{name}"): {"enabled": True, "reason": "role check"},
         ("POST", "/operator/v1/maintenance"): {"start": "2099-01-01T00:00:00Z", "end": "2099-01-01T01:00:00Z",

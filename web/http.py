@@ -106,7 +106,7 @@ async def tenancy_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Which tenant the request is for, by its Host; the operator host serves the operator's API
     and nothing else, and a tenant's domain never serves it. A suspended tenant's domains serve
     only what customers and platforms call (its agents get 403 ``tenant_suspended``), an ended
-    one's nothing."""
+    one's and a purging one's nothing (403 ``tenant_ended``, ``tenant_purged``)."""
     if request.path in TENANTLESS:
         return await handler(request)
     operator_host = request.app[HUB].settings.operator_host
@@ -126,6 +126,9 @@ async def tenancy_middleware(request: web.Request, handler: Handler) -> web.Stre
             (resource is not None and (route.method, resource.canonical) in request.app[API].customer_facing)
             or is_customer_facing(request.match_info.handler))
         if not served:
+            if tenant.status in (TenantStatus.PURGING, TenantStatus.PURGED):
+                raise Forbidden(f"the service for {tenant.domain} has ended and its data is being deleted",
+                                code="tenant_purged")
             if tenant.status == TenantStatus.SUSPENDED:
                 raise Forbidden(f"the service for {tenant.domain} is suspended; its customers' messages are still "
                                 "received", code="tenant_suspended")

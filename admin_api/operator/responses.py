@@ -12,7 +12,7 @@ from admin_api.operator.schemas import OperatorRoleName
 from admin_api.responses import MaintenanceWindow
 from web.schemas import Out
 
-TenantStatusName = Literal["active", "suspended", "ended"]
+TenantStatusName = Literal["active", "suspended", "ended", "purging", "purged"]
 
 
 class Contract(Out):

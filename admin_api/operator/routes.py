@@ -54,12 +54,12 @@ from admin_api.operator.schemas import (
     TopUpBody,
     parse_moment,
 )
-from admin_api.responses import AvailabilityEnvelope, InvoiceEnvelope, InvoicesPage, StatementEnvelope
+from admin_api.responses import AvailabilityEnvelope, InvoiceEnvelope, InvoicesPage, PurgeEnvelope, StatementEnvelope
 from admin_api.routes import availability as availability_routes
 from admin_api.routes import billing as billing_routes
 from admin_api.routes.billing import DOCUMENTS
-from admin_api.schemas import DocumentQuery, PageQuery, StatementQuery
-from core import availability, billing, breakers, operators, tenants
+from admin_api.schemas import ConfirmBody, DocumentQuery, PageQuery, StatementQuery
+from core import availability, billing, breakers, operators, purge, tenants
 from core.auth import announce_revoked
 from core.errors import InvalidInput
 from core.hub import Hub
@@ -266,6 +266,32 @@ async def resume(request: web.Request) -> web.Response:
 async def end(request: web.Request) -> web.Response:
     return await _tenant_change(request, None, None, lambda s, tid, op, data: tenants.end(
         s, tid, now=utcnow(), actor=op.actor, ip=request.remote), sessions=True)
+
+
+@ROUTES.route("POST", "/operator/v1/tenants/{tenant_id}/purge", summary="Delete all of a tenant's data: confirm "
+              "with its primary domain; 202 with the purge, which runs in the background; a running contract ends "
+              "today, its unused days refunded, the balance left in the audit (owner)", body=ConfirmBody,
+              response=PurgeEnvelope, status=202,
+              path_params=TENANT)
+async def purge_tenant(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    op = await operator_of(request)
+    tenant_id = _tenant_id(request)
+    data = await body(request, ConfirmBody)
+    async with hub.db.session() as session:
+        started = await purge.request(session, tenant_id, confirm=data.confirm, actor=op.actor, reason="operator",
+                                      now=utcnow(), ip=request.remote)
+        out = purge.purge_dict(started)
+    await purge.announced(hub, tenant_id)
+    return web.json_response({"purge": out}, status=202)
+
+
+@ROUTES.route("GET", "/operator/v1/tenants/{tenant_id}/purge", summary="A tenant's purge and its progress (also "
+              "after the tenant is gone)", response=PurgeEnvelope, path_params=TENANT)
+async def purge_progress(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    await operator_of(request, *READ)
+    return web.json_response({"purge": await purge.progress(hub, _tenant_id(request))})
 
 
 async def _tenant_change(request: web.Request, role: str | None, model: Any, change: Any, *,

@@ -90,7 +90,7 @@ class CompensationBody(Strict):
 
 
 class TenantsQuery(Strict):
-    status: Literal["active", "suspended", "ended"] | None = None
+    status: Literal["active", "suspended", "ended", "purging", "purged"] | None = None
     after_id: int | None = Field(default=None, ge=0, le=2**31 - 1)
     limit: int = Field(default=100, ge=1, le=500)
 

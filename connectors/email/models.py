@@ -69,7 +69,9 @@ class EmailOriginal(TenantScoped, Base):
     descriptions of the mail's stored files. Keyed like the message: (tenant, Message-ID)."""
 
     __tablename__ = "email_originals"
-    __table_args__ = (UniqueConstraint("tenant_id", "message_key"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "message_key"),
+                      # Erased with the customer's messages (core.erasure): the whole mail.
+                      {"info": {"channel_message_key": "message_key"}})
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("email_mailboxes.id", ondelete="SET NULL"))

@@ -18,7 +18,7 @@ from core import secrets
 from core.audit import audit
 from core.config import Settings
 from core.errors import Conflict, InvalidInput, NotFound
-from core.models import Direction, Message, Tenant, TenantStatus, Ticket, utcnow
+from core.models import GONE_STATUSES, Direction, Message, Tenant, Ticket, utcnow
 from core.tickets import can_see
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ async def load_by_address(hub: Hub, address: str) -> MailboxConfig | None:
     async with hub.db.read() as session:
         row = (await session.execute(
             select(EmailMailbox).join(Tenant, Tenant.id == EmailMailbox.tenant_id)
-            .where(EmailMailbox.address == address, Tenant.status != TenantStatus.ENDED)
+            .where(EmailMailbox.address == address, Tenant.status.not_in(GONE_STATUSES))
         )).scalar_one_or_none()
     return config(hub.settings, row) if row is not None else None
 

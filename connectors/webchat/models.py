@@ -21,7 +21,9 @@ class WebchatUpload(TenantScoped, Base):
     the rows of the last minutes are what the per-visitor upload limit counts."""
 
     __tablename__ = "webchat_uploads"
-    __table_args__ = (Index("ix_webchat_uploads_visitor", "tenant_id", "visitor_id", "created_at"),)
+    __table_args__ = (Index("ix_webchat_uploads_visitor", "tenant_id", "visitor_id", "created_at"),
+                      # A customer's erasure (core.erasure) deletes their uploads, files included.
+                      {"info": {"customer_key": {"channel": "webchat", "column": "visitor_id"}}})
     attachment_id: Mapped[int] = mapped_column(BigId, ForeignKey("attachments.id", ondelete="CASCADE"),
                                                primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

@@ -35,9 +35,9 @@ from connectors.webchat.schemas import (
 )
 from core import attachments, probes
 from core.conversations import customer_history
-from core.errors import DomainError, InvalidInput, UnsupportedMediaType
+from core.errors import DomainError, Forbidden, InvalidInput, UnsupportedMediaType
 from core.live import customer_typing
-from core.models import MAX_BIG_ID
+from core.models import GONE_STATUSES, MAX_BIG_ID, TenantStatus
 from web.api import RouteTable
 from web.http import HUB, read_file_body, read_json, strict_int, tenant_of, validate
 from web.schemas import ProbeMark
@@ -158,7 +158,8 @@ async def history(request: web.Request) -> web.Response:
 @ROUTES.websocket("/webchat/ws", summary="The customer's websocket (docs: connectors/webchat/README.md)")
 async def websocket(request: web.Request) -> web.StreamResponse:
     tenant_id = tenant_of(request).id
-    return await serve(request, lambda ws: VisitorSession(connector_of(request), ws, tenant_id), heartbeat=30.0)
+    return await serve(request, lambda ws: VisitorSession(connector_of(request), ws, tenant_id, request.host),
+                       heartbeat=30.0)
 
 
 class VisitorSession(SocketSession[ChatHello]):
@@ -173,9 +174,9 @@ class VisitorSession(SocketSession[ChatHello]):
     close_when_behind = True
     internal_error_message = "please try again"
 
-    def __init__(self, conn: WebchatConnector, ws: web.WebSocketResponse, tenant_id: int) -> None:
+    def __init__(self, conn: WebchatConnector, ws: web.WebSocketResponse, tenant_id: int, host: str | None) -> None:
         super().__init__(ws)
-        self.conn, self.tenant_id = conn, tenant_id
+        self.conn, self.tenant_id, self.host = conn, tenant_id, host
         self.hello = ChatHello(type="hello")
         self.visitor_id = ""
         # The messages this socket has sent: delivery is at least once (the outbox sends again
@@ -267,6 +268,13 @@ class VisitorSession(SocketSession[ChatHello]):
 
     async def message(self, data: dict[str, Any], client_id: Any) -> dict[str, Any]:
         frame = parse_frame(MessageFrame, data)
+        # A socket opened before its tenant ended (or its data began to be deleted) takes nothing
+        # more: the HTTP edge refuses such a tenant, and this is its socket's share (a cached
+        # lookup, dropped in every process when the tenant changes).
+        tenant = await self.conn.hub.tenants.resolve(self.host)
+        if tenant.id != self.tenant_id or tenant.status in GONE_STATUSES:
+            raise Forbidden("the service for this site has ended",
+                            code="tenant_ended" if tenant.status == TenantStatus.ENDED else "tenant_purged")
         message = await self.conn.receive(self.tenant_id, self.visitor_id, frame.client_id, frame.text,
                                           name=self.hello.name, email=self.hello.email,
                                           language=self.hello.language, attachments=frame.attachments,

@@ -60,7 +60,11 @@ class WeChatMedia(TenantScoped, Base):
     process (and machine) serves the same bytes."""
 
     __tablename__ = "wechat_media"
-    __table_args__ = (UniqueConstraint("account_id", "media_id"),)
+    __table_args__ = (UniqueConstraint("account_id", "media_id"),
+                      # Erased with the customer's messages (core.erasure), named in their attachments'
+                      # URLs (connectors.wechat.inbound.media_url).
+                      {"info": {"attachment_url": r"/api/v1/wechat/media/[^/]+/(?P<key>[^/?#]+)",
+                                "column": "media_id"}})
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("wechat_accounts.id", ondelete="CASCADE"))
@@ -75,6 +79,8 @@ class WeChatReplyWindow(TenantScoped, Base):
     """Replies sent in a customer's current 48-hour window (the platform allows 5 per window)."""
 
     __tablename__ = "wechat_reply_windows"
+    # A customer's erasure (core.erasure): their openid is the last part of their identity.
+    __table_args__ = ({"info": {"customer_key": {"channel": "wechat", "column": "user_id", "part": "last"}}},)
     account_id: Mapped[int] = mapped_column(ForeignKey("wechat_accounts.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)

@@ -57,7 +57,9 @@ class XmppPeer(TenantScoped, Base):
     there (a component has any number of addresses)."""
 
     __tablename__ = "xmpp_peers"
-    __table_args__ = (UniqueConstraint("tenant_id", "jid"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "jid"),
+                      # A customer's erasure (core.erasure) deletes what is kept of their JID.
+                      {"info": {"customer_key": {"channel": "xmpp", "column": "jid"}}})
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     account_id: Mapped[int] = mapped_column(ForeignKey("xmpp_accounts.id", ondelete="CASCADE"))
@@ -71,7 +73,9 @@ class XmppDelivery(TenantScoped, Base):
     customer's client sent its delivery receipt (XEP-0184), if it did."""
 
     __tablename__ = "xmpp_deliveries"
-    __table_args__ = (UniqueConstraint("tenant_id", "stanza_id"), Index("ix_xmpp_deliveries_message", "message_id"))
+    __table_args__ = (UniqueConstraint("tenant_id", "stanza_id"), Index("ix_xmpp_deliveries_message", "message_id"),
+                      # Erased with the customer's messages (core.erasure): it holds their JID.
+                      {"info": {"message_key": "message_id"}})
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     message_id: Mapped[int] = mapped_column(BigInteger)

@@ -20,7 +20,7 @@ from core import secrets
 from core.audit import audit
 from core.config import Settings
 from core.errors import Conflict, InvalidInput, NotFound
-from core.models import Tenant, TenantStatus, table_of, utcnow
+from core.models import GONE_STATUSES, Tenant, table_of, utcnow
 
 if TYPE_CHECKING:
     from core.hub import Hub
@@ -88,7 +88,7 @@ async def load_active(hub: Hub) -> list[AccountConfig | tuple[XmppAccount, str]]
     async with hub.db.read() as session:
         rows = (await session.execute(
             select(XmppAccount).join(Tenant, Tenant.id == XmppAccount.tenant_id)
-            .where(XmppAccount.active.is_(True), Tenant.status != TenantStatus.ENDED)
+            .where(XmppAccount.active.is_(True), Tenant.status.not_in(GONE_STATUSES))
             .order_by(XmppAccount.id))).scalars().all()
     out: list[AccountConfig | tuple[XmppAccount, str]] = []
     for row in rows:
