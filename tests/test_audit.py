@@ -33,7 +33,6 @@ from core.models import AppendOnly, AuditLog, LoginLog
 from tests.conftest import OPERATOR_HOST, PASSWORD, ROOT, Server, TenantInfo, make_tenant
 from tests.support import Http, Reply, assert_error, op_id, op_key, operations
 from tests.test_bad_input import Shop, _path, shop, valid_bodies  # noqa: F401 (shop: the fixture)
-from web.api import Operation
 
 OPERATOR_PASSWORD = "operator audit passphrase"
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
@@ -161,7 +160,7 @@ def test_the_allow_list_names_only_real_mutating_routes() -> None:
     assert set(NOT_AUDITED) <= served, sorted(set(NOT_AUDITED) - served)
 
 
-async def test_every_admin_and_agent_change_is_audited(shop: Shop) -> None:
+async def test_every_admin_and_agent_change_is_audited(shop: Shop) -> None:  # noqa: F811
     """Each mutating route of the tenant's API not in NOT_AUDITED, called as users do: one more row
     in the tenant's chain, by the caller; and no password or secret in any of them."""
     v = valid_bodies(shop)
@@ -257,7 +256,8 @@ async def test_every_operator_change_is_audited(settings: Settings, server: Serv
             ("PATCH", "/operator/v1/accounts/{account_id}"): {"name": "Renamed"},
             ("POST", "/operator/v1/tenants"): {"name": "N", "domains": [f"n{uuid.uuid4().hex[:10]}.example.com"]},
             ("PATCH", "/operator/v1/tenants/{tenant_id}"): {"name": "Renamed"},
-            ("POST", "/operator/v1/tenants/{tenant_id}/domains"): {"domains": [f"d{uuid.uuid4().hex[:10]}.example.com"]},
+            ("POST", "/operator/v1/tenants/{tenant_id}/domains"): {
+                "domains": [f"d{uuid.uuid4().hex[:10]}.example.com"]},
             ("POST", "/operator/v1/tenants/{tenant_id}/suspend"): {"reason": "audit"},
             ("PUT", "/operator/v1/tenants/{tenant_id}/contract"): {"price_per_seat_year": 36_500, "currency": "CNY",
                                                                   "term_start": today.isoformat()},
@@ -295,3 +295,269 @@ async def test_every_operator_change_is_audited(settings: Settings, server: Serv
             assert (await call("PUT", "/operator/v1/subsystems/reports", {"enabled": True, "reason": "back"})
                     ).status == 200
     assert not missing, f"operator changes without an audit row: {missing}"
+
+
+# --- the chain and `channelhub audit verify` ------------------------------------------------------------------
+async def _changes(http: Http, t: TenantInfo, token: str, n: int) -> list[int]:
+    """``n`` audited changes (new groups) made by an admin through the API; the groups' ids."""
+    ids = []
+    for i in range(n):
+        reply = await http("POST", "/api/v1/groups", host=t.domain, token=token,
+                           json_body={"name": f"组 {i} {uuid.uuid4().hex[:6]}"})
+        assert reply.status == 201, reply
+        ids.append(reply.body["group"]["id"])
+    return ids
+
+
+async def test_every_chain_verifies_and_concurrent_changes_stay_linked(
+        settings: Settings, http: Http, staffed: tuple[TenantInfo, dict[str, Any]], db: Database) -> None:
+    t, people = staffed
+    token = await _token(http, t.domain, people["admin"].email)
+    # Changes at once, from many requests: each chain's rows are still linked one after the other.
+    await asyncio.gather(*(_changes(http, t, token, 3) for _ in range(6)))
+    rows = await audit_rows(db, t.id)
+    assert len(rows) >= 18 + 3  # and the three agents' creation
+    assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]
+    done = cli(settings, "audit", "verify")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert f"tenant {t.id}: {len(rows)} row(s), chain intact" in done.stdout
+    assert "operator:" in done.stdout and "0 broken" in done.stdout
+
+
+async def test_a_changed_row_breaks_audit_verify(settings: Settings, http: Http,
+                                                 staffed: tuple[TenantInfo, dict[str, Any]], db: Database) -> None:
+    t, people = staffed
+    await _changes(http, t, await _token(http, t.domain, people["admin"].email), 4)
+    rows = await audit_rows(db, t.id)
+    assert cli(settings, "audit", "verify", "--tenant", str(t.id)).returncode == 0
+    victim = rows[len(rows) // 2]
+    async with TriggersOff(db), db.engine.begin() as conn:
+        await conn.execute(text("UPDATE audit_log SET details = :d WHERE id = :id"),
+                           {"d": '{"name": "not what happened"}', "id": victim.id})
+    done = cli(settings, "audit", "verify", "--tenant", str(t.id))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"tenant {t.id}: row {victim.id}: its fields do not match its hash" in done.stderr, done.stderr
+    assert "1 broken" in done.stdout
+    # Only that chain is broken: the operator's still verifies.
+    assert cli(settings, "audit", "verify", "--operator").returncode == 0
+
+
+async def test_a_row_removed_from_a_chain_breaks_audit_verify(
+        settings: Settings, http: Http, staffed: tuple[TenantInfo, dict[str, Any]], db: Database) -> None:
+    t, people = staffed
+    await _changes(http, t, await _token(http, t.domain, people["admin"].email), 4)
+    rows = await audit_rows(db, t.id)
+    gone, after = rows[3], rows[4]
+    async with TriggersOff(db), db.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": gone.id})
+    done = cli(settings, "audit", "verify", "--tenant", str(t.id))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"row {after.id}: its prev_hash is not the hash of row {rows[2].id}" in done.stderr, done.stderr
+
+
+async def test_the_newest_row_removed_breaks_audit_verify(
+        settings: Settings, http: Http, staffed: tuple[TenantInfo, dict[str, Any]], db: Database) -> None:
+    t, people = staffed
+    await _changes(http, t, await _token(http, t.domain, people["admin"].email), 2)
+    newest = (await audit_rows(db, t.id))[-1]
+    async with TriggersOff(db), db.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": newest.id})
+    done = cli(settings, "audit", "verify", "--tenant", str(t.id))
+    assert done.returncode == 1 and f"the head names row {newest.id}" in done.stderr, done.stderr
+
+
+# --- append-only, for everyone -------------------------------------------------------------------------------
+async def _refused(db: Database, sql: str, **params: Any) -> None:
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with db.engine.begin() as conn:
+            await conn.execute(text(sql), params)
+
+
+async def test_the_database_refuses_to_change_or_remove_log_rows(
+        http: Http, staffed: tuple[TenantInfo, dict[str, Any]], db: Database) -> None:
+    t, people = staffed
+    await _changes(http, t, await _token(http, t.domain, people["admin"].email), 1)
+    assert (await _login(http, t.domain, people["agent"].email, "wrong password")).status == 401
+    for table in ("audit_log", "login_log"):
+        await _refused(db, f"UPDATE {table} SET ip = '10.6.6.6' WHERE tenant_id = :t", t=t.id)
+        await _refused(db, f"DELETE FROM {table} WHERE tenant_id = :t", t=t.id)
+    # The operator's rows (no tenant) never go.
+    await _refused(db, "UPDATE audit_log SET action = 'x' WHERE tenant_id IS NULL")
+    await _refused(db, "DELETE FROM audit_log WHERE tenant_id IS NULL")
+    # The ORM says so before the database is asked.
+    with pytest.raises(AppendOnly):
+        async with db.session(t.id) as session:
+            row = (await session.execute(select(AuditLog).where(AuditLog.tenant_id == t.id))).scalars().first()
+            assert row is not None
+            row.action = "x"
+    with pytest.raises(AppendOnly):
+        async with db.session(t.id) as session:
+            await session.execute(select(LoginLog).where(LoginLog.tenant_id == t.id).limit(1))
+            from sqlalchemy import delete
+
+            await session.execute(delete(LoginLog).where(LoginLog.tenant_id == t.id))
+    assert await audit_count(db, t.id) >= 4
+
+
+async def test_a_purged_tenants_log_rows_may_go(
+        settings: Settings, server: Server, http: Http, db: Database) -> None:
+    t = await make_tenant(settings, server, name="Leaving")
+    admin = await t.add_agent(role="admin")
+    await _changes(http, t, await _token(http, t.domain, admin.email), 2)
+    assert (await _login(http, t.domain, admin.email, "wrong password")).status == 401
+    async with db.engine.begin() as conn:
+        await conn.execute(text("UPDATE tenants SET status = 'purging' WHERE id = :t"), {"t": t.id})
+    # Still never changed...
+    await _refused(db, "UPDATE audit_log SET ip = '10.6.6.6' WHERE tenant_id = :t", t=t.id)
+    # ... but removed with the tenant, and the other chains stay whole.
+    async with db.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM audit_log WHERE tenant_id = :t"), {"t": t.id})
+        await conn.execute(text("DELETE FROM login_log WHERE tenant_id = :t"), {"t": t.id})
+    assert await audit_count(db, t.id) == 0
+    # A tenant whose row goes takes the rest with it (ON DELETE CASCADE), agents and heads too.
+    other = await make_tenant(settings, server, name="Gone")
+    gone_admin = await other.add_agent(role="admin")
+    await _changes(http, other, await _token(http, other.domain, gone_admin.email), 1)
+    async with db.engine.begin() as conn:
+        await conn.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": other.id})
+    assert await audit_count(db, other.id) == 0
+    done = cli(settings, "audit", "verify", "--operator")
+    assert done.returncode == 0, done.stderr
+    await t.close()
+    await other.close()
+
+
+# --- reading and exporting ---------------------------------------------------------------------------------
+async def _get(http: Http, t: TenantInfo, token: str, path: str) -> Reply:
+    return await http("GET", path, host=t.domain, token=token)
+
+
+async def _download(http: Http, host: str, token: str, path: str) -> tuple[int, str, bytes]:
+    async with http.session.get(http.base_url + path, headers={"Host": host, "Authorization": f"Bearer {token}"}
+                                ) as resp:
+        return resp.status, resp.headers.get("Content-Type", ""), await resp.read()
+
+
+async def test_owners_and_admins_read_the_audit_log_with_filters_and_paging(
+        http: Http, staffed: tuple[TenantInfo, dict[str, Any]], db: Database) -> None:
+    t, people = staffed
+    admin_token = await _token(http, t.domain, people["admin"].email)
+    owner_token = await _token(http, t.domain, people["owner"].email)
+    groups = await _changes(http, t, admin_token, 5)
+    agent_id = people["agent"].id
+    assert (await http("PATCH", f"/api/v1/agents/{agent_id}", host=t.domain, token=owner_token,
+                       json_body={"capacity": 7})).status == 200
+    everything = [r.id for r in reversed(await audit_rows(db, t.id))]
+    # A page at a time, newest first, to the end.
+    seen: list[int] = []
+    path = "/api/v1/audit?limit=2"
+    while True:
+        page = await _get(http, t, owner_token, path)
+        assert page.status == 200, page
+        seen += [e["id"] for e in page.body["entries"]]
+        if page.body["next_before_id"] is None:
+            break
+        path = f"/api/v1/audit?limit=2&before_id={page.body['next_before_id']}"
+    assert seen == everything
+    # Filters: an action's beginning, the actor, the target, the time.
+    made = (await _get(http, t, admin_token, "/api/v1/audit?action=group.")).body["entries"]
+    assert [e["target_id"] for e in made] == [str(g) for g in reversed(groups)]
+    assert all(e["actor_id"] == people["admin"].id and e["action"] == "group.create" for e in made)
+    update = (await _get(http, t, admin_token, f"/api/v1/audit?actor_id={people['owner'].id}")).body["entries"]
+    assert [e["action"] for e in update] == ["agent.update"]
+    assert update[0]["details"]["before"]["capacity"] == 5 and update[0]["details"]["after"]["capacity"] == 7
+    one = (await _get(http, t, admin_token, f"/api/v1/audit?target_type=group&target_id={groups[2]}")).body
+    assert [e["target_id"] for e in one["entries"]] == [str(groups[2])] and one["next_before_id"] is None
+    later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    assert (await _get(http, t, admin_token, f"/api/v1/audit?from={later}")).body["entries"] == []
+    assert len((await _get(http, t, admin_token, f"/api/v1/audit?to={later}")).body["entries"]) == len(everything)
+    # An agent may not read it; bad filters are refused plainly.
+    assert_error(await _get(http, t, await _token(http, t.domain, people["agent"].email), "/api/v1/audit"),
+                 403, "admin_only")
+    for query in ("limit=501", "limit=0", "before_id=0", "from=yesterday", "actor_type=robot", "actor_id=x",
+                  "action=" + "x" * 81, "format=pdf"):
+        path = "/api/v1/audit/export" if query.startswith("format") else "/api/v1/audit"
+        assert_error(await _get(http, t, admin_token, f"{path}?{query}"), 422, "invalid_query")
+
+
+async def test_failed_sign_ins_are_in_the_login_log_with_address_agent_and_outcome(
+        http: Http, staffed: tuple[TenantInfo, dict[str, Any]]) -> None:
+    t, people = staffed
+    assert (await _login(http, t.domain, people["agent"].email, "wrong password", agent="Firefox 火狐")).status == 401
+    assert (await _login(http, t.domain, f"nobody@{t.domain}", "whatever", agent="curl/8")).status == 401
+    admin_token = await _token(http, t.domain, people["admin"].email)
+    rows = (await _get(http, t, admin_token, "/api/v1/logins")).body["entries"]
+    assert [(r["email"], r["outcome"], r["user_agent"]) for r in rows] == [
+        (people["admin"].email, "success", "pytest"), (f"nobody@{t.domain}", "unknown_user", "curl/8"),
+        (people["agent"].email, "bad_password", "Firefox 火狐")]
+    assert all(r["ip"] == "127.0.0.1" and r["at"] for r in rows)
+    assert rows[2]["agent_id"] == people["agent"].id and rows[1]["agent_id"] is None
+    failed = (await _get(http, t, admin_token, "/api/v1/logins?outcome=bad_password")).body
+    assert [r["email"] for r in failed["entries"]] == [people["agent"].email]
+    mine = (await _get(http, t, admin_token, f"/api/v1/logins?agent_id={people['agent'].id}&limit=1")).body
+    assert len(mine["entries"]) == 1 and mine["next_before_id"] is None
+    assert_error(await _get(http, t, admin_token, "/api/v1/logins?outcome=maybe"), 422, "invalid_query")
+
+
+async def test_exports_are_csv_and_xlsx_formula_safe_and_keep_chinese(
+        http: Http, staffed: tuple[TenantInfo, dict[str, Any]]) -> None:
+    t, people = staffed
+    admin_token = await _token(http, t.domain, people["admin"].email)
+    # Text anyone may write, which a spreadsheet would run as a formula.
+    evil = "=HYPERLINK(\"http://evil.example\",\"click\")"
+    assert (await _login(http, t.domain, people["agent"].email, "wrong", agent=evil)).status == 401
+    assert (await _login(http, t.domain, people["agent"].email, "wrong", agent="@SUM(1+1)")).status == 401
+    assert (await http("POST", "/api/v1/groups", host=t.domain, token=admin_token,
+                       json_body={"name": "客服一组"})).status == 201
+
+    status, kind, data = await _download(http, t.domain, admin_token, "/api/v1/logins/export?format=csv")
+    assert status == 200 and kind.startswith("text/csv"), (status, kind)
+    assert data.startswith(b"\xef\xbb\xbf")
+    table = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    agents = [r["user_agent"] for r in table]
+    assert "'" + evil in agents and "'@SUM(1+1)" in agents and evil not in agents
+    assert {r["outcome"] for r in table} == {"success", "bad_password"}
+
+    status, kind, data = await _download(http, t.domain, admin_token, "/api/v1/audit/export?format=csv&action=group")
+    assert status == 200
+    [row] = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    assert row["action"] == "group.create" and "客服一组" in row["details"]
+    assert row["actor_id"] == str(people["admin"].id)
+
+    status, kind, data = await _download(http, t.domain, admin_token, "/api/v1/logins/export?format=xlsx")
+    assert status == 200 and kind == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    sheet = openpyxl.load_workbook(io.BytesIO(data)).active
+    assert sheet is not None
+    cells = list(sheet.iter_rows(values_only=False))
+    heading = [c.value for c in cells[0]]
+    col = heading.index("user_agent")
+    evil_cells = [r[col] for r in cells[1:] if r[col].value == evil]
+    assert evil_cells and all(c.data_type == "s" for c in evil_cells)  # text, never a formula
+    status, _, data = await _download(http, t.domain, admin_token, "/api/v1/audit/export?format=xlsx")
+    sheet = openpyxl.load_workbook(io.BytesIO(data)).active
+    assert sheet is not None
+    assert any("客服一组" in str(c) for r in sheet.iter_rows(values_only=True) for c in r)
+    # Admins only.
+    status, _, _ = await _download(http, t.domain, await _token(http, t.domain, people["agent"].email),
+                                   "/api/v1/audit/export")
+    assert status == 403
+
+
+async def test_the_operator_exports_its_trail(http: Http, operator_token: str) -> None:
+    name = "=cmd|' /C calc'!A0"
+    made = await http("POST", "/operator/v1/tenants", host=OPERATOR_HOST, token=operator_token,
+                      json_body={"name": name, "domains": [f"x{uuid.uuid4().hex[:10]}.example.com"]})
+    assert made.status == 201, made
+    tid = made.body["tenant"]["id"]
+    status, kind, data = await _download(http, OPERATOR_HOST, operator_token,
+                                         f"/operator/v1/audit/export?format=csv&tenant_id={tid}")
+    assert status == 200 and kind.startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    assert [r["action"] for r in rows] == ["tenant.create"] and rows[0]["target_id"] == str(tid)
+    status, kind, data = await _download(http, OPERATOR_HOST, operator_token,
+                                         f"/operator/v1/audit/export?format=xlsx&tenant_id={tid}&action=tenant.")
+    assert status == 200
+    sheet = openpyxl.load_workbook(io.BytesIO(data)).active
+    assert sheet is not None and sheet.max_row == 2
+    status, _, _ = await _download(http, OPERATOR_HOST, operator_token, "/operator/v1/audit/export?format=doc")
+    assert status == 422
