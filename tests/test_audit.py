@@ -414,6 +414,8 @@ async def test_a_purged_tenants_log_rows_may_go(
         await conn.execute(text("DELETE FROM audit_log WHERE tenant_id = :t"), {"t": t.id})
         await conn.execute(text("DELETE FROM login_log WHERE tenant_id = :t"), {"t": t.id})
     assert await audit_count(db, t.id) == 0
+    async with db.engine.begin() as conn:  # the purge ends with the tenant's row (no tenant is left purging)
+        await conn.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": t.id})
     # A tenant whose row goes takes the rest with it (ON DELETE CASCADE), agents and heads too.
     other = await make_tenant(settings, server, name="Gone")
     gone_admin = await other.add_agent(role="admin")
@@ -561,3 +563,39 @@ async def test_the_operator_exports_its_trail(http: Http, operator_token: str) -
     assert sheet is not None and sheet.max_row == 2
     status, _, _ = await _download(http, OPERATOR_HOST, operator_token, "/operator/v1/audit/export?format=doc")
     assert status == 422
+
+
+# --- the migration: rows written before the chain get their hashes, in id order -----------------------------
+async def test_the_migration_chains_the_rows_already_written(tmp_path: Any) -> None:
+    from core import audit
+    from core.db import create_pg_database, drop_pg_database, migrate
+    from tests.conftest import PG_URL
+
+    url = (await create_pg_database(PG_URL, f"channelhub_chain_{os.getpid()}") if PG_URL
+           else f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    old = Database(url)
+    try:
+        await migrate(old, "0015v")
+        async with old.engine.begin() as conn:
+            await conn.execute(text("INSERT INTO tenants (name, domain, status, routing, created_at) "
+                                    "VALUES ('Old', 'old.example.com', 'active', '{}', :at)"),
+                               {"at": datetime.now(UTC)})
+            tid = (await conn.execute(text("SELECT id FROM tenants"))).scalar_one()
+            for i, tenant_id in enumerate((None, tid, tid, None, tid)):
+                await conn.execute(text(
+                    "INSERT INTO audit_log (tenant_id, actor_type, actor_id, action, target_type, target_id, "
+                    "details, ip, created_at) VALUES (:t, 'agent', 1, :a, 'group', :g, :d, '127.0.0.1', :at)"),
+                    {"t": tenant_id, "a": f"group.create{i}", "g": str(i), "d": '{"name": "组", "n": [1, 2]}',
+                     "at": datetime(2026, 1, 1, 8, 0, i, 123456, tzinfo=UTC)})
+        await migrate(old)
+        results = await audit.verify(old)
+        assert [(name, count, broken) for name, count, broken in results] == [
+            ("operator", 2, None), (f"tenant {tid}", 3, None)]
+        # New rows go on from the backfilled head.
+        async with old.session(tid) as session:
+            audit.audit(session, tenant_id=tid, actor_type="agent", actor_id=1, action="group.update")
+        assert [c for _, c, b in await audit.verify(old, [tid]) if b is None] == [4]
+    finally:
+        await old.dispose()
+        if PG_URL:
+            await drop_pg_database(url)
