@@ -160,6 +160,16 @@ def test_the_allow_list_names_only_real_mutating_routes() -> None:
     assert set(NOT_AUDITED) <= served, sorted(set(NOT_AUDITED) - served)
 
 
+def test_the_agent_sockets_actions_are_ticket_work() -> None:
+    """The agent gateway's actions are ticket work (recorded in the ticket's events) or reads and
+    live signals: a new one must be put here knowingly, or audited."""
+    from admin_api.gateway import ACTIONS
+
+    ticket_work = {"reply", "note", "status", "priority", "tags", "transfer", "claim"}
+    nothing_stored = {"get_ticket", "typing", "viewing"}
+    assert set(ACTIONS) <= ticket_work | nothing_stored, sorted(set(ACTIONS) - ticket_work - nothing_stored)
+
+
 async def test_every_admin_and_agent_change_is_audited(shop: Shop) -> None:  # noqa: F811
     """Each mutating route of the tenant's API not in NOT_AUDITED, called as users do: one more row
     in the tenant's chain, by the caller; and no password or secret in any of them."""
