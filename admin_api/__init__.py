@@ -15,6 +15,7 @@ from admin_api import gateway
 from admin_api.apidocs import apidocs_routes
 from admin_api.routes import (
     attachments,
+    audit,
     auth,
     availability,
     billing,
@@ -32,7 +33,7 @@ STATIC = Path(__file__).parent / "static"
 
 ROUTE_TABLES: tuple[RouteTable, ...] = (
     auth.ROUTES, seats.ROUTES, tickets.ROUTES, routing.ROUTES, attachments.ROUTES, billing.ROUTES, search.ROUTES,
-    workspace.ROUTES, availability.ROUTES, deletion.ROUTES, gateway.ROUTES,
+    workspace.ROUTES, availability.ROUTES, deletion.ROUTES, audit.ROUTES, gateway.ROUTES,
 )
 
 

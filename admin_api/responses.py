@@ -801,3 +801,39 @@ class Erased(Out):
 
     customer_id: int
     deleted: dict[str, int]
+
+
+# --- the audit and login logs (core.audit.audit_dict, login_dict) ---------------------------------------
+class AuditRow(Out):
+    id: int
+    at: datetime
+    actor_type: str
+    actor_id: int | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    # What changed (before/after, or the fields): never a password, a secret or a message's text.
+    details: dict[str, Any]
+    ip: str | None
+    # The row's link in its chain (channelhub audit verify).
+    hash: str
+
+
+class AuditRowsPage(Out):
+    entries: list[AuditRow]
+    next_before_id: int | None
+
+
+class LoginRow(Out):
+    id: int
+    at: datetime
+    agent_id: int | None
+    email: str
+    ip: str | None
+    user_agent: str | None
+    outcome: Literal["success", "bad_password", "unknown_user", "disabled", "locked", "throttled"]
+
+
+class LoginRowsPage(Out):
+    entries: list[LoginRow]
+    next_before_id: int | None

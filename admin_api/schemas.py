@@ -483,3 +483,48 @@ class ConfirmBody(Strict):
     customer's id (a customer's erasure)."""
 
     confirm: str = Field(min_length=1, max_length=255)
+
+
+# --- the audit and login logs (#16) ------------------------------------------------------------------
+_TIME = "A time, ISO 8601 (2026-12-01 or 2026-12-01T08:00:00+08:00; without an offset: UTC)"
+
+
+class LogQuery(Strict):
+    from_: str | None = Field(default=None, alias="from", max_length=40, description=_TIME + "; from it on")
+    to: str | None = Field(default=None, max_length=40, description=_TIME + "; before it")
+
+
+class AuditFilterQuery(LogQuery):
+    actor_type: Literal["agent", "operator", "system", "anonymous"] | None = None
+    actor_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="The agent (or account) who acted")
+    action: str | None = Field(default=None, max_length=80, description="An action, or its beginning: agent. "
+                               "finds agent.create, agent.update...")
+    target_type: str | None = Field(default=None, max_length=40)
+    target_id: str | None = Field(default=None, max_length=80)
+
+
+class AuditQuery(AuditFilterQuery):
+    before_id: int | None = Field(default=None, ge=1, le=MAX_BIG_ID, description="The page's rows are older "
+                                  "than this one (next_before_id of the page before)")
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class AuditExportQuery(AuditFilterQuery):
+    format: Literal["csv", "xlsx"] = "csv"
+
+
+class LoginFilterQuery(LogQuery):
+    agent_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    email: str | None = Field(default=None, max_length=320)
+    outcome: Literal["success", "bad_password", "unknown_user", "disabled", "locked", "throttled"] | None = None
+    ip: str | None = Field(default=None, max_length=64)
+
+
+class LoginQuery(LoginFilterQuery):
+    before_id: int | None = Field(default=None, ge=1, le=MAX_BIG_ID, description="The page's rows are older "
+                                  "than this one (next_before_id of the page before)")
+    limit: int = Field(default=100, ge=1, le=500)
+
+
+class LoginExportQuery(LoginFilterQuery):
+    format: Literal["csv", "xlsx"] = "csv"

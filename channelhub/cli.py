@@ -1,5 +1,5 @@
-"""The ``channelhub`` command: serve, worker, probe, migrate, backup, restore, tenant create, agent create,
-group create, inbox, demo."""
+"""The ``channelhub`` command: serve, worker, probe, migrate, backup, restore, purge, availability close,
+audit verify, tenant create, agent create, group create, inbox, demo."""
 
 from __future__ import annotations
 
@@ -420,6 +420,26 @@ def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if state == "done" else 1
 
 
+def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Recompute the audit chains' hashes: 0 when every chain asked for is whole, 1 naming the first
+    broken row of each chain that is not."""
+    from core import audit
+
+    wanted: list[int | None] | None = [None] if args.operator else (args.tenant or None)
+    results = asyncio.run(_with_db(settings, lambda db: audit.verify(db, wanted)))
+    broken = 0
+    for name, count, problem in results:
+        if problem is None:
+            print(f"{name}: {count} row(s), chain intact")
+        else:
+            broken += 1
+            print(f"BROKEN {problem}", file=sys.stderr)
+    if not results:
+        print("no audit rows yet")
+    print(f"audit verify: {len(results)} chain(s) checked, {broken} broken")
+    return 1 if broken else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="channelhub", description="channelhub customer-service hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -502,6 +522,16 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--confirm", required=True, help="the tenant's primary domain, typed")
     purge.add_argument("--chunk", type=int, default=None, help="rows per transaction (CHANNELHUB_PURGE_CHUNK)")
     purge.set_defaults(func=cmd_purge)
+
+
+    aud = sub.add_parser("audit", help="the audit log (#16)").add_subparsers(dest="action", required=True)
+    av = aud.add_parser("verify", help="recompute the audit log's hash chains; exit 1 naming the first broken "
+                        "row of each broken chain")
+    which = av.add_mutually_exclusive_group()
+    which.add_argument("--tenant", type=int, action="append", default=[], help="only this tenant's chain "
+                       "(repeatable; default: every chain)")
+    which.add_argument("--operator", action="store_true", help="only the operator's chain")
+    av.set_defaults(func=cmd_audit_verify)
 
     group = sub.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
     gc = group.add_parser("create", help="create a group in a tenant")

@@ -23,6 +23,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.audit import audit
 from core.auth import Principal
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.models import Agent, CannedReply, Customer, Ticket, utcnow
@@ -145,9 +146,18 @@ async def create(hub: Hub, principal: Principal, *, scope: str, shortcut: str, t
             await _check_free(session, reply.agent_id, shortcut, None)
             session.add(reply)
             await session.flush()
+            _audit(session, principal, "canned_reply.create", reply, {"scope": scope, "shortcut": shortcut,
+                                                                       "title": title})
             return view(reply)
     except IntegrityError:
         raise _taken(shortcut) from None
+
+
+def _audit(session: AsyncSession, principal: Principal, action: str, reply: CannedReply,
+           details: dict[str, Any]) -> None:
+    # The reply's text is content, like a message's: the audit names the fields that changed, not it.
+    audit(session, tenant_id=principal.tenant_id, actor_type="agent", actor_id=principal.agent_id, action=action,
+          target_type="canned_reply", target_id=reply.id, details=details)
 
 
 async def _check_free(session: AsyncSession, agent_id: int | None, shortcut: str, own_id: int | None) -> None:
@@ -164,6 +174,7 @@ async def update(hub: Hub, principal: Principal, canned_id: int, changes: dict[s
         async with hub.db.session(principal.tenant_id) as session:
             reply = await _get(session, principal, canned_id, lock=True)
             _may_change(principal, reply)
+            before = {"shortcut": reply.shortcut, "title": reply.title}
             if changes.get("shortcut") is not None:
                 reply.shortcut = _shortcut(changes["shortcut"])
                 await _check_free(session, reply.agent_id, reply.shortcut, reply.id)
@@ -174,6 +185,11 @@ async def update(hub: Hub, principal: Principal, canned_id: int, changes: dict[s
                 reply.body = changes["text"]
             reply.updated_at = utcnow()
             await session.flush()
+            after = {"shortcut": reply.shortcut, "title": reply.title}
+            _audit(session, principal, "canned_reply.update", reply, {
+                "before": {k: v for k, v in before.items() if after[k] != v},
+                "after": {k: v for k, v in after.items() if before[k] != v},
+                "text_changed": changes.get("text") is not None})
             return view(reply)
     except IntegrityError:
         raise _taken(str(changes.get("shortcut"))) from None
@@ -183,6 +199,8 @@ async def delete(hub: Hub, principal: Principal, canned_id: int) -> None:
     async with hub.db.session(principal.tenant_id) as session:
         reply = await _get(session, principal, canned_id, lock=True)
         _may_change(principal, reply)
+        _audit(session, principal, "canned_reply.delete", reply, {"shortcut": reply.shortcut, "title": reply.title,
+                                                                   "scope": "personal" if reply.agent_id else "tenant"})
         await session.delete(reply)
 
 

@@ -28,11 +28,15 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, ORMExecuteState, Session, mapped_column
+
+from core import auditchain
 
 # Stable constraint names on SQLite and PostgreSQL alike (alembic relies on them).
 NAMING_CONVENTION = {
@@ -557,8 +561,16 @@ class AuthToken(TenantScoped, Base):
 
 
 class AuditLog(TenantScoped, Base):
+    """Who changed what (core.audit). Append-only: the database refuses UPDATE and DELETE (triggers
+    made by migration 0016a; a tenant's rows may go only while it is purged), the hooks below refuse
+    it in the ORM, and each row carries the hash chain of core.auditchain, so a change made behind
+    all of that is found by ``channelhub audit verify``."""
+
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (Index("ix_audit_log_tenant_created", "tenant_id", "created_at"),
+                      Index("ix_audit_log_tenant_id_id", "tenant_id", "id"))
+    # One row at a time: each row's hash needs the one before it (see _chain_audit_row).
+    __mapper_args__ = {"batch": False}
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     actor_type: Mapped[str] = mapped_column(String(20))  # agent, operator, system
@@ -569,9 +581,60 @@ class AuditLog(TenantScoped, Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     ip: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The hash of the row before it in its chain (the tenant's, or the operator's), and its own.
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(TenantScoped, Base):
+    """The newest row of each audit chain. Appending to a chain locks its head (SELECT ... FOR
+    UPDATE) in the transaction that writes the row, so rows of one chain are linked one after the
+    other however many processes write; and the head shows when the newest rows were removed."""
+
+    __tablename__ = "audit_heads"
+    # The tenant's id, or 0 for the operator's chain (core.auditchain.chain_key).
+    chain: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # So that the head goes with its tenant (NULL: the operator's).
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+@event.listens_for(AuditLog, "before_insert")
+def _chain_audit_row(_mapper: Any, conn: Any, row: AuditLog) -> None:
+    # Lock the chain's head, link the row to it; _advance_audit_head moves the head once the row
+    # has its id. The lock is held to the end of the change's own transaction.
+    heads = table_of(AuditHead)
+    key = auditchain.chain_key(row.tenant_id)
+    locked = select(heads.c.last_hash).where(heads.c.chain == key).with_for_update()
+    prev = conn.execute(locked).scalar()
+    if prev is None:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(dialect_insert(heads).values(chain=key, tenant_id=row.tenant_id, last_id=0,
+                                                  last_hash=auditchain.GENESIS).on_conflict_do_nothing())
+        prev = conn.execute(locked).scalar_one()
+    if row.created_at is None:
+        row.created_at = utcnow()
+    row.details = auditchain.canonical_details(row.details)
+    row.prev_hash = prev
+    row.hash = auditchain.row_hash(
+        prev_hash=prev, tenant_id=row.tenant_id, actor_type=row.actor_type, actor_id=row.actor_id,
+        action=row.action, target_type=row.target_type, target_id=row.target_id, details=row.details,
+        ip=row.ip, created_at=row.created_at)
+
+
+@event.listens_for(AuditLog, "after_insert")
+def _advance_audit_head(_mapper: Any, conn: Any, row: AuditLog) -> None:
+    heads = table_of(AuditHead)
+    conn.execute(update(heads).where(heads.c.chain == auditchain.chain_key(row.tenant_id))
+                 .values(last_id=row.id, last_hash=row.hash))
 
 
 class LoginLog(TenantScoped, Base):
+    """Every sign-in attempt, whatever its outcome (core.logins). Append-only like the audit log."""
+
     __tablename__ = "login_log"
     __table_args__ = (Index("ix_login_log_tenant_created", "tenant_id", "created_at"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -693,15 +756,29 @@ class AppendOnly(Exception):
 
 @event.listens_for(LedgerEntry, "before_update")
 @event.listens_for(LedgerEntry, "before_delete")
-def _ledger_is_append_only(_mapper: Any, _conn: Any, entry: LedgerEntry) -> None:
-    raise AppendOnly(f"billing ledger entry {entry.id} cannot be changed or removed")
+@event.listens_for(AuditLog, "before_update")
+@event.listens_for(AuditLog, "before_delete")
+@event.listens_for(LoginLog, "before_update")
+@event.listens_for(LoginLog, "before_delete")
+def _ledger_is_append_only(_mapper: Any, _conn: Any, entry: LedgerEntry | AuditLog | LoginLog) -> None:
+    raise AppendOnly(f"{entry.__tablename__} row {entry.id} cannot be changed or removed")
+
+
+# Tables whose rows are never changed; their rows are removed only with their tenant (its purge:
+# a bulk delete carrying the execution option ``tenant_purge=True``; the database checks the rest).
+APPEND_ONLY = ("billing_ledger", "audit_log", "login_log")
 
 
 @event.listens_for(Session, "do_orm_execute")
 def _no_bulk_ledger_changes(state: ORMExecuteState) -> None:
-    # update(LedgerEntry) / delete(LedgerEntry) through a session skip the per-object hooks above.
-    if (state.is_update or state.is_delete) and any(m.class_ is LedgerEntry for m in state.all_mappers):
-        raise AppendOnly("the billing ledger is append-only")
+    # update(...) / delete(...) through a session skip the per-object hooks above.
+    if not (state.is_update or state.is_delete):
+        return
+    if state.is_delete and state.execution_options.get("tenant_purge"):
+        return
+    for m in state.all_mappers:
+        if getattr(m.class_, "__tablename__", None) in APPEND_ONLY:
+            raise AppendOnly(f"{m.class_.__tablename__} is append-only")
 
 
 # --- the agent workspace (#13): customer merges, canned replies, macros, mentions ----------------------

@@ -180,9 +180,12 @@ async def authenticate(session: AsyncSession, token: str | None) -> Operator:
     return Operator(row.id, row.email, row.role)
 
 
-async def logout(session: AsyncSession, token: str) -> None:
+async def logout(session: AsyncSession, token: str, *, by: Operator | None = None, ip: str | None = None) -> None:
     await session.execute(update(OperatorToken).where(OperatorToken.token_hash == token_digest(token))
                           .values(revoked_at=utcnow()))
+    if by is not None:
+        audit(session, tenant_id=None, actor_type="operator", actor_id=by.id, action="operator.logout",
+              target_type="operator_account", target_id=by.id, ip=ip)
 
 
 async def _revoke_all(session: AsyncSession, account_id: int) -> None:

@@ -262,14 +262,16 @@ class Runner:
         """The tenant row becomes a tombstone (no name, no domain: its domains were deleted last
         and are free), the purge is done and audited: one transaction."""
         now = self.clock()
-        async with self.hub.db.connection() as conn:
+        # Through the ORM: an audit row is linked into its hash chain as it is inserted (core.models).
+        async with self.hub.db.session() as session:
+            conn = await session.connection()
             await conn.execute(update(TENANTS).where(TENANTS.c.id == self.tenant_id).values(
                 status=TenantStatus.PURGED.value, name="", domain=f"purged-{self.tenant_id}.invalid",
                 suspended_by=None, routing={}, status_changed_at=now))
             await self._note(conn, state=PurgeState.DONE.value, table_name=None, finished_at=now,
                              lease_owner=None, lease_until=None)
-            await conn.execute(table_of(AuditLog).insert().values(_audit_row(
-                SYSTEM, "tenant.purge.done", self.tenant_id, {"rows_deleted": rows}, None, now)))
+            session.add(AuditLog(**_audit_row(SYSTEM, "tenant.purge.done", self.tenant_id, {"rows_deleted": rows},
+                                              None, now)))
 
 
 async def run(hub: Hub, tenant_id: int, *, chunk: int | None = None, owner: str | None = None,

@@ -855,6 +855,8 @@ ADMIN_ONLY = [
     ("DELETE", "/api/v1/wechat/accounts/{account_id}"), ("GET", "/api/v1/billing"), ("GET", "/api/v1/billing/ledger"),
     ("GET", "/api/v1/billing/statement"), ("GET", "/api/v1/billing/invoices"),
     ("GET", "/api/v1/billing/invoices/{invoice_number}"), ("GET", "/api/v1/availability"),
+    ("GET", "/api/v1/audit"), ("GET", "/api/v1/audit/export"), ("GET", "/api/v1/logins"),
+    ("GET", "/api/v1/logins/export"),
 ]
 
 
@@ -911,6 +913,13 @@ async def test_bad_query_parameters(shop: Shop) -> None:
         ("/api/v1/availability", ("month=2026-13", "month=2026-1", "month=1999-12", "month=x", "month=2026-01-01",
                                   "month=%D9%A3%D9%A3%D9%A3%D9%A3-01", "month=2026-01&month=2026-02",
                                   "month=9999-01")),
+        ("/api/v1/audit", ("limit=0", "limit=501", "before_id=0", f"before_id={2**63}", "from=yesterday",
+                           "to=2026-13-01", "from=" + "1" * 41, "actor_type=robot", "actor_id=0",
+                           f"actor_id={2**31}", "action=" + "x" * 81, "target_id=" + "x" * 81,
+                           "action=a&action=b")),
+        ("/api/v1/audit/export", ("format=pdf", "format=csv&format=csv", "from=x", "actor_id=-1")),
+        ("/api/v1/logins", ("limit=x", "outcome=maybe", "agent_id=%D9%A3", "email=" + "x" * 321, "to=x")),
+        ("/api/v1/logins/export", ("format=json", "outcome=ok", "ip=" + "1" * 65)),
     ):
         for query in queries:
             reply = await shop.call("GET", f"{path}?{query}")

@@ -33,11 +33,13 @@ from core.db import Database
 from core.models import (
     MAX_ID,
     Agent,
+    AuditLog,
     CannedReply,
     CustomerIdentity,
     Group,
     InboxItem,
     LedgerEntry,
+    LoginLog,
     Macro,
     Mention,
     Message,
@@ -1068,6 +1070,24 @@ async def probe_get_invoice(w: World) -> None:
     assert ok.status == 200 and ok.body["invoice"]["buyer"]["domain"] == w.a.domain, ok
 
 
+def _log_probe(model: Any, path: str) -> Probe:
+    """A's log lists A's rows and never B's, whatever page is asked for; so does its CSV export."""
+    async def probe(w: World) -> None:
+        mine, theirs = await ids_of(w.db, model, w.a.info.id), await ids_of(w.db, model, w.b.info.id)
+        assert mine and theirs, "both tenants have rows (the world was built through the API)"
+        for query in ("", f"?before_id={max(theirs) + 1}", "?limit=500"):
+            reply = await w.call("GET", path + query)
+            assert reply.status == 200, reply
+            listed = {e["id"] for e in reply.body["entries"]}
+            assert listed and listed <= mine and not listed & theirs, (query, listed)
+        async with w.http.session.get(f"{w.http.base_url}{path}/export?format=csv", headers={
+                "Host": w.a.domain, "Authorization": f"Bearer {w.a.admin_token}"}) as exported:
+            lines = (await exported.read()).decode("utf-8-sig").splitlines()[1:]
+            assert exported.status == 200 and lines
+        assert {int(line.split(",")[0]) for line in lines} <= mine
+    return probe
+
+
 async def probe_availability(w: World) -> None:
     # In the last hour B was down for 10 minutes while A was up throughout: A's report shows A's.
     now = datetime.now(UTC)
@@ -1609,6 +1629,10 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/billing/invoices"): Case(probe_list_invoices),
     ("GET", "/api/v1/billing/invoices/{invoice_number}"): Case(probe_get_invoice),
     ("GET", "/api/v1/availability"): Case(probe_availability),
+    ("GET", "/api/v1/audit"): Case(_log_probe(AuditLog, "/api/v1/audit")),
+    ("GET", "/api/v1/audit/export"): Case(_log_probe(AuditLog, "/api/v1/audit")),
+    ("GET", "/api/v1/logins"): Case(_log_probe(LoginLog, "/api/v1/logins")),
+    ("GET", "/api/v1/logins/export"): Case(_log_probe(LoginLog, "/api/v1/logins")),
     ("GET", "/wechat/oa/{key}"): Case(probe_oa_verify),
     ("POST", "/wechat/oa/{key}"): Case(probe_oa_push),
     ("GET", "/wechat/kf/{key}"): Case(probe_kf_verify),

@@ -357,9 +357,11 @@ class Api:
             # A file of whatever type it was stored with: its bytes, nothing to validate.
             return {"description": description, "content": {"*/*": {}}}
         if op.media_type is not None:
-            schema = {"type": "string"} if op.media_type.startswith("text/") or "javascript" in op.media_type \
-                else {"type": "string", "format": "binary"}
-            return {"description": description, "content": {op.media_type: {"schema": schema}}}
+            # One type, or several by the route's ?format= (the audit log's exports: CSV or .xlsx).
+            kinds = [k.strip() for k in op.media_type.split(",") if k.strip()]
+            return {"description": description, "content": {
+                kind: {"schema": {"type": "string"} if kind.startswith("text/") or "javascript" in kind
+                       else {"type": "string", "format": "binary"}} for kind in kinds}}
         if op.status == 204:
             return {"description": description}
         # Not declared yet (tests/test_openapi.py fails on it): say so rather than guess.

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from admin_api import exports
 from admin_api.operator.responses import (
     AccountEnvelope,
     AccountsList,
@@ -34,6 +35,7 @@ from admin_api.operator.responses import (
 )
 from admin_api.operator.schemas import (
     AccountPatch,
+    AuditExportQuery,
     AuditQuery,
     CompensationBody,
     ContractTerms,
@@ -55,6 +57,7 @@ from admin_api.operator.schemas import (
     parse_moment,
 )
 from admin_api.responses import AvailabilityEnvelope, InvoiceEnvelope, InvoicesPage, PurgeEnvelope, StatementEnvelope
+from admin_api.routes import audit as audit_routes
 from admin_api.routes import availability as availability_routes
 from admin_api.routes import billing as billing_routes
 from admin_api.routes.billing import DOCUMENTS
@@ -120,9 +123,9 @@ async def login(request: web.Request) -> web.Response:
 @ROUTES.route("POST", "/operator/v1/auth/logout", summary="Revoke this token", response=Ok)
 async def logout(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    await operator_of(request, *READ)
+    op = await operator_of(request, *READ)
     async with hub.db.session() as session:
-        await operators.logout(session, bearer_token(request) or "")
+        await operators.logout(session, bearer_token(request) or "", by=op, ip=request.remote)
     return web.json_response({"ok": True})
 
 
@@ -468,6 +471,16 @@ async def audit_trail(request: web.Request) -> web.Response:
     async with hub.db.read() as session:
         return web.json_response({"entries": await operators.trail(session, tenant_id=tenant_id, after=after,
                                                                    limit=limit)})
+
+
+@ROUTES.route("GET", "/operator/v1/audit/export", summary="The operator's audit trail as ?format=csv or xlsx, "
+              "newest first (?tenant_id=, from, to, actor_type, actor_id, action, target_type, target_id)",
+              media_type=exports.MEDIA_TYPES, query=AuditExportQuery)
+async def export_audit_trail(request: web.Request) -> web.StreamResponse:
+    await operator_of(request, *READ)
+    about = query_int(request, "tenant_id", None, lo=1, hi=MAX_ID)
+    filters = audit_routes.audit_filter(request, None, about_tenant=about)
+    return await audit_routes.export_response(request, filters, "operator-audit")
 
 
 # --- degradation: the subsystems' switches and breakers (core.breakers) ------------------------------

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, EmailStr, Field
 
-from admin_api.schemas import Day, NoticeBody
+from admin_api.schemas import AuditFilterQuery, Day, NoticeBody
 from core.models import MAX_ID
 from web.schemas import Strict
 
@@ -99,6 +99,11 @@ class AuditQuery(Strict):
     tenant_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     after_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
     limit: int = Field(default=200, ge=1, le=1000)
+
+
+class AuditExportQuery(AuditFilterQuery):
+    tenant_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="Only the actions on this tenant")
+    format: Literal["csv", "xlsx"] = "csv"
 
 
 class SubsystemSwitchBody(Strict):

@@ -9,6 +9,7 @@ from aiohttp import web
 from admin_api.responses import AgentEnvelope, LoginAnswer, Ok, TokenAnswer
 from admin_api.schemas import LoginBody, PasswordBody
 from core import auth
+from core.audit import audit
 from core.models import Presence
 from core.presence import set_presence
 from core.seats import profile
@@ -58,6 +59,8 @@ async def logout_all(request: web.Request) -> web.Response:
     principal = await principal_of(request)
     async with hub.db.session(principal.tenant_id) as session:
         await auth.revoke_agent(session, principal.tenant_id, principal.agent_id)
+        audit(session, tenant_id=principal.tenant_id, actor_type="agent", actor_id=principal.agent_id,
+              action="agent.logout_all", target_type="agent", target_id=principal.agent_id, ip=client_ip(request))
     await auth.announce_revoked(hub, principal.tenant_id, principal.agent_id)
     await set_presence(hub, principal.tenant_id, principal.agent_id, Presence.OFFLINE)
     return web.json_response({"ok": True})
