@@ -13,7 +13,18 @@ from aiohttp import web
 
 from admin_api import gateway
 from admin_api.apidocs import apidocs_routes
-from admin_api.routes import attachments, auth, availability, billing, routing, search, seats, tickets, workspace
+from admin_api.routes import (
+    attachments,
+    auth,
+    availability,
+    billing,
+    exports,
+    routing,
+    search,
+    seats,
+    tickets,
+    workspace,
+)
 from web.api import RouteTable
 from web.assets import SCRIPT, file_handler, vendor_routes
 
@@ -21,7 +32,7 @@ STATIC = Path(__file__).parent / "static"
 
 ROUTE_TABLES: tuple[RouteTable, ...] = (
     auth.ROUTES, seats.ROUTES, tickets.ROUTES, routing.ROUTES, attachments.ROUTES, billing.ROUTES, search.ROUTES,
-    workspace.ROUTES, availability.ROUTES, gateway.ROUTES,
+    workspace.ROUTES, availability.ROUTES, exports.ROUTES, gateway.ROUTES,
 )
 
 

@@ -126,6 +126,15 @@ class Settings:
     probe_timeout: float = 10.0
     probe_concurrency: int = 20
     probe_base_url: str | None = None
+    # Excel exports (core.exports, #16): the folder the files are written to (shared storage when
+    # serve processes run on several machines: any of them may build a file or serve it), how long
+    # a finished file is kept, how long a download link is good for, how often a process looks for
+    # queued exports, and whether this process builds exports at all.
+    export_dir: str = "./var/exports"
+    export_keep_hours: float = 24.0
+    export_link_seconds: float = 3600.0
+    export_poll_interval: float = 2.0
+    export_worker: bool = True
     # Every CHANNELHUB_* variable as it was read: each channel reads its own settings from here
     # (connectors/<kind>/settings.py), so core knows no channel's options.
     env: dict[str, str] = field(default_factory=dict)
@@ -194,6 +203,11 @@ class Settings:
             probe_timeout=float(get("PROBE_TIMEOUT") or defaults.probe_timeout),
             probe_concurrency=int(get("PROBE_CONCURRENCY") or defaults.probe_concurrency),
             probe_base_url=get("PROBE_BASE_URL"),
+            export_dir=get("EXPORT_DIR") or defaults.export_dir,
+            export_keep_hours=float(get("EXPORT_KEEP_HOURS") or defaults.export_keep_hours),
+            export_link_seconds=float(get("EXPORT_LINK_SECONDS") or defaults.export_link_seconds),
+            export_poll_interval=float(get("EXPORT_POLL_INTERVAL") or defaults.export_poll_interval),
+            export_worker=env_bool(get("EXPORT_WORKER"), default=True),
             env={k: v for k, v in env.items() if k.startswith("CHANNELHUB_")},
         )
 

@@ -64,6 +64,8 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         probe_secret="channelhub-test-probe-secret",
         # The operator's API (tests/test_operator.py) is served on this host of every test server.
         operator_host=OPERATOR_HOST,
+        # Excel exports (core.exports) land in the run's own folder, not the checkout's ./var.
+        export_dir=str(tmp_path_factory.mktemp("exports")),
         channels={"wechat": WeChatSettings(api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",
                                            wecom_api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/qy")},
     )
