@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import xlsxwriter
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, Text, and_, cast, exists, func, or_, select, update
 
 from core import secrets
 from core.config import Settings
@@ -275,8 +275,17 @@ async def _keyset(read: Read, stmt: Callable[[int], Select[Any]]) -> AsyncIterat
         last = rows[-1][0]
 
 
-def _joined(values: Any) -> str:
+def _joined(raw: str | None) -> str:
+    """A JSON list (read as its text: most are empty, and decoding every one cost a tenth of the
+    export's time) as "a, b"."""
+    if not raw or raw in ("[]", "null"):
+        return ""
+    values = json.loads(raw)
     return ", ".join(str(v) for v in values) if isinstance(values, list) else ""
+
+
+def _json_text(column: Any) -> Any:
+    return cast(column, Text)
 
 
 async def _names(read: Read, tenant_id: int) -> tuple[dict[int, str], dict[int, str]]:
@@ -303,7 +312,8 @@ async def customer_rows(read: Read, tenant_id: int, f: Filters) -> AsyncIterator
     conds = _customer_conditions(tenant_id, f)
 
     def stmt(last: int) -> Select[Any]:
-        return (select(C.c.id, C.c.name, C.c.email, C.c.tags, C.c.attributes, C.c.created_at, C.c.merged_into_id)
+        return (select(C.c.id, C.c.name, C.c.email, _json_text(C.c.tags).label("tags"), C.c.attributes,
+                       C.c.created_at, C.c.merged_into_id)
                 .where(C.c.id > last, *conds).order_by(C.c.id).limit(CHUNK))
 
     async for rows in _keyset(read, stmt):
@@ -325,7 +335,8 @@ async def ticket_rows(read: Read, tenant_id: int, f: Filters, agents: dict[int, 
 
     def stmt(last: int) -> Select[Any]:
         return (select(T.c.id, T.c.customer_id, C.c.name, T.c.channel, T.c.subject, T.c.status, T.c.priority,
-                       T.c.group_id, T.c.assignee_id, T.c.tags, T.c.created_at, T.c.updated_at,
+                       T.c.group_id, T.c.assignee_id, _json_text(T.c.tags).label("tags"), T.c.created_at,
+                       T.c.updated_at,
                        T.c.first_response_at, T.c.solved_at, T.c.closed_at)
                 .join(C, C.c.id == T.c.customer_id).where(T.c.id > last, *conds).order_by(T.c.id).limit(CHUNK))
 

@@ -6,6 +6,7 @@ tenant's export, one customer's export, and `channelhub export` with its progres
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import openpyxl
 import pytest
 from sqlalchemy import insert, select
 
-from core import exports, secrets, seats, tenants
+from core import exports, seats, secrets, tenants
 from core.config import Settings
 from core.db import Database, create_pg_database, drop_pg_database, migrate
 from core.models import Agent, Customer, CustomerIdentity, Group, Message, Ticket
@@ -106,10 +107,11 @@ async def _expected(db: Database, tenant_id: int, messages: bool) -> dict[str, l
         for c in (await session.scalars(select(Customer).order_by(Customer.id))).all():
             names[c.id] = c.name
             customers.append((c.id, c.name, c.email, "; ".join(idents.get(c.id, [])), _text(c.tags),
-                              None if not c.attributes else __import__("json").dumps(c.attributes, ensure_ascii=False),
+                              None if not c.attributes else json.dumps(c.attributes, ensure_ascii=False),
                               _when(c.created_at), c.merged_into_id))
         tickets = [(t.id, t.customer_id, names[t.customer_id], t.channel, t.subject, t.status, t.priority,
-                    groups.get(t.group_id) if t.group_id else None, agents.get(t.assignee_id) if t.assignee_id else None,
+                    groups.get(t.group_id) if t.group_id else None,
+                    agents.get(t.assignee_id) if t.assignee_id else None,
                     _text(t.tags), _when(t.created_at), _when(t.updated_at), _when(t.first_response_at),
                     _when(t.solved_at), _when(t.closed_at))
                    for t in (await session.scalars(select(Ticket).order_by(Ticket.id))).all()]
@@ -290,7 +292,7 @@ async def test_formulas_are_never_cells_that_run_and_chinese_is_kept(
         await eventually(stored)
         async with db.connection() as conn:
             await conn.execute(insert(Customer), [
-                {"tenant_id": tenant.id, "name": name, "email": None} for name in RISKY + ["张三 (上海)"]])
+                {"tenant_id": tenant.id, "name": name, "email": None} for name in [*RISKY, "张三 (上海)"]])
         reply = await http("POST", "/api/v1/exports", host=tenant.domain, token=token,
                            json_body={"include_messages": True})
         assert reply.status == 202, reply
@@ -333,6 +335,7 @@ async def test_filters_and_one_customers_export(server: Server, tenant: TenantIn
                                                    "statuses": ["open", "solved"], "channels": ["email"]}
         done = await _done(http, tenant.domain, token, reply.body["export"]["id"])
         status, data, _ = await _download(server.url, tenant.domain, done["download_url"])
+        assert status == 200
         (tmp_path / "f.xlsx").write_bytes(data)
         book = openpyxl.load_workbook(tmp_path / "f.xlsx", read_only=True)
         tickets = list(book["Tickets"].iter_rows(min_row=2, values_only=True))
@@ -352,7 +355,7 @@ async def test_filters_and_one_customers_export(server: Server, tenant: TenantIn
         reply = await http("POST", f"/api/v1/customers/{customer_id}/export", host=tenant.domain, token=token)
         assert reply.status == 202 and reply.body["export"]["customer_id"] == customer_id, reply
         done = await _done(http, tenant.domain, token, reply.body["export"]["id"])
-        status, data, headers = await _download(server.url, tenant.domain, done["download_url"])
+        _status, data, headers = await _download(server.url, tenant.domain, done["download_url"])
         assert f"customer-{customer_id}" in headers["Content-Disposition"]
         (tmp_path / "c.xlsx").write_bytes(data)
         book = openpyxl.load_workbook(tmp_path / "c.xlsx", read_only=True)
