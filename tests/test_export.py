@@ -29,6 +29,7 @@ from tests.conftest import PASSWORD, PG_URL, ROOT, Server, TenantInfo, eventuall
 from tests.processes import child_env, spawn, stop, wait_healthy
 from tests.servers import free_port
 from tests.support import Http, Reply, assert_error
+from tests.test_browser import browser, local_tenant  # noqa: F401
 
 TICKETS = 100_000
 CUSTOMERS = 20_000
@@ -166,6 +167,8 @@ async def _bulk(db: Database, tenant_id: int, customers: int, tickets: int, mess
     async with db.read(tenant_id) as session:
         ticket_ids = list((await session.scalars(select(Ticket.id).where(Ticket.tenant_id == tenant_id)
                                                  .order_by(Ticket.id).limit(messages))).all())
+    if not messages:
+        return
     async with db.connection() as conn:
         await conn.execute(insert(Message), [
             {"tenant_id": tenant_id, "ticket_id": tid, "channel": "webchat", "direction": "inbound",
@@ -443,3 +446,41 @@ async def test_the_command_writes_the_same_file_with_a_progress_bar(settings: Se
                         (("--domain", tenant.domain, "--out", str(out), "--from", "2026-02-30"), "not a day")):
         bad = await asyncio.to_thread(run, *args)
         assert bad.returncode == 2 and words in bad.stderr, bad.stderr
+
+
+# --- the console -------------------------------------------------------------------------------------
+async def test_an_admin_exports_from_the_console(browser: Any, local_tenant: TenantInfo,  # noqa: F811
+                                                 shots: Path) -> None:
+    from tests.test_browser import _agent_signs_in, origin
+
+    admin = await local_tenant.add_agent(role="admin", name="王芳")
+    db = Database(local_tenant.settings.database_url)
+    try:
+        await _bulk(db, local_tenant.id, 20, 200, 0)
+    finally:
+        await db.dispose()
+    ctx, page = await _agent_signs_in(browser, origin(local_tenant), admin.email)
+    try:
+        await page.select_option("#lang", "zh-CN")
+        await page.click("#admin-open")
+        await page.click("[data-tab='exports']")
+        await page.wait_for_selector("#exports :text('还没有导出。')")
+        await page.check("[data-status='solved']")
+        await page.click("#export-start")
+        link = page.locator("#export-list li[data-state='done'] .export-download")
+        await link.wait_for(timeout=30_000)
+        # 40 solved tickets of 4 customers.
+        assert "44 / 44 行" in await page.inner_text("#export-list li[data-state='done']")
+        await page.screenshot(path=str(shots / "console-export-zh.png"), full_page=True)
+        async with page.expect_download() as got:
+            await link.click()
+        download = await got.value
+        assert download.suggested_filename.endswith(".xlsx"), download.suggested_filename
+        path = shots / "console-export.xlsx"
+        await download.save_as(str(path))
+        book = openpyxl.load_workbook(path, read_only=True)
+        statuses = {r[5] for r in book["Tickets"].iter_rows(min_row=2, values_only=True)}
+        book.close()
+        assert statuses == {"solved"}
+    finally:
+        await ctx.close()
