@@ -484,3 +484,33 @@ async def test_an_admin_exports_from_the_console(browser: Any, local_tenant: Ten
         assert statuses == {"solved"}
     finally:
         await ctx.close()
+
+
+async def test_an_export_a_dead_process_held_is_taken_again_and_fails_after_three_claims(
+        server: Server, tenant: TenantInfo, http: Http) -> None:
+    """A builder that died leaves its claim; once the lease has run out (set in the past here, as if
+    the clock had moved on) a live process takes the export and builds it. One interrupted three
+    times is failed instead of being tried for ever."""
+    from core.models import Export
+
+    token = await _admin(tenant, http)
+    db = Database(tenant.settings.database_url)
+    try:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        async with db.session(tenant.id) as session:
+            rows = [Export(tenant_id=tenant.id, filters={}, state="running", claimed_by="dead:1", lease_until=past,
+                           attempts=attempts, rows_done=5, rows_total=10) for attempts in (1, 3)]
+            session.add_all(rows)
+            await session.flush()
+            resumed, given_up = rows[0].id, rows[1].id
+    finally:
+        await db.dispose()
+    done = await _done(http, tenant.domain, token, resumed)
+    assert done["rows_done"] == done["rows_total"] and done["download_url"], done
+
+    async def failed() -> dict[str, Any] | None:
+        got = (await http("GET", f"/api/v1/exports/{given_up}", host=tenant.domain, token=token)).body["export"]
+        return got if got["state"] == "failed" else None
+
+    gone = await eventually(failed, timeout=30)
+    assert "interrupted 3 times" in gone["error"] and gone["download_url"] is None
