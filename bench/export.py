@@ -60,6 +60,13 @@ def peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time (user and system, every thread): the rate per CPU second holds on a
+    loaded machine, where the wall time mostly says how busy the other processes were."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def log(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
 
@@ -130,7 +137,7 @@ def child_export(url: str, out: str, messages: bool) -> None:
     t0 = time.perf_counter()
     code = main(["export", "--domain", DOMAIN, "--out", out, *(["--messages"] if messages else [])])
     wall = time.perf_counter() - t0
-    print(json.dumps({"code": code, "wall": wall, "rss_kb": peak_rss_kb()}))
+    print(json.dumps({"code": code, "wall": wall, "rss_kb": peak_rss_kb(), "cpu": cpu_seconds()}))
 
 
 def child_reference(out: str, rows: int) -> None:
@@ -156,7 +163,7 @@ def child_reference(out: str, rows: int) -> None:
         ws.write_datetime(r, 11, at, when)
     book.close()
     wall = time.perf_counter() - t0
-    print(json.dumps({"code": 0, "wall": wall, "rss_kb": peak_rss_kb()}))
+    print(json.dumps({"code": 0, "wall": wall, "rss_kb": peak_rss_kb(), "cpu": cpu_seconds()}))
 
 
 def run_child(*args: str) -> dict[str, Any]:
@@ -191,14 +198,18 @@ def main() -> None:
         reference = run_child("--child", "reference", str(Path(folder) / "reference.xlsx"), str(rows))
     print(json.dumps({
         "benchmark": "export",
+        "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
         "database": args.database_url.split(":")[0],
         "tickets": args.tickets, "customers": customers, "messages": args.messages, "rows": rows,
         "export": {"wall_seconds": round(export["wall"], 1), "rows_per_second": round(rows / export["wall"]),
+                   "cpu_seconds": round(export["cpu"], 1), "rows_per_cpu_second": round(rows / export["cpu"]),
                    "peak_rss_mb": round(export["rss_kb"] / 1024, 1), "file_mb": round(size / 2**20, 1),
                    "exit_code": export["code"]},
         "reference": {"what": "xlsxwriter constant_memory, the same number of rows (9 of 15 cells filled), "
                               "no database",
                       "wall_seconds": round(reference["wall"], 1), "rows_per_second": round(rows / reference["wall"]),
+                      "cpu_seconds": round(reference["cpu"], 1),
+                      "rows_per_cpu_second": round(rows / reference["cpu"]),
                       "peak_rss_mb": round(reference["rss_kb"] / 1024, 1)},
         "aims": {"wall_seconds": 180, "peak_rss_mb": 100},
     }, indent=2))
