@@ -309,6 +309,9 @@ class Ticket(TenantScoped, Base):
         # tickets newest first, and every count read from the index alone.
         Index("ix_tickets_tenant_status_id", "tenant_id", "status", "id"),
         Index("ix_tickets_views", "tenant_id", "status", "assignee_id", "group_id", "routing_state"),
+        # A tenant's tickets in id order: the Excel export's keyset chunks (core.exports). Without it
+        # SQLite took the views' index and sorted every remaining ticket for each chunk.
+        Index("ix_tickets_tenant_id_id", "tenant_id", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -404,6 +407,8 @@ class Message(TenantScoped, Base):
         # reply or note returns the first one (NULLs, messages without a client id, never collide).
         UniqueConstraint("tenant_id", "author_agent_id", "client_id"),
         Index("ix_messages_ticket_id_id", "ticket_id", "id"),
+        # A tenant's messages in id order (the export's Messages sheet, core.exports).
+        Index("ix_messages_tenant_id_id", "tenant_id", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

@@ -1,8 +1,9 @@
-"""Excel exports (#16): the exports table, claimed by any process that builds them.
+"""Excel exports (#16): the exports table, claimed by any process that builds them; tickets and
+messages indexed by (tenant, id) for the exports' keyset reads.
 
 Revision ID: 0016e
 Revises: 0015v
-Create Date: 2026-12-07 19:08:59.222743
+Create Date: 2026-12-07 19:48:06.798868
 """
 
 from collections.abc import Sequence
@@ -45,9 +46,21 @@ def upgrade() -> None:
         batch_op.create_index('ix_exports_state', ['state'], unique=False)
         batch_op.create_index('ix_exports_tenant_id', ['tenant_id', 'id'], unique=False)
 
+    with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.create_index('ix_messages_tenant_id_id', ['tenant_id', 'id'], unique=False)
+
+    with op.batch_alter_table('tickets', schema=None) as batch_op:
+        batch_op.create_index('ix_tickets_tenant_id_id', ['tenant_id', 'id'], unique=False)
+
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('tickets', schema=None) as batch_op:
+        batch_op.drop_index('ix_tickets_tenant_id_id')
+
+    with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.drop_index('ix_messages_tenant_id_id')
+
     with op.batch_alter_table('exports', schema=None) as batch_op:
         batch_op.drop_index('ix_exports_tenant_id')
         batch_op.drop_index('ix_exports_state')
