@@ -404,7 +404,15 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     bar = _Bar(sys.stderr)
 
     async def job(db: Database) -> int:
-        tenant_id = await _tenant_id(db, args.domain)
+        from core.models import TenantDomain
+
+        # Not _tenant_id: core.seats imports core.auth, whose argon2 timing hash takes 64 MB for a
+        # moment at import, more than the whole export holds (bench/export.py measures this process).
+        async with db.read() as session:
+            tenant_id = await session.scalar(select(TenantDomain.tenant_id)
+                                             .where(TenantDomain.domain == args.domain.strip().lower()))
+        if tenant_id is None:
+            raise DomainError(f"no tenant at {args.domain}", code="unknown_tenant")
         if args.customer is not None:
             async with db.read(tenant_id) as session:
                 if await session.get(Customer, args.customer) is None:
