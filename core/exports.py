@@ -20,7 +20,8 @@ How an export runs:
   rows x 10 columns: xlsxwriter 12.3 s and 21 MB peak RSS, openpyxl's write-only mode 18.8 s and
   26 MB (the issue quotes 31-37 s for openpyxl on a quieter day). xlsxwriter also never makes a
   formula of a string written with ``write_string``, where openpyxl makes every string that starts
-  with ``=`` a formula unless told otherwise.
+  with ``=`` a formula unless told otherwise. bench/export.py: 1,000,000 tickets (1,200,000 rows)
+  in 114 s with a peak RSS of 77.5 MB.
 * The file lands in ``CHANNELHUB_EXPORT_DIR`` (written as ``.part``, renamed when complete) and is
   deleted ``export_keep_hours`` after it was finished (the row stays, ``expired``). It is fetched
   by a signed link (:func:`download_path`): HMAC of tenant, export and expiry under the hub's secret
