@@ -20,6 +20,7 @@ from admin_api.routes import (
     availability,
     billing,
     deletion,
+    exports,
     routing,
     search,
     seats,
@@ -33,7 +34,7 @@ STATIC = Path(__file__).parent / "static"
 
 ROUTE_TABLES: tuple[RouteTable, ...] = (
     auth.ROUTES, seats.ROUTES, tickets.ROUTES, routing.ROUTES, attachments.ROUTES, billing.ROUTES, search.ROUTES,
-    workspace.ROUTES, availability.ROUTES, deletion.ROUTES, audit.ROUTES, gateway.ROUTES,
+    workspace.ROUTES, availability.ROUTES, deletion.ROUTES, audit.ROUTES, exports.ROUTES, gateway.ROUTES,
 )
 
 

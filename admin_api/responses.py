@@ -837,3 +837,37 @@ class LoginRow(Out):
 class LoginRowsPage(Out):
     entries: list[LoginRow]
     next_before_id: int | None
+
+class ExportFilters(Out):
+    from_: str | None = Field(alias="from", description="The first day (UTC), YYYY-MM-DD; null: no bound")
+    to: str | None = Field(description="The last day (UTC), included; null: no bound")
+    statuses: list[str]
+    channels: list[str]
+
+
+class ExportOut(Out):
+    id: int
+    state: Literal["queued", "running", "done", "failed", "expired"]
+    customer_id: int | None = Field(description="Set for one customer's export (personal-data request)")
+    filters: ExportFilters
+    include_messages: bool
+    rows_done: int
+    rows_total: int | None = Field(description="Rows in all, once the build has counted them")
+    progress: float = Field(description="0 to 1")
+    size: int | None = Field(description="The file's size in bytes, once done")
+    error: str | None
+    agent_id: int | None = Field(description="Who asked for it")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    expires_at: datetime | None = Field(description="When the file is deleted")
+    download_url: str | None = Field(description="A signed link to the .xlsx (no sign-in), while it is done")
+    download_expires_at: datetime | None = Field(description="When that link stops working")
+
+
+class ExportEnvelope(Out):
+    export: ExportOut
+
+
+class ExportList(Out):
+    exports: list[ExportOut]

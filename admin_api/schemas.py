@@ -528,3 +528,26 @@ class LoginQuery(LoginFilterQuery):
 
 class LoginExportQuery(LoginFilterQuery):
     format: Literal["csv", "xlsx"] = "csv"
+
+class ExportBody(Strict):
+    """An export of the tenant's customers and tickets (core.exports.Filters): tickets created from
+    ``from`` to ``to`` (whole UTC days, both included), of these statuses and channels (left out or
+    empty: all), and with ``include_messages`` a sheet of every message of those tickets."""
+
+    from_: Day | None = Field(default=None, alias="from", description="The first day (UTC), YYYY-MM-DD")
+    to: Day | None = Field(default=None, description="The last day (UTC), YYYY-MM-DD, included")
+    statuses: list[StatusName] = Field(default_factory=list, max_length=5)
+    channels: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]] = Field(default_factory=list,
+                                                                                      max_length=20)
+    include_messages: bool = False
+
+    @model_validator(mode="after")
+    def _period(self) -> ExportBody:
+        if self.from_ is not None and self.to is not None and self.from_ > self.to:
+            raise ValueError("from is after to")
+        return self
+
+
+class ExportFileQuery(Strict):
+    expires: int = Field(description="When the link stops working (Unix time), as the export gave it")
+    signature: str = Field(max_length=64, description="The link's signature, as the export gave it")

@@ -134,6 +134,8 @@ async def _on_startup(app: web.Application) -> None:
     # (CHANNELHUB_EMBEDDED_WORKER=1); otherwise `channelhub worker` processes deliver.
     hub.outbox.start(worker=hub.settings.embedded_worker)
     s = hub.settings
+    if s.export_worker:  # every serve process builds queued exports unless told not to (core.exports)
+        hub.exports.start()
     app[TASKS] = [
         asyncio.create_task(_every(s.sweeper_interval, lambda: outbox.sweep(hub), "outbox sweeper")),
         asyncio.create_task(_every(max(s.heartbeat_timeout / 4, 0.5), lambda: presence.reap(hub), "presence reaper")),
@@ -181,6 +183,8 @@ async def _on_cleanup(app: web.Application) -> None:
     await hub.ticket_writes.stop()
     await hub.router.stop()
     await hub.outbox.stop()
+    # An export being built goes back to the queue for the next process to look.
+    await hub.exports.stop()
     app[RESOLVER].close()
     await hub.close()
 

@@ -136,6 +136,15 @@ class Settings:
     backup_dir: str = "./var/backups"
     backup_keep_days: int = 7
     backup_interval: float = 0.0
+    # Excel exports (core.exports, #16): the folder the files are written to (shared storage when
+    # serve processes run on several machines: any of them may build a file or serve it), how long
+    # a finished file is kept, how long a download link is good for, how often a process looks for
+    # queued exports, and whether this process builds exports at all.
+    export_dir: str = "./var/exports"
+    export_keep_hours: float = 24.0
+    export_link_seconds: float = 3600.0
+    export_poll_interval: float = 2.0
+    export_worker: bool = True
     # Every CHANNELHUB_* variable as it was read: each channel reads its own settings from here
     # (connectors/<kind>/settings.py), so core knows no channel's options.
     env: dict[str, str] = field(default_factory=dict)
@@ -209,6 +218,11 @@ class Settings:
             backup_dir=get("BACKUP_DIR") or defaults.backup_dir,
             backup_keep_days=int(get("BACKUP_KEEP_DAYS") or defaults.backup_keep_days),
             backup_interval=float(get("BACKUP_INTERVAL") or defaults.backup_interval),
+            export_dir=get("EXPORT_DIR") or defaults.export_dir,
+            export_keep_hours=float(get("EXPORT_KEEP_HOURS") or defaults.export_keep_hours),
+            export_link_seconds=float(get("EXPORT_LINK_SECONDS") or defaults.export_link_seconds),
+            export_poll_interval=float(get("EXPORT_POLL_INTERVAL") or defaults.export_poll_interval),
+            export_worker=env_bool(get("EXPORT_WORKER"), default=True),
             env={k: v for k, v in env.items() if k.startswith("CHANNELHUB_")},
         )
 

@@ -20,6 +20,7 @@ from core.channels import ChannelInfo, Connector
 from core.config import Settings
 from core.db import Database
 from core.events import tenant_topic
+from core.exports import Exporter
 from core.inbox import Inbox
 from core.logins import LoginGuard
 from core.outbox import Outbox
@@ -80,6 +81,8 @@ class Hub:
         # Agents' replies, notes, ticket changes and hand-made tickets, in group commits.
         self.ticket_writes = TicketWrites(self)
         self.router: RouterPort = router(self)
+        # Excel exports (core.exports): built one at a time in a process, off the messaging paths.
+        self.exports = Exporter(self)
         # Whether this process takes what customers send (serve) or only delivers (worker).
         self.inbound = True
 

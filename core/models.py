@@ -334,6 +334,10 @@ class Ticket(TenantScoped, Base):
         # key's SET NULL): without an index, a scan of every tenant's tickets per row deleted.
         Index("ix_tickets_merged_into_id", "merged_into_id", sqlite_where=text("merged_into_id IS NOT NULL"),
               postgresql_where=text("merged_into_id IS NOT NULL")),
+
+        # A tenant's tickets in id order: the Excel export's keyset chunks (core.exports). Without it
+        # SQLite took the views' index and sorted every remaining ticket for each chunk.
+        Index("ix_tickets_tenant_id_id", "tenant_id", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -429,6 +433,8 @@ class Message(TenantScoped, Base):
         # reply or note returns the first one (NULLs, messages without a client id, never collide).
         UniqueConstraint("tenant_id", "author_agent_id", "client_id"),
         Index("ix_messages_ticket_id_id", "ticket_id", "id"),
+        # A tenant's messages in id order (the export's Messages sheet, core.exports).
+        Index("ix_messages_tenant_id_id", "tenant_id", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -1028,3 +1034,46 @@ class TenantPurge(Base):
     lease_until: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+class ExportState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    # Its file was deleted after ``expires_at``; the row stays as the record of who exported what.
+    EXPIRED = "expired"
+
+
+class Export(TenantScoped, Base):
+    """An Excel export of a tenant's customers, tickets and (optionally) messages, or of one
+    customer's data (core.exports). Any process that builds exports claims a queued one with a
+    conditional UPDATE and holds it by a lease it renews each chunk; a crashed builder's export
+    is taken again once the lease runs out."""
+
+    __tablename__ = "exports"
+    __table_args__ = (Index("ix_exports_tenant_id", "tenant_id", "id"), Index("ix_exports_state", "state"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # Who asked (kept when the seat goes: the record still says an export was made).
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    # Set: one customer's data (a request under personal-data law); the filters are then empty.
+    customer_id: Mapped[int | None] = mapped_column(BigInteger)
+    # {"from": "YYYY-MM-DD", "to": ..., "statuses": [...], "channels": [...]} (core.exports.Filters)
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    include_messages: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[str] = mapped_column(String(20), default=ExportState.QUEUED)
+    rows_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_total: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Who builds it and until when that claim holds (renewed each chunk).
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None]
+    # The file's name under CHANNELHUB_EXPORT_DIR, and its size, once done.
+    file_name: Mapped[str | None] = mapped_column(String(200))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # When the file is deleted (set when it is done).
+    expires_at: Mapped[datetime | None]

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, Table, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from core import billing
+from core import billing, exports
 from core.auth import announce_revoked
 from core.billing import SYSTEM, Actor
 from core.errors import InvalidInput, NotFound
@@ -59,6 +59,7 @@ from core.models import (
     Base,
     BillingContract,
     ContractState,
+    Export,
     PurgeState,
     Tenant,
     TenantDomain,
@@ -292,6 +293,7 @@ async def run(hub: Hub, tenant_id: int, *, chunk: int | None = None, owner: str 
     row = await runner.claim()
     if row is None:
         return "busy"
+    await _remove_export_files(hub, tenant_id)
     tables = purge_tables()
     names = [t.name for t in tables]
     start = names.index(row["table_name"]) if row["table_name"] in names else 0
@@ -339,6 +341,18 @@ async def run(hub: Hub, tenant_id: int, *, chunk: int | None = None, owner: str 
     await announce_changed(hub, tenant_id)
     logger.info("purge of tenant %s done: %s rows", tenant_id, rows)
     return PurgeState.DONE.value
+
+
+async def _remove_export_files(hub: Hub, tenant_id: int) -> None:
+    """The tenant's Excel exports are files beside the database (core.exports): they go first; their
+    rows go with the walk. Run again on a resumed purge (a missing file is no error)."""
+    async with hub.db.read() as session:
+        names = (await session.execute(select(Export.file_name).where(
+            Export.tenant_id == tenant_id, Export.file_name.is_not(None)))).scalars().all()
+    for name in names:
+        if name:
+            with contextlib.suppress(FileNotFoundError):
+                exports.file_path(hub.settings, name).unlink()
 
 
 async def unfinished(hub: Hub, now: datetime) -> list[int]:

@@ -65,6 +65,7 @@ ID_PARAMS = {
     "merge_id": ("merge_not_found", MAX_BIG_ID),
     "canned_id": ("canned_not_found", MAX_BIG_ID),
     "macro_id": ("macro_not_found", MAX_BIG_ID),
+    "export_id": ("export_not_found", MAX_BIG_ID),
 }
 # Where one route's id of the same name is missing with another code.
 ID_PARAMS_BY_ROUTE = {
@@ -124,6 +125,8 @@ class Shop:
     # The agent workspace (#13): a customer merge, the agent's own canned reply, a macro, and the ids
     # the valid bodies name (another customer to merge, another ticket of the shop's customer).
     workspace: dict[str, int] = dataclasses.field(default_factory=dict)
+    # A finished Excel export (#16), as GET /api/v1/exports/{id} shows it (with its signed link).
+    export: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def domain(self) -> str:
@@ -136,7 +139,8 @@ class Shop:
                 "signature": self.file_path.rsplit("/", 1)[1], "mailbox_id": self.mailbox["id"],
                 "message_id": self.message_id, "invoice_number": self.invoice_number,
                 "xmpp_account_id": self.xmpp["id"], "merge_id": self.workspace["merge_id"],
-                "canned_id": self.workspace["canned_id"], "macro_id": self.workspace["macro_id"]}
+                "canned_id": self.workspace["canned_id"], "macro_id": self.workspace["macro_id"],
+                "export_id": self.export["id"]}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
@@ -225,6 +229,14 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
             "kind": "client", "jid": f"help@xmpp.{info.domain}", "secret": "xmpp secret"})
         assert xmpp.status == 201, xmpp
         s.xmpp = dict(xmpp.body["account"])
+        export = await http("POST", "/api/v1/exports", host=info.domain, token=admin_token, json_body={})
+        assert export.status == 202, export
+
+        async def exported() -> dict[str, Any] | None:
+            got = await s.call("GET", f"/api/v1/exports/{export.body['export']['id']}")
+            return dict(got.body["export"]) if got.body["export"]["state"] == "done" else None
+
+        s.export = await eventually(exported)
 
         async def delivered() -> bool:
             detail = await s.call("GET", f"/api/v1/tickets/{ticket_id}")
@@ -312,6 +324,8 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
                                      "actions": [{"type": "priority", "priority": "high"}]},
         ("PATCH", "/api/v1/macros/{macro_id}"): {"description": "renamed"},
         ("POST", "/api/v1/me/mentions/read"): {"all": True},
+        ("POST", "/api/v1/exports"): {"from": "2026-01-01", "to": "2026-01-31", "statuses": ["open"],
+                                      "channels": ["webchat"], "include_messages": True},
         ("POST", "/webchat/messages"): {"visitor_id": shop.visitor_id, "client_id": f"c-{uuid.uuid4().hex[:8]}",
                                         "text": "Any news?", "name": "Milton", "email": "milton@example.com",
                                         "language": "en-GB"},
@@ -530,6 +544,14 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
         ("POST", "/api/v1/me/mentions/read"): [
             ({}, "body"), ({"ids": []}, "ids"), ({"ids": ["1"]}, "ids"), ({"all": "yes"}, "all"),
             ({"ids": [1], "all": True}, "body"), ({"ids": [0]}, "ids"),
+        ],
+        ("POST", "/api/v1/exports"): [
+            ({"from": "2026-02-30"}, "from"), ({"to": "2026-1-1"}, "to"), ({"from": 20260101}, "from"),
+            ({"to": "2026-01-01T00:00:00"}, "to"), ({"statuses": ["bogus"]}, "statuses"),
+            ({"statuses": "open"}, "statuses"), ({"statuses": ["open"] * 6}, "statuses"),
+            ({"channels": ["Web Chat"]}, "channels"), ({"channels": [5]}, "channels"),
+            ({"include_messages": "yes"}, "include_messages"), ({"include_messages": 1}, "include_messages"),
+            ({"from": "2026-02-02", "to": "2026-02-01"}, "body"), ({"bogus": 1}, "bogus"),
         ],
         ("POST", "/webchat/messages"): [
             ({**webchat, "text": 5}, "text"), ({**webchat, "text": None}, "text"),
@@ -857,6 +879,8 @@ ADMIN_ONLY = [
     ("GET", "/api/v1/billing/invoices/{invoice_number}"), ("GET", "/api/v1/availability"),
     ("GET", "/api/v1/audit"), ("GET", "/api/v1/audit/export"), ("GET", "/api/v1/logins"),
     ("GET", "/api/v1/logins/export"),
+    ("POST", "/api/v1/exports"), ("GET", "/api/v1/exports"), ("GET", "/api/v1/exports/{export_id}"),
+    ("POST", "/api/v1/customers/{customer_id}/export"),
 ]
 
 

@@ -10,6 +10,7 @@ compared with what it was before: "changes nothing" is checked on the stored dat
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import openpyxl
 import pytest
 from sqlalchemy import select
 
@@ -27,7 +29,7 @@ from admin_api.gateway import ACTIONS
 from connectors.email.models import EmailMailbox
 from connectors.wechat.models import WeChatAccount, WeChatMedia
 from connectors.xmpp.models import XmppAccount
-from core import availability, statements
+from core import availability, exports, statements
 from core.config import Settings
 from core.db import Database
 from core.models import (
@@ -36,6 +38,7 @@ from core.models import (
     AuditLog,
     CannedReply,
     CustomerIdentity,
+    Export,
     Group,
     InboxItem,
     LedgerEntry,
@@ -117,6 +120,8 @@ class Side:
     workspace: dict[str, int] = field(default_factory=dict)
     # A picture the web chat visitor uploaded (not yet in a message), as the upload answered it.
     visitor_file: dict[str, Any] = field(default_factory=dict)
+    # A finished Excel export (#16), as GET /api/v1/exports/{id} shows it, with its signed link.
+    export: dict[str, Any] = field(default_factory=dict)
 
     @property
     def attachment_id(self) -> int:
@@ -146,7 +151,7 @@ class Side:
                 "signature": self.signature, "mailbox_id": self.mailbox["id"], "message_id": self.mail_message_id,
                 "invoice_number": self.invoice_number, "xmpp_account_id": self.xmpp["id"],
                 "merge_id": self.workspace["merge_id"], "canned_id": self.workspace["canned_id"],
-                "macro_id": self.workspace["macro_id"]}
+                "macro_id": self.workspace["macro_id"], "export_id": self.export["id"]}
 
 
 @dataclass
@@ -291,10 +296,35 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
         "welcome": {"en": f"Hi from {name}"}})
     assert words.status == 200, words
     visitor_file = await _visitor_upload(http, t.domain, visitor_id, f"{name} photo.png")
+    export = await _export_done(http, t.domain, admin_token, "/api/v1/exports", {})
     return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
                 int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
                 wechat, media_id, attachment, file_path, oa, kf, mailbox, mail_message_id, invoice,
-                dict(xmpp.body["account"]), workspace, visitor_file)
+                dict(xmpp.body["account"]), workspace, visitor_file, export)
+
+
+async def _export_done(http: Http, domain: str, token: str, path: str, body: Any) -> dict[str, Any]:
+    """An export started at ``path`` and waited for (rows at rest before they are compared)."""
+    made = await http("POST", path, host=domain, token=token, **({} if body is None else {"json_body": body}))
+    assert made.status == 202, made
+
+    async def done() -> dict[str, Any] | None:
+        got = await http("GET", f"/api/v1/exports/{made.body['export']['id']}", host=domain, token=token)
+        return dict(got.body["export"]) if got.body["export"]["state"] == "done" else None
+
+    return dict(await eventually(done))
+
+
+async def _export_cells(w: World, export: dict[str, Any]) -> list[Any]:
+    """Every cell of an export's file, fetched by its signed link on A's domain."""
+    async with w.http.session.get(w.server.url + export["download_url"], headers={"Host": w.a.domain}) as resp:
+        assert resp.status == 200, resp.status
+        data = await resp.read()
+    book = openpyxl.load_workbook(io.BytesIO(data), read_only=True)
+    try:
+        return [v for sheet in book.worksheets for row in sheet.iter_rows(values_only=True) for v in row]
+    finally:
+        book.close()
 
 
 async def _probed(db: Database, tenant_id: int, *, down: str | None) -> None:
@@ -1103,6 +1133,47 @@ async def probe_availability(w: World) -> None:
     assert theirs["incidents"][0]["cause"] == "Globex is down"
 
 
+async def probe_start_export(w: World) -> None:
+    export = await _export_done(w.http, w.a.domain, w.a.admin_token, "/api/v1/exports", {"include_messages": True})
+    cells = await _export_cells(w, export)
+    # A's customers and messages, none of B's.
+    assert "Acme customer three" in cells and "A refund, please (Acme)" in cells
+    assert not [c for c in cells if isinstance(c, str) and "Globex" in c]
+    assert export["id"] not in await ids_of(w.db, Export, w.b.info.id)
+
+
+async def probe_customer_export(w: World) -> None:
+    await _not_found_like_a_missing(w, "POST", "/api/v1/customers/{}/export", [w.b.customer_id], MISSING_TICKET,
+                                    "customer_not_found")
+    export = await _export_done(w.http, w.a.domain, w.a.admin_token, f"/api/v1/customers/{w.a.customer_id}/export",
+                                None)
+    cells = await _export_cells(w, export)
+    assert w.a.customer_id in cells and not [c for c in cells if isinstance(c, str) and "Globex" in c]
+
+
+async def probe_list_exports(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/exports")
+    assert reply.status == 200, reply
+    listed = {e["id"] for e in reply.body["exports"]}
+    assert w.a.export["id"] in listed and listed <= await ids_of(w.db, Export, w.a.info.id), listed
+
+
+async def probe_get_export(w: World) -> None:
+    await _not_found_like_a_missing(w, "GET", "/api/v1/exports/{}", [w.b.export["id"]], MISSING_TICKET,
+                                    "export_not_found")
+    ok = await w.call("GET", f"/api/v1/exports/{w.a.export['id']}")
+    assert ok.status == 200 and ok.body["export"]["state"] == "done", ok
+
+
+async def probe_export_file(w: World) -> None:
+    # B's link on A's domain, and A's id with B's signature and expiry: an export that exists nowhere.
+    b_query = w.b.export["download_url"].split("?", 1)[1]
+    for path in (w.b.export["download_url"], f"/exports/{w.a.export['id']}/file?{b_query}"):
+        assert_not_found(await w.http("GET", path, host=w.a.domain), "export_not_found")
+    async with w.http.session.get(w.server.url + w.a.export["download_url"], headers={"Host": w.a.domain}) as resp:
+        assert resp.status == 200 and resp.content_type == exports.CONTENT_TYPE
+
+
 async def probe_get_attachment(w: World) -> None:
     for token in (w.a.admin_token, w.a.agent_token):
         await _not_found_like_a_missing(w, "GET", "/api/v1/attachments/{}", [w.b.attachment_id], MISSING_TICKET,
@@ -1633,6 +1704,11 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/audit/export"): Case(_log_probe(AuditLog, "/api/v1/audit")),
     ("GET", "/api/v1/logins"): Case(_log_probe(LoginLog, "/api/v1/logins")),
     ("GET", "/api/v1/logins/export"): Case(_log_probe(LoginLog, "/api/v1/logins")),
+    ("POST", "/api/v1/exports"): Case(probe_start_export, lambda w: {"include_messages": True}),
+    ("POST", "/api/v1/customers/{customer_id}/export"): Case(probe_customer_export),
+    ("GET", "/api/v1/exports"): Case(probe_list_exports),
+    ("GET", "/api/v1/exports/{export_id}"): Case(probe_get_export),
+    ("GET", "/exports/{export_id}/file"): Case(probe_export_file),
     ("GET", "/wechat/oa/{key}"): Case(probe_oa_verify),
     ("POST", "/wechat/oa/{key}"): Case(probe_oa_push),
     ("GET", "/wechat/kf/{key}"): Case(probe_kf_verify),

@@ -38,6 +38,7 @@ from core.models import (
     BillingContract,
     Customer,
     CustomerIdentity,
+    Export,
     InboxItem,
     MaintenanceWindow,
     Message,
@@ -199,6 +200,21 @@ async def test_the_owners_purge_leaves_no_row_of_the_tenant_and_the_other_untouc
         server: Server, settings: Settings, http: Http, db: Database, wechat_api: StandIn) -> None:
     a = await fill(http, await make_tenant(settings, server, name="Acme"), db, wechat_api)
     b = await fill(http, await make_tenant(settings, server, name="Globex"), db, wechat_api)
+    # An Excel export of A's: a file beside the database, which the purge removes too.
+    started = await http("POST", "/api/v1/exports", host=a.info.domain, token=a.owner_token,
+                         json_body={"include_messages": True})
+    assert started.status == 202, started
+
+    async def export_done() -> bool:
+        got = await http("GET", f"/api/v1/exports/{started.body['export']['id']}", host=a.info.domain,
+                         token=a.owner_token)
+        return bool(got.body["export"]["state"] == "done")
+
+    await eventually(export_done)
+    async with db.read() as session:
+        [export_file] = (await session.execute(select(Export.file_name).where(Export.tenant_id == a.info.id))).scalars()
+    export_path = Path(settings.export_dir) / export_file
+    assert export_path.exists()
     a_before, b_before = await counts(db, a.info.id), await counts(db, b.info.id)
     empty = sorted(name for name, n in a_before.items() if n == 0)
     # Real use reached nearly every table; the few it did not are named, so a new table is noticed.
@@ -243,6 +259,7 @@ async def test_the_owners_purge_leaves_no_row_of_the_tenant_and_the_other_untouc
     assert len(steps) > len(tenant_tables())  # small chunks: many short transactions
 
     after = await counts(db, a.info.id)
+    assert not export_path.exists()
     assert {name: n for name, n in after.items() if n} == {}, after
     async with db.read() as session:
         tombstone = await session.get(Tenant, a.info.id)

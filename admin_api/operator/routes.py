@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from admin_api import exports
+from admin_api import downloads
 from admin_api.operator.responses import (
     AccountEnvelope,
     AccountsList,
@@ -475,7 +475,7 @@ async def audit_trail(request: web.Request) -> web.Response:
 
 @ROUTES.route("GET", "/operator/v1/audit/export", summary="The operator's audit trail as ?format=csv or xlsx, "
               "newest first (?tenant_id=, from, to, actor_type, actor_id, action, target_type, target_id)",
-              media_type=exports.MEDIA_TYPES, query=AuditExportQuery)
+              media_type=downloads.MEDIA_TYPES, query=AuditExportQuery)
 async def export_audit_trail(request: web.Request) -> web.StreamResponse:
     await operator_of(request, *READ)
     about = query_int(request, "tenant_id", None, lo=1, hi=MAX_ID)

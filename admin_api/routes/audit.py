@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from admin_api import exports
+from admin_api import downloads
 from admin_api.responses import AuditRowsPage, LoginRowsPage
 from admin_api.schemas import AuditExportQuery, AuditQuery, LoginExportQuery, LoginQuery
 from core import audit
@@ -69,7 +69,7 @@ def login_filter(request: web.Request, tenant_id: int) -> audit.LoginFilter:
 
 
 def export_format(request: web.Request) -> str:
-    return query_text(request, "format", 10, exports.FORMATS) or "csv"
+    return query_text(request, "format", 10, downloads.FORMATS) or "csv"
 
 
 def paging(request: web.Request) -> tuple[int | None, int]:
@@ -77,13 +77,13 @@ def paging(request: web.Request) -> tuple[int | None, int]:
             query_int(request, "limit", audit.DEFAULT_PAGE, lo=1, hi=audit.MAX_PAGE))
 
 
-AUDIT_COLUMNS: list[exports.Column] = [
+AUDIT_COLUMNS: list[downloads.Column] = [
     ("id", lambda r: r["id"]), ("at (UTC)", lambda r: r["at"]), ("actor_type", lambda r: r["actor_type"]),
     ("actor_id", lambda r: r["actor_id"]), ("action", lambda r: r["action"]),
     ("target_type", lambda r: r["target_type"]), ("target_id", lambda r: r["target_id"]),
     ("details", lambda r: audit.details_text(r["details"])), ("ip", lambda r: r["ip"]), ("hash", lambda r: r["hash"]),
 ]
-LOGIN_COLUMNS: list[exports.Column] = [
+LOGIN_COLUMNS: list[downloads.Column] = [
     ("id", lambda r: r["id"]), ("at (UTC)", lambda r: r["at"]), ("agent_id", lambda r: r["agent_id"]),
     ("email", lambda r: r["email"]), ("ip", lambda r: r["ip"]), ("user_agent", lambda r: r["user_agent"]),
     ("outcome", lambda r: r["outcome"]),
@@ -102,7 +102,7 @@ async def export_response(request: web.Request, filters: audit.AuditFilter | aud
                           name: str) -> web.StreamResponse:
     fmt = export_format(request)
     columns = AUDIT_COLUMNS if isinstance(filters, audit.AuditFilter) else LOGIN_COLUMNS
-    return await exports.respond(request, fmt, name, columns, audit.rows(request.app[HUB].db, filters))
+    return await downloads.respond(request, fmt, name, columns, audit.rows(request.app[HUB].db, filters))
 
 
 @ROUTES.route("GET", "/api/v1/audit", summary="The audit log: every change by the tenant's admins and agents "
@@ -114,7 +114,7 @@ async def list_audit(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("GET", "/api/v1/audit/export", summary="The audit log as ?format=csv or xlsx, with the same "
-              "filters (admin)", media_type=exports.MEDIA_TYPES, query=AuditExportQuery)
+              "filters (admin)", media_type=downloads.MEDIA_TYPES, query=AuditExportQuery)
 async def export_audit(request: web.Request) -> web.StreamResponse:
     principal = await principal_of(request, admin=True)
     filters = audit_filter(request, principal.tenant_id)
@@ -130,7 +130,7 @@ async def list_logins(request: web.Request) -> web.Response:
 
 
 @ROUTES.route("GET", "/api/v1/logins/export", summary="The login log as ?format=csv or xlsx, with the same "
-              "filters (admin)", media_type=exports.MEDIA_TYPES, query=LoginExportQuery)
+              "filters (admin)", media_type=downloads.MEDIA_TYPES, query=LoginExportQuery)
 async def export_logins(request: web.Request) -> web.StreamResponse:
     principal = await principal_of(request, admin=True)
     filters = login_filter(request, principal.tenant_id)

@@ -1,6 +1,7 @@
 // The console's administration pages, for admins and owners: the web chat widget's own words (the
 // notice shown while nobody is online, and a greeting, in each language the widget speaks), and the
-// monthly availability report (GET /api/v1/availability: the figures, a bar a day, the incidents).
+// monthly availability report (GET /api/v1/availability: the figures, a bar a day, the incidents),
+// and Excel exports (POST /api/v1/exports with filters, their progress, the signed download link).
 // The caller hands in what it shares: the HTTP helper, htm's html and the words (t).
 
 import { useEffect, useState } from '/vendor/hooks.mjs';
@@ -10,7 +11,7 @@ const WIDGET_LANGS = [['en', 'English'], ['zh-CN', '简体中文']];
 const FIELDS = ['offline_message', 'welcome'];
 const MAX_WORDS = 2000; // connectors/webchat/schemas.py MAX_WORDS
 
-export const ADMIN_TABS = ['widget', 'availability'];
+export const ADMIN_TABS = ['widget', 'availability', 'exports'];
 
 export function WidgetWords({ api, html, t }) {
   const [words, setWords] = useState(null);   // {offline_message: {lang: text}, welcome: {...}}
@@ -78,6 +79,7 @@ export function AdminPage({ api, html, t, tab, onTab, onClose }) {
       <section class="admin-body">
         ${tab === 'widget' && html`<h3>${t('admin.tab_widget')}</h3><${WidgetWords} api=${api} html=${html} t=${t} />`}
         ${tab === 'availability' && html`<${Availability} api=${api} html=${html} t=${t} />`}
+        ${tab === 'exports' && html`<${Exports} api=${api} html=${html} t=${t} />`}
       </section>
     </main>`;
 }
@@ -180,5 +182,87 @@ export function Availability({ api, html, t }) {
           <h4>${t('availability.maintenance')}</h4>
           <ul class="plain">${r.maintenance.map((w) => html`<li key=${w.id}>${stamp(w.start, lang)} – ${stamp(w.end, lang)} · ${w.reason}</li>`)}</ul>`}
         <p class="hint">${t('availability.explained')}</p>`}
+    </div>`;
+}
+
+// ---- exports: start one with filters, watch its progress, download it by its signed link -------------
+const EXPORT_STATUSES = ['new', 'open', 'pending', 'solved', 'closed'];
+const EXPORT_CHANNELS = ['webchat', 'email', 'wechat', 'xmpp'];
+
+export function Exports({ api, html, t }) {
+  const [list, setList] = useState(null);
+  const [error, setError] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [form, setForm] = useState({ from: '', to: '', statuses: [], channels: [], include_messages: false });
+  const load = () => api('GET', '/api/v1/exports').then((r) => setList(r.exports)).catch((err) => setError(err.message));
+  useEffect(() => { load(); }, []);
+  // While one is being built, its progress is read again each second.
+  const working = (list || []).some((x) => x.state === 'queued' || x.state === 'running');
+  useEffect(() => {
+    if (!working) return undefined;
+    const timer = setInterval(load, 1000);
+    return () => clearInterval(timer);
+  }, [working]);
+  const toggle = (field, value) => () => {
+    const have = form[field].includes(value);
+    setForm({ ...form, [field]: have ? form[field].filter((x) => x !== value) : [...form[field], value] });
+  };
+  async function start(e) {
+    e.preventDefault();
+    setBusy(true);
+    setError('');
+    const body = { statuses: form.statuses, channels: form.channels, include_messages: form.include_messages };
+    if (form.from) body.from = form.from;
+    if (form.to) body.to = form.to;
+    try {
+      await api('POST', '/api/v1/exports', body);
+      await load();
+    } catch (err) {
+      setError(err.message);
+    } finally {
+      setBusy(false);
+    }
+  }
+  return html`
+    <div id="exports">
+      <h3>${t('admin.tab_exports')}</h3>
+      <form id="export-form" class="admin-form" onSubmit=${start}>
+        <p class="hint">${t('export.hint')}</p>
+        <div class="row">
+          <label>${t('export.from')} <input id="export-from" type="date" value=${form.from}
+            onInput=${(e) => setForm({ ...form, from: e.target.value })} /></label>
+          <label>${t('export.to')} <input id="export-to" type="date" value=${form.to}
+            onInput=${(e) => setForm({ ...form, to: e.target.value })} /></label>
+        </div>
+        <fieldset><legend>${t('export.statuses')}</legend>
+          ${EXPORT_STATUSES.map((s) => html`<label key=${s} class="check"><input type="checkbox" data-status=${s}
+            checked=${form.statuses.includes(s)} onChange=${toggle('statuses', s)} /> ${t(`status.${s}`)}</label>`)}
+        </fieldset>
+        <fieldset><legend>${t('export.channels')}</legend>
+          ${EXPORT_CHANNELS.map((c) => html`<label key=${c} class="check"><input type="checkbox" data-channel=${c}
+            checked=${form.channels.includes(c)} onChange=${toggle('channels', c)} /> ${c}</label>`)}
+        </fieldset>
+        <label class="check"><input id="export-messages" type="checkbox" checked=${form.include_messages}
+          onChange=${() => setForm({ ...form, include_messages: !form.include_messages })} /> ${t('export.include_messages')}</label>
+        <div class="row">
+          <button id="export-start" class="primary" type="submit" disabled=${busy}>${t('export.start')}</button>
+          <span id="export-status" role="status" class="error">${error}</span>
+        </div>
+      </form>
+      ${list === null ? html`<p class="empty">${t('ticket.loading')}</p>`
+        : list.length === 0 ? html`<p class="empty">${t('export.none')}</p>`
+          : html`<ul id="export-list" class="export-list">
+            ${list.map((x) => html`<li key=${x.id} data-export=${x.id} data-state=${x.state}>
+              <span>#${x.id}</span>
+              <span>${x.customer_id ? t('export.customer', { id: x.customer_id }) : t('export.tenant')}</span>
+              <span class="export-state">${t(`export.state_${x.state}`)}</span>
+              ${(x.state === 'running' || x.state === 'queued') && html`<progress max="1" value=${x.progress}></progress>
+                <span>${t('export.rows', { done: x.rows_done, total: x.rows_total ?? '…' })}</span>`}
+              ${x.state === 'done' && x.download_url && html`<a class="export-download" href=${x.download_url}
+                download>${t('export.download')}</a>
+                <span>${t('export.rows', { done: x.rows_done, total: x.rows_total })}</span>`}
+              ${x.error && html`<span class="error">${x.error}</span>`}
+            </li>`)}
+          </ul>`}
     </div>`;
 }
