@@ -245,3 +245,26 @@ async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) 
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """An aiosqlite connection left open (an engine a test never disposed) keeps its worker thread,
+    which is not a daemon: the interpreter would wait for it for ever after the summary (CI saw a
+    finished run hang so). Stop those threads, as ``Connection.stop`` would, without a loop."""
+    import gc
+
+    import aiosqlite.core
+
+    sentinel = getattr(aiosqlite.core, "_STOP_RUNNING_SENTINEL", None)
+    for obj in gc.get_objects():
+        if not isinstance(obj, aiosqlite.core.Connection) or not obj._running:
+            continue
+        obj._running = False
+
+        def close_and_stop(conn: Any = obj) -> Any:
+            if conn._connection is not None:
+                conn._connection.close()
+                conn._connection = None
+            return sentinel
+
+        obj._tx.put_nowait((None, close_and_stop))
