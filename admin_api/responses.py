@@ -342,7 +342,7 @@ class Party(Out):
 
 class ContractSummary(Out):
     state: Literal["active", "ending", "ended"]
-    tenant_status: Literal["active", "suspended", "ended"]
+    tenant_status: Literal["active", "suspended", "ended", "purging", "purged"]
     currency: str
     minor_unit_digits: int
     price_per_seat_year: Money
