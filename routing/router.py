@@ -51,10 +51,11 @@ from core.models import (
     table_of,
     utcnow,
 )
+from core.schedule import BusinessHours
 from core.serialize import CUSTOMER_ROW_FIELDS, CustomerRow, TicketRow, ticket_dict
 from core.tasks import cancel_and_wait
 from core.transitions import RoutingState
-from routing.rules import BusinessHours, RoutingContext, Rule, RuleMatch, compile_rule, evaluate
+from routing.rules import RoutingContext, Rule, RuleMatch, compile_rule, evaluate
 from routing.strategies import AgentState, Choice, GroupPolicy, TicketView, choose
 
 if TYPE_CHECKING:

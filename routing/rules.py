@@ -21,14 +21,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.errors import InvalidInput
 from core.models import MAX_ID
+from core.schedule import BusinessHours
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_PATTERN = 300
 
 
@@ -78,63 +77,6 @@ class RuleMatch:
     rule: str | None  # None: no rule matched, the tenant's default applies
     actions: RuleActions
     predicates: tuple[str, ...] = ()
-
-
-# --- business hours -------------------------------------------------------------------------
-
-def _clock(value: str) -> time:
-    if value == "24:00":
-        return time.max
-    try:
-        hh, mm = value.split(":")
-        return time(int(hh), int(mm))
-    except (ValueError, TypeError):
-        raise InvalidInput(f"{value!r} is not a time of day (HH:MM)", code="invalid_business_hours") from None
-
-
-@dataclass(frozen=True)
-class BusinessHours:
-    zone: ZoneInfo
-    weekly: dict[int, tuple[tuple[time, time], ...]]
-    holidays: frozenset[date]
-
-    @classmethod
-    def parse(cls, spec: dict[str, Any]) -> BusinessHours:
-        try:
-            zone = ZoneInfo(str(spec.get("timezone", "UTC")))
-        except (ZoneInfoNotFoundError, ValueError):
-            raise InvalidInput(f"unknown time zone {spec.get('timezone')!r}", code="invalid_business_hours") from None
-        weekly: dict[int, tuple[tuple[time, time], ...]] = {}
-        raw_weekly = spec.get("weekly") or {}
-        if not isinstance(raw_weekly, dict):
-            raise InvalidInput("weekly maps mon..sun to lists of 'HH:MM-HH:MM'", code="invalid_business_hours")
-        for day, spans in raw_weekly.items():
-            if day not in DAYS or not isinstance(spans, list):
-                raise InvalidInput(f"weekly: {day!r} is not one of {DAYS}", code="invalid_business_hours")
-            parsed = []
-            for span in spans:
-                start, sep, end = str(span).partition("-")
-                if not sep:
-                    raise InvalidInput(f"{span!r} is not 'HH:MM-HH:MM'", code="invalid_business_hours")
-                a, b = _clock(start.strip()), _clock(end.strip())
-                if not a < b:
-                    raise InvalidInput(f"{span!r} ends before it starts", code="invalid_business_hours")
-                parsed.append((a, b))
-            weekly[DAYS.index(day)] = tuple(parsed)
-        holidays = set()
-        for raw in spec.get("holidays") or []:
-            try:
-                holidays.add(date.fromisoformat(str(raw)))
-            except ValueError:
-                raise InvalidInput(f"holiday {raw!r} is not YYYY-MM-DD", code="invalid_business_hours") from None
-        return cls(zone, weekly, frozenset(holidays))
-
-    def is_open(self, when: datetime) -> bool:
-        local = when.astimezone(self.zone)
-        if local.date() in self.holidays:
-            return False
-        now = local.time()
-        return any(a <= now < b for a, b in self.weekly.get(local.weekday(), ()))
 
 
 # --- compiling stored rules -------------------------------------------------------------------
