@@ -5,8 +5,12 @@ and a real hub server on a loopback port. Each test makes its own tenants, which
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import re
+import sys
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -255,6 +259,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     import aiosqlite.core
 
+    _RUN_STATUS["status"] = int(exitstatus)
+
     sentinel = getattr(aiosqlite.core, "_STOP_RUNNING_SENTINEL", None)
     for obj in gc.get_objects():
         if not isinstance(obj, aiosqlite.core.Connection) or not obj._running:
@@ -268,3 +274,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             return sentinel
 
         obj._tx.put_nowait((None, close_and_stop))
+
+
+# A run that hangs must fail with the threads' stacks in its log, not wait until CI's limit (CI ran
+# out of its 90 minutes once and printed nothing of the suites). Three guards:
+# - pytest-timeout (pyproject's ``timeout``) fails one test that runs too long, with its stacks;
+# - CHANNELHUB_TEST_SESSION_LIMIT (seconds; .ci/run sets it) dumps every thread's stack and ends
+#   the whole run when it is exceeded, whatever hangs (faulthandler's watchdog is a C thread);
+# - once the run is over, the process gets a minute to exit; then the threads that keep it alive
+#   are dumped and it exits with the run's own status.
+_RUN_STATUS = {"status": 1}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    limit = os.environ.get("CHANNELHUB_TEST_SESSION_LIMIT")
+    if limit:
+        faulthandler.dump_traceback_later(float(limit), exit=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.environ.get("CHANNELHUB_TEST_SESSION_LIMIT"):
+        faulthandler.cancel_dump_traceback_later()
+    status = _RUN_STATUS["status"]
+
+    def exit_guard() -> None:
+        time.sleep(60)
+        sys.stderr.write("\nthe test run is over but the process has not exited after 60 s; its threads:\n")
+        faulthandler.dump_traceback(all_threads=True)
+        sys.stderr.flush()
+        os._exit(status)
+
+    threading.Thread(target=exit_guard, name="exit-guard", daemon=True).start()
