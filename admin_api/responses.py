@@ -18,7 +18,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from admin_api.schemas import PriorityName, RoleName, StatusName, StrategyName
+from admin_api.schemas import (
+    ContractStateName,
+    PriorityName,
+    RoleName,
+    StatusName,
+    StrategyName,
+    TenantStatusName,
+)
 from web.schemas import Out
 
 Presence = Literal["online", "away", "offline"]
@@ -341,8 +348,8 @@ class Party(Out):
 
 
 class ContractSummary(Out):
-    state: Literal["active", "ending", "ended"]
-    tenant_status: Literal["active", "suspended", "ended", "purging", "purged"]
+    state: ContractStateName
+    tenant_status: TenantStatusName
     currency: str
     minor_unit_digits: int
     price_per_seat_year: Money

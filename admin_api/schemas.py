@@ -50,6 +50,10 @@ Day = Annotated[date, BeforeValidator(_iso_day), Field(json_schema_extra={"type"
 StatusName = Literal["new", "open", "pending", "solved", "closed"]
 PriorityName = Literal["low", "normal", "high", "urgent"]
 RoleName = Literal["owner", "admin", "supervisor", "agent"]
+# A tenant's status (core.models.TenantStatus) and its contract's state (ContractState), as the
+# tenant's and the operator's answers and the operator's filters name them.
+TenantStatusName = Literal["active", "suspended", "ended", "purging", "purged"]
+ContractStateName = Literal["active", "ending", "ended"]
 Tag = str
 
 

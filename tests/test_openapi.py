@@ -50,6 +50,19 @@ def answer_for(op: Operation, status: int) -> dict[str, Any]:
 
 
 # --- the document ----------------------------------------------------------------------------
+def test_the_names_of_states_are_the_models_own() -> None:
+    """The answers' and filters' names of a tenant's status and a contract's state are the models'
+    enums, every one of them (a purged tenant's statement once broke its schema)."""
+    from typing import get_args
+
+    from admin_api.schemas import ContractStateName, PriorityName, StatusName, TenantStatusName
+    from core.models import ContractState, Priority, TenantStatus, TicketStatus
+
+    for literal, enum in ((TenantStatusName, TenantStatus), (ContractStateName, ContractState),
+                          (StatusName, TicketStatus), (PriorityName, Priority)):
+        assert set(get_args(literal)) == {member.value for member in enum}, literal
+
+
 def test_the_document_is_openapi_3_1() -> None:
     assert DOC["openapi"].startswith("3.1")
     validate_openapi(DOC)

@@ -10,9 +10,8 @@ from pydantic import Field
 
 from admin_api.operator.schemas import OperatorRoleName
 from admin_api.responses import MaintenanceWindow
+from admin_api.schemas import ContractStateName, TenantStatusName
 from web.schemas import Out
-
-TenantStatusName = Literal["active", "suspended", "ended", "purging", "purged"]
 
 
 class Contract(Out):
@@ -22,7 +21,7 @@ class Contract(Out):
     term_end: str
     seats: int
     balance: int
-    state: Literal["active", "ending", "ended"]
+    state: ContractStateName
     next_price_per_seat_year: int | None
     ends_on: str | None
     lapsed: bool

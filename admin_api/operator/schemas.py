@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, EmailStr, Field
 
-from admin_api.schemas import AuditFilterQuery, Day, NoticeBody
+from admin_api.schemas import AuditFilterQuery, Day, NoticeBody, TenantStatusName
 from core.models import MAX_ID
 from web.schemas import Strict
 
@@ -90,7 +90,7 @@ class CompensationBody(Strict):
 
 
 class TenantsQuery(Strict):
-    status: Literal["active", "suspended", "ended", "purging", "purged"] | None = None
+    status: TenantStatusName | None = None
     after_id: int | None = Field(default=None, ge=0, le=2**31 - 1)
     limit: int = Field(default=100, ge=1, le=500)
 
