@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,12 +46,45 @@ OPERATOR_HOST = "operator.test"
 WECHAT_API_PORT = free_port()
 
 
+async def new_database(name: str, folder: Path, *, migrated: bool = False) -> str:
+    """A new, empty database of its own (an SQLite file in ``folder``, or a PostgreSQL database
+    named after the test server's and ``name``), migrated to the head if asked; returns its URL.
+    Drop a PostgreSQL one with ``drop_pg_database`` (the ``fresh`` fixture does)."""
+    if PG_URL:
+        url = await create_pg_database(PG_URL, f"{make_url(PG_URL).database or 'channelhub'}_{name}_{os.getpid()}")
+    else:
+        url = f"sqlite+aiosqlite:///{folder / name}.db"
+    if migrated:
+        db = Database(url)
+        await migrate(db)
+        await db.dispose()
+    return url
+
+
+Databases = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def fresh(tmp_path: Path) -> AsyncIterator[Databases]:
+    """Makes new databases for one test (``await fresh(name, migrated=False)``: see
+    :func:`new_database`), for a process of the test's own that must not see the shared server's
+    tenants (a serve running retention, or a backup's restore), and drops them after."""
+    made: list[str] = []
+
+    async def make(name: str, *, migrated: bool = False) -> str:
+        url = await new_database(name, tmp_path, migrated=migrated)
+        made.append(url)
+        return url
+
+    yield make
+    if PG_URL:
+        for url in made:
+            await drop_pg_database(url)
+
+
 @pytest.fixture(scope="session")
 async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Settings]:
-    if PG_URL:
-        url = await create_pg_database(PG_URL, f"{make_url(PG_URL).database or 'channelhub'}_{os.getpid()}")
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'hub.db'}"
+    url = await new_database("hub", tmp_path_factory.mktemp("db"), migrated=True)
     s = Settings(
         database_url=url,
         redis_url=REDIS_URL,
@@ -76,9 +109,6 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         channels={"wechat": WeChatSettings(api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",
                                            wecom_api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/qy")},
     )
-    db = Database(url)
-    await migrate(db)
-    await db.dispose()
     yield s
     if PG_URL:
         await drop_pg_database(url)

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,9 +26,9 @@ from sqlalchemy import select, text
 
 from core import backups, secrets
 from core.config import Settings
-from core.db import Database, create_pg_database, drop_pg_database, migrate
+from core.db import Database, migrate
 from core.models import Base, Message, PeriodicJob, Ticket
-from tests.conftest import PG_URL, ROOT, Server, TenantInfo, eventually, make_tenant, start_server
+from tests.conftest import PG_URL, ROOT, Databases, Server, TenantInfo, eventually, make_tenant, start_server
 from tests.support import open_billing
 
 pytestmark = pytest.mark.skipif(bool(PG_URL) and shutil.which("pg_dump") is None,
@@ -37,26 +36,6 @@ pytestmark = pytest.mark.skipif(bool(PG_URL) and shutil.which("pg_dump") is None
 
 PDF = b"%PDF-1.4\n% a receipt\n" + bytes(range(256)) * 64
 SMTP_PASSWORD = "smtp-password-kept-secret"
-Databases = Callable[[str], Awaitable[str]]
-
-
-@pytest.fixture
-async def fresh(tmp_path: Path) -> AsyncIterator[Databases]:
-    """Makes new, empty databases (an SQLite file, or a PostgreSQL database) and drops them after."""
-    made: list[str] = []
-
-    async def make(name: str) -> str:
-        if PG_URL:
-            url = await create_pg_database(PG_URL, f"channelhub_backup_{os.getpid()}_{name}")
-        else:
-            url = f"sqlite+aiosqlite:///{tmp_path / name}.db"
-        made.append(url)
-        return url
-
-    yield make
-    if PG_URL:
-        for url in made:
-            await drop_pg_database(url)
 
 
 def hub_settings(base: Settings, url: str, folder: Path) -> Settings:

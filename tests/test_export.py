@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -23,9 +22,9 @@ from sqlalchemy import insert, select
 
 from core import exports, seats, secrets, tenants
 from core.config import Settings
-from core.db import Database, create_pg_database, drop_pg_database, migrate
+from core.db import Database
 from core.models import Agent, Customer, CustomerIdentity, Group, Message, Ticket
-from tests.conftest import PASSWORD, PG_URL, ROOT, Server, TenantInfo, eventually, make_tenant
+from tests.conftest import PASSWORD, ROOT, Databases, Server, TenantInfo, eventually, make_tenant
 from tests.processes import child_env, spawn, stop, wait_healthy
 from tests.servers import free_port
 from tests.support import Http, Reply, assert_error
@@ -191,24 +190,11 @@ def _reset_peak(pid: int) -> int:
     return _memory_kb(pid, "VmRSS")
 
 
-@pytest.fixture
-async def own_db(tmp_path: Path) -> AsyncIterator[str]:
-    """A database of its own, so the test's serve process is the only one that can take its exports."""
-    if PG_URL:
-        url = await create_pg_database(PG_URL, f"chexport_{os.getpid()}_{uuid.uuid4().hex[:6]}")
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'export.db'}"
-    db = Database(url)
-    await migrate(db)
-    await db.dispose()
-    yield url
-    if PG_URL:
-        await drop_pg_database(url)
-
-
 # --- 100,000 tickets through the API and a real serve process -----------------------------------------
 async def test_an_export_of_100000_tickets_in_bounded_memory_matches_the_database(
-        settings: Settings, own_db: str, tmp_path: Path) -> None:
+        settings: Settings, fresh: Databases, tmp_path: Path) -> None:
+    # A database of its own, so the test's serve process is the only one that can take its exports.
+    own_db = await fresh("export", migrated=True)
     from dataclasses import replace
 
     db = Database(own_db)

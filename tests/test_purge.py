@@ -22,7 +22,6 @@ from typing import Any
 import aiohttp
 import pytest
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import make_url
 
 from admin_api.client import AgentClient
 from connectors.webchat.models import WebchatUpload
@@ -30,7 +29,7 @@ from connectors.wechat.models import WeChatMedia, WeChatReplyWindow
 from connectors.xmpp.models import XmppAccount, XmppDelivery, XmppPeer
 from core import billing, purge, secrets, tenants
 from core.config import Settings
-from core.db import Database, create_pg_database, drop_pg_database, migrate
+from core.db import Database
 from core.models import (
     Agent,
     AuditLog,
@@ -50,7 +49,7 @@ from core.models import (
     Ticket,
     TicketParticipant,
 )
-from tests.conftest import PASSWORD, ROOT, Server, TenantInfo, eventually, make_tenant, start_server
+from tests.conftest import PASSWORD, ROOT, Databases, Server, TenantInfo, eventually, make_tenant, start_server
 from tests.support import Http, assert_error, assert_error_frame, next_frame, open_billing
 from tests.test_operator import Desk, desk  # noqa: F401  (desk: the fixture)
 from tests.test_sessions import closed_for_session
@@ -446,23 +445,10 @@ async def test_channelhub_purge_runs_one_to_its_end(server: Server, settings: Se
     assert sum((await counts(db, a.info.id)).values()) == 0
 
 
-@pytest.fixture
-async def own_database(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
-    """A database of its own: a serve running retention would purge other tests' tenants."""
-    if PG_URL:
-        url = await create_pg_database(PG_URL, f"{make_url(PG_URL).database or 'channelhub'}_purge_{os.getpid()}")
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'own.db'}"
-    database = Database(url)
-    await migrate(database)
-    await database.dispose()
-    yield url
-    if PG_URL:
-        await drop_pg_database(url)
-
-
 async def test_serve_purges_in_the_background_what_retention_and_requests_ask(
-        settings: Settings, own_database: str) -> None:
+        settings: Settings, fresh: Databases) -> None:
+    # A database of its own: a serve running retention would purge other tests' tenants.
+    own_database = await fresh("purge", migrated=True)
     own = replace(settings, database_url=own_database, purge_interval=0.2, purge_chunk=4)
     db = Database(own_database)
     srv = await start_server(own)
