@@ -191,6 +191,8 @@ def _reset_peak(pid: int) -> int:
 
 
 # --- 100,000 tickets through the API and a real serve process -----------------------------------------
+# It reads 100,000 tickets' rows back with openpyxl: five minutes and more on a loaded machine.
+@pytest.mark.timeout(1200)
 async def test_an_export_of_100000_tickets_in_bounded_memory_matches_the_database(
         settings: Settings, fresh: Databases, tmp_path: Path) -> None:
     # A database of its own, so the test's serve process is the only one that can take its exports.
