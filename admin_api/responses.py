@@ -811,7 +811,9 @@ class Erased(Out):
 
 
 # --- the audit and login logs (core.audit.audit_dict, login_dict) ---------------------------------------
-class AuditRow(Out):
+class AuditEntry(Out):
+    """One audited change (a tenant's log, the operator's trail)."""
+
     id: int
     at: datetime
     actor_type: str
@@ -822,6 +824,9 @@ class AuditRow(Out):
     # What changed (before/after, or the fields): never a password, a secret or a message's text.
     details: dict[str, Any]
     ip: str | None
+
+
+class AuditRow(AuditEntry):
     # The row's link in its chain (channelhub audit verify).
     hash: str
 

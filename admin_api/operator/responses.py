@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from admin_api.operator.schemas import OperatorRoleName
-from admin_api.responses import MaintenanceWindow
+from admin_api.responses import AuditEntry, MaintenanceWindow
 from admin_api.schemas import ContractStateName, TenantStatusName
 from web.schemas import Out
 
@@ -111,18 +111,6 @@ class Renewal(Out):
     outcome: Literal["not_due", "renewed", "suspended", "ended"]
     shortfall: int
     tenant: Tenant
-
-
-class AuditEntry(Out):
-    id: int
-    at: datetime
-    actor_type: str
-    actor_id: int | None
-    action: str
-    target_type: str | None
-    target_id: str | None
-    details: dict[str, Any]
-    ip: str | None
 
 
 class AuditPage(Out):
