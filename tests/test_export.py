@@ -453,6 +453,8 @@ async def test_an_admin_exports_from_the_console(browser: Any, local_tenant: Ten
         await page.click("#admin-open")
         await page.click("[data-tab='exports']")
         await page.wait_for_selector("#exports :text('还没有导出。')")
+        # The channels by their names in the agent's language, not their kinds.
+        assert (await page.inner_text("label:has([data-channel='webchat'])")).strip() == "网页聊天"
         await page.check("[data-status='solved']")
         await page.click("#export-start")
         link = page.locator("#export-list li[data-state='done'] .export-download")

@@ -5,6 +5,7 @@
 // The caller hands in what it shares: the HTTP helper, htm's html and the words (t).
 
 import { useEffect, useState } from '/vendor/hooks.mjs';
+import { channelName } from './i18n.js';
 
 // The languages the widget speaks (connectors/webchat/static/locales).
 const WIDGET_LANGS = [['en', 'English'], ['zh-CN', '简体中文']];
@@ -240,7 +241,7 @@ export function Exports({ api, html, t }) {
         </fieldset>
         <fieldset><legend>${t('export.channels')}</legend>
           ${EXPORT_CHANNELS.map((c) => html`<label key=${c} class="check"><input type="checkbox" data-channel=${c}
-            checked=${form.channels.includes(c)} onChange=${toggle('channels', c)} /> ${c}</label>`)}
+            checked=${form.channels.includes(c)} onChange=${toggle('channels', c)} /> ${channelName(c)}</label>`)}
         </fieldset>
         <label class="check"><input id="export-messages" type="checkbox" checked=${form.include_messages}
           onChange=${() => setForm({ ...form, include_messages: !form.include_messages })} /> ${t('export.include_messages')}</label>

@@ -8,7 +8,7 @@
 import { h, render } from '/vendor/preact.mjs';
 import { useEffect, useRef, useState } from '/vendor/hooks.mjs';
 import htm from '/vendor/htm.mjs';
-import { LANGS, lang, loadLang, preferredLang, t } from './i18n.js';
+import { LANGS, channelName, lang, loadLang, preferredLang, t } from './i18n.js';
 import { Live } from './live.js';
 import { AdminPage } from './admin.js';
 
@@ -411,11 +411,6 @@ function when(iso) {
     ? d.toLocaleTimeString(lang(), { hour: '2-digit', minute: '2-digit' })
     : d.toLocaleDateString(lang(), { month: 'short', day: 'numeric' });
 }
-// A channel's name in the agent's language (an unknown one, from a newer hub, as it is).
-const channelName = (kind) => {
-  const text = kind ? t(`channel.${kind}`) : '';
-  return text === `channel.${kind}` ? kind : text;
-};
 const fileSize = (n) => (n >= 1048576 ? t('size.mb', { n: (n / 1048576).toFixed(1) })
   : n >= 1024 ? t('size.kb', { n: Math.round(n / 1024) }) : t('size.b', { n }));
 

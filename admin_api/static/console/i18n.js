@@ -39,3 +39,9 @@ export function t(key, params) {
   return params ? text.replace(/\{(\w+)\}/g, (whole, name) => (params[name] == null ? whole : String(params[name])))
     : text;
 }
+
+// A channel's name in the agent's language (an unknown one, from a newer hub, as it is).
+export const channelName = (kind) => {
+  const text = kind ? t(`channel.${kind}`) : '';
+  return text === `channel.${kind}` ? kind : text;
+};
