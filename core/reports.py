@@ -34,16 +34,8 @@ class Filters:
         return {"channel": self.channel, "group_id": self.group_id, "agent_id": self.agent_id, "tag": self.tag}
 
 
-def period(raw_from: str | None, raw_to: str | None, today: date) -> tuple[date, date]:
+def period(start: date | None, end: date | None, today: date) -> tuple[date, date]:
     """The inclusive days asked for; default: the last 30 days up to ``today``."""
-    def parse(name: str, raw: str) -> date:
-        try:
-            return date.fromisoformat(raw)
-        except ValueError:
-            raise InvalidInput(f"{name} must be a date written YYYY-MM-DD, not {raw[:40]!r}",
-                               code="invalid_query") from None
-    end = parse("to", raw_to) if raw_to else None
-    start = parse("from", raw_from) if raw_from else None
     if end is None:
         end = today if start is None else max(today, start)
     if start is None:

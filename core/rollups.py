@@ -198,12 +198,13 @@ async def step(db: Database, tenant_id: int, *, limit: int = BATCH, settle: floa
         return len(found)
 
 
-async def catch_up(db: Database, tenant_id: int, *, limit: int = BATCH, batches: int | None = None) -> int:
+async def catch_up(db: Database, tenant_id: int, *, limit: int = BATCH, batches: int | None = None,
+                   settle: float | None = None) -> int:
     """Batches until the cursor reaches the last event (or ``batches`` of them); returns the
     events read."""
     total = done = 0
     while batches is None or done < batches:
-        n = await step(db, tenant_id, limit=limit)
+        n = await step(db, tenant_id, limit=limit, settle=settle)
         if n == 0:
             break
         total += n
@@ -211,12 +212,13 @@ async def catch_up(db: Database, tenant_id: int, *, limit: int = BATCH, batches:
     return total
 
 
-async def rebuild(db: Database, tenant_id: int, *, limit: int = REBUILD_BATCH) -> int:
-    """The tenant's rollups made again from all its events; returns the events read."""
+async def rebuild(db: Database, tenant_id: int, *, limit: int = REBUILD_BATCH, settle: float | None = None) -> int:
+    """The tenant's rollups made again from all its events; returns the events read (``settle``:
+    as :func:`step`; the newest events are then read by the next round)."""
     async with db.read(tenant_id) as session:
         _, key = await tenant_clock(session, tenant_id)
     await reset(db, tenant_id, key)
-    return await catch_up(db, tenant_id, limit=limit)
+    return await catch_up(db, tenant_id, limit=limit, settle=settle)
 
 
 async def lag(session: AsyncSession, tenant_id: int) -> int:

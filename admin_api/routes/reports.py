@@ -25,7 +25,7 @@ from core.errors import Forbidden, InvalidInput
 from core.metrics import Clock
 from core.models import MAX_ID
 from web.api import RouteTable
-from web.http import HUB, principal_of, query_int, query_value
+from web.http import HUB, principal_of, query_date, query_int, query_value
 
 ROUTES = RouteTable("reports")
 
@@ -49,7 +49,7 @@ async def _report(request: web.Request, kind: str, build: Builder) -> web.Stream
     if not principal.sees_all:
         raise Forbidden("reports are for supervisors, admins and owners", code="supervisor_only")
     hub = request.app[HUB]
-    raw_from, raw_to = _text(request, "from", 10), _text(request, "to", 10)
+    start, end = query_date(request, "from"), query_date(request, "to")
     channel, tag = _text(request, "channel", 40), _text(request, "tag", 64)
     group_id = query_int(request, "group_id", None, lo=1, hi=MAX_ID)
     agent_id = query_int(request, "agent_id", None, lo=1, hi=MAX_ID)
@@ -63,7 +63,7 @@ async def _report(request: web.Request, kind: str, build: Builder) -> web.Stream
                                                                            batches=CATCH_UP_BATCHES))
         async with hub.db.read(tenant_id) as session:
             clock, _ = await rollups.tenant_clock(session, tenant_id)
-            start, end = reports.period(raw_from, raw_to, clock.day(datetime.now(UTC)))
+            start, end = reports.period(start, end, clock.day(datetime.now(UTC)))
             filters = reports.Filters(start, end, channel=channel, group_id=group_id, agent_id=agent_id, tag=tag)
             report = await build(session, tenant_id, filters, clock)
     if fmt == "json":
