@@ -21,6 +21,7 @@ from admin_api.routes import (
     billing,
     deletion,
     exports,
+    reports,
     routing,
     search,
     seats,
@@ -35,6 +36,7 @@ STATIC = Path(__file__).parent / "static"
 ROUTE_TABLES: tuple[RouteTable, ...] = (
     auth.ROUTES, seats.ROUTES, tickets.ROUTES, routing.ROUTES, attachments.ROUTES, billing.ROUTES, search.ROUTES,
     workspace.ROUTES, availability.ROUTES, deletion.ROUTES, audit.ROUTES, exports.ROUTES, gateway.ROUTES,
+    reports.ROUTES,
 )
 
 

@@ -883,3 +883,129 @@ class ExportEnvelope(Out):
 
 class ExportList(Out):
     exports: list[ExportOut]
+
+
+# --- reports (#17): the metrics object and the reports (docs/reports.md) -------------------------------
+class TimedMetric(Out):
+    count: int
+    mean: float | None = Field(description="Seconds, wall clock")
+    mean_business: float | None = Field(description="Seconds of the tenant's business hours")
+
+
+class HandleMetric(Out):
+    count: int = Field(description="(ticket, agent) pairs")
+    total: float = Field(description="Seconds")
+    mean: float | None
+
+
+class StatusShare(Out):
+    new: float
+    open: float
+    pending: float
+    solved: float
+
+
+class CsatMetric(Out):
+    count: int
+    mean: float | None
+    satisfied: float | None = Field(description="The share of 4 and 5")
+    distribution: list[int] = Field(description="Ratings 1 to 5")
+
+
+class SlaBreaches(Out):
+    first_response: int
+    next_response: int
+    resolution: int
+
+
+class Metrics(Out):
+    received: int
+    assigned: int
+    solved: int
+    transferred: int
+    reopened: int
+    reopen_rate: float | None
+    first_response: TimedMetric
+    next_response: TimedMetric
+    resolution: TimedMetric
+    handle: HandleMetric
+    status_share: StatusShare
+    csat: CsatMetric
+    sla_breaches: SlaBreaches
+
+
+class ReportPeriod(Out):
+    from_: str = Field(alias="from")
+    to: str
+    timezone: str
+
+
+class ReportFilters(Out):
+    channel: str | None
+    group_id: int | None
+    agent_id: int | None
+    tag: str | None
+
+
+class AgentReportRow(Out):
+    agent_id: int
+    agent_name: str
+    metrics: Metrics
+
+
+class GroupReportRow(Out):
+    group_id: int | None
+    group_name: str | None
+    metrics: Metrics
+
+
+class AgentsReport(Out):
+    period: ReportPeriod
+    filters: ReportFilters
+    totals: Metrics
+    rows: list[AgentReportRow]
+
+
+class GroupsReport(Out):
+    period: ReportPeriod
+    filters: ReportFilters
+    totals: Metrics
+    rows: list[GroupReportRow]
+
+
+class DayCount(Out):
+    date: str
+    received: int
+
+
+class ChannelCount(Out):
+    channel: str
+    received: int
+
+
+class TagCount(Out):
+    tag: str
+    received: int
+
+
+class DemandReport(Out):
+    period: ReportPeriod
+    filters: ReportFilters
+    received: int
+    by_day: list[DayCount]
+    by_hour: list[int] = Field(description="24 hours of the tenant's time zone")
+    by_weekday: list[int] = Field(description="Monday first")
+    by_channel: list[ChannelCount]
+    by_tag: list[TagCount]
+
+
+class AgentsReportEnvelope(Out):
+    report: AgentsReport
+
+
+class GroupsReportEnvelope(Out):
+    report: GroupsReport
+
+
+class DemandReportEnvelope(Out):
+    report: DemandReport

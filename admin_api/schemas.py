@@ -555,3 +555,19 @@ class ExportBody(Strict):
 class ExportFileQuery(Strict):
     expires: int = Field(description="When the link stops working (Unix time), as the export gave it")
     signature: str = Field(max_length=64, description="The link's signature, as the export gave it")
+
+
+# --- reports (#17) ------------------------------------------------------------------------------------
+_REPORT_DAY = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+class ReportQuery(Strict):
+    from_: str | None = Field(default=None, alias="from", pattern=_REPORT_DAY,
+                              description="The first day, YYYY-MM-DD, in the tenant's reporting time zone "
+                              "(default: 29 days before to)")
+    to: str | None = Field(default=None, pattern=_REPORT_DAY, description="The last day, included (default: today)")
+    channel: str | None = Field(default=None, max_length=40)
+    group_id: GroupId | None = None
+    agent_id: AgentId | None = None
+    tag: str | None = Field(default=None, max_length=64)
+    format: Literal["json", "xlsx"] = "json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -21,7 +22,7 @@ from aiohttp import web
 import admin_api
 import admin_api.operator
 from connectors.registry import CHANNELS
-from core import availability, backups, outbox, presence, purge, tenants
+from core import availability, backups, outbox, presence, purge, rollups, tenants
 from core.breakers import SubsystemOffline
 from core.config import Settings
 from core.hub import Hub
@@ -124,6 +125,18 @@ async def _availability_round(hub: Hub) -> None:
         logger.info("availability round skipped: %s", exc.message)
 
 
+async def _reports_round(hub: Hub) -> None:
+    """Let every tenant's report rollups read their new events (core.rollups), through the
+    statistics breaker: while statistics are degraded the cursors wait, and catch up after. The
+    processes may all run it: a batch another process took first is dropped."""
+    for tenant_id in await rollups.tenants_behind(hub.db):
+        try:
+            await hub.breakers.call("statistics", functools.partial(rollups.catch_up, hub.db, tenant_id))
+        except SubsystemOffline as exc:
+            logger.info("reports rollups wait: %s", exc.message)
+            return
+
+
 async def _on_startup(app: web.Application) -> None:
     hub = app[HUB]
     await hub.start()
@@ -154,6 +167,10 @@ async def _on_startup(app: web.Application) -> None:
     if s.purge_interval > 0:  # 0: this process runs no purge (another does)
         app[TASKS].append(asyncio.create_task(
             _every(s.purge_interval, lambda: purge.purge_round(hub), "purge", first=min(s.purge_interval, 10.0))))
+    if s.reports_interval > 0:  # 0: this process keeps no rollups (another does)
+        app[TASKS].append(asyncio.create_task(
+            _every(s.reports_interval, lambda: _reports_round(hub), "reports rollups",
+                   first=min(s.reports_interval, 5.0))))
     app[RESOLVER].watch(hub.bus)
     # What start-up made (modules, the models' metadata, compiled statements) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk all of it and

@@ -443,6 +443,35 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if broken else 0
 
 
+def cmd_reports_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    """Make the report rollups again from the events (core.rollups.rebuild): one tenant's, or
+    every tenant's."""
+    from core import rollups
+    from core.models import Tenant, TenantDomain
+
+    async def job(db: Database) -> list[tuple[int, int, float]]:
+        import time
+
+        async with db.read() as session:
+            if args.domain:
+                found = await session.scalar(select(TenantDomain.tenant_id)
+                                             .where(TenantDomain.domain == args.domain.strip().lower()))
+                if found is None:
+                    raise DomainError(f"no tenant at {args.domain}", code="unknown_tenant")
+                tenant_ids = [found]
+            else:
+                tenant_ids = list((await session.execute(select(Tenant.id).order_by(Tenant.id))).scalars())
+        done = []
+        for tenant_id in tenant_ids:
+            started = time.monotonic()
+            events = await rollups.rebuild(db, tenant_id)
+            done.append((tenant_id, events, time.monotonic() - started))
+        return done
+
+    for tenant_id, events, seconds in asyncio.run(_with_db(settings, job)):
+        print(f"tenant {tenant_id}: rollups rebuilt from {events} events in {seconds:.1f} s")
+    return 0
+
 
 def _day(raw: str) -> Any:
     from datetime import date
@@ -635,6 +664,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--messages", action="store_true", help="add a sheet with every message")
     export.add_argument("--customer", type=int, help="one customer's data only (their tickets and messages)")
     export.set_defaults(func=cmd_export)
+
+    rep = sub.add_parser("reports", help="the reports' rollups (#17)").add_subparsers(dest="action", required=True)
+    rb = rep.add_parser("rebuild", help="make the report rollups again from the events (after a change of the "
+                        "business hours the hub does it by itself)")
+    rb.add_argument("--domain", help="only this tenant (default: every tenant)")
+    rb.set_defaults(func=cmd_reports_rebuild)
 
     group = sub.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
     gc = group.add_parser("create", help="create a group in a tenant")

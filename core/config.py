@@ -98,6 +98,8 @@ class Settings:
     # tenants whose retention ran out (core.purge); 0: never. Rows deleted per transaction.
     purge_interval: float = 60.0
     purge_chunk: int = 2000
+    # How often this process lets the reports' rollups read new events (core.rollups); 0: never.
+    reports_interval: float = 10.0
     # Graceful degradation (core.breakers): a subsystem (billing, statistics, reports) whose work
     # fails this many times in a row is switched off automatically for breaker_cooldown seconds,
     # then tried once; while trials fail the cooldown doubles up to breaker_cooldown_max. Each
@@ -199,6 +201,7 @@ class Settings:
             billing_interval=float(get("BILLING_INTERVAL") or defaults.billing_interval),
             purge_interval=float(get("PURGE_INTERVAL") or defaults.purge_interval),
             purge_chunk=int(get("PURGE_CHUNK") or defaults.purge_chunk),
+            reports_interval=float(get("REPORTS_INTERVAL") or defaults.reports_interval),
             breaker_failures=int(get("BREAKER_FAILURES") or defaults.breaker_failures),
             breaker_cooldown=float(get("BREAKER_COOLDOWN") or defaults.breaker_cooldown),
             breaker_cooldown_max=float(get("BREAKER_COOLDOWN_MAX") or defaults.breaker_cooldown_max),

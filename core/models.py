@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    Column,
     Date,
     DateTime,
     ForeignKey,
@@ -542,7 +543,9 @@ class Event(TenantScoped, Base):
     """Every change of state, in order. Live clients get it from the bus; reconnecting ones from here."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_tenant_id_id", "tenant_id", "id"),)
+    # The second index: a ticket's history in order (the reports' rollups read it, core.rollups).
+    __table_args__ = (Index("ix_events_tenant_id_id", "tenant_id", "id"),
+                      Index("ix_events_tenant_ticket", "tenant_id", "ticket_id", "id"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     ticket_id: Mapped[int | None] = mapped_column(BigId)
@@ -1077,3 +1080,42 @@ class Export(TenantScoped, Base):
     finished_at: Mapped[datetime | None]
     # When the file is deleted (set when it is done).
     expires_at: Mapped[datetime | None]
+
+
+# --- reports (#17): rollups of the metrics, kept from the events (core.rollups, core.metrics) --------
+_TIMED = ("first_response", "next_response", "resolution")
+# The counters of a rollup row (docs/reports.md defines each); times are whole milliseconds.
+REPORT_COUNTERS: tuple[str, ...] = (
+    "received", "assigned", "solved", "transferred", "reopened",
+    *(f"{t}_{part}" for t in _TIMED for part in ("count", "ms", "bms")),
+    "handle_count", "handle_ms",
+    *(f"{s}_ms" for s in ("new", "open", "pending", "solved")),
+    *(f"csat_{n}" for n in range(1, 6)),
+    *(f"sla_{t}" for t in _TIMED),
+    *(f"h{n:02d}" for n in range(24)),
+)
+
+# One row per tenant, tag ("" = every ticket), local day, agent (0 = none), group (0 = none) and
+# channel: the sums of what the tickets contributed there. A Core table: its counters are many and
+# all alike.
+report_rollups = Table(
+    "report_rollups", Base.metadata,
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(64), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("agent_id", Integer, primary_key=True),
+    Column("group_id", Integer, primary_key=True),
+    Column("channel", String(40), primary_key=True),
+    *(Column(name, BigInteger, nullable=False, server_default="0") for name in REPORT_COUNTERS),
+)
+
+
+class ReportCursor(TenantScoped, Base):
+    """How far a tenant's rollups have read its events, and with which clock (zone and business
+    hours: when they change, the rollups are rebuilt). Locked while a process updates them."""
+
+    __tablename__ = "report_cursors"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    clock: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

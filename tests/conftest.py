@@ -104,6 +104,9 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         # No background purges or retention in the shared server: tests/test_purge.py runs them
         # itself (retention would delete other tests' tenants whose clocks moved far ahead).
         purge_interval=0,
+        # Nor background rounds of the reports' rollups: a tenant's rows would change under the tests
+        # that compare them (test_cross_tenant); a report catches its tenant's rollups up itself.
+        reports_interval=0,
         # Excel exports (core.exports) land in the run's own folder, not the checkout's ./var.
         export_dir=str(tmp_path_factory.mktemp("exports")),
         channels={"wechat": WeChatSettings(api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",

@@ -944,6 +944,10 @@ async def test_bad_query_parameters(shop: Shop) -> None:
         ("/api/v1/audit/export", ("format=pdf", "format=csv&format=csv", "from=x", "actor_id=-1")),
         ("/api/v1/logins", ("limit=x", "outcome=maybe", "agent_id=%D9%A3", "email=" + "x" * 321, "to=x")),
         ("/api/v1/logins/export", ("format=json", "outcome=ok", "ip=" + "1" * 65)),
+        *((f"/api/v1/reports/{kind}", ("from=2026-02-30", "from=20260101", "to=x", "to=%D9%A3", "format=pdf",
+                                       "format=json&format=xlsx", "group_id=0", f"group_id={2**31}", "agent_id=x",
+                                       "tag=" + "x" * 65, "channel=" + "x" * 41, "from=2026-01-01&from=2026-01-02"))
+          for kind in ("agents", "groups", "demand")),
     ):
         for query in queries:
             reply = await shop.call("GET", f"{path}?{query}")
@@ -955,6 +959,9 @@ async def test_bad_query_parameters(shop: Shop) -> None:
                  "invalid_period")
     assert_error(await shop.call("GET", "/api/v1/billing/statement?from=2020-01-01&to=2026-01-01"), 422,
                  "period_too_long")
+    for kind in ("agents", "groups", "demand"):
+        for query in ("from=2026-02-01&to=2026-01-01", "from=2020-01-01&to=2026-01-01"):
+            assert_error(await shop.call("GET", f"/api/v1/reports/{kind}?{query}"), 422, "invalid_period")
     ok = await shop.call("GET", f"/webchat/history?visitor_id={shop.visitor_id}&since=-5")
     assert ok.status == 200 and ok.body["messages"][0]["text"] == "My parcel never came", ok
 

@@ -1133,6 +1133,26 @@ async def probe_availability(w: World) -> None:
     assert theirs["incidents"][0]["cause"] == "Globex is down"
 
 
+async def probe_reports(w: World) -> None:
+    # A's reports name A's agents and groups only; filtered on B's agent or group, they are empty.
+    from core import rollups
+
+    await rollups.catch_up(w.db, w.a.info.id, settle=0)
+    for kind in ("agents", "groups", "demand"):
+        reply = await w.call("GET", f"/api/v1/reports/{kind}")
+        assert reply.status == 200, reply
+        assert "Globex" not in reply.text and w.b.agent.name not in reply.text
+        report = reply.body["report"]
+        if kind == "agents":
+            assert {r["agent_id"] for r in report["rows"]} <= {w.a.admin.id, w.a.agent.id}, report["rows"]
+            assert report["totals"]["received"] > 0
+        elif kind == "groups":
+            assert {r["group_id"] for r in report["rows"]} <= {None, w.a.group_id}, report["rows"]
+        for query in (f"agent_id={w.b.agent.id}", f"group_id={w.b.group_id}"):
+            theirs = (await w.call("GET", f"/api/v1/reports/{kind}?{query}")).body["report"]
+            assert theirs.get("rows", []) == [] and (theirs.get("totals") or theirs)["received"] == 0, theirs
+
+
 async def probe_start_export(w: World) -> None:
     export = await _export_done(w.http, w.a.domain, w.a.admin_token, "/api/v1/exports", {"include_messages": True})
     cells = await _export_cells(w, export)
@@ -1700,6 +1720,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/billing/invoices"): Case(probe_list_invoices),
     ("GET", "/api/v1/billing/invoices/{invoice_number}"): Case(probe_get_invoice),
     ("GET", "/api/v1/availability"): Case(probe_availability),
+    ("GET", "/api/v1/reports/agents"): Case(probe_reports),
+    ("GET", "/api/v1/reports/groups"): Case(probe_reports),
+    ("GET", "/api/v1/reports/demand"): Case(probe_reports),
     ("GET", "/api/v1/audit"): Case(_log_probe(AuditLog, "/api/v1/audit")),
     ("GET", "/api/v1/audit/export"): Case(_log_probe(AuditLog, "/api/v1/audit")),
     ("GET", "/api/v1/logins"): Case(_log_probe(LoginLog, "/api/v1/logins")),

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import re
+from datetime import date
 from typing import Any, TypeVar, overload
 
 import sqlalchemy.exc
@@ -282,6 +283,23 @@ def query_value(request: web.Request, name: str) -> str | None:
     if len(values) > 1:
         raise InvalidInput(f"{name} is given more than once", code="invalid_query")
     return values[0] if values and values[0] != "" else None
+
+
+_QUERY_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def query_date(request: web.Request, name: str) -> date | None:
+    """A day from the query string, written YYYY-MM-DD; absent or empty: None."""
+    raw = query_value(request, name)
+    if raw is None:
+        return None
+    try:
+        if not _QUERY_DATE.fullmatch(raw):
+            raise ValueError(raw)
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a date written YYYY-MM-DD, not {raw[:40]!r}",
+                           code="invalid_query") from None
 
 
 @overload

@@ -8,8 +8,7 @@ failing they answer 503 ``subsystem_offline`` with Retry-After, and their failur
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import cast
 
 from aiohttp import web
@@ -27,26 +26,12 @@ from core import billing, statements
 from core.errors import InvalidInput
 from core.models import MAX_BIG_ID
 from web.api import RouteTable, WordId
-from web.http import HUB, body, principal_of, query_int, query_value, word_param
+from web.http import HUB, body, principal_of, query_date, query_int, query_value, word_param
 
 ROUTES = RouteTable("billing")
 
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # The longest invoice number (core.statements.invoice_number): 10 digits, a dash, 19 digits.
 MAX_INVOICE_NUMBER = 40
-
-
-def _query_date(request: web.Request, name: str) -> date | None:
-    raw = query_value(request, name)
-    if raw is None:
-        return None
-    try:
-        if not _DATE.fullmatch(raw):
-            raise ValueError(raw)
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a date written YYYY-MM-DD, not {raw[:40]!r}",
-                           code="invalid_query") from None
 
 
 def _format(request: web.Request) -> str:
@@ -143,7 +128,7 @@ async def give_notice(request: web.Request) -> web.Response:
 async def statement_response(request: web.Request, tenant_id: int) -> web.Response:
     """The tenant's statement for the request's ?from, ?to and ?format."""
     hub = request.app[HUB]
-    start, end, fmt = _query_date(request, "from"), _query_date(request, "to"), _format(request)
+    start, end, fmt = query_date(request, "from"), query_date(request, "to"), _format(request)
     async with hub.breakers.run("billing"):
         async with hub.db.read(tenant_id) as session:
             found = await statements.statement(session, tenant_id, start=start, end=end, now=datetime.now(UTC))
