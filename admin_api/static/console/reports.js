@@ -202,6 +202,8 @@ export function ReportsPage({ api, blobUrl, html, t, lang, agents, groups, onClo
   const [error, setError] = useState(null);   // {offline: bool, text}
   const [busy, setBusy] = useState(false);
   const [downloading, setDownloading] = useState('');
+  // The tag as it is being typed; it filters once entered (Enter, or leaving the field).
+  const [tag, setTag] = useState('');
   const query = reportQuery(filters);
   useEffect(() => {
     let stale = false;
@@ -221,7 +223,8 @@ export function ReportsPage({ api, blobUrl, html, t, lang, agents, groups, onClo
     return () => { stale = true; };
   }, [query]);
 
-  const set = (key) => (e) => setFilters({ ...filters, [key]: e.target.value });
+  // Updates from the latest filters, not the ones of the last drawing (two changes in a row keep both).
+  const set = (key) => (e) => { const { value } = e.target; setFilters((f) => ({ ...f, [key]: value })); };
   // Until a period is chosen, the form shows the one the server chose (its default, in the tenant's
   // time zone), without asking again.
   const period = data ? data.agents.period : { from: '', to: '', timezone: 'UTC' };
@@ -230,7 +233,7 @@ export function ReportsPage({ api, blobUrl, html, t, lang, agents, groups, onClo
   const timezone = period.timezone;
   const quick = (n) => {
     const to = today(timezone);
-    setFilters({ ...filters, from: minusDays(to, n - 1), to });
+    setFilters((f) => ({ ...f, from: minusDays(to, n - 1), to }));
   };
   async function download(kind) {
     setDownloading(kind);
@@ -278,10 +281,11 @@ export function ReportsPage({ api, blobUrl, html, t, lang, agents, groups, onClo
           ${any}${[...groups].sort(byName).map((g) => html`<option key=${g.id} value=${String(g.id)}>${g.name}</option>`)}</select></label>
         <label>${t('report.agent')}<select id="report-agent" value=${filters.agent_id} onChange=${set('agent_id')}>
           ${any}${[...agents].sort(byName).map((a) => html`<option key=${a.id} value=${String(a.id)}>${a.name || a.email}</option>`)}</select></label>
-        <label>${t('filters.tag')}<input id="report-tag" list="report-tags" value=${filters.tag} placeholder=${t('filters.any')}
-          onChange=${set('tag')} onKeyDown=${(e) => { if (e.key === 'Enter') set('tag')(e); }} />
+        <label>${t('filters.tag')}<input id="report-tag" list="report-tags" value=${tag} placeholder=${t('filters.any')}
+          onInput=${(e) => setTag(e.target.value)} onChange=${set('tag')}
+          onKeyDown=${(e) => { if (e.key === 'Enter') set('tag')(e); }} />
           <datalist id="report-tags">${(data ? data.demand.by_tag : []).map((x) => html`<option key=${x.tag} value=${x.tag} />`)}</datalist></label>
-        <button id="report-clear" type="button" onClick=${() => setFilters({ ...NO_FILTERS, from: filters.from, to: filters.to })}>
+        <button id="report-clear" type="button" onClick=${() => { setTag(''); setFilters((f) => ({ ...NO_FILTERS, from: f.from, to: f.to })); }}>
           ${t('filters.clear')}</button>
       </form>
       ${error && error.offline && html`<p id="reports-offline" class="notice" role="alert">${t('report.offline')}</p>`}
