@@ -66,6 +66,7 @@ def console_routes() -> list[web.RouteDef]:
         ("/console/live.js", CONSOLE / "live.js", SCRIPT, None),
         ("/console/i18n.js", CONSOLE / "i18n.js", SCRIPT, None),
         ("/console/admin.js", CONSOLE / "admin.js", SCRIPT, None),
+        ("/console/reports.js", CONSOLE / "reports.js", SCRIPT, None),
         ("/console/console.css", CONSOLE / "console.css", "text/css; charset=utf-8", None),
         ("/console/locales/en.json", CONSOLE / "locales" / "en.json", "application/json; charset=utf-8", None),
         ("/console/locales/zh-CN.json", CONSOLE / "locales" / "zh-CN.json", "application/json; charset=utf-8", None),

@@ -1,12 +1,13 @@
 """Static files the hub serves from its own origin: the vendored UI library (web/static/vendor,
-refreshed from npm by refresh.sh there) that the agent console and the web chat widget load, and
+refreshed from npm by refresh.sh there) that the agent console and the web chat widget load, the
+chart library the console's Reports page loads (not customer-facing), and
 the one-file routes the console and the widget are made of.
 
 Only the files named by the code are served, never a path taken from the request, so nothing else of
 the tree can be read through these routes. They are static routes, not API operations (not in
 OpenAPI, not in the registry-driven test matrices).
 
-What a customer's page loads (the vendored library, a channel's :class:`Asset` files: the widget's
+What a customer's page loads (the vendored UI library, a channel's :class:`Asset` files: the widget's
 modules and catalogues) is *customer-facing*: it allows any origin (a module imported by a page of
 another site needs CORS) and is served for a suspended tenant too, like the widget's routes
 (web.http.tenancy_middleware), so a suspended tenant's customers can still write.
@@ -62,11 +63,16 @@ def is_customer_facing(handler: object) -> bool:
     return bool(getattr(handler, CUSTOMER_FACING, False))
 
 
+# The UI library: the console imports it, and so does the widget from customers' pages on other sites.
+CUSTOMER_VENDOR = ("preact.mjs", "hooks.mjs", "htm.mjs")
+# Chart.js (its UMD build, which sets globalThis.Chart): only the console's Reports page loads it.
+CONSOLE_VENDOR = ("chart.umd.js",)
+
+
 def vendor_routes() -> list[web.RouteDef]:
-    """/vendor/preact.mjs, /vendor/hooks.mjs, /vendor/htm.mjs: the console imports them, and so does
-    the widget from customers' pages on other sites."""
-    return [web.get(f"/vendor/{name}", file_handler(VENDOR / name, SCRIPT, customer_facing=True))
-            for name in ("preact.mjs", "hooks.mjs", "htm.mjs")]
+    """/vendor/<file>: the UI library (customer-facing) and the console's chart library (not)."""
+    return [web.get(f"/vendor/{name}", file_handler(VENDOR / name, SCRIPT, customer_facing=name in CUSTOMER_VENDOR))
+            for name in (*CUSTOMER_VENDOR, *CONSOLE_VENDOR)]
 
 
 def asset_routes(assets: Iterable[Asset]) -> list[web.RouteDef]:

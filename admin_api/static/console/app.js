@@ -11,6 +11,7 @@ import htm from '/vendor/htm.mjs';
 import { LANGS, channelName, lang, loadLang, preferredLang, t } from './i18n.js';
 import { Live } from './live.js';
 import { AdminPage } from './admin.js';
+import { ReportsPage } from './reports.js';
 
 const html = htm.bind(h);
 
@@ -62,7 +63,8 @@ const state = {
   more: false,
   // How many tickets each view holds (GET /api/v1/tickets/counts: the server's, not the snapshot's).
   counts: null,
-  // The administration page's tab while it is open (admins and owners), else null.
+  // The page shown in place of the list and the conversation: the administration page's tab while
+  // it is open (admins and owners), 'reports' for the Reports page (supervisors and above), else null.
   page: null,
   // The customer panel, on screens too narrow to show it beside the conversation.
   panel: false,
@@ -600,8 +602,10 @@ function Header() {
       <label class="toggle"><input id="sound" type="checkbox" checked=${!!prefs.sound} onChange=${toggleSound} /> ${t('header.sound')}</label>
       <${MentionsMenu} />
       <${LangSwitch} />
-      ${isAdmin() && html`<button id="admin-open" type="button" aria-pressed=${state.page != null}
-        onClick=${() => { state.page = state.page ? null : 'widget'; changed(); }}>${t('header.admin')}</button>`}
+      ${seesAll() && html`<button id="reports-open" type="button" aria-pressed=${state.page === 'reports'}
+        onClick=${() => { state.page = state.page === 'reports' ? null : 'reports'; changed(); }}>${t('header.reports')}</button>`}
+      ${isAdmin() && html`<button id="admin-open" type="button" aria-pressed=${state.page != null && state.page !== 'reports'}
+        onClick=${() => { state.page = state.page && state.page !== 'reports' ? null : 'widget'; changed(); }}>${t('header.admin')}</button>`}
       <button id="shortcuts-open" type="button" title=${t('header.shortcuts')} aria-label=${t('header.shortcuts')}
         onClick=${() => { state.overlay = 'shortcuts'; changed(); }}>?</button>
       <button id="logout" type="button" onClick=${logout}>${t('header.logout')}</button>
@@ -1328,7 +1332,7 @@ function onShortcut(e) {
     changed();
     return;
   }
-  if (state.page) return; // the administration page has no ticket shortcuts
+  if (state.page) return; // the administration and reports pages have no ticket shortcuts
   const typing = e.target.closest && e.target.closest('input, textarea, select, [contenteditable]');
   if (typing) return;
   const items = listed();
@@ -1366,7 +1370,16 @@ function App() {
   const unread = state.unread.size;
   document.title = `${unread ? `(${unread}) ` : ''}${t('app.title')}`;
   if (!state.token) return html`<${Login} />`;
-  if (state.page && isAdmin()) {
+  if (state.page === 'reports' && seesAll()) {
+    return html`
+      <div id="app" class="show-admin">
+        <${Header} />
+        <${ReportsPage} api=${api} blobUrl=${blobUrl} html=${html} t=${t} lang=${lang()}
+          agents=${[...state.agents.values()]} groups=${[...state.groups.values()]}
+          onClose=${() => { state.page = null; changed(); }} />
+      </div>`;
+  }
+  if (state.page && state.page !== 'reports' && isAdmin()) {
     return html`
       <div id="app" class="show-admin">
         <${Header} />
