@@ -551,3 +551,23 @@ class ExportBody(Strict):
 class ExportFileQuery(Strict):
     expires: int = Field(description="When the link stops working (Unix time), as the export gave it")
     signature: str = Field(max_length=64, description="The link's signature, as the export gave it")
+
+
+# --- satisfaction surveys (core.csat) ------------------------------------------------------------------
+class CsatAnswerBody(Strict):
+    """A customer's answer on the hosted rating page: a whole number 1-5 and an optional comment."""
+
+    rating: int = Field(ge=1, le=5, description="1 (poor) to 5 (great)")
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class CsatPageQuery(Strict):
+    rating: Literal["1", "2", "3", "4", "5"] | None = Field(
+        default=None, description="The rating to show chosen (the e-mail's links); nothing is stored until the "
+                                  "customer sends the page")
+    lang: Literal["en", "zh-CN"] | None = Field(default=None, description="The page's language (default: the "
+                                                "browser's Accept-Language)")
+
+
+class CsatSettingsBody(Strict):
+    enabled: bool = Field(description="Whether solved tickets' customers are asked to rate them (default on)")
