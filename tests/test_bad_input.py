@@ -78,6 +78,7 @@ WORD_PARAMS = {
     "media_id": ("media_not_found", 255),
     "signature": ("attachment_not_found", 64),  # of a customer's link to a file
     "invoice_number": ("invoice_not_found", 40),  # 000042-00001234 (core.statements.invoice_number)
+    "token": ("survey_not_found", 64),  # of a satisfaction survey's link (core.csat)
 }
 BAD_WORDS = ["has%20space", "%00", "nul%00x", "%D9%A3", "caf%C3%A9", "a;b", "a%22b", "a%3Cb%3E", "~tilde", "a,b"]
 DEEP = "[" * 100_000  # nesting deeper than any parser's recursion limit
@@ -140,7 +141,7 @@ class Shop:
                 "message_id": self.message_id, "invoice_number": self.invoice_number,
                 "xmpp_account_id": self.xmpp["id"], "merge_id": self.workspace["merge_id"],
                 "canned_id": self.workspace["canned_id"], "macro_id": self.workspace["macro_id"],
-                "export_id": self.export["id"]}
+                "export_id": self.export["id"], "token": "nosurveyhasthistoken"}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
@@ -329,6 +330,8 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/webchat/messages"): {"visitor_id": shop.visitor_id, "client_id": f"c-{uuid.uuid4().hex[:8]}",
                                         "text": "Any news?", "name": "Milton", "email": "milton@example.com",
                                         "language": "en-GB"},
+        ("POST", "/csat/{token}"): {"rating": 5, "comment": "Quick and kind"},
+        ("PUT", "/api/v1/settings/csat"): {"enabled": False},
         ("PUT", "/api/v1/webchat/settings"): {"offline_message": {"en": "We are away", "zh-CN": "我们暂时不在"},
                                               "welcome": {"en": "Hello!"}},
         # Valid in shape, never the right confirmation: the role matrix sends these for real.
@@ -553,6 +556,13 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
             ({"include_messages": "yes"}, "include_messages"), ({"include_messages": 1}, "include_messages"),
             ({"from": "2026-02-02", "to": "2026-02-01"}, "body"), ({"bogus": 1}, "bogus"),
         ],
+        ("POST", "/csat/{token}"): [
+            ({"rating": 0}, "rating"), ({"rating": 6}, "rating"), ({"rating": "5"}, "rating"),
+            ({"rating": 4.5}, "rating"), ({"rating": True}, "rating"), ({}, "rating"), ({"rating": None}, "rating"),
+            ({"rating": 3, "comment": 5}, "comment"), ({"rating": 3, "comment": "x" * 2001}, "comment"),
+        ],
+        ("PUT", "/api/v1/settings/csat"): [({"enabled": "yes"}, "enabled"), ({"enabled": 1}, "enabled"),
+                                           ({}, "enabled"), ({"enabled": None}, "enabled")],
         ("POST", "/webchat/messages"): [
             ({**webchat, "text": 5}, "text"), ({**webchat, "text": None}, "text"),
             ({**webchat, "text": ["hi"]}, "text"), (without(webchat, "text"), "text"),

@@ -37,6 +37,7 @@ from core.models import (
     Agent,
     AuditLog,
     CannedReply,
+    CsatSurvey,
     CustomerIdentity,
     Export,
     Group,
@@ -1198,6 +1199,45 @@ async def probe_public_file(w: World) -> None:
     assert (ok.status, ok.text) == (200, "Acme's invoice"), ok
 
 
+# --- satisfaction surveys (#17, core.csat) ---------------------------------------------------------------------
+async def _survey_token(w: World, side: Side) -> str:
+    async with w.db.read(side.info.id) as session:
+        return str((await session.execute(select(CsatSurvey.token).where(
+            CsatSurvey.ticket_id == side.solved_ticket))).scalar_one())
+
+
+async def probe_csat_page(w: World) -> None:
+    # B's customer's link on A's domain is a survey that exists nowhere: the same page as a made-up one.
+    theirs = await w.http("GET", f"/csat/{await _survey_token(w, w.b)}", host=w.a.domain)
+    assert_not_found(theirs, "survey_not_found")
+    absent = await w.http("GET", "/csat/madeup", host=w.a.domain)
+    assert theirs.body == absent.body
+    ok = await w.http("GET", f"/csat/{await _survey_token(w, w.a)}", host=w.a.domain)
+    assert ok.status == 200, ok
+
+
+async def probe_csat_answer(w: World) -> None:
+    token = await _survey_token(w, w.b)
+    assert_not_found(await w.http("POST", f"/csat/{token}", host=w.a.domain, json_body={"rating": 1}),
+                     "survey_not_found")
+    async with w.db.read(w.b.info.id) as session:
+        assert (await session.execute(select(CsatSurvey.rating).where(CsatSurvey.token == token))).scalar_one() is None
+
+
+async def probe_csat_settings(w: World) -> None:
+    # B turns its surveys off: A's stay on, and A's change does not touch B's.
+    off = await w.call("PUT", "/api/v1/settings/csat", side=w.b, body={"enabled": False})
+    assert off.status == 200, off
+    try:
+        mine = await w.call("GET", "/api/v1/settings/csat")
+        assert mine.body == {"settings": {"enabled": True}}, mine
+        assert (await w.call("PUT", "/api/v1/settings/csat", body={"enabled": True})).status == 200
+        theirs = await w.call("GET", "/api/v1/settings/csat", side=w.b)
+        assert theirs.body == {"settings": {"enabled": False}}, theirs
+    finally:
+        await w.call("PUT", "/api/v1/settings/csat", side=w.b, body={"enabled": True})
+
+
 # --- the web chat widget and its HTTP fallback ----------------------------------------------------------------
 def probe_served_alike(method: str, path: str, status: int, content_type: str | None = None) -> Probe:
     """A part of web chat that is the same for every tenant (the widget, its demo page, the CORS
@@ -1700,6 +1740,10 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/billing/invoices"): Case(probe_list_invoices),
     ("GET", "/api/v1/billing/invoices/{invoice_number}"): Case(probe_get_invoice),
     ("GET", "/api/v1/availability"): Case(probe_availability),
+    ("GET", "/csat/{token}"): Case(probe_csat_page),
+    ("POST", "/csat/{token}"): Case(probe_csat_answer, lambda w: {"rating": 3}),
+    ("GET", "/api/v1/settings/csat"): Case(probe_csat_settings),
+    ("PUT", "/api/v1/settings/csat"): Case(probe_csat_settings, lambda w: {"enabled": True}),
     ("GET", "/api/v1/audit"): Case(_log_probe(AuditLog, "/api/v1/audit")),
     ("GET", "/api/v1/audit/export"): Case(_log_probe(AuditLog, "/api/v1/audit")),
     ("GET", "/api/v1/logins"): Case(_log_probe(LoginLog, "/api/v1/logins")),

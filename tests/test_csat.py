@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese is written with full-width punctuation; these are its texts.
 """Satisfaction surveys (core.csat) over the web chat widget's socket and the hosted rating page:
 sent once on solve, never twice, never for spam, tied to the agent and group at the solve, answered
 once, refused clearly when the rating is bad; the tenant's setting turns them off."""
@@ -5,6 +6,7 @@ once, refused clearly when the rating is bad; the tenant's setting turns them of
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +16,7 @@ from sqlalchemy import func, select
 from admin_api.client import AgentClient, HubError, VisitorClient
 from core.db import Database
 from core.models import AuditLog, CsatSurvey, Event
+from tests import test_browser, test_widget
 from tests.conftest import TenantInfo, eventually
 from tests.support import Http, assert_error
 
@@ -79,7 +82,8 @@ async def test_widget_survey_once_rated_and_shown_to_the_agent(tenant: TenantInf
     rated = await cboss.wait_event(lambda e: e["kind"] == "csat.rated")
     assert rated["ticket_id"] == tid
     assert {k: rated[k] for k in ("survey_id", "rating", "comment", "agent_id", "group_id")} == {
-        "survey_id": rows[0].id, "rating": 4, "comment": "quick, thanks", "agent_id": li.id, "group_id": rows[0].group_id}
+        "survey_id": rows[0].id, "rating": 4, "comment": "quick, thanks", "agent_id": li.id,
+        "group_id": rows[0].group_id}
     # Once: the same token again is refused.
     await visitor.ws.send_json({"type": "csat", "token": token, "rating": 5})
     err = await visitor.wait_frame(lambda f: f.get("type") == "error" and f.get("code") == "survey_answered")
@@ -168,6 +172,9 @@ async def test_two_solves_at_once_make_one_survey(tenant: TenantInfo) -> None:
     assert len(_cards(visitor)) == 1
 
 
+BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
 async def test_hosted_page_rates_once(tenant: TenantInfo) -> None:
     agent = await tenant.add_agent()
     client = await tenant.signed_in(agent)
@@ -181,8 +188,9 @@ async def test_hosted_page_rates_once(tenant: TenantInfo) -> None:
         assert "How did we do?" in page.text
         zh = await http("GET", f"/csat/{token}", host=tenant.domain, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
         assert "请为本次服务评分" in zh.text
-        unknown = await http("GET", "/csat/nosuchtoken", host=tenant.domain)
+        unknown = await http("GET", "/csat/nosuchtoken", host=tenant.domain, headers=BROWSER)
         assert unknown.status == 404 and "not valid" in unknown.text
+        assert_error(await http("GET", "/csat/nosuchtoken", host=tenant.domain), 404, "survey_not_found")
         for bad in (0, 6, "5", None):
             assert_error(await http("POST", f"/csat/{token}", host=tenant.domain, json_body={"rating": bad}), 422,
                          "validation_error")
@@ -192,8 +200,9 @@ async def test_hosted_page_rates_once(tenant: TenantInfo) -> None:
         assert done.status == 200 and done.body["survey"]["rating"] == 2 and "token" not in done.body["survey"]
         assert_error(await http("POST", f"/csat/{token}", host=tenant.domain, json_body={"rating": 5}), 409,
                      "survey_answered")
-        used = await http("GET", f"/csat/{token}", host=tenant.domain)
+        used = await http("GET", f"/csat/{token}", host=tenant.domain, headers=BROWSER)
         assert used.status == 409 and "already" in used.text
+        assert_error(await http("GET", f"/csat/{token}", host=tenant.domain), 409, "survey_answered")
         # Another tenant's domain does not know the token.
         assert (await http("GET", f"/csat/{token}", host="nowhere.example")).status == 404
     db = Database(tenant.settings.database_url)
@@ -212,3 +221,79 @@ async def test_hosted_page_is_rate_limited(tenant: TenantInfo) -> None:
         statuses = [(await http("GET", "/csat/nosuchtoken", host=tenant.domain)).status for _ in range(31)]
     assert statuses[:30] == [404] * 30
     assert statuses[30] == 429
+
+
+# --- in Chromium: the widget's rating card, and the hosted page ---------------------------------------------
+browser = test_browser.browser
+local_tenant = test_browser.local_tenant
+
+
+async def test_the_widget_rating_card_in_both_languages(browser: Any, local_tenant: TenantInfo, shots: Path) -> None:
+    agent = await local_tenant.add_agent(name="王芳")
+    client = await local_tenant.signed_in(agent)
+    base = test_widget.origin(local_tenant)
+    zh = test_widget.catalogue("zh-CN")
+    ctx, page = await test_widget._open_chat(browser, f"{base}/webchat/demo", locale="zh-CN")
+    await page.fill("#chw-input", "水壶漏水了")
+    await page.press("#chw-input", "Enter")
+    created = await client.wait_event(lambda e: e["kind"] == "message.created" and e["message"]["text"] == "水壶漏水了")
+    tid = created["ticket_id"]
+    await client.api("POST", f"/api/v1/tickets/{tid}/messages", {"text": "已为您换新。"})
+    await client.api("POST", f"/api/v1/tickets/{tid}/solve")
+    await page.wait_for_selector(f"#chw-survey:has-text('{zh['csat.title']}')")
+    # Sending without stars is said on the card; then four stars and a comment.
+    await page.click(".chw-survey-send")
+    await page.wait_for_selector(f".chw-survey-error:has-text('{zh['csat.pick']}')")
+    await page.click(".chw-star[data-value='4']")
+    await page.fill("#chw-survey-comment", "很快，谢谢")
+    await page.screenshot(path=str(shots / "widget-rating-zh.png"))
+    await page.click(".chw-survey-send")
+    await page.wait_for_selector(f"#chw-survey:has-text('{zh['csat.thanks']}')")
+    await page.screenshot(path=str(shots / "widget-rated-zh.png"))
+    rated = await client.wait_event(lambda e: e["kind"] == "csat.rated")
+    assert (rated["rating"], rated["comment"], rated["agent_id"]) == (4, "很快，谢谢", agent.id)
+    await ctx.close()
+
+    # In English, a visitor who left before the survey came sees it when they come back.
+    en = test_widget.catalogue("en")
+    ctx, page = await test_widget._open_chat(browser, f"{base}/webchat/demo", locale="en-US")
+    await page.fill("#chw-input", "Where is my parcel?")
+    await page.press("#chw-input", "Enter")
+    created = await client.wait_event(lambda e: e["kind"] == "message.created"
+                                      and e["message"]["text"] == "Where is my parcel?")
+    await client.api("POST", f"/api/v1/tickets/{created['ticket_id']}/messages", {"text": "It's on its way."})
+    await page.close()
+    await client.api("POST", f"/api/v1/tickets/{created['ticket_id']}/solve")
+    await eventually(lambda: _sent(local_tenant, created["ticket_id"]))
+    page = await ctx.new_page()
+    await page.goto(f"{base}/webchat/demo")
+    await page.click("#chw-launcher")
+    await page.wait_for_selector(f"#chw-survey:has-text('{en['csat.title']}')")
+    await page.click(".chw-star[data-value='5']")
+    await page.screenshot(path=str(shots / "widget-rating-en.png"))
+    await page.click(".chw-survey-send")
+    await page.wait_for_selector(f"#chw-survey:has-text('{en['csat.thanks']}')")
+    await ctx.close()
+
+
+async def test_the_hosted_page_in_chromium(browser: Any, local_tenant: TenantInfo, shots: Path) -> None:
+    agent = await local_tenant.add_agent()
+    client = await local_tenant.signed_in(agent)
+    visitor, tid = await _chat(local_tenant, client)
+    await client.api("POST", f"/api/v1/tickets/{tid}/solve")
+    token = await _card(visitor)
+    ctx = await browser.new_context(locale="zh-CN")
+    page = await ctx.new_page()
+    await page.goto(f"{test_widget.origin(local_tenant)}/csat/{token}?rating=2")
+    await page.wait_for_selector(".star.lit[data-value='2']")
+    await page.click(".star[data-value='5']")
+    await page.fill("#comment", "非常满意")
+    await page.screenshot(path=str(shots / "hosted-page-zh.png"))
+    await page.click(".send")
+    await page.wait_for_selector(".thanks:has-text('感谢您的反馈')")
+    await page.screenshot(path=str(shots / "hosted-page-thanks-zh.png"))
+    await page.reload()
+    await page.wait_for_selector(".note:has-text('您已经评过分了')")
+    await ctx.close()
+    [row] = await _surveys(local_tenant, tid)
+    assert (row.rating, row.comment) == (5, "非常满意")

@@ -22,7 +22,7 @@ from aiohttp import web
 from admin_api.responses import CsatAnswered, CsatSettingsEnvelope
 from admin_api.schemas import CsatAnswerBody, CsatPageQuery, CsatSettingsBody
 from core import csat
-from core.errors import DomainError, TooManyRequests
+from core.errors import Conflict, DomainError, TooManyRequests
 from web.api import RouteTable, WordId
 from web.http import HUB, body, principal_of, tenant_of, word_param
 
@@ -98,20 +98,24 @@ def _message(lang: str, key: str, status: int) -> web.Response:
 @ROUTES.route("GET", "/csat/{token}", auth=False, query=CsatPageQuery, media_type="text/html",
               path_params={"token": WordId(MAX_TOKEN)}, errors=(409, 429),
               summary="The hosted rating page a customer opens from a survey's link (no sign-in: the token is "
-                      "the capability); 404 for an unknown token, 409 once it is answered (pages, in the "
-                      "customer's language)")
+                      "the capability); 404 survey_not_found for an unknown token, 409 survey_answered once it is "
+                      "answered (to a browser, which accepts text/html: pages in the customer's language)")
 async def page(request: web.Request) -> web.Response:
     tenant_id = tenant_of(request).id
     THROTTLE.check(tenant_id, request.remote)
     lang = _language(request)
     token = word_param(request, "token", max_length=MAX_TOKEN)
+    # A browser (the customer following the link) gets pages; any other client the API's JSON errors.
+    browser = "text/html" in request.headers.get("Accept", "")
     try:
         survey = await csat.find(request.app[HUB], tenant_id, token)
     except DomainError as exc:
-        if exc.status == 404:
+        if exc.status == 404 and browser:
             return _message(lang, "unknown", 404)
         raise
     if survey["answered_at"] is not None:
+        if not browser:
+            raise Conflict("this survey has been answered already: thank you", code="survey_answered")
         return _message(lang, "answered", 409)
     w = WORDS[lang]
     chosen = request.query.get("rating", "")
