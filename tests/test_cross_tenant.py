@@ -123,6 +123,8 @@ class Side:
     visitor_file: dict[str, Any] = field(default_factory=dict)
     # A finished Excel export (#16), as GET /api/v1/exports/{id} shows it, with its signed link.
     export: dict[str, Any] = field(default_factory=dict)
+    # The satisfaction survey of the solved ticket (#17, core.csat): its token, the customer's link.
+    csat_token: str = ""
 
     @property
     def attachment_id(self) -> int:
@@ -152,7 +154,7 @@ class Side:
                 "signature": self.signature, "mailbox_id": self.mailbox["id"], "message_id": self.mail_message_id,
                 "invoice_number": self.invoice_number, "xmpp_account_id": self.xmpp["id"],
                 "merge_id": self.workspace["merge_id"], "canned_id": self.workspace["canned_id"],
-                "macro_id": self.workspace["macro_id"], "export_id": self.export["id"]}
+                "macro_id": self.workspace["macro_id"], "export_id": self.export["id"], "token": self.csat_token}
 
 
 @dataclass
@@ -415,7 +417,10 @@ async def world(settings: Settings, server: Server, wechat_api: StandIn) -> Asyn
         # Different seats, so the two tenants' billing differs in every figure.
         a = await build_side(settings, server, http, db, wechat_api, "Acme", seats=2)
         b = await build_side(settings, server, http, db, wechat_api, "Globex", seats=3)
-        yield World(a, b, http, db, server, wechat_api)
+        w = World(a, b, http, db, server, wechat_api)
+        for side in (a, b):
+            side.csat_token = await _survey_token(w, side)
+        yield w
         await a.info.close()
         await b.info.close()
     await db.dispose()
@@ -1201,6 +1206,7 @@ async def probe_public_file(w: World) -> None:
 
 # --- satisfaction surveys (#17, core.csat) ---------------------------------------------------------------------
 async def _survey_token(w: World, side: Side) -> str:
+    # Made with the solve, in its transaction.
     async with w.db.read(side.info.id) as session:
         return str((await session.execute(select(CsatSurvey.token).where(
             CsatSurvey.ticket_id == side.solved_ticket))).scalar_one())
