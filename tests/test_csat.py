@@ -297,3 +297,14 @@ async def test_the_hosted_page_in_chromium(browser: Any, local_tenant: TenantInf
     await ctx.close()
     [row] = await _surveys(local_tenant, tid)
     assert (row.rating, row.comment) == (5, "非常满意")
+
+    # The agent sees the rating under the conversation.
+    ctx, console = await test_browser._agent_signs_in(browser, test_widget.origin(local_tenant), agent.email)
+    console.set_default_timeout(10_000)
+    await console.click("button.view[data-view='solved']")
+    ticket = console.locator("#tickets li.ticket").first
+    await ticket.click()
+    await console.wait_for_selector("#thread .csat-line[data-rating='5']:has-text('rated this 5 of 5')")
+    await console.wait_for_selector("#thread .csat-line:has-text('非常满意')")
+    await console.screenshot(path=str(shots / "console-rating.png"))
+    await ctx.close()
