@@ -37,6 +37,7 @@ from core.models import (
     Agent,
     AuditLog,
     CannedReply,
+    CsatSettings,
     CsatSurvey,
     CustomerIdentity,
     Export,
@@ -1231,17 +1232,16 @@ async def probe_csat_answer(w: World) -> None:
 
 
 async def probe_csat_settings(w: World) -> None:
-    # B turns its surveys off: A's stay on, and A's change does not touch B's.
-    off = await w.call("PUT", "/api/v1/settings/csat", side=w.b, body={"enabled": False})
-    assert off.status == 200, off
+    # A turns its surveys off and on: its own setting, B's untouched (checked by the caller's rows too).
     try:
-        mine = await w.call("GET", "/api/v1/settings/csat")
-        assert mine.body == {"settings": {"enabled": True}}, mine
-        assert (await w.call("PUT", "/api/v1/settings/csat", body={"enabled": True})).status == 200
-        theirs = await w.call("GET", "/api/v1/settings/csat", side=w.b)
-        assert theirs.body == {"settings": {"enabled": False}}, theirs
+        off = await w.call("PUT", "/api/v1/settings/csat", body={"enabled": False})
+        assert off.body == {"settings": {"enabled": False}}, off
+        assert (await w.call("GET", "/api/v1/settings/csat")).body == {"settings": {"enabled": False}}
     finally:
-        await w.call("PUT", "/api/v1/settings/csat", side=w.b, body={"enabled": True})
+        assert (await w.call("PUT", "/api/v1/settings/csat", body={"enabled": True})).status == 200
+    async with w.db.read(w.b.info.id) as session:
+        theirs = await session.execute(select(CsatSettings).where(CsatSettings.tenant_id == w.b.info.id))
+        assert theirs.first() is None
 
 
 # --- the web chat widget and its HTTP fallback ----------------------------------------------------------------

@@ -218,9 +218,10 @@ async def test_hosted_page_rates_once(tenant: TenantInfo) -> None:
 async def test_hosted_page_is_rate_limited(tenant: TenantInfo) -> None:
     async with aiohttp.ClientSession() as session:
         http = Http(tenant.server.url, session)
-        statuses = [(await http("GET", "/csat/nosuchtoken", host=tenant.domain)).status for _ in range(31)]
-    assert statuses[:30] == [404] * 30
-    assert statuses[30] == 429
+        statuses = [(await http("GET", "/csat/nosuchtoken", host=tenant.domain)).status for _ in range(61)]
+        assert statuses[:60] == [404] * 60
+        assert statuses[60] == 429
+        assert (await http("POST", "/csat/nosuchtoken", host=tenant.domain, json_body={"rating": 3})).status == 429
 
 
 # --- in Chromium: the widget's rating card, and the hosted page ---------------------------------------------

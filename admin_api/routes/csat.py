@@ -4,9 +4,11 @@ they were sent (no sign-in: the token in the link is the capability), its answer
 setting (admins), and nothing else: agents read a ticket's rating in its detail.
 
 The page and its answer are public, so they are throttled per address (:class:`Throttle`), as
-sign-in is: past :data:`PER_MINUTE` requests a minute from one address on one tenant, 429 with
-Retry-After. (A token is 32 random characters: guessing one is hopeless anyway; the throttle keeps
-the page from being a cheap load on the database.)
+sign-in is: it counts the misses (tokens that name no survey), and past :data:`MISSES_PER_MINUTE`
+of them in a minute from one address on one tenant, every request of that address is refused with
+429 and Retry-After until the minute is over. A customer with their link never misses; a token is
+32 random characters, so guessing is hopeless anyway, and the throttle keeps it from being a cheap
+load on the database.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from web.http import HUB, body, principal_of, tenant_of, word_param
 ROUTES = RouteTable("csat")
 
 MAX_TOKEN = 64
-PER_MINUTE = 30
+MISSES_PER_MINUTE = 60
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; base-uri 'none'; "
             "form-action 'none'; frame-ancestors 'none'")
 
@@ -49,27 +51,32 @@ WORDS: dict[str, dict[str, Any]] = {
 
 
 class Throttle:
-    """Requests per (tenant, address) in fixed one-minute windows, in this process."""
+    """Misses per (tenant, address) in fixed one-minute windows, in this process."""
 
     def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self.clock = limit, clock
         self._counts: dict[tuple[int, str], tuple[int, int]] = {}
 
-    def check(self, tenant_id: int, address: str | None) -> None:
+    def _now(self, tenant_id: int, address: str | None) -> tuple[float, int, tuple[int, str]]:
         now = self.clock()
-        window = int(now // 60)
-        if len(self._counts) > 10_000:  # forget old windows now and then
-            self._counts = {k: v for k, v in self._counts.items() if v[0] == window}
-        key = (tenant_id, address or "")
+        return now, int(now // 60), (tenant_id, address or "")
+
+    def check(self, tenant_id: int, address: str | None) -> None:
+        now, window, key = self._now(tenant_id, address)
         seen_window, count = self._counts.get(key, (window, 0))
-        count = count + 1 if seen_window == window else 1
-        self._counts[key] = (window, count)
-        if count > self.limit:
-            raise TooManyRequests("too many requests from this address; try again in a minute",
+        if seen_window == window and count >= self.limit:
+            raise TooManyRequests("too many unknown links from this address; try again in a minute",
                                   retry_after=60 - now % 60, code="rate_limited")
 
+    def missed(self, tenant_id: int, address: str | None) -> None:
+        _, window, key = self._now(tenant_id, address)
+        if len(self._counts) > 10_000:  # forget old windows now and then
+            self._counts = {k: v for k, v in self._counts.items() if v[0] == window}
+        seen_window, count = self._counts.get(key, (window, 0))
+        self._counts[key] = (window, count + 1 if seen_window == window else 1)
 
-THROTTLE = Throttle(PER_MINUTE)
+
+THROTTLE = Throttle(MISSES_PER_MINUTE)
 
 
 def _language(request: web.Request) -> str:
@@ -110,8 +117,10 @@ async def page(request: web.Request) -> web.Response:
     try:
         survey = await csat.find(request.app[HUB], tenant_id, token)
     except DomainError as exc:
-        if exc.status == 404 and browser:
-            return _message(lang, "unknown", 404)
+        if exc.status == 404:
+            THROTTLE.missed(tenant_id, request.remote)
+            if browser:
+                return _message(lang, "unknown", 404)
         raise
     if survey["answered_at"] is not None:
         if not browser:
@@ -142,7 +151,12 @@ async def answer(request: web.Request) -> web.Response:
     THROTTLE.check(tenant_id, request.remote)
     token = word_param(request, "token", max_length=MAX_TOKEN)
     data = await body(request, CsatAnswerBody)
-    survey = await csat.answer(request.app[HUB], tenant_id, token, data.rating, data.comment)
+    try:
+        survey = await csat.answer(request.app[HUB], tenant_id, token, data.rating, data.comment)
+    except DomainError as exc:
+        if exc.status == 404:
+            THROTTLE.missed(tenant_id, request.remote)
+        raise
     return web.json_response({"survey": survey})
 
 
