@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 # A ticket with this tag is spam: no survey goes out for it.
 SPAM_TAG = "spam"
-# How long after it was sent a survey takes a channel's bare-digit reply as its rating (after that a
+# How long after the solve a survey takes a channel's bare-digit reply as its rating (after that a
 # "5" is an ordinary message; the hosted page still takes the rating).
 REPLY_WINDOW = timedelta(days=7)
 MAX_COMMENT = 2000
@@ -299,8 +299,10 @@ def _open_for(tenant_id: int, channel: str, external_id: str, now: datetime) -> 
     return (select(CsatSurvey)
             .join(CustomerIdentity, CustomerIdentity.id == CsatSurvey.identity_id)
             .where(CsatSurvey.tenant_id == tenant_id, CustomerIdentity.channel == channel,
-                   CustomerIdentity.external_id == external_id, CsatSurvey.state == CsatState.SENT,
-                   CsatSurvey.answered_at.is_(None), CsatSurvey.sent_at >= now - REPLY_WINDOW)
+                   CustomerIdentity.external_id == external_id,
+                   # Sending counts: the customer may answer before the send's outcome is recorded.
+                   CsatSurvey.state.in_((CsatState.SENDING, CsatState.SENT)),
+                   CsatSurvey.answered_at.is_(None), CsatSurvey.created_at >= now - REPLY_WINDOW)
             .order_by(CsatSurvey.id.desc()).limit(1))
 
 
