@@ -19,6 +19,7 @@ from admin_api.routes import (
     auth,
     availability,
     billing,
+    csat,
     deletion,
     exports,
     reports,
@@ -37,6 +38,7 @@ ROUTE_TABLES: tuple[RouteTable, ...] = (
     auth.ROUTES, seats.ROUTES, tickets.ROUTES, routing.ROUTES, attachments.ROUTES, billing.ROUTES, search.ROUTES,
     workspace.ROUTES, availability.ROUTES, deletion.ROUTES, audit.ROUTES, exports.ROUTES, gateway.ROUTES,
     reports.ROUTES,
+    csat.ROUTES,
 )
 
 
@@ -72,6 +74,9 @@ def console_routes() -> list[web.RouteDef]:
         ("/console/locales/zh-CN.json", CONSOLE / "locales" / "zh-CN.json", "application/json; charset=utf-8", None),
         ("/", STATIC / "landing.html", HTML, PAGE),
         ("/landing.css", STATIC / "landing.css", "text/css; charset=utf-8", None),
+        # The hosted rating page's script and styles (admin_api.routes.csat).
+        ("/csat.js", STATIC / "csat.js", SCRIPT, None),
+        ("/csat.css", STATIC / "csat.css", "text/css; charset=utf-8", None),
         ("/favicon.svg", STATIC / "favicon.svg", "image/svg+xml", None),
         ("/favicon.ico", STATIC / "favicon.svg", "image/svg+xml", None),
     ]

@@ -224,9 +224,38 @@ class TicketsEnvelope(Out):
     tickets: list[Ticket]
 
 
+class CsatSurvey(Out):
+    """A ticket's satisfaction survey (core.csat): sent when the ticket was solved, rated by the customer."""
+
+    id: int
+    ticket_id: int
+    channel: str
+    state: Literal["pending", "sending", "sent", "failed"]
+    agent_id: int | None = Field(description="Who had the ticket when it was solved (the rating counts for them)")
+    group_id: int | None = Field(description="The ticket's group when it was solved")
+    created_at: datetime
+    sent_at: datetime | None
+    rating: int | None = Field(description="1 (poor) to 5 (great); null until answered")
+    comment: str | None
+    answered_at: datetime | None
+
+
 class TicketWithMessages(Out):
     ticket: TicketDetail
     messages: list[Message]
+    csat: CsatSurvey | None = Field(description="The ticket's satisfaction survey; null when none was sent")
+
+
+class CsatAnswered(Out):
+    survey: CsatSurvey
+
+
+class CsatSettings(Out):
+    enabled: bool = Field(description="Whether solved tickets' customers are asked to rate them")
+
+
+class CsatSettingsEnvelope(Out):
+    settings: CsatSettings
 
 
 class MessageEnvelope(Out):

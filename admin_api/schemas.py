@@ -571,3 +571,21 @@ class ReportQuery(Strict):
     agent_id: AgentId | None = None
     tag: str | None = Field(default=None, max_length=64)
     format: Literal["json", "xlsx"] = "json"
+# --- satisfaction surveys (core.csat) ------------------------------------------------------------------
+class CsatAnswerBody(Strict):
+    """A customer's answer on the hosted rating page: a whole number 1-5 and an optional comment."""
+
+    rating: int = Field(ge=1, le=5, description="1 (poor) to 5 (great)")
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class CsatPageQuery(Strict):
+    rating: Literal["1", "2", "3", "4", "5"] | None = Field(
+        default=None, description="The rating to show chosen (the e-mail's links); nothing is stored until the "
+                                  "customer sends the page")
+    lang: Literal["en", "zh-CN"] | None = Field(default=None, description="The page's language (default: the "
+                                                "browser's Accept-Language)")
+
+
+class CsatSettingsBody(Strict):
+    enabled: bool = Field(description="Whether solved tickets' customers are asked to rate them (default on)")

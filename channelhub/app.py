@@ -22,7 +22,7 @@ from aiohttp import web
 import admin_api
 import admin_api.operator
 from connectors.registry import CHANNELS
-from core import availability, backups, outbox, presence, purge, rollups, tenants
+from core import availability, backups, csat, outbox, presence, purge, rollups, tenants
 from core.breakers import SubsystemOffline
 from core.config import Settings
 from core.hub import Hub
@@ -151,6 +151,8 @@ async def _on_startup(app: web.Application) -> None:
         hub.exports.start()
     app[TASKS] = [
         asyncio.create_task(_every(s.sweeper_interval, lambda: outbox.sweep(hub), "outbox sweeper")),
+        # Surveys a crash or a failed try left unsent (claimed row by row: any process may look).
+        asyncio.create_task(_every(s.sweeper_interval, lambda: csat.sweep(hub), "survey sweeper")),
         asyncio.create_task(_every(max(s.heartbeat_timeout / 4, 0.5), lambda: presence.reap(hub), "presence reaper")),
     ]
     if s.billing_interval > 0:  # 0: this process runs no billing round (another does, or none should)

@@ -19,7 +19,8 @@ from core.models import utcnow
 if TYPE_CHECKING:
     from core.hub import Hub
 
-__all__ = ["Attachment", "ChannelInfo", "Connector", "DeliveryError", "InboundMessage", "OutboundMessage"]
+__all__ = ["Attachment", "ChannelInfo", "Connector", "DeliveryError", "InboundMessage", "OutboundMessage",
+           "SurveyInvite"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,21 @@ class OutboundMessage:
     context: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SurveyInvite:
+    """A satisfaction survey to put to a customer (core.csat): the channel asks in its own way and
+    points to the hosted rating page (``url``, whose token is the capability to answer)."""
+
+    tenant_id: int
+    channel: str
+    external_id: str
+    ticket_id: int
+    survey_id: int
+    token: str
+    url: str
+    subject: str | None = None
+
+
 class Connector:
     """One per channel kind and hub. Subclasses set ``kind`` and implement :meth:`send`."""
 
@@ -105,6 +121,9 @@ class Connector:
     # it for a customer who has never written on it goes to the customer's e-mail address (the
     # identity is made with the ticket).
     identity_is_email: ClassVar[bool] = False
+    # Whether the channel asks solved tickets' customers for a rating (:meth:`send_survey`); a
+    # channel that does not gets no survey rows at all (core.csat.offer).
+    surveys: ClassVar[bool] = False
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -118,6 +137,10 @@ class Connector:
     async def send(self, message: OutboundMessage) -> str:
         """Deliver ``message``; return the channel's message id or raise :class:`DeliveryError`."""
         raise NotImplementedError
+
+    async def send_survey(self, survey: SurveyInvite) -> None:
+        """Ask for a rating (channels with ``surveys``); raise :class:`DeliveryError` as :meth:`send`."""
+        raise DeliveryError(f"the {self.kind} channel sends no surveys", retry=False, code="no_surveys")
 
 
 class ChannelInfo(Protocol):

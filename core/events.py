@@ -28,6 +28,9 @@ class EventKind:
     CUSTOMER_MERGED = "customer.merged"
     CUSTOMER_UNMERGED = "customer.unmerged"
     MENTION = "mention"
+    # Satisfaction (#17, core.csat): a customer rated a solved ticket. Payload: survey_id, rating
+    # (1-5), comment (or null), agent_id and group_id (of the ticket when it was solved).
+    CSAT_RATED = "csat.rated"
 
 
 # Events about customers, not tickets: every agent of the tenant sees them.

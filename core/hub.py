@@ -18,6 +18,7 @@ from core.breakers import Breakers
 from core.bus import Bus, make_bus
 from core.channels import ChannelInfo, Connector
 from core.config import Settings
+from core.csat import Surveys
 from core.db import Database
 from core.events import tenant_topic
 from core.exports import Exporter
@@ -80,6 +81,8 @@ class Hub:
         self.outbox: Outbox = Outbox(self)
         # Agents' replies, notes, ticket changes and hand-made tickets, in group commits.
         self.ticket_writes = TicketWrites(self)
+        # Satisfaction surveys (core.csat): sent after the solve commits, off its path.
+        self.csat = Surveys(self)
         self.router: RouterPort = router(self)
         # Excel exports (core.exports): built one at a time in a process, off the messaging paths.
         self.exports = Exporter(self)
@@ -97,6 +100,7 @@ class Hub:
             await connector.start()
 
     async def close(self) -> None:
+        await self.csat.stop()
         for connector in self.connectors.values():
             try:
                 await connector.stop()

@@ -1118,4 +1118,53 @@ class ReportCursor(TenantScoped, Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
     clock: Mapped[str] = mapped_column(String(64), default="")
+# --- satisfaction surveys (#17, core.csat) ---------------------------------------------------------------
+class CsatState(enum.StrEnum):
+    PENDING = "pending"  # stored with the solve, not yet handed to the channel
+    SENDING = "sending"  # claimed by a sender until locked_until
+    SENT = "sent"
+    FAILED = "failed"  # the channel refused it for good (or every try failed)
+
+
+class CsatSurvey(TenantScoped, Base):
+    """A satisfaction survey: at most one per ticket (the unique ticket_id: never sent twice, even
+    when the ticket is reopened and solved again or solved twice at once). Written in the solve's
+    transaction with the agent and group of that moment; sent afterwards (core.csat.deliver); the
+    random token is the customer's capability to answer it, once."""
+
+    __tablename__ = "csat_surveys"
+    __table_args__ = (
+        Index("ix_csat_surveys_state", "state", "created_at"),
+        # The open survey of a customer's identity (a WeChat reply of a digit, a widget reconnecting).
+        Index("ix_csat_surveys_identity", "tenant_id", "identity_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), unique=True)
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("customer_identities.id", ondelete="SET NULL"))
+    channel: Mapped[str] = mapped_column(String(40))
+    # Who had the ticket, and its group, when it was solved: the rating counts for them.
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"))
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(20), default=CsatState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    rating: Mapped[int | None] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    answered_at: Mapped[datetime | None]
+    # The channel message that answered it (a WeChat reply of a digit): a retried push of that same
+    # message is known as answered, not taken as a new message.
+    answered_ref: Mapped[str | None] = mapped_column(String(200))
+
+
+class CsatSettings(TenantScoped, Base):
+    """A tenant's survey settings; no row: the defaults (surveys on)."""
+
+    __tablename__ = "csat_settings"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -35,14 +35,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import attachments, mentions, transitions
+from core import attachments, csat, mentions, transitions
 from core.auth import Principal
 from core.batching import GroupCommit
 from core.capacity import Pending, lock_agents, move_load
@@ -98,6 +98,8 @@ class _Done:
     # Whether capacity may have been freed too (the router then reads the agents afresh); new
     # tickets waiting only add work, as ingest's do.
     capacity: bool = True
+    # Satisfaction surveys offered by solves of the batch (core.csat), sent after commit.
+    surveys: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -181,7 +183,7 @@ class TicketWrites:
 
     async def _changes(self, tenant_id: int, items: list[Change]) -> list[Any]:
         async with self.hub.db.session(tenant_id) as session:
-            done = await _write_changes(session, tenant_id, items)
+            done = await _write_changes(session, self.hub, tenant_id, items)
         await self._after_commit(tenant_id, done)
         return done.results
 
@@ -204,6 +206,8 @@ class TicketWrites:
             await self.hub.publish(tenant_id, done.events)
             if done.outbox_ids:
                 await self.hub.enqueue_delivery(done.outbox_ids)
+            if done.surveys:
+                self.hub.csat.enqueue(done.surveys)
             if done.sends:
                 await asyncio.gather(*(self._send(m) for m in done.sends))
             if done.route:
@@ -520,7 +524,7 @@ async def _apply_change(session: AsyncSession, ticket: TicketRow, decided: _Deci
     return changes, route
 
 
-async def _write_changes(session: AsyncSession, tenant_id: int, items: list[Change]) -> _Done:
+async def _write_changes(session: AsyncSession, hub: Hub, tenant_id: int, items: list[Change]) -> _Done:
     now = utcnow()
     results: list[Any] = [None] * len(items)
     locked = await _lock_tickets(session, tenant_id, (it.ticket_id for it in items))
@@ -531,6 +535,7 @@ async def _write_changes(session: AsyncSession, tenant_id: int, items: list[Chan
     pending: Pending = {}
     done = _Done(results, [], [], [])
     touched: dict[int, TicketRow] = {}
+    solved: list[csat.Solved] = []
     log = EventLog(session)
     docs = await Docs.of(session, tenant_id)
     for i, it in enumerate(items):
@@ -550,8 +555,13 @@ async def _write_changes(session: AsyncSession, tenant_id: int, items: list[Chan
                 docs.subject_changed(ticket.id, ticket.subject)
             log.add(EventKind.TICKET_UPDATED, tenant_id=tenant_id, ticket=ticket,
                     payload={"ticket": tdict, "changes": changes, "by": it.principal.agent_id})
+            if changes.get("status", {}).get("to") == TicketStatus.SOLVED:
+                solved.append(csat.Solved(ticket, entry.external_id))
         results[i] = tdict
     await _write_back(session, touched.values())
+    # As the batch leaves them (a later item may have tagged one spam, or reopened it).
+    done.surveys = await csat.offer(session, hub, tenant_id,
+                                    (s for s in solved if s.ticket.status == TicketStatus.SOLVED), now)
     await docs.write(session)
     done.events = await log.flush()
     return done
@@ -774,7 +784,7 @@ async def write_together(session: AsyncSession, hub: Hub, tenant_id: int, replie
     item's error is raised (rolling the transaction back) instead of being returned."""
     done = _Done([], [], [], [], capacity=True)
     for batch in (await _write_replies(session, hub, tenant_id, replies) if replies else None,
-                  await _write_changes(session, tenant_id, changes) if changes else None):
+                  await _write_changes(session, hub, tenant_id, changes) if changes else None):
         if batch is None:
             continue
         for result in batch.results:
@@ -784,5 +794,6 @@ async def write_together(session: AsyncSession, hub: Hub, tenant_id: int, replie
         done.events += batch.events
         done.outbox_ids += batch.outbox_ids
         done.sends += batch.sends
+        done.surveys += batch.surveys
         done.route = done.route or batch.route
     return done

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import transitions
+from core import csat, transitions
 from core.auth import Principal
 from core.capacity import Pending, lock_agents, move_load
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -153,6 +153,8 @@ async def get_ticket(hub: Hub, principal: Principal, ticket_id: int, *, limit: i
             # merged_into_id: the ticket this one was merged into (core.merges), in its detail only.
             "ticket": {**ticket_dict(ticket, customer), "merged_into_id": ticket.merged_into_id},
             "messages": [message_dict(m, agent=a, customer=customer) for m, a in messages],
+            # Its satisfaction survey (core.csat), rated or not; null when none was sent.
+            "csat": await csat.of_ticket(session, ticket.id),
         }
 
 

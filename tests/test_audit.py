@@ -54,6 +54,7 @@ NOT_AUDITED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/tickets/{ticket_id}/claim"): "ticket work: the ticket's events",
     ("POST", "/webchat/messages"): "a customer's message, not an admin's change",
     ("POST", "/webchat/attachments"): "a customer's file",
+    ("POST", "/csat/{token}"): "a customer's rating: the ticket's csat.rated event",
     ("POST", "/wechat/oa/{key}"): "the platform's push",
     ("POST", "/wechat/kf/{key}"): "the platform's push",
     ("POST", "/api/v1/tenant/delete"): "the tenant's own purge: audited in the operator's trail, which outlives "

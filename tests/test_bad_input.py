@@ -23,13 +23,14 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
 from connectors.webchat.settings import WebchatSettings
 from connectors.wechat.models import WeChatMedia
 from connectors.wechat.settings import WeChatSettings
 from core.config import Settings
 from core.db import Database
-from core.models import MAX_BIG_ID, MAX_ID
+from core.models import MAX_BIG_ID, MAX_ID, CsatSurvey, Message
 from tests.conftest import PASSWORD, AgentInfo, Server, TenantInfo, eventually, make_tenant
 from tests.support import (
     Http,
@@ -78,6 +79,7 @@ WORD_PARAMS = {
     "media_id": ("media_not_found", 255),
     "signature": ("attachment_not_found", 64),  # of a customer's link to a file
     "invoice_number": ("invoice_not_found", 40),  # 000042-00001234 (core.statements.invoice_number)
+    "token": ("survey_not_found", 64),  # of a satisfaction survey's link (core.csat)
 }
 BAD_WORDS = ["has%20space", "%00", "nul%00x", "%D9%A3", "caf%C3%A9", "a;b", "a%22b", "a%3Cb%3E", "~tilde", "a,b"]
 DEEP = "[" * 100_000  # nesting deeper than any parser's recursion limit
@@ -127,6 +129,8 @@ class Shop:
     workspace: dict[str, int] = dataclasses.field(default_factory=dict)
     # A finished Excel export (#16), as GET /api/v1/exports/{id} shows it (with its signed link).
     export: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # A satisfaction survey sent for a second chat, solved (#17): its token.
+    csat_token: str = ""
 
     @property
     def domain(self) -> str:
@@ -140,7 +144,7 @@ class Shop:
                 "message_id": self.message_id, "invoice_number": self.invoice_number,
                 "xmpp_account_id": self.xmpp["id"], "merge_id": self.workspace["merge_id"],
                 "canned_id": self.workspace["canned_id"], "macro_id": self.workspace["macro_id"],
-                "export_id": self.export["id"]}
+                "export_id": self.export["id"], "token": self.csat_token}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
@@ -243,9 +247,29 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
             return all(m["delivery_state"] == "sent" for m in detail.body["messages"] if m["direction"] == "outbound")
 
         await eventually(delivered)
+        s.csat_token = await _survey(http, db, info, admin_token)
         yield s
     await info.close()
     await db.dispose()
+
+
+async def _survey(http: Http, db: Database, info: TenantInfo, admin_token: str) -> str:
+    """A satisfaction survey (#17, core.csat), sent: a second visitor's chat, solved. Its token."""
+    chat = await http("POST", "/webchat/messages", host=info.domain, json_body={"client_id": "rate", "text": "Thanks!"})
+    assert chat.status == 201, chat
+    async with db.read(info.id) as session:
+        ticket_id = (await session.execute(select(Message.ticket_id).where(
+            Message.id == chat.body["message"]["id"]))).scalar_one()
+    solved = await http("POST", f"/api/v1/tickets/{ticket_id}/solve", host=info.domain, token=admin_token)
+    assert solved.status == 200, solved
+
+    async def sent() -> str | None:  # at rest before the tests compare the tenant's rows
+        async with db.read(info.id) as session:
+            row = (await session.execute(select(CsatSurvey.token, CsatSurvey.state).where(
+                CsatSurvey.ticket_id == ticket_id))).one_or_none()
+        return row.token if row is not None and row.state == "sent" else None
+
+    return str(await eventually(sent))
 
 
 async def _workspace(http: Http, domain: str, admin_token: str, agent_token: str, customer_id: int) -> dict[str, int]:
@@ -329,6 +353,8 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/webchat/messages"): {"visitor_id": shop.visitor_id, "client_id": f"c-{uuid.uuid4().hex[:8]}",
                                         "text": "Any news?", "name": "Milton", "email": "milton@example.com",
                                         "language": "en-GB"},
+        ("POST", "/csat/{token}"): {"rating": 5, "comment": "Quick and kind"},
+        ("PUT", "/api/v1/settings/csat"): {"enabled": False},
         ("PUT", "/api/v1/webchat/settings"): {"offline_message": {"en": "We are away", "zh-CN": "我们暂时不在"},
                                               "welcome": {"en": "Hello!"}},
         # Valid in shape, never the right confirmation: the role matrix sends these for real.
@@ -553,6 +579,13 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
             ({"include_messages": "yes"}, "include_messages"), ({"include_messages": 1}, "include_messages"),
             ({"from": "2026-02-02", "to": "2026-02-01"}, "body"), ({"bogus": 1}, "bogus"),
         ],
+        ("POST", "/csat/{token}"): [
+            ({"rating": 0}, "rating"), ({"rating": 6}, "rating"), ({"rating": "5"}, "rating"),
+            ({"rating": 4.5}, "rating"), ({"rating": True}, "rating"), ({}, "rating"), ({"rating": None}, "rating"),
+            ({"rating": 3, "comment": 5}, "comment"), ({"rating": 3, "comment": "x" * 2001}, "comment"),
+        ],
+        ("PUT", "/api/v1/settings/csat"): [({"enabled": "yes"}, "enabled"), ({"enabled": 1}, "enabled"),
+                                           ({}, "enabled"), ({"enabled": None}, "enabled")],
         ("POST", "/webchat/messages"): [
             ({**webchat, "text": 5}, "text"), ({**webchat, "text": None}, "text"),
             ({**webchat, "text": ["hi"]}, "text"), (without(webchat, "text"), "text"),

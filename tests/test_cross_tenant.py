@@ -37,6 +37,8 @@ from core.models import (
     Agent,
     AuditLog,
     CannedReply,
+    CsatSettings,
+    CsatSurvey,
     CustomerIdentity,
     Export,
     Group,
@@ -122,6 +124,8 @@ class Side:
     visitor_file: dict[str, Any] = field(default_factory=dict)
     # A finished Excel export (#16), as GET /api/v1/exports/{id} shows it, with its signed link.
     export: dict[str, Any] = field(default_factory=dict)
+    # The satisfaction survey of the solved ticket (#17, core.csat): its token, the customer's link.
+    csat_token: str = ""
 
     @property
     def attachment_id(self) -> int:
@@ -151,7 +155,7 @@ class Side:
                 "signature": self.signature, "mailbox_id": self.mailbox["id"], "message_id": self.mail_message_id,
                 "invoice_number": self.invoice_number, "xmpp_account_id": self.xmpp["id"],
                 "merge_id": self.workspace["merge_id"], "canned_id": self.workspace["canned_id"],
-                "macro_id": self.workspace["macro_id"], "export_id": self.export["id"]}
+                "macro_id": self.workspace["macro_id"], "export_id": self.export["id"], "token": self.csat_token}
 
 
 @dataclass
@@ -414,7 +418,10 @@ async def world(settings: Settings, server: Server, wechat_api: StandIn) -> Asyn
         # Different seats, so the two tenants' billing differs in every figure.
         a = await build_side(settings, server, http, db, wechat_api, "Acme", seats=2)
         b = await build_side(settings, server, http, db, wechat_api, "Globex", seats=3)
-        yield World(a, b, http, db, server, wechat_api)
+        w = World(a, b, http, db, server, wechat_api)
+        for side in (a, b):
+            side.csat_token = await _survey_token(w, side)
+        yield w
         await a.info.close()
         await b.info.close()
     await db.dispose()
@@ -1218,6 +1225,45 @@ async def probe_public_file(w: World) -> None:
     assert (ok.status, ok.text) == (200, "Acme's invoice"), ok
 
 
+# --- satisfaction surveys (#17, core.csat) ---------------------------------------------------------------------
+async def _survey_token(w: World, side: Side) -> str:
+    # Made with the solve, in its transaction.
+    async with w.db.read(side.info.id) as session:
+        return str((await session.execute(select(CsatSurvey.token).where(
+            CsatSurvey.ticket_id == side.solved_ticket))).scalar_one())
+
+
+async def probe_csat_page(w: World) -> None:
+    # B's customer's link on A's domain is a survey that exists nowhere: the same page as a made-up one.
+    theirs = await w.http("GET", f"/csat/{await _survey_token(w, w.b)}", host=w.a.domain)
+    assert_not_found(theirs, "survey_not_found")
+    absent = await w.http("GET", "/csat/madeup", host=w.a.domain)
+    assert theirs.body == absent.body
+    ok = await w.http("GET", f"/csat/{await _survey_token(w, w.a)}", host=w.a.domain)
+    assert ok.status == 200, ok
+
+
+async def probe_csat_answer(w: World) -> None:
+    token = await _survey_token(w, w.b)
+    assert_not_found(await w.http("POST", f"/csat/{token}", host=w.a.domain, json_body={"rating": 1}),
+                     "survey_not_found")
+    async with w.db.read(w.b.info.id) as session:
+        assert (await session.execute(select(CsatSurvey.rating).where(CsatSurvey.token == token))).scalar_one() is None
+
+
+async def probe_csat_settings(w: World) -> None:
+    # A turns its surveys off and on: its own setting, B's untouched (checked by the caller's rows too).
+    try:
+        off = await w.call("PUT", "/api/v1/settings/csat", body={"enabled": False})
+        assert off.body == {"settings": {"enabled": False}}, off
+        assert (await w.call("GET", "/api/v1/settings/csat")).body == {"settings": {"enabled": False}}
+    finally:
+        assert (await w.call("PUT", "/api/v1/settings/csat", body={"enabled": True})).status == 200
+    async with w.db.read(w.b.info.id) as session:
+        theirs = await session.execute(select(CsatSettings).where(CsatSettings.tenant_id == w.b.info.id))
+        assert theirs.first() is None
+
+
 # --- the web chat widget and its HTTP fallback ----------------------------------------------------------------
 def probe_served_alike(method: str, path: str, status: int, content_type: str | None = None) -> Probe:
     """A part of web chat that is the same for every tenant (the widget, its demo page, the CORS
@@ -1723,6 +1769,10 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/reports/agents"): Case(probe_reports),
     ("GET", "/api/v1/reports/groups"): Case(probe_reports),
     ("GET", "/api/v1/reports/demand"): Case(probe_reports),
+    ("GET", "/csat/{token}"): Case(probe_csat_page),
+    ("POST", "/csat/{token}"): Case(probe_csat_answer, lambda w: {"rating": 3}),
+    ("GET", "/api/v1/settings/csat"): Case(probe_csat_settings),
+    ("PUT", "/api/v1/settings/csat"): Case(probe_csat_settings, lambda w: {"enabled": True}),
     ("GET", "/api/v1/audit"): Case(_log_probe(AuditLog, "/api/v1/audit")),
     ("GET", "/api/v1/audit/export"): Case(_log_probe(AuditLog, "/api/v1/audit")),
     ("GET", "/api/v1/logins"): Case(_log_probe(LoginLog, "/api/v1/logins")),

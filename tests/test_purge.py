@@ -116,6 +116,14 @@ async def fill(http: Http, info: TenantInfo, db: Database, wechat_api: StandIn) 
     await call("PUT", "/api/v1/webchat/settings", {"offline_message": {"en": "Away"}, "welcome": {"en": "Hi"}})
     await call("POST", "/api/v1/canned-replies", {"shortcut": "hi", "title": "Hi", "text": "Hello"})
     await call("POST", "/api/v1/macros", {"name": "Urgent", "actions": [{"type": "priority", "priority": "urgent"}]})
+    # Satisfaction surveys (#17): the tenant's setting, and a second chat solved (its survey).
+    await call("PUT", "/api/v1/settings/csat", {"enabled": True})
+    thanks = await http("POST", "/webchat/messages", host=info.domain, json_body={"client_id": "c2", "text": "Thanks"})
+    assert thanks.status == 201, thanks
+    async with db.read(info.id) as session:
+        solved = (await session.execute(select(Message.ticket_id).where(
+            Message.id == thanks.body["message"]["id"]))).scalar_one()
+    await call("POST", f"/api/v1/tickets/{solved}/solve")
     left = (await call("POST", "/api/v1/tickets", {"customer": {"name": "Left"}, "text": "left"}))["ticket"]
     right = (await call("POST", "/api/v1/tickets", {"customer": {"name": "Right"}, "text": "right"}))["ticket"]
     await call("POST", f"/api/v1/customers/{left['customer_id']}/merge", {"other_id": right["customer_id"]})

@@ -2,7 +2,7 @@
 indexed by (tenant, ticket, id), for a ticket's history in order.
 
 Revision ID: 0017r
-Revises: 0016e
+Revises: 0017c
 Create Date: 2026-12-07 23:05:21.703649
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0017r'
-down_revision: str | None = '0016e'
+down_revision: str | None = '0017c'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -28,10 +28,10 @@ from connectors.email.smtp import SmtpReceiver
 from connectors.email.store import MailboxConfig
 from core import attachments
 from core.cache import TTLCache
-from core.channels import Connector, OutboundMessage
+from core.channels import Connector, OutboundMessage, SurveyInvite
 from core.errors import DeliveryError
 from core.hub import Hub
-from core.models import Agent
+from core.models import MAX_BIG_ID, Agent
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ CONFIG_TTL = 10.0
 class EmailConnector(Connector):
     kind = "email"
     identity_is_email = True
+    surveys = True
 
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
@@ -135,12 +136,24 @@ class EmailConnector(Connector):
         return await self._agents.get(tenant_id, load) or frozenset()
 
     # --- outbound ---------------------------------------------------------------------------
-    async def send(self, message: OutboundMessage) -> str:
-        thread = await email_store.thread_of(self.hub, message.tenant_id, message.ticket_id, message.message_id)
-        boxes = [m for m in await self.mailboxes(message.tenant_id) if m.active]
+    async def _mailbox(self, tenant_id: int, thread: email_store.Thread) -> MailboxConfig:
+        """The mailbox the ticket's mail came to (else the tenant's first active one)."""
+        boxes = [m for m in await self.mailboxes(tenant_id) if m.active]
         mailbox = next((m for m in boxes if m.id == thread.mailbox_id), boxes[0] if boxes else None)
         if mailbox is None:
             raise DeliveryError("the tenant has no mailbox to send from", retry=False, code="no_mailbox")
+        return mailbox
+
+    async def send_survey(self, survey: SurveyInvite) -> None:
+        """A mail with five links to the hosted rating page, in the ticket's thread, to the customer only."""
+        thread = await email_store.thread_of(self.hub, survey.tenant_id, survey.ticket_id, MAX_BIG_ID)
+        mailbox = await self._mailbox(survey.tenant_id, thread)
+        await outbound.send(mailbox, outbound.compose_survey(mailbox, survey, thread), [survey.external_id],
+                            self.settings.relay_timeout)
+
+    async def send(self, message: OutboundMessage) -> str:
+        thread = await email_store.thread_of(self.hub, message.tenant_id, message.ticket_id, message.message_id)
+        mailbox = await self._mailbox(message.tenant_id, thread)
         files = []
         for a in message.attachments:
             if a.id is not None:

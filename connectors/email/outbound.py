@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese is written with full-width punctuation; these are its texts.
 """An agent's reply as a mail: threaded headers, plain text and HTML, the agent's files.
 
 - ``Message-ID`` is ours and signed (connectors/email/ids.py): the customer's reply names it in
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import html
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, formataddr, make_msgid
 
 import aiosmtplib
 
 from connectors.email import ids
 from connectors.email.store import MailboxConfig, Thread
+from core.channels import SurveyInvite
 from core.config import Settings
 from core.errors import DeliveryError
 from core.models import utcnow
@@ -64,6 +66,42 @@ def compose(settings: Settings, mailbox: MailboxConfig, *, to: str, text: str, m
         maintype, _, subtype = content_type.partition("/")
         msg.add_attachment(data, maintype=maintype, subtype=subtype or "octet-stream", filename=name)
     return msg, msgid
+
+
+# The survey's words (core.csat), in both languages: the hub does not know which the customer reads.
+SURVEY_SUBJECT = "How did we do? 请为本次服务评分"
+SURVEY_INTRO = ("Your request has been solved. How did we do? Pick a rating (1 = poor, 5 = great); "
+                "you can add a comment on the page.\n"
+                "您的问题已解决。请为本次服务评分（1 = 很差，5 = 很好），也可以在页面上留言。")
+
+
+def survey_links(survey: SurveyInvite) -> list[tuple[int, str]]:
+    """The five links: the hosted page with the rating chosen (it is given by the page's button,
+    never by opening a link: mail scanners open links)."""
+    return [(n, f"{survey.url}?rating={n}") for n in range(1, 6)]
+
+
+def compose_survey(mailbox: MailboxConfig, survey: SurveyInvite, thread: Thread) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = formataddr((mailbox.name, mailbox.address))
+    msg["To"] = survey.external_id
+    msg["Subject"] = f"{SURVEY_SUBJECT} {ids.subject_token(survey.ticket_id)}"
+    msg["Date"] = format_datetime(utcnow())
+    msg["Message-ID"] = make_msgid(domain=mailbox.domain)
+    if thread.references:
+        msg["In-Reply-To"] = f"<{thread.references[-1]}>"
+        msg["References"] = " ".join(f"<{r}>" for r in thread.references)
+    msg["X-Channelhub-Ticket"] = str(survey.ticket_id)
+    msg["X-Channelhub-Survey"] = str(survey.survey_id)
+    links = survey_links(survey)
+    msg.set_content(SURVEY_INTRO + "\n\n" + "\n".join(f"{'★' * n}{'☆' * (5 - n)} {n}: {url}" for n, url in links))
+    stars = "".join(
+        f'<a href="{html.escape(url)}" style="font-size:28px;text-decoration:none;margin:0 4px" '
+        f'title="{n}">{n} ★</a>' for n, url in links)
+    intro = html.escape(SURVEY_INTRO).replace("\n", "<br>")
+    msg.add_alternative(f'<!DOCTYPE html><html><body style="font-family: sans-serif"><p>{intro}</p>'
+                        f"<p>{stars}</p></body></html>", subtype="html")
+    return msg
 
 
 async def send(mailbox: MailboxConfig, msg: EmailMessage, recipients: list[str], timeout: float) -> None:

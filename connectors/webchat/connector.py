@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from connectors.webchat import store
 from connectors.webchat.settings import WebchatSettings
 from core.attachments import for_customer
-from core.channels import Attachment, Connector, InboundMessage, OutboundMessage
+from core.channels import Attachment, Connector, InboundMessage, OutboundMessage, SurveyInvite
 from core.errors import InvalidInput
 from core.events import EventKind, tenant_topic
 from core.live import live_topic
@@ -52,6 +52,10 @@ def check_client_id(value: Any) -> str:
     if not isinstance(value, str) or not CLIENT_ID.match(value):
         raise InvalidInput("client_id must be 1-100 characters of [A-Za-z0-9_.:-]", code="invalid_client_id")
     return value
+
+
+def survey_frame(token: str) -> dict[str, Any]:
+    return {"type": "csat", "survey": {"token": token}}
 
 
 class TypingWatch:
@@ -181,6 +185,7 @@ class PresenceWatch:
 class WebchatConnector(Connector):
     kind = "webchat"
     delivers_on_commit = True
+    surveys = True
 
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
@@ -216,6 +221,11 @@ class WebchatConnector(Connector):
         }
         await self.hub.bus.publish(visitor_topic(message.tenant_id, message.external_id), frame)
         return f"webchat:{message.message_id}"
+
+    async def send_survey(self, survey: SurveyInvite) -> None:
+        """A rating card in the widget: published to the visitor's sockets; one who is away gets it
+        with the next welcome while it is unanswered (core.csat.open_survey)."""
+        await self.hub.bus.publish(visitor_topic(survey.tenant_id, survey.external_id), survey_frame(survey.token))
 
     async def receive(
         self, tenant_id: int, visitor_id: str, client_id: str, text: Any, *, name: str | None = None,

@@ -19,10 +19,12 @@ from connectors.webchat.connector import (
     check_client_id,
     check_visitor,
     new_visitor_id,
+    survey_frame,
     visitor_topic,
 )
 from connectors.webchat.schemas import (
     ChatHello,
+    CsatFrame,
     History,
     HistoryQuery,
     MessageFrame,
@@ -33,7 +35,7 @@ from connectors.webchat.schemas import (
     UploadQuery,
     clean,
 )
-from core import attachments, probes
+from core import attachments, csat, probes
 from core.conversations import customer_history
 from core.errors import DomainError, Forbidden, InvalidInput, UnsupportedMediaType
 from core.live import customer_typing
@@ -185,6 +187,7 @@ class VisitorSession(SocketSession[ChatHello]):
         self.sent = RecentIds()
         self.handlers["message"] = self.message
         self.handlers["typing"] = self.typing_frame
+        self.handlers["csat"] = self.csat_frame
         self.last_typing = ("", 0.0)
         self.probe = False  # a prober's socket (core.probes), once its hello's mark is checked
 
@@ -206,6 +209,10 @@ class VisitorSession(SocketSession[ChatHello]):
                          "agents_online": agents_online, "offline_message": words["offline_message"],
                          "greeting": words["welcome"],
                          "uploads": {"max_bytes": self.conn.max_upload_bytes, "types": list(limits.upload_types)}})
+        # A survey the visitor has not answered yet (they may have left before it came).
+        survey = await csat.open_survey(self.conn.hub, self.tenant_id, self.conn.kind, self.visitor_id)
+        if survey is not None:
+            await self.send(survey_frame(survey["token"]))
 
     async def start_probe(self, mark: ProbeMark) -> None:
         """A prober's visitor (core.probes): a fresh visitor id, no history, no greeting; it is never
@@ -215,6 +222,7 @@ class VisitorSession(SocketSession[ChatHello]):
                       now=self.conn.clock())
         self.probe, self.visitor_id = True, new_visitor_id()
         del self.handlers["typing"]
+        del self.handlers["csat"]
         self.subscription = self.conn.hub.bus.subscribe(
             probes.probe_topic(self.tenant_id, self.conn.kind, self.visitor_id), self.push)
         await self.send({"type": "welcome", "visitor_id": self.visitor_id, "probe": True, "messages": []})
@@ -239,6 +247,14 @@ class VisitorSession(SocketSession[ChatHello]):
         self.last_typing = (frame.state, now)
         await customer_typing(self.conn.hub, self.tenant_id, self.conn.kind, self.visitor_id, frame.state)
         return None
+
+    async def csat_frame(self, data: dict[str, Any], ref: Any) -> dict[str, Any]:
+        """The visitor's rating of a survey (core.csat); the visitor's other tabs close their card."""
+        frame = parse_frame(CsatFrame, data)
+        await csat.answer(self.conn.hub, self.tenant_id, frame.token, frame.rating, frame.comment)
+        done = {"type": "csat_done", "token": frame.token}
+        await self.conn.hub.bus.publish(visitor_topic(self.tenant_id, self.visitor_id), done)
+        return done
 
     def live(self, frame: dict[str, Any]) -> None:
         """A publication on the visitor's topic: each message once per socket."""

@@ -64,6 +64,17 @@ class TypingFrame(Frame):
     state: Literal["composing", "paused"]
 
 
+class CsatFrame(Frame):
+    """The visitor's answer to a satisfaction survey shown in the widget (core.csat): the survey's
+    token (from the ``csat`` frame), a rating 1-5 and an optional comment."""
+
+    codes: ClassVar[Mapping[str, str]] = {"token": "survey_not_found", "rating": "invalid_rating",
+                                          "comment": "invalid_comment"}
+    token: str = Field(min_length=1, max_length=64)
+    rating: int = Field(ge=1, le=5)
+    comment: str | None = Field(default=None, max_length=2000)
+
+
 class ChatHello(Frame):
     """The socket's first frame. As lenient as the widget has always relied on: a visitor_id or since
     that is empty, zero or false means none (a new visitor; everything), and a name, e-mail or

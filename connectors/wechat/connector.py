@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese is written with full-width punctuation; these are its texts.
 """The WeChat connector: Official Account webhooks, WeCom kf callbacks, and replies.
 
 Inbound (``/wechat/oa/{key}`` and ``/wechat/kf/{key}`` on the tenant's domain, in routes.py):
@@ -34,8 +35,8 @@ from connectors.wechat.outbound import (
 )
 from connectors.wechat.settings import WeChatSettings
 from connectors.wechat.store import AccountConfig
-from core import attachments
-from core.channels import Attachment, Connector, InboundMessage, OutboundMessage
+from core import attachments, csat
+from core.channels import Attachment, Connector, InboundMessage, OutboundMessage, SurveyInvite
 from core.errors import DeliveryError, DomainError, NotFound
 from core.hub import Hub
 from core.ingest import check_message
@@ -52,8 +53,15 @@ UNREACHABLE = {40003: "not a follower of this account", 43004: "the customer unf
                43019: "the customer blocked the account"}
 
 
+# The survey's words (core.csat): one message in both languages, since the hub does not know which
+# the customer reads.
+SURVEY_TEXT = ("请为本次服务评分：回复数字 1（很差）到 5（很好），或打开链接评分并留言：\n{url}\n"
+               "How did we do? Reply with a number from 1 (poor) to 5 (great), or rate us here: {url}")
+
+
 class WeChatConnector(Connector):
     kind = "wechat"
+    surveys = True
 
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub)
@@ -90,13 +98,22 @@ class WeChatConnector(Connector):
         return True
 
     async def store(self, account: AccountConfig, parsed: list[Parsed]) -> None:
-        """Into the inbox (durable when this returns); tickets are made of it right after."""
+        """Into the inbox (durable when this returns); tickets are made of it right after. A reply of
+        a bare rating (1-5, core.csat.reply_rating) while the customer's survey is open answers the
+        survey instead, and is no message."""
+        parsed = [p for p in parsed if not await self._rating(account, p)]
         new = await self.hub.inbox.accept([self._inbound(account, p) for p in parsed])
         if self.settings.prefetch_media:
             for p, is_new in zip(parsed, new, strict=True):
                 if is_new:
                     for _kind, media_id in p.media:
                         self.background(self._prefetch(account, media_id))
+
+    async def _rating(self, account: AccountConfig, parsed: Parsed) -> bool:
+        if parsed.media or csat.reply_rating(parsed.text) is None:
+            return False  # the common case: no query at all
+        return await csat.answer_reply(self.hub, account.tenant_id, self.kind, account.external_id(parsed.user_id),
+                                       parsed.text, parsed.channel_message_id)
 
     async def _prefetch(self, account: AccountConfig, media_id: str) -> None:
         try:
@@ -166,7 +183,7 @@ class WeChatConnector(Connector):
                     await self.api.call(account, "POST", "/cgi-bin/kf/send_msg", json_body={
                         "touser": user_id, "open_kfid": account.open_kfid,
                         # WeCom de-duplicates on msgid: a redelivery after a crash is not sent twice.
-                        "msgid": f"ch{message.message_id}x{n}", **payload})
+                        "msgid": f"{message.context.get('msgid', f'ch{message.message_id}')}x{n}", **payload})
                 else:
                     await self.api.call(account, "POST", "/cgi-bin/message/custom/send",
                                         json_body={"touser": user_id, **payload})
@@ -188,6 +205,14 @@ class WeChatConnector(Connector):
                 await wechat_store.release_reply(self.hub, account, user_id, opened)
                 raise
         return f"wechat:{message.message_id}"
+
+    async def send_survey(self, survey: SurveyInvite) -> None:
+        """The survey as a text message (within the same 48-hour window and quota as replies)."""
+        await self.send(OutboundMessage(
+            tenant_id=survey.tenant_id, channel=self.kind, external_id=survey.external_id,
+            text=SURVEY_TEXT.format(url=survey.url), message_id=0, ticket_id=survey.ticket_id,
+            # Its own key for WeCom's de-duplication (never a reply's).
+            context={"msgid": f"csat{survey.survey_id}"}))
 
     async def _payloads(self, account: AccountConfig, message: OutboundMessage) -> list[Payload]:
         """Text, plus media: our own files (uploaded, or the earlier upload reused) and media already on

@@ -263,6 +263,9 @@ function applyEvent(ev, backlog) {
     if (!backlog && ev.ticket) notify(t('notify.new_ticket', { title: ticketTitle(ev.ticket) }), '', ev.ticket_id);
   } else if (ev.kind === 'ticket.assigned' && !selected && ev.ticket && ev.ticket.assignee_id === me) {
     markUnread(ev.ticket_id);
+  } else if (ev.kind === 'csat.rated' && selected && state.thread) {
+    // The customer rated the open ticket: its line under the conversation shows it at once.
+    state.thread.csat = { ...(state.thread.csat || {}), rating: ev.rating, comment: ev.comment };
   } else if (ev.kind === 'mention' && ev.mentioned_agent_id === me) {
     if (!backlog) {
       const who = (ev.author && ev.author.name) || t('ticket.agent');
@@ -487,6 +490,7 @@ async function loadThread(id) {
       if (!state.viewTicket || stamp(data.ticket) >= stamp(state.viewTicket)) state.viewTicket = data.ticket;
     }
     for (const m of data.messages || []) if (m && m.id != null) th.messages.set(m.id, m);
+    th.csat = data.csat || null;
     th.loading = false;
   } catch (err) {
     if (state.selectedId === id) {
@@ -848,7 +852,17 @@ function Thread() {
     <div id="thread" role="log" aria-live="polite" ref=${box} onScroll=${onScroll}>
       ${th && th.loading && !messages.length && html`<p class="empty">${t('ticket.loading')}</p>`}
       ${messages.map((m) => html`<${Message} key=${m.id} m=${m} />`)}
+      ${th && th.csat && html`<${CsatLine} s=${th.csat} />`}
     </div>`;
+}
+
+// The customer's satisfaction rating of the ticket (core.csat), or that a survey was sent.
+function CsatLine({ s }) {
+  if (s.rating == null) return html`<p class="csat-line">${t('csat.asked')}</p>`;
+  const stars = '★'.repeat(s.rating) + '☆'.repeat(5 - s.rating);
+  return html`<p class="csat-line" data-rating=${s.rating}>
+    <span class="csat-stars" aria-hidden="true">${stars}</span> ${t('csat.rated', { rating: s.rating })}
+    ${s.comment && html`<q class="csat-comment">${s.comment}</q>`}</p>`;
 }
 
 const newClientId = () => `c${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;

@@ -54,6 +54,14 @@ button{cursor:pointer}
 .chw-status[data-state=error]{color:#cf222e}
 .chw-offline{padding:8px 14px;font-size:13px;color:#7d4e00;background:#fff8c5;border-bottom:1px solid #eed888;white-space:pre-wrap;overflow-wrap:anywhere}
 .chw-messages{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:6px}
+.chw-survey{align-self:stretch;padding:10px 12px;border:1px solid #d0d7de;border-radius:10px;background:#fff;font-size:13px}
+.chw-survey-title{font-weight:600;margin-bottom:6px}
+.chw-stars{display:flex;gap:4px;margin:6px 0}
+.chw-star{border:none;background:none;font-size:24px;line-height:1;cursor:pointer;color:#d0d7de;padding:0 2px}
+.chw-star[aria-pressed=true],.chw-star.chw-lit{color:#f5a623}
+.chw-survey textarea{width:100%;box-sizing:border-box;font:inherit;margin:4px 0;resize:vertical}
+.chw-survey-send{padding:4px 14px;border:none;border-radius:6px;background:#0969da;color:#fff;cursor:pointer}
+.chw-survey-error{color:#cf222e;margin-top:4px}
 .chw-greeting{align-self:stretch;padding:8px 11px;border-radius:10px;background:#f6f8fa;color:#57606a;font-size:13px;white-space:pre-wrap;overflow-wrap:anywhere}
 .chw-msg{max-width:80%;padding:8px 11px;border-radius:14px;white-space:pre-wrap;overflow-wrap:anywhere}
 .chw-inbound{align-self:flex-end;background:${BLUE};color:#fff;border-bottom-right-radius:4px}
@@ -95,6 +103,8 @@ const ui = {
   drafts: [],      // files picked, dropped or pasted for the next message (see addFiles)
   dragging: false,
   toBottom: false, // scroll the conversation to its end at the next redraw
+  rating: 0,       // the survey card's chosen stars, and its comment
+  comment: '',
 };
 let chat = null;
 let origin = '';
@@ -298,6 +308,32 @@ function Draft({ d }) {
   </li>`;
 }
 
+function Survey({ s }) {
+  if (s.state === 'done') {
+    return html`<div id="chw-survey" class="chw-survey" role="status"><div class="chw-survey-title">${t('csat.thanks')}</div></div>`;
+  }
+  const pickStar = (n) => { ui.rating = n; s.error = null; redraw(); };
+  const send = (e) => {
+    e.preventDefault();
+    if (!ui.rating) { s.error = { code: 'pick', message: t('csat.pick') }; redraw(); return; }
+    chat.rate(ui.rating, ui.comment.trim());
+  };
+  return html`<form id="chw-survey" class="chw-survey" onSubmit=${send}>
+    <div class="chw-survey-title">${t('csat.title')}</div>
+    <div>${t('csat.ask')}</div>
+    <div class="chw-stars" role="group" aria-label=${t('csat.title')}>
+      ${[1, 2, 3, 4, 5].map((n) => html`<button key=${n} type="button" class=${`chw-star${n <= ui.rating ? ' chw-lit' : ''}`}
+        data-value=${n} aria-pressed=${ui.rating === n ? 'true' : 'false'} aria-label=${t('csat.star', { n })}
+        title=${t('csat.star', { n })} onClick=${() => pickStar(n)}>★</button>`)}
+    </div>
+    <textarea id="chw-survey-comment" rows="2" maxlength="2000" placeholder=${t('csat.comment')}
+              aria-label=${t('csat.comment')} value=${ui.comment}
+              onInput=${(e) => { ui.comment = e.currentTarget.value; }}></textarea>
+    <button class="chw-survey-send" type="submit" disabled=${s.state === 'sending'}>${t('csat.send')}</button>
+    ${s.error && html`<div class="chw-survey-error" role="alert">${s.error.code === 'pick' ? s.error.message : errorText(s.error)}</div>`}
+  </form>`;
+}
+
 function Widget() {
   const status = chat.flash ? 'error' : chat.status;
   const statusText = chat.flash ? errorText(chat.flash) : t(`status.${chat.status}`);
@@ -356,6 +392,7 @@ function Widget() {
         ${greeting && html`<div id="chw-greeting" class="chw-greeting">${greeting}</div>`}
         ${chat.confirmed().map((m) => html`<${Message} key=${`m${m.id}`} m=${m} />`)}
         ${[...chat.outbox].map(([cid, p]) => html`<${Unconfirmed} key=${`c${cid}`} clientId=${cid} p=${p} />`)}
+        ${chat.survey && html`<${Survey} s=${chat.survey} />`}
       </div>
       <div id="chw-typing" class="chw-typing" aria-live="polite" hidden=${!chat.agentTyping}>${chat.agentTyping
         ? (typingName ? t('typing.named', { name: typingName }) : t('typing.someone')) : ''}</div>

@@ -15,6 +15,7 @@ const CACHE_LIMIT = 100;     // messages kept in localStorage to redraw the chat
 const TYPING_EVERY = 3000;   // "composing" is sent at most this often
 const TYPING_IDLE = 5000;    // no key for this long: "paused"
 const AGENT_TYPING_FOR = 8000; // a lost "paused" must not leave "is typing" showing
+const SURVEY_ERRORS = new Set(['invalid_rating', 'invalid_comment', 'survey_not_found', 'survey_answered']);
 
 // localStorage throws in sandboxed frames and some privacy modes: memory only, then.
 export const store = {
@@ -54,6 +55,8 @@ export class Chat {
     this.words = { offline_message: {}, greeting: {} };
     this.uploads = null;         // {max_bytes, types} from the welcome
     this.agentTyping = null;     // {name} while an agent types
+    // A satisfaction survey (core.csat) to show: {token, state: open | sending | done, error}.
+    this.survey = null;
 
     this.ws = null;
     this.ready = false;          // between "welcome" and close
@@ -199,6 +202,16 @@ export class Chat {
 
   frame(obj) { if (this.isOpen()) this.ws.send(JSON.stringify(obj)); }
 
+  /** Answer the survey shown: a rating 1-5 and an optional comment, over the socket. */
+  rate(rating, comment) {
+    if (!this.survey || this.survey.state !== 'open' || !this.isOpen()) return false;
+    this.survey.state = 'sending';
+    this.survey.error = null;
+    this.frame({ type: 'csat', token: this.survey.token, rating, comment: comment || null });
+    this.changed();
+    return true;
+  }
+
   setStatus(status) {
     if (status !== 'online') { clearTimeout(this.timers.flash); this.flash = null; }
     this.status = status;
@@ -270,8 +283,25 @@ export class Chat {
         this.agentsOnline = Boolean(f.online);
         this.changed();
         break;
+      case 'csat':
+        if (f.survey && typeof f.survey.token === 'string'
+            && !(this.survey && this.survey.token === f.survey.token)) {
+          this.survey = { token: f.survey.token, state: 'open', error: null };
+          this.changed();
+        }
+        break;
+      case 'csat_done':
+        if (this.survey && this.survey.token === f.token) { this.survey.state = 'done'; this.changed(); }
+        break;
       case 'error': {
         const error = { code: f.code, message: f.message };
+        if (this.survey && this.survey.state === 'sending' && SURVEY_ERRORS.has(f.code)) {
+          // A rating refused (or answered already, from another tab): said on the card itself.
+          this.survey.state = f.code === 'survey_answered' ? 'done' : 'open';
+          this.survey.error = error;
+          this.changed();
+          break;
+        }
         const p = f.client_id && this.outbox.get(f.client_id);
         // busy: the server was overloaded and stored nothing; the same client_id is sent again.
         if (p && !p.failed && f.code === 'busy') this.retryLater(f.client_id);
