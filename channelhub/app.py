@@ -21,7 +21,7 @@ from aiohttp import web
 import admin_api
 import admin_api.operator
 from connectors.registry import CHANNELS
-from core import availability, backups, outbox, presence, purge, tenants
+from core import availability, backups, outbox, presence, purge, sla, tenants
 from core.breakers import SubsystemOffline
 from core.config import Settings
 from core.hub import Hub
@@ -154,6 +154,10 @@ async def _on_startup(app: web.Application) -> None:
     if s.purge_interval > 0:  # 0: this process runs no purge (another does)
         app[TASKS].append(asyncio.create_task(
             _every(s.purge_interval, lambda: purge.purge_round(hub), "purge", first=min(s.purge_interval, 10.0))))
+    if s.sla_interval > 0:  # 0: this process runs no SLA sweeper (another does)
+        # Every process asks each round (one UPDATE); the one holding the lease sweeps (core.sla).
+        sweeper = sla.Sweeper(hub)
+        app[TASKS].append(asyncio.create_task(_every(s.sla_interval, sweeper.round, "sla sweeper")))
     app[RESOLVER].watch(hub.bus)
     # What start-up made (modules, the models' metadata, compiled statements) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk all of it and

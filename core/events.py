@@ -28,6 +28,10 @@ class EventKind:
     CUSTOMER_MERGED = "customer.merged"
     CUSTOMER_UNMERGED = "customer.unmerged"
     MENTION = "mention"
+    # SLA policies (#17, core.sla): a deadline near (to the assignee and supervisors and above),
+    # and one passed (recorded once, with the assignee and group of that moment).
+    SLA_WARNING = "sla.warning"
+    SLA_BREACHED = "sla.breached"
 
 
 # Events about customers, not tickets: every agent of the tenant sees them.

@@ -83,7 +83,8 @@ async def test_each_role_gets_what_the_table_says(staff: Staff, op: Any) -> None
     if op.path == "/api/v1/attachments":
         path += f"?name=roles-{uuid.uuid4().hex[:6]}.txt"
     # The roles without access first: their refusal must come before anything changes.
-    refusal = "admin_only" if allowed["admin"] else "owner_only"
+    refusal = ("owner_only" if not allowed["admin"] else "admin_only" if not allowed["supervisor"]
+               else "supervisor_only")
     for role in sorted(ROLES[1:], key=lambda r: allowed[r]):
         reply = await s.call(op.method, path, token=await staff.token(role, op_key(op)), **kwargs)
         if allowed[role]:
