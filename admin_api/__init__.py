@@ -26,6 +26,7 @@ from admin_api.routes import (
     routing,
     search,
     seats,
+    sla,
     tickets,
     workspace,
 )
@@ -37,8 +38,7 @@ STATIC = Path(__file__).parent / "static"
 ROUTE_TABLES: tuple[RouteTable, ...] = (
     auth.ROUTES, seats.ROUTES, tickets.ROUTES, routing.ROUTES, attachments.ROUTES, billing.ROUTES, search.ROUTES,
     workspace.ROUTES, availability.ROUTES, deletion.ROUTES, audit.ROUTES, exports.ROUTES, gateway.ROUTES,
-    reports.ROUTES,
-    csat.ROUTES,
+    reports.ROUTES, csat.ROUTES, sla.ROUTES,
 )
 
 

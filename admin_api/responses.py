@@ -150,8 +150,23 @@ class CustomerRef(Out):
     email: str | None
 
 
+class SlaDeadline(Out):
+    """One open SLA deadline of a ticket (core.sla.deadline_view)."""
+
+    target: Literal["first_response", "next_response", "resolution"]
+    cycle: int = Field(description="Next response: which wait (1, 2, ...); 0 for the others")
+    policy: str
+    due_at: datetime | None = Field(description="When the clock runs out (null while paused with time left)")
+    paused: bool = Field(description="The ticket is pending on the customer (or solved): the clock stands")
+    remaining: float | None = Field(description="Seconds left while paused (business seconds on business hours)")
+    met_at: datetime | None
+    warned_at: datetime | None
+    breached_at: datetime | None
+
+
 class Ticket(Out):
-    """A ticket as core.serialize.ticket_dict writes it."""
+    """A ticket as core.serialize.ticket_dict writes it (lists and the detail add its open SLA
+    deadlines, ``sla``)."""
 
     id: int
     subject: str | None
@@ -170,6 +185,8 @@ class Ticket(Out):
     first_response_at: datetime | None
     solved_at: datetime | None
     reopen_count: int
+    sla: list[SlaDeadline] = Field(default_factory=list, description="Open SLA deadlines, soonest first "
+                                   "(lists, the detail and the socket's snapshot; not in events)")
 
 
 class QueuedTicket(Ticket):
@@ -941,7 +958,35 @@ class CsatMetric(Out):
     distribution: list[int] = Field(description="Ratings 1 to 5")
 
 
-class SlaBreaches(Out):
+# --- SLA policies and the breach report (#17, core.sla) ---------------------------------------------
+class SlaPolicy(Out):
+    """An SLA policy (core.sla.policy_dict)."""
+
+    id: int
+    name: str
+    position: int
+    enabled: bool
+    priorities: list[PriorityName]
+    channels: list[str]
+    first_response: int | None
+    next_response: int | None
+    resolution: int | None
+    business_hours: bool
+    warn_before: int | None
+    escalate_priority: PriorityName | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SlaPolicyEnvelope(Out):
+    policy: SlaPolicy
+
+
+class SlaPoliciesEnvelope(Out):
+    policies: list[SlaPolicy]
+
+
+class SlaCounts(Out):
     first_response: int
     next_response: int
     resolution: int
@@ -960,7 +1005,7 @@ class Metrics(Out):
     handle: HandleMetric
     status_share: StatusShare
     csat: CsatMetric
-    sla_breaches: SlaBreaches
+    sla_breaches: SlaCounts
 
 
 class ReportPeriod(Out):
@@ -1038,3 +1083,27 @@ class GroupsReportEnvelope(Out):
 
 class DemandReportEnvelope(Out):
     report: DemandReport
+
+
+class SlaAgentRow(Out):
+    agent_id: int | None
+    agent_name: str | None
+    breaches: SlaCounts
+
+
+class SlaGroupRow(Out):
+    group_id: int | None
+    group_name: str | None
+    breaches: SlaCounts
+
+
+class SlaReport(Out):
+    period: ReportPeriod
+    filters: ReportFilters
+    totals: SlaCounts
+    agents: list[SlaAgentRow]
+    groups: list[SlaGroupRow]
+
+
+class SlaReportEnvelope(Out):
+    report: SlaReport

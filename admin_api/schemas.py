@@ -589,3 +589,50 @@ class CsatPageQuery(Strict):
 
 class CsatSettingsBody(Strict):
     enabled: bool = Field(description="Whether solved tickets' customers are asked to rate them (default on)")
+# --- SLA policies and the breach report (#17, core.sla) ---------------------------------------------
+SlaSeconds = Annotated[int, Field(ge=1, le=366 * 86400, description="Seconds (1 to a year)")]
+ChannelKind = Annotated[str, Field(min_length=1, max_length=40)]
+
+
+class SlaPolicyBody(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    priorities: list[PriorityName] = Field(default_factory=list, max_length=4,
+                                           description="The priorities it applies to; empty: any")
+    channels: list[ChannelKind] = Field(default_factory=list, max_length=50,
+                                        description="The channels it applies to; empty: any")
+    first_response: SlaSeconds | None = None
+    next_response: SlaSeconds | None = None
+    resolution: SlaSeconds | None = None
+    business_hours: bool = Field(default=False, description="Count the tenant's business hours only")
+    warn_before: SlaSeconds | None = Field(default=None, description="Warn this long before a deadline; "
+                                           "default: when 80 % of the target ran")
+    escalate_priority: PriorityName | None = Field(default=None, description="Raise the ticket to this "
+                                                   "priority when a warning fires")
+    enabled: bool = True
+    position: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class SlaPolicyPatch(Patch):
+    nullable: ClassVar[frozenset[str]] = frozenset({"first_response", "next_response", "resolution", "warn_before",
+                                                     "escalate_priority"})
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    priorities: list[PriorityName] | None = Field(default=None, max_length=4)
+    channels: list[ChannelKind] | None = Field(default=None, max_length=50)
+    first_response: SlaSeconds | None = None
+    next_response: SlaSeconds | None = None
+    resolution: SlaSeconds | None = None
+    business_hours: bool | None = None
+    warn_before: SlaSeconds | None = None
+    escalate_priority: PriorityName | None = None
+    enabled: bool | None = None
+    position: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class SlaReportQuery(Strict):
+    from_: date | None = Field(default=None, alias="from", description="First day (YYYY-MM-DD, tenant's time zone)")
+    to: date | None = Field(default=None, description="Last day, inclusive; default: today")
+    channel: ChannelKind | None = None
+    group_id: GroupId | None = None
+    agent_id: AgentId | None = None
+    tag: str | None = Field(default=None, min_length=1, max_length=50)
+    format: Literal["json"] = "json"

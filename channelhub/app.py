@@ -22,7 +22,7 @@ from aiohttp import web
 import admin_api
 import admin_api.operator
 from connectors.registry import CHANNELS
-from core import availability, backups, csat, outbox, presence, purge, rollups, tenants
+from core import availability, backups, csat, outbox, presence, purge, rollups, sla, tenants
 from core.breakers import SubsystemOffline
 from core.config import Settings
 from core.hub import Hub
@@ -173,6 +173,10 @@ async def _on_startup(app: web.Application) -> None:
         app[TASKS].append(asyncio.create_task(
             _every(s.reports_interval, lambda: _reports_round(hub), "reports rollups",
                    first=min(s.reports_interval, 5.0))))
+    if s.sla_interval > 0:  # 0: this process runs no SLA sweeper (another does)
+        # Every process asks each round (one UPDATE); the one holding the lease sweeps (core.sla).
+        sweeper = sla.Sweeper(hub)
+        app[TASKS].append(asyncio.create_task(_every(s.sla_interval, sweeper.round, "sla sweeper")))
     app[RESOLVER].watch(hub.bus)
     # What start-up made (modules, the models' metadata, compiled statements) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk all of it and

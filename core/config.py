@@ -85,6 +85,9 @@ class Settings:
     login_lockout_max_seconds: float = 900.0
     login_hash_concurrency: int = 2
     sweeper_interval: float = 30.0
+    # How often the SLA sweeper (core.sla) looks for deadlines due, in the process holding its
+    # lease; 0: this process never sweeps.
+    sla_interval: float = 5.0
     # The operator's API (admin_api/operator) is served on this host only, and nothing else is;
     # unset: no operator API (`make run` sets operator.localhost).
     operator_host: str | None = None
@@ -196,6 +199,7 @@ class Settings:
             login_lockout_max_seconds=float(get("LOGIN_LOCKOUT_MAX_SECONDS") or defaults.login_lockout_max_seconds),
             login_hash_concurrency=int(get("LOGIN_HASH_CONCURRENCY") or defaults.login_hash_concurrency),
             sweeper_interval=float(get("SWEEPER_INTERVAL") or defaults.sweeper_interval),
+            sla_interval=float(get("SLA_INTERVAL") or defaults.sla_interval),
             operator_host=(get("OPERATOR_HOST") or "").strip().lower().rstrip(".") or None,
             metrics_token=get("METRICS_TOKEN"),
             billing_interval=float(get("BILLING_INTERVAL") or defaults.billing_interval),

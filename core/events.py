@@ -31,6 +31,10 @@ class EventKind:
     # Satisfaction (#17, core.csat): a customer rated a solved ticket. Payload: survey_id, rating
     # (1-5), comment (or null), agent_id and group_id (of the ticket when it was solved).
     CSAT_RATED = "csat.rated"
+    # SLA policies (#17, core.sla): a deadline near (to the assignee and supervisors and above),
+    # and one passed (recorded once, with the assignee and group of that moment).
+    SLA_WARNING = "sla.warning"
+    SLA_BREACHED = "sla.breached"
 
 
 # Events about customers, not tickets: every agent of the tenant sees them.

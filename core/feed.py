@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 
+from core import sla
 from core.auth import Principal
 from core.events import visible_to
 from core.models import Customer, Event, Ticket, TicketStatus, utcnow
@@ -39,7 +40,9 @@ async def snapshot(hub: Hub, principal: Principal) -> tuple[int, list[dict[str, 
         if not principal.sees_all:
             stmt = stmt.where(Ticket.assignee_id == principal.agent_id)
         rows = (await session.execute(stmt)).all()
-    return last, [ticket_dict(t, c) for t, c in rows]
+        # Their open SLA deadlines (core.sla), which the console counts down.
+        due = await sla.deadlines(session, principal.tenant_id, [t.id for t, _ in rows])
+    return last, [{**ticket_dict(t, c), "sla": due.get(t.id, [])} for t, c in rows]
 
 
 async def missed_events(

@@ -28,8 +28,8 @@ INDEX = {name: i for i, name in enumerate(FIELDS)}
 WIDTH = len(FIELDS)
 
 # The kinds a contribution reads (the rest carry nothing a report counts).
-SLA_BREACHED = "sla.breached"
-CSAT_RATED = "csat.rated"
+SLA_BREACHED = EventKind.SLA_BREACHED
+CSAT_RATED = EventKind.CSAT_RATED
 STATE_KINDS = frozenset({EventKind.TICKET_CREATED, EventKind.TICKET_ASSIGNED, EventKind.TICKET_UNASSIGNED,
                          EventKind.TICKET_QUEUED, EventKind.TICKET_OVERFLOWED, EventKind.TICKET_UPDATED,
                          EventKind.MESSAGE_CREATED})

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -543,9 +544,10 @@ class Event(TenantScoped, Base):
     """Every change of state, in order. Live clients get it from the bus; reconnecting ones from here."""
 
     __tablename__ = "events"
-    # The second index: a ticket's history in order (the reports' rollups read it, core.rollups).
     __table_args__ = (Index("ix_events_tenant_id_id", "tenant_id", "id"),
-                      Index("ix_events_tenant_ticket", "tenant_id", "ticket_id", "id"))
+                      # A ticket's history in order: the SLA sweeper (core.sla) and the reports'
+                      # rollups (core.rollups) recompute a ticket from it.
+                      Index("ix_events_ticket_id_id", "ticket_id", "id"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     ticket_id: Mapped[int | None] = mapped_column(BigId)
@@ -1118,6 +1120,8 @@ class ReportCursor(TenantScoped, Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
     clock: Mapped[str] = mapped_column(String(64), default="")
+
+
 # --- satisfaction surveys (#17, core.csat) ---------------------------------------------------------------
 class CsatState(enum.StrEnum):
     PENDING = "pending"  # stored with the solve, not yet handed to the channel
@@ -1168,3 +1172,84 @@ class CsatSettings(TenantScoped, Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     enabled: Mapped[bool] = mapped_column(default=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+class SlaTarget(enum.StrEnum):
+    FIRST_RESPONSE = "first_response"
+    NEXT_RESPONSE = "next_response"
+    RESOLUTION = "resolution"
+
+
+class SlaPolicy(TenantScoped, Base):
+    """One ordered SLA policy of a tenant (core.sla): the first enabled one whose conditions hold
+    for a ticket's priority and channel applies to it. Targets are seconds (null: not measured)."""
+
+    __tablename__ = "sla_policies"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"), Index("ix_sla_policies_tenant_position",
+                                                                      "tenant_id", "position"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    # Empty: any priority / any channel.
+    priorities: Mapped[list[Any]] = mapped_column(default=list)
+    channels: Mapped[list[Any]] = mapped_column(default=list)
+    first_response: Mapped[int | None] = mapped_column(Integer)
+    next_response: Mapped[int | None] = mapped_column(Integer)
+    resolution: Mapped[int | None] = mapped_column(Integer)
+    # True: the targets count the tenant's business hours only (routing_settings.business_hours).
+    business_hours: Mapped[bool] = mapped_column(default=False)
+    # The warning fires this many seconds before the deadline (null: when 80 % of the target ran).
+    warn_before: Mapped[int | None] = mapped_column(Integer)
+    # When the warning fires, the ticket's priority rises to this one (if lower).
+    escalate_priority: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TicketSla(TenantScoped, Base):
+    """A ticket's live deadline of one target (core.sla): computed by the SLA sweeper from the
+    ticket's events; ``warned_at`` and ``breached_at`` are set once each, by a conditional UPDATE.
+    Next response has one row per wait (``cycle`` 1, 2, ...); the others have cycle 0."""
+
+    __tablename__ = "ticket_sla"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "target", "cycle"),
+        Index("ix_ticket_sla_warn_at", "warn_at"),
+        Index("ix_ticket_sla_due_at", "due_at"),
+        Index("ix_ticket_sla_policy_id", "policy_id"),
+        # The breach report: a tenant's breaches in a period.
+        Index("ix_ticket_sla_tenant_breached", "tenant_id", "breached_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(String(20))
+    cycle: Mapped[int] = mapped_column(Integer, default=0)
+    policy_id: Mapped[int | None] = mapped_column(ForeignKey("sla_policies.id", ondelete="SET NULL"))
+    policy_name: Mapped[str] = mapped_column(String(200))
+    business_hours: Mapped[bool] = mapped_column(default=False)
+    target_seconds: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    # When the clock runs out (null while paused with time left).
+    due_at: Mapped[datetime | None]
+    # When the warning is due (null while paused, or when met).
+    warn_at: Mapped[datetime | None]
+    # Set while the ticket is pending on the customer: the clock stands, with ``remaining`` seconds.
+    paused_at: Mapped[datetime | None]
+    remaining: Mapped[float | None] = mapped_column(Float)
+    met_at: Mapped[datetime | None]
+    warned_at: Mapped[datetime | None]
+    breached_at: Mapped[datetime | None]
+    # The assignee and group when the breach was recorded (the breach report counts them).
+    breach_agent_id: Mapped[int | None] = mapped_column(Integer)
+    breach_group_id: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SlaCursor(Base):
+    """How far the SLA sweeper has read the events table (the last id below which every event was
+    seen or is long past committing). One row; no tenant data."""
+
+    __tablename__ = "sla_cursor"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import csat, transitions
+from core import csat, sla, transitions
 from core.auth import Principal
 from core.capacity import Pending, lock_agents, move_load
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -149,9 +149,12 @@ async def get_ticket(hub: Hub, principal: Principal, ticket_id: int, *, limit: i
                 .limit(limit)
             )
         ).all()
+        due = await sla.deadlines(session, principal.tenant_id, [ticket.id])
         return {
-            # merged_into_id: the ticket this one was merged into (core.merges), in its detail only.
-            "ticket": {**ticket_dict(ticket, customer), "merged_into_id": ticket.merged_into_id},
+            # merged_into_id: the ticket this one was merged into (core.merges), in its detail only;
+            # sla: its open deadlines (core.sla), soonest first.
+            "ticket": {**ticket_dict(ticket, customer), "merged_into_id": ticket.merged_into_id,
+                       "sla": due.get(ticket.id, [])},
             "messages": [message_dict(m, agent=a, customer=customer) for m, a in messages],
             # Its satisfaction survey (core.csat), rated or not; null when none was sent.
             "csat": await csat.of_ticket(session, ticket.id),
@@ -245,7 +248,10 @@ async def list_tickets(
         stmt = stmt.where(Ticket.id < before_id)
     stmt = stmt.order_by(Ticket.id.desc()).limit(limit)
     async with hub.db.read(principal.tenant_id) as session:
-        return [ticket_dict(t, c) for t, c in (await session.execute(stmt)).all()]
+        rows = (await session.execute(stmt)).all()
+        # The page's open SLA deadlines (core.sla), in one more query.
+        due = await sla.deadlines(session, principal.tenant_id, [t.id for t, _ in rows])
+    return [{**ticket_dict(t, c), "sla": due.get(t.id, [])} for t, c in rows]
 
 
 async def view_counts(hub: Hub, principal: Principal) -> dict[str, int]:

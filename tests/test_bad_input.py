@@ -67,6 +67,7 @@ ID_PARAMS = {
     "canned_id": ("canned_not_found", MAX_BIG_ID),
     "macro_id": ("macro_not_found", MAX_BIG_ID),
     "export_id": ("export_not_found", MAX_BIG_ID),
+    "policy_id": ("sla_policy_not_found", MAX_ID),
 }
 # Where one route's id of the same name is missing with another code.
 ID_PARAMS_BY_ROUTE = {
@@ -131,6 +132,8 @@ class Shop:
     export: dict[str, Any] = dataclasses.field(default_factory=dict)
     # A satisfaction survey sent for a second chat, solved (#17): its token.
     csat_token: str = ""
+    # An SLA policy (#17), as the admin API shows it.
+    sla_policy: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def domain(self) -> str:
@@ -144,7 +147,7 @@ class Shop:
                 "message_id": self.message_id, "invoice_number": self.invoice_number,
                 "xmpp_account_id": self.xmpp["id"], "merge_id": self.workspace["merge_id"],
                 "canned_id": self.workspace["canned_id"], "macro_id": self.workspace["macro_id"],
-                "export_id": self.export["id"], "token": self.csat_token}
+                "export_id": self.export["id"], "token": self.csat_token, "policy_id": self.sla_policy["id"]}
 
     async def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
                    data: Any = None, headers: dict[str, str] | None = None) -> Reply:
@@ -233,6 +236,13 @@ async def shop(settings: Settings, server: Server, wechat_api: StandIn) -> Async
             "kind": "client", "jid": f"help@xmpp.{info.domain}", "secret": "xmpp secret"})
         assert xmpp.status == 201, xmpp
         s.xmpp = dict(xmpp.body["account"])
+        # Disabled: the background SLA sweeper then writes no deadlines for the shop's tickets while
+        # the tests compare its rows before and after a refused request.
+        policy = await http("POST", "/api/v1/sla/policies", host=info.domain, token=admin_token,
+                            json_body={"name": "Standard", "first_response": 3600, "resolution": 86400,
+                                       "enabled": False})
+        assert policy.status == 201, policy
+        s.sla_policy = dict(policy.body["policy"])
         export = await http("POST", "/api/v1/exports", host=info.domain, token=admin_token, json_body={})
         assert export.status == 202, export
 
@@ -325,6 +335,9 @@ def valid_bodies(shop: Shop) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/api/v1/routing/rules"): {"name": f"rule {uuid.uuid4().hex[:6]}", "actions": {"priority": "high"}},
         ("PATCH", "/api/v1/routing/rules/{rule_id}"): {"enabled": False},
         ("PUT", "/api/v1/routing/rules/order"): {"ids": [shop.rule_id]},
+        ("POST", "/api/v1/sla/policies"): {"name": f"sla {uuid.uuid4().hex[:6]}", "first_response": 600,
+                                              "enabled": False},
+        ("PATCH", "/api/v1/sla/policies/{policy_id}"): {"enabled": False},
         ("PUT", "/api/v1/routing/settings"): {"offline_policy": "keep"},
         ("PATCH", "/api/v1/groups/{group_id}"): {"strategy": "round_robin"},
         ("PUT", "/api/v1/groups/{group_id}/members"): {"agent_ids": [shop.agent.id]},
@@ -463,6 +476,17 @@ def badly_typed(shop: Shop) -> dict[tuple[str, str], list[tuple[dict[str, Any], 
         ("PATCH", "/api/v1/routing/rules/{rule_id}"): [
             ({"enabled": "no"}, "enabled"), ({"position": "1"}, "position"), ({"name": ""}, "name"),
             ({"conditions": []}, "conditions"),
+        ],
+        ("POST", "/api/v1/sla/policies"): [
+            ({"name": "s", "first_response": -5}, "first_response"), ({"name": "s", "resolution": 0}, "resolution"),
+            ({"name": "s", "resolution": "60"}, "resolution"), ({"name": "s", "resolution": 10**9}, "resolution"),
+            ({"name": "s", "resolution": 60, "priorities": ["critical"]}, "priorities"),
+            ({"name": "s", "resolution": 60, "escalate_priority": "asap"}, "escalate_priority"),
+            ({"name": "", "resolution": 60}, "name"), ({"resolution": 60}, "name"),
+        ],
+        ("PATCH", "/api/v1/sla/policies/{policy_id}"): [
+            ({"enabled": "no"}, "enabled"), ({"first_response": -1}, "first_response"), ({"name": None}, "name"),
+            ({"channels": [""]}, "channels"),
         ],
         ("PUT", "/api/v1/routing/rules/order"): [
             ({"ids": str(shop.rule_id)}, "ids"), ({"ids": [True]}, "ids"), ({"ids": []}, "ids"),
@@ -914,6 +938,8 @@ ADMIN_ONLY = [
     ("GET", "/api/v1/logins/export"),
     ("POST", "/api/v1/exports"), ("GET", "/api/v1/exports"), ("GET", "/api/v1/exports/{export_id}"),
     ("POST", "/api/v1/customers/{customer_id}/export"),
+    ("POST", "/api/v1/sla/policies"), ("PATCH", "/api/v1/sla/policies/{policy_id}"),
+    ("DELETE", "/api/v1/sla/policies/{policy_id}"),
 ]
 
 

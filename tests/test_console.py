@@ -522,3 +522,44 @@ async def test_an_admin_reads_the_months_availability(browser: Any, local_tenant
     assert await page.locator("#availability-chart .day-dip").count() == 1  # the blip: seen, not counted
     await page.screenshot(path=str(shots / "console-availability-zh.png"), full_page=True)
     await ctx.close()
+
+
+async def test_the_sla_deadline_counts_down_and_turns_red_when_breached(
+        browser: Any, local_tenant: TenantInfo, shots: Path) -> None:  # noqa: F811
+    """A ticket's live SLA deadline (#17, core.sla) in the conversation head and the list; the
+    sweeper is run with an injected clock, never waited for."""
+    from sqlalchemy import select
+
+    from core import sla
+    from core.models import TicketSla
+    from web.http import HUB
+
+    t = local_tenant
+    hub = t.server.app[HUB]
+    admin = await t.signed_in(await t.add_agent(role="admin", capacity=0, name="Admin"), connect=False)
+    await admin.api("POST", "/api/v1/sla/policies", {"name": "Chat", "first_response": 3600, "warn_before": 600})
+    li = await t.add_agent(name="Li Na", role="supervisor")
+    base = origin(t)
+    ctx, page = await _agent_signs_in(browser, base, li.email)
+    shop_ctx, _shop = await _customer_writes(browser, base, "Is anyone there?")
+    await page.locator("#tickets li.ticket").first.wait_for()
+    await sla.sweep(hub)
+    await page.locator("#tickets li.ticket").first.click()
+    head = page.locator("#ticket-sla")
+    await head.wait_for()
+    text = await head.inner_text()
+    assert "First response due in" in text and ("59m" in text or "1h" in text), text
+    await page.wait_for_selector("#tickets li.ticket .sla-running")
+    await page.screenshot(path=str(shots / "console-sla-running.png"))
+
+    # The deadline passes (the clock moved, not slept): the breach comes over the socket, in red.
+    ticket_id = int(await page.locator("#tickets li.ticket").first.get_attribute("data-id") or 0)
+    async with hub.db.read() as session:
+        due = (await session.execute(select(TicketSla.due_at).where(TicketSla.ticket_id == ticket_id,
+                                                                    TicketSla.target == "first_response"))).scalar()
+    await sla.sweep(hub, now=due + timedelta(seconds=1))
+    await page.wait_for_selector("#ticket-sla.sla-breached:has-text('First response breached')")
+    await page.wait_for_selector("#tickets li.ticket .sla-breached")
+    await page.screenshot(path=str(shots / "console-sla-breached.png"))
+    await ctx.close()
+    await shop_ctx.close()

@@ -29,7 +29,7 @@ from admin_api.gateway import ACTIONS
 from connectors.email.models import EmailMailbox
 from connectors.wechat.models import WeChatAccount, WeChatMedia
 from connectors.xmpp.models import XmppAccount
-from core import availability, exports, statements
+from core import availability, exports, sla, statements
 from core.config import Settings
 from core.db import Database
 from core.models import (
@@ -82,6 +82,7 @@ from tests.wechat.platform import (
     wecom_verification,
 )
 from web.api import Operation
+from web.http import HUB
 
 MISSING_TICKET = 10**12
 MISSING_SMALL = MAX_ID  # agents, groups and rules have INTEGER (int4) keys
@@ -126,6 +127,8 @@ class Side:
     export: dict[str, Any] = field(default_factory=dict)
     # The satisfaction survey of the solved ticket (#17, core.csat): its token, the customer's link.
     csat_token: str = ""
+    # An SLA policy (#17): the tickets after it have deadlines (ticket_sla rows).
+    sla_policy_id: int = 0
 
     @property
     def attachment_id(self) -> int:
@@ -155,7 +158,8 @@ class Side:
                 "signature": self.signature, "mailbox_id": self.mailbox["id"], "message_id": self.mail_message_id,
                 "invoice_number": self.invoice_number, "xmpp_account_id": self.xmpp["id"],
                 "merge_id": self.workspace["merge_id"], "canned_id": self.workspace["canned_id"],
-                "macro_id": self.workspace["macro_id"], "export_id": self.export["id"], "token": self.csat_token}
+                "macro_id": self.workspace["macro_id"], "export_id": self.export["id"], "token": self.csat_token,
+                "policy_id": self.sla_policy_id}
 
 
 @dataclass
@@ -273,6 +277,9 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     rule = await http("POST", "/api/v1/routing/rules", host=t.domain, token=admin_token, json_body={
         "name": rule_name, "conditions": {"text_contains": ["refund"]}, "actions": {"priority": "high"}})
     assert rule.status == 201, rule
+    policy = await http("POST", "/api/v1/sla/policies", host=t.domain, token=admin_token, json_body={
+        "name": f"{name} SLA", "first_response": 3600, "resolution": 86400})
+    assert policy.status == 201, policy
     reply = await http("PUT", "/api/v1/routing/settings", host=t.domain, token=admin_token,
                        json_body={"default_group_id": group_id})
     assert reply.status == 200, reply
@@ -301,10 +308,12 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     assert words.status == 200, words
     visitor_file = await _visitor_upload(http, t.domain, visitor_id, f"{name} photo.png")
     export = await _export_done(http, t.domain, admin_token, "/api/v1/exports", {})
+    # The SLA sweeper has computed the deadlines of every ticket so far: rows at rest.
+    await sla.sweep(server.app[HUB])
     return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
                 int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
                 wechat, media_id, attachment, file_path, oa, kf, mailbox, mail_message_id, invoice,
-                dict(xmpp.body["account"]), workspace, visitor_file, export)
+                dict(xmpp.body["account"]), workspace, visitor_file, export, int(policy.body["policy"]["id"]))
 
 
 async def _export_done(http: Http, domain: str, token: str, path: str, body: Any) -> dict[str, Any]:
@@ -1158,6 +1167,45 @@ async def probe_reports(w: World) -> None:
         for query in (f"agent_id={w.b.agent.id}", f"group_id={w.b.group_id}"):
             theirs = (await w.call("GET", f"/api/v1/reports/{kind}?{query}")).body["report"]
             assert theirs.get("rows", []) == [] and (theirs.get("totals") or theirs)["received"] == 0, theirs
+# --- SLA policies and the breach report (#17) -------------------------------------------------------
+async def probe_list_sla_policies(w: World) -> None:
+    reply = await w.call("GET", "/api/v1/sla/policies")
+    assert reply.status == 200, reply
+    listed = {p["id"] for p in reply.body["policies"]}
+    assert w.a.sla_policy_id in listed and w.b.sla_policy_id not in listed and "Globex" not in reply.text
+
+
+async def probe_create_sla_policy(w: World) -> None:
+    # B's policy name is free in A.
+    made = await w.call("POST", "/api/v1/sla/policies", body={"name": "Globex SLA", "resolution": 86400})
+    assert made.status == 201, made
+    await w.call("DELETE", f"/api/v1/sla/policies/{made.body['policy']['id']}")
+
+
+async def probe_get_sla_policy(w: World) -> None:
+    await _not_found_like_a_missing(w, "GET", "/api/v1/sla/policies/{}", [w.b.sla_policy_id], MISSING_SMALL,
+                                    "sla_policy_not_found")
+    assert (await w.call("GET", f"/api/v1/sla/policies/{w.a.sla_policy_id}")).status == 200
+
+
+async def probe_update_sla_policy(w: World) -> None:
+    await _not_found_like_a_missing(w, "PATCH", "/api/v1/sla/policies/{}", [w.b.sla_policy_id], MISSING_SMALL,
+                                    "sla_policy_not_found", {"enabled": False})
+    ok = await w.call("PATCH", f"/api/v1/sla/policies/{w.a.sla_policy_id}", body={"enabled": True})
+    assert ok.status == 200, ok
+
+
+async def probe_delete_sla_policy(w: World) -> None:
+    await _not_found_like_a_missing(w, "DELETE", "/api/v1/sla/policies/{}", [w.b.sla_policy_id], MISSING_SMALL,
+                                    "sla_policy_not_found")
+    made = await w.call("POST", "/api/v1/sla/policies", body={"name": "short-lived SLA", "resolution": 60})
+    assert (await w.call("DELETE", f"/api/v1/sla/policies/{made.body['policy']['id']}")).status == 200
+
+
+async def probe_sla_report(w: World) -> None:
+    reply = await w.call("GET", f"/api/v1/reports/sla?agent_id={w.b.admin.id}")
+    assert reply.status == 200, reply
+    assert reply.body["report"]["agents"] == [] and "Globex" not in reply.text
 
 
 async def probe_start_export(w: World) -> None:
@@ -1773,6 +1821,12 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/csat/{token}"): Case(probe_csat_answer, lambda w: {"rating": 3}),
     ("GET", "/api/v1/settings/csat"): Case(probe_csat_settings),
     ("PUT", "/api/v1/settings/csat"): Case(probe_csat_settings, lambda w: {"enabled": True}),
+    ("GET", "/api/v1/sla/policies"): Case(probe_list_sla_policies),
+    ("POST", "/api/v1/sla/policies"): Case(probe_create_sla_policy, lambda w: {"name": "x", "resolution": 60}),
+    ("GET", "/api/v1/sla/policies/{policy_id}"): Case(probe_get_sla_policy),
+    ("PATCH", "/api/v1/sla/policies/{policy_id}"): Case(probe_update_sla_policy, lambda w: {"enabled": False}),
+    ("DELETE", "/api/v1/sla/policies/{policy_id}"): Case(probe_delete_sla_policy),
+    ("GET", "/api/v1/reports/sla"): Case(probe_sla_report),
     ("GET", "/api/v1/audit"): Case(_log_probe(AuditLog, "/api/v1/audit")),
     ("GET", "/api/v1/audit/export"): Case(_log_probe(AuditLog, "/api/v1/audit")),
     ("GET", "/api/v1/logins"): Case(_log_probe(LoginLog, "/api/v1/logins")),

@@ -27,7 +27,7 @@ from admin_api.client import AgentClient
 from connectors.webchat.models import WebchatUpload
 from connectors.wechat.models import WeChatMedia, WeChatReplyWindow
 from connectors.xmpp.models import XmppAccount, XmppDelivery, XmppPeer
-from core import billing, purge, secrets, tenants
+from core import billing, purge, secrets, sla, tenants
 from core.config import Settings
 from core.db import Database
 from core.models import (
@@ -95,6 +95,8 @@ async def fill(http: Http, info: TenantInfo, db: Database, wechat_api: StandIn) 
         assert reply.status in (200, 201), (path, reply)
         return reply.body
 
+    # An SLA policy: the ticket below gets deadlines (ticket_sla, computed by the sweeper: here at once).
+    await call("POST", "/api/v1/sla/policies", {"name": "Standard", "first_response": 3600, "resolution": 86400})
     # A visitor writes and uploads a file; an agent answers with a file, a note mentions a colleague.
     visitor = secrets_module.token_urlsafe(18)  # as the widget makes one
     upload = await http("POST", f"/webchat/attachments?visitor_id={visitor}&name=photo.png", host=info.domain,
@@ -153,6 +155,7 @@ async def fill(http: Http, info: TenantInfo, db: Database, wechat_api: StandIn) 
                                  to_jid="c@xmpp.example.org"))
         session.add(TicketParticipant(ticket_id=ticket["id"], channel="email", external_id="cc@example.com",
                                       tenant_id=info.id))
+        await sla.recompute(session, info.id, [ticket["id"]])
         session.add(InboxItem(tenant_id=info.id, channel="wechat", channel_message_id=uuid.uuid4().hex,
                               external_id=openid, state="failed", payload={}))
         session.add(ProbeResult(tenant_id=info.id, prober="test", at=now, ok=True, latency_ms=3))

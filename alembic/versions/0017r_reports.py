@@ -1,8 +1,8 @@
-"""Reports (#17): the rollups of the metrics and each tenant's cursor on the events; the events
-indexed by (tenant, ticket, id), for a ticket's history in order.
+"""Reports (#17): the rollups of the metrics and each tenant's cursor on the events (a ticket's
+history in order is read through 0017s's index on events (ticket_id, id)).
 
 Revision ID: 0017r
-Revises: 0017c
+Revises: 0017s
 Create Date: 2026-12-07 23:05:21.703649
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0017r'
-down_revision: str | None = '0017c'
+down_revision: str | None = '0017s'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -88,14 +88,9 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_report_rollups_tenant_id_tenants'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('tenant_id', 'tag', 'day', 'agent_id', 'group_id', 'channel', name=op.f('pk_report_rollups'))
     )
-    with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.create_index('ix_events_tenant_ticket', ['tenant_id', 'ticket_id', 'id'], unique=False)
 
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.drop_index('ix_events_tenant_ticket')
-
     op.drop_table('report_rollups')
     op.drop_table('report_cursors')

@@ -273,11 +273,59 @@ function applyEvent(ev, backlog) {
     }
     loadMentions();
   }
+  if (ev.kind === 'sla.breached' || ev.kind === 'sla.warning' || (ev.kind === 'message.created' && ev.message
+      && ev.message.direction === 'outbound')) slaNews(ev);
   if (ev.kind && ev.kind.startsWith('ticket.')) { refreshQueue(); refreshCounts(); }
   if (ev.kind === 'agent.presence' || ev.kind === 'ticket.assigned' || ev.kind === 'ticket.unassigned') {
     loadPeopleSoon();
   }
 }
+
+// ---- SLA deadlines (core.sla): the soonest open one of a ticket, counted down here ------------------
+function slaNews(ev) {
+  const ticket = state.tickets.get(ev.ticket_id) || (state.viewTicket && state.viewTicket.id === ev.ticket_id
+    ? state.viewTicket : null);
+  if (!ticket || !ticket.sla) return;
+  let sla;
+  if (ev.kind === 'message.created') {
+    // An agent's reply meets the response deadlines (the sweeper confirms it a moment later).
+    sla = ticket.sla.filter((d) => d.target === 'resolution');
+  } else {
+    const field = ev.kind === 'sla.breached' ? 'breached_at' : 'warned_at';
+    sla = ticket.sla.map((d) => (d.target === ev.target && d.due_at === ev.due_at ? { ...d, [field]: ev.due_at } : d));
+  }
+  const next = { ...ticket, sla };
+  if (state.tickets.has(ticket.id)) state.tickets.set(ticket.id, next);
+  if (state.viewTicket && state.viewTicket.id === ticket.id) state.viewTicket = next;
+  changed();
+}
+
+function span(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  return m ? `${m}m` : `${s % 60}s`;
+}
+
+function Deadline({ ticket, id }) {
+  const first = (ticket.sla || [])[0];
+  if (!first || ticket.status === 'solved' || ticket.status === 'closed') return null;
+  const target = t(`sla.${first.target}`);
+  let text, cls;
+  if (first.breached_at) {
+    [text, cls] = [t('sla.breached', { target }), 'breached'];
+  } else if (first.paused) {
+    [text, cls] = [t('sla.paused', { target, time: span(first.remaining || 0) }), 'paused'];
+  } else if (first.due_at) {
+    const left = (Date.parse(first.due_at) - Date.now()) / 1000;
+    [text, cls] = left < 0 ? [t('sla.overdue', { target, time: span(-left) }), 'breached']
+      : [t('sla.due_in', { target, time: span(left) }), first.warned_at ? 'warned' : 'running'];
+  } else return null;
+  return html`<span id=${id} class=${`badge sla sla-${cls}`} title=${t('sla.title')}>${text}</span>`;
+}
+// The countdowns move on by themselves.
+setInterval(() => { if (state.token) changed(); }, 15000);
 
 let peopleTimer = 0;
 function loadPeopleSoon() {
@@ -289,6 +337,8 @@ function upsertTicket(ticket) {
   if (!ticket || ticket.id == null) return;
   const known = state.tickets.get(ticket.id) || (state.viewTicket && state.viewTicket.id === ticket.id ? state.viewTicket : null);
   if (known && stamp(known) > stamp(ticket)) return; // never let an older copy win
+  // Events' copies carry no SLA deadlines (core.sla computes them a moment later): keep the known ones.
+  if (ticket.sla === undefined && known && known.sla) ticket = { ...ticket, sla: known.sla };
   if (ticket.status === 'closed') {
     state.tickets.delete(ticket.id);
     state.unread.delete(ticket.id);
@@ -752,6 +802,7 @@ function TicketList() {
             <div class="ticket-meta">
               <span class=${`badge status-${x.status}`}>${t(`status.${x.status}`)}</span>
               ${x.priority && x.priority !== 'normal' && html`<span class=${`badge priority-${x.priority}`}>${t(`priority.${x.priority}`)}</span>`}
+              <${Deadline} ticket=${x} />
               <span class="channel">${channelName(x.channel)}</span>
               ${x.assignee_id != null && html`<span class="assignee">${agentName(x.assignee_id)}</span>`}
               <span class="time">${when(x.last_message_at || x.updated_at)}</span>
@@ -1286,7 +1337,7 @@ function TicketView() {
           <button id="back" type="button" class="back" onClick=${back}>‹ ${t('ticket.back')}</button>
           <div class="title">
             <h2 id="ticket-subject">${ticketTitle(ticket)}</h2>
-            <div id="ticket-info">${info}</div>
+            <div id="ticket-info">${info} <${Deadline} ticket=${ticket} id="ticket-sla" /></div>
             <${Tags} ticket=${ticket} />
           </div>
           <div class="controls">
