@@ -1120,6 +1120,7 @@ class ReportCursor(TenantScoped, Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
     clock: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 # --- satisfaction surveys (#17, core.csat) ---------------------------------------------------------------

@@ -22,6 +22,7 @@ transaction that writes the event, whichever and however many processes sweep.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -76,8 +77,10 @@ WARN_SHARE = 0.8
 RUNNING = frozenset({TicketStatus.NEW.value, TicketStatus.OPEN.value})
 # Events commit in id order only roughly: a gap in the ids younger than this may still fill.
 GAP_GRACE = timedelta(seconds=10)
-EVENTS_PER_ROUND = 1000
-ROUNDS_PER_SWEEP = 10
+EVENTS_PER_ROUND = 2000
+# A sweep reads batches until it has caught up with the events, for this long at most (the rest
+# waits for the next sweep): a backlog never holds the warnings and breaches of what is due.
+SWEEP_READ_SECONDS = 2.0
 FIRE_PER_ROUND = 500
 LEASE_SECONDS = 60.0
 JOB = "sla"
@@ -381,6 +384,14 @@ async def recompute(session: AsyncSession, tenant_id: int, ticket_ids: Iterable[
     if not ids:
         return 0
     ctx = await _tenant(session, tenant_id)
+    table = table_of(TicketSla)
+    if not any(p.enabled for p in ctx.policies):
+        # No policy applies to anything (most tenants): no history to read, no deadline to keep
+        # (breached rows stay, as ever).
+        gone_now = await session.execute(delete(table).where(table.c.tenant_id == tenant_id,
+                                                             table.c.ticket_id.in_(ids),
+                                                             table.c.breached_at.is_(None)))
+        return int(getattr(gone_now, "rowcount", 0) or 0)
     history: dict[int, list[HistoryEvent]] = defaultdict(list)
     rows = await session.execute(select(Event.ticket_id, Event.created_at, Event.kind, Event.payload)
                                  .where(Event.tenant_id == tenant_id, Event.ticket_id.in_(ids))
@@ -392,7 +403,6 @@ async def recompute(session: AsyncSession, tenant_id: int, ticket_ids: Iterable[
     for found in (await session.execute(select(TicketSla).where(TicketSla.tenant_id == tenant_id,
                                                                   TicketSla.ticket_id.in_(ids)))).scalars():
         existing[(found.ticket_id, found.target, found.cycle)] = found
-    table = table_of(TicketSla)
     now = utcnow()
     written = 0
     new_rows: list[dict[str, Any]] = []
@@ -543,11 +553,13 @@ async def fire(hub: Hub, now: datetime) -> Fired:
     return fired
 
 
-async def sweep(hub: Hub, *, now: datetime | None = None) -> Fired:
-    """One round: catch up with the events, then fire what fell due at ``now`` (the injected clock)."""
-    for _ in range(ROUNDS_PER_SWEEP):
-        if await catch_up(hub.db) < EVENTS_PER_ROUND:
-            break
+async def sweep(hub: Hub, *, now: datetime | None = None, read_seconds: float | None = SWEEP_READ_SECONDS) -> Fired:
+    """One round: catch up with the events (for ``read_seconds`` at most; None: until caught up),
+    then fire what fell due at ``now`` (the injected clock)."""
+    loop = asyncio.get_running_loop()
+    stop = None if read_seconds is None else loop.time() + read_seconds
+    while await catch_up(hub.db) >= EVENTS_PER_ROUND and (stop is None or loop.time() < stop):
+        pass
     return await fire(hub, now or utcnow())
 
 

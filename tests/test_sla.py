@@ -177,7 +177,7 @@ async def test_warning_escalation_and_breach_once_each_with_two_sweepers(server:
         "name": "Chat", "channels": ["webchat"], "first_response": 3600, "resolution": 86400,
         "warn_before": 600, "escalate_priority": "high"}))["policy"]
     ticket_id = await _ticket(tenant, "my order is late")
-    await sla.sweep(hub)
+    await sla.sweep(hub, read_seconds=None)
     rows = await _rows(server, ticket_id)
     first = rows["first_response"]
     assert first.policy_id == policy["id"] and first.due_at is not None
@@ -191,9 +191,10 @@ async def test_warning_escalation_and_breach_once_each_with_two_sweepers(server:
     assert next(t for t in listed if t["id"] == ticket_id)["sla"][0]["target"] == "first_response"
 
     # Before the warning: nothing fires.
-    assert (await sla.sweep(hub, now=first.warn_at - timedelta(seconds=1))).warnings == 0
+    assert (await sla.sweep(hub, read_seconds=None, now=first.warn_at - timedelta(seconds=1))).warnings == 0
     # Two sweepers at the warning: one warning, one escalation.
-    results = await asyncio.gather(*(sla.sweep(hub, now=first.warn_at + timedelta(seconds=1)) for _ in range(2)))
+    at_warning = first.warn_at + timedelta(seconds=1)
+    results = await asyncio.gather(*(sla.sweep(hub, read_seconds=None, now=at_warning) for _ in range(2)))
     assert sum(r.warnings for r in results if r) >= 1
     assert await _count(server, ticket_id, EventKind.SLA_WARNING) == 1
     warning = await sup.wait_event(lambda e: e["kind"] == "sla.warning" and e["ticket_id"] == ticket_id)
@@ -210,8 +211,9 @@ async def test_warning_escalation_and_breach_once_each_with_two_sweepers(server:
         await me.wait_event(lambda e: e["kind"] == "sla.warning" and e["ticket_id"] == ticket_id)
 
     # The deadline passes: one breach, with the assignee and group of that moment, even with two sweepers.
-    await asyncio.gather(*(sla.sweep(hub, now=first.due_at + timedelta(seconds=5)) for _ in range(2)))
-    await sla.sweep(hub, now=first.due_at + timedelta(minutes=5))
+    at_due = first.due_at + timedelta(seconds=5)
+    await asyncio.gather(*(sla.sweep(hub, read_seconds=None, now=at_due) for _ in range(2)))
+    await sla.sweep(hub, read_seconds=None, now=first.due_at + timedelta(minutes=5))
     assert await _count(server, ticket_id, EventKind.SLA_BREACHED) == 1
     assert await _count(server, ticket_id, EventKind.SLA_WARNING) == 1
     breached = await sup.wait_event(lambda e: e["kind"] == "sla.breached" and e["ticket_id"] == ticket_id)
@@ -267,10 +269,10 @@ async def test_a_priority_change_reevaluates_the_policy(server: Server, tenant: 
     await admin.api("POST", "/api/v1/sla/policies", {"name": "Urgent", "priorities": ["urgent"], "first_response": 300})
     await admin.api("POST", "/api/v1/sla/policies", {"name": "Any", "first_response": 7200})
     ticket_id = await _ticket(tenant, "hello there")
-    await sla.sweep(hub)
+    await sla.sweep(hub, read_seconds=None)
     first = (await _rows(server, ticket_id))["first_response"]
     assert first.policy_name == "Any" and first.due_at - first.started_at == timedelta(seconds=7200)
     await admin.api("PATCH", f"/api/v1/tickets/{ticket_id}", {"priority": "urgent"})
-    await sla.sweep(hub)
+    await sla.sweep(hub, read_seconds=None)
     first = (await _rows(server, ticket_id))["first_response"]
     assert first.policy_name == "Urgent" and first.due_at - first.started_at == timedelta(seconds=300)
