@@ -471,23 +471,30 @@ def _event_payload(row: Any) -> dict[str, Any]:
     return {"target": row.target, "due_at": iso(row.due_at), "policy_id": row.policy_id, "policy": row.policy_name}
 
 
-async def _escalate(session: AsyncSession, log: EventLog, ticket: Ticket, to: str, row: Any) -> bool:
-    """Raise the ticket's priority to ``to`` when its policy says so and it is lower."""
-    if PRIORITY_RANK[Priority(to)] <= PRIORITY_RANK.get(Priority(ticket.priority), 0):
+async def _escalate(session: AsyncSession, log: EventLog, ticket: Ticket, row: Any, *, to: str | None,
+                    tags: Iterable[str] = (), rule: str | None = None) -> bool:
+    """At a warning: raise the ticket's priority to ``to`` if that is higher (its policy's
+    ``escalate_priority``, or a routing rule's), and add ``tags`` (a routing rule's); one event."""
+    changes: dict[str, Any] = {}
+    if to is not None and PRIORITY_RANK[Priority(to)] > PRIORITY_RANK.get(Priority(ticket.priority), 0):
+        changes["priority"] = {"from": ticket.priority, "to": to}
+        ticket.priority = to
+        ticket.priority_rank = PRIORITY_RANK[Priority(to)]
+    added = [t for t in dict.fromkeys(tags) if t not in (ticket.tags or [])]
+    if added:
+        changes["tags"] = {"from": list(ticket.tags or []), "to": [*(ticket.tags or []), *added]}
+        ticket.tags = changes["tags"]["to"]
+    if not changes:
         return False
     from core.tickets import record  # core.tickets is heavier; only this rare path needs it
 
-    before = ticket.priority
-    ticket.priority = to
-    ticket.priority_rank = PRIORITY_RANK[Priority(to)]
     ticket.updated_at = utcnow()
-    changes = {"priority": {"from": before, "to": to}}
     record(session, ticket, "escalated", agent_id=ticket.assignee_id, sla=row.target, policy=row.policy_name,
-           priority=changes["priority"])
+           rule=rule, **changes)
     customer = await session.get(Customer, ticket.customer_id)
     log.add(EventKind.TICKET_UPDATED, tenant_id=ticket.tenant_id, ticket=ticket,
             payload={"ticket": ticket_dict(ticket, customer), "changes": changes, "by": None,
-                     "sla": {"target": row.target, "policy": row.policy_name}})
+                     "sla": {"target": row.target, "policy": row.policy_name, "rule": rule}})
     return True
 
 
@@ -543,7 +550,15 @@ async def fire(hub: Hub, now: datetime) -> Fired:
                     fired.warnings += 1
                     policy = await session.get(SlaPolicy, row.policy_id) if row.policy_id is not None else None
                     if policy is not None and policy.escalate_priority and await _escalate(
-                            session, log, ticket, policy.escalate_priority, row):
+                            session, log, ticket, row, to=policy.escalate_priority):
+                        fired.escalations += 1
+                        escalated = True
+                    # The tenant's routing rules on SLA warnings (routing.rules: the "sla" condition).
+                    customer = await session.get(Customer, ticket.customer_id)
+                    match = None if customer is None else await hub.router.rules_at_warning(
+                        session, ticket, customer, row.target)
+                    if match is not None and await _escalate(session, log, ticket, row, to=match.actions.priority,
+                                                             tags=match.actions.add_tags, rule=match.rule):
                         fired.escalations += 1
                         escalated = True
                 events = await log.flush()

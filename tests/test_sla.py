@@ -276,3 +276,47 @@ async def test_a_priority_change_reevaluates_the_policy(server: Server, tenant: 
     await sla.sweep(hub, read_seconds=None)
     first = (await _rows(server, ticket_id))["first_response"]
     assert first.policy_name == "Urgent" and first.due_at - first.started_at == timedelta(seconds=300)
+
+
+async def test_a_routing_rule_on_the_warning_raises_the_priority_and_tags_the_ticket(
+        server: Server, tenant: TenantInfo) -> None:
+    """Near breach, the tenant's routing rules with the ``sla`` condition are tried (never at the
+    door): the first that matches raises the priority and adds its tags, once."""
+    hub = server.app[HUB]
+    admin = await _admin(tenant)
+    await admin.api("POST", "/api/v1/sla/policies", {"name": "Chat", "first_response": 3600, "warn_before": 900})
+    # Not for this ticket's channel; then one that is, on first-response warnings.
+    await admin.api("POST", "/api/v1/routing/rules", {
+        "name": "mail near breach", "conditions": {"sla": "warning", "channel": ["email"]},
+        "actions": {"priority": "high"}})
+    await admin.api("POST", "/api/v1/routing/rules", {
+        "name": "chat near breach", "conditions": {"sla": ["first_response"], "channel": ["webchat"]},
+        "actions": {"priority": "urgent", "add_tags": ["sla-risk"]}})
+    ticket_id = await _ticket(tenant, "where is my parcel")
+    # At the door no rule on warnings applies.
+    detail = (await admin.api("GET", f"/api/v1/tickets/{ticket_id}"))["ticket"]
+    assert detail["priority"] == "normal" and "sla-risk" not in detail["tags"]
+    await sla.sweep(hub, read_seconds=None)
+    first = (await _rows(server, ticket_id))["first_response"]
+    assert first.warn_at is not None
+    at_warning = first.warn_at + timedelta(seconds=1)
+    results = await asyncio.gather(*(sla.sweep(hub, read_seconds=None, now=at_warning) for _ in range(2)))
+    assert sum(r.escalations for r in results) == 1
+    detail = (await admin.api("GET", f"/api/v1/tickets/{ticket_id}"))["ticket"]
+    assert detail["priority"] == "urgent" and "sla-risk" in detail["tags"]
+    history = (await admin.api("GET", f"/api/v1/tickets/{ticket_id}/routing"))["decisions"]
+    escalated = [r for r in history if r["outcome"] == "escalated"]
+    assert len(escalated) == 1 and escalated[0]["rule"] == "chat near breach", escalated
+    # A later sweep changes nothing more.
+    assert (await sla.sweep(hub, read_seconds=None, now=at_warning + timedelta(minutes=1))).escalations == 0
+
+
+async def test_a_rule_on_warnings_may_only_raise_the_priority_and_add_tags(tenant: TenantInfo) -> None:
+    admin = await _admin(tenant)
+    for conditions, actions in (({"sla": "warning"}, {"group_id": 1}),
+                                ({"sla": ["first_reply"]}, {"priority": "high"}),
+                                ({"sla": "soon"}, {"priority": "high"})):
+        with pytest.raises(HubError) as refused:
+            await admin.api("POST", "/api/v1/routing/rules", {"name": "bad", "conditions": conditions,
+                                                             "actions": actions})
+        assert refused.value.status == 422 and refused.value.code == "invalid_rule", refused.value
