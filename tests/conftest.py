@@ -108,6 +108,9 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         # Nor background rounds of the reports' rollups: a tenant's rows would change under the tests
         # that compare them (test_cross_tenant); a report catches its tenant's rollups up itself.
         reports_interval=0,
+        # Nor SLA sweeps: the tests sweep when they mean to (core.sla.sweep), with their own clocks;
+        # tests/test_sla.py has a server of its own that sweeps by itself.
+        sla_interval=0,
         # Excel exports (core.exports) land in the run's own folder, not the checkout's ./var.
         export_dir=str(tmp_path_factory.mktemp("exports")),
         channels={"wechat": WeChatSettings(api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",

@@ -17,7 +17,7 @@ from core import sla
 from core.events import EventKind
 from core.models import Event, SlaPolicy, TicketSla
 from core.schedule import BusinessHours
-from tests.conftest import Server, TenantInfo
+from tests.conftest import Server, TenantInfo, eventually
 from web.http import HUB
 
 T0 = datetime(2026, 12, 4, 16, 0, tzinfo=UTC)  # a Friday, 16:00 UTC
@@ -325,3 +325,30 @@ async def test_a_rule_on_warnings_may_only_raise_the_priority_and_add_tags(tenan
             await admin.api("POST", "/api/v1/routing/rules", {"name": "bad", "conditions": conditions,
                                                              "actions": actions})
         assert refused.value.status == 422 and refused.value.code == "invalid_rule", refused.value
+
+
+async def test_serve_sweeps_by_itself(settings: Any, fresh: Any) -> None:
+    """A hub with CHANNELHUB_SLA_INTERVAL set sweeps on its own (the shared test server does not):
+    a two-second first-response target is breached in real time, once (warned about once at most)."""
+    from dataclasses import replace
+
+    from tests.conftest import make_tenant, start_server
+
+    own = replace(settings, database_url=await fresh("slaserve", migrated=True), sla_interval=0.2)
+    srv = await start_server(own)
+    try:
+        tenant = await make_tenant(own, srv)
+        admin = await _admin(tenant)
+        await admin.api("POST", "/api/v1/sla/policies", {"name": "Quick", "first_response": 2, "warn_before": 1})
+        ticket_id = await _ticket(tenant, "anyone?")
+
+        async def breached() -> bool:
+            return await _count(srv, ticket_id, EventKind.SLA_BREACHED) == 1
+
+        await eventually(breached, timeout=30, interval=0.2)
+        # The warning's second comes first, unless the machine was too slow to sweep within it.
+        assert await _count(srv, ticket_id, EventKind.SLA_WARNING) <= 1
+        row = (await _rows(srv, ticket_id))["first_response"]
+        assert row.breached_at == row.due_at and row.due_at - row.started_at == timedelta(seconds=2)
+    finally:
+        await srv.runner.cleanup()
