@@ -27,7 +27,7 @@ from admin_api.client import AgentClient
 from connectors.webchat.models import WebchatUpload
 from connectors.wechat.models import WeChatMedia, WeChatReplyWindow
 from connectors.xmpp.models import XmppAccount, XmppDelivery, XmppPeer
-from core import billing, purge, secrets, sla, tenants
+from core import billing, purge, rollups, secrets, sla, tenants
 from core.config import Settings
 from core.db import Database
 from core.models import (
@@ -162,6 +162,8 @@ async def fill(http: Http, info: TenantInfo, db: Database, wechat_api: StandIn) 
         session.add(MaintenanceWindow(tenant_id=info.id, starts_at=now, ends_at=now + timedelta(hours=1),
                                       reason="upgrade"))
     await open_billing(db, info.id)
+    # The reports' rollups (kept by a background round the tests switch off) and their cursor.
+    await rollups.catch_up(db, info.id, settle=0)
     return Filled(info, owner_token, admin_token, agent_token, visitor, secrets)
 
 

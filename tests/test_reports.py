@@ -343,13 +343,30 @@ def summed(h_rows: list[dict[str, Any]], clock: Clock) -> dict[Any, tuple[int, .
     return {k: tuple(v) for k, v in out.items() if any(v)}
 
 
+async def _staffed(db: Database, tenant: TenantInfo, seed: int, agents: int, groups: int
+                   ) -> tuple[random.Random, list[int], list[int]]:
+    """The tenant on Shanghai's business hours, a random source, and its agents and groups."""
+    await set_hours(db, tenant.id, HOURS)
+    rng = random.Random(seed)
+    return (rng, [(await tenant.add_agent()).id for _ in range(agents)],
+            [await tenant.add_group(f"G{n}") for n in range(groups)])
+
+
+async def _kept_in_batches(db: Database, h: History, rng: random.Random, lo: int, hi: int) -> list[dict[str, Any]]:
+    """The history written in time order, and the rollups kept up with it in batches of lo..hi
+    events; returns the rows written."""
+    h.rows.sort(key=lambda r: r["created_at"])
+    written = list(h.rows)
+    await h.write(db)
+    while await rollups.step(db, h.tenant_id, limit=rng.randrange(lo, hi), settle=0):
+        pass
+    return written
+
+
 async def test_rollups_rebuilt_equal_the_incremental_ones(tenant: TenantInfo) -> None:
     db = Database(tenant.settings.database_url)
     try:
-        await set_hours(db, tenant.id, HOURS)
-        rng = random.Random(17)
-        agents = [(await tenant.add_agent()).id for _ in range(4)]
-        groups = [await tenant.add_group(f"G{n}") for n in range(3)]
+        rng, agents, groups = await _staffed(db, tenant, 17, 4, 3)
         start = datetime(2026, 2, 1, tzinfo=UTC)
         written: list[dict[str, Any]] = []
         # 10,000 tickets in five parts, each part's events interleaved in time order with the
@@ -364,11 +381,7 @@ async def test_rollups_rebuilt_equal_the_incremental_ones(tenant: TenantInfo) ->
                     old = rng.randrange(1, 1 + part * 2000)
                     h.message(old, r["created_at"] + timedelta(days=40), "inbound", status="open", agent=None,
                               channel="webchat", group=None)
-            h.rows.sort(key=lambda r: r["created_at"])
-            written += h.rows
-            await h.write(db)
-            while await rollups.step(db, tenant.id, limit=rng.randrange(500, 4000), settle=0):
-                pass
+            written += await _kept_in_batches(db, h, rng, 500, 4000)
         incremental = await rollups.read_rows(db, tenant.id)
         await rollups.rebuild(db, tenant.id, settle=0)
         rebuilt = await rollups.read_rows(db, tenant.id)
@@ -435,9 +448,7 @@ def naive_grains(finest: dict[Any, tuple[int, ...]]) -> dict[Any, tuple[int, ...
             dims = (tag if mask & 1 else "", channel if mask & 2 else "", group if mask & 4 else 0,
                     agent if mask & 8 else 0)
             for grain, at in ((mask, day), (mask + 16, day.replace(day=1))):
-                acc = out.setdefault((grain, *dims, at), [0] * WIDTH)
-                for i, v in enumerate(values):
-                    acc[i] += v
+                _accumulate(out, (grain, *dims, at), values)
     return {k: tuple(v) for k, v in out.items() if any(v)}
 
 
@@ -455,9 +466,7 @@ def naive_report(finest: dict[Any, tuple[int, ...]], by: str, f: reports.Filters
         elif tag != (f.tag or ""):
             continue
         key = {"agent": agent, "group": group, "channel": channel, "tag": tag, "hour": None, "day": day}[by]
-        acc = out.setdefault(key, [0] * WIDTH)
-        for i, v in enumerate(values):
-            acc[i] += v
+        _accumulate(out, key, values)
     return out
 
 
@@ -468,18 +477,12 @@ async def test_every_grain_is_the_finest_summed_and_reports_read_them_exactly(te
     rows."""
     db = Database(tenant.settings.database_url)
     try:
-        await set_hours(db, tenant.id, HOURS)
-        rng = random.Random(1717)
-        agents = [(await tenant.add_agent()).id for _ in range(3)]
-        groups = [await tenant.add_group(f"G{n}") for n in range(2)]
+        rng, agents, groups = await _staffed(db, tenant, 1717, 3, 2)
         for part in range(3):
             h = History(tenant.id)
             random_history(h, rng, 600, agents, groups, datetime(2026, 1 + part, 20, tzinfo=UTC),
                            first_id=1 + part * 600)
-            h.rows.sort(key=lambda r: r["created_at"])
-            await h.write(db)
-            while await rollups.step(db, tenant.id, limit=rng.randrange(300, 2000), settle=0):
-                pass
+            await _kept_in_batches(db, h, rng, 300, 2000)
         kept = await rollups.read_grains(db, tenant.id)
         await rollups.rebuild(db, tenant.id, settle=0)
         rebuilt = await rollups.read_grains(db, tenant.id)
@@ -526,8 +529,23 @@ async def test_every_grain_is_the_finest_summed_and_reports_read_them_exactly(te
 
 
 def _summed_values(found: Any) -> list[int]:
-    out = [0] * WIDTH
+    out: dict[None, list[int]] = {}
     for values in found:
-        for i, v in enumerate(values):
-            out[i] += v
-    return out
+        _accumulate(out, None, values)
+    return out.get(None, [0] * WIDTH)
+
+
+def _accumulate(out: dict[Any, list[int]], key: Any, values: Any) -> None:
+    acc = out.setdefault(key, [0] * WIDTH)
+    for i, v in enumerate(values):
+        acc[i] += v
+
+
+def test_packed_counter_vectors_add_exactly() -> None:
+    """core.rollups sums counter vectors packed into one integer: differences (negative counters)
+    and large millisecond sums read back exactly, and a vector less itself is 0."""
+    rng = random.Random(5)
+    for _ in range(500):
+        vectors = [[rng.randrange(-2**50, 2**50) for _ in range(WIDTH)] for _ in range(rng.randrange(1, 6))]
+        assert rollups.unpack(sum(rollups.pack(v) for v in vectors)) == tuple(map(sum, zip(*vectors, strict=True)))
+        assert rollups.pack(vectors[0]) - rollups.pack(vectors[0]) == 0
