@@ -161,15 +161,9 @@ async def timed(job: Any, runs: int) -> list[float]:
     return out
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tickets", type=int, default=1_000_000)
-    parser.add_argument("--pg", help="a PostgreSQL URL (postgresql+asyncpg://...) instead of SQLite in /tmp")
-    parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args()
-    url = args.pg or f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='chreports-')}/bench.db"
-    db = Database(url)
-    await migrate(db)
+async def setup(db: Database, tickets: int) -> tuple[int, list[int], list[int], int, float]:
+    """A new tenant with its agents, groups and generated events: (tenant, agents, groups, events,
+    seconds the generation took)."""
     async with db.session() as session:
         tenant = await tenants.create(session, name="Reports bench", domains=[f"r{time.time_ns()}.bench.example"])
         tenant_id = tenant.id
@@ -181,9 +175,38 @@ async def main() -> None:
             tenant_id=tenant_id, email=f"a{a}@bench.example", name=f"Agent {a}", password_hash="x", role="agent",
             capacity=5).returning(Agent.id))).scalar_one() for a in range(AGENTS)]
     t0 = time.monotonic()
-    events = await generate(db, tenant_id, args.tickets, agents, groups)
+    events = await generate(db, tenant_id, tickets, agents, groups)
     generate_s = time.monotonic() - t0
-    log(f"{events} events in {generate_s:.0f} s; rebuilding the rollups")
+    log(f"{events} events in {generate_s:.0f} s")
+    return tenant_id, agents, groups, events, generate_s
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tickets", type=int, default=1_000_000)
+    parser.add_argument("--pg", help="a PostgreSQL URL (postgresql+asyncpg://...) instead of SQLite in /tmp")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--reuse", help="a SQLite file an earlier run generated (its data is reused: the "
+                        "rebuild and the reports are measured again)")
+    args = parser.parse_args()
+    url = args.pg or f"sqlite+aiosqlite:///{args.reuse or tempfile.mkdtemp(prefix='chreports-') + '/bench.db'}"
+    log(f"database {url}")
+    db = Database(url)
+    await migrate(db)
+    if args.reuse:
+        async with db.read() as session:
+            tenant_id = (await session.execute(select(func.max(Tenant.id)).where(Tenant.name == "Reports bench"))
+                         ).scalar_one()
+            groups = list((await session.execute(select(Group.id).where(Group.tenant_id == tenant_id)
+                                                 .order_by(Group.id))).scalars())
+            agents = list((await session.execute(select(Agent.id).where(Agent.tenant_id == tenant_id)
+                                                 .order_by(Agent.id))).scalars())
+            events = (await session.execute(select(func.count()).select_from(Event)
+                                            .where(Event.tenant_id == tenant_id))).scalar_one()
+        generate_s = 0.0
+    else:
+        tenant_id, agents, groups, events, generate_s = await setup(db, args.tickets)
+    log(f"{events} events; rebuilding the rollups")
     if not db.is_sqlite:
         async with db.connection() as conn:
             await conn.execute(text("ANALYZE events"))

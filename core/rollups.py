@@ -97,6 +97,14 @@ async def _cursor(session: AsyncSession, tenant_id: int) -> _Cursor:
     return _Cursor(row[0], row[1]) if row is not None else _Cursor(0, "")
 
 
+def _by_ticket(tenant_id: int, upto: int) -> list[Any]:
+    """The conditions of a read of tickets' histories besides the tickets: written so that no
+    index can serve them (``+ 0``), which leaves the database the index on events (ticket_id, id).
+    Otherwise SQLite, without statistics, takes the one on (tenant_id, id) and reads every event
+    of the tenant for each chunk of tickets."""
+    return [(Event.tenant_id + 0) == tenant_id, (Event.id + 0) <= upto, Event.kind.in_(sorted(KINDS))]
+
+
 async def histories(session: AsyncSession, tenant_id: int, ticket_ids: Iterable[int], upto: int
                     ) -> dict[int, list[Ev]]:
     """The tickets' events that reports read, up to event ``upto``, in order."""
@@ -107,8 +115,7 @@ async def histories(session: AsyncSession, tenant_id: int, ticket_ids: Iterable[
         chunk = wanted[i:i + _TICKETS_PER_READ]
         result = await conn.execute(
             select(Event.ticket_id, Event.id, Event.kind, Event.created_at, Event.assignee_id, Event.payload)
-            .where(Event.tenant_id == tenant_id, Event.ticket_id.in_(chunk), Event.id <= upto,
-                   Event.kind.in_(sorted(KINDS)))
+            .where(Event.ticket_id.in_(chunk), *_by_ticket(tenant_id, upto))
             .order_by(Event.ticket_id, Event.id))
         for ticket_id, *ev in result:
             out[ticket_id].append(Ev(*ev))
@@ -298,17 +305,13 @@ async def catch_up(db: Database, tenant_id: int, *, limit: int = BATCH, batches:
 
 
 async def _ticket_ranges(session: AsyncSession, tenant_id: int, upto: int) -> list[tuple[int, int]]:
-    """The tenant's ticket ids that have events up to ``upto``, as ranges of a rebuild's chunk size."""
-    out: list[tuple[int, int]] = []
-    last = 0
-    while True:
-        found = [int(t) for t in (await session.execute(
-            select(Event.ticket_id).where(Event.tenant_id == tenant_id, Event.ticket_id > last, Event.id <= upto)
-            .distinct().order_by(Event.ticket_id).limit(_REBUILD_TICKETS))).scalars() if t is not None]
-        if not found:
-            return out
-        out.append((found[0], found[-1]))
-        last = found[-1]
+    """The tenant's ticket ids that have events up to ``upto``, as ranges of a rebuild's chunk size
+    (one pass over the tenant's events in id order)."""
+    found = sorted(int(t) for t in (await session.execute(
+        select(Event.ticket_id).where(Event.tenant_id == tenant_id, Event.id <= upto, Event.ticket_id.is_not(None))
+        .distinct())).scalars() if t is not None)
+    return [(found[i], found[min(i + _REBUILD_TICKETS, len(found)) - 1])
+            for i in range(0, len(found), _REBUILD_TICKETS)]
 
 
 async def _range_histories(session: AsyncSession, tenant_id: int, lo: int, hi: int, upto: int
@@ -317,8 +320,7 @@ async def _range_histories(session: AsyncSession, tenant_id: int, lo: int, hi: i
     through the connection: no ORM work per row)."""
     result = await (await session.connection()).execute(
         select(Event.ticket_id, Event.id, Event.kind, Event.created_at, Event.assignee_id, Event.payload)
-        .where(Event.tenant_id == tenant_id, Event.ticket_id >= lo, Event.ticket_id <= hi, Event.id <= upto,
-               Event.kind.in_(sorted(KINDS)))
+        .where(Event.ticket_id >= lo, Event.ticket_id <= hi, *_by_ticket(tenant_id, upto))
         .order_by(Event.ticket_id, Event.id))
     current: list[Ev] = []
     ticket = None
