@@ -22,6 +22,7 @@ transaction that writes the event, whichever and however many processes sweep.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -76,8 +77,10 @@ WARN_SHARE = 0.8
 RUNNING = frozenset({TicketStatus.NEW.value, TicketStatus.OPEN.value})
 # Events commit in id order only roughly: a gap in the ids younger than this may still fill.
 GAP_GRACE = timedelta(seconds=10)
-EVENTS_PER_ROUND = 1000
-ROUNDS_PER_SWEEP = 10
+EVENTS_PER_ROUND = 2000
+# A sweep reads batches until it has caught up with the events, for this long at most (the rest
+# waits for the next sweep): a backlog never holds the warnings and breaches of what is due.
+SWEEP_READ_SECONDS = 2.0
 FIRE_PER_ROUND = 500
 LEASE_SECONDS = 60.0
 JOB = "sla"
@@ -381,6 +384,14 @@ async def recompute(session: AsyncSession, tenant_id: int, ticket_ids: Iterable[
     if not ids:
         return 0
     ctx = await _tenant(session, tenant_id)
+    table = table_of(TicketSla)
+    if not any(p.enabled for p in ctx.policies):
+        # No policy applies to anything (most tenants): no history to read, no deadline to keep
+        # (breached rows stay, as ever).
+        gone_now = await session.execute(delete(table).where(table.c.tenant_id == tenant_id,
+                                                             table.c.ticket_id.in_(ids),
+                                                             table.c.breached_at.is_(None)))
+        return int(getattr(gone_now, "rowcount", 0) or 0)
     history: dict[int, list[HistoryEvent]] = defaultdict(list)
     rows = await session.execute(select(Event.ticket_id, Event.created_at, Event.kind, Event.payload)
                                  .where(Event.tenant_id == tenant_id, Event.ticket_id.in_(ids))
@@ -392,7 +403,6 @@ async def recompute(session: AsyncSession, tenant_id: int, ticket_ids: Iterable[
     for found in (await session.execute(select(TicketSla).where(TicketSla.tenant_id == tenant_id,
                                                                   TicketSla.ticket_id.in_(ids)))).scalars():
         existing[(found.ticket_id, found.target, found.cycle)] = found
-    table = table_of(TicketSla)
     now = utcnow()
     written = 0
     new_rows: list[dict[str, Any]] = []
@@ -461,23 +471,30 @@ def _event_payload(row: Any) -> dict[str, Any]:
     return {"target": row.target, "due_at": iso(row.due_at), "policy_id": row.policy_id, "policy": row.policy_name}
 
 
-async def _escalate(session: AsyncSession, log: EventLog, ticket: Ticket, to: str, row: Any) -> bool:
-    """Raise the ticket's priority to ``to`` when its policy says so and it is lower."""
-    if PRIORITY_RANK[Priority(to)] <= PRIORITY_RANK.get(Priority(ticket.priority), 0):
+async def _escalate(session: AsyncSession, log: EventLog, ticket: Ticket, row: Any, *, to: str | None,
+                    tags: Iterable[str] = (), rule: str | None = None) -> bool:
+    """At a warning: raise the ticket's priority to ``to`` if that is higher (its policy's
+    ``escalate_priority``, or a routing rule's), and add ``tags`` (a routing rule's); one event."""
+    changes: dict[str, Any] = {}
+    if to is not None and PRIORITY_RANK[Priority(to)] > PRIORITY_RANK.get(Priority(ticket.priority), 0):
+        changes["priority"] = {"from": ticket.priority, "to": to}
+        ticket.priority = to
+        ticket.priority_rank = PRIORITY_RANK[Priority(to)]
+    added = [t for t in dict.fromkeys(tags) if t not in (ticket.tags or [])]
+    if added:
+        changes["tags"] = {"from": list(ticket.tags or []), "to": [*(ticket.tags or []), *added]}
+        ticket.tags = changes["tags"]["to"]
+    if not changes:
         return False
     from core.tickets import record  # core.tickets is heavier; only this rare path needs it
 
-    before = ticket.priority
-    ticket.priority = to
-    ticket.priority_rank = PRIORITY_RANK[Priority(to)]
     ticket.updated_at = utcnow()
-    changes = {"priority": {"from": before, "to": to}}
     record(session, ticket, "escalated", agent_id=ticket.assignee_id, sla=row.target, policy=row.policy_name,
-           priority=changes["priority"])
+           rule=rule, **changes)
     customer = await session.get(Customer, ticket.customer_id)
     log.add(EventKind.TICKET_UPDATED, tenant_id=ticket.tenant_id, ticket=ticket,
             payload={"ticket": ticket_dict(ticket, customer), "changes": changes, "by": None,
-                     "sla": {"target": row.target, "policy": row.policy_name}})
+                     "sla": {"target": row.target, "policy": row.policy_name, "rule": rule}})
     return True
 
 
@@ -533,7 +550,15 @@ async def fire(hub: Hub, now: datetime) -> Fired:
                     fired.warnings += 1
                     policy = await session.get(SlaPolicy, row.policy_id) if row.policy_id is not None else None
                     if policy is not None and policy.escalate_priority and await _escalate(
-                            session, log, ticket, policy.escalate_priority, row):
+                            session, log, ticket, row, to=policy.escalate_priority):
+                        fired.escalations += 1
+                        escalated = True
+                    # The tenant's routing rules on SLA warnings (routing.rules: the "sla" condition).
+                    customer = await session.get(Customer, ticket.customer_id)
+                    match = None if customer is None else await hub.router.rules_at_warning(
+                        session, ticket, customer, row.target)
+                    if match is not None and await _escalate(session, log, ticket, row, to=match.actions.priority,
+                                                             tags=match.actions.add_tags, rule=match.rule):
                         fired.escalations += 1
                         escalated = True
                 events = await log.flush()
@@ -543,11 +568,13 @@ async def fire(hub: Hub, now: datetime) -> Fired:
     return fired
 
 
-async def sweep(hub: Hub, *, now: datetime | None = None) -> Fired:
-    """One round: catch up with the events, then fire what fell due at ``now`` (the injected clock)."""
-    for _ in range(ROUNDS_PER_SWEEP):
-        if await catch_up(hub.db) < EVENTS_PER_ROUND:
-            break
+async def sweep(hub: Hub, *, now: datetime | None = None, read_seconds: float | None = SWEEP_READ_SECONDS) -> Fired:
+    """One round: catch up with the events (for ``read_seconds`` at most; None: until caught up),
+    then fire what fell due at ``now`` (the injected clock)."""
+    loop = asyncio.get_running_loop()
+    stop = None if read_seconds is None else loop.time() + read_seconds
+    while await catch_up(hub.db) >= EVENTS_PER_ROUND and (stop is None or loop.time() < stop):
+        pass
     return await fire(hub, now or utcnow())
 
 

@@ -283,6 +283,20 @@ class Router:
         ticket.routing_rule = match.rule
         return match
 
+    async def rules_at_warning(self, session: AsyncSession, ticket: Ticket, customer: Customer,
+                               target: str) -> RuleMatch | None:
+        """The first rule on SLA warnings (routing.rules: the ``sla`` condition) that matches the
+        ticket as it is now, its deadline for ``target`` being near; None if none does."""
+        cfg = await self.config(session, ticket.tenant_id)
+        ctx = RoutingContext(
+            channel=ticket.channel, text=ticket.subject or "", priority=ticket.priority,
+            customer_tags=frozenset(str(t).casefold() for t in (customer.tags or [])),
+            customer_attributes=dict(customer.attributes or {}), now=utcnow(), business_hours=cfg.business_hours,
+            sla_warning=target,
+        )
+        match = evaluate((r for r in cfg.rules if r.at_warning), ctx, None)
+        return match if match.rule is not None else None
+
     # --- the loop -------------------------------------------------------------------------
     def signal(self, tenant_id: int, *, capacity: bool = True) -> None:
         """Something changed (a ticket waits; with ``capacity``, agents or their load changed too):

@@ -11,9 +11,14 @@ Conditions (all optional, all must hold)::
      "customer_attributes": {"language": ["zh", "zh-cn"], "region": "north"},
      "vip": true,                                # attribute "vip" true, or the tag "vip"
      "priority": ["high", "urgent"],
-     "business_hours": "inside" | "outside"}     # the tenant's weekly schedule, time zone, holidays
+     "business_hours": "inside" | "outside",     # the tenant's weekly schedule, time zone, holidays
+     "sla": "warning" | ["first_response", ...]} # near breach: see below
 
 Actions: ``{"group_id": 3, "priority": "high", "add_tags": ["refund"], "required_skills": {"english": 2}}``.
+
+A rule with the ``sla`` condition is not for the door: it is tried when an SLA deadline's warning
+fires (core.sla; any target, or those listed), with the ticket as it is then (its subject is the
+text), and may only raise the priority and add tags. Rules without it are tried only at the door.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class RoutingContext:
     customer_attributes: dict[str, Any]
     now: datetime
     business_hours: BusinessHours | None = None
+    # The target whose SLA warning fired (None at the door, where rules on warnings never match).
+    sla_warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,8 +75,11 @@ class Rule:
     predicates: tuple[Predicate, ...]
     actions: RuleActions
 
+    # A rule for an SLA warning (the ``sla`` condition), not for the door.
+    at_warning: bool = False
+
     def matches(self, ctx: RoutingContext) -> bool:
-        return all(p(ctx) for p in self.predicates)
+        return (ctx.sla_warning is not None) == self.at_warning and all(p(ctx) for p in self.predicates)
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,15 @@ def _hours_are(inside: bool) -> Callable[[RoutingContext], bool]:
     return lambda c: _open(c) == inside
 
 
+def _warned_for(targets: frozenset[str]) -> Callable[[RoutingContext], bool]:
+    return lambda c: c.sla_warning in targets
+
+
+SLA_TARGETS = ("first_response", "next_response", "resolution")
+# What a rule on an SLA warning may do: the ticket is in someone's hands already.
+WARNING_ACTIONS = frozenset({"priority", "add_tags"})
+
+
 def compile_conditions(conditions: dict[str, Any]) -> tuple[Predicate, ...]:
     """Turn stored conditions into predicates; raises InvalidInput naming what is wrong."""
     if not isinstance(conditions, dict):
@@ -175,6 +194,11 @@ def compile_conditions(conditions: dict[str, Any]) -> tuple[Predicate, ...]:
             if value not in ("inside", "outside"):
                 raise InvalidInput('business_hours is "inside" or "outside"', code="invalid_rule")
             preds.append(Predicate(f"{value} business hours", _hours_are(value == "inside")))
+        elif key == "sla":
+            targets = frozenset(SLA_TARGETS if value == "warning" else _strings(value, "sla"))
+            if not targets <= set(SLA_TARGETS):
+                raise InvalidInput(f'sla is "warning" or a list of {", ".join(SLA_TARGETS)}', code="invalid_rule")
+            preds.append(Predicate(f"SLA warning for {sorted(targets)}", _warned_for(targets)))
         else:
             raise InvalidInput(f"unknown condition {key!r}", code="invalid_rule")
     return tuple(preds)
@@ -215,7 +239,11 @@ def compile_actions(actions: dict[str, Any]) -> RuleActions:
 
 
 def compile_rule(rule_id: int, name: str, conditions: dict[str, Any], actions: dict[str, Any]) -> Rule:
-    return Rule(rule_id, name, compile_conditions(conditions), compile_actions(actions))
+    at_warning = isinstance(conditions, dict) and "sla" in conditions
+    if at_warning and isinstance(actions, dict) and set(actions) - WARNING_ACTIONS:
+        raise InvalidInput("a rule on an SLA warning may only raise the priority and add tags",
+                           code="invalid_rule")
+    return Rule(rule_id, name, compile_conditions(conditions), compile_actions(actions), at_warning)
 
 
 def evaluate(rules: Iterable[Rule], ctx: RoutingContext, default_group_id: int | None) -> RuleMatch:

@@ -5,6 +5,7 @@ and a real hub server on a loopback port. Each test makes its own tenants, which
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import os
 import re
@@ -107,6 +108,9 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         # Nor background rounds of the reports' rollups: a tenant's rows would change under the tests
         # that compare them (test_cross_tenant); a report catches its tenant's rollups up itself.
         reports_interval=0,
+        # Nor SLA sweeps: the tests sweep when they mean to (core.sla.sweep), with their own clocks;
+        # tests/test_sla.py has a server of its own that sweeps by itself.
+        sla_interval=0,
         # Excel exports (core.exports) land in the run's own folder, not the checkout's ./var.
         export_dir=str(tmp_path_factory.mktemp("exports")),
         channels={"wechat": WeChatSettings(api_base=f"http://127.0.0.1:{WECHAT_API_PORT}/oa",
@@ -319,6 +323,42 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 _RUN_STATUS = {"status": 1}
 
 
+def _children() -> list[int]:
+    """The processes this one started that still run (from /proc; none elsewhere)."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses. A zombie is gone.
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == me and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _stop_children() -> None:
+    """A test that failed half-way may have left a process of its own running (a serve that never
+    answered, a mail or XMPP server): it would outlive the run. Say so, and stop them."""
+    import signal
+
+    left = _children()
+    if not left:
+        return
+    sys.stderr.write(f"\nprocesses the tests left running, stopped now: {left}\n")
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _children():
+        time.sleep(0.1)
+    for pid in _children():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     limit = os.environ.get("CHANNELHUB_TEST_SESSION_LIMIT")
     if limit:
@@ -329,6 +369,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if os.environ.get("CHANNELHUB_TEST_SESSION_LIMIT"):
         faulthandler.cancel_dump_traceback_later()
     status = _RUN_STATUS["status"]
+    _stop_children()
 
     def exit_guard() -> None:
         time.sleep(60)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -17,7 +18,8 @@ from core.config import Settings
 from tests.conftest import ROOT
 from tests.servers import free_port
 
-STARTUP_TIMEOUT = 30.0
+# How long a child may take to answer /healthz (a bound for a loaded machine, not a speed check).
+STARTUP_TIMEOUT = 90.0
 
 
 @dataclass
@@ -100,6 +102,24 @@ async def wait_healthy(hub: HubProcess, session: aiohttp.ClientSession) -> None:
         if loop.time() > deadline:
             raise AssertionError(f"{hub.name} did not answer /healthz within {STARTUP_TIMEOUT}s")
         await asyncio.sleep(0.1)
+
+
+async def spawn_serve(settings: Settings, workdir: Path, name: str, *, port: int | None = None,
+                      namespace: str | None = None) -> HubProcess:
+    """A ``channelhub serve`` of the test's own on ``port`` (a free one by default), answering
+    /healthz; a bus and queue namespace of its own unless given. One that does not come up is
+    stopped before the error goes on (a test that failed so once left it running)."""
+    port = port or free_port()
+    hub = await spawn(name, ["serve"], child_env(settings, namespace or f"{settings.queue_namespace}-"
+                                                 f"{uuid.uuid4().hex[:8]}", port), workdir)
+    hub.url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_healthy(hub, session)
+    except BaseException:
+        await stop(hub)
+        raise
+    return hub
 
 
 async def stop(hub: HubProcess) -> None:

@@ -379,7 +379,8 @@ async def test_schedule_makes_one_backup_among_processes(settings: Settings, fre
         assert await backups.scheduled(db1, src, owner="hub1", clock=lambda: week) is not None
         assert sorted(listing(Path(src.backup_dir))) == [
             "channelhub-20261208T020000Z.chbk", "channelhub-20261215T020000Z.chbk"]
-        [(holder, last)] = await read_rows(src.database_url, select(PeriodicJob.holder, PeriodicJob.last_done_at))
+        [(holder, last)] = await read_rows(src.database_url, select(PeriodicJob.holder, PeriodicJob.last_done_at)
+                                           .where(PeriodicJob.name == "backup"))
         assert (holder, last) == (None, week)
     finally:
         await db1.dispose()

@@ -309,11 +309,12 @@ async def build_side(settings: Settings, server: Server, http: Http, db: Databas
     visitor_file = await _visitor_upload(http, t.domain, visitor_id, f"{name} photo.png")
     export = await _export_done(http, t.domain, admin_token, "/api/v1/exports", {})
     # The SLA sweeper has computed the deadlines of every ticket so far: rows at rest.
-    await sla.sweep(server.app[HUB])
+    await sla.sweep(server.app[HUB], read_seconds=None)
     return Side(t, admin, agent, group_id, group_name, admin_token, agent_token, open_id, int(solved["id"]),
                 int(ticket["customer_id"]), visitor_id, int(rule.body["rule"]["id"]), rule_name, int(waiting["id"]),
                 wechat, media_id, attachment, file_path, oa, kf, mailbox, mail_message_id, invoice,
-                dict(xmpp.body["account"]), workspace, visitor_file, export, int(policy.body["policy"]["id"]))
+                dict(xmpp.body["account"]), workspace, visitor_file, export,
+                sla_policy_id=int(policy.body["policy"]["id"]))
 
 
 async def _export_done(http: Http, domain: str, token: str, path: str, body: Any) -> dict[str, Any]:

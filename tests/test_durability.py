@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from admin_api.client import VisitorClient
 from core.config import Settings
-from tests.conftest import TenantInfo, free_port
-from tests.processes import HubProcess, child_env, spawn, stop, wait_healthy
+from tests.conftest import TenantInfo
+from tests.processes import spawn_serve, stop
 
 
 async def test_a_customer_who_leaves_at_the_ack_finds_the_message_and_the_agent_gets_it(tenant: TenantInfo) -> None:
@@ -41,18 +38,8 @@ async def test_a_customer_who_leaves_at_the_ack_finds_the_message_and_the_agent_
     assert created["ticket"]["customer"]["name"] == "Li Lei"
 
 
-async def _serve(settings: Settings, workdir: Path, name: str) -> HubProcess:
-    port = free_port()
-    hub = await spawn(name, ["serve"], child_env(settings, f"{settings.queue_namespace}-{uuid.uuid4().hex[:8]}",
-                                                   port), workdir)
-    hub.url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as session:
-        await wait_healthy(hub, session)
-    return hub
-
-
 async def test_acknowledged_messages_survive_a_kill_9(settings: Settings, tenant: TenantInfo, tmp_path: Path) -> None:
-    hub = await _serve(settings, tmp_path, "serve-1")
+    hub = await spawn_serve(settings, tmp_path, "serve-1")
     visitors: list[VisitorClient] = []
     acked: dict[str, dict[str, Any]] = {}  # client id -> the stored message its ack carried
     try:
@@ -83,7 +70,7 @@ async def test_acknowledged_messages_survive_a_kill_9(settings: Settings, tenant
         await stop(hub)
     assert len(acked) >= 50
 
-    hub = await _serve(settings, tmp_path, "serve-2")
+    hub = await spawn_serve(settings, tmp_path, "serve-2")
     try:
         by_visitor: dict[str, list[str]] = {}
         for client_id, (v, _) in sent.items():

@@ -35,7 +35,7 @@ from core.models import (
     utcnow,
 )
 from tests.conftest import TenantInfo, eventually, free_port, make_tenant, start_server
-from tests.processes import HubProcess, child_env, spawn, stop, wait_healthy
+from tests.processes import HubProcess, child_env, spawn, spawn_serve, stop
 
 INTERVAL = 0.5
 
@@ -222,14 +222,6 @@ async def test_only_active_tenants_are_probed_and_a_failed_check_is_named(settin
 
 
 # --- THE outage test: a real `channelhub serve`, stopped and started again ----------------------------
-async def _spawn_serve(settings: Settings, workdir: Path, name: str, port: int, namespace: str) -> HubProcess:
-    hub = await spawn(name, ["serve"], child_env(settings, namespace, port), workdir)
-    hub.url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as session:
-        await wait_healthy(hub, session)
-    return hub
-
-
 async def _spawn_prober(settings: Settings, workdir: Path, name: str, url: str, domain: str) -> HubProcess:
     env = child_env(settings, "unused", None)
     return await spawn(name, ["probe", "--name", name, "--base-url", url, "--interval", str(INTERVAL),
@@ -261,7 +253,7 @@ async def test_an_outage_of_a_real_serve_appears_with_its_length_to_each_of_two_
         settings: Settings, tenant: TenantInfo, tmp_path: Path) -> None:
     port = free_port()
     namespace = f"{settings.queue_namespace}-{uuid.uuid4().hex[:8]}"
-    hub = await _spawn_serve(settings, tmp_path, "serve-1", port, namespace)
+    hub = await spawn_serve(settings, tmp_path, "serve-1", port=port, namespace=namespace)
     names = ("prober-a", "prober-b")
     probers = [await _spawn_prober(settings, tmp_path, n, hub.url, tenant.domain) for n in names]
     try:
@@ -282,7 +274,7 @@ async def test_an_outage_of_a_real_serve_appears_with_its_length_to_each_of_two_
         await hub.proc.wait()
         await stop(hub)
         await asyncio.sleep(4)
-        hub = await _spawn_serve(settings, tmp_path, "serve-2", port, namespace)
+        hub = await spawn_serve(settings, tmp_path, "serve-2", port=port, namespace=namespace)
         up_at = utcnow()
         await eventually(lambda: ok_after(up_at, 3), timeout=60, interval=0.2)
     finally:

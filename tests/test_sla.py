@@ -17,7 +17,7 @@ from core import sla
 from core.events import EventKind
 from core.models import Event, SlaPolicy, TicketSla
 from core.schedule import BusinessHours
-from tests.conftest import Server, TenantInfo
+from tests.conftest import Server, TenantInfo, eventually
 from web.http import HUB
 
 T0 = datetime(2026, 12, 4, 16, 0, tzinfo=UTC)  # a Friday, 16:00 UTC
@@ -177,7 +177,7 @@ async def test_warning_escalation_and_breach_once_each_with_two_sweepers(server:
         "name": "Chat", "channels": ["webchat"], "first_response": 3600, "resolution": 86400,
         "warn_before": 600, "escalate_priority": "high"}))["policy"]
     ticket_id = await _ticket(tenant, "my order is late")
-    await sla.sweep(hub)
+    await sla.sweep(hub, read_seconds=None)
     rows = await _rows(server, ticket_id)
     first = rows["first_response"]
     assert first.policy_id == policy["id"] and first.due_at is not None
@@ -191,10 +191,12 @@ async def test_warning_escalation_and_breach_once_each_with_two_sweepers(server:
     assert next(t for t in listed if t["id"] == ticket_id)["sla"][0]["target"] == "first_response"
 
     # Before the warning: nothing fires.
-    assert (await sla.sweep(hub, now=first.warn_at - timedelta(seconds=1))).warnings == 0
+    # (Sweeps are of every tenant: other tests' deadlines may fire at these moments; count this one's.)
+    await sla.sweep(hub, read_seconds=None, now=first.warn_at - timedelta(seconds=1))
+    assert await _count(server, ticket_id, EventKind.SLA_WARNING) == 0
     # Two sweepers at the warning: one warning, one escalation.
-    results = await asyncio.gather(*(sla.sweep(hub, now=first.warn_at + timedelta(seconds=1)) for _ in range(2)))
-    assert sum(r.warnings for r in results if r) >= 1
+    at_warning = first.warn_at + timedelta(seconds=1)
+    await asyncio.gather(*(sla.sweep(hub, read_seconds=None, now=at_warning) for _ in range(2)))
     assert await _count(server, ticket_id, EventKind.SLA_WARNING) == 1
     warning = await sup.wait_event(lambda e: e["kind"] == "sla.warning" and e["ticket_id"] == ticket_id)
     assert warning["target"] == "first_response" and warning["policy"] == "Chat"
@@ -210,8 +212,9 @@ async def test_warning_escalation_and_breach_once_each_with_two_sweepers(server:
         await me.wait_event(lambda e: e["kind"] == "sla.warning" and e["ticket_id"] == ticket_id)
 
     # The deadline passes: one breach, with the assignee and group of that moment, even with two sweepers.
-    await asyncio.gather(*(sla.sweep(hub, now=first.due_at + timedelta(seconds=5)) for _ in range(2)))
-    await sla.sweep(hub, now=first.due_at + timedelta(minutes=5))
+    at_due = first.due_at + timedelta(seconds=5)
+    await asyncio.gather(*(sla.sweep(hub, read_seconds=None, now=at_due) for _ in range(2)))
+    await sla.sweep(hub, read_seconds=None, now=first.due_at + timedelta(minutes=5))
     assert await _count(server, ticket_id, EventKind.SLA_BREACHED) == 1
     assert await _count(server, ticket_id, EventKind.SLA_WARNING) == 1
     breached = await sup.wait_event(lambda e: e["kind"] == "sla.breached" and e["ticket_id"] == ticket_id)
@@ -267,10 +270,85 @@ async def test_a_priority_change_reevaluates_the_policy(server: Server, tenant: 
     await admin.api("POST", "/api/v1/sla/policies", {"name": "Urgent", "priorities": ["urgent"], "first_response": 300})
     await admin.api("POST", "/api/v1/sla/policies", {"name": "Any", "first_response": 7200})
     ticket_id = await _ticket(tenant, "hello there")
-    await sla.sweep(hub)
+    await sla.sweep(hub, read_seconds=None)
     first = (await _rows(server, ticket_id))["first_response"]
     assert first.policy_name == "Any" and first.due_at - first.started_at == timedelta(seconds=7200)
     await admin.api("PATCH", f"/api/v1/tickets/{ticket_id}", {"priority": "urgent"})
-    await sla.sweep(hub)
+    await sla.sweep(hub, read_seconds=None)
     first = (await _rows(server, ticket_id))["first_response"]
     assert first.policy_name == "Urgent" and first.due_at - first.started_at == timedelta(seconds=300)
+
+
+async def test_a_routing_rule_on_the_warning_raises_the_priority_and_tags_the_ticket(
+        server: Server, tenant: TenantInfo) -> None:
+    """Near breach, the tenant's routing rules with the ``sla`` condition are tried (never at the
+    door): the first that matches raises the priority and adds its tags, once."""
+    hub = server.app[HUB]
+    admin = await _admin(tenant)
+    await admin.api("POST", "/api/v1/sla/policies", {"name": "Chat", "first_response": 3600, "warn_before": 900})
+    # Not for this ticket's channel; then one that is, on first-response warnings.
+    await admin.api("POST", "/api/v1/routing/rules", {
+        "name": "mail near breach", "conditions": {"sla": "warning", "channel": ["email"]},
+        "actions": {"priority": "high"}})
+    await admin.api("POST", "/api/v1/routing/rules", {
+        "name": "chat near breach", "conditions": {"sla": ["first_response"], "channel": ["webchat"]},
+        "actions": {"priority": "urgent", "add_tags": ["sla-risk"]}})
+    ticket_id = await _ticket(tenant, "where is my parcel")
+    # At the door no rule on warnings applies.
+    detail = (await admin.api("GET", f"/api/v1/tickets/{ticket_id}"))["ticket"]
+    assert detail["priority"] == "normal" and "sla-risk" not in detail["tags"]
+    await sla.sweep(hub, read_seconds=None)
+    first = (await _rows(server, ticket_id))["first_response"]
+    assert first.warn_at is not None
+    at_warning = first.warn_at + timedelta(seconds=1)
+    await asyncio.gather(*(sla.sweep(hub, read_seconds=None, now=at_warning) for _ in range(2)))
+    detail = (await admin.api("GET", f"/api/v1/tickets/{ticket_id}"))["ticket"]
+    assert detail["priority"] == "urgent" and "sla-risk" in detail["tags"]
+
+    async def escalations() -> list[dict[str, Any]]:
+        history = (await admin.api("GET", f"/api/v1/tickets/{ticket_id}/routing"))["decisions"]
+        return [r for r in history if r["outcome"] == "escalated"]
+
+    escalated = await escalations()
+    assert len(escalated) == 1 and escalated[0]["rule"] == "chat near breach", escalated
+    # A later sweep changes nothing more.
+    await sla.sweep(hub, read_seconds=None, now=at_warning + timedelta(minutes=1))
+    assert len(await escalations()) == 1
+
+
+async def test_a_rule_on_warnings_may_only_raise_the_priority_and_add_tags(tenant: TenantInfo) -> None:
+    admin = await _admin(tenant)
+    for conditions, actions in (({"sla": "warning"}, {"group_id": 1}),
+                                ({"sla": ["first_reply"]}, {"priority": "high"}),
+                                ({"sla": "soon"}, {"priority": "high"})):
+        with pytest.raises(HubError) as refused:
+            await admin.api("POST", "/api/v1/routing/rules", {"name": "bad", "conditions": conditions,
+                                                             "actions": actions})
+        assert refused.value.status == 422 and refused.value.code == "invalid_rule", refused.value
+
+
+async def test_serve_sweeps_by_itself(settings: Any, fresh: Any) -> None:
+    """A hub with CHANNELHUB_SLA_INTERVAL set sweeps on its own (the shared test server does not):
+    a two-second first-response target is breached in real time, once (warned about once at most)."""
+    from dataclasses import replace
+
+    from tests.conftest import make_tenant, start_server
+
+    own = replace(settings, database_url=await fresh("slaserve", migrated=True), sla_interval=0.2)
+    srv = await start_server(own)
+    try:
+        tenant = await make_tenant(own, srv)
+        admin = await _admin(tenant)
+        await admin.api("POST", "/api/v1/sla/policies", {"name": "Quick", "first_response": 2, "warn_before": 1})
+        ticket_id = await _ticket(tenant, "anyone?")
+
+        async def breached() -> bool:
+            return await _count(srv, ticket_id, EventKind.SLA_BREACHED) == 1
+
+        await eventually(breached, timeout=30, interval=0.2)
+        # The warning's second comes first, unless the machine was too slow to sweep within it.
+        assert await _count(srv, ticket_id, EventKind.SLA_WARNING) <= 1
+        row = (await _rows(srv, ticket_id))["first_response"]
+        assert row.breached_at == row.due_at and row.due_at - row.started_at == timedelta(seconds=2)
+    finally:
+        await srv.runner.cleanup()

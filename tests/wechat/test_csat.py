@@ -68,3 +68,41 @@ async def test_a_digit_with_no_survey_open_is_a_message(plain_account: OaAccount
     assert await plain_account.deliver(plain_account.pusher.message("text", openid, content="3")) == (200, "success")
     created = await client.wait_event(lambda e: e["kind"] == "message.created")
     assert created["message"]["text"] == "3"
+
+
+async def test_a_wecom_customer_service_chat_is_asked_through_kf_send_msg(
+        tenant: Any, wechat_api: StandIn) -> None:
+    """WeCom customer service: the survey goes out through kf send_msg with a message id of its own
+    (never a reply's, which WeCom would take for a repeat), and a pulled reply of a bare rating
+    answers it."""
+    import secrets
+
+    from tests.wechat.conftest import make_kf_account
+    from tests.wechat.test_kf import kf_item
+
+    kf = await make_kf_account(tenant, wechat_api)
+    agent = await tenant.add_agent()
+    client = await tenant.signed_in(agent)
+    user = "wm" + secrets.token_hex(10)
+    wechat_api.kf_messages[kf.open_kfid] = [kf_item(1, user, kf.open_kfid)]
+    assert await kf.callback("SYNC_CSAT_1") == (200, "success")
+    created = await client.wait_event(lambda e: e["kind"] == "message.created")
+    tid = int(created["ticket_id"])
+    reply = await client.reply(tid, "已处理。")
+    await client.api("POST", f"/api/v1/tickets/{tid}/solve")
+
+    async def asked() -> list[dict[str, Any]] | None:
+        found = [m for m in wechat_api.kf_sent if m["touser"] == user and "/csat/" in m["text"]["content"]]
+        return found or None
+
+    [survey] = await eventually(asked, timeout=20)
+    assert survey["open_kfid"] == kf.open_kfid and survey["msgtype"] == "text"
+    assert survey["msgid"].startswith("csat") and survey["msgid"] != f"ch{reply['id']}x0"
+
+    item = kf_item(2, user, kf.open_kfid)
+    item["text"] = {"content": "5"}
+    wechat_api.kf_messages[kf.open_kfid].append(item)
+    assert await kf.callback("SYNC_CSAT_2") == (200, "success")
+    rated = await client.wait_event(lambda e: e["kind"] == "csat.rated")
+    assert (rated["ticket_id"], rated["rating"], rated["agent_id"]) == (tid, 5, agent.id)
+    assert (await client.api("GET", f"/api/v1/tickets/{tid}"))["ticket"]["status"] == "solved"
