@@ -43,7 +43,7 @@ from sqlalchemy import func, insert, select, text, update  # noqa: E402
 
 from core import reports, rollups, tenants  # noqa: E402
 from core.db import Database, migrate  # noqa: E402
-from core.models import Agent, Event, Group, Tenant, table_of  # noqa: E402
+from core.models import Agent, Event, Group, Tenant, report_rollups, table_of  # noqa: E402
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 HOURS = {"timezone": "Asia/Shanghai", "weekly": {d: ["09:00-18:00"] for d in ("mon", "tue", "wed", "thu", "fri")},
@@ -161,15 +161,9 @@ async def timed(job: Any, runs: int) -> list[float]:
     return out
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tickets", type=int, default=1_000_000)
-    parser.add_argument("--pg", help="a PostgreSQL URL (postgresql+asyncpg://...) instead of SQLite in /tmp")
-    parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args()
-    url = args.pg or f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='chreports-')}/bench.db"
-    db = Database(url)
-    await migrate(db)
+async def setup(db: Database, tickets: int) -> tuple[int, list[int], list[int], int, float]:
+    """A new tenant with its agents, groups and generated events: (tenant, agents, groups, events,
+    seconds the generation took)."""
     async with db.session() as session:
         tenant = await tenants.create(session, name="Reports bench", domains=[f"r{time.time_ns()}.bench.example"])
         tenant_id = tenant.id
@@ -181,9 +175,38 @@ async def main() -> None:
             tenant_id=tenant_id, email=f"a{a}@bench.example", name=f"Agent {a}", password_hash="x", role="agent",
             capacity=5).returning(Agent.id))).scalar_one() for a in range(AGENTS)]
     t0 = time.monotonic()
-    events = await generate(db, tenant_id, args.tickets, agents, groups)
+    events = await generate(db, tenant_id, tickets, agents, groups)
     generate_s = time.monotonic() - t0
-    log(f"{events} events in {generate_s:.0f} s; rebuilding the rollups")
+    log(f"{events} events in {generate_s:.0f} s")
+    return tenant_id, agents, groups, events, generate_s
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tickets", type=int, default=1_000_000)
+    parser.add_argument("--pg", help="a PostgreSQL URL (postgresql+asyncpg://...) instead of SQLite in /tmp")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--reuse", help="a SQLite file an earlier run generated (its data is reused: the "
+                        "rebuild and the reports are measured again)")
+    args = parser.parse_args()
+    url = args.pg or f"sqlite+aiosqlite:///{args.reuse or tempfile.mkdtemp(prefix='chreports-') + '/bench.db'}"
+    log(f"database {url}")
+    db = Database(url)
+    await migrate(db)
+    if args.reuse:
+        async with db.read() as session:
+            tenant_id = (await session.execute(select(func.max(Tenant.id)).where(Tenant.name == "Reports bench"))
+                         ).scalar_one()
+            groups = list((await session.execute(select(Group.id).where(Group.tenant_id == tenant_id)
+                                                 .order_by(Group.id))).scalars())
+            agents = list((await session.execute(select(Agent.id).where(Agent.tenant_id == tenant_id)
+                                                 .order_by(Agent.id))).scalars())
+            events = (await session.execute(select(func.count()).select_from(Event)
+                                            .where(Event.tenant_id == tenant_id))).scalar_one()
+        generate_s = 0.0
+    else:
+        tenant_id, agents, groups, events, generate_s = await setup(db, args.tickets)
+    log(f"{events} events; rebuilding the rollups")
     if not db.is_sqlite:
         async with db.connection() as conn:
             await conn.execute(text("ANALYZE events"))
@@ -194,8 +217,10 @@ async def main() -> None:
         async with db.connection() as conn:
             await conn.execute(text("ANALYZE report_rollups"))
     async with db.read(tenant_id) as session:
-        rollup_rows = (await session.execute(select(func.count()).select_from(rollups.report_rollups)
-                                             .where(rollups.report_rollups.c.tenant_id == tenant_id))).scalar_one()
+        table = report_rollups
+        per_grain = {int(g): int(n) for g, n in await session.execute(
+            select(table.c.grain, func.count()).where(table.c.tenant_id == tenant_id).group_by(table.c.grain))}
+        rollup_rows = sum(per_grain.values())
         clock, _ = await rollups.tenant_clock(session, tenant_id)
     log(f"rebuilt in {rebuild_s:.0f} s: {rollup_rows} rollup rows; timing the reports")
 
@@ -204,6 +229,11 @@ async def main() -> None:
     combos: dict[str, reports.Filters] = {
         "year": reports.Filters(*year),
         "month": reports.Filters(*month),
+        # Periods that are not whole months: days around the months come from the daily rows.
+        "rolling_year": reports.Filters(date(2025, 1, 15), date(2025, 12, 14)),
+        "30_days": reports.Filters(date(2025, 11, 5), date(2025, 12, 4)),
+        "rolling_year+agent+tag": reports.Filters(date(2025, 1, 15), date(2025, 12, 14), agent_id=agents[1],
+                                                  tag="refund"),
         "year+channel": reports.Filters(*year, channel="email"),
         "year+tag": reports.Filters(*year, tag="vip"),
         "year+group": reports.Filters(*year, group_id=groups[0]),
@@ -236,7 +266,8 @@ async def main() -> None:
     await db.dispose()
     print(json.dumps({
         "database": "postgresql" if args.pg else "sqlite", "tickets": args.tickets, "events": events,
-        "rollup_rows": rollup_rows, "generate_seconds": round(generate_s, 1), "rebuild_seconds": round(rebuild_s, 1),
+        "rollup_rows": rollup_rows, "rollup_rows_per_grain": per_grain,
+        "generate_seconds": round(generate_s, 1), "rebuild_seconds": round(rebuild_s, 1),
         "rebuild_events_per_second": round(events / rebuild_s), "reference": reference, "reports": results,
         "worst_p95": worst, "aim_p95_under_1s": worst < 1.0,
     }, indent=2))

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -1097,18 +1098,24 @@ REPORT_COUNTERS: tuple[str, ...] = (
     *(f"h{n:02d}" for n in range(24)),
 )
 
-# One row per tenant, tag ("" = every ticket), local day, agent (0 = none), group (0 = none) and
-# channel: the sums of what the tickets contributed there. A Core table: its counters are many and
-# all alike.
+# The sums of what the tickets contributed, at several grains (core.rollups): ``grain`` says which
+# of tag, channel, group and agent a row keeps (bits 1, 2, 4, 8; the others hold "" or 0) and
+# whether ``day`` is a local day or (+16) the first day of a month. Grain 15 is the finest: one row
+# per tenant, tag ("" = every ticket), channel, group (0 = none), agent (0 = none) and local day.
+# A report reads the coarsest grain that answers its filters, so a year is a few thousand rows. A
+# Core table: its counters are many and all alike; on SQLite the key is the table (WITHOUT ROWID),
+# so a report's sums read one b-tree.
 report_rollups = Table(
     "report_rollups", Base.metadata,
     Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("grain", SmallInteger, primary_key=True),
     Column("tag", String(64), primary_key=True),
-    Column("day", Date, primary_key=True),
-    Column("agent_id", Integer, primary_key=True),
-    Column("group_id", Integer, primary_key=True),
     Column("channel", String(40), primary_key=True),
+    Column("group_id", Integer, primary_key=True),
+    Column("agent_id", Integer, primary_key=True),
+    Column("day", Date, primary_key=True),
     *(Column(name, BigInteger, nullable=False, server_default="0") for name in REPORT_COUNTERS),
+    sqlite_with_rowid=False,
 )
 
 

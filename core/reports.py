@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import InvalidInput
 from core.metrics import FIELDS, INDEX, SLA_TARGETS, STATUSES, WIDTH, Clock
 from core.models import Agent, Group, report_rollups
+from core.rollups import BIT, DIMS, MONTHLY, NEUTRAL
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 732
-_SUMS = [func.coalesce(func.sum(report_rollups.c[n]), 0) for n in FIELDS]
 _T = report_rollups.c
 
 
@@ -77,14 +77,59 @@ def metrics(v: Sequence[int]) -> dict[str, Any]:
     }
 
 
-def _where(tenant_id: int, f: Filters) -> list[Any]:
-    out = [_T.tenant_id == tenant_id, _T.tag == (f.tag or ""), _T.day >= f.start, _T.day <= f.end]
-    if f.channel is not None:
-        out.append(_T.channel == f.channel)
-    if f.group_id is not None:
-        out.append(_T.group_id == f.group_id)
-    if f.agent_id is not None:
-        out.append(_T.agent_id == f.agent_id)
+def _months(start: date, end: date) -> tuple[date, date] | None:
+    """The first days of the first and last whole months in start..end, if there are any."""
+    first = start if start.day == 1 else (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    after = end + timedelta(days=1)
+    last = (after if after.day == 1 else end.replace(day=1)) - timedelta(days=1)
+    return (first, last.replace(day=1)) if first <= last else None
+
+
+def _spans(f: Filters, monthly: bool) -> list[tuple[int, date, date]]:
+    """The period as (grain level, first day, last day): whole months from the monthly rows, the
+    days around them from the daily ones."""
+    months = _months(f.start, f.end) if monthly else None
+    if months is None:
+        return [(0, f.start, f.end)]
+    first, last = months
+    out = [(MONTHLY, first, last)]
+    if f.start < first:
+        out.append((0, f.start, first - timedelta(days=1)))
+    after_last = (last.replace(day=28) + timedelta(days=4)).replace(day=1)
+    if after_last <= f.end:
+        out.append((0, after_last, f.end))
+    return out
+
+
+async def _sums(session: AsyncSession, tenant_id: int, f: Filters, by: str | None, columns: Sequence[str], *,
+                monthly: bool = True) -> dict[Any, list[int]]:
+    """Sums of ``columns`` over the period, the filters applied, per value of ``by`` (a dimension, or
+    "day"), from the grain that keeps exactly the filtered dimensions and ``by``: every other one
+    is at its neutral value, so the filters are a prefix of the rollups' key. ``by="tag"`` leaves
+    out the every-ticket rows."""
+    wanted = {"tag": f.tag or None, "channel": f.channel, "group_id": f.group_id, "agent_id": f.agent_id}
+    grain = sum(BIT[d] for d in DIMS if wanted[d] is not None or d == by)
+    where = [_T.tenant_id == tenant_id]
+    for d, neutral in zip(DIMS, NEUTRAL, strict=True):
+        if wanted[d] is not None:
+            where.append(_T[d] == wanted[d])
+        elif d != by:
+            where.append(_T[d] == neutral)
+        elif d == "tag":
+            where.append(_T.tag != "")
+    sums = [func.coalesce(func.sum(_T[n]), 0) for n in columns]
+    key = _T[by] if by is not None else None
+    out: dict[Any, list[int]] = {}
+    for level, lo, hi in _spans(f, monthly and by != "day"):
+        stmt = select(*([key] if key is not None else []), *sums).where(
+            _T.grain == grain + level, *where, _T.day >= lo, _T.day <= hi)
+        if key is not None:
+            stmt = stmt.group_by(key)
+        for row in await session.execute(stmt):
+            k, values = (row[0], row[1:]) if key is not None else (None, row)
+            acc = out.setdefault(k, [0] * len(columns))
+            for i, v in enumerate(values):
+                acc[i] += int(v)
     return out
 
 
@@ -100,14 +145,13 @@ def _period(f: Filters, clock: Clock) -> dict[str, Any]:
     return {"from": f.start.isoformat(), "to": f.end.isoformat(), "timezone": clock.zone.key}
 
 
-async def _by(session: AsyncSession, tenant_id: int, f: Filters, column: Any) -> list[tuple[int, list[int]]]:
-    found = await session.execute(select(column, *_SUMS).where(*_where(tenant_id, f)).group_by(column)
-                                  .order_by(column))
-    return [(int(key), [int(x) for x in rest]) for key, *rest in found]
+async def _by(session: AsyncSession, tenant_id: int, f: Filters, column: str) -> list[tuple[int, list[int]]]:
+    found = await _sums(session, tenant_id, f, column, FIELDS)
+    return sorted((int(key), values) for key, values in found.items())
 
 
 async def agents_report(session: AsyncSession, tenant_id: int, f: Filters, clock: Clock) -> dict[str, Any]:
-    by_agent = await _by(session, tenant_id, f, _T.agent_id)
+    by_agent = await _by(session, tenant_id, f, "agent_id")
     names = dict((await session.execute(select(Agent.id, Agent.name).where(Agent.tenant_id == tenant_id))).all())
     rows = [{"agent_id": agent_id, "agent_name": names.get(agent_id, f"#{agent_id}"), "metrics": metrics(v)}
             for agent_id, v in by_agent if agent_id != 0]
@@ -116,7 +160,7 @@ async def agents_report(session: AsyncSession, tenant_id: int, f: Filters, clock
 
 
 async def groups_report(session: AsyncSession, tenant_id: int, f: Filters, clock: Clock) -> dict[str, Any]:
-    by_group = await _by(session, tenant_id, f, _T.group_id)
+    by_group = await _by(session, tenant_id, f, "group_id")
     names = dict((await session.execute(select(Group.id, Group.name).where(Group.tenant_id == tenant_id))).all())
     rows = [{"group_id": group_id or None, "group_name": names.get(group_id, f"#{group_id}") if group_id else None,
              "metrics": metrics(v)} for group_id, v in by_group]
@@ -124,19 +168,15 @@ async def groups_report(session: AsyncSession, tenant_id: int, f: Filters, clock
             "totals": metrics(_total([v for _, v in by_group])), "rows": rows}
 
 
+def _ranked(found: dict[Any, list[int]]) -> list[tuple[str, int]]:
+    return sorted(((str(k), v[0]) for k, v in found.items() if v[0]), key=lambda kv: (-kv[1], kv[0]))
+
+
 async def demand_report(session: AsyncSession, tenant_id: int, f: Filters, clock: Clock) -> dict[str, Any]:
-    where = _where(tenant_id, f)
-    received = func.coalesce(func.sum(_T.received), 0)
-    hours = [func.coalesce(func.sum(_T[f"h{h:02d}"]), 0) for h in range(24)]
-    per_day = dict((await session.execute(select(_T.day, received).where(*where).group_by(_T.day))).all())
-    by_hour = [int(x) for x in (await session.execute(select(*hours).where(*where))).one()]
-    by_channel = (await session.execute(select(_T.channel, received).where(*where).group_by(_T.channel)
-                                        .order_by(received.desc(), _T.channel))).all()
-    tag_where = [w for w in where if w is not where[1]] + [_T.tag != ""]
-    if f.tag:
-        tag_where.append(_T.tag == f.tag)
-    by_tag = (await session.execute(select(_T.tag, received).where(*tag_where).group_by(_T.tag)
-                                    .order_by(received.desc(), _T.tag))).all()
+    per_day = {k: v[0] for k, v in (await _sums(session, tenant_id, f, "day", ("received",))).items()}
+    hours = (await _sums(session, tenant_id, f, None, [f"h{h:02d}" for h in range(24)])).get(None, [0] * 24)
+    by_channel = _ranked(await _sums(session, tenant_id, f, "channel", ("received",)))
+    by_tag = _ranked(await _sums(session, tenant_id, f, "tag", ("received",)))
     by_day, by_weekday = [], [0] * 7
     day = f.start
     while day <= f.end:
@@ -145,9 +185,9 @@ async def demand_report(session: AsyncSession, tenant_id: int, f: Filters, clock
         by_weekday[day.weekday()] += n
         day += timedelta(days=1)
     return {"period": _period(f, clock), "filters": f.as_dict(), "received": sum(d["received"] for d in by_day),
-            "by_day": by_day, "by_hour": by_hour, "by_weekday": by_weekday,
-            "by_channel": [{"channel": c, "received": int(n)} for c, n in by_channel if n],
-            "by_tag": [{"tag": t, "received": int(n)} for t, n in by_tag if n]}
+            "by_day": by_day, "by_hour": hours, "by_weekday": by_weekday,
+            "by_channel": [{"channel": c, "received": n} for c, n in by_channel],
+            "by_tag": [{"tag": t, "received": n} for t, n in by_tag]}
 
 
 def today_in(clock: Clock, now: datetime) -> date:

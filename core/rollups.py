@@ -13,6 +13,12 @@ checked to be where the batch started (another process may have taken the batch:
 dropped), the deltas are upserted and the cursor is moved. Messaging's hot paths write nothing for
 the reports: the events they write anyway are all this reads.
 
+The rollups are kept at several grains (the ``grain`` column, :data:`GRAINS`): the finest row per
+(tag, channel, group, agent, local day), and every coarser combination of those four, per day and
+per month, each the finest rows summed (:func:`grains`). The same function turns a batch's
+differences and a rebuild's sums into the rows of every grain, so they all stay exact; a report
+reads the coarsest grain that answers its question (core.reports).
+
 The tenant's clock (reporting time zone and business hours, core.metrics.Clock) is remembered with
 the cursor. When it changes, every past contribution changes too: the rollups are emptied and the
 cursor set back to the start, and the batches rebuild them (:func:`rebuild` does the same at once).
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,24 +36,41 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.metrics import FIELDS, KINDS, WIDTH, Clock, Contribution, Ev, contribution, rows
+from core.metrics import FIELDS, KINDS, WIDTH, Clock, Contribution, Ev, contribution
 from core.models import Event, ReportCursor, Tenant, report_rollups, utcnow
 
 if TYPE_CHECKING:
     from core.db import Database
 
-# Events read per batch: the background job's, and a rebuild's.
+# Events read per batch: the background job's.
 # PostgreSQL: how old an event must be before the rollups read it (see step).
 SETTLE = 5.0
 BATCH = 5000
-REBUILD_BATCH = 50000
 # Tickets whose histories are read per query.
 _TICKETS_PER_READ = 500
-_KEY = ("tenant_id", "tag", "day", "agent_id", "group_id", "channel")
+# A rebuild: tickets per query, rows per insert.
+_REBUILD_TICKETS = 4000
+_WRITE_ROWS = 5000
 RowKey = tuple[date, int, int, str, str]
+
+# The grains: which of the dimensions a row keeps (a bit each; the others hold their neutral value),
+# and MONTHLY added when ``day`` is the first day of a month that the row sums.
+DIMS = ("tag", "channel", "group_id", "agent_id")
+NEUTRAL: tuple[Any, ...] = ("", "", 0, 0)
+BIT = {name: 1 << i for i, name in enumerate(DIMS)}
+FINEST = 15
+MONTHLY = 16
+# Each coarser grain is summed from a finer one with one dimension more (the one with the fewest
+# values first, so the finer one is small): (grain, parent, the dimension's position).
+_CASCADE: list[tuple[int, int, int]] = []
+for _mask in sorted(range(FINEST), key=lambda m: -bin(m).count("1")):
+    _pos = next(i for i in (1, 2, 0, 3) if not _mask & (1 << i))
+    _CASCADE.append((_mask, _mask | (1 << _pos), _pos))
+GRAINS = (*range(FINEST + 1), *range(MONTHLY, MONTHLY + FINEST + 1))
+# A row of a grain: (grain, tag, channel, group, agent, day), then the counters.
+GrainKey = tuple[int, str, str, int, int, date]
 
 
 def clock_key(business_hours: dict[str, Any] | None) -> str:
@@ -73,62 +97,130 @@ async def _cursor(session: AsyncSession, tenant_id: int) -> _Cursor:
     return _Cursor(row[0], row[1]) if row is not None else _Cursor(0, "")
 
 
+def _by_ticket(tenant_id: int, upto: int) -> list[Any]:
+    """The conditions of a read of tickets' histories besides the tickets: written so that no
+    index can serve them (``+ 0``), which leaves the database the index on events (ticket_id, id).
+    Otherwise SQLite, without statistics, takes the one on (tenant_id, id) and reads every event
+    of the tenant for each chunk of tickets."""
+    return [(Event.tenant_id + 0) == tenant_id, (Event.id + 0) <= upto, Event.kind.in_(sorted(KINDS))]
+
+
 async def histories(session: AsyncSession, tenant_id: int, ticket_ids: Iterable[int], upto: int
                     ) -> dict[int, list[Ev]]:
     """The tickets' events that reports read, up to event ``upto``, in order."""
     out: dict[int, list[Ev]] = defaultdict(list)
     wanted = sorted(set(ticket_ids))
+    conn = await session.connection()
     for i in range(0, len(wanted), _TICKETS_PER_READ):
         chunk = wanted[i:i + _TICKETS_PER_READ]
-        result = await session.execute(
+        result = await conn.execute(
             select(Event.ticket_id, Event.id, Event.kind, Event.created_at, Event.assignee_id, Event.payload)
-            .where(Event.tenant_id == tenant_id, Event.ticket_id.in_(chunk), Event.id <= upto,
-                   Event.kind.in_(sorted(KINDS)))
+            .where(Event.ticket_id.in_(chunk), *_by_ticket(tenant_id, upto))
             .order_by(Event.ticket_id, Event.id))
         for ticket_id, *ev in result:
             out[ticket_id].append(Ev(*ev))
     return out
 
 
-def _add(into: dict[RowKey, list[int]], c: Contribution, sign: int) -> None:
-    for key, values in rows(c).items():
-        row = into.get(key)
-        if row is None:
-            row = into[key] = [0] * WIDTH
-        for i, v in enumerate(values):
-            if v:
-                row[i] += sign * v
+# Counter vectors are summed packed into one integer, sum(v[i] * 2**(64 i)), so adding two vectors
+# is one addition (a rebuild sums millions of them). While each counter is within a signed 64-bit
+# field the packing is one to one: adding 2**63 to every field makes the fields plain unsigned
+# digits, read (and written) through struct with the top bit of each flipped.
+_PACKED = struct.Struct(f"<{WIDTH}q")
+_BIAS = sum(1 << (64 * i + 63) for i in range(WIDTH))
 
 
-def deltas(histories: dict[int, list[Ev]], since: int, clock: Clock) -> dict[RowKey, list[int]]:
-    """What the events after ``since`` change in the rollups: each ticket's contribution now less
-    its contribution as of ``since``."""
-    out: dict[RowKey, list[int]] = {}
+def pack(values: Sequence[int]) -> int:
+    return (int.from_bytes(_PACKED.pack(*values), "little") ^ _BIAS) - _BIAS
+
+
+def unpack(packed: int) -> tuple[int, ...]:
+    return _PACKED.unpack(((packed + _BIAS) ^ _BIAS).to_bytes(_PACKED.size, "little"))
+
+
+def _add(into: dict[RowKey, int], c: Contribution, sign: int) -> None:
+    tags = ("", *dict.fromkeys(c.tags))
+    for (day, agent, group, channel), values in c.facts.items():
+        packed = pack(values) if sign > 0 else -pack(values)
+        for tag in tags:
+            key = (day, agent, group, channel, tag)
+            into[key] = into.get(key, 0) + packed
+
+
+def deltas(histories: dict[int, list[Ev]], since: int, clock: Clock) -> dict[RowKey, int]:
+    """What the events after ``since`` change in the rollups (packed finest rows): each ticket's
+    contribution now less its contribution as of ``since``."""
+    out: dict[RowKey, int] = {}
     for events in histories.values():
         _add(out, contribution(events, clock), 1)
         before = [e for e in events if e.id <= since]
         if before:
             _add(out, contribution(before, clock), -1)
-    return {k: v for k, v in out.items() if any(v)}
+    return out
 
 
-def _upsert(session: AsyncSession) -> Any:
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(report_rollups)
-    return stmt.on_conflict_do_update(
-        index_elements=list(_KEY), set_={n: report_rollups.c[n] + stmt.excluded[n] for n in FIELDS})
+def grains(finest: dict[RowKey, int]) -> dict[GrainKey, tuple[int, ...]]:
+    """The rows of every grain made from packed finest rows (sums, or differences: it is linear),
+    the non-zero ones. A grain without the tag sums the every-ticket rows (tag "") only."""
+    by: dict[int, dict[tuple[Any, ...], int]] = {
+        FINEST: {(tag, channel, group, agent, day): values
+                 for (day, agent, group, channel, tag), values in finest.items()}}
+    for mask, parent, pos in _CASCADE:
+        out: dict[tuple[Any, ...], int] = {}
+        if pos == 0:
+            out = {key: values for key, values in by[parent].items() if key[0] == ""}
+        else:
+            for key, values in by[parent].items():
+                coarse = (*key[:pos], NEUTRAL[pos], *key[pos + 1:])
+                out[coarse] = out.get(coarse, 0) + values
+        by[mask] = out
+    result: dict[GrainKey, tuple[int, ...]] = {}
+    for mask, found in by.items():
+        months: dict[tuple[Any, ...], int] = {}
+        for key, values in found.items():
+            if values:
+                result[(mask, *key)] = unpack(values)
+            month = (*key[:4], key[4].replace(day=1))
+            months[month] = months.get(month, 0) + values
+        for key, values in months.items():
+            if values:
+                result[(mask + MONTHLY, *key)] = unpack(values)
+    return result
 
 
-async def apply(session: AsyncSession, tenant_id: int, changes: dict[RowKey, list[int]]) -> None:
-    """Add ``changes`` to the tenant's rollups."""
+_COLUMNS = ("tenant_id", "grain", *DIMS, "day", *FIELDS)
+
+
+def _insert_sql(session: AsyncSession, additive: bool) -> str:
+    """The statement that writes rows through the driver (executemany: no per-row work in
+    SQLAlchemy), adding to rows already there when ``additive``."""
+    pg = session.get_bind().dialect.name == "postgresql"
+    marks = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1)) if pg else ", ".join("?" * len(_COLUMNS))
+    sql = f"INSERT INTO report_rollups ({', '.join(_COLUMNS)}) VALUES ({marks})"
+    if additive:
+        key = ", ".join(_COLUMNS[:7])
+        sql += f" ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(
+            f"{n} = report_rollups.{n} + excluded.{n}" for n in FIELDS)
+    return sql
+
+
+async def write(session: AsyncSession, tenant_id: int, changes: dict[GrainKey, tuple[int, ...]], *,
+                additive: bool = True) -> None:
+    """Write rows of every grain: added to the rollups (``additive``), or inserted into empty ones."""
     if not changes:
         return
-    items = [{"tenant_id": tenant_id, "day": day, "agent_id": agent, "group_id": group, "channel": channel,
-              "tag": tag, **dict(zip(FIELDS, values, strict=True))}
-             for (day, agent, group, channel, tag), values in changes.items()]
-    stmt = _upsert(session)
-    for i in range(0, len(items), 2000):
-        await session.execute(stmt, items[i:i + 2000])
+    pg = session.get_bind().dialect.name == "postgresql"
+    sql = _insert_sql(session, additive)
+    items = [(tenant_id, grain, tag, channel, group, agent, day if pg else day.isoformat(), *values)
+             for (grain, tag, channel, group, agent, day), values in sorted(changes.items())]
+    conn = await session.connection()
+    for i in range(0, len(items), _WRITE_ROWS):
+        await conn.exec_driver_sql(sql, items[i:i + _WRITE_ROWS])
+
+
+async def apply(session: AsyncSession, tenant_id: int, changes: dict[RowKey, int]) -> None:
+    """Add ``changes`` (packed finest rows, :func:`deltas`) to the tenant's rollups, at every grain."""
+    await write(session, tenant_id, grains(changes))
 
 
 async def _move_cursor(session: AsyncSession, tenant_id: int, start: _Cursor, to: int, clock: str) -> bool:
@@ -212,13 +304,75 @@ async def catch_up(db: Database, tenant_id: int, *, limit: int = BATCH, batches:
     return total
 
 
-async def rebuild(db: Database, tenant_id: int, *, limit: int = REBUILD_BATCH, settle: float | None = None) -> int:
+async def _ticket_ranges(session: AsyncSession, tenant_id: int, upto: int) -> list[tuple[int, int]]:
+    """The tenant's ticket ids that have events up to ``upto``, as ranges of a rebuild's chunk size
+    (one pass over the tenant's events in id order)."""
+    found = sorted(int(t) for t in (await session.execute(
+        select(Event.ticket_id).where(Event.tenant_id == tenant_id, Event.id <= upto, Event.ticket_id.is_not(None))
+        .distinct())).scalars() if t is not None)
+    return [(found[i], found[min(i + _REBUILD_TICKETS, len(found)) - 1])
+            for i in range(0, len(found), _REBUILD_TICKETS)]
+
+
+async def _range_histories(session: AsyncSession, tenant_id: int, lo: int, hi: int, upto: int
+                           ) -> Iterable[list[Ev]]:
+    """The histories of the tickets lo..hi up to event ``upto``, one ticket after the other (read
+    through the connection: no ORM work per row)."""
+    result = await (await session.connection()).execute(
+        select(Event.ticket_id, Event.id, Event.kind, Event.created_at, Event.assignee_id, Event.payload)
+        .where(Event.ticket_id >= lo, Event.ticket_id <= hi, *_by_ticket(tenant_id, upto))
+        .order_by(Event.ticket_id, Event.id))
+    current: list[Ev] = []
+    ticket = None
+    out: list[list[Ev]] = []
+    for ticket_id, *ev in result:
+        if ticket_id != ticket:
+            if current:
+                out.append(current)
+            current, ticket = [], ticket_id
+        current.append(Ev(*ev))
+    if current:
+        out.append(current)
+    return out
+
+
+async def rebuild(db: Database, tenant_id: int, *, settle: float | None = None) -> int:
     """The tenant's rollups made again from all its events; returns the events read (``settle``:
-    as :func:`step`; the newest events are then read by the next round)."""
+    as :func:`step`; the newest events are then read by the next round).
+
+    Every ticket's contribution is summed in memory (its events read a chunk of tickets at a time),
+    then the rows of every grain replace the tenant's in one transaction that also moves the cursor:
+    a batch another process computed meanwhile finds the cursor moved and is dropped."""
+    if settle is None:
+        settle = 0.0 if db.is_sqlite else SETTLE
     async with db.read(tenant_id) as session:
-        _, key = await tenant_clock(session, tenant_id)
-    await reset(db, tenant_id, key)
-    return await catch_up(db, tenant_id, limit=limit, settle=settle)
+        clock, key = await tenant_clock(session, tenant_id)
+        newest = select(func.max(Event.id)).where(Event.tenant_id == tenant_id)
+        if settle > 0:
+            newest = newest.where(Event.created_at <= utcnow() - timedelta(seconds=settle))
+        upto = int((await session.execute(newest)).scalar() or 0)
+        events = int((await session.execute(select(func.count()).select_from(Event).where(
+            Event.tenant_id == tenant_id, Event.id <= upto))).scalar_one())
+        sums: dict[RowKey, int] = {}
+        for lo, hi in await _ticket_ranges(session, tenant_id, upto):
+            for history in await _range_histories(session, tenant_id, lo, hi, upto):
+                _add(sums, contribution(history, clock), 1)
+    # The rows of a month's grains come from that month's finest rows alone: made and written a
+    # month at a time, so only the finest sums are all in memory at once.
+    by_month: dict[date, dict[RowKey, int]] = defaultdict(dict)
+    for row_key, packed in sums.items():
+        by_month[row_key[0].replace(day=1)][row_key] = packed
+    del sums
+    async with db.session(tenant_id) as session:
+        await session.execute(select(ReportCursor.tenant_id).where(ReportCursor.tenant_id == tenant_id)
+                              .with_for_update())
+        await session.execute(delete(report_rollups).where(report_rollups.c.tenant_id == tenant_id))
+        await session.execute(delete(ReportCursor).where(ReportCursor.tenant_id == tenant_id))
+        session.add(ReportCursor(tenant_id=tenant_id, last_event_id=upto, clock=key, updated_at=utcnow()))
+        await session.flush()
+        for month in sorted(by_month):
+            await write(session, tenant_id, grains(by_month.pop(month)), additive=False)
+    return events
 
 
 async def lag(session: AsyncSession, tenant_id: int) -> int:
@@ -242,12 +396,22 @@ async def tenants_behind(db: Database) -> list[int]:
 
 
 def table_rows(found: Sequence[Any]) -> dict[RowKey, tuple[int, ...]]:
-    """Rollup rows read back (tests, the rebuild check): the non-zero ones by key."""
+    """Finest rollup rows read back (tests, the rebuild check): the non-zero ones by key."""
     return {(r.day, r.agent_id, r.group_id, r.channel, r.tag): tuple(getattr(r, n) for n in FIELDS)
             for r in found if any(getattr(r, n) for n in FIELDS)}
 
 
 async def read_rows(db: Database, tenant_id: int) -> dict[RowKey, tuple[int, ...]]:
+    """The tenant's finest rows (grain 15)."""
+    async with db.read(tenant_id) as session:
+        found = (await session.execute(select(report_rollups).where(
+            report_rollups.c.tenant_id == tenant_id, report_rollups.c.grain == FINEST))).all()
+    return table_rows(found)
+
+
+async def read_grains(db: Database, tenant_id: int) -> dict[GrainKey, tuple[int, ...]]:
+    """Every row of the tenant's rollups, at every grain: the non-zero ones by key."""
     async with db.read(tenant_id) as session:
         found = (await session.execute(select(report_rollups).where(report_rollups.c.tenant_id == tenant_id))).all()
-    return table_rows(found)
+    return {(r.grain, r.tag, r.channel, r.group_id, r.agent_id, r.day): tuple(getattr(r, n) for n in FIELDS)
+            for r in found if any(getattr(r, n) for n in FIELDS)}

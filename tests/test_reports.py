@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import random
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import insert, update
 
 from admin_api.client import HubError
-from core import rollups
+from core import reports, rollups
 from core.breakers import Actor
 from core.db import Database
-from core.metrics import WIDTH, Clock, Ev, contribution, rows
+from core.metrics import INDEX, WIDTH, Clock, Ev, contribution, rows
 from core.models import Event, Tenant, table_of
 from tests.conftest import Server, TenantInfo, eventually, make_tenant
 from web.http import HUB
@@ -343,13 +343,30 @@ def summed(h_rows: list[dict[str, Any]], clock: Clock) -> dict[Any, tuple[int, .
     return {k: tuple(v) for k, v in out.items() if any(v)}
 
 
+async def _staffed(db: Database, tenant: TenantInfo, seed: int, agents: int, groups: int
+                   ) -> tuple[random.Random, list[int], list[int]]:
+    """The tenant on Shanghai's business hours, a random source, and its agents and groups."""
+    await set_hours(db, tenant.id, HOURS)
+    rng = random.Random(seed)
+    return (rng, [(await tenant.add_agent()).id for _ in range(agents)],
+            [await tenant.add_group(f"G{n}") for n in range(groups)])
+
+
+async def _kept_in_batches(db: Database, h: History, rng: random.Random, lo: int, hi: int) -> list[dict[str, Any]]:
+    """The history written in time order, and the rollups kept up with it in batches of lo..hi
+    events; returns the rows written."""
+    h.rows.sort(key=lambda r: r["created_at"])
+    written = list(h.rows)
+    await h.write(db)
+    while await rollups.step(db, h.tenant_id, limit=rng.randrange(lo, hi), settle=0):
+        pass
+    return written
+
+
 async def test_rollups_rebuilt_equal_the_incremental_ones(tenant: TenantInfo) -> None:
     db = Database(tenant.settings.database_url)
     try:
-        await set_hours(db, tenant.id, HOURS)
-        rng = random.Random(17)
-        agents = [(await tenant.add_agent()).id for _ in range(4)]
-        groups = [await tenant.add_group(f"G{n}") for n in range(3)]
+        rng, agents, groups = await _staffed(db, tenant, 17, 4, 3)
         start = datetime(2026, 2, 1, tzinfo=UTC)
         written: list[dict[str, Any]] = []
         # 10,000 tickets in five parts, each part's events interleaved in time order with the
@@ -364,11 +381,7 @@ async def test_rollups_rebuilt_equal_the_incremental_ones(tenant: TenantInfo) ->
                     old = rng.randrange(1, 1 + part * 2000)
                     h.message(old, r["created_at"] + timedelta(days=40), "inbound", status="open", agent=None,
                               channel="webchat", group=None)
-            h.rows.sort(key=lambda r: r["created_at"])
-            written += h.rows
-            await h.write(db)
-            while await rollups.step(db, tenant.id, limit=rng.randrange(500, 4000), settle=0):
-                pass
+            written += await _kept_in_batches(db, h, rng, 500, 4000)
         incremental = await rollups.read_rows(db, tenant.id)
         await rollups.rebuild(db, tenant.id, settle=0)
         rebuilt = await rollups.read_rows(db, tenant.id)
@@ -422,3 +435,117 @@ async def test_statistics_degraded_the_rollups_wait_and_catch_up(settings: Any, 
     finally:
         await db.dispose()
         await tenant.close()
+
+
+# --- the grains: every coarser grain is the finest rows summed; reports read them exactly -----------
+def naive_grains(finest: dict[Any, tuple[int, ...]]) -> dict[Any, tuple[int, ...]]:
+    """Every grain straight from the finest rows, one row at a time (not core.rollups' cascade)."""
+    out: dict[Any, list[int]] = {}
+    for (day, agent, group, channel, tag), values in finest.items():
+        for mask in range(16):
+            if not mask & 1 and tag != "":
+                continue  # a grain without the tag sums the every-ticket rows
+            dims = (tag if mask & 1 else "", channel if mask & 2 else "", group if mask & 4 else 0,
+                    agent if mask & 8 else 0)
+            for grain, at in ((mask, day), (mask + 16, day.replace(day=1))):
+                _accumulate(out, (grain, *dims, at), values)
+    return {k: tuple(v) for k, v in out.items() if any(v)}
+
+
+def naive_report(finest: dict[Any, tuple[int, ...]], by: str, f: reports.Filters) -> dict[Any, list[int]]:
+    """A report's sums per agent, group, channel or tag straight from the finest rows."""
+    out: dict[Any, list[int]] = {}
+    for (day, agent, group, channel, tag), values in finest.items():
+        if not f.start <= day <= f.end or (f.channel is not None and channel != f.channel):
+            continue
+        if (f.group_id is not None and group != f.group_id) or (f.agent_id is not None and agent != f.agent_id):
+            continue
+        if by == "tag":
+            if tag == "" or (f.tag is not None and tag != f.tag):
+                continue
+        elif tag != (f.tag or ""):
+            continue
+        key = {"agent": agent, "group": group, "channel": channel, "tag": tag, "hour": None, "day": day}[by]
+        _accumulate(out, key, values)
+    return out
+
+
+async def test_every_grain_is_the_finest_summed_and_reports_read_them_exactly(tenant: TenantInfo) -> None:
+    """A random history over three months, kept in uneven batches: every grain (daily and monthly)
+    equals the finest rows summed, kept and rebuilt alike; and the reports under every kind of
+    filter and period (whole months, days around them, no whole month) equal sums of the finest
+    rows."""
+    db = Database(tenant.settings.database_url)
+    try:
+        rng, agents, groups = await _staffed(db, tenant, 1717, 3, 2)
+        for part in range(3):
+            h = History(tenant.id)
+            random_history(h, rng, 600, agents, groups, datetime(2026, 1 + part, 20, tzinfo=UTC),
+                           first_id=1 + part * 600)
+            await _kept_in_batches(db, h, rng, 300, 2000)
+        kept = await rollups.read_grains(db, tenant.id)
+        await rollups.rebuild(db, tenant.id, settle=0)
+        rebuilt = await rollups.read_grains(db, tenant.id)
+        finest = await rollups.read_rows(db, tenant.id)
+        assert kept == rebuilt == naive_grains(finest)
+        assert {k[0] for k in rebuilt} == set(range(32))
+
+        clock = Clock.of(HOURS)
+        d = datetime(2026, 1, 1).date()
+        periods = [(d.replace(month=2, day=1), d.replace(month=3, day=31)),
+                   (d.replace(month=1, day=25), d.replace(month=4, day=10)),
+                   (d.replace(month=2, day=3), d.replace(month=2, day=20)),
+                   (d.replace(month=1, day=1), d.replace(month=6, day=30)),
+                   (d.replace(month=2, day=1), d.replace(month=3, day=15))]
+        async with db.read(tenant.id) as session:
+            for start, end in periods:
+                for channel, group, agent, tag in [(None, None, None, None), ("email", None, None, None),
+                                                   (None, groups[0], None, None), (None, None, agents[1], None),
+                                                   (None, None, None, "b"), ("webchat", groups[1], None, "a"),
+                                                   ("wechat", groups[0], agents[0], "c")]:
+                    f = reports.Filters(start, end, channel=channel, group_id=group, agent_id=agent, tag=tag)
+                    by_agent = naive_report(finest, "agent", f)
+                    got = await reports.agents_report(session, tenant.id, f, clock)
+                    assert got["totals"] == reports.metrics(_summed_values(by_agent.values()))
+                    assert {r["agent_id"]: r["metrics"] for r in got["rows"]} == {
+                        a: reports.metrics(v) for a, v in by_agent.items() if a}
+                    by_group = naive_report(finest, "group", f)
+                    got = await reports.groups_report(session, tenant.id, f, clock)
+                    assert {r["group_id"]: r["metrics"] for r in got["rows"]} == {
+                        g or None: reports.metrics(v) for g, v in by_group.items()}
+                    demand = await reports.demand_report(session, tenant.id, f, clock)
+                    received = INDEX["received"]
+                    per_day = {k: v[received] for k, v in naive_report(finest, "day", f).items()}
+                    assert {date.fromisoformat(x["date"]): x["received"] for x in demand["by_day"] if x["received"]
+                            } == {k: n for k, n in per_day.items() if n}
+                    hours = naive_report(finest, "hour", f).get(None, [0] * WIDTH)
+                    assert demand["by_hour"] == [hours[INDEX[f"h{h:02d}"]] for h in range(24)]
+                    assert {x["channel"]: x["received"] for x in demand["by_channel"]} == {
+                        c: v[received] for c, v in naive_report(finest, "channel", f).items() if v[received]}
+                    assert {x["tag"]: x["received"] for x in demand["by_tag"]} == {
+                        t: v[received] for t, v in naive_report(finest, "tag", f).items() if v[received]}
+    finally:
+        await db.dispose()
+
+
+def _summed_values(found: Any) -> list[int]:
+    out: dict[None, list[int]] = {}
+    for values in found:
+        _accumulate(out, None, values)
+    return out.get(None, [0] * WIDTH)
+
+
+def _accumulate(out: dict[Any, list[int]], key: Any, values: Any) -> None:
+    acc = out.setdefault(key, [0] * WIDTH)
+    for i, v in enumerate(values):
+        acc[i] += v
+
+
+def test_packed_counter_vectors_add_exactly() -> None:
+    """core.rollups sums counter vectors packed into one integer: differences (negative counters)
+    and large millisecond sums read back exactly, and a vector less itself is 0."""
+    rng = random.Random(5)
+    for _ in range(500):
+        vectors = [[rng.randrange(-2**50, 2**50) for _ in range(WIDTH)] for _ in range(rng.randrange(1, 6))]
+        assert rollups.unpack(sum(rollups.pack(v) for v in vectors)) == tuple(map(sum, zip(*vectors, strict=True)))
+        assert rollups.pack(vectors[0]) - rollups.pack(vectors[0]) == 0

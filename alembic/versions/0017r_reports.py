@@ -1,4 +1,5 @@
-"""Reports (#17): the rollups of the metrics and each tenant's cursor on the events (a ticket's
+"""Reports (#17): the rollups of the metrics at several grains (core.rollups; WITHOUT ROWID on
+SQLite: the key is the table) and each tenant's cursor on the events (a ticket's
 history in order is read through 0017s's index on events (ticket_id, id)).
 
 Revision ID: 0017r
@@ -28,11 +29,12 @@ def upgrade() -> None:
     )
     op.create_table('report_rollups',
     sa.Column('tenant_id', sa.Integer(), nullable=False),
+    sa.Column('grain', sa.SmallInteger(), nullable=False),
     sa.Column('tag', sa.String(length=64), nullable=False),
-    sa.Column('day', sa.Date(), nullable=False),
-    sa.Column('agent_id', sa.Integer(), nullable=False),
-    sa.Column('group_id', sa.Integer(), nullable=False),
     sa.Column('channel', sa.String(length=40), nullable=False),
+    sa.Column('group_id', sa.Integer(), nullable=False),
+    sa.Column('agent_id', sa.Integer(), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
     sa.Column('received', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('assigned', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('solved', sa.BigInteger(), server_default='0', nullable=False),
@@ -86,7 +88,9 @@ def upgrade() -> None:
     sa.Column('h22', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('h23', sa.BigInteger(), server_default='0', nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_report_rollups_tenant_id_tenants'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('tenant_id', 'tag', 'day', 'agent_id', 'group_id', 'channel', name=op.f('pk_report_rollups'))
+    sa.PrimaryKeyConstraint('tenant_id', 'grain', 'tag', 'channel', 'group_id', 'agent_id', 'day',
+                            name=op.f('pk_report_rollups')),
+    sqlite_with_rowid=False,
     )
 
 
