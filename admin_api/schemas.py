@@ -571,6 +571,8 @@ class ReportQuery(Strict):
     agent_id: AgentId | None = None
     tag: str | None = Field(default=None, max_length=64)
     format: Literal["json", "xlsx"] = "json"
+
+
 # --- satisfaction surveys (core.csat) ------------------------------------------------------------------
 class CsatAnswerBody(Strict):
     """A customer's answer on the hosted rating page: a whole number 1-5 and an optional comment."""
@@ -628,11 +630,7 @@ class SlaPolicyPatch(Patch):
     position: int | None = Field(default=None, ge=0, le=100_000)
 
 
-class SlaReportQuery(Strict):
-    from_: date | None = Field(default=None, alias="from", description="First day (YYYY-MM-DD, tenant's time zone)")
-    to: date | None = Field(default=None, description="Last day, inclusive; default: today")
-    channel: ChannelKind | None = None
-    group_id: GroupId | None = None
-    agent_id: AgentId | None = None
-    tag: str | None = Field(default=None, min_length=1, max_length=50)
+class SlaReportQuery(ReportQuery):
+    """The reports' common query (ReportQuery); the breach report is JSON only."""
+
     format: Literal["json"] = "json"

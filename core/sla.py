@@ -29,9 +29,9 @@ import socket
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -64,6 +64,7 @@ from core.serialize import iso, ticket_dict
 if TYPE_CHECKING:
     from core.db import Database
     from core.hub import Hub
+    from core.reports import Filters
 
 logger = logging.getLogger(__name__)
 
@@ -626,35 +627,17 @@ async def deadlines(session: AsyncSession, tenant_id: int,
 
 # --- the breach report ------------------------------------------------------------------------------
 
-def _zone(routing_settings: dict[str, Any] | None) -> ZoneInfo:
-    """The tenant's reporting time zone: its business hours' (UTC without a schedule)."""
-    spec = (routing_settings or {}).get("business_hours") or {}
-    try:
-        return ZoneInfo(str(spec.get("timezone") or "UTC"))
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def _counts() -> dict[str, int]:
     return dict.fromkeys(TARGETS, 0)
 
 
-async def breach_report(session: AsyncSession, tenant_id: int, *, start: date | None, end: date | None,
-                        channel: str | None = None, group_id: int | None = None, agent_id: int | None = None,
-                        tag: str | None = None, today: date | None = None) -> dict[str, Any]:
-    """Breaches recorded in the period (inclusive days in the tenant's time zone; default: the last
-    30 days up to today), per target, per agent and per group (those of the moment of the breach)."""
-    raw = (await session.execute(select(Tenant.routing).where(Tenant.id == tenant_id))).scalar()
-    zone = _zone(raw)
-    today = today or utcnow().astimezone(zone).date()
-    end = end or today
-    start = start or end - timedelta(days=29)
-    if start > end:
-        raise InvalidInput("from is after to", code="invalid_period")
-    if (end - start).days > 366 * 3:
-        raise InvalidInput("a period is at most three years", code="invalid_period")
-    lo = datetime.combine(start, time(0), zone)
-    hi = datetime.combine(end + timedelta(days=1), time(0), zone)
+async def breach_report(session: AsyncSession, tenant_id: int, f: Filters, zone: ZoneInfo) -> dict[str, Any]:
+    """Breaches recorded in the period (``f``: inclusive days of the tenant's reporting time zone
+    ``zone``, core.reports.period), per target, per agent and per group (those of the moment of the
+    breach)."""
+    channel, group_id, agent_id, tag = f.channel, f.group_id, f.agent_id, f.tag
+    lo = datetime.combine(f.start, time(0), zone)
+    hi = datetime.combine(f.end + timedelta(days=1), time(0), zone)
     stmt = (select(TicketSla.target, TicketSla.breach_agent_id, TicketSla.breach_group_id, func.count())
             .join(Ticket, Ticket.id == TicketSla.ticket_id)
             .where(TicketSla.tenant_id == tenant_id, TicketSla.breached_at >= lo, TicketSla.breached_at < hi)
@@ -682,8 +665,8 @@ async def breach_report(session: AsyncSession, tenant_id: int, *, start: date | 
         Group.tenant_id == tenant_id, Group.id.in_([g for g in groups if g is not None])))}
     order = lambda key: (key is None, key or 0)  # noqa: E731 - the unassigned row last
     return {
-        "period": {"from": start.isoformat(), "to": end.isoformat(), "timezone": zone.key},
-        "filters": {"channel": channel, "group_id": group_id, "agent_id": agent_id, "tag": tag},
+        "period": {"from": f.start.isoformat(), "to": f.end.isoformat(), "timezone": zone.key},
+        "filters": f.as_dict(),
         "totals": totals,
         "agents": [{"agent_id": a, "agent_name": names.get(a) if a is not None else None, "breaches": agents[a]}
                    for a in sorted(agents, key=order)],

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from operator import itemgetter
 from typing import Any
 
@@ -20,6 +21,7 @@ from admin_api import downloads
 from admin_api.responses import AgentsReportEnvelope, DemandReportEnvelope, GroupsReportEnvelope
 from admin_api.schemas import ReportQuery
 from core import reports, rollups
+from core.auth import Principal
 from core.breakers import SubsystemOffline
 from core.errors import Forbidden, InvalidInput
 from core.metrics import Clock
@@ -44,28 +46,53 @@ def _text(request: web.Request, name: str, limit: int) -> str | None:
     return raw
 
 
-async def _report(request: web.Request, kind: str, build: Builder) -> web.StreamResponse:
+@dataclass(frozen=True)
+class ReportAsk:
+    """A report's query as asked (docs/reports.md, "The reports"), by a supervisor or above: the
+    agents, groups and demand reports and the SLA breach report (admin_api/routes/sla.py) read it
+    alike."""
+
+    principal: Principal
+    start: date | None
+    end: date | None
+    channel: str | None
+    group_id: int | None
+    agent_id: int | None
+    tag: str | None
+    format: str
+
+    async def filters(self, session: AsyncSession) -> tuple[reports.Filters, Clock]:
+        """The period resolved in the tenant's reporting time zone (default: the last 30 days)."""
+        clock, _ = await rollups.tenant_clock(session, self.principal.tenant_id)
+        start, end = reports.period(self.start, self.end, clock.day(datetime.now(UTC)))
+        return reports.Filters(start, end, channel=self.channel, group_id=self.group_id, agent_id=self.agent_id,
+                               tag=self.tag), clock
+
+
+async def report_ask(request: web.Request, formats: tuple[str, ...] = ("json", "xlsx")) -> ReportAsk:
     principal = await principal_of(request)
     if not principal.sees_all:
         raise Forbidden("reports are for supervisors, admins and owners", code="supervisor_only")
-    hub = request.app[HUB]
-    start, end = query_date(request, "from"), query_date(request, "to")
-    channel, tag = _text(request, "channel", 40), _text(request, "tag", 64)
-    group_id = query_int(request, "group_id", None, lo=1, hi=MAX_ID)
-    agent_id = query_int(request, "agent_id", None, lo=1, hi=MAX_ID)
     fmt = query_value(request, "format") or "json"
-    if fmt not in ("json", "xlsx"):
-        raise InvalidInput(f"format must be json or xlsx, not {fmt[:40]!r}", code="invalid_query")
-    tenant_id = principal.tenant_id
+    if fmt not in formats:
+        raise InvalidInput(f"format must be {' or '.join(formats)}, not {fmt[:40]!r}", code="invalid_query")
+    return ReportAsk(principal, query_date(request, "from"), query_date(request, "to"), _text(request, "channel", 40),
+                     query_int(request, "group_id", None, lo=1, hi=MAX_ID),
+                     query_int(request, "agent_id", None, lo=1, hi=MAX_ID), _text(request, "tag", 64), fmt)
+
+
+async def _report(request: web.Request, kind: str, build: Builder) -> web.StreamResponse:
+    ask = await report_ask(request)
+    hub = request.app[HUB]
+    tenant_id = ask.principal.tenant_id
     async with hub.breakers.run("reports"):
         with contextlib.suppress(SubsystemOffline):
             await hub.breakers.call("statistics", lambda: rollups.catch_up(hub.db, tenant_id,
                                                                            batches=CATCH_UP_BATCHES))
         async with hub.db.read(tenant_id) as session:
-            clock, _ = await rollups.tenant_clock(session, tenant_id)
-            start, end = reports.period(start, end, clock.day(datetime.now(UTC)))
-            filters = reports.Filters(start, end, channel=channel, group_id=group_id, agent_id=agent_id, tag=tag)
+            filters, clock = await ask.filters(session)
             report = await build(session, tenant_id, filters, clock)
+    fmt = ask.format
     if fmt == "json":
         return web.json_response({"report": report})
     headings, rows = reports.table(kind, report)

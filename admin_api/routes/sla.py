@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 from aiohttp import web
 
 from admin_api.responses import SlaPoliciesEnvelope, SlaPolicyEnvelope, SlaReportEnvelope
+from admin_api.routes.reports import report_ask
 from admin_api.schemas import SlaPolicyBody, SlaPolicyPatch, SlaReportQuery
 from core import sla
-from core.errors import Forbidden, InvalidInput
 from core.models import MAX_ID
 from web.api import IntId, RouteTable
-from web.http import HUB, body, int_param, principal_of, query_int, query_value
+from web.http import HUB, body, int_param, principal_of
 from web.schemas import Deleted
 
 ROUTES = RouteTable("sla")
@@ -74,33 +72,12 @@ async def delete_policy(request: web.Request) -> web.Response:
     return web.json_response({"deleted": policy_id})
 
 
-def _day(request: web.Request, name: str) -> date | None:
-    raw = query_value(request, name)
-    if raw is None:
-        return None
-    try:
-        return date.fromisoformat(raw) if len(raw) == 10 else date.fromisoformat("x")
-    except ValueError:
-        raise InvalidInput(f"{name} is a day, YYYY-MM-DD", code="invalid_query") from None
-
-
 @ROUTES.route("GET", "/api/v1/reports/sla", summary="SLA breaches in a period per target, per agent and per group "
               "(those of the moment of the breach) (supervisor)", response=SlaReportEnvelope, query=SlaReportQuery)
 async def breach_report(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    p = await principal_of(request)
-    if not p.sees_all:
-        raise Forbidden("this needs the supervisor role", code="supervisor_only")
-    fmt = query_value(request, "format")
-    if fmt not in (None, "json"):
-        raise InvalidInput("format is json", code="invalid_query")
-    start, end = _day(request, "from"), _day(request, "to")
-    channel, tag = query_value(request, "channel"), query_value(request, "tag")
-    if (channel is not None and len(channel) > 40) or (tag is not None and len(tag) > 50):
-        raise InvalidInput("channel or tag too long", code="invalid_query")
-    group_id = query_int(request, "group_id", None, lo=1, hi=MAX_ID)
-    agent_id = query_int(request, "agent_id", None, lo=1, hi=MAX_ID)
-    async with hub.breakers.run("reports"), hub.db.read(p.tenant_id) as session:
-        report = await sla.breach_report(session, p.tenant_id, start=start, end=end, channel=channel,
-                                         group_id=group_id, agent_id=agent_id, tag=tag)
+    ask = await report_ask(request, formats=("json",))
+    async with hub.breakers.run("reports"), hub.db.read(ask.principal.tenant_id) as session:
+        filters, clock = await ask.filters(session)
+        report = await sla.breach_report(session, ask.principal.tenant_id, filters, clock.zone)
     return web.json_response({"report": report})
